@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Installs the system libraries gengbao builds and tests against (Debian 12).
+# Idempotent: packages already present are skipped, so re-running is cheap.
+set -euo pipefail
+
+packages=(
+  pkg-config      # lets the gdal crate find libgdal
+  libgdal-dev     # GDAL 3.6: raster/vector I/O, warping, polygonize
+  gdal-bin        # ogrinfo/gdalinfo, used by tests to check outputs the way a user would
+  libtorch-dev    # libtorch 1.13: the learned classifier (tch 0.10)
+  python3-torch   # makes TorchScript fixtures in tests (/usr/bin/python3)
+  clang libclang-dev  # needed by crates that generate bindings at build time
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+
+if [ "${#missing[@]}" -gt 0 ]; then
+  SUDO=""
+  [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -q
+  $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
+else
+  echo "setup: system packages already installed"
+fi

@@ -1,0 +1,487 @@
+//! Land-cover classification of a period composite. One interface ([`Classifier`]), two
+//! implementations: [`IndexBaseline`], documented spectral-temporal index rules, and
+//! [`TorchClassifier`], a libtorch model described by a model card.
+//!
+//! Takes: a [`Composite`] (reflectance of every profile band) and the NDVI of earlier periods.
+//! Gives: a class code per pixel ([`LandCover`]) and a confidence in 0..1.
+
+use crate::composite::{ndvi, Composite, NdviStats};
+use crate::error::{Error, Result};
+use crate::sensor::SensorProfile;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+/// Land-cover codes shared by every classifier and raster of gengbao.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[repr(u8)]
+pub enum LandCover {
+    NoData = 0,
+    Grain = 1,
+    NonGrain = 2,
+    Built = 3,
+    Water = 4,
+    Grass = 5,
+    Forest = 6,
+}
+
+impl LandCover {
+    pub const ALL: [LandCover; 6] = [
+        LandCover::Grain,
+        LandCover::NonGrain,
+        LandCover::Built,
+        LandCover::Water,
+        LandCover::Grass,
+        LandCover::Forest,
+    ];
+
+    pub fn from_code(code: u8) -> LandCover {
+        match code {
+            1 => LandCover::Grain,
+            2 => LandCover::NonGrain,
+            3 => LandCover::Built,
+            4 => LandCover::Water,
+            5 => LandCover::Grass,
+            6 => LandCover::Forest,
+            _ => LandCover::NoData,
+        }
+    }
+
+    pub fn code(self) -> u8 {
+        self as u8
+    }
+
+    pub fn label_zh(self) -> &'static str {
+        match self {
+            LandCover::NoData => "无数据",
+            LandCover::Grain => "粮食作物",
+            LandCover::NonGrain => "非粮经济作物",
+            LandCover::Built => "建设用地/硬化地表",
+            LandCover::Water => "水体/坑塘",
+            LandCover::Grass => "草地/灌丛",
+            LandCover::Forest => "林地",
+        }
+    }
+}
+
+/// What a classifier sees for one tile.
+pub struct ClassifierInput<'a> {
+    pub profile: &'static SensorProfile,
+    pub composite: &'a Composite,
+    /// NDVI statistics of the previous periods, most recent first; may be empty.
+    pub history: &'a [NdviStats],
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Classified {
+    pub classes: Vec<u8>,
+    pub confidence: Vec<f32>,
+}
+
+pub trait Classifier: Send + Sync {
+    /// Short version id written into every patch (`MXBB`).
+    fn version(&self) -> &str;
+    fn classify(&self, input: &ClassifierInput) -> Result<Classified>;
+}
+
+fn sure(margin: f32, scale: f32) -> f32 {
+    // Confidence grows with the distance from the decisive threshold.
+    0.5 + 0.5 * (margin / scale).tanh().abs()
+}
+
+/// Spectral-temporal index rules.
+///
+/// Spectral features of the period composite: NDVI = (NIR-Red)/(NIR+Red),
+/// MNDWI = (Green-SWIR1)/(Green+SWIR1), NDWI = (Green-NIR)/(Green+NIR), and the red/blue ratio (iron-bearing soil reddens,
+/// concrete and asphalt are flat). Temporal features over the current and the two previous
+/// periods (half a year): the lowest and highest NDVI of any clear observation (trough, peak)
+/// and the mean of the period medians.
+///
+/// 1. MNDWI > 0.1 or NDWI > 0.2, and NDVI < 0.1: water. NDWI uses only 10 m bands on
+///    Sentinel-2, so it still sees water where the 20 m SWIR band mixes in the bank.
+/// 2. NDVI < 0.25 (not vegetated): soil-like (red/blue > 1.6 and SWIR1 > NIR) is cropland in a
+///    bare phase (grain); anything else is built-up / hardened.
+/// 3. Vegetated, with 3 periods known: trough >= 0.45 (green all the time) is forest when the
+///    mean is >= 0.75, else a non-grain perennial crop; a bare-soil trough (<= 0.25) or a dense
+///    green-up (peak >= 0.7) is a crop cycle (grain); a growing signal without either
+///    (peak >= 0.4) is grass/shrub; anything else is dormant cropland (grain).
+/// 4. Vegetated, fewer than 3 periods known: forest when NDVI >= 0.8 and SWIR1 < 0.15 (dark,
+///    shadowed canopy), else grain. One period cannot tell perennial crops or abandonment from
+///    grain; that needs history.
+pub struct IndexBaseline;
+
+impl IndexBaseline {
+    pub const VERSION: &'static str = "index-v1";
+}
+
+impl Classifier for IndexBaseline {
+    fn version(&self) -> &str {
+        Self::VERSION
+    }
+
+    fn classify(&self, input: &ClassifierInput) -> Result<Classified> {
+        let c = input.composite;
+        let [blue, green, red, nir, swir1, _] = c.canonical(input.profile);
+        let n = c.width * c.height;
+        let mut classes = vec![0u8; n];
+        let mut confidence = vec![0f32; n];
+        let recent = &input.history[..input.history.len().min(2)];
+        for i in 0..n {
+            let (b, g, r, nr, s1) = (blue[i], green[i], red[i], nir[i], swir1[i]);
+            if [b, g, r, nr, s1].iter().any(|v| !v.is_finite()) {
+                continue;
+            }
+            let v = ndvi(r, nr);
+            let mndwi = (g - s1) / (g + s1).max(1e-6);
+            let ndwi = (g - nr) / (g + nr).max(1e-6);
+            let (class, conf) = if (mndwi > 0.1 || ndwi > 0.2) && v < 0.1 {
+                (LandCover::Water, sure((mndwi - 0.1).max(ndwi - 0.2), 0.1))
+            } else if v < 0.25 {
+                let red_blue = r / b.max(1e-3);
+                if red_blue > 1.6 && s1 > nr {
+                    (LandCover::Grain, sure(red_blue - 1.6, 0.3))
+                } else {
+                    (LandCover::Built, sure(1.6 - red_blue, 0.3))
+                }
+            } else if recent.len() == 2 && recent.iter().all(|h| h.median[i].is_finite()) {
+                let trough = recent
+                    .iter()
+                    .map(|h| h.min[i])
+                    .chain([c.ndvi.min[i]])
+                    .filter(|x| x.is_finite())
+                    .fold(v, f32::min);
+                let peak = recent
+                    .iter()
+                    .map(|h| h.max[i])
+                    .chain([c.ndvi.max[i]])
+                    .filter(|x| x.is_finite())
+                    .fold(v, f32::max);
+                let mean = (v + recent[0].median[i] + recent[1].median[i]) / 3.0;
+                if trough >= 0.45 {
+                    if mean >= 0.75 {
+                        (LandCover::Forest, sure(mean - 0.75, 0.05))
+                    } else {
+                        (
+                            LandCover::NonGrain,
+                            sure(0.75 - mean, 0.05).min(sure(trough - 0.45, 0.1)),
+                        )
+                    }
+                } else if trough <= 0.25 || peak >= 0.7 {
+                    (LandCover::Grain, sure((0.25 - trough).max(peak - 0.7), 0.1))
+                } else if peak >= 0.4 {
+                    (
+                        LandCover::Grass,
+                        sure(0.7 - peak, 0.1).min(sure(trough - 0.25, 0.1)),
+                    )
+                } else {
+                    (LandCover::Grain, sure(0.4 - peak, 0.1))
+                }
+            } else if v >= 0.8 && s1 < 0.15 {
+                (LandCover::Forest, sure(0.15 - s1, 0.03))
+            } else {
+                (LandCover::Grain, 0.5)
+            };
+            classes[i] = class.code();
+            confidence[i] = conf;
+        }
+        Ok(Classified {
+            classes,
+            confidence,
+        })
+    }
+}
+
+/// How a learned model's file is stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ModelFormat {
+    /// A TorchScript module (`torch.jit.trace`/`script`, or saved by tch).
+    Torchscript,
+    /// A tch VarStore of a per-pixel MLP with the card's `hidden` layer sizes.
+    VarstoreMlp,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Normalisation {
+    pub mean: Vec<f32>,
+    pub std: Vec<f32>,
+}
+
+/// The model card: everything the pipeline needs to feed a model and trust its output.
+/// Fields beyond these (training data, metrics...) are kept but not interpreted here.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ModelCard {
+    pub name: String,
+    pub format: ModelFormat,
+    /// Input band names in the order the model expects them.
+    pub input_bands: Vec<String>,
+    pub normalisation: Normalisation,
+    /// gengbao class code of each model output, in output order.
+    pub classes: Vec<u8>,
+    #[serde(default = "one")]
+    pub periods: usize,
+    #[serde(default)]
+    pub hidden: Vec<i64>,
+    #[serde(flatten)]
+    pub extra: serde_json::Map<String, serde_json::Value>,
+}
+
+fn one() -> usize {
+    1
+}
+
+impl ModelCard {
+    pub fn card_path(model: &Path) -> PathBuf {
+        let mut p = model.as_os_str().to_owned();
+        p.push(".json");
+        PathBuf::from(p)
+    }
+
+    pub fn load(model: &Path) -> Result<Self> {
+        let path = Self::card_path(model);
+        let text = std::fs::read_to_string(&path).map_err(|e| {
+            Error::input(
+                &path,
+                format!("cannot read the model card: {e}"),
+                "every model needs a JSON card beside it named <model file>.json",
+            )
+        })?;
+        let card: ModelCard = serde_json::from_str(&text).map_err(|e| {
+            Error::input(
+                &path,
+                format!("invalid model card: {e}"),
+                "see the card format in README.md",
+            )
+        })?;
+        card.check_shape(&path)?;
+        Ok(card)
+    }
+
+    fn check_shape(&self, path: &Path) -> Result<()> {
+        let nb = self.input_bands.len();
+        if nb == 0 || self.normalisation.mean.len() != nb || self.normalisation.std.len() != nb {
+            return Err(Error::input(
+                path,
+                format!(
+                    "{} input bands but {} means and {} stds",
+                    nb,
+                    self.normalisation.mean.len(),
+                    self.normalisation.std.len()
+                ),
+                "give one normalisation mean and std per input band",
+            ));
+        }
+        if self.classes.is_empty() || self.classes.iter().any(|&c| !(1..=6).contains(&c)) {
+            return Err(Error::input(
+                path,
+                format!(
+                    "classes {:?} are not gengbao land-cover codes",
+                    self.classes
+                ),
+                "list, per model output, a code from 1 (grain) to 6 (forest)",
+            ));
+        }
+        if self.periods != 1 {
+            return Err(Error::input(
+                path,
+                format!(
+                    "the model consumes {} periods; this version feeds one",
+                    self.periods
+                ),
+                "use a single-period model (periods = 1)",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Refuses a model whose inputs the imagery cannot provide.
+    pub fn check_against(&self, profile: &SensorProfile, model: &Path) -> Result<()> {
+        let missing: Vec<&String> = self
+            .input_bands
+            .iter()
+            .filter(|b| !profile.bands.contains(&b.as_str()))
+            .collect();
+        if !missing.is_empty() {
+            return Err(Error::input(
+                Self::card_path(model),
+                format!(
+                    "the model expects bands {:?} but the imagery profile `{}` has {:?} (missing {:?})",
+                    self.input_bands, profile.name, profile.bands, missing
+                ),
+                "use a model trained for this sensor, or a sensor profile that provides these bands",
+            ));
+        }
+        Ok(())
+    }
+}
+
+enum TorchModel {
+    Script(tch::CModule),
+    Mlp(tch::nn::Sequential, #[allow(dead_code)] tch::nn::VarStore),
+}
+
+/// A libtorch model classifying pixels in batches, without gradients.
+pub struct TorchClassifier {
+    card: ModelCard,
+    band_index: Vec<usize>,
+    version: String,
+    // libtorch modules are not thread-safe to share; tiles take turns and libtorch itself uses
+    // all cores (intra-op threads) for each batch.
+    model: Mutex<TorchModel>,
+    batch: usize,
+}
+
+/// A per-pixel MLP: inputs -> hidden layers with ReLU -> class logits.
+pub fn build_mlp(
+    vs: &tch::nn::Path,
+    inputs: i64,
+    hidden: &[i64],
+    outputs: i64,
+) -> tch::nn::Sequential {
+    let mut seq = tch::nn::seq();
+    let mut width = inputs;
+    for (i, &h) in hidden.iter().enumerate() {
+        seq = seq
+            .add(tch::nn::linear(
+                vs / format!("layer{i}"),
+                width,
+                h,
+                Default::default(),
+            ))
+            .add_fn(|x| x.relu());
+        width = h;
+    }
+    seq.add(tch::nn::linear(
+        vs / "out",
+        width,
+        outputs,
+        Default::default(),
+    ))
+}
+
+/// Hash of a file's bytes, shortened: the model version written into patches.
+pub fn file_version(path: &Path) -> Result<String> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let digest = Sha256::digest(&bytes);
+    Ok(digest.iter().take(6).map(|b| format!("{b:02x}")).collect())
+}
+
+impl TorchClassifier {
+    pub fn load(model: &Path, profile: &SensorProfile, threads: usize) -> Result<Self> {
+        let card = ModelCard::load(model)?;
+        card.check_against(profile, model)?;
+        tch::set_num_threads(threads.max(1) as i32);
+        let loaded = match card.format {
+            ModelFormat::Torchscript => {
+                let mut m = tch::CModule::load(model).map_err(|e| {
+                    Error::input(
+                        model,
+                        format!("not a loadable TorchScript module: {e}"),
+                        "export it with torch.jit.trace or torch.jit.script and torch.jit.save",
+                    )
+                })?;
+                m.set_eval();
+                TorchModel::Script(m)
+            }
+            ModelFormat::VarstoreMlp => {
+                let mut vs = tch::nn::VarStore::new(tch::Device::Cpu);
+                let seq = build_mlp(
+                    &vs.root(),
+                    card.input_bands.len() as i64,
+                    &card.hidden,
+                    card.classes.len() as i64,
+                );
+                vs.load(model).map_err(|e| {
+                    Error::input(
+                        model,
+                        format!("the weights do not fit the card's architecture: {e}"),
+                        "check `hidden` and `input_bands` in the card",
+                    )
+                })?;
+                TorchModel::Mlp(seq, vs)
+            }
+        };
+        let band_index = card
+            .input_bands
+            .iter()
+            .map(|b| profile.bands.iter().position(|p| p == b).expect("checked"))
+            .collect();
+        Ok(TorchClassifier {
+            version: file_version(model)?,
+            card,
+            band_index,
+            model: Mutex::new(loaded),
+            batch: 1 << 16,
+        })
+    }
+
+    pub fn card(&self) -> &ModelCard {
+        &self.card
+    }
+
+    fn forward(&self, x: &tch::Tensor) -> Result<tch::Tensor> {
+        use tch::nn::Module;
+        let model = self
+            .model
+            .lock()
+            .expect("a panicking tile poisons the run anyway");
+        Ok(match &*model {
+            TorchModel::Script(m) => m.forward_ts(&[x])?,
+            TorchModel::Mlp(seq, _) => seq.forward(x),
+        })
+    }
+}
+
+impl Classifier for TorchClassifier {
+    fn version(&self) -> &str {
+        &self.version
+    }
+
+    fn classify(&self, input: &ClassifierInput) -> Result<Classified> {
+        let c = input.composite;
+        let n = c.width * c.height;
+        let nb = self.band_index.len();
+        let mut classes = vec![0u8; n];
+        let mut confidence = vec![0f32; n];
+        let valid: Vec<usize> = (0..n)
+            .filter(|&i| self.band_index.iter().all(|&b| c.bands[b][i].is_finite()))
+            .collect();
+        let _guard = tch::no_grad_guard();
+        let mut features = Vec::with_capacity(self.batch.min(valid.len()) * nb);
+        for chunk in valid.chunks(self.batch) {
+            features.clear();
+            for &i in chunk {
+                for (k, &b) in self.band_index.iter().enumerate() {
+                    let norm = &self.card.normalisation;
+                    features.push((c.bands[b][i] - norm.mean[k]) / norm.std[k]);
+                }
+            }
+            let x = tch::Tensor::of_slice(&features).view([chunk.len() as i64, nb as i64]);
+            let logits = self.forward(&x)?;
+            if logits.size() != [chunk.len() as i64, self.card.classes.len() as i64] {
+                return Err(Error::usage(
+                    format!(
+                        "model `{}` returned shape {:?}, expected [{}, {}]",
+                        self.card.name,
+                        logits.size(),
+                        chunk.len(),
+                        self.card.classes.len()
+                    ),
+                    "the card's classes must list one gengbao code per model output",
+                ));
+            }
+            let (prob, idx) = logits.softmax(-1, tch::Kind::Float).max_dim(-1, false);
+            let prob = Vec::<f32>::from(&prob);
+            let idx = Vec::<i64>::from(&idx);
+            for (k, &i) in chunk.iter().enumerate() {
+                classes[i] = self.card.classes[idx[k] as usize];
+                confidence[i] = prob[k];
+            }
+        }
+        Ok(Classified {
+            classes,
+            confidence,
+        })
+    }
+}

@@ -1,0 +1,242 @@
+//! The per-period composite of clear observations (cloud, shadow and nodata masked by the
+//! sensor's quality band): per pixel, all bands of the observation with the median blue
+//! reflectance ([`pick_observations`]), plus the lowest and highest NDVI seen in the period.
+
+use crate::error::Result;
+use crate::grid::{JobGrid, Window};
+use crate::imagery::Acquisition;
+use crate::sensor::SensorProfile;
+
+// The red band must come before NIR in a profile so that per-observation NDVI can be formed.
+
+/// A period composite on a tile's read window: all profile bands, reflectance, NaN = no clear
+/// observation.
+#[derive(Debug, Clone)]
+pub struct Composite {
+    pub width: usize,
+    pub height: usize,
+    /// Band names in profile order.
+    pub band_names: Vec<String>,
+    pub bands: Vec<Vec<f32>>,
+    /// Number of clear observations per pixel.
+    pub clear_count: Vec<u8>,
+    /// NDVI of the composite, and the lowest and highest NDVI of the clear observations: the
+    /// within-period swing that a median alone hides (a harvest, a green-up).
+    pub ndvi: NdviStats,
+}
+
+/// NDVI summary of a period, per pixel (NaN = unknown).
+#[derive(Debug, Clone, Default)]
+pub struct NdviStats {
+    pub median: Vec<f32>,
+    pub min: Vec<f32>,
+    pub max: Vec<f32>,
+}
+
+impl Composite {
+    /// A "composite" of one cloud-free image (two-date detection): every observation counts.
+    pub fn single(
+        profile: &SensorProfile,
+        width: usize,
+        height: usize,
+        bands: Vec<Vec<f32>>,
+    ) -> Self {
+        let red = profile
+            .bands
+            .iter()
+            .position(|b| *b == profile.canonical[2])
+            .expect("profile band");
+        let nir = profile
+            .bands
+            .iter()
+            .position(|b| *b == profile.canonical[3])
+            .expect("profile band");
+        let v: Vec<f32> = bands[red]
+            .iter()
+            .zip(&bands[nir])
+            .map(|(&r, &n)| ndvi(r, n))
+            .collect();
+        let clear_count = v.iter().map(|x| u8::from(x.is_finite())).collect();
+        Composite {
+            width,
+            height,
+            band_names: profile.bands.iter().map(|s| s.to_string()).collect(),
+            bands,
+            clear_count,
+            ndvi: NdviStats {
+                median: v.clone(),
+                min: v.clone(),
+                max: v,
+            },
+        }
+    }
+
+    pub fn band(&self, name: &str) -> Option<&[f32]> {
+        self.band_names
+            .iter()
+            .position(|b| b == name)
+            .map(|i| self.bands[i].as_slice())
+    }
+
+    /// The six canonical bands (blue, green, red, nir, swir1, swir2) of `profile`.
+    pub fn canonical<'a>(&'a self, profile: &SensorProfile) -> [&'a [f32]; 6] {
+        profile
+            .canonical
+            .map(|n| self.band(n).expect("composite has all profile bands"))
+    }
+}
+
+/// For each pixel, the clear observation whose blue reflectance is the median (the lower of the
+/// two middle ones for an even count): haze and undetected cloud edges brighten blue, so the
+/// choice leans away from them, and all bands of a pixel come from one real observation.
+fn pick_observations(blue: &[Vec<f32>], clear: &[Vec<bool>], n: usize) -> Vec<u8> {
+    let mut ranked: Vec<(f32, u8)> = Vec::with_capacity(blue.len());
+    (0..n)
+        .map(|i| {
+            ranked.clear();
+            ranked.extend(
+                blue.iter()
+                    .zip(clear)
+                    .enumerate()
+                    .filter(|(_, (b, m))| m[i] && b[i].is_finite())
+                    .map(|(k, (b, _))| (b[i], k as u8)),
+            );
+            if ranked.is_empty() {
+                return u8::MAX;
+            }
+            ranked.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+            ranked[(ranked.len() - 1) / 2].1
+        })
+        .collect()
+}
+
+/// Builds the composite of `acquisitions` on `window`. Memory: one band of every acquisition at
+/// a time, so a period with many scenes stays bounded.
+pub fn build(
+    acquisitions: &[&Acquisition],
+    profile: &'static SensorProfile,
+    grid: &JobGrid,
+    window: Window,
+) -> Result<Composite> {
+    assert!(
+        acquisitions.len() < usize::from(u8::MAX),
+        "too many acquisitions in a period"
+    );
+    let n = window.len();
+    let clear: Vec<Vec<bool>> = acquisitions
+        .iter()
+        .map(|a| a.read_clear(profile, grid, window))
+        .collect::<Result<_>>()?;
+    let [blue_name, _, red_name, nir_name, _, _] = profile.canonical;
+    let read_all = |name: &str| -> Result<Vec<Vec<f32>>> {
+        acquisitions
+            .iter()
+            .map(|a| a.read_reflectance(profile, name, grid, window))
+            .collect()
+    };
+    let chosen = pick_observations(&read_all(blue_name)?, &clear, n);
+    let clear_count = (0..n)
+        .map(|i| clear.iter().filter(|m| m[i]).count().min(255) as u8)
+        .collect();
+    let (mut ndvi_min, mut ndvi_max) = (vec![f32::NAN; n], vec![f32::NAN; n]);
+    let mut red_obs: Vec<Vec<f32>> = Vec::new();
+    let mut bands: Vec<Vec<f32>> = Vec::with_capacity(profile.bands.len());
+    for name in profile.bands {
+        let obs = read_all(name)?;
+        if *name == nir_name {
+            for ((nir, red), m) in obs.iter().zip(&red_obs).zip(&clear) {
+                for i in 0..n {
+                    let v = ndvi(red[i], nir[i]);
+                    if m[i] && v.is_finite() {
+                        ndvi_min[i] = if ndvi_min[i].is_nan() {
+                            v
+                        } else {
+                            ndvi_min[i].min(v)
+                        };
+                        ndvi_max[i] = if ndvi_max[i].is_nan() {
+                            v
+                        } else {
+                            ndvi_max[i].max(v)
+                        };
+                    }
+                }
+            }
+        }
+        bands.push(
+            chosen
+                .iter()
+                .enumerate()
+                .map(|(i, &k)| {
+                    if k == u8::MAX {
+                        f32::NAN
+                    } else {
+                        obs[usize::from(k)][i]
+                    }
+                })
+                .collect(),
+        );
+        if *name == red_name {
+            red_obs = obs;
+        }
+    }
+    let ri = profile
+        .bands
+        .iter()
+        .position(|b| *b == red_name)
+        .expect("profile band");
+    let ni = profile
+        .bands
+        .iter()
+        .position(|b| *b == nir_name)
+        .expect("profile band");
+    let median = bands[ri]
+        .iter()
+        .zip(&bands[ni])
+        .map(|(&r, &nr)| ndvi(r, nr))
+        .collect();
+    Ok(Composite {
+        width: window.width,
+        height: window.height,
+        band_names: profile.bands.iter().map(|s| s.to_string()).collect(),
+        bands,
+        clear_count,
+        ndvi: NdviStats {
+            median,
+            min: ndvi_min,
+            max: ndvi_max,
+        },
+    })
+}
+
+/// Normalised difference vegetation index; NaN where undefined.
+pub fn ndvi(red: f32, nir: f32) -> f32 {
+    let s = nir + red;
+    if s.abs() < 1e-6 {
+        f32::NAN
+    } else {
+        (nir - red) / s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn picks_the_median_blue_and_leans_away_from_haze() {
+        // Pixel 0: three clear observations -> the middle one (index 2, blue 0.05).
+        // Pixel 1: two clear (0.04 and a hazy 0.20) -> the lower; the cloudy one is ignored.
+        // Pixel 2: nothing clear.
+        let blue = vec![
+            vec![0.09, 0.04, 0.3],
+            vec![0.02, 0.20, 0.3],
+            vec![0.05, 0.9, 0.3],
+        ];
+        let clear = vec![
+            vec![true, true, false],
+            vec![true, true, false],
+            vec![true, false, false],
+        ];
+        assert_eq!(pick_observations(&blue, &clear, 3), vec![2, 0, u8::MAX]);
+    }
+}

@@ -1,0 +1,387 @@
+//! The job configuration (TOML). Paths are relative to the config file. Unknown keys are errors,
+//! so a typo is caught before hours of processing rather than silently ignored.
+//! `gengbao init` writes [`EXAMPLE`], the commented reference of every key.
+
+use crate::error::{Error, Result};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+pub const EXAMPLE: &str = r#"# gengbao job configuration. Paths are relative to this file.
+
+[job]
+name = "sample-city"            # used in summaries and the run log
+output = "out"                  # results go to <output>/<period>/
+
+[aoi]                           # administrative boundaries: one polygon per county
+path = "admin.gpkg"
+layer = "counties"              # optional: the first layer when omitted
+code_field = "XZQDM"            # 6-digit county code (行政区代码)
+name_field = "XZQMC"            # county name (行政区名称)
+
+[farmland]                      # cultivated-land (耕地) parcels: the area that is watched
+path = "farmland.gpkg"
+layer = "farmland"
+id_field = "BSM"                # parcel id (标识码)
+class_field = "DLBM"            # land class: 0101 paddy, 0102 irrigated, 0103 dry land
+basic_field = "JBNT"            # optional: permanent basic farmland flag (1/Y = yes)
+
+[imagery]
+folder = "imagery"              # scanned recursively: one sub-folder per acquisition,
+                                # named with its date (YYYYMMDD), one GeoTIFF per band
+sensor = "sentinel2-l2a"        # see `gengbao sensors`
+
+[grid]
+crs = "EPSG:32650"              # the job's CRS (e.g. EPSG:4527 for CGCS2000 GK zone 39)
+resolution = 10.0               # metres
+tile_size = 512                 # pixels per tile side
+halo = 8                        # extra pixels read around each tile
+
+[rules]
+min_area_m2 = 400.0             # minimum mapping unit for every change type
+# min_area_m2_by_type = { FNH = 200.0, FLH = 400.0, PH = 1000.0 }
+ph_min_periods = 3              # 撂荒 needs grass/shrub in this many consecutive periods
+                                # (at most 6 are looked at)
+
+[classifier]
+kind = "index"                  # "index": spectral-temporal index rules; "torch": a model file
+# model = "models/landcover.pt" # with kind = "torch"; its card is <model>.json
+
+[output]
+shapefile_encoding = "GBK"      # "GBK" (most Chinese desktop GIS) or "UTF-8"
+threads = 0                     # 0 = all cores
+"#;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobConfig {
+    pub job: JobSection,
+    pub aoi: AoiSection,
+    pub farmland: FarmlandSection,
+    pub imagery: ImagerySection,
+    pub grid: GridSection,
+    #[serde(default)]
+    pub rules: RulesSection,
+    #[serde(default)]
+    pub classifier: ClassifierSection,
+    #[serde(default)]
+    pub output: OutputSection,
+    /// Folder of the config file; relative paths are resolved against it.
+    #[serde(skip)]
+    pub base: PathBuf,
+    #[serde(skip)]
+    pub source: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobSection {
+    pub name: String,
+    pub output: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AoiSection {
+    pub path: PathBuf,
+    pub layer: Option<String>,
+    #[serde(default = "default_code_field")]
+    pub code_field: String,
+    #[serde(default = "default_name_field")]
+    pub name_field: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FarmlandSection {
+    pub path: PathBuf,
+    pub layer: Option<String>,
+    #[serde(default = "default_id_field")]
+    pub id_field: String,
+    #[serde(default = "default_class_field")]
+    pub class_field: String,
+    pub basic_field: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImagerySection {
+    pub folder: PathBuf,
+    pub sensor: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GridSection {
+    pub crs: String,
+    pub resolution: f64,
+    #[serde(default = "default_tile_size")]
+    pub tile_size: usize,
+    #[serde(default = "default_halo")]
+    pub halo: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RulesSection {
+    #[serde(default = "default_min_area")]
+    pub min_area_m2: f64,
+    #[serde(default)]
+    pub min_area_m2_by_type: BTreeMap<String, f64>,
+    #[serde(default = "default_ph_min_periods")]
+    pub ph_min_periods: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClassifierSection {
+    #[serde(default = "default_classifier_kind")]
+    pub kind: String,
+    pub model: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutputSection {
+    #[serde(default = "default_encoding")]
+    pub shapefile_encoding: String,
+    #[serde(default)]
+    pub threads: usize,
+}
+
+fn default_code_field() -> String {
+    "XZQDM".into()
+}
+fn default_name_field() -> String {
+    "XZQMC".into()
+}
+fn default_id_field() -> String {
+    "BSM".into()
+}
+fn default_class_field() -> String {
+    "DLBM".into()
+}
+fn default_tile_size() -> usize {
+    512
+}
+fn default_halo() -> usize {
+    8
+}
+fn default_min_area() -> f64 {
+    400.0
+}
+fn default_ph_min_periods() -> usize {
+    3
+}
+fn default_classifier_kind() -> String {
+    "index".into()
+}
+fn default_encoding() -> String {
+    "GBK".into()
+}
+
+impl Default for RulesSection {
+    fn default() -> Self {
+        RulesSection {
+            min_area_m2: default_min_area(),
+            min_area_m2_by_type: BTreeMap::new(),
+            ph_min_periods: default_ph_min_periods(),
+        }
+    }
+}
+
+impl Default for ClassifierSection {
+    fn default() -> Self {
+        ClassifierSection {
+            kind: default_classifier_kind(),
+            model: None,
+        }
+    }
+}
+
+impl Default for OutputSection {
+    fn default() -> Self {
+        OutputSection {
+            shapefile_encoding: default_encoding(),
+            threads: 0,
+        }
+    }
+}
+
+impl JobConfig {
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            Error::input(
+                path,
+                format!("cannot read the job config: {e}"),
+                "pass an existing file to --config; `gengbao init JOB.toml` writes an example",
+            )
+        })?;
+        Self::parse(&text, path)
+    }
+
+    pub fn parse(text: &str, path: &Path) -> Result<Self> {
+        let mut cfg: JobConfig = toml::from_str(text).map_err(|e| {
+            let key = e
+                .message()
+                .split('`')
+                .nth(1)
+                .map(str::to_string)
+                .unwrap_or_else(|| "?".into());
+            Error::config(
+                path,
+                key,
+                e.to_string().trim_end().to_string(),
+                "compare with the commented example written by `gengbao init`",
+            )
+        })?;
+        cfg.base = path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+        cfg.source = path.to_path_buf();
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    fn validate(&self) -> Result<()> {
+        let bad = |key: &str, problem: String, fix: &str| {
+            Err(Error::config(&self.source, key, problem, fix))
+        };
+        if !(self.grid.resolution > 0.0) {
+            return bad(
+                "grid.resolution",
+                format!("{} is not a positive size", self.grid.resolution),
+                "give the pixel size in CRS units, e.g. 10.0",
+            );
+        }
+        if self.grid.tile_size < 16 || self.grid.tile_size > 8192 {
+            return bad(
+                "grid.tile_size",
+                format!("{} is outside 16..8192", self.grid.tile_size),
+                "use e.g. 512",
+            );
+        }
+        if self.grid.halo * 2 >= self.grid.tile_size {
+            return bad(
+                "grid.halo",
+                format!(
+                    "{} is too large for tile_size {}",
+                    self.grid.halo, self.grid.tile_size
+                ),
+                "use a halo well below half the tile size, e.g. 8",
+            );
+        }
+        if let Err(e) = crate::sensor::SensorProfile::by_name(&self.imagery.sensor) {
+            return bad("imagery.sensor", e.to_string(), "see `gengbao sensors`");
+        }
+        for key in self.rules.min_area_m2_by_type.keys() {
+            if crate::change::ChangeType::from_code(key).is_none() {
+                return bad(
+                    "rules.min_area_m2_by_type",
+                    format!("unknown change type `{key}`"),
+                    "use FNH, FLH or PH",
+                );
+            }
+        }
+        if !(1..=6).contains(&self.rules.ph_min_periods) {
+            return bad(
+                "rules.ph_min_periods",
+                format!("{} is outside 1..6", self.rules.ph_min_periods),
+                "use a number of bimonthly periods from 1 to 6 (default 3)",
+            );
+        }
+        match self.classifier.kind.as_str() {
+            "index" => {}
+            "torch" if self.classifier.model.is_some() => {}
+            "torch" => {
+                return bad(
+                    "classifier.model",
+                    "kind = \"torch\" needs a model file".into(),
+                    "set model = \"path/to/model.pt\" (its card is model.pt.json)",
+                )
+            }
+            other => {
+                return bad(
+                    "classifier.kind",
+                    format!("unknown classifier `{other}`"),
+                    "use \"index\" or \"torch\"",
+                )
+            }
+        }
+        match self.output.shapefile_encoding.to_ascii_uppercase().as_str() {
+            "GBK" | "UTF-8" | "UTF8" => {}
+            other => {
+                return bad(
+                    "output.shapefile_encoding",
+                    format!("unsupported encoding `{other}`"),
+                    "use \"GBK\" or \"UTF-8\"",
+                )
+            }
+        }
+        gdal::spatial_ref::SpatialRef::from_definition(&self.grid.crs).map_err(|e| {
+            Error::config(
+                &self.source,
+                "grid.crs",
+                format!("`{}` is not a CRS GDAL knows: {e}", self.grid.crs),
+                "use an EPSG code such as \"EPSG:32650\" or \"EPSG:4527\"",
+            )
+        })?;
+        Ok(())
+    }
+
+    pub fn resolve(&self, p: &Path) -> PathBuf {
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.base.join(p)
+        }
+    }
+
+    pub fn output_dir(&self) -> PathBuf {
+        self.resolve(&self.job.output)
+    }
+
+    pub fn min_area_for(&self, code: &str) -> f64 {
+        self.rules
+            .min_area_m2_by_type
+            .get(code)
+            .copied()
+            .unwrap_or(self.rules.min_area_m2)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_parses() {
+        let cfg = JobConfig::parse(EXAMPLE, Path::new("/x/job.toml")).unwrap();
+        assert_eq!(cfg.grid.tile_size, 512);
+        assert_eq!(cfg.output_dir(), PathBuf::from("/x/out"));
+        assert_eq!(cfg.min_area_for("PH"), 400.0);
+    }
+
+    #[test]
+    fn a_typo_names_the_key() {
+        let text = EXAMPLE.replace("tile_size = 512", "tile_sise = 512");
+        let err = JobConfig::parse(&text, Path::new("job.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("tile_sise"), "{err}");
+        assert!(err.contains("job.toml"), "{err}");
+    }
+
+    #[test]
+    fn a_bad_value_names_the_key_and_fix() {
+        let text = EXAMPLE.replace("resolution = 10.0", "resolution = -1.0");
+        let err = JobConfig::parse(&text, Path::new("job.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("grid.resolution") && err.contains("fix:"),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,281 @@
+//! Two-date detection on any pair of co-registered multi-band images (e.g. one mosaic per date
+//! that a user already has): the stages of a period run, with the earlier image's classes as
+//! the baseline instead of the farmland layer and the archive.
+//!
+//! Takes: two GDAL-readable images with the band layout of a sensor profile, optionally a
+//! parcel layer (without one the whole image is watched). Gives, in the output folder:
+//! `class_before.tif`, `class_after.tif`, `flags.tif`, `patches.gpkg` and `summary.json`.
+//! Rules: FNH and FLH as in [`crate::change`]; PH needs a year of periods and is never flagged
+//! from two dates.
+
+use crate::change::ChangeType;
+use crate::classify::{Classifier, ClassifierInput, IndexBaseline};
+use crate::composite::Composite;
+use crate::error::{Error, Result};
+use crate::export::{write_atomic, write_layer, Format, PATCH_FIELDS};
+use crate::grid::JobGrid;
+use crate::imagery::to_reflectance;
+use crate::layers::{Admin, County, Farmland};
+use crate::patches::{attr_band, PeriodInfo};
+use crate::pipeline::{judge, num_threads, ChangeRasters, Pixel, TypeTotals};
+use crate::raster::{open_georeferenced, warp_onto, GridTiff, Resample};
+use crate::sensor::SensorProfile;
+use gdal::spatial_ref::SpatialRef;
+use gdal::vector::Geometry;
+use rayon::prelude::*;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+#[derive(Debug, Clone)]
+pub struct DetectOptions {
+    pub before: PathBuf,
+    pub after: PathBuf,
+    pub farmland: Option<PathBuf>,
+    pub sensor: Option<String>,
+    pub out: PathBuf,
+    pub min_area_m2: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DetectSummary {
+    pub before: String,
+    pub after: String,
+    pub sensor: String,
+    pub classifier: String,
+    pub width: usize,
+    pub height: usize,
+    pub watched: String,
+    pub patches: BTreeMap<&'static str, TypeTotals>,
+    pub seconds: f64,
+    pub rules: String,
+}
+
+impl DetectSummary {
+    pub fn human(&self) -> String {
+        let mut s = format!(
+            "detect {} -> {} ({}, {}x{} px, {:.1} s):",
+            self.before, self.after, self.sensor, self.width, self.height, self.seconds
+        );
+        for (t, v) in &self.patches {
+            s += &format!("  {t} {} ({:.0} m²)", v.count, v.area_m2);
+        }
+        s
+    }
+}
+
+fn profile_for(path: &Path, bands: usize, name: Option<&str>) -> Result<&'static SensorProfile> {
+    let profile = match name {
+        Some(n) => SensorProfile::by_name(n)?,
+        None => SensorProfile::for_band_count(bands).ok_or_else(|| {
+            Error::input(
+                path,
+                format!("{bands} bands do not identify a sensor profile"),
+                "name one with --sensor (see `gengbao sensors`)",
+            )
+        })?,
+    };
+    if profile.bands.len() != bands {
+        return Err(Error::input(
+            path,
+            format!(
+                "has {bands} bands but profile `{}` expects {} ({})",
+                profile.name,
+                profile.bands.len(),
+                profile.bands.join(" ")
+            ),
+            "pick the profile that matches the file's band layout with --sensor",
+        ));
+    }
+    Ok(profile)
+}
+
+pub fn detect(opts: &DetectOptions) -> Result<DetectSummary> {
+    let t0 = Instant::now();
+    let before_ds = open_georeferenced(&opts.before)?;
+    let after_ds = open_georeferenced(&opts.after)?;
+    let profile = profile_for(
+        &opts.before,
+        before_ds.raster_count(),
+        opts.sensor.as_deref(),
+    )?;
+    profile_for(&opts.after, after_ds.raster_count(), Some(profile.name))?;
+    let gt = before_ds.geo_transform()?;
+    if gt[2] != 0.0 || gt[4] != 0.0 || (gt[1] + gt[5]).abs() > 1e-9 * gt[1].abs() {
+        return Err(Error::input(
+            &opts.before,
+            "is rotated or has non-square pixels",
+            "warp it to a north-up grid first (gdalwarp -tr RES RES)",
+        ));
+    }
+    let (width, height) = before_ds.raster_size();
+    let mut srs = before_ds.spatial_ref()?;
+    srs.set_axis_mapping_strategy(gdal::spatial_ref::AxisMappingStrategy::TraditionalGisOrder);
+    let grid = JobGrid {
+        crs_wkt: srs.to_wkt()?,
+        origin_x: gt[0],
+        origin_y: gt[3],
+        resolution: gt[1],
+        width,
+        height,
+        tile_size: 512,
+        halo: 0,
+    };
+    drop((before_ds, after_ds));
+    let farmland = opts
+        .farmland
+        .as_deref()
+        .map(Farmland::open_polygons)
+        .transpose()?;
+    let (x0, y0, x1, y1) = grid.window_bounds(grid.full_window());
+    let admin = Admin {
+        path: opts.before.clone(),
+        counties: vec![County {
+            code: "000000".into(),
+            name: "检测范围".into(),
+            wkb: Geometry::bbox(x0, y0, x1, y1)?.wkb()?,
+        }],
+    };
+    let classifier = IndexBaseline;
+
+    std::fs::create_dir_all(&opts.out).map_err(|e| Error::io(&opts.out, e))?;
+    let staging = opts.out.join(format!(".staging-{}", std::process::id()));
+    let work = staging.join("work");
+    std::fs::create_dir_all(&work).map_err(|e| Error::io(&work, e))?;
+    let result = (|| -> Result<DetectSummary> {
+        let mut class_before =
+            GridTiff::create::<u8>(&staging.join("class_before.tif"), &grid, 1, Some(0.0))?;
+        let mut class_after =
+            GridTiff::create::<u8>(&staging.join("class_after.tif"), &grid, 1, Some(0.0))?;
+        let mut change = ChangeRasters::create(&staging.join("flags.tif"), &work, &grid)?;
+        let tiles = grid.tiles();
+        let grid_srs_wkt = grid.crs_wkt.clone();
+        for batch in tiles.chunks(num_threads() * 2) {
+            let outs: Vec<Result<_>> = batch
+                .par_iter()
+                .map(|tile| {
+                    let w = tile.core;
+                    let classify = |path: &Path| -> Result<_> {
+                        let mut bands = warp_onto(path, &grid, w, Resample::Bilinear)?;
+                        bands.iter_mut().for_each(|b| to_reflectance(profile, b));
+                        let comp = Composite::single(profile, w.width, w.height, bands);
+                        classifier.classify(&ClassifierInput {
+                            profile,
+                            composite: &comp,
+                            history: &[],
+                        })
+                    };
+                    let before = classify(&opts.before)?;
+                    let after = classify(&opts.after)?;
+                    let farm = match &farmland {
+                        Some(f) => {
+                            Some(f.rasterize(&grid, &SpatialRef::from_wkt(&grid_srs_wkt)?, w)?)
+                        }
+                        None => None,
+                    };
+                    let n = w.len();
+                    let (mut flag, mut key) = (vec![0u8; n], vec![0u16; n]);
+                    let mut attrs: [Vec<u8>; attr_band::COUNT] =
+                        std::array::from_fn(|_| vec![0u8; n]);
+                    for i in 0..n {
+                        let j = judge(Pixel {
+                            county: 1,
+                            watched: farm.as_ref().map_or(true, |f| f.parcel[i] != 0),
+                            basic: farm.as_ref().is_some_and(|f| f.basic[i]),
+                            baseline: before.classes[i],
+                            observed_before: before.classes[i],
+                            now: if before.classes[i] == 0 {
+                                0
+                            } else {
+                                after.classes[i]
+                            },
+                            confidence: after.confidence[i].min(before.confidence[i]),
+                            grass_run: 0,
+                            ph_min_periods: usize::MAX,
+                        });
+                        flag[i] = j.flag;
+                        key[i] = j.key;
+                        for (b, v) in j.attrs.into_iter().enumerate() {
+                            attrs[b][i] = v;
+                        }
+                    }
+                    Ok((w, before.classes, after.classes, flag, key, attrs))
+                })
+                .collect();
+            for o in outs {
+                let (w, cb, ca, flag, key, attrs) = o?;
+                class_before.write(1, w, cb)?;
+                class_after.write(1, w, ca)?;
+                change.write(w, flag, key, attrs)?;
+            }
+        }
+        class_before.close()?;
+        class_after.close()?;
+        let info = PeriodInfo {
+            period: "后时相".into(),
+            before_period: "前时相".into(),
+            image_dates: String::new(),
+            model_version: classifier.version(),
+        };
+        let patches = change.into_patches(&grid, &admin, &info, |_| opts.min_area_m2)?;
+        let srs = SpatialRef::from_wkt(&grid.crs_wkt)?;
+        let rows = patches
+            .iter()
+            .map(|p| (p.geometry.clone(), crate::export::patch_values(p)));
+        write_layer(
+            &staging.join("patches.gpkg"),
+            Format::GeoPackage,
+            "patches",
+            &srs,
+            PATCH_FIELDS,
+            rows,
+            "UTF-8",
+        )?;
+        let mut totals: BTreeMap<&'static str, TypeTotals> = ChangeType::ALL
+            .iter()
+            .map(|t| (t.code(), TypeTotals::default()))
+            .collect();
+        for p in &patches {
+            let e = totals.entry(p.change.code()).or_default();
+            e.count += 1;
+            e.area_m2 += p.area_m2;
+        }
+        Ok(DetectSummary {
+            before: opts.before.display().to_string(),
+            after: opts.after.display().to_string(),
+            sensor: profile.name.into(),
+            classifier: classifier.version().into(),
+            width,
+            height,
+            watched: opts.farmland.as_ref().map_or("whole image".into(), |f| f.display().to_string()),
+            patches: totals,
+            seconds: t0.elapsed().as_secs_f64(),
+            rules: "FNH: crop before, built-up after; FLH: grain before, non-grain crop, trees or water after; PH is not decidable from two dates".into(),
+        })
+    })();
+    let summary = match result {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&staging);
+            return Err(e);
+        }
+    };
+    write_atomic(
+        &staging.join("summary.json"),
+        &serde_json::to_vec_pretty(&summary).expect("serialisable"),
+    )?;
+    std::fs::remove_dir_all(&work).map_err(|e| Error::io(&work, e))?;
+    for name in [
+        "class_before.tif",
+        "class_after.tif",
+        "flags.tif",
+        "patches.gpkg",
+        "summary.json",
+    ] {
+        std::fs::rename(staging.join(name), opts.out.join(name))
+            .map_err(|e| Error::io(opts.out.join(name), e))?;
+    }
+    let _ = std::fs::remove_dir_all(&staging);
+    Ok(summary)
+}

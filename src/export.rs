@@ -1,0 +1,237 @@
+//! Exports: per county a GeoPackage, a Shapefile and a GeoJSON of the period's patches, and the
+//! run summary. Field names are ASCII (at most 10 characters, the land-survey convention);
+//! the GeoPackage also carries the Chinese alias of every field. Shapefiles get a .prj and a
+//! .cpg (GBK by default, UTF-8 on request). GeoJSON is written in WGS84 (RFC 7946) for web maps.
+
+use crate::error::{Error, GdalContext, Result};
+use crate::patches::Patch;
+use gdal::spatial_ref::SpatialRef;
+use gdal::vector::{Feature, FieldValue, Geometry, LayerAccess, LayerOptions};
+use gdal::DriverManager;
+use gdal_sys::OGRFieldType::{OFTReal, OFTString};
+use std::ffi::CString;
+use std::path::{Path, PathBuf};
+
+const fn field(name: &'static str, ty: u32, width: i32, alias: &'static str) -> FieldSpec {
+    FieldSpec {
+        name,
+        ty,
+        width,
+        alias,
+    }
+}
+
+/// The patch record of the design brief.
+pub const PATCH_FIELDS: &[FieldSpec] = &[
+    field("TBBH", OFTString, 24, "图斑编号"),
+    field("XZQDM", OFTString, 12, "行政区代码"),
+    field("XZQMC", OFTString, 60, "行政区名称"),
+    field("BHLX", OFTString, 4, "变化类型"),
+    field("BHLXMC", OFTString, 12, "变化类型名称"),
+    field("QDL", OFTString, 2, "前地类"),
+    field("QDLMC", OFTString, 30, "前地类名称"),
+    field("HDL", OFTString, 2, "后地类"),
+    field("HDLMC", OFTString, 30, "后地类名称"),
+    field("QSX", OFTString, 10, "前时相"),
+    field("HSX", OFTString, 10, "后时相"),
+    field("HSXRQ", OFTString, 20, "后时相影像日期"),
+    field("TBMJ", OFTReal, 0, "图斑面积(平方米)"),
+    field("TBMJM", OFTReal, 0, "图斑面积(亩)"),
+    field("GDMJ", OFTReal, 0, "耕地面积(平方米)"),
+    field("JBNTMJ", OFTReal, 0, "永久基本农田面积(平方米)"),
+    field("ZXDX", OFTReal, 0, "中心点X"),
+    field("ZXDY", OFTReal, 0, "中心点Y"),
+    field("JD", OFTReal, 0, "中心点经度"),
+    field("WD", OFTReal, 0, "中心点纬度"),
+    field("ZXD", OFTReal, 0, "置信度"),
+    field("ZT", OFTString, 10, "状态"),
+    field("MXBB", OFTString, 16, "模型版本"),
+];
+
+pub fn patch_values(p: &Patch) -> Vec<FieldValue> {
+    use FieldValue::{RealValue as R, StringValue as S};
+    vec![
+        S(p.tbbh.clone()),
+        S(p.county_code.clone()),
+        S(p.county_name.clone()),
+        S(p.change.code().into()),
+        S(p.change.label_zh().into()),
+        S(p.before.code().to_string()),
+        S(p.before.label_zh().into()),
+        S(p.after.code().to_string()),
+        S(p.after.label_zh().into()),
+        S(p.before_period.clone()),
+        S(p.after_period.clone()),
+        S(p.image_dates.clone()),
+        R(p.area_m2),
+        R(p.area_mu),
+        R(p.farmland_m2),
+        R(p.basic_farmland_m2),
+        R(p.centroid.0),
+        R(p.centroid.1),
+        R(p.lon_lat.0),
+        R(p.lon_lat.1),
+        R(p.confidence),
+        S("新发现".into()),
+        S(p.model_version.clone()),
+    ]
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    GeoPackage,
+    Shapefile,
+    GeoJson,
+}
+
+impl Format {
+    fn driver(self) -> &'static str {
+        match self {
+            Format::GeoPackage => "GPKG",
+            Format::Shapefile => "ESRI Shapefile",
+            Format::GeoJson => "GeoJSON",
+        }
+    }
+
+    pub fn extension(self) -> &'static str {
+        match self {
+            Format::GeoPackage => "gpkg",
+            Format::Shapefile => "shp",
+            Format::GeoJson => "geojson",
+        }
+    }
+}
+
+/// A field of an output layer.
+#[derive(Debug, Clone, Copy)]
+pub struct FieldSpec {
+    pub name: &'static str,
+    pub ty: u32,
+    /// 0 = driver default
+    pub width: i32,
+    /// Human-readable (Chinese) name, stored where the format supports it (GeoPackage).
+    pub alias: &'static str,
+}
+
+/// Writes one layer of polygons with attributes into a new file `path`. All vector output of
+/// gengbao goes through here.
+pub fn write_layer(
+    path: &Path,
+    format: Format,
+    layer_name: &str,
+    srs: &SpatialRef,
+    fields: &[FieldSpec],
+    rows: impl IntoIterator<Item = (Geometry, Vec<FieldValue>)>,
+    shapefile_encoding: &str,
+) -> Result<()> {
+    let driver = DriverManager::get_driver_by_name(format.driver())?;
+    let mut ds = driver
+        .create_vector_only(path)
+        .in_file(path, "check that the output folder is writable")?;
+    let encoding = match shapefile_encoding.to_ascii_uppercase().as_str() {
+        "GBK" => "ENCODING=CP936".to_string(),
+        _ => "ENCODING=UTF-8".to_string(),
+    };
+    let opts: Vec<&str> = match format {
+        Format::Shapefile => vec![encoding.as_str()],
+        Format::GeoJson => vec!["RFC7946=YES", "WRITE_NAME=NO"],
+        Format::GeoPackage => vec![],
+    };
+    {
+        let layer = ds.create_layer(LayerOptions {
+            name: layer_name,
+            srs: Some(srs),
+            ty: gdal_sys::OGRwkbGeometryType::wkbPolygon,
+            options: Some(&opts),
+        })?;
+        for f in fields {
+            let cname = CString::new(f.name).expect("ascii");
+            let calias = CString::new(f.alias).expect("no NUL");
+            // SAFETY: the field definition is created, configured, copied into the layer by
+            // OGR_L_CreateField, and destroyed; the layer handle is valid while `ds` lives.
+            unsafe {
+                let fd = gdal_sys::OGR_Fld_Create(cname.as_ptr(), f.ty);
+                if f.width > 0 {
+                    gdal_sys::OGR_Fld_SetWidth(fd, f.width);
+                }
+                if format == Format::GeoPackage && !f.alias.is_empty() {
+                    gdal_sys::OGR_Fld_SetAlternativeName(fd, calias.as_ptr());
+                }
+                let rv = gdal_sys::OGR_L_CreateField(layer.c_layer(), fd, 1);
+                gdal_sys::OGR_Fld_Destroy(fd);
+                if rv != gdal_sys::OGRErr::OGRERR_NONE {
+                    return Err(Error::input(
+                        path,
+                        format!("cannot create field {}", f.name),
+                        "check the output format",
+                    ));
+                }
+            }
+        }
+    }
+    // One transaction for all features: GeoPackage inserts are slow one by one.
+    // SAFETY: `ds` is a valid open dataset; drivers without transactions return an error we
+    // treat as "write directly".
+    let in_transaction = unsafe { gdal_sys::GDALDatasetStartTransaction(ds.c_dataset(), 0) }
+        == gdal_sys::OGRErr::OGRERR_NONE;
+    {
+        let layer = ds.layer(0)?;
+        for (geometry, values) in rows {
+            let mut f = Feature::new(layer.defn())?;
+            for (i, v) in values.iter().enumerate() {
+                f.set_field(i, v)?;
+            }
+            f.set_geometry(geometry)?;
+            f.create(&layer)?;
+        }
+    }
+    if in_transaction {
+        // SAFETY: commits the transaction started above on this dataset handle.
+        let rv = unsafe { gdal_sys::GDALDatasetCommitTransaction(ds.c_dataset()) };
+        if rv != gdal_sys::OGRErr::OGRERR_NONE {
+            return Err(Error::input(
+                path,
+                "could not commit the written features",
+                "check free disk space",
+            ));
+        }
+    }
+    ds.close()?;
+    Ok(())
+}
+
+/// Writes the three formats of one county into `dir`; returns the files written.
+pub fn write_county(
+    dir: &Path,
+    stem: &str,
+    srs: &SpatialRef,
+    patches: &[Patch],
+    shapefile_encoding: &str,
+) -> Result<Vec<PathBuf>> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let mut written = Vec::new();
+    for format in [Format::GeoPackage, Format::Shapefile, Format::GeoJson] {
+        let path = dir.join(format!("{stem}.{}", format.extension()));
+        let rows = patches
+            .iter()
+            .map(|p| (p.geometry.clone(), patch_values(p)));
+        write_layer(
+            &path,
+            format,
+            stem,
+            srs,
+            PATCH_FIELDS,
+            rows,
+            shapefile_encoding,
+        )?;
+        written.push(path);
+    }
+    Ok(written)
+}
+
+/// Writes `text` to `path` through a temporary file and a rename, so a reader never sees half.
+pub fn write_atomic(path: &Path, text: &[u8]) -> Result<()> {
+    let tmp = path.with_extension("partial");
+    std::fs::write(&tmp, text).map_err(|e| Error::io(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+}

@@ -1,0 +1,253 @@
+//! The job grid: one CRS, one resolution and one pixel lattice for the whole job, cut into
+//! square tiles. Each tile is processed with a halo of extra pixels around it so that
+//! neighbourhood operations give the same answer whatever the tiling; only the core is written.
+
+use crate::error::{Error, Result};
+use gdal::spatial_ref::SpatialRef;
+use gdal::GeoTransform;
+
+#[derive(Debug, Clone)]
+pub struct JobGrid {
+    /// WKT of the grid CRS.
+    pub crs_wkt: String,
+    /// x of the left edge and y of the top edge, in grid CRS units.
+    pub origin_x: f64,
+    pub origin_y: f64,
+    pub resolution: f64,
+    pub width: usize,
+    pub height: usize,
+    pub tile_size: usize,
+    pub halo: usize,
+}
+
+/// A pixel window of the grid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Window {
+    pub x: isize,
+    pub y: isize,
+    pub width: usize,
+    pub height: usize,
+}
+
+impl Window {
+    pub fn len(&self) -> usize {
+        self.width * self.height
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tile {
+    pub col: usize,
+    pub row: usize,
+    /// The pixels this tile owns.
+    pub core: Window,
+    /// The core plus the halo; may reach outside the grid, where inputs read as nodata.
+    pub read: Window,
+}
+
+impl Tile {
+    pub fn id(&self) -> String {
+        format!("r{:03}c{:03}", self.row, self.col)
+    }
+
+    /// Offset of the core inside the read window.
+    pub fn core_offset(&self) -> (usize, usize) {
+        (
+            (self.core.x - self.read.x) as usize,
+            (self.core.y - self.read.y) as usize,
+        )
+    }
+
+    /// Copies the core part of a read-window raster.
+    pub fn crop_core<T: Copy>(&self, data: &[T]) -> Vec<T> {
+        let (ox, oy) = self.core_offset();
+        let mut out = Vec::with_capacity(self.core.len());
+        for r in 0..self.core.height {
+            let start = (oy + r) * self.read.width + ox;
+            out.extend_from_slice(&data[start..start + self.core.width]);
+        }
+        out
+    }
+}
+
+impl JobGrid {
+    /// A grid covering the envelope `(min_x, min_y, max_x, max_y)`, snapped outwards to whole
+    /// multiples of the resolution so that every job over the same area shares one lattice.
+    pub fn covering(
+        crs_wkt: String,
+        envelope: (f64, f64, f64, f64),
+        resolution: f64,
+        tile_size: usize,
+        halo: usize,
+    ) -> Result<Self> {
+        let (min_x, min_y, max_x, max_y) = envelope;
+        let left = (min_x / resolution).floor() * resolution;
+        let top = (max_y / resolution).ceil() * resolution;
+        let right = (max_x / resolution).ceil() * resolution;
+        let bottom = (min_y / resolution).floor() * resolution;
+        let width = ((right - left) / resolution).round() as usize;
+        let height = ((top - bottom) / resolution).round() as usize;
+        if width == 0 || height == 0 {
+            return Err(Error::usage(
+                "the area of interest is empty",
+                "check that the admin layer has polygons in the job's CRS",
+            ));
+        }
+        Ok(JobGrid {
+            crs_wkt,
+            origin_x: left,
+            origin_y: top,
+            resolution,
+            width,
+            height,
+            tile_size,
+            halo,
+        })
+    }
+
+    pub fn geo_transform(&self) -> GeoTransform {
+        [
+            self.origin_x,
+            self.resolution,
+            0.0,
+            self.origin_y,
+            0.0,
+            -self.resolution,
+        ]
+    }
+
+    pub fn window_transform(&self, w: Window) -> GeoTransform {
+        [
+            self.origin_x + w.x as f64 * self.resolution,
+            self.resolution,
+            0.0,
+            self.origin_y - w.y as f64 * self.resolution,
+            0.0,
+            -self.resolution,
+        ]
+    }
+
+    /// (min_x, min_y, max_x, max_y) of a window in grid CRS units.
+    pub fn window_bounds(&self, w: Window) -> (f64, f64, f64, f64) {
+        let gt = self.window_transform(w);
+        (
+            gt[0],
+            gt[3] - w.height as f64 * self.resolution,
+            gt[0] + w.width as f64 * self.resolution,
+            gt[3],
+        )
+    }
+
+    pub fn spatial_ref(&self) -> Result<SpatialRef> {
+        let mut srs = SpatialRef::from_wkt(&self.crs_wkt)?;
+        srs.set_axis_mapping_strategy(gdal::spatial_ref::AxisMappingStrategy::TraditionalGisOrder);
+        Ok(srs)
+    }
+
+    pub fn pixel_area_m2(&self) -> f64 {
+        self.resolution * self.resolution
+    }
+
+    /// Centre of pixel (col, row) in grid CRS units.
+    pub fn pixel_centre(&self, col: f64, row: f64) -> (f64, f64) {
+        (
+            self.origin_x + (col + 0.5) * self.resolution,
+            self.origin_y - (row + 0.5) * self.resolution,
+        )
+    }
+
+    pub fn full_window(&self) -> Window {
+        Window {
+            x: 0,
+            y: 0,
+            width: self.width,
+            height: self.height,
+        }
+    }
+
+    pub fn tiles(&self) -> Vec<Tile> {
+        let ts = self.tile_size;
+        let h = self.halo as isize;
+        let mut tiles = Vec::new();
+        for row in 0..self.height.div_ceil(ts) {
+            for col in 0..self.width.div_ceil(ts) {
+                let x = (col * ts) as isize;
+                let y = (row * ts) as isize;
+                let core = Window {
+                    x,
+                    y,
+                    width: ts.min(self.width - col * ts),
+                    height: ts.min(self.height - row * ts),
+                };
+                let read = Window {
+                    x: x - h,
+                    y: y - h,
+                    width: core.width + 2 * self.halo,
+                    height: core.height + 2 * self.halo,
+                };
+                tiles.push(Tile {
+                    col,
+                    row,
+                    core,
+                    read,
+                });
+            }
+        }
+        tiles
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn grid(w: usize, h: usize, ts: usize) -> JobGrid {
+        JobGrid::covering(
+            String::new(),
+            (0.0, 0.0, w as f64 * 10.0, h as f64 * 10.0),
+            10.0,
+            ts,
+            4,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn tiles_cover_the_grid_exactly_once() {
+        let g = grid(300, 130, 128);
+        let tiles = g.tiles();
+        assert_eq!(tiles.len(), 3 * 2);
+        let mut hits = vec![0u8; 300 * 130];
+        for t in &tiles {
+            for r in 0..t.core.height {
+                for c in 0..t.core.width {
+                    hits[(t.core.y as usize + r) * 300 + t.core.x as usize + c] += 1;
+                }
+            }
+        }
+        assert!(hits.iter().all(|&h| h == 1));
+    }
+
+    #[test]
+    fn crop_core_removes_the_halo() {
+        let g = grid(8, 8, 8);
+        let t = g.tiles()[0];
+        let data: Vec<usize> = (0..t.read.len()).collect();
+        let core = t.crop_core(&data);
+        assert_eq!(core.len(), 64);
+        assert_eq!(core[0], 4 * t.read.width + 4);
+    }
+
+    #[test]
+    fn envelope_snaps_outwards() {
+        let g = JobGrid::covering(String::new(), (3.0, 7.0, 95.0, 99.0), 10.0, 64, 0).unwrap();
+        assert_eq!(
+            (g.origin_x, g.origin_y, g.width, g.height),
+            (0.0, 100.0, 10, 10)
+        );
+    }
+}

@@ -1,0 +1,294 @@
+//! The job's vector inputs: county boundaries (the area of interest) and cultivated-land
+//! parcels (the watched area and its baseline), opened with checks that name the file and the
+//! fix, and burnt onto tile windows of the job grid.
+
+use crate::error::{Error, GdalContext, Result};
+use crate::grid::{JobGrid, Window};
+use crate::raster::rasterize;
+use gdal::spatial_ref::{AxisMappingStrategy, CoordTransform, SpatialRef};
+use gdal::vector::{FieldValue, Geometry, Layer, LayerAccess};
+use gdal::Dataset;
+use std::path::{Path, PathBuf};
+
+fn open_vector(path: &Path) -> Result<Dataset> {
+    if !path.exists() {
+        return Err(Error::input(
+            path,
+            "file not found",
+            "check the path in the job config",
+        ));
+    }
+    Dataset::open(path).in_file(
+        path,
+        "check that it is a GeoPackage or Shapefile GDAL can read (`ogrinfo`)",
+    )
+}
+
+fn layer<'a>(ds: &'a Dataset, path: &Path, name: Option<&str>) -> Result<Layer<'a>> {
+    match name {
+        Some(n) => ds.layer_by_name(n).map_err(|_| {
+            let names: Vec<String> = ds.layers().map(|l| l.name()).collect();
+            Error::input(
+                path,
+                format!("has no layer `{n}` (layers: {names:?})"),
+                "set the layer name in the job config",
+            )
+        }),
+        None => ds
+            .layer(0)
+            .map_err(|_| Error::input(path, "has no vector layer", "give a file with polygons")),
+    }
+}
+
+fn require_field(layer: &Layer, path: &Path, field: &str, config_key: &str) -> Result<()> {
+    let fields: Vec<String> = layer.defn().fields().map(|f| f.name()).collect();
+    if fields.iter().any(|f| f == field) {
+        Ok(())
+    } else {
+        Err(Error::input(
+            path,
+            format!(
+                "layer `{}` has no field `{field}` (fields: {fields:?})",
+                layer.name()
+            ),
+            format!("add the field to the layer, or set {config_key} to the field that holds it"),
+        ))
+    }
+}
+
+fn layer_srs(layer: &Layer, path: &Path) -> Result<SpatialRef> {
+    let mut srs = layer.spatial_ref().ok_or_else(|| {
+        Error::input(
+            path,
+            "the layer has no coordinate reference system",
+            "assign one, e.g. `ogr2ogr -a_srs EPSG:4490 out.gpkg in.gpkg`",
+        )
+    })?;
+    srs.set_axis_mapping_strategy(AxisMappingStrategy::TraditionalGisOrder);
+    Ok(srs)
+}
+
+fn field_string(f: &gdal::vector::Feature, name: &str) -> Option<String> {
+    let idx = f.field_index(name).ok()?;
+    match f.field(idx).ok()?? {
+        FieldValue::StringValue(s) => Some(s),
+        FieldValue::IntegerValue(i) => Some(i.to_string()),
+        FieldValue::Integer64Value(i) => Some(i.to_string()),
+        FieldValue::RealValue(r) => Some(r.to_string()),
+        _ => None,
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct County {
+    pub code: String,
+    pub name: String,
+    /// WKB in the grid CRS.
+    pub wkb: Vec<u8>,
+}
+
+/// The counties of the job, in the grid CRS.
+#[derive(Debug, Clone)]
+pub struct Admin {
+    pub path: PathBuf,
+    pub counties: Vec<County>,
+}
+
+impl Admin {
+    /// Loads the counties, keeping only `only` when it is not empty.
+    pub fn load(
+        path: &Path,
+        layer_name: Option<&str>,
+        code_field: &str,
+        name_field: &str,
+        grid_srs: &SpatialRef,
+        only: &[String],
+    ) -> Result<Self> {
+        let ds = open_vector(path)?;
+        let mut lyr = layer(&ds, path, layer_name)?;
+        require_field(&lyr, path, code_field, "[aoi] code_field")?;
+        require_field(&lyr, path, name_field, "[aoi] name_field")?;
+        let to_grid = CoordTransform::new(&layer_srs(&lyr, path)?, grid_srs)?;
+        let mut counties = Vec::new();
+        for f in lyr.features() {
+            let Some(g) = f.geometry() else { continue };
+            let code = field_string(&f, code_field).unwrap_or_default();
+            if !only.is_empty() && !only.contains(&code) {
+                continue;
+            }
+            let g = g
+                .transform(&to_grid)
+                .in_file(path, "check the layer's CRS")?;
+            counties.push(County {
+                code,
+                name: field_string(&f, name_field).unwrap_or_default(),
+                wkb: g.wkb()?,
+            });
+        }
+        if counties.is_empty() {
+            let what = if only.is_empty() {
+                "no county polygons".to_string()
+            } else {
+                format!("none of the counties {only:?}")
+            };
+            return Err(Error::input(
+                path,
+                format!("the area of interest is empty: the admin layer has {what}"),
+                "give an admin layer with county polygons (and check --county codes)",
+            ));
+        }
+        counties.sort_by(|a, b| a.code.cmp(&b.code));
+        Ok(Admin {
+            path: path.to_path_buf(),
+            counties,
+        })
+    }
+
+    pub fn envelope(&self) -> Result<(f64, f64, f64, f64)> {
+        let mut env = (
+            f64::INFINITY,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            f64::NEG_INFINITY,
+        );
+        for c in &self.counties {
+            let e = Geometry::from_wkb(&c.wkb)?.envelope();
+            env = (
+                env.0.min(e.MinX),
+                env.1.min(e.MinY),
+                env.2.max(e.MaxX),
+                env.3.max(e.MaxY),
+            );
+        }
+        Ok(env)
+    }
+
+    /// County index (1-based, in `counties` order) of each pixel of `window`; 0 outside.
+    pub fn rasterize(&self, grid: &JobGrid, window: Window) -> Result<Vec<u16>> {
+        let (x0, y0, x1, y1) = grid.window_bounds(window);
+        let bbox = Geometry::bbox(x0, y0, x1, y1)?;
+        let mut geoms = Vec::new();
+        let mut values = Vec::new();
+        for (i, c) in self.counties.iter().enumerate() {
+            let g = Geometry::from_wkb(&c.wkb)?;
+            if g.intersects(&bbox) {
+                geoms.push(g);
+                values.push((i + 1) as f64);
+            }
+        }
+        Ok(rasterize(grid, window, &geoms, &values)?
+            .into_iter()
+            .map(|v| v as u16)
+            .collect())
+    }
+}
+
+/// Farmland rasters of a tile window.
+pub struct FarmlandTile {
+    /// Feature id of the parcel under each pixel (0 = not farmland).
+    pub parcel: Vec<i32>,
+    /// Whether the parcel is permanent basic farmland (永久基本农田).
+    pub basic: Vec<bool>,
+}
+
+/// The cultivated-land parcel layer.
+#[derive(Debug, Clone)]
+pub struct Farmland {
+    pub path: PathBuf,
+    layer: Option<String>,
+    basic_field: Option<String>,
+    pub parcel_count: u64,
+}
+
+fn is_yes(v: Option<String>) -> bool {
+    matches!(
+        v.as_deref().map(str::trim),
+        Some("1" | "Y" | "y" | "YES" | "yes" | "是" | "true")
+    )
+}
+
+impl Farmland {
+    pub fn open(
+        path: &Path,
+        layer_name: Option<&str>,
+        id_field: &str,
+        class_field: &str,
+        basic_field: Option<&str>,
+    ) -> Result<Self> {
+        let ds = open_vector(path)?;
+        let lyr = layer(&ds, path, layer_name)?;
+        require_field(&lyr, path, id_field, "[farmland] id_field")?;
+        require_field(&lyr, path, class_field, "[farmland] class_field")?;
+        if let Some(b) = basic_field {
+            require_field(&lyr, path, b, "[farmland] basic_field")?;
+        }
+        layer_srs(&lyr, path)?;
+        Ok(Farmland {
+            path: path.to_path_buf(),
+            layer: Some(lyr.name()),
+            basic_field: basic_field.map(str::to_string),
+            parcel_count: lyr.feature_count(),
+        })
+    }
+
+    /// Any polygon layer as the watched area, without the attribute checks of a job
+    /// (two-date detection on a user's own parcels).
+    pub fn open_polygons(path: &Path) -> Result<Self> {
+        let ds = open_vector(path)?;
+        let lyr = layer(&ds, path, None)?;
+        layer_srs(&lyr, path)?;
+        Ok(Farmland {
+            path: path.to_path_buf(),
+            layer: Some(lyr.name()),
+            basic_field: None,
+            parcel_count: lyr.feature_count(),
+        })
+    }
+
+    /// Burns the parcels that touch `window` (opens the file per call: GDAL handles are per
+    /// thread).
+    pub fn rasterize(
+        &self,
+        grid: &JobGrid,
+        grid_srs: &SpatialRef,
+        window: Window,
+    ) -> Result<FarmlandTile> {
+        let ds = open_vector(&self.path)?;
+        let mut lyr = layer(&ds, &self.path, self.layer.as_deref())?;
+        let srs = layer_srs(&lyr, &self.path)?;
+        let to_layer = CoordTransform::new(grid_srs, &srs)?;
+        let to_grid = CoordTransform::new(&srs, grid_srs)?;
+        let (x0, y0, x1, y1) = grid.window_bounds(window);
+        let b = to_layer.transform_bounds(&[x0, y0, x1, y1], 21)?;
+        lyr.set_spatial_filter_rect(b[0], b[1], b[2], b[3]);
+        let mut geoms = Vec::new();
+        let mut values = Vec::new();
+        let mut basic_ids = Vec::new();
+        for f in lyr.features() {
+            let (Some(g), Some(fid)) = (f.geometry(), f.fid()) else {
+                continue;
+            };
+            geoms.push(
+                g.transform(&to_grid)
+                    .in_file(&self.path, "check the layer's CRS")?,
+            );
+            // fid 0 would read as "no parcel"; shapefile fids start at 0.
+            let id = fid as i32 + 1;
+            values.push(f64::from(id));
+            if self
+                .basic_field
+                .as_deref()
+                .is_some_and(|bf| is_yes(field_string(&f, bf)))
+            {
+                basic_ids.push(id);
+            }
+        }
+        let parcel = rasterize(grid, window, &geoms, &values)?;
+        basic_ids.sort_unstable();
+        let basic = parcel
+            .iter()
+            .map(|p| *p != 0 && basic_ids.binary_search(p).is_ok())
+            .collect();
+        Ok(FarmlandTile { parcel, basic })
+    }
+}

@@ -1,0 +1,30 @@
+//! gengbao (耕保): cultivated-land supervision from satellite imagery.
+//!
+//! The pipeline of one bimonthly period, one module per stage:
+//! [`imagery`] (catalog and reading onto the grid) -> [`grid`] (tiles with a halo) ->
+//! [`composite`] (cloud-masked median) -> [`layers`] (counties and farmland parcels) ->
+//! [`classify`] (land cover) -> [`change`] (flag rules) -> [`vectorise`] (polygons, whole
+//! across seams) -> [`patches`] (图斑 attributes) -> [`export`] (dispatch files).
+//! [`pipeline`] runs a period of a job, [`detect`] runs the same stages on an image pair,
+//! [`samples`] generates a synthetic city to try it all on.
+
+pub mod change;
+pub mod classify;
+pub mod composite;
+pub mod config;
+pub mod detect;
+pub mod error;
+pub mod evaluate;
+pub mod export;
+pub mod grid;
+pub mod imagery;
+pub mod layers;
+pub mod patches;
+pub mod period;
+pub mod pipeline;
+pub mod raster;
+pub mod samples;
+pub mod sensor;
+pub mod vectorise;
+
+pub use error::{Error, Result};

@@ -1,0 +1,246 @@
+//! `gengbao`: the command line over the library. Each subcommand parses its arguments, calls
+//! one library entry point and prints a short human summary; errors go to stderr with a
+//! non-zero exit code.
+
+use clap::{Parser, Subcommand};
+use gengbao::config::{JobConfig, EXAMPLE};
+use gengbao::detect::{detect, DetectOptions};
+use gengbao::error::{Error, Result};
+use gengbao::evaluate::{read_period_patches, score_against_truth};
+use gengbao::period::Period;
+use gengbao::pipeline::{period_dir, periods_with_imagery, run_period, RunOptions};
+use gengbao::samples::{generate, SampleOptions};
+use gengbao::sensor::PROFILES;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "gengbao",
+    version,
+    about = "耕保: cultivated-land supervision from satellite imagery"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Generate a sample city (imagery, parcels, counties, planted changes, truth, job config).
+    Samples {
+        #[arg(long)]
+        out: PathBuf,
+        /// Side of the city in 10 m pixels.
+        #[arg(long, default_value_t = 768)]
+        size: usize,
+        /// Number of bimonthly periods, from 2025-P1.
+        #[arg(long, default_value_t = 8)]
+        periods: usize,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Tile size written into the generated job config.
+        #[arg(long, default_value_t = 512)]
+        tile_size: usize,
+    },
+    /// Write a commented example job config.
+    Init {
+        /// Where to write it.
+        #[arg(default_value = "job.toml")]
+        path: PathBuf,
+    },
+    /// Run one period of a job (YYYY-Pn), or `all` periods that have imagery, in order.
+    Run {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        period: String,
+        /// Only these counties (XZQDM codes); repeat the flag for several.
+        #[arg(long = "county")]
+        counties: Vec<String>,
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// Generate the sample city and run every period: the quick start.
+    Demo {
+        #[arg(long, default_value = "gengbao-demo")]
+        out: PathBuf,
+        #[arg(long, default_value_t = 768)]
+        size: usize,
+    },
+    /// Two-date detection on a pair of co-registered multi-band images.
+    Detect {
+        #[arg(long)]
+        before: PathBuf,
+        #[arg(long)]
+        after: PathBuf,
+        /// Cultivated-land parcels; without them the whole image is watched.
+        #[arg(long)]
+        farmland: Option<PathBuf>,
+        /// Sensor profile (see `gengbao sensors`); guessed from the band count when omitted.
+        #[arg(long)]
+        sensor: Option<String>,
+        #[arg(long)]
+        out: PathBuf,
+        /// Minimum patch area in m².
+        #[arg(long, default_value_t = 400.0)]
+        min_area: f64,
+    },
+    /// Score a period's patches against the truth of a generated city.
+    Score {
+        /// The generated city folder (with truth/).
+        #[arg(long)]
+        city: PathBuf,
+        /// The period's results folder (<output>/<period>).
+        #[arg(long)]
+        results: PathBuf,
+        #[arg(long)]
+        period: String,
+    },
+    /// List the sensor profiles.
+    Sensors,
+}
+
+fn run_periods(config: &PathBuf, period: &str, counties: Vec<String>, quiet: bool) -> Result<()> {
+    let cfg = JobConfig::load(config)?;
+    let periods: Vec<Period> = if period == "all" {
+        periods_with_imagery(&cfg)?
+    } else {
+        vec![period.parse()?]
+    };
+    let opts = RunOptions { counties, quiet };
+    for p in periods {
+        eprintln!("== {} {p}", cfg.job.name);
+        let s = run_period(&cfg, p, &opts)?;
+        println!("{}", s.human());
+        println!("   results: {}", period_dir(&cfg, p).display());
+    }
+    Ok(())
+}
+
+fn main_inner(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Samples {
+            out,
+            size,
+            periods,
+            seed,
+            tile_size,
+        } => {
+            let city = generate(
+                &out,
+                &SampleOptions {
+                    size,
+                    periods,
+                    seed,
+                    tile_size,
+                    ..Default::default()
+                },
+            )?;
+            println!(
+                "sample city in {}: {} periods ({} to {}), {} planted changes; job config {}",
+                city.dir.display(),
+                city.periods.len(),
+                city.periods[0],
+                city.periods[city.periods.len() - 1],
+                city.changes.len(),
+                city.job_config.display()
+            );
+        }
+        Command::Init { path } => {
+            if path.exists() {
+                return Err(Error::input(
+                    &path,
+                    "already exists",
+                    "choose another name or remove it first",
+                ));
+            }
+            std::fs::write(&path, EXAMPLE).map_err(|e| Error::io(&path, e))?;
+            println!("wrote {}", path.display());
+        }
+        Command::Run {
+            config,
+            period,
+            counties,
+            quiet,
+        } => run_periods(&config, &period, counties, quiet)?,
+        Command::Demo { out, size } => {
+            let city_dir = out.join("city");
+            eprintln!(
+                "generating the sample city ({size} x {size} px) in {}",
+                city_dir.display()
+            );
+            let city = generate(
+                &city_dir,
+                &SampleOptions {
+                    size,
+                    ..Default::default()
+                },
+            )?;
+            run_periods(&city.job_config, "all", Vec::new(), false)?;
+            let cfg = JobConfig::load(&city.job_config)?;
+            let last = *city.periods.last().expect("periods");
+            println!("\ndispatch packages of the latest period ({last}):");
+            for entry in std::fs::read_dir(period_dir(&cfg, last).join("counties"))
+                .map_err(|e| Error::io(period_dir(&cfg, last), e))?
+            {
+                println!(
+                    "   {}",
+                    entry.map_err(|e| Error::io(&out, e))?.path().display()
+                );
+            }
+            println!(
+                "planted truth for comparison: {}",
+                city_dir.join("truth").join("changes.gpkg").display()
+            );
+        }
+        Command::Detect {
+            before,
+            after,
+            farmland,
+            sensor,
+            out,
+            min_area,
+        } => {
+            let s = detect(&DetectOptions {
+                before,
+                after,
+                farmland,
+                sensor,
+                out: out.clone(),
+                min_area_m2: min_area,
+            })?;
+            println!("{}", s.human());
+            println!("   results: {}", out.display());
+        }
+        Command::Score {
+            city,
+            results,
+            period,
+        } => {
+            let period: Period = period.parse()?;
+            let reported = read_period_patches(&results)?;
+            let scores = score_against_truth(&city.join("truth"), &period.to_string(), &reported)?;
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&scores).expect("serialisable")
+            );
+        }
+        Command::Sensors => {
+            for p in PROFILES {
+                println!("{:18} {}", p.name, p.description);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    match main_inner(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,204 @@
+//! Patches (图斑): the attributes of every polygon that survives the minimum mapping unit.
+//!
+//! Takes: polygons with their key (county, change type) and the per-pixel attribute raster of
+//! the period (class before, class now, confidence, farmland). Gives: [`Patch`] records with
+//! the fields of the design brief, numbered deterministically per county.
+
+use crate::change::ChangeType;
+use crate::classify::LandCover;
+use crate::error::Result;
+use crate::grid::{JobGrid, Window};
+use crate::layers::Admin;
+use crate::raster::{rasterize, read_grid_window};
+use crate::vectorise::split_key;
+use gdal::spatial_ref::{AxisMappingStrategy, CoordTransform, SpatialRef};
+use gdal::vector::Geometry;
+use gdal::Dataset;
+
+pub const SQM_PER_MU: f64 = 10_000.0 / 15.0;
+
+/// Bands of the per-pixel attribute raster.
+pub mod attr_band {
+    pub const BEFORE: usize = 1;
+    pub const NOW: usize = 2;
+    /// confidence * 250
+    pub const CONFIDENCE: usize = 3;
+    /// 0 not farmland, 1 farmland, 2 permanent basic farmland
+    pub const FARMLAND: usize = 4;
+    pub const COUNT: usize = 4;
+}
+
+#[derive(Debug, Clone)]
+pub struct Patch {
+    /// 图斑编号: county code + period + sequence.
+    pub tbbh: String,
+    pub county_code: String,
+    pub county_name: String,
+    pub change: ChangeType,
+    pub before: LandCover,
+    pub after: LandCover,
+    /// 前时相: the period (or baseline) the before class comes from.
+    pub before_period: String,
+    /// 后时相: the period of detection.
+    pub after_period: String,
+    /// Dates of the images composited for the period, `first-last`.
+    pub image_dates: String,
+    pub area_m2: f64,
+    pub area_mu: f64,
+    pub farmland_m2: f64,
+    pub basic_farmland_m2: f64,
+    pub centroid: (f64, f64),
+    pub lon_lat: (f64, f64),
+    pub confidence: f64,
+    pub model_version: String,
+    pub geometry: Geometry,
+}
+
+/// What every patch of a period shares.
+pub struct PeriodInfo<'a> {
+    pub period: String,
+    pub before_period: String,
+    pub image_dates: String,
+    pub model_version: &'a str,
+}
+
+fn majority(hist: &[u32; 256]) -> u8 {
+    // Ties go to the smaller code so that the result never depends on pixel order.
+    let mut best = 0usize;
+    for (i, &c) in hist.iter().enumerate() {
+        if c > hist[best] {
+            best = i;
+        }
+    }
+    best as u8
+}
+
+fn round2(v: f64) -> f64 {
+    (v * 100.0).round() / 100.0
+}
+
+/// Builds the patches of a period. `min_area` gives the minimum mapping unit per type.
+pub fn build(
+    polygons: Vec<(i64, Geometry)>,
+    attrs: &Dataset,
+    grid: &JobGrid,
+    admin: &Admin,
+    info: &PeriodInfo,
+    min_area: impl Fn(ChangeType) -> f64,
+) -> Result<Vec<Patch>> {
+    let grid_srs = grid.spatial_ref()?;
+    let mut geographic = SpatialRef::from_epsg(4490)?;
+    geographic.set_axis_mapping_strategy(AxisMappingStrategy::TraditionalGisOrder);
+    let to_lonlat = CoordTransform::new(&grid_srs, &geographic)?;
+    let px_area = grid.pixel_area_m2();
+    let mut patches = Vec::new();
+    for (key, geometry) in polygons {
+        let (county_idx, flag) = split_key(key);
+        let Some(change) = ChangeType::from_flag(flag) else {
+            continue;
+        };
+        let area = geometry.area();
+        if area < min_area(change) || county_idx == 0 {
+            continue;
+        }
+        let env = geometry.envelope();
+        let x = ((env.MinX - grid.origin_x) / grid.resolution).floor() as isize;
+        let y = ((grid.origin_y - env.MaxY) / grid.resolution).floor() as isize;
+        let window = Window {
+            x,
+            y,
+            width: (((env.MaxX - grid.origin_x) / grid.resolution).ceil() as isize - x).max(1)
+                as usize,
+            height: (((grid.origin_y - env.MinY) / grid.resolution).ceil() as isize - y).max(1)
+                as usize,
+        };
+        let inside = rasterize(grid, window, std::slice::from_ref(&geometry), &[1.0])?;
+        let bands: Vec<Vec<u8>> = (1..=attr_band::COUNT)
+            .map(|b| read_grid_window::<u8>(attrs, b, window, 0))
+            .collect::<Result<_>>()?;
+        let mut before = [0u32; 256];
+        let mut now = [0u32; 256];
+        let (mut n, mut conf, mut farm, mut basic, mut sx, mut sy) =
+            (0u64, 0u64, 0u64, 0u64, 0f64, 0f64);
+        for (i, _) in inside.iter().enumerate().filter(|(_, v)| **v != 0) {
+            n += 1;
+            before[bands[attr_band::BEFORE - 1][i] as usize] += 1;
+            now[bands[attr_band::NOW - 1][i] as usize] += 1;
+            conf += u64::from(bands[attr_band::CONFIDENCE - 1][i]);
+            let f = bands[attr_band::FARMLAND - 1][i];
+            farm += u64::from(f >= 1);
+            basic += u64::from(f == 2);
+            let (cx, cy) = grid.pixel_centre(
+                (x + (i % window.width) as isize) as f64,
+                (y + (i / window.width) as isize) as f64,
+            );
+            sx += cx;
+            sy += cy;
+        }
+        if n == 0 {
+            continue;
+        }
+        let centroid = (sx / n as f64, sy / n as f64);
+        let (mut lx, mut ly, mut lz) = ([centroid.0], [centroid.1], [0.0]);
+        to_lonlat.transform_coords(&mut lx, &mut ly, &mut lz)?;
+        let county = &admin.counties[county_idx - 1];
+        patches.push(Patch {
+            tbbh: String::new(),
+            county_code: county.code.clone(),
+            county_name: county.name.clone(),
+            change,
+            before: LandCover::from_code(majority(&before)),
+            after: LandCover::from_code(majority(&now)),
+            before_period: info.before_period.clone(),
+            after_period: info.period.clone(),
+            image_dates: info.image_dates.clone(),
+            area_m2: round2(area),
+            area_mu: round2(area / SQM_PER_MU),
+            farmland_m2: round2(farm as f64 * px_area),
+            basic_farmland_m2: round2(basic as f64 * px_area),
+            centroid: (round2(centroid.0), round2(centroid.1)),
+            lon_lat: ((lx[0] * 1e7).round() / 1e7, (ly[0] * 1e7).round() / 1e7),
+            confidence: ((conf as f64 / n as f64 / 250.0) * 1000.0).round() / 1000.0,
+            model_version: info.model_version.to_string(),
+            geometry,
+        });
+    }
+    number(&mut patches, &info.period);
+    Ok(patches)
+}
+
+/// Orders patches north to south, west to east within each county and type, and numbers them.
+fn number(patches: &mut [Patch], period: &str) {
+    patches.sort_by(|a, b| {
+        (&a.county_code, a.change)
+            .cmp(&(&b.county_code, b.change))
+            .then(b.centroid.1.total_cmp(&a.centroid.1))
+            .then(a.centroid.0.total_cmp(&b.centroid.0))
+    });
+    let compact = period.replace('-', "");
+    let mut seq = 0;
+    let mut county = String::new();
+    for p in patches.iter_mut() {
+        if p.county_code != county {
+            county = p.county_code.clone();
+            seq = 0;
+        }
+        seq += 1;
+        p.tbbh = format!("{}{}{:05}", p.county_code, compact, seq);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn majority_breaks_ties_towards_smaller_codes() {
+        let mut h = [0u32; 256];
+        h[3] = 5;
+        h[1] = 5;
+        assert_eq!(majority(&h), 1);
+        h[6] = 6;
+        assert_eq!(majority(&h), 6);
+    }
+}

@@ -1,0 +1,709 @@
+//! One period of the bimonthly job, end to end.
+//!
+//! Takes: a [`JobConfig`] and a period. Gives, under `<output>/<period>/`: `class.tif`,
+//! `ndvi.tif` (median, min and max NDVI of the period; with the classes, the time-series memory read by later periods), `flags.tif`, per county
+//! `counties/<code>/TB_<code>_<period>.{gpkg,shp,geojson}`, and `summary.json`.
+//!
+//! Everything is written into a staging folder first and moved into place only when the whole
+//! period succeeded, so a failed run leaves the previous results untouched and no half file.
+//! Tiles run in parallel (rayon) in batches of a few tiles per thread, which bounds memory
+//! whatever the size of the job; a single writer puts each finished batch into the mosaics.
+
+use crate::change::{flag_pixel, grass_run, ChangeType, FLAG_OUTSIDE};
+use crate::classify::{Classifier, ClassifierInput, IndexBaseline, LandCover, TorchClassifier};
+use crate::composite::NdviStats;
+use crate::config::JobConfig;
+use crate::error::{Error, Result};
+use crate::export::{write_atomic, write_county};
+use crate::grid::{JobGrid, Tile, Window};
+use crate::imagery::{Acquisition, Catalog};
+use crate::layers::{Admin, Farmland};
+use crate::patches::{attr_band, Patch, PeriodInfo};
+use crate::period::Period;
+use crate::raster::{read_grid_window, GridTiff};
+use crate::sensor::SensorProfile;
+use crate::vectorise::{patch_key, polygonize};
+use crate::{composite, patches};
+use gdal::spatial_ref::SpatialRef;
+use gdal::Dataset;
+use indicatif::{ProgressBar, ProgressStyle};
+use rayon::prelude::*;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// How many earlier periods a run looks back at (one year with the current one).
+pub const HISTORY: usize = 5;
+const NDVI_SCALE: f32 = 10_000.0;
+const NDVI_NODATA: i16 = i16::MIN;
+
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Only these county codes (all when empty). Such a run writes only those counties'
+    /// dispatch folders; the job-wide rasters are written by whole-job runs.
+    pub counties: Vec<String>,
+    /// Hide progress bars (tests, logs).
+    pub quiet: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct TypeTotals {
+    pub count: usize,
+    pub area_m2: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CountySummary {
+    pub code: String,
+    pub name: String,
+    pub patches: BTreeMap<&'static str, TypeTotals>,
+    pub files: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RunSummary {
+    pub job: String,
+    pub period: Period,
+    pub classifier: String,
+    pub sensor: String,
+    pub grid: GridSummary,
+    pub acquisitions: Vec<String>,
+    pub history_periods: Vec<String>,
+    pub tiles: usize,
+    /// Tiles in which some pixels of the area of interest had no clear observation.
+    pub tiles_with_gaps: Vec<String>,
+    pub aoi_pixels: u64,
+    pub aoi_pixels_without_clear_observation: u64,
+    pub counties: Vec<CountySummary>,
+    pub totals: BTreeMap<&'static str, TypeTotals>,
+    pub seconds: BTreeMap<&'static str, f64>,
+    pub rules: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct GridSummary {
+    pub crs: String,
+    pub resolution: f64,
+    pub width: usize,
+    pub height: usize,
+    pub tile_size: usize,
+}
+
+impl RunSummary {
+    /// A few lines for the terminal.
+    pub fn human(&self) -> String {
+        let mut s = format!(
+            "{} {}: {} acquisitions, {} tiles, {:.1} s, classifier {}{}\n",
+            self.job,
+            self.period,
+            self.acquisitions.len(),
+            self.tiles,
+            self.seconds.get("total").copied().unwrap_or(0.0),
+            self.classifier,
+            if self.history_periods.is_empty() {
+                ", no earlier periods (single-period rules)".to_string()
+            } else {
+                format!(", history {}", self.history_periods.join(" "))
+            }
+        );
+        for c in &self.counties {
+            s += &format!("   {} {}:", c.code, c.name);
+            for (t, v) in &c.patches {
+                s += &format!("  {t} {} ({:.0} m²)", v.count, v.area_m2);
+            }
+            s += "\n";
+        }
+        if self.aoi_pixels_without_clear_observation > 0 {
+            s += &format!(
+                "   warning: {} of {} pixels had no clear observation (tiles {})\n",
+                self.aoi_pixels_without_clear_observation,
+                self.aoi_pixels,
+                self.tiles_with_gaps.join(" ")
+            );
+        }
+        s.trim_end().to_string()
+    }
+}
+
+/// Everything a tile needs, shared read-only by the workers.
+struct PeriodContext<'a> {
+    grid: &'a JobGrid,
+    grid_srs_wkt: String,
+    profile: &'static SensorProfile,
+    acquisitions: Vec<&'a Acquisition>,
+    classifier: &'a dyn Classifier,
+    admin: &'a Admin,
+    farmland: &'a Farmland,
+    /// (class.tif, ndvi.tif) of earlier periods, most recent first.
+    history: Vec<(PathBuf, PathBuf)>,
+    ph_min_periods: usize,
+}
+
+/// What the change stage knows of one pixel inside the area of interest.
+pub(crate) struct Pixel {
+    /// 1-based county index (0 = outside the area of interest)
+    pub county: u16,
+    pub watched: bool,
+    pub basic: bool,
+    /// The class the rules compare against.
+    pub baseline: u8,
+    /// The class observed before, reported as QDL.
+    pub observed_before: u8,
+    pub now: u8,
+    pub confidence: f32,
+    pub grass_run: usize,
+    pub ph_min_periods: usize,
+}
+
+pub(crate) struct Judgement {
+    pub flag: u8,
+    pub key: u16,
+    pub attrs: [u8; attr_band::COUNT],
+}
+
+/// Applies the change rules to one pixel and encodes what the patch stage needs.
+pub(crate) fn judge(p: Pixel) -> Judgement {
+    let flag = flag_pixel(p.watched, p.baseline, p.now, p.grass_run, p.ph_min_periods);
+    let key = if ChangeType::from_flag(flag).is_some() {
+        patch_key(p.county, flag)
+    } else {
+        0
+    };
+    let mut attrs = [0u8; attr_band::COUNT];
+    attrs[attr_band::BEFORE - 1] = p.observed_before;
+    attrs[attr_band::NOW - 1] = p.now;
+    attrs[attr_band::CONFIDENCE - 1] = (p.confidence.clamp(0.0, 1.0) * 250.0).round() as u8;
+    attrs[attr_band::FARMLAND - 1] = if p.basic { 2 } else { u8::from(p.watched) };
+    Judgement { flag, key, attrs }
+}
+
+/// The flag raster, and the scratch rasters the patch stage reads, written tile by tile.
+pub(crate) struct ChangeRasters {
+    flags: GridTiff,
+    key: GridTiff,
+    attrs: GridTiff,
+    key_path: PathBuf,
+    attrs_path: PathBuf,
+}
+
+impl ChangeRasters {
+    pub fn create(flags_path: &Path, work: &Path, grid: &JobGrid) -> Result<Self> {
+        let key_path = work.join("patch_key.tif");
+        let attrs_path = work.join("attrs.tif");
+        Ok(ChangeRasters {
+            flags: GridTiff::create::<u8>(flags_path, grid, 1, Some(f64::from(FLAG_OUTSIDE)))?,
+            key: GridTiff::create::<u16>(&key_path, grid, 1, None)?,
+            attrs: GridTiff::create::<u8>(&attrs_path, grid, attr_band::COUNT, None)?,
+            key_path,
+            attrs_path,
+        })
+    }
+
+    pub fn write(
+        &mut self,
+        w: Window,
+        flag: Vec<u8>,
+        key: Vec<u16>,
+        attrs: [Vec<u8>; attr_band::COUNT],
+    ) -> Result<()> {
+        self.flags.write(1, w, flag)?;
+        self.key.write(1, w, key)?;
+        for (b, data) in attrs.into_iter().enumerate() {
+            self.attrs.write(b + 1, w, data)?;
+        }
+        Ok(())
+    }
+
+    /// Closes the rasters and turns the flagged pixels into patches.
+    pub fn into_patches(
+        self,
+        grid: &JobGrid,
+        admin: &Admin,
+        info: &PeriodInfo,
+        min_area: impl Fn(ChangeType) -> f64,
+    ) -> Result<Vec<Patch>> {
+        self.flags.close()?;
+        self.key.close()?;
+        self.attrs.close()?;
+        let polygons = polygonize(&self.key_path)?;
+        let attrs = Dataset::open(&self.attrs_path)?;
+        patches::build(polygons, &attrs, grid, admin, info, min_area)
+    }
+}
+
+/// The core outputs of one tile.
+struct TileOutput {
+    tile: Tile,
+    class: Vec<u8>,
+    /// median, min, max
+    ndvi: [Vec<i16>; 3],
+    flag: Vec<u8>,
+    key: Vec<u16>,
+    attrs: [Vec<u8>; attr_band::COUNT],
+    aoi_pixels: u64,
+    aoi_without_clear: u64,
+}
+
+fn process_tile(ctx: &PeriodContext, tile: &Tile) -> Result<TileOutput> {
+    let grid = ctx.grid;
+    let comp = composite::build(&ctx.acquisitions, ctx.profile, grid, tile.read)?;
+    let mut ndvi_history = Vec::with_capacity(ctx.history.len());
+    let mut class_history = Vec::with_capacity(ctx.history.len());
+    for (class_path, ndvi_path) in &ctx.history {
+        let open = |p: &Path| {
+            Dataset::open(p).map_err(|e| {
+                Error::input(
+                    p,
+                    e.to_string(),
+                    "the archive of an earlier period is damaged: re-run that period",
+                )
+            })
+        };
+        let ds = open(ndvi_path)?;
+        let band = |b| -> Result<Vec<f32>> {
+            let raw = read_grid_window::<i16>(&ds, b, tile.read, NDVI_NODATA)?;
+            Ok(raw
+                .iter()
+                .map(|&v| {
+                    if v == NDVI_NODATA {
+                        f32::NAN
+                    } else {
+                        f32::from(v) / NDVI_SCALE
+                    }
+                })
+                .collect())
+        };
+        ndvi_history.push(NdviStats {
+            median: band(1)?,
+            min: band(2)?,
+            max: band(3)?,
+        });
+        class_history.push(read_grid_window::<u8>(&open(class_path)?, 1, tile.core, 0)?);
+    }
+    let classified = ctx.classifier.classify(&ClassifierInput {
+        profile: ctx.profile,
+        composite: &comp,
+        history: &ndvi_history,
+    })?;
+    let class = tile.crop_core(&classified.classes);
+    let confidence = tile.crop_core(&classified.confidence);
+    let to_i16 = |v: &[f32]| -> Vec<i16> {
+        tile.crop_core(v)
+            .iter()
+            .map(|&x| {
+                if x.is_finite() {
+                    (x * NDVI_SCALE).round() as i16
+                } else {
+                    NDVI_NODATA
+                }
+            })
+            .collect()
+    };
+    let ndvi = [
+        to_i16(&comp.ndvi.median),
+        to_i16(&comp.ndvi.min),
+        to_i16(&comp.ndvi.max),
+    ];
+    let clear = tile.crop_core(&comp.clear_count);
+
+    let county = ctx.admin.rasterize(grid, tile.core)?;
+    let grid_srs = SpatialRef::from_wkt(&ctx.grid_srs_wkt)?;
+    let farm = ctx.farmland.rasterize(grid, &grid_srs, tile.core)?;
+
+    let n = tile.core.len();
+    let mut out = TileOutput {
+        tile: *tile,
+        class: class.clone(),
+        ndvi,
+        flag: vec![FLAG_OUTSIDE; n],
+        key: vec![0; n],
+        attrs: std::array::from_fn(|_| vec![0u8; n]),
+        aoi_pixels: 0,
+        aoi_without_clear: 0,
+    };
+    let mut hist = Vec::with_capacity(class_history.len());
+    for i in 0..n {
+        if county[i] == 0 {
+            continue;
+        }
+        out.aoi_pixels += 1;
+        out.aoi_without_clear += u64::from(clear[i] == 0);
+        hist.clear();
+        hist.extend(class_history.iter().map(|h| h[i]));
+        // The farmland layer is the baseline: 耕地 parcels are grain land.
+        let baseline = LandCover::Grain.code();
+        let observed_before = hist
+            .first()
+            .copied()
+            .filter(|&c| c != 0)
+            .unwrap_or(baseline);
+        let j = judge(Pixel {
+            county: county[i],
+            watched: farm.parcel[i] != 0,
+            basic: farm.basic[i],
+            baseline,
+            observed_before,
+            now: class[i],
+            confidence: confidence[i],
+            grass_run: grass_run(class[i], &hist),
+            ph_min_periods: ctx.ph_min_periods,
+        });
+        out.flag[i] = j.flag;
+        out.key[i] = j.key;
+        for (b, v) in j.attrs.into_iter().enumerate() {
+            out.attrs[b][i] = v;
+        }
+    }
+    Ok(out)
+}
+
+fn progress(len: u64, what: &str, quiet: bool) -> ProgressBar {
+    if quiet {
+        return ProgressBar::hidden();
+    }
+    let pb = ProgressBar::new(len);
+    pb.set_style(
+        ProgressStyle::with_template("{prefix:>10} [{bar:30}] {pos}/{len} {msg} (eta {eta})")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    pb.set_prefix(what.to_string());
+    pb
+}
+
+/// The classifier the job names.
+pub fn load_classifier(
+    cfg: &JobConfig,
+    profile: &SensorProfile,
+    threads: usize,
+) -> Result<Box<dyn Classifier>> {
+    Ok(match cfg.classifier.kind.as_str() {
+        "torch" => {
+            let model = cfg.resolve(cfg.classifier.model.as_deref().expect("validated"));
+            Box::new(TorchClassifier::load(&model, profile, threads)?)
+        }
+        _ => Box::new(IndexBaseline),
+    })
+}
+
+pub fn period_dir(cfg: &JobConfig, period: Period) -> PathBuf {
+    cfg.output_dir().join(period.to_string())
+}
+
+/// Removes a staging folder unless the run committed it.
+struct Staging {
+    dir: PathBuf,
+}
+
+impl Drop for Staging {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Runs one period of the job.
+pub fn run_period(cfg: &JobConfig, period: Period, opts: &RunOptions) -> Result<RunSummary> {
+    let t_start = Instant::now();
+    let mut seconds = BTreeMap::new();
+    let threads = if cfg.output.threads == 0 {
+        num_threads()
+    } else {
+        cfg.output.threads
+    };
+    let profile = SensorProfile::by_name(&cfg.imagery.sensor)?;
+
+    // Inputs are checked before anything is written.
+    let catalog = Catalog::scan(&cfg.resolve(&cfg.imagery.folder), profile)?;
+    let acquisitions = catalog.in_period(period);
+    if acquisitions.is_empty() {
+        return Err(Error::input(
+            cfg.resolve(&cfg.imagery.folder),
+            format!(
+                "no acquisitions dated inside {period} ({} to {})",
+                period.first_day(),
+                period.last_day()
+            ),
+            format!(
+                "add the period's imagery; periods with imagery here: {}",
+                catalog
+                    .periods()
+                    .iter()
+                    .map(|p| p.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        ));
+    }
+    for a in &acquisitions {
+        a.check_readable()?;
+    }
+    let mut grid_srs = SpatialRef::from_definition(&cfg.grid.crs)?;
+    grid_srs.set_axis_mapping_strategy(gdal::spatial_ref::AxisMappingStrategy::TraditionalGisOrder);
+    let admin = Admin::load(
+        &cfg.resolve(&cfg.aoi.path),
+        cfg.aoi.layer.as_deref(),
+        &cfg.aoi.code_field,
+        &cfg.aoi.name_field,
+        &grid_srs,
+        &opts.counties,
+    )?;
+    let farmland = Farmland::open(
+        &cfg.resolve(&cfg.farmland.path),
+        cfg.farmland.layer.as_deref(),
+        &cfg.farmland.id_field,
+        &cfg.farmland.class_field,
+        cfg.farmland.basic_field.as_deref(),
+    )?;
+    let classifier = load_classifier(cfg, profile, threads)?;
+    let grid = JobGrid::covering(
+        grid_srs.to_wkt()?,
+        admin.envelope()?,
+        cfg.grid.resolution,
+        cfg.grid.tile_size,
+        cfg.grid.halo,
+    )?;
+
+    let mut history = Vec::new();
+    for k in 1..=HISTORY as i32 {
+        let dir = period_dir(cfg, period.offset(-k));
+        let (c, n) = (dir.join("class.tif"), dir.join("ndvi.tif"));
+        if !(c.exists() && n.exists()) {
+            break;
+        }
+        let ds =
+            Dataset::open(&c).map_err(|e| Error::input(&c, e.to_string(), "re-run that period"))?;
+        if ds.raster_size() != (grid.width, grid.height)
+            || ds.geo_transform()? != grid.geo_transform()
+        {
+            return Err(Error::input(&c, "the archived period lies on another grid than this job", "re-run the earlier periods with the current grid settings, or use a new output folder"));
+        }
+        history.push((c, n));
+    }
+
+    let out_root = cfg.output_dir();
+    std::fs::create_dir_all(&out_root).map_err(|e| Error::io(&out_root, e))?;
+    let staging = Staging {
+        dir: out_root.join(format!(".staging-{period}-{}", std::process::id())),
+    };
+    let work = staging.dir.join("work");
+    std::fs::create_dir_all(&work).map_err(|e| Error::io(&work, e))?;
+    seconds.insert("check_inputs", t_start.elapsed().as_secs_f64());
+
+    // Tiles.
+    let t_tiles = Instant::now();
+    let tiles = grid.tiles();
+    let mut class_tif =
+        GridTiff::create::<u8>(&staging.dir.join("class.tif"), &grid, 1, Some(0.0))?;
+    let mut ndvi_tif = GridTiff::create::<i16>(
+        &staging.dir.join("ndvi.tif"),
+        &grid,
+        3,
+        Some(f64::from(NDVI_NODATA)),
+    )?;
+    let mut change = ChangeRasters::create(&staging.dir.join("flags.tif"), &work, &grid)?;
+    let ctx = PeriodContext {
+        grid: &grid,
+        grid_srs_wkt: grid.crs_wkt.clone(),
+        profile,
+        acquisitions: acquisitions.clone(),
+        classifier: classifier.as_ref(),
+        admin: &admin,
+        farmland: &farmland,
+        history: history.clone(),
+        ph_min_periods: cfg.rules.ph_min_periods,
+    };
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .map_err(|e| Error::usage(e.to_string(), "lower [output] threads"))?;
+    let pb = progress(tiles.len() as u64, "tiles", opts.quiet);
+    let (mut aoi_pixels, mut aoi_without_clear, mut tiles_with_gaps) = (0u64, 0u64, Vec::new());
+    for batch in tiles.chunks(threads * 2) {
+        let results: Vec<Result<TileOutput>> = pool.install(|| {
+            batch
+                .par_iter()
+                .map(|t| {
+                    process_tile(&ctx, t).map_err(|e| Error::Tile {
+                        tile: t.id(),
+                        source: Box::new(e),
+                    })
+                })
+                .collect()
+        });
+        for r in results {
+            let o = r?;
+            let w = o.tile.core;
+            class_tif.write(1, w, o.class)?;
+            for (b, data) in o.ndvi.into_iter().enumerate() {
+                ndvi_tif.write(b + 1, w, data)?;
+            }
+            change.write(w, o.flag, o.key, o.attrs)?;
+            aoi_pixels += o.aoi_pixels;
+            aoi_without_clear += o.aoi_without_clear;
+            if o.aoi_without_clear > 0 {
+                tiles_with_gaps.push(o.tile.id());
+            }
+            pb.inc(1);
+        }
+    }
+    pb.finish_and_clear();
+    class_tif.close()?;
+    ndvi_tif.close()?;
+    seconds.insert("tiles", t_tiles.elapsed().as_secs_f64());
+
+    // Polygons and attributes.
+    let t_vec = Instant::now();
+    let first = acquisitions
+        .first()
+        .expect("non-empty")
+        .date
+        .format("%Y%m%d");
+    let last = acquisitions
+        .last()
+        .expect("non-empty")
+        .date
+        .format("%Y%m%d");
+    let info = PeriodInfo {
+        period: period.to_string(),
+        before_period: if history.is_empty() {
+            "基线".to_string()
+        } else {
+            period.prev().to_string()
+        },
+        image_dates: format!("{first}-{last}"),
+        model_version: classifier.version(),
+    };
+    let all_patches = change.into_patches(&grid, &admin, &info, |t| cfg.min_area_for(t.code()))?;
+    seconds.insert("vectorise", t_vec.elapsed().as_secs_f64());
+
+    // Exports.
+    let t_exp = Instant::now();
+    let mut counties = Vec::new();
+    let mut totals: BTreeMap<&'static str, TypeTotals> = BTreeMap::new();
+    let pb = progress(admin.counties.len() as u64, "export", opts.quiet);
+    for county in &admin.counties {
+        let mine: Vec<Patch> = all_patches
+            .iter()
+            .filter(|p| p.county_code == county.code)
+            .cloned()
+            .collect();
+        let stem = format!("TB_{}_{}", county.code, period);
+        let dir = staging.dir.join("counties").join(&county.code);
+        let files = write_county(
+            &dir,
+            &stem,
+            &grid_srs,
+            &mine,
+            &cfg.output.shapefile_encoding,
+        )?;
+        let mut per_type: BTreeMap<&'static str, TypeTotals> = ChangeType::ALL
+            .iter()
+            .map(|t| (t.code(), TypeTotals::default()))
+            .collect();
+        for p in &mine {
+            for map in [&mut per_type, &mut totals] {
+                let e = map.entry(p.change.code()).or_default();
+                e.count += 1;
+                e.area_m2 += p.area_m2;
+            }
+        }
+        counties.push(CountySummary {
+            code: county.code.clone(),
+            name: county.name.clone(),
+            patches: per_type,
+            files: files
+                .iter()
+                .map(|f| {
+                    format!(
+                        "counties/{}/{}",
+                        county.code,
+                        f.file_name().unwrap_or_default().to_string_lossy()
+                    )
+                })
+                .collect(),
+        });
+        pb.inc(1);
+    }
+    pb.finish_and_clear();
+    for t in ChangeType::ALL {
+        totals.entry(t.code()).or_default();
+    }
+    for v in totals.values_mut() {
+        v.area_m2 = (v.area_m2 * 100.0).round() / 100.0;
+    }
+    seconds.insert("export", t_exp.elapsed().as_secs_f64());
+    seconds.insert("total", t_start.elapsed().as_secs_f64());
+
+    let summary = RunSummary {
+        job: cfg.job.name.clone(),
+        period,
+        classifier: classifier.version().to_string(),
+        sensor: profile.name.to_string(),
+        grid: GridSummary { crs: cfg.grid.crs.clone(), resolution: grid.resolution, width: grid.width, height: grid.height, tile_size: grid.tile_size },
+        acquisitions: acquisitions.iter().map(|a| format!("{} {}", a.date, a.folder.display())).collect(),
+        history_periods: (1..=history.len() as i32).map(|k| period.offset(-k).to_string()).collect(),
+        tiles: tiles.len(),
+        tiles_with_gaps,
+        aoi_pixels,
+        aoi_pixels_without_clear_observation: aoi_without_clear,
+        counties,
+        totals,
+        seconds,
+        rules: format!(
+            "FNH: farmland now built-up; FLH: farmland now non-grain crop, trees or water; PH: farmland grass/shrub for {} consecutive periods; minimum area {} m2",
+            cfg.rules.ph_min_periods, cfg.rules.min_area_m2
+        ),
+    };
+    std::fs::remove_dir_all(&work).map_err(|e| Error::io(&work, e))?;
+    commit(&staging, &period_dir(cfg, period), &summary, &opts.counties)?;
+    Ok(summary)
+}
+
+/// Moves the staged results into place.
+fn commit(
+    staging: &Staging,
+    final_dir: &Path,
+    summary: &RunSummary,
+    only: &[String],
+) -> Result<()> {
+    let json = serde_json::to_vec_pretty(summary).expect("serialisable");
+    if only.is_empty() {
+        write_atomic(&staging.dir.join("summary.json"), &json)?;
+        let parent = final_dir.parent().expect("period dir has a parent");
+        let old = parent.join(format!(".old-{}-{}", summary.period, std::process::id()));
+        if final_dir.exists() {
+            std::fs::rename(final_dir, &old).map_err(|e| Error::io(final_dir, e))?;
+        }
+        std::fs::rename(&staging.dir, final_dir).map_err(|e| Error::io(final_dir, e))?;
+        let _ = std::fs::remove_dir_all(&old);
+        return Ok(());
+    }
+    // A county run replaces only its own counties' folders.
+    let counties_dir = final_dir.join("counties");
+    std::fs::create_dir_all(&counties_dir).map_err(|e| Error::io(&counties_dir, e))?;
+    for c in &summary.counties {
+        let target = counties_dir.join(&c.code);
+        let old = counties_dir.join(format!(".old-{}-{}", c.code, std::process::id()));
+        if target.exists() {
+            std::fs::rename(&target, &old).map_err(|e| Error::io(&target, e))?;
+        }
+        std::fs::rename(staging.dir.join("counties").join(&c.code), &target)
+            .map_err(|e| Error::io(&target, e))?;
+        let _ = std::fs::remove_dir_all(&old);
+        write_atomic(&target.join("summary.json"), &json)?;
+    }
+    Ok(())
+}
+
+pub fn num_threads() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+}
+
+/// The periods that have imagery in the job's folder, in order.
+pub fn periods_with_imagery(cfg: &JobConfig) -> Result<Vec<Period>> {
+    let profile = SensorProfile::by_name(&cfg.imagery.sensor)?;
+    Ok(Catalog::scan(&cfg.resolve(&cfg.imagery.folder), profile)?.periods())
+}

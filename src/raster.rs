@@ -1,0 +1,253 @@
+//! GDAL plumbing shared by the stages: warping any file onto a grid window, burning polygons
+//! into a window, reading grid-aligned rasters back, and writing tiled GeoTIFFs.
+
+use crate::error::{Error, GdalContext, Result};
+use crate::grid::{JobGrid, Window};
+use gdal::raster::{Buffer, GdalType, RasterCreationOptions};
+use gdal::vector::Geometry;
+use gdal::{Dataset, DriverManager};
+use gdal_sys::GDALResampleAlg;
+use std::path::Path;
+
+#[derive(Debug, Clone, Copy)]
+pub enum Resample {
+    /// For categorical bands (quality masks).
+    Nearest,
+    /// For reflectance: 20 m bands onto a 10 m grid, reprojection.
+    Bilinear,
+}
+
+/// An in-memory raster laid on `window` of `grid`.
+fn mem_dataset<T: GdalType>(grid: &JobGrid, window: Window, bands: usize) -> Result<Dataset> {
+    let driver = DriverManager::get_driver_by_name("MEM")?;
+    let mut ds = driver.create_with_band_type::<T, _>("", window.width, window.height, bands)?;
+    ds.set_geo_transform(&grid.window_transform(window))?;
+    ds.set_projection(&grid.crs_wkt)?;
+    Ok(ds)
+}
+
+/// Opens a raster and checks that it is georeferenced, so that warping cannot silently place
+/// it at the wrong spot.
+pub fn open_georeferenced(path: &Path) -> Result<Dataset> {
+    let ds = Dataset::open(path).map_err(|e| {
+        Error::input(
+            path,
+            format!("cannot be read as a raster ({e})"),
+            "re-download or re-export the file; check it with `gdalinfo`",
+        )
+    })?;
+    if ds.projection().trim().is_empty() {
+        return Err(Error::input(
+            path,
+            "has no coordinate reference system",
+            "assign the right one, e.g. `gdal_edit.py -a_srs EPSG:32650 FILE`",
+        ));
+    }
+    let gt = ds.geo_transform().unwrap_or([0.0, 1.0, 0.0, 0.0, 0.0, 1.0]);
+    if gt == [0.0, 1.0, 0.0, 0.0, 0.0, 1.0] {
+        return Err(Error::input(
+            path,
+            "has no geotransform (pixel-to-map georeferencing)",
+            "georeference the file (e.g. `gdal_translate -a_ullr ...`) before using it",
+        ));
+    }
+    Ok(ds)
+}
+
+/// Reads every band of `path`, warped onto `window` of `grid`, as f32 digital numbers.
+/// Pixels the file does not cover, or where it holds its nodata value, are NaN.
+pub fn warp_onto(
+    path: &Path,
+    grid: &JobGrid,
+    window: Window,
+    resample: Resample,
+) -> Result<Vec<Vec<f32>>> {
+    let src = open_georeferenced(path)?;
+    let bands = src.raster_count();
+    let dst = mem_dataset::<f32>(grid, window, bands)?;
+    for b in 1..=bands {
+        let mut band = dst.rasterband(b)?;
+        band.set_no_data_value(Some(f64::NAN))?;
+        let mut fill = Buffer::new((window.width, window.height), vec![f32::NAN; window.len()]);
+        band.write((0, 0), (window.width, window.height), &mut fill)?;
+    }
+    let alg = match resample {
+        Resample::Nearest => GDALResampleAlg::GRA_NearestNeighbour,
+        Resample::Bilinear => GDALResampleAlg::GRA_Bilinear,
+    };
+    // SAFETY: both handles are valid open datasets for the duration of the call; null WKTs
+    // mean "use the datasets' own CRS".
+    let rv = unsafe {
+        gdal_sys::GDALReprojectImage(
+            src.c_dataset(),
+            std::ptr::null(),
+            dst.c_dataset(),
+            std::ptr::null(),
+            alg,
+            0.0,
+            0.125,
+            None,
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+        )
+    };
+    if rv != gdal_sys::CPLErr::CE_None {
+        return Err(Error::input(
+            path,
+            format!("cannot be warped onto the job grid: {}", last_gdal_error()),
+            "check that the file's CRS can be transformed to the job CRS (`gdalinfo`)",
+        ));
+    }
+    let mut out = Vec::with_capacity(bands);
+    for b in 1..=bands {
+        let band = dst.rasterband(b)?;
+        let buf = band.read_as::<f32>(
+            (0, 0),
+            (window.width, window.height),
+            (window.width, window.height),
+            None,
+        )?;
+        out.push(buf.into_shape_and_vec().1);
+    }
+    Ok(out)
+}
+
+pub fn last_gdal_error() -> String {
+    // SAFETY: CPLGetLastErrorMsg returns a pointer to a thread-local, NUL-terminated string.
+    unsafe {
+        let msg = gdal_sys::CPLGetLastErrorMsg();
+        if msg.is_null() {
+            return String::new();
+        }
+        std::ffi::CStr::from_ptr(msg).to_string_lossy().into_owned()
+    }
+}
+
+/// Burns `geometries` (already in the grid CRS) into `window` with one value each; 0 elsewhere.
+/// A pixel belongs to a polygon when its centre is inside it.
+pub fn rasterize(
+    grid: &JobGrid,
+    window: Window,
+    geometries: &[Geometry],
+    values: &[f64],
+) -> Result<Vec<i32>> {
+    let mut ds = mem_dataset::<i32>(grid, window, 1)?;
+    if !geometries.is_empty() {
+        gdal::raster::rasterize(&mut ds, &[1], geometries, values, None)?;
+    }
+    let band = ds.rasterband(1)?;
+    let buf = band.read_as::<i32>(
+        (0, 0),
+        (window.width, window.height),
+        (window.width, window.height),
+        None,
+    )?;
+    Ok(buf.into_shape_and_vec().1)
+}
+
+/// Reads `window` of band `band` of a raster laid on the job grid (archives, mosaics).
+/// Parts of the window outside the raster read as `fill`.
+pub fn read_grid_window<T: GdalType + Copy>(
+    ds: &Dataset,
+    band: usize,
+    window: Window,
+    fill: T,
+) -> Result<Vec<T>> {
+    let (w, h) = ds.raster_size();
+    let mut out = vec![fill; window.len()];
+    let x0 = window.x.max(0);
+    let y0 = window.y.max(0);
+    let x1 = (window.x + window.width as isize).min(w as isize);
+    let y1 = (window.y + window.height as isize).min(h as isize);
+    if x1 <= x0 || y1 <= y0 {
+        return Ok(out);
+    }
+    let (iw, ih) = ((x1 - x0) as usize, (y1 - y0) as usize);
+    let buf = ds
+        .rasterband(band)?
+        .read_as::<T>((x0, y0), (iw, ih), (iw, ih), None)?
+        .into_shape_and_vec()
+        .1;
+    for r in 0..ih {
+        let dst = ((y0 - window.y) as usize + r) * window.width + (x0 - window.x) as usize;
+        out[dst..dst + iw].copy_from_slice(&buf[r * iw..(r + 1) * iw]);
+    }
+    Ok(out)
+}
+
+/// A tiled, compressed GeoTIFF on the job grid, written window by window.
+pub struct GridTiff {
+    ds: Dataset,
+}
+
+impl GridTiff {
+    pub fn create<T: GdalType>(
+        path: &Path,
+        grid: &JobGrid,
+        bands: usize,
+        nodata: Option<f64>,
+    ) -> Result<Self> {
+        let driver = DriverManager::get_driver_by_name("GTiff")?;
+        let options = RasterCreationOptions::from_iter([
+            "TILED=YES",
+            "BLOCKXSIZE=256",
+            "BLOCKYSIZE=256",
+            "COMPRESS=DEFLATE",
+            "BIGTIFF=IF_SAFER",
+        ]);
+        let mut ds = driver
+            .create_with_band_type_with_options::<T, _>(
+                path,
+                grid.width,
+                grid.height,
+                bands,
+                &options,
+            )
+            .in_file(
+                path,
+                "check that the output folder is writable and has free space",
+            )?;
+        ds.set_geo_transform(&grid.geo_transform())?;
+        ds.set_projection(&grid.crs_wkt)?;
+        if let Some(nd) = nodata {
+            for b in 1..=bands {
+                ds.rasterband(b)?.set_no_data_value(Some(nd))?;
+            }
+        }
+        Ok(GridTiff { ds })
+    }
+
+    pub fn write<T: GdalType + Copy>(
+        &mut self,
+        band: usize,
+        window: Window,
+        data: Vec<T>,
+    ) -> Result<()> {
+        let mut buf = Buffer::new((window.width, window.height), data);
+        self.ds.rasterband(band)?.write(
+            (window.x, window.y),
+            (window.width, window.height),
+            &mut buf,
+        )?;
+        Ok(())
+    }
+
+    pub fn dataset(&self) -> &Dataset {
+        &self.ds
+    }
+
+    pub fn close(self) -> Result<()> {
+        self.ds.close()?;
+        Ok(())
+    }
+}
+
+/// Reads a whole single-band raster (small rasters only: labels, reference masks).
+pub fn read_band_f64(path: &Path, band: usize) -> Result<(usize, usize, Vec<f64>)> {
+    let ds = Dataset::open(path).in_file(path, "check the path and that GDAL can read it")?;
+    let (w, h) = ds.raster_size();
+    let buf = ds
+        .rasterband(band)?
+        .read_as::<f64>((0, 0), (w, h), (w, h), None)?;
+    Ok((w, h, buf.into_shape_and_vec().1))
+}

@@ -1,0 +1,207 @@
+//! Sensor profiles: what a product's bands are called, how digital numbers become reflectance,
+//! which value is nodata, and which pixels the product's own quality band marks as cloud or
+//! shadow. The classifier only sees the canonical bands ([`Canonical`]), so one rule set serves
+//! Sentinel-2 and Landsat alike.
+
+use crate::error::{Error, Result};
+
+/// The reflective bands every classifier in gengbao can rely on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Canonical {
+    Blue,
+    Green,
+    Red,
+    Nir,
+    Swir1,
+    Swir2,
+}
+
+pub const CANONICAL: [Canonical; 6] = [
+    Canonical::Blue,
+    Canonical::Green,
+    Canonical::Red,
+    Canonical::Nir,
+    Canonical::Swir1,
+    Canonical::Swir2,
+];
+
+/// How the product flags unusable pixels.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CloudRule {
+    /// Sentinel-2 L2A scene classification: these SCL classes are not clear ground.
+    SclClasses(&'static [u16]),
+    /// Landsat Collection 2 QA_PIXEL: a pixel with any of these bits set is not clear.
+    QaBits(u16),
+    /// The product has no quality band (e.g. a user's cloud-free mosaic).
+    None,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SensorProfile {
+    pub name: &'static str,
+    pub description: &'static str,
+    /// Band names in the order a multi-band image of this profile stores them.
+    pub bands: &'static [&'static str],
+    /// Band name for each canonical band, in [`CANONICAL`] order.
+    pub canonical: [&'static str; 6],
+    /// reflectance = dn * scale + offset
+    pub scale: f32,
+    pub offset: f32,
+    pub nodata: f64,
+    pub mask_band: Option<&'static str>,
+    pub cloud_rule: CloudRule,
+}
+
+/// SCL: 0 no data, 1 saturated/defective, 3 cloud shadow, 8/9 cloud, 10 cirrus, 11 snow.
+const SCL_NOT_CLEAR: &[u16] = &[0, 1, 3, 8, 9, 10, 11];
+
+const S2_CANONICAL: [&str; 6] = ["B02", "B03", "B04", "B08", "B11", "B12"];
+
+pub const PROFILES: &[SensorProfile] = &[
+    SensorProfile {
+        name: "sentinel2-l2a",
+        description: "Sentinel-2 L2A, 10 bands B02 B03 B04 B05 B06 B07 B08 B8A B11 B12 (x10000), SCL mask",
+        bands: &["B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B11", "B12"],
+        canonical: S2_CANONICAL,
+        scale: 1e-4,
+        offset: 0.0,
+        nodata: 0.0,
+        mask_band: Some("SCL"),
+        cloud_rule: CloudRule::SclClasses(SCL_NOT_CLEAR),
+    },
+    SensorProfile {
+        name: "sentinel2-l2a-12",
+        description: "Sentinel-2 L2A, 12 bands B01..B12 without B10 (x10000), SCL mask",
+        bands: &[
+            "B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B11", "B12",
+        ],
+        canonical: S2_CANONICAL,
+        scale: 1e-4,
+        offset: 0.0,
+        nodata: 0.0,
+        mask_band: Some("SCL"),
+        cloud_rule: CloudRule::SclClasses(SCL_NOT_CLEAR),
+    },
+    SensorProfile {
+        name: "sentinel2-l1c",
+        description: "Sentinel-2 L1C, 13 bands B01..B12 with B10 (x10000), no mask band",
+        bands: &[
+            "B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B10", "B11",
+            "B12",
+        ],
+        canonical: S2_CANONICAL,
+        scale: 1e-4,
+        offset: 0.0,
+        nodata: 0.0,
+        mask_band: None,
+        cloud_rule: CloudRule::None,
+    },
+    SensorProfile {
+        name: "landsat-tm-sr",
+        description: "Landsat 4-7 TM/ETM+ Collection 2 L2 surface reflectance, bands 1 2 3 4 5 7, QA_PIXEL mask",
+        bands: &["SR_B1", "SR_B2", "SR_B3", "SR_B4", "SR_B5", "SR_B7"],
+        canonical: ["SR_B1", "SR_B2", "SR_B3", "SR_B4", "SR_B5", "SR_B7"],
+        scale: 2.75e-5,
+        offset: -0.2,
+        nodata: 0.0,
+        mask_band: Some("QA_PIXEL"),
+        // bit 1 dilated cloud, 3 cloud, 4 cloud shadow, 5 snow
+        cloud_rule: CloudRule::QaBits(0b11_1010),
+    },
+    SensorProfile {
+        name: "landsat-tm-dn",
+        description: "Landsat TM/ETM+ 8-bit digital numbers, bands 1 2 3 4 5 7 (e.g. classic ENVI scenes), no mask",
+        bands: &["B1", "B2", "B3", "B4", "B5", "B7"],
+        canonical: ["B1", "B2", "B3", "B4", "B5", "B7"],
+        // 8-bit DNs span roughly 0..0.5 reflectance in vegetated scenes; a linear stretch keeps
+        // index thresholds meaningful without calibration metadata.
+        scale: 1.0 / 510.0,
+        offset: 0.0,
+        nodata: f64::NAN,
+        mask_band: None,
+        cloud_rule: CloudRule::None,
+    },
+];
+
+impl SensorProfile {
+    pub fn by_name(name: &str) -> Result<&'static SensorProfile> {
+        PROFILES.iter().find(|p| p.name == name).ok_or_else(|| {
+            Error::usage(
+                format!("unknown sensor profile `{name}`"),
+                format!("use one of: {}", profile_names().join(", ")),
+            )
+        })
+    }
+
+    /// The profile for a multi-band image with `band_count` bands, when only one fits.
+    pub fn for_band_count(band_count: usize) -> Option<&'static SensorProfile> {
+        let mut fits = PROFILES.iter().filter(|p| p.bands.len() == band_count);
+        let first = fits.next()?;
+        // Several 6-band profiles exist; the caller must name one.
+        fits.next().is_none().then_some(first)
+    }
+
+    /// Position of each canonical band within `bands`.
+    pub fn canonical_indices(&self) -> [usize; 6] {
+        self.canonical.map(|name| {
+            self.bands
+                .iter()
+                .position(|b| *b == name)
+                .expect("profile canonical bands are among its bands")
+        })
+    }
+
+    pub fn is_clear(&self, mask_value: u16) -> bool {
+        match self.cloud_rule {
+            CloudRule::SclClasses(bad) => !bad.contains(&mask_value),
+            CloudRule::QaBits(bits) => mask_value & bits == 0,
+            CloudRule::None => true,
+        }
+    }
+
+    pub fn is_nodata(&self, dn: f64) -> bool {
+        dn == self.nodata || dn.is_nan()
+    }
+}
+
+pub fn profile_names() -> Vec<&'static str> {
+    PROFILES.iter().map(|p| p.name).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_profile_maps_its_canonical_bands() {
+        for p in PROFILES {
+            let idx = p.canonical_indices();
+            assert_eq!(idx.len(), 6, "{}", p.name);
+        }
+    }
+
+    #[test]
+    fn scl_rule_rejects_clouds_and_shadows() {
+        let p = SensorProfile::by_name("sentinel2-l2a").unwrap();
+        assert!(p.is_clear(4));
+        assert!(!p.is_clear(3));
+        assert!(!p.is_clear(9));
+        let l = SensorProfile::by_name("landsat-tm-sr").unwrap();
+        assert!(l.is_clear(0b1000000));
+        assert!(!l.is_clear(0b1000));
+    }
+
+    #[test]
+    fn band_count_picks_unambiguous_profiles() {
+        assert_eq!(
+            SensorProfile::for_band_count(10).unwrap().name,
+            "sentinel2-l2a"
+        );
+        assert_eq!(
+            SensorProfile::for_band_count(13).unwrap().name,
+            "sentinel2-l1c"
+        );
+        assert!(SensorProfile::for_band_count(6).is_none());
+        assert!(SensorProfile::by_name("spot").is_err());
+    }
+}
