@@ -272,8 +272,17 @@ impl JobConfig {
                 "use a halo well below half the tile size, e.g. 8",
             );
         }
-        if let Err(e) = crate::sensor::SensorProfile::by_name(&self.imagery.sensor) {
-            return bad("imagery.sensor", e.to_string(), "see `gengbao sensors`");
+        match crate::sensor::SensorProfile::by_name(&self.imagery.sensor) {
+            Err(e) => return bad("imagery.sensor", e.to_string(), "see `gengbao sensors`"),
+            Ok(p) if p.dark_object_subtraction => return bad(
+                "imagery.sensor",
+                format!(
+                    "profile `{}` needs whole-scene statistics and serves `gengbao detect` only",
+                    p.name
+                ),
+                "use calibrated surface reflectance (e.g. landsat-tm-sr) for folder jobs",
+            ),
+            Ok(_) => {}
         }
         for key in self.rules.min_area_m2_by_type.keys() {
             if crate::change::ChangeType::from_code(key).is_none() {

@@ -14,7 +14,7 @@ use crate::composite::Composite;
 use crate::error::{Error, Result};
 use crate::export::{write_atomic, write_layer, Format, PATCH_FIELDS};
 use crate::grid::JobGrid;
-use crate::imagery::to_reflectance;
+use crate::imagery::{dark_objects, to_reflectance};
 use crate::layers::{Admin, County, Farmland};
 use crate::patches::{attr_band, PeriodInfo};
 use crate::pipeline::{judge, num_threads, ChangeRasters, Pixel, TypeTotals};
@@ -138,6 +138,14 @@ pub fn detect(opts: &DetectOptions) -> Result<DetectSummary> {
         }],
     };
     let classifier = IndexBaseline;
+    let darks = |p: &Path| {
+        if profile.dark_object_subtraction {
+            dark_objects(p, profile)
+        } else {
+            Ok(vec![0.0; profile.bands.len()])
+        }
+    };
+    let (dark_before, dark_after) = (darks(&opts.before)?, darks(&opts.after)?);
 
     std::fs::create_dir_all(&opts.out).map_err(|e| Error::io(&opts.out, e))?;
     let staging = opts.out.join(format!(".staging-{}", std::process::id()));
@@ -156,9 +164,11 @@ pub fn detect(opts: &DetectOptions) -> Result<DetectSummary> {
                 .par_iter()
                 .map(|tile| {
                     let w = tile.core;
-                    let classify = |path: &Path| -> Result<_> {
+                    let classify = |path: &Path, dark: &[f32]| -> Result<_> {
                         let mut bands = warp_onto(path, &grid, w, Resample::Bilinear)?;
-                        bands.iter_mut().for_each(|b| to_reflectance(profile, b));
+                        for (i, b) in bands.iter_mut().enumerate() {
+                            to_reflectance(profile, i, dark[i], b);
+                        }
                         let comp = Composite::single(profile, w.width, w.height, bands);
                         classifier.classify(&ClassifierInput {
                             profile,
@@ -166,8 +176,8 @@ pub fn detect(opts: &DetectOptions) -> Result<DetectSummary> {
                             history: &[],
                         })
                     };
-                    let before = classify(&opts.before)?;
-                    let after = classify(&opts.after)?;
+                    let before = classify(&opts.before, &dark_before)?;
+                    let after = classify(&opts.after, &dark_after)?;
                     let farm = match &farmland {
                         Some(f) => {
                             Some(f.rasterize(&grid, &SpatialRef::from_wkt(&grid_srs_wkt)?, w)?)

@@ -189,7 +189,12 @@ impl Acquisition {
     ) -> Result<Vec<f32>> {
         let path = &self.files[name];
         let mut dn = warp_onto(path, grid, window, Resample::Bilinear)?.remove(0);
-        to_reflectance(profile, &mut dn);
+        let index = profile
+            .bands
+            .iter()
+            .position(|b| *b == name)
+            .expect("profile band");
+        to_reflectance(profile, index, 0.0, &mut dn);
         Ok(dn)
     }
 
@@ -210,15 +215,46 @@ impl Acquisition {
     }
 }
 
-/// DN -> reflectance in place; the profile's nodata value becomes NaN.
-pub fn to_reflectance(profile: &SensorProfile, dn: &mut [f32]) {
+/// DN of band `index` -> reflectance in place; the profile's nodata value becomes NaN. `dark`
+/// is the band's dark-object value (0 for calibrated products).
+pub fn to_reflectance(profile: &SensorProfile, index: usize, dark: f32, dn: &mut [f32]) {
+    let scale = profile.scale_of(index);
     for v in dn.iter_mut() {
         *v = if profile.is_nodata(f64::from(*v)) {
             f32::NAN
         } else {
-            *v * profile.scale + profile.offset
+            (*v - dark) * scale + profile.offset
         };
     }
+}
+
+/// Dark-object values of every band of a scene: the 0.5th percentile of a decimated read of
+/// the whole image (at most 1024 px a side), so that all tiles get the same offsets.
+pub fn dark_objects(path: &Path, profile: &SensorProfile) -> Result<Vec<f32>> {
+    let ds = open_georeferenced(path)?;
+    let (w, h) = ds.raster_size();
+    let f = (w.max(h) as f64 / 1024.0).max(1.0);
+    let shape = (
+        ((w as f64) / f).round().max(1.0) as usize,
+        ((h as f64) / f).round().max(1.0) as usize,
+    );
+    (1..=ds.raster_count())
+        .map(|b| {
+            let mut v: Vec<f32> = ds
+                .rasterband(b)?
+                .read_as::<f32>((0, 0), (w, h), shape, None)?
+                .into_shape_and_vec()
+                .1
+                .into_iter()
+                .filter(|x| !profile.is_nodata(f64::from(*x)))
+                .collect();
+            if v.is_empty() {
+                return Ok(0.0);
+            }
+            let k = v.len() / 200;
+            Ok(*v.select_nth_unstable_by(k, |a, b| a.total_cmp(b)).1)
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -95,14 +95,13 @@ pub struct Admin {
 }
 
 impl Admin {
-    /// Loads the counties, keeping only `only` when it is not empty.
+    /// Loads every county of the layer.
     pub fn load(
         path: &Path,
         layer_name: Option<&str>,
         code_field: &str,
         name_field: &str,
         grid_srs: &SpatialRef,
-        only: &[String],
     ) -> Result<Self> {
         let ds = open_vector(path)?;
         let mut lyr = layer(&ds, path, layer_name)?;
@@ -113,9 +112,6 @@ impl Admin {
         for f in lyr.features() {
             let Some(g) = f.geometry() else { continue };
             let code = field_string(&f, code_field).unwrap_or_default();
-            if !only.is_empty() && !only.contains(&code) {
-                continue;
-            }
             let g = g
                 .transform(&to_grid)
                 .in_file(path, "check the layer's CRS")?;
@@ -126,15 +122,10 @@ impl Admin {
             });
         }
         if counties.is_empty() {
-            let what = if only.is_empty() {
-                "no county polygons".to_string()
-            } else {
-                format!("none of the counties {only:?}")
-            };
             return Err(Error::input(
                 path,
-                format!("the area of interest is empty: the admin layer has {what}"),
-                "give an admin layer with county polygons (and check --county codes)",
+                "the area of interest is empty: the admin layer has no county polygons",
+                "give an admin layer with one polygon per county",
             ));
         }
         counties.sort_by(|a, b| a.code.cmp(&b.code));
@@ -142,6 +133,43 @@ impl Admin {
             path: path.to_path_buf(),
             counties,
         })
+    }
+
+    /// The same layer restricted to the counties `codes` (all when empty).
+    pub fn only(&self, codes: &[String]) -> Result<Admin> {
+        if codes.is_empty() {
+            return Ok(self.clone());
+        }
+        let counties: Vec<County> = self
+            .counties
+            .iter()
+            .filter(|c| codes.contains(&c.code))
+            .cloned()
+            .collect();
+        if counties.len() != codes.len() {
+            let known: Vec<&str> = self.counties.iter().map(|c| c.code.as_str()).collect();
+            return Err(Error::input(
+                &self.path,
+                format!("no county with code among {codes:?} (codes: {known:?})"),
+                "pass --county with a code from the admin layer",
+            ));
+        }
+        Ok(Admin {
+            path: self.path.clone(),
+            counties,
+        })
+    }
+
+    /// Whether any county touches `window`.
+    pub fn touches(&self, grid: &JobGrid, window: Window) -> Result<bool> {
+        let (x0, y0, x1, y1) = grid.window_bounds(window);
+        let bbox = Geometry::bbox(x0, y0, x1, y1)?;
+        for c in &self.counties {
+            if Geometry::from_wkb(&c.wkb)?.intersects(&bbox) {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     pub fn envelope(&self) -> Result<(f64, f64, f64, f64)> {

@@ -440,14 +440,22 @@ pub fn run_period(cfg: &JobConfig, period: Period, opts: &RunOptions) -> Result<
     }
     let mut grid_srs = SpatialRef::from_definition(&cfg.grid.crs)?;
     grid_srs.set_axis_mapping_strategy(gdal::spatial_ref::AxisMappingStrategy::TraditionalGisOrder);
-    let admin = Admin::load(
+    let all_counties = Admin::load(
         &cfg.resolve(&cfg.aoi.path),
         cfg.aoi.layer.as_deref(),
         &cfg.aoi.code_field,
         &cfg.aoi.name_field,
         &grid_srs,
-        &opts.counties,
     )?;
+    // The grid always covers the whole job, so that archives line up whatever is run.
+    let grid = JobGrid::covering(
+        grid_srs.to_wkt()?,
+        all_counties.envelope()?,
+        cfg.grid.resolution,
+        cfg.grid.tile_size,
+        cfg.grid.halo,
+    )?;
+    let admin = all_counties.only(&opts.counties)?;
     let farmland = Farmland::open(
         &cfg.resolve(&cfg.farmland.path),
         cfg.farmland.layer.as_deref(),
@@ -456,13 +464,6 @@ pub fn run_period(cfg: &JobConfig, period: Period, opts: &RunOptions) -> Result<
         cfg.farmland.basic_field.as_deref(),
     )?;
     let classifier = load_classifier(cfg, profile, threads)?;
-    let grid = JobGrid::covering(
-        grid_srs.to_wkt()?,
-        admin.envelope()?,
-        cfg.grid.resolution,
-        cfg.grid.tile_size,
-        cfg.grid.halo,
-    )?;
 
     let mut history = Vec::new();
     for k in 1..=HISTORY as i32 {
@@ -492,7 +493,12 @@ pub fn run_period(cfg: &JobConfig, period: Period, opts: &RunOptions) -> Result<
 
     // Tiles.
     let t_tiles = Instant::now();
-    let tiles = grid.tiles();
+    let mut tiles = Vec::new();
+    for t in grid.tiles() {
+        if admin.touches(&grid, t.core)? {
+            tiles.push(t);
+        }
+    }
     let mut class_tif =
         GridTiff::create::<u8>(&staging.dir.join("class.tif"), &grid, 1, Some(0.0))?;
     let mut ndvi_tif = GridTiff::create::<i16>(

@@ -44,9 +44,15 @@ pub struct SensorProfile {
     pub bands: &'static [&'static str],
     /// Band name for each canonical band, in [`CANONICAL`] order.
     pub canonical: [&'static str; 6],
-    /// reflectance = dn * scale + offset
+    /// reflectance = (dn - dark) * scale + offset, with `band_scale[i]` instead of `scale` when
+    /// given (uncalibrated products whose bands have different gains)
     pub scale: f32,
+    pub band_scale: &'static [f32],
     pub offset: f32,
+    /// Subtract a per-band dark value found in the scene (dark-object subtraction), for digital
+    /// numbers that still carry atmospheric path radiance. Needs whole-scene statistics, so
+    /// such profiles serve `detect`, not folder jobs.
+    pub dark_object_subtraction: bool,
     pub nodata: f64,
     pub mask_band: Option<&'static str>,
     pub cloud_rule: CloudRule,
@@ -64,7 +70,9 @@ pub const PROFILES: &[SensorProfile] = &[
         bands: &["B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B11", "B12"],
         canonical: S2_CANONICAL,
         scale: 1e-4,
+        band_scale: &[],
         offset: 0.0,
+        dark_object_subtraction: false,
         nodata: 0.0,
         mask_band: Some("SCL"),
         cloud_rule: CloudRule::SclClasses(SCL_NOT_CLEAR),
@@ -77,7 +85,9 @@ pub const PROFILES: &[SensorProfile] = &[
         ],
         canonical: S2_CANONICAL,
         scale: 1e-4,
+        band_scale: &[],
         offset: 0.0,
+        dark_object_subtraction: false,
         nodata: 0.0,
         mask_band: Some("SCL"),
         cloud_rule: CloudRule::SclClasses(SCL_NOT_CLEAR),
@@ -91,7 +101,9 @@ pub const PROFILES: &[SensorProfile] = &[
         ],
         canonical: S2_CANONICAL,
         scale: 1e-4,
+        band_scale: &[],
         offset: 0.0,
+        dark_object_subtraction: false,
         nodata: 0.0,
         mask_band: None,
         cloud_rule: CloudRule::None,
@@ -102,7 +114,9 @@ pub const PROFILES: &[SensorProfile] = &[
         bands: &["SR_B1", "SR_B2", "SR_B3", "SR_B4", "SR_B5", "SR_B7"],
         canonical: ["SR_B1", "SR_B2", "SR_B3", "SR_B4", "SR_B5", "SR_B7"],
         scale: 2.75e-5,
+        band_scale: &[],
         offset: -0.2,
+        dark_object_subtraction: false,
         nodata: 0.0,
         mask_band: Some("QA_PIXEL"),
         // bit 1 dilated cloud, 3 cloud, 4 cloud shadow, 5 snow
@@ -113,10 +127,13 @@ pub const PROFILES: &[SensorProfile] = &[
         description: "Landsat TM/ETM+ 8-bit digital numbers, bands 1 2 3 4 5 7 (e.g. classic ENVI scenes), no mask",
         bands: &["B1", "B2", "B3", "B4", "B5", "B7"],
         canonical: ["B1", "B2", "B3", "B4", "B5", "B7"],
-        // 8-bit DNs span roughly 0..0.5 reflectance in vegetated scenes; a linear stretch keeps
-        // index thresholds meaningful without calibration metadata.
-        scale: 1.0 / 510.0,
+        scale: 1.0,
+        // Nominal top-of-atmosphere reflectance per DN: ETM+ high-gain radiance per DN divided
+        // by the band's solar irradiance, times pi / cos(40 deg sun zenith). Without the
+        // scene's metadata this is approximate; dark-object subtraction removes the offsets.
+        band_scale: &[0.0016, 0.0018, 0.0017, 0.0025, 0.0022, 0.0021],
         offset: 0.0,
+        dark_object_subtraction: true,
         nodata: f64::NAN,
         mask_band: None,
         cloud_rule: CloudRule::None,
@@ -159,6 +176,11 @@ impl SensorProfile {
         }
     }
 
+    /// Reflectance per DN of band `index` (profile order).
+    pub fn scale_of(&self, index: usize) -> f32 {
+        self.band_scale.get(index).copied().unwrap_or(self.scale)
+    }
+
     pub fn is_nodata(&self, dn: f64) -> bool {
         dn == self.nodata || dn.is_nan()
     }
@@ -176,7 +198,13 @@ mod tests {
     fn every_profile_maps_its_canonical_bands() {
         for p in PROFILES {
             let idx = p.canonical_indices();
-            assert_eq!(idx.len(), 6, "{}", p.name);
+            // Per-observation NDVI in the composite needs red before NIR.
+            assert!(idx[2] < idx[3], "{}", p.name);
+            assert!(
+                p.band_scale.is_empty() || p.band_scale.len() == p.bands.len(),
+                "{}",
+                p.name
+            );
         }
     }
 

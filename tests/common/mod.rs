@@ -1,0 +1,80 @@
+//! Helpers shared by the behaviour tests: small generated cities and whole-job runs.
+#![allow(dead_code)]
+
+use gengbao::config::JobConfig;
+use gengbao::pipeline::{run_period, RunOptions};
+use gengbao::samples::{generate, SampleCity, SampleOptions};
+use std::path::{Path, PathBuf};
+
+pub fn city(dir: &Path, size: usize, periods: usize, tile_size: usize) -> SampleCity {
+    generate(
+        dir,
+        &SampleOptions {
+            size,
+            periods,
+            tile_size,
+            seed: 7,
+            ..Default::default()
+        },
+    )
+    .expect("generate city")
+}
+
+/// Runs every period of the city in order; returns the config used.
+pub fn run_all(city: &SampleCity, config_text: Option<String>) -> JobConfig {
+    let path = city.job_config.clone();
+    if let Some(text) = config_text {
+        std::fs::write(&path, text).unwrap();
+    }
+    let cfg = JobConfig::load(&path).expect("config");
+    for p in &city.periods {
+        run_period(
+            &cfg,
+            *p,
+            &RunOptions {
+                quiet: true,
+                ..Default::default()
+            },
+        )
+        .expect("run period");
+    }
+    cfg
+}
+
+pub fn config_text(city: &SampleCity) -> String {
+    std::fs::read_to_string(&city.job_config).unwrap()
+}
+
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let target = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), target).unwrap();
+        }
+    }
+}
+
+/// Every file below `dir`, relative, sorted.
+pub fn files_below(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                out.extend(
+                    files_below(&p)
+                        .into_iter()
+                        .map(|f| Path::new(p.file_name().unwrap()).join(f)),
+                );
+            } else {
+                out.push(PathBuf::from(p.file_name().unwrap()));
+            }
+        }
+    }
+    out.sort();
+    out
+}

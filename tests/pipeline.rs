@@ -1,0 +1,151 @@
+//! The bimonthly job on a generated city: planted changes are found, seams do not split
+//! patches, runs are deterministic, and a county run leaves other counties alone.
+
+mod common;
+
+use common::{city, config_text, files_below, run_all};
+use gengbao::evaluate::{read_period_patches, score_against_truth};
+use gengbao::pipeline::{period_dir, run_period, RunOptions};
+use std::fs;
+
+#[test]
+fn planted_changes_are_found_as_patches_of_the_right_type() {
+    let tmp = tempfile::tempdir().unwrap();
+    let city = city(&tmp.path().join("city"), 384, 8, 128);
+    let cfg = run_all(&city, None);
+    let last = *city.periods.last().unwrap();
+    let reported = read_period_patches(&period_dir(&cfg, last)).unwrap();
+    let scores =
+        score_against_truth(&city.dir.join("truth"), &last.to_string(), &reported).unwrap();
+    eprintln!("scores at {last}: {scores:#?}");
+    // Matching: a planted change is found when >= 50 % of it is covered by patches of its
+    // type; a patch is correct when >= 50 % of it is planted change of its type.
+    let (planted, found) = ["FNH", "FLH"].iter().fold((0, 0), |(p, f), t| {
+        (p + scores[t].planted, f + scores[t].found)
+    });
+    assert!(planted >= 8, "too few planted changes to judge: {planted}");
+    assert!(
+        found as f64 >= 0.9 * planted as f64,
+        "found {found} of {planted} FNH+FLH"
+    );
+    let (reported_n, correct) = scores
+        .values()
+        .fold((0, 0), |(r, c), s| (r + s.reported, c + s.correct));
+    assert!(reported_n > 0);
+    assert!(
+        correct as f64 >= 0.9 * reported_n as f64,
+        "only {correct} of {reported_n} patches match a planted change"
+    );
+    // Every county got its dispatch package in three formats, with a .prj and a .cpg.
+    for code in ["320901", "320902"] {
+        let dir = period_dir(&cfg, last).join("counties").join(code);
+        for ext in ["gpkg", "shp", "shx", "dbf", "prj", "cpg", "geojson"] {
+            assert!(
+                dir.join(format!("TB_{code}_{last}.{ext}")).exists(),
+                "missing {ext} for {code}"
+            );
+        }
+    }
+    let summary: serde_json::Value =
+        serde_json::from_slice(&fs::read(period_dir(&cfg, last).join("summary.json")).unwrap())
+            .unwrap();
+    assert_eq!(summary["counties"].as_array().unwrap().len(), 2);
+    assert!(summary["totals"]["FNH"]["count"].as_u64().unwrap() > 0);
+}
+
+#[test]
+fn tile_seams_do_not_change_or_split_patches_and_runs_repeat_exactly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let city = city(&tmp.path().join("city"), 256, 4, 64);
+    let text = config_text(&city);
+    let last = *city.periods.last().unwrap();
+    let mut outputs = Vec::new();
+    for (name, tile) in [
+        ("small_tiles", 64),
+        ("small_tiles_again", 64),
+        ("one_tile", 256),
+    ] {
+        let t = text
+            .replace("output = \"out\"", &format!("output = \"{name}\""))
+            .replace("tile_size = 64 ", &format!("tile_size = {tile} "));
+        let cfg = run_all(&city, Some(t));
+        let dir = period_dir(&cfg, last);
+        let mut bytes = Vec::new();
+        for code in ["320901", "320902"] {
+            bytes.push(
+                fs::read(
+                    dir.join("counties")
+                        .join(code)
+                        .join(format!("TB_{code}_{last}.geojson")),
+                )
+                .unwrap(),
+            );
+        }
+        bytes.push(fs::read(dir.join("flags.tif")).unwrap());
+        bytes.push(fs::read(dir.join("class.tif")).unwrap());
+        outputs.push(bytes);
+    }
+    // 16 tiles of 64 px against a single tile: the same patches, byte for byte, so no patch
+    // was cut at a seam (changes are planted across multiples of 128 px).
+    assert_eq!(outputs[0], outputs[2], "tiling changed the result");
+    assert_eq!(outputs[0], outputs[1], "two identical runs differ");
+    let geojson = String::from_utf8(outputs[0][0].clone()).unwrap();
+    assert!(
+        geojson.contains("\"TBBH\": \"3209012026P2") || geojson.contains("\"TBBH\": \"320901"),
+        "patches carry county-prefixed numbers"
+    );
+}
+
+#[test]
+fn a_county_run_leaves_the_other_county_untouched() {
+    let tmp = tempfile::tempdir().unwrap();
+    let city = city(&tmp.path().join("city"), 256, 3, 128);
+    let cfg = run_all(&city, None);
+    let last = *city.periods.last().unwrap();
+    let other = period_dir(&cfg, last).join("counties").join("320902");
+    let before: Vec<_> = files_below(&other)
+        .iter()
+        .map(|f| {
+            (
+                f.clone(),
+                fs::read(other.join(f)).unwrap(),
+                fs::metadata(other.join(f)).unwrap().modified().unwrap(),
+            )
+        })
+        .collect();
+    let mine = period_dir(&cfg, last).join("counties").join("320901");
+    let mine_mtime = fs::metadata(mine.join(format!("TB_320901_{last}.gpkg")))
+        .unwrap()
+        .modified()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let s = run_period(
+        &cfg,
+        last,
+        &RunOptions {
+            counties: vec!["320901".into()],
+            quiet: true,
+        },
+    )
+    .unwrap();
+    assert_eq!(s.counties.len(), 1);
+    let after: Vec<_> = files_below(&other)
+        .iter()
+        .map(|f| {
+            (
+                f.clone(),
+                fs::read(other.join(f)).unwrap(),
+                fs::metadata(other.join(f)).unwrap().modified().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(before, after, "the other county's files changed");
+    assert!(
+        fs::metadata(mine.join(format!("TB_320901_{last}.gpkg")))
+            .unwrap()
+            .modified()
+            .unwrap()
+            > mine_mtime,
+        "the county's own package was not rewritten"
+    );
+}
