@@ -274,14 +274,16 @@ impl JobConfig {
         }
         match crate::sensor::SensorProfile::by_name(&self.imagery.sensor) {
             Err(e) => return bad("imagery.sensor", e.to_string(), "see `gengbao sensors`"),
-            Ok(p) if p.dark_object_subtraction => return bad(
-                "imagery.sensor",
-                format!(
+            Ok(p) if p.dark_object_subtraction => {
+                return bad(
+                    "imagery.sensor",
+                    format!(
                     "profile `{}` needs whole-scene statistics and serves `gengbao detect` only",
                     p.name
                 ),
-                "use calibrated surface reflectance (e.g. landsat-tm-sr) for folder jobs",
-            ),
+                    "use calibrated surface reflectance (e.g. landsat-tm-sr) for folder jobs",
+                )
+            }
             Ok(_) => {}
         }
         for key in self.rules.min_area_m2_by_type.keys() {

@@ -1,0 +1,271 @@
+//! Bad inputs stop the run with a message naming the file (or config key) and the fix, and
+//! leave no partial output: neither a period folder nor a staging folder.
+
+mod common;
+
+use common::{city, copy_dir, files_below};
+use gengbao::config::JobConfig;
+use gengbao::pipeline::{run_period, RunOptions};
+use gengbao::samples::SampleCity;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+struct Case {
+    dir: PathBuf,
+    config: PathBuf,
+}
+
+fn fresh(template: &SampleCity, root: &Path, name: &str) -> Case {
+    let dir = root.join(name);
+    copy_dir(&template.dir, &dir);
+    Case {
+        config: dir.join("job.toml"),
+        dir,
+    }
+}
+
+fn first_acquisition(dir: &Path) -> PathBuf {
+    let mut acq: Vec<PathBuf> = fs::read_dir(dir.join("imagery"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    acq.sort();
+    acq.remove(0)
+}
+
+fn band_file(acq: &Path, band: &str) -> PathBuf {
+    fs::read_dir(acq)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().contains(&format!("_{band}_")))
+        .unwrap()
+}
+
+/// Runs the first period; expects failure naming `must_name`, and no output left behind.
+fn expect_failure(case: &Case, must_name: &[&str]) -> String {
+    let text = match JobConfig::load(&case.config) {
+        Err(e) => e.to_string(),
+        Ok(cfg) => {
+            let p = "2025-P1".parse().unwrap();
+            run_period(
+                &cfg,
+                p,
+                &RunOptions {
+                    quiet: true,
+                    ..Default::default()
+                },
+            )
+            .expect_err("the run must fail")
+            .to_string()
+        }
+    };
+    for m in must_name {
+        assert!(text.contains(m), "error does not name `{m}`:\n{text}");
+    }
+    assert!(text.contains("fix:"), "error gives no fix:\n{text}");
+    let out = case.dir.join("out");
+    assert!(
+        files_below(&out).is_empty(),
+        "partial output left: {:?}",
+        files_below(&out)
+    );
+    text
+}
+
+#[test]
+fn each_bad_input_is_named_with_a_fix_and_leaves_nothing_behind() {
+    let tmp = tempfile::tempdir().unwrap();
+    let template = city(&tmp.path().join("template"), 128, 3, 64);
+
+    // A band file is missing from an acquisition.
+    let c = fresh(&template, tmp.path(), "missing_band");
+    let acq = first_acquisition(&c.dir);
+    fs::remove_file(band_file(&acq, "B11")).unwrap();
+    expect_failure(
+        &c,
+        &[
+            "missing band file B11",
+            acq.file_name().unwrap().to_str().unwrap(),
+        ],
+    );
+
+    // A band file is not a readable raster.
+    let c = fresh(&template, tmp.path(), "corrupt");
+    let bad = band_file(&first_acquisition(&c.dir), "B04");
+    fs::write(&bad, b"II*\0 this is not really a tiff").unwrap();
+    expect_failure(
+        &c,
+        &[bad.file_name().unwrap().to_str().unwrap(), "cannot be read"],
+    );
+
+    // A band file has no CRS.
+    let c = fresh(&template, tmp.path(), "no_crs");
+    let bad = band_file(&first_acquisition(&c.dir), "B08");
+    strip_crs(&bad);
+    expect_failure(
+        &c,
+        &[
+            bad.file_name().unwrap().to_str().unwrap(),
+            "no coordinate reference system",
+        ],
+    );
+
+    // The admin layer holds no polygons: the area of interest is empty.
+    let c = fresh(&template, tmp.path(), "empty_aoi");
+    empty_layer(&c.dir.join("admin.gpkg"), "counties");
+    expect_failure(&c, &["admin.gpkg", "area of interest is empty"]);
+
+    // The farmland layer lacks the id field named in the config.
+    let c = fresh(&template, tmp.path(), "no_id_field");
+    let text = fs::read_to_string(&c.config)
+        .unwrap()
+        .replace("id_field = \"BSM\"", "id_field = \"PARCEL_ID\"");
+    fs::write(&c.config, text).unwrap();
+    expect_failure(&c, &["farmland.gpkg", "PARCEL_ID"]);
+
+    // A typo in the config.
+    let c = fresh(&template, tmp.path(), "typo");
+    let text = fs::read_to_string(&c.config)
+        .unwrap()
+        .replace("resolution = 10.0", "resolutoin = 10.0");
+    fs::write(&c.config, text).unwrap();
+    expect_failure(&c, &["job.toml", "resolutoin"]);
+
+    // A period without imagery.
+    let c = fresh(&template, tmp.path(), "no_imagery");
+    let cfg = JobConfig::load(&c.config).unwrap();
+    let err = run_period(
+        &cfg,
+        "2030-P1".parse().unwrap(),
+        &RunOptions {
+            quiet: true,
+            ..Default::default()
+        },
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("no acquisitions dated inside 2030-P1") && err.contains("2025-P1"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_failed_rerun_keeps_the_previous_results_intact() {
+    let tmp = tempfile::tempdir().unwrap();
+    let template = city(&tmp.path().join("template"), 128, 3, 64);
+    let c = fresh(&template, tmp.path(), "rerun");
+    let cfg = JobConfig::load(&c.config).unwrap();
+    let p = "2025-P1".parse().unwrap();
+    run_period(
+        &cfg,
+        p,
+        &RunOptions {
+            quiet: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let out = c.dir.join("out").join("2025-P1");
+    let before: Vec<_> = files_below(&out)
+        .iter()
+        .map(|f| (f.clone(), fs::read(out.join(f)).unwrap()))
+        .collect();
+    fs::remove_file(band_file(&first_acquisition(&c.dir), "B12")).unwrap();
+    assert!(run_period(
+        &cfg,
+        p,
+        &RunOptions {
+            quiet: true,
+            ..Default::default()
+        }
+    )
+    .is_err());
+    let after: Vec<_> = files_below(&out)
+        .iter()
+        .map(|f| (f.clone(), fs::read(out.join(f)).unwrap()))
+        .collect();
+    assert_eq!(
+        before, after,
+        "a failed re-run changed the previous results"
+    );
+    let leftovers: Vec<_> = fs::read_dir(c.dir.join("out"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|n| n.to_string_lossy().starts_with('.'))
+        .collect();
+    assert!(leftovers.is_empty(), "staging left behind: {leftovers:?}");
+}
+
+#[test]
+fn the_binary_exits_non_zero_with_the_message() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = tmp.path().join("job.toml");
+    fs::write(&cfg, gengbao::config::EXAMPLE.replace("[grid]", "[grdi]")).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_gengbao"))
+        .args([
+            "run",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--period",
+            "2025-P1",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("grdi") && err.contains("job.toml") && err.contains("fix:"),
+        "{err}"
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_gengbao"))
+        .args([
+            "run",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--period",
+            "2025-P9",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+}
+
+fn strip_crs(path: &Path) {
+    let src = gdal::Dataset::open(path).unwrap();
+    let (w, h) = src.raster_size();
+    let data = src
+        .rasterband(1)
+        .unwrap()
+        .read_as::<u16>((0, 0), (w, h), (w, h), None)
+        .unwrap();
+    let gt = src.geo_transform().unwrap();
+    drop(src);
+    fs::remove_file(path).unwrap();
+    let drv = gdal::DriverManager::get_driver_by_name("GTiff").unwrap();
+    let mut ds = drv.create_with_band_type::<u16, _>(path, w, h, 1).unwrap();
+    ds.set_geo_transform(&gt).unwrap();
+    let mut buf = data;
+    ds.rasterband(1)
+        .unwrap()
+        .write((0, 0), (w, h), &mut buf)
+        .unwrap();
+}
+
+fn empty_layer(path: &Path, layer: &str) {
+    let ds = gdal::Dataset::open_ex(
+        path,
+        gdal::DatasetOptions {
+            open_flags: gdal::GdalOpenFlags::GDAL_OF_UPDATE | gdal::GdalOpenFlags::GDAL_OF_VECTOR,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    ds.execute_sql(
+        format!("DELETE FROM {layer}"),
+        None,
+        gdal::vector::sql::Dialect::DEFAULT,
+    )
+    .unwrap();
+}

@@ -1,0 +1,184 @@
+//! The libtorch classifier: models trained in gengbao (VarStore) and TorchScript modules from
+//! PyTorch load with a model card, classify tiles in batches, and a card that does not match
+//! the imagery is refused.
+
+mod common;
+
+use gengbao::classify::{build_mlp, Classifier, ClassifierInput, ModelCard, TorchClassifier};
+use gengbao::composite::Composite;
+use gengbao::config::JobConfig;
+use gengbao::pipeline::{run_period, RunOptions};
+use gengbao::sensor::SensorProfile;
+use std::path::Path;
+use std::process::Command;
+use tch::nn::Module;
+
+const S2: [&str; 10] = [
+    "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B11", "B12",
+];
+
+fn write_card(model: &Path, format: &str, bands: &[&str], hidden: &[i64]) {
+    let card = serde_json::json!({
+        "name": "test-model",
+        "format": format,
+        "input_bands": bands,
+        "normalisation": { "mean": vec![0.0; bands.len()], "std": vec![1.0; bands.len()] },
+        "classes": [1, 2, 3, 4, 5, 6],
+        "periods": 1,
+        "hidden": hidden,
+        "training_data": "none: a test fixture"
+    });
+    std::fs::write(
+        ModelCard::card_path(model),
+        serde_json::to_vec_pretty(&card).unwrap(),
+    )
+    .unwrap();
+}
+
+/// A 4x5 composite whose pixel i has reflectance (i + 1 + band) / 100 in every band.
+fn composite(profile: &SensorProfile) -> Composite {
+    let bands = (0..profile.bands.len())
+        .map(|b| (0..20).map(|i| (i + 1 + b) as f32 / 100.0).collect())
+        .collect();
+    Composite::single(profile, 5, 4, bands)
+}
+
+#[test]
+fn a_varstore_model_reloads_and_classifies_like_the_trained_network() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("mlp.ot");
+    tch::manual_seed(3);
+    let vs = tch::nn::VarStore::new(tch::Device::Cpu);
+    let net = build_mlp(&vs.root(), 10, &[16, 8], 6);
+    vs.save(&model).unwrap();
+    write_card(&model, "varstore-mlp", &S2, &[16, 8]);
+
+    let profile = SensorProfile::by_name("sentinel2-l2a").unwrap();
+    let clf = TorchClassifier::load(&model, profile, 2).unwrap();
+    let comp = composite(profile);
+    let out = clf
+        .classify(&ClassifierInput {
+            profile,
+            composite: &comp,
+            history: &[],
+        })
+        .unwrap();
+
+    let x: Vec<f32> = (0..20)
+        .flat_map(|i| comp.bands.iter().map(move |b| b[i]))
+        .collect();
+    let expected = net
+        .forward(&tch::Tensor::of_slice(&x).view([20, 10]))
+        .softmax(-1, tch::Kind::Float);
+    let (p, idx) = expected.max_dim(-1, false);
+    let (p, idx) = (Vec::<f32>::from(&p), Vec::<i64>::from(&idx));
+    for i in 0..20 {
+        assert_eq!(out.classes[i] as i64, idx[i] + 1, "pixel {i}");
+        assert!((out.confidence[i] - p[i]).abs() < 1e-6);
+    }
+    assert_eq!(clf.version().len(), 12, "version is a short content hash");
+}
+
+#[test]
+fn a_torchscript_module_from_pytorch_is_used_as_is() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("picker.pt");
+    // Output k is 100 x band k: the class is the band with the highest reflectance among the
+    // first six.
+    let script = format!(
+        "import torch\nm = torch.nn.Linear(10, 6, bias=False)\nw = torch.zeros(6, 10)\nfor k in range(6): w[k, k] = 100.0\nm.weight.data = w\ntorch.jit.save(torch.jit.trace(m, torch.zeros(2, 10)), r'{}')\n",
+        model.display()
+    );
+    let made = Command::new("/usr/bin/python3")
+        .args(["-c", &script])
+        .output();
+    match made {
+        Ok(o) if o.status.success() => {}
+        other => {
+            eprintln!("SKIPPED: Debian's python3-torch could not make the TorchScript fixture ({other:?}); run scripts/setup.sh");
+            return;
+        }
+    }
+    write_card(&model, "torchscript", &S2, &[]);
+    let profile = SensorProfile::by_name("sentinel2-l2a").unwrap();
+    let clf = TorchClassifier::load(&model, profile, 2).unwrap();
+    let mut comp = composite(profile);
+    for i in 0..20 {
+        for b in 0..10 {
+            comp.bands[b][i] = if b == i % 6 { 0.5 } else { 0.1 };
+        }
+    }
+    let out = clf
+        .classify(&ClassifierInput {
+            profile,
+            composite: &comp,
+            history: &[],
+        })
+        .unwrap();
+    let expected: Vec<u8> = (0..20).map(|i| (i % 6) as u8 + 1).collect();
+    assert_eq!(out.classes, expected);
+    assert!(out.confidence.iter().all(|&c| c > 0.99));
+}
+
+#[test]
+fn a_card_that_does_not_match_the_imagery_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("l1c.ot");
+    let vs = tch::nn::VarStore::new(tch::Device::Cpu);
+    let _ = build_mlp(&vs.root(), 3, &[4], 6);
+    vs.save(&model).unwrap();
+    write_card(&model, "varstore-mlp", &["B01", "B09", "B10"], &[4]);
+    let profile = SensorProfile::by_name("sentinel2-l2a").unwrap();
+    let err = TorchClassifier::load(&model, profile, 1)
+        .err()
+        .expect("must refuse")
+        .to_string();
+    assert!(
+        err.contains("l1c.ot.json") && err.contains("B10") && err.contains("sentinel2-l2a"),
+        "{err}"
+    );
+
+    // Weights that do not fit the card's architecture.
+    write_card(&model, "varstore-mlp", &S2, &[32]);
+    let err = TorchClassifier::load(&model, profile, 1)
+        .err()
+        .expect("must refuse")
+        .to_string();
+    assert!(err.contains("l1c.ot") && err.contains("fix:"), "{err}");
+}
+
+#[test]
+fn the_job_runs_with_a_torch_model() {
+    let tmp = tempfile::tempdir().unwrap();
+    let city = common::city(&tmp.path().join("city"), 128, 3, 64);
+    let model = city.dir.join("mlp.ot");
+    let vs = tch::nn::VarStore::new(tch::Device::Cpu);
+    let _ = build_mlp(&vs.root(), 10, &[8], 6);
+    vs.save(&model).unwrap();
+    write_card(&model, "varstore-mlp", &S2, &[8]);
+    let text = common::config_text(&city)
+        .replace("kind = \"index\"", "kind = \"torch\"\nmodel = \"mlp.ot\"");
+    std::fs::write(&city.job_config, text).unwrap();
+    let cfg = JobConfig::load(&city.job_config).unwrap();
+    let s = run_period(
+        &cfg,
+        city.periods[0],
+        &RunOptions {
+            quiet: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(s.classifier.len(), 12);
+    let class = gengbao::raster::read_band_f64(
+        &city
+            .dir
+            .join("out")
+            .join(city.periods[0].to_string())
+            .join("class.tif"),
+        1,
+    )
+    .unwrap()
+    .2;
+    assert!(class.iter().all(|&c| (0.0..=6.0).contains(&c)) && class.iter().any(|&c| c > 0.0));
+}
