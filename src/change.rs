@@ -1,15 +1,17 @@
 //! Change rules: from land-cover classes to flags.
 //!
 //! Takes, per pixel: whether it is watched (on the farmland layer and inside the area of
-//! interest), the baseline class it should have, the class now, and how many consecutive
-//! periods (now included) it has been grass/shrub. Gives a flag code: 0 none, 1 FNH, 2 FLH,
+//! interest), the baseline class it should have, the class now, and for how many consecutive
+//! periods (now included) it has shown no sign of cultivation. Gives a flag code: 0 none, 1 FNH, 2 FLH,
 //! 3 PH, 255 outside data.
 //!
 //! This version's rules (the time-series rules with persistence come later):
 //! - FNH 非农化: cropland in the baseline (grain or non-grain crop) and built-up/hardened now.
 //! - FLH 非粮化: grain in the baseline and a non-grain perennial crop, tree cover or water now.
-//! - PH 撂荒: grass/shrub now and in every one of the previous `ph_min_periods - 1` periods
-//!   (no crop cycle seen over that span).
+//! - PH 撂荒: grain-like or grass/shrub now, and no sign of cultivation in each of the last
+//!   `ph_min_periods` periods: no clear observation showed bare soil (NDVI <= 0.25: tillage,
+//!   harvest) nor a dense crop canopy (NDVI >= 0.7). Judged on NDVI, not on classes, because
+//!   in winter abandoned land and dormant fields get the same class.
 //!
 //! In `gengbao run` the baseline is the farmland layer (耕地 is grain land), so a violation is
 //! reported in every period while it lasts. In `gengbao detect` the baseline is the class of
@@ -69,7 +71,7 @@ pub fn flag_pixel(
     watched: bool,
     before: u8,
     now: u8,
-    grass_run: usize,
+    uncultivated: usize,
     ph_min_periods: usize,
 ) -> u8 {
     use LandCover::*;
@@ -85,17 +87,24 @@ pub fn flag_pixel(
     match now {
         Built if was_crop => ChangeType::FNH.flag(),
         NonGrain | Forest | Water if before == Grain => ChangeType::FLH.flag(),
-        Grass if grass_run >= ph_min_periods && was_crop => ChangeType::PH.flag(),
+        Grass | Grain if uncultivated >= ph_min_periods && was_crop => ChangeType::PH.flag(),
         _ => FLAG_NONE,
     }
 }
 
-/// Consecutive periods of grass/shrub ending now, given the class now and earlier classes
-/// (most recent first; 0 = not known, which ends the run).
-pub fn grass_run(now: u8, history: &[u8]) -> usize {
-    std::iter::once(now)
-        .chain(history.iter().copied())
-        .take_while(|&c| c == LandCover::Grass.code())
+/// NDVI of a bare, tilled or harvested field: at or below this, a period shows cultivation.
+pub const BARE_SOIL_NDVI: f32 = 0.25;
+/// NDVI of a dense crop canopy: at or above this, a period shows cultivation.
+pub const CROP_CANOPY_NDVI: f32 = 0.7;
+
+/// Consecutive periods, ending now, whose lowest and highest NDVI (`(min, max)`, most recent
+/// first) show no sign of cultivation. An unknown period (NaN) ends the run.
+pub fn uncultivated_run(periods: impl IntoIterator<Item = (f32, f32)>) -> usize {
+    periods
+        .into_iter()
+        .take_while(|&(lo, hi)| {
+            lo.is_finite() && hi.is_finite() && lo > BARE_SOIL_NDVI && hi < CROP_CANOPY_NDVI
+        })
         .count()
 }
 
@@ -164,6 +173,11 @@ mod tests {
         assert_eq!(flag_pixel(true, 1, 2, 0, 3), 2);
         assert_eq!(flag_pixel(true, 1, 4, 0, 3), 2);
         assert_eq!(flag_pixel(true, 1, 5, 3, 3), 3);
+        assert_eq!(
+            flag_pixel(true, 1, 1, 3, 3),
+            3,
+            "dormant-looking but never cultivated"
+        );
         assert_eq!(flag_pixel(true, 1, 5, 2, 3), 0, "too short for abandonment");
         assert_eq!(flag_pixel(true, 1, 1, 0, 3), 0);
         assert_eq!(flag_pixel(false, 1, 3, 0, 3), 0, "not farmland");
@@ -176,10 +190,23 @@ mod tests {
     }
 
     #[test]
-    fn grass_run_stops_at_unknown_or_other_class() {
-        assert_eq!(grass_run(5, &[5, 5, 1, 5]), 3);
-        assert_eq!(grass_run(5, &[0, 5]), 1);
-        assert_eq!(grass_run(1, &[5, 5]), 0);
+    fn cultivation_signs_end_the_uncultivated_run() {
+        let grass = (0.33, 0.6);
+        assert_eq!(
+            uncultivated_run([grass, grass, (0.2, 0.6), grass]),
+            2,
+            "a tilled period ends it"
+        );
+        assert_eq!(
+            uncultivated_run([grass, (0.4, 0.8), grass]),
+            1,
+            "a dense canopy ends it"
+        );
+        assert_eq!(
+            uncultivated_run([grass, (f32::NAN, f32::NAN), grass]),
+            1,
+            "a gap ends it"
+        );
     }
 
     #[test]

@@ -40,8 +40,8 @@ halo = 8                        # extra pixels read around each tile
 [rules]
 min_area_m2 = 400.0             # minimum mapping unit for every change type
 # min_area_m2_by_type = { FNH = 200.0, FLH = 400.0, PH = 1000.0 }
-ph_min_periods = 3              # 撂荒 needs grass/shrub in this many consecutive periods
-                                # (at most 6 are looked at)
+ph_min_periods = 6              # 撂荒 needs this many consecutive periods (now included,
+                                # at most 6: one year) without a sign of cultivation
 
 [classifier]
 kind = "index"                  # "index": spectral-temporal index rules; "torch": a model file
@@ -171,7 +171,7 @@ fn default_min_area() -> f64 {
     400.0
 }
 fn default_ph_min_periods() -> usize {
-    3
+    6
 }
 fn default_classifier_kind() -> String {
     "index".into()
@@ -248,7 +248,7 @@ impl JobConfig {
         let bad = |key: &str, problem: String, fix: &str| {
             Err(Error::config(&self.source, key, problem, fix))
         };
-        if !(self.grid.resolution > 0.0) {
+        if self.grid.resolution.is_nan() || self.grid.resolution <= 0.0 {
             return bad(
                 "grid.resolution",
                 format!("{} is not a positive size", self.grid.resolution),
@@ -299,7 +299,7 @@ impl JobConfig {
             return bad(
                 "rules.ph_min_periods",
                 format!("{} is outside 1..6", self.rules.ph_min_periods),
-                "use a number of bimonthly periods from 1 to 6 (default 3)",
+                "use a number of bimonthly periods from 1 to 6 (default 6, one year)",
             );
         }
         match self.classifier.kind.as_str() {

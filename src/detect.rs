@@ -191,7 +191,7 @@ pub fn detect(opts: &DetectOptions) -> Result<DetectSummary> {
                     for i in 0..n {
                         let j = judge(Pixel {
                             county: 1,
-                            watched: farm.as_ref().map_or(true, |f| f.parcel[i] != 0),
+                            watched: farm.as_ref().is_none_or(|f| f.parcel[i] != 0),
                             basic: farm.as_ref().is_some_and(|f| f.basic[i]),
                             baseline: before.classes[i],
                             observed_before: before.classes[i],
@@ -201,7 +201,7 @@ pub fn detect(opts: &DetectOptions) -> Result<DetectSummary> {
                                 after.classes[i]
                             },
                             confidence: after.confidence[i].min(before.confidence[i]),
-                            grass_run: 0,
+                            uncultivated: 0,
                             ph_min_periods: usize::MAX,
                         });
                         flag[i] = j.flag;

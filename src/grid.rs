@@ -62,6 +62,12 @@ impl Tile {
         )
     }
 
+    /// Index in the read window of pixel `i` of the core.
+    pub fn read_index(&self, i: usize) -> usize {
+        let (ox, oy) = self.core_offset();
+        (oy + i / self.core.width) * self.read.width + ox + i % self.core.width
+    }
+
     /// Copies the core part of a read-window raster.
     pub fn crop_core<T: Copy>(&self, data: &[T]) -> Vec<T> {
         let (ox, oy) = self.core_offset();
@@ -240,6 +246,7 @@ mod tests {
         let core = t.crop_core(&data);
         assert_eq!(core.len(), 64);
         assert_eq!(core[0], 4 * t.read.width + 4);
+        assert!((0..64).all(|i| core[i] == data[t.read_index(i)]));
     }
 
     #[test]

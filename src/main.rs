@@ -11,7 +11,7 @@ use gengbao::period::Period;
 use gengbao::pipeline::{period_dir, periods_with_imagery, run_period, RunOptions};
 use gengbao::samples::{generate, SampleOptions};
 use gengbao::sensor::PROFILES;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 #[derive(Parser)]
@@ -101,7 +101,7 @@ enum Command {
     Sensors,
 }
 
-fn run_periods(config: &PathBuf, period: &str, counties: Vec<String>, quiet: bool) -> Result<()> {
+fn run_periods(config: &Path, period: &str, counties: Vec<String>, quiet: bool) -> Result<()> {
     let cfg = JobConfig::load(config)?;
     let periods: Vec<Period> = if period == "all" {
         periods_with_imagery(&cfg)?

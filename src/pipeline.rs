@@ -9,7 +9,7 @@
 //! Tiles run in parallel (rayon) in batches of a few tiles per thread, which bounds memory
 //! whatever the size of the job; a single writer puts each finished batch into the mosaics.
 
-use crate::change::{flag_pixel, grass_run, ChangeType, FLAG_OUTSIDE};
+use crate::change::{flag_pixel, uncultivated_run, ChangeType, FLAG_OUTSIDE};
 use crate::classify::{Classifier, ClassifierInput, IndexBaseline, LandCover, TorchClassifier};
 use crate::composite::NdviStats;
 use crate::config::JobConfig;
@@ -152,7 +152,8 @@ pub(crate) struct Pixel {
     pub observed_before: u8,
     pub now: u8,
     pub confidence: f32,
-    pub grass_run: usize,
+    /// Consecutive periods, now included, without a sign of cultivation.
+    pub uncultivated: usize,
     pub ph_min_periods: usize,
 }
 
@@ -164,7 +165,13 @@ pub(crate) struct Judgement {
 
 /// Applies the change rules to one pixel and encodes what the patch stage needs.
 pub(crate) fn judge(p: Pixel) -> Judgement {
-    let flag = flag_pixel(p.watched, p.baseline, p.now, p.grass_run, p.ph_min_periods);
+    let flag = flag_pixel(
+        p.watched,
+        p.baseline,
+        p.now,
+        p.uncultivated,
+        p.ph_min_periods,
+    );
     let key = if ChangeType::from_flag(flag).is_some() {
         patch_key(p.county, flag)
     } else {
@@ -346,7 +353,14 @@ fn process_tile(ctx: &PeriodContext, tile: &Tile) -> Result<TileOutput> {
             observed_before,
             now: class[i],
             confidence: confidence[i],
-            grass_run: grass_run(class[i], &hist),
+            uncultivated: {
+                let r = tile.read_index(i);
+                uncultivated_run(
+                    std::iter::once(&comp.ndvi)
+                        .chain(&ndvi_history)
+                        .map(|h| (h.min[r], h.max[r])),
+                )
+            },
             ph_min_periods: ctx.ph_min_periods,
         });
         out.flag[i] = j.flag;

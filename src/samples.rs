@@ -5,7 +5,7 @@
 //! - `admin.gpkg` (layer `counties`: XZQDM, XZQMC): two counties split by a wavy border;
 //! - `farmland.gpkg` (layer `farmland`: BSM, DLBM 0101/0102/0103, DLMC, JBNT): field parcels;
 //! - `imagery/<acquisition>/T50SKE_<date>_<band>_<res>.tif`: Sentinel-2 L2A-like acquisitions,
-//!   three per bimonthly period, bands B02 B03 B04 B08 at 10 m and B05 B06 B07 B8A B11 B12 and
+//!   four per bimonthly period, bands B02 B03 B04 B08 at 10 m and B05 B06 B07 B8A B11 B12 and
 //!   SCL at 20 m, UTM 50N, reflectance x 10000, with clouds, haze and shadows;
 //! - `truth/class_<period>.tif`, `truth/change_<period>.tif` and `truth/changes.gpkg` (planted
 //!   changes with type BHLX and onset period QSQS);
@@ -41,7 +41,7 @@ const BLOCK: usize = 64;
 /// Changes are placed across multiples of this many pixels, so tilings of 128, 256 or 512 px
 /// cut some of them.
 pub const SEAM_STEP: usize = 128;
-const ACQ_PER_PERIOD: usize = 3;
+const ACQ_PER_PERIOD: usize = 4;
 
 #[derive(Debug, Clone)]
 pub struct SampleOptions {
@@ -223,7 +223,7 @@ fn make_land(size: usize, rng: &mut ChaCha8Rng) -> Land {
         parcels: Vec::new(),
     };
     // A river meandering north-south.
-    let phase: f32 = rng.gen_range(0.0..6.28);
+    let phase: f32 = rng.gen_range(0.0..std::f32::consts::TAU);
     let river_x = |y: usize| -> usize {
         let t = y as f32 / size as f32;
         ((0.68 + 0.1 * (t * 5.0 + phase).sin()) * size as f32) as usize
@@ -375,7 +375,8 @@ fn plant_changes(land: &Land, periods: usize, rng: &mut ChaCha8Rng) -> Vec<Plant
     let last_onset = |k: ChangeType| match k {
         ChangeType::FNH => periods - 1,
         ChangeType::FLH => periods.saturating_sub(3).max(1),
-        ChangeType::PH => periods.saturating_sub(5).max(1),
+        // Abandonment is decidable after a year of periods.
+        ChangeType::PH => periods.saturating_sub(6).max(1),
     };
     for kind in ChangeType::ALL {
         for j in 0..per_type {
