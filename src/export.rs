@@ -154,7 +154,7 @@ pub fn write_layer(
                 if f.width > 0 {
                     gdal_sys::OGR_Fld_SetWidth(fd, f.width);
                 }
-                if format == Format::GeoPackage && !f.alias.is_empty() {
+                if !f.alias.is_empty() {
                     gdal_sys::OGR_Fld_SetAlternativeName(fd, calias.as_ptr());
                 }
                 let rv = gdal_sys::OGR_L_CreateField(layer.c_layer(), fd, 1);
@@ -196,7 +196,38 @@ pub fn write_layer(
             ));
         }
     }
+    if format == Format::GeoPackage {
+        write_gpkg_aliases(&ds, layer_name, fields).in_file(path, "check free disk space")?;
+    }
     ds.close()?;
+    Ok(())
+}
+
+/// Stores the Chinese field aliases in the GeoPackage schema extension (`gpkg_data_columns`),
+/// where desktop GIS reads them; GDAL 3.6 does not write them itself.
+fn write_gpkg_aliases(
+    ds: &gdal::Dataset,
+    table: &str,
+    fields: &[FieldSpec],
+) -> gdal::errors::Result<()> {
+    let quote = |v: &str| format!("'{}'", v.replace('\'', "''"));
+    let mut sql = vec![
+        "CREATE TABLE IF NOT EXISTS gpkg_data_columns (table_name TEXT NOT NULL, column_name TEXT NOT NULL, name TEXT, title TEXT, description TEXT, mime_type TEXT, constraint_name TEXT, CONSTRAINT pk_gdc PRIMARY KEY (table_name, column_name), CONSTRAINT gdc_tn UNIQUE (table_name, name))".to_string(),
+        "CREATE TABLE IF NOT EXISTS gpkg_extensions (table_name TEXT, column_name TEXT, extension_name TEXT NOT NULL, definition TEXT NOT NULL, scope TEXT NOT NULL, CONSTRAINT ge_tce UNIQUE (table_name, column_name, extension_name))".to_string(),
+        "INSERT OR IGNORE INTO gpkg_extensions VALUES ('gpkg_data_columns', NULL, 'gpkg_schema', 'http://www.geopackage.org/spec/#extension_schema', 'read-write')".to_string(),
+    ];
+    for f in fields.iter().filter(|f| !f.alias.is_empty()) {
+        sql.push(format!(
+            "INSERT OR REPLACE INTO gpkg_data_columns (table_name, column_name, name, title) VALUES ({}, {}, {}, {})",
+            quote(table),
+            quote(f.name),
+            quote(f.alias),
+            quote(f.alias)
+        ));
+    }
+    for statement in sql {
+        ds.execute_sql(statement, None, gdal::vector::sql::Dialect::SQLITE)?;
+    }
     Ok(())
 }
 

@@ -4,6 +4,7 @@
 mod common;
 
 use common::{city, config_text, files_below, run_all};
+use gdal::vector::LayerAccess;
 use gengbao::evaluate::{read_period_patches, score_against_truth};
 use gengbao::pipeline::{period_dir, run_period, RunOptions};
 use std::fs;
@@ -46,6 +47,41 @@ fn planted_changes_are_found_as_patches_of_the_right_type() {
             );
         }
     }
+    // Chinese attributes: GBK bytes in the .dbf (what most Chinese desktop GIS expect), read
+    // back as text through the .cpg, and field aliases in the GeoPackage.
+    let dir = period_dir(&cfg, last).join("counties").join("320901");
+    let dbf = fs::read(dir.join(format!("TB_320901_{last}.dbf"))).unwrap();
+    let gbk_xihe = [0xCE, 0xF7, 0xBA, 0xD3, 0xCF, 0xD8];
+    assert!(
+        dbf.windows(6).any(|w| w == gbk_xihe),
+        "county name is not GBK-encoded in the .dbf"
+    );
+    let shp = gdal::Dataset::open(dir.join(format!("TB_320901_{last}.shp"))).unwrap();
+    let mut layer = shp.layer(0).unwrap();
+    let f = layer.features().next().expect("county 320901 has patches");
+    assert_eq!(
+        f.field_as_string(f.field_index("XZQMC").unwrap())
+            .unwrap()
+            .as_deref(),
+        Some("西河县")
+    );
+    let gpkg = gdal::Dataset::open(dir.join(format!("TB_320901_{last}.gpkg"))).unwrap();
+    let mut aliases = gpkg
+        .execute_sql(
+            "SELECT name FROM gpkg_data_columns WHERE column_name = 'TBBH'",
+            None,
+            gdal::vector::sql::Dialect::SQLITE,
+        )
+        .unwrap()
+        .expect("alias table");
+    let alias = aliases
+        .features()
+        .next()
+        .unwrap()
+        .field_as_string(0)
+        .unwrap();
+    assert_eq!(alias.as_deref(), Some("图斑编号"));
+
     let summary: serde_json::Value =
         serde_json::from_slice(&fs::read(period_dir(&cfg, last).join("summary.json")).unwrap())
             .unwrap();
