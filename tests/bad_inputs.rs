@@ -25,6 +25,12 @@ fn fresh(template: &SampleCity, root: &Path, name: &str) -> Case {
     }
 }
 
+fn edit_config(case: &Case, from: &str, to: &str) {
+    let text = fs::read_to_string(&case.config).unwrap();
+    assert!(text.contains(from), "config has no `{from}`");
+    fs::write(&case.config, text.replace(from, to)).unwrap();
+}
+
 fn first_acquisition(dir: &Path) -> PathBuf {
     let mut acq: Vec<PathBuf> = fs::read_dir(dir.join("imagery"))
         .unwrap()
@@ -118,18 +124,12 @@ fn each_bad_input_is_named_with_a_fix_and_leaves_nothing_behind() {
 
     // The farmland layer lacks the id field named in the config.
     let c = fresh(&template, tmp.path(), "no_id_field");
-    let text = fs::read_to_string(&c.config)
-        .unwrap()
-        .replace("id_field = \"BSM\"", "id_field = \"PARCEL_ID\"");
-    fs::write(&c.config, text).unwrap();
+    edit_config(&c, "id_field = \"BSM\"", "id_field = \"PARCEL_ID\"");
     expect_failure(&c, &["farmland.gpkg", "PARCEL_ID"]);
 
     // A typo in the config.
     let c = fresh(&template, tmp.path(), "typo");
-    let text = fs::read_to_string(&c.config)
-        .unwrap()
-        .replace("resolution = 10.0", "resolutoin = 10.0");
-    fs::write(&c.config, text).unwrap();
+    edit_config(&c, "resolution = 10.0", "resolutoin = 10.0");
     expect_failure(&c, &["job.toml", "resolutoin"]);
 
     // A period without imagery.

@@ -78,3 +78,18 @@ pub fn files_below(dir: &Path) -> Vec<PathBuf> {
     out.sort();
     out
 }
+
+/// Every file below `dir` with its bytes and modification time, to prove nothing changed.
+pub fn snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>, std::time::SystemTime)> {
+    files_below(dir)
+        .into_iter()
+        .map(|f| {
+            let full = dir.join(&f);
+            (
+                f,
+                std::fs::read(&full).unwrap(),
+                std::fs::metadata(&full).unwrap().modified().unwrap(),
+            )
+        })
+        .collect()
+}
