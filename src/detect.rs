@@ -20,7 +20,6 @@ use crate::patches::{attr_band, PeriodInfo};
 use crate::pipeline::{judge, num_threads, ChangeRasters, Pixel, TypeTotals};
 use crate::raster::{open_georeferenced, warp_onto, GridTiff, Resample};
 use crate::sensor::SensorProfile;
-use gdal::spatial_ref::SpatialRef;
 use gdal::vector::Geometry;
 use rayon::prelude::*;
 use serde::Serialize;
@@ -158,7 +157,6 @@ pub fn detect(opts: &DetectOptions) -> Result<DetectSummary> {
             GridTiff::create::<u8>(&staging.join("class_after.tif"), &grid, 1, Some(0.0))?;
         let mut change = ChangeRasters::create(&staging.join("flags.tif"), &work, &grid)?;
         let tiles = grid.tiles();
-        let grid_srs_wkt = grid.crs_wkt.clone();
         for batch in tiles.chunks(num_threads() * 2) {
             let outs: Vec<Result<_>> = batch
                 .par_iter()
@@ -179,9 +177,7 @@ pub fn detect(opts: &DetectOptions) -> Result<DetectSummary> {
                     let before = classify(&opts.before, &dark_before)?;
                     let after = classify(&opts.after, &dark_after)?;
                     let farm = match &farmland {
-                        Some(f) => {
-                            Some(f.rasterize(&grid, &SpatialRef::from_wkt(&grid_srs_wkt)?, w)?)
-                        }
+                        Some(f) => Some(f.rasterize(&grid, &grid.spatial_ref()?, w)?),
                         None => None,
                     };
                     let n = w.len();
@@ -229,7 +225,7 @@ pub fn detect(opts: &DetectOptions) -> Result<DetectSummary> {
             model_version: classifier.version(),
         };
         let patches = change.into_patches(&grid, &admin, &info, |_| opts.min_area_m2)?;
-        let srs = SpatialRef::from_wkt(&grid.crs_wkt)?;
+        let srs = grid.spatial_ref()?;
         let rows = patches
             .iter()
             .map(|p| (p.geometry.clone(), crate::export::patch_values(p)));

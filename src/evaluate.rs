@@ -135,7 +135,22 @@ pub fn score_against_truth(
     let grid = grid_of(&truth_raster)?;
     let (_, _, truth) = crate::raster::read_band_f64(&truth_raster, 1)?;
     let whole = grid.full_window();
-    let rep_geoms: Vec<Geometry> = reported.iter().map(|(_, g)| g.clone()).collect();
+    // Patches may be in another CRS than the truth (a job on a Gauss-Krüger grid).
+    let truth_srs = grid.spatial_ref()?;
+    let rep_geoms: Vec<Geometry> = reported
+        .iter()
+        .map(|(_, g)| match g.spatial_ref() {
+            Some(mut srs) if srs != truth_srs => {
+                srs.set_axis_mapping_strategy(
+                    gdal::spatial_ref::AxisMappingStrategy::TraditionalGisOrder,
+                );
+                let mut g = g.clone();
+                g.transform_inplace(&gdal::spatial_ref::CoordTransform::new(&srs, &truth_srs)?)?;
+                Ok(g)
+            }
+            _ => Ok(g.clone()),
+        })
+        .collect::<Result<_>>()?;
     let ids: Vec<f64> = (1..=reported.len()).map(|i| i as f64).collect();
     let rep_id = rasterize(&grid, whole, &rep_geoms, &ids)?;
     let planted_all = read_patches(&truth_dir.join("changes.gpkg"), "BHLX")?;

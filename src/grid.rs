@@ -148,6 +148,8 @@ impl JobGrid {
         )
     }
 
+    /// The grid CRS with x = easting, y = northing whatever the CRS's declared axis order
+    /// (Gauss-Krüger CRSs declare northing first). Every transform of gengbao uses this.
     pub fn spatial_ref(&self) -> Result<SpatialRef> {
         let mut srs = SpatialRef::from_wkt(&self.crs_wkt)?;
         srs.set_axis_mapping_strategy(gdal::spatial_ref::AxisMappingStrategy::TraditionalGisOrder);

@@ -129,7 +129,6 @@ impl RunSummary {
 /// Everything a tile needs, shared read-only by the workers.
 struct PeriodContext<'a> {
     grid: &'a JobGrid,
-    grid_srs_wkt: String,
     profile: &'static SensorProfile,
     acquisitions: Vec<&'a Acquisition>,
     classifier: &'a dyn Classifier,
@@ -315,7 +314,7 @@ fn process_tile(ctx: &PeriodContext, tile: &Tile) -> Result<TileOutput> {
     let clear = tile.crop_core(&comp.clear_count);
 
     let county = ctx.admin.rasterize(grid, tile.core)?;
-    let grid_srs = SpatialRef::from_wkt(&ctx.grid_srs_wkt)?;
+    let grid_srs = grid.spatial_ref()?;
     let farm = ctx.farmland.rasterize(grid, &grid_srs, tile.core)?;
 
     let n = tile.core.len();
@@ -524,7 +523,6 @@ pub fn run_period(cfg: &JobConfig, period: Period, opts: &RunOptions) -> Result<
     let mut change = ChangeRasters::create(&staging.dir.join("flags.tif"), &work, &grid)?;
     let ctx = PeriodContext {
         grid: &grid,
-        grid_srs_wkt: grid.crs_wkt.clone(),
         profile,
         acquisitions: acquisitions.clone(),
         classifier: classifier.as_ref(),

@@ -269,3 +269,36 @@ fn empty_layer(path: &Path, layer: &str) {
     )
     .unwrap();
 }
+
+#[test]
+fn detect_refuses_images_whose_bands_fit_no_profile() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("rgb.tif");
+    let drv = gdal::DriverManager::get_driver_by_name("GTiff").unwrap();
+    let mut ds = drv.create_with_band_type::<u16, _>(&path, 8, 8, 3).unwrap();
+    ds.set_geo_transform(&[500000.0, 10.0, 0.0, 3500000.0, 0.0, -10.0])
+        .unwrap();
+    ds.set_spatial_ref(&gdal::spatial_ref::SpatialRef::from_epsg(32650).unwrap())
+        .unwrap();
+    drop(ds);
+    let opts = |sensor: Option<&str>| gengbao::detect::DetectOptions {
+        before: path.clone(),
+        after: path.clone(),
+        farmland: None,
+        sensor: sensor.map(str::to_string),
+        out: tmp.path().join("out"),
+        min_area_m2: 400.0,
+    };
+    let err = gengbao::detect::detect(&opts(None))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("rgb.tif") && err.contains("3 bands") && err.contains("--sensor"),
+        "{err}"
+    );
+    let err = gengbao::detect::detect(&opts(Some("sentinel2-l2a")))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("expects 10"), "{err}");
+    assert!(!tmp.path().join("out").join("flags.tif").exists());
+}

@@ -168,3 +168,35 @@ fn a_county_run_leaves_the_other_county_untouched() {
         "the county's own package was not rewritten"
     );
 }
+
+#[test]
+fn a_job_on_a_gauss_krueger_grid_reprojects_the_utm_imagery() {
+    let tmp = tempfile::tempdir().unwrap();
+    let city = city(&tmp.path().join("city"), 256, 8, 128);
+    // CGCS2000 / 3-degree Gauss-Kruger CM 117E: imagery and layers stay in UTM 50N.
+    let text = config_text(&city).replace("crs = \"EPSG:32650\"", "crs = \"EPSG:4548\"");
+    let cfg = run_all(&city, Some(text));
+    let last = *city.periods.last().unwrap();
+    let dir = period_dir(&cfg, last);
+    let prj = fs::read_to_string(
+        dir.join("counties/320901")
+            .join(format!("TB_320901_{last}.prj")),
+    )
+    .unwrap();
+    assert!(
+        prj.contains("CGCS2000") || prj.contains("China_Geodetic_Coordinate_System_2000"),
+        "{prj}"
+    );
+    let reported = read_period_patches(&dir).unwrap();
+    let scores =
+        score_against_truth(&city.dir.join("truth"), &last.to_string(), &reported).unwrap();
+    eprintln!("scores on the GK grid: {scores:#?}");
+    let (planted, found) = ["FNH", "FLH"].iter().fold((0, 0), |(p, f), t| {
+        (p + scores[t].planted, f + scores[t].found)
+    });
+    // Resampling blurs edges, so a little less than on the native grid.
+    assert!(
+        found as f64 >= 0.8 * planted as f64,
+        "found {found} of {planted} FNH+FLH"
+    );
+}
