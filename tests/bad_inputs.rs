@@ -201,35 +201,26 @@ fn a_failed_rerun_keeps_the_previous_results_intact() {
 #[test]
 fn the_binary_exits_non_zero_with_the_message() {
     let tmp = tempfile::tempdir().unwrap();
-    let cfg = tmp.path().join("job.toml");
-    fs::write(&cfg, gengbao::config::EXAMPLE.replace("[grid]", "[grdi]")).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_gengbao"))
-        .args([
-            "run",
-            "--config",
-            cfg.to_str().unwrap(),
-            "--period",
-            "2025-P1",
-        ])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let run = |config: &str, period: &str| {
+        let cfg = tmp.path().join("job.toml");
+        fs::write(&cfg, config).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_gengbao"))
+            .args(["run", "--config", cfg.to_str().unwrap(), "--period", period])
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "exit code 0 for a bad run");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let err = run(
+        &gengbao::config::EXAMPLE.replace("[grid]", "[grdi]"),
+        "2025-P1",
+    );
     assert!(
         err.contains("grdi") && err.contains("job.toml") && err.contains("fix:"),
         "{err}"
     );
-    let out = Command::new(env!("CARGO_BIN_EXE_gengbao"))
-        .args([
-            "run",
-            "--config",
-            cfg.to_str().unwrap(),
-            "--period",
-            "2025-P9",
-        ])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
+    let err = run(gengbao::config::EXAMPLE, "2025-P9");
+    assert!(err.contains("2025-P9") && err.contains("YYYY-Pn"), "{err}");
 }
 
 fn strip_crs(path: &Path) {

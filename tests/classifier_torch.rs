@@ -43,6 +43,19 @@ fn composite(profile: &SensorProfile) -> Composite {
     Composite::single(profile, 5, 4, bands)
 }
 
+fn classify(
+    clf: &TorchClassifier,
+    profile: &'static SensorProfile,
+    comp: &Composite,
+) -> gengbao::classify::Classified {
+    clf.classify(&ClassifierInput {
+        profile,
+        composite: comp,
+        history: &[],
+    })
+    .unwrap()
+}
+
 #[test]
 fn a_varstore_model_reloads_and_classifies_like_the_trained_network() {
     let tmp = tempfile::tempdir().unwrap();
@@ -56,13 +69,7 @@ fn a_varstore_model_reloads_and_classifies_like_the_trained_network() {
     let profile = SensorProfile::by_name("sentinel2-l2a").unwrap();
     let clf = TorchClassifier::load(&model, profile, 2).unwrap();
     let comp = composite(profile);
-    let out = clf
-        .classify(&ClassifierInput {
-            profile,
-            composite: &comp,
-            history: &[],
-        })
-        .unwrap();
+    let out = classify(&clf, profile, &comp);
 
     let x: Vec<f32> = (0..20)
         .flat_map(|i| comp.bands.iter().map(move |b| b[i]))
@@ -108,13 +115,7 @@ fn a_torchscript_module_from_pytorch_is_used_as_is() {
             comp.bands[b][i] = if b == i % 6 { 0.5 } else { 0.1 };
         }
     }
-    let out = clf
-        .classify(&ClassifierInput {
-            profile,
-            composite: &comp,
-            history: &[],
-        })
-        .unwrap();
+    let out = classify(&clf, profile, &comp);
     let expected: Vec<u8> = (0..20).map(|i| (i % 6) as u8 + 1).collect();
     assert_eq!(out.classes, expected);
     assert!(out.confidence.iter().all(|&c| c > 0.99));
