@@ -266,3 +266,60 @@ pub fn write_atomic(path: &Path, text: &[u8]) -> Result<()> {
     std::fs::write(&tmp, text).map_err(|e| Error::io(&tmp, e))?;
     std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
 }
+
+/// Colour of a land-cover class in the quicklook (muted, so flags stand out).
+fn class_colour(class: u8) -> [u8; 3] {
+    match class {
+        1 => [222, 214, 160],
+        2 => [176, 196, 130],
+        3 => [170, 160, 160],
+        4 => [150, 180, 215],
+        5 => [200, 215, 175],
+        6 => [120, 160, 120],
+        _ => [255, 255, 255],
+    }
+}
+
+/// Colour of a change flag in the quicklook.
+fn flag_colour(flag: u8) -> Option<[u8; 3]> {
+    match flag {
+        1 => Some([220, 20, 30]),
+        2 => Some([255, 140, 0]),
+        3 => Some([140, 40, 200]),
+        _ => None,
+    }
+}
+
+/// A PNG overview of a period (at most `max_side` pixels a side): land cover in muted colours,
+/// FNH red, FLH orange, PH purple. For a glance at a run, not for measuring.
+pub fn write_quicklook(
+    class_tif: &Path,
+    flags_tif: &Path,
+    png: &Path,
+    max_side: usize,
+) -> Result<()> {
+    let read = |path: &Path| -> Result<(usize, usize, Vec<u8>)> {
+        let ds = gdal::Dataset::open(path).in_file(path, "re-run the period")?;
+        let (w, h) = ds.raster_size();
+        let f = (w.max(h) as f64 / max_side as f64).max(1.0);
+        let shape = (
+            ((w as f64 / f) as usize).max(1),
+            ((h as f64 / f) as usize).max(1),
+        );
+        let band = ds.rasterband(1)?;
+        // Mode resampling keeps small patches visible when shrinking.
+        let data =
+            band.read_as::<u8>((0, 0), (w, h), shape, Some(gdal::raster::ResampleAlg::Mode))?;
+        Ok((shape.0, shape.1, data.into_shape_and_vec().1))
+    };
+    let (w, h, class) = read(class_tif)?;
+    let (_, _, flags) = read(flags_tif)?;
+    let mut img = image::RgbImage::new(w as u32, h as u32);
+    for (i, px) in img.pixels_mut().enumerate() {
+        *px = image::Rgb(flag_colour(flags[i]).unwrap_or_else(|| class_colour(class[i])));
+    }
+    let tmp = png.with_extension("partial.png");
+    img.save(&tmp)
+        .map_err(|e| Error::input(&tmp, e.to_string(), "check the output folder"))?;
+    std::fs::rename(&tmp, png).map_err(|e| Error::io(png, e))
+}

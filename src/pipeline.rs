@@ -1,7 +1,7 @@
 //! One period of the bimonthly job, end to end.
 //!
 //! Takes: a [`JobConfig`] and a period. Gives, under `<output>/<period>/`: `class.tif`,
-//! `ndvi.tif` (median, min and max NDVI of the period; with the classes, the time-series memory read by later periods), `flags.tif`, per county
+//! `quicklook.png`, `ndvi.tif` (median, min and max NDVI of the period; with the classes, the time-series memory read by later periods), `flags.tif`, per county
 //! `counties/<code>/TB_<code>_<period>.{gpkg,shp,geojson}`, and `summary.json`.
 //!
 //! Everything is written into a staging folder first and moved into place only when the whole
@@ -14,7 +14,7 @@ use crate::classify::{Classifier, ClassifierInput, IndexBaseline, LandCover, Tor
 use crate::composite::NdviStats;
 use crate::config::JobConfig;
 use crate::error::{Error, Result};
-use crate::export::{write_atomic, write_county};
+use crate::export::{write_atomic, write_county, write_quicklook};
 use crate::grid::{JobGrid, Tile, Window};
 use crate::imagery::{Acquisition, Catalog};
 use crate::layers::{Admin, Farmland};
@@ -35,8 +35,25 @@ use std::time::Instant;
 
 /// How many earlier periods a run looks back at (one year with the current one).
 pub const HISTORY: usize = 5;
-const NDVI_SCALE: f32 = 10_000.0;
-const NDVI_NODATA: i16 = i16::MIN;
+/// The NDVI archive stores one byte per value: (NDVI + 1) x 100, 255 = unknown. The rules
+/// need 0.01 precision at most, and a province's year of history stays small.
+const NDVI_NODATA: u8 = 255;
+
+fn ndvi_to_byte(v: f32) -> u8 {
+    if v.is_finite() {
+        ((v.clamp(-1.0, 1.0) + 1.0) * 100.0).round() as u8
+    } else {
+        NDVI_NODATA
+    }
+}
+
+fn byte_to_ndvi(b: u8) -> f32 {
+    if b == NDVI_NODATA {
+        f32::NAN
+    } else {
+        f32::from(b) / 100.0 - 1.0
+    }
+}
 
 #[derive(Debug, Clone, Default)]
 pub struct RunOptions {
@@ -79,6 +96,16 @@ pub struct RunSummary {
     pub totals: BTreeMap<&'static str, TypeTotals>,
     pub seconds: BTreeMap<&'static str, f64>,
     pub rules: String,
+    pub inputs: Inputs,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Inputs {
+    pub config: String,
+    pub admin: String,
+    pub farmland: String,
+    pub farmland_parcels: u64,
+    pub imagery: String,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -243,7 +270,7 @@ struct TileOutput {
     tile: Tile,
     class: Vec<u8>,
     /// median, min, max
-    ndvi: [Vec<i16>; 3],
+    ndvi: [Vec<u8>; 3],
     flag: Vec<u8>,
     key: Vec<u16>,
     attrs: [Vec<u8>; attr_band::COUNT],
@@ -268,17 +295,8 @@ fn process_tile(ctx: &PeriodContext, tile: &Tile) -> Result<TileOutput> {
         };
         let ds = open(ndvi_path)?;
         let band = |b| -> Result<Vec<f32>> {
-            let raw = read_grid_window::<i16>(&ds, b, tile.read, NDVI_NODATA)?;
-            Ok(raw
-                .iter()
-                .map(|&v| {
-                    if v == NDVI_NODATA {
-                        f32::NAN
-                    } else {
-                        f32::from(v) / NDVI_SCALE
-                    }
-                })
-                .collect())
+            let raw = read_grid_window::<u8>(&ds, b, tile.read, NDVI_NODATA)?;
+            Ok(raw.into_iter().map(byte_to_ndvi).collect())
         };
         ndvi_history.push(NdviStats {
             median: band(1)?,
@@ -294,22 +312,12 @@ fn process_tile(ctx: &PeriodContext, tile: &Tile) -> Result<TileOutput> {
     })?;
     let class = tile.crop_core(&classified.classes);
     let confidence = tile.crop_core(&classified.confidence);
-    let to_i16 = |v: &[f32]| -> Vec<i16> {
-        tile.crop_core(v)
-            .iter()
-            .map(|&x| {
-                if x.is_finite() {
-                    (x * NDVI_SCALE).round() as i16
-                } else {
-                    NDVI_NODATA
-                }
-            })
-            .collect()
-    };
+    let to_bytes =
+        |v: &[f32]| -> Vec<u8> { tile.crop_core(v).into_iter().map(ndvi_to_byte).collect() };
     let ndvi = [
-        to_i16(&comp.ndvi.median),
-        to_i16(&comp.ndvi.min),
-        to_i16(&comp.ndvi.max),
+        to_bytes(&comp.ndvi.median),
+        to_bytes(&comp.ndvi.min),
+        to_bytes(&comp.ndvi.max),
     ];
     let clear = tile.crop_core(&comp.clear_count);
 
@@ -514,7 +522,7 @@ pub fn run_period(cfg: &JobConfig, period: Period, opts: &RunOptions) -> Result<
     }
     let mut class_tif =
         GridTiff::create::<u8>(&staging.dir.join("class.tif"), &grid, 1, Some(0.0))?;
-    let mut ndvi_tif = GridTiff::create::<i16>(
+    let mut ndvi_tif = GridTiff::create::<u8>(
         &staging.dir.join("ndvi.tif"),
         &grid,
         3,
@@ -592,7 +600,21 @@ pub fn run_period(cfg: &JobConfig, period: Period, opts: &RunOptions) -> Result<
         image_dates: format!("{first}-{last}"),
         model_version: classifier.version(),
     };
+    let spinner = progress(0, "vectorise", opts.quiet);
+    spinner.set_style(
+        ProgressStyle::with_template("{prefix:>10} {spinner} polygons and attributes ({elapsed})")
+            .expect("valid template"),
+    );
+    spinner.set_prefix("vectorise");
+    spinner.enable_steady_tick(std::time::Duration::from_millis(200));
     let all_patches = change.into_patches(&grid, &admin, &info, |t| cfg.min_area_for(t.code()))?;
+    spinner.finish_and_clear();
+    write_quicklook(
+        &staging.dir.join("class.tif"),
+        &staging.dir.join("flags.tif"),
+        &staging.dir.join("quicklook.png"),
+        1024,
+    )?;
     seconds.insert("vectorise", t_vec.elapsed().as_secs_f64());
 
     // Exports.
@@ -668,6 +690,13 @@ pub fn run_period(cfg: &JobConfig, period: Period, opts: &RunOptions) -> Result<
         counties,
         totals,
         seconds,
+        inputs: Inputs {
+            config: cfg.source.display().to_string(),
+            admin: admin.path.display().to_string(),
+            farmland: farmland.path.display().to_string(),
+            farmland_parcels: farmland.parcel_count,
+            imagery: cfg.resolve(&cfg.imagery.folder).display().to_string(),
+        },
         rules: format!(
             "FNH: farmland now built-up; FLH: farmland now non-grain crop, trees or water; PH: farmland grass/shrub for {} consecutive periods; minimum area {} m2",
             cfg.rules.ph_min_periods, cfg.rules.min_area_m2
@@ -724,4 +753,17 @@ pub fn num_threads() -> usize {
 pub fn periods_with_imagery(cfg: &JobConfig) -> Result<Vec<Period>> {
     let profile = SensorProfile::by_name(&cfg.imagery.sensor)?;
     Ok(Catalog::scan(&cfg.resolve(&cfg.imagery.folder), profile)?.periods())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ndvi_bytes_round_trip_to_a_hundredth() {
+        for v in [-1.0f32, -0.37, 0.0, 0.25, 0.7, 1.0] {
+            assert!((byte_to_ndvi(ndvi_to_byte(v)) - v).abs() <= 0.005, "{v}");
+        }
+        assert!(byte_to_ndvi(ndvi_to_byte(f32::NAN)).is_nan());
+    }
 }
