@@ -2,7 +2,7 @@
 //! sensor's quality band): per pixel, all bands of the observation with the median blue
 //! reflectance ([`pick_observations`]), plus the lowest and highest NDVI seen in the period.
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::grid::{JobGrid, Window};
 use crate::imagery::Acquisition;
 use crate::sensor::SensorProfile;
@@ -89,8 +89,11 @@ impl Composite {
 /// For each pixel, the clear observation whose blue reflectance is the median (the lower of the
 /// two middle ones for an even count): haze and undetected cloud edges brighten blue, so the
 /// choice leans away from them, and all bands of a pixel come from one real observation.
-fn pick_observations(blue: &[Vec<f32>], clear: &[Vec<bool>], n: usize) -> Vec<u8> {
-    let mut ranked: Vec<(f32, u8)> = Vec::with_capacity(blue.len());
+/// Marks a pixel without any clear observation.
+const NO_OBSERVATION: u16 = u16::MAX;
+
+fn pick_observations(blue: &[Vec<f32>], clear: &[Vec<bool>], n: usize) -> Vec<u16> {
+    let mut ranked: Vec<(f32, u16)> = Vec::with_capacity(blue.len());
     (0..n)
         .map(|i| {
             ranked.clear();
@@ -99,10 +102,10 @@ fn pick_observations(blue: &[Vec<f32>], clear: &[Vec<bool>], n: usize) -> Vec<u8
                     .zip(clear)
                     .enumerate()
                     .filter(|(_, (b, m))| m[i] && b[i].is_finite())
-                    .map(|(k, (b, _))| (b[i], k as u8)),
+                    .map(|(k, (b, _))| (b[i], k as u16)),
             );
             if ranked.is_empty() {
-                return u8::MAX;
+                return NO_OBSERVATION;
             }
             ranked.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
             ranked[(ranked.len() - 1) / 2].1
@@ -110,18 +113,24 @@ fn pick_observations(blue: &[Vec<f32>], clear: &[Vec<bool>], n: usize) -> Vec<u8
         .collect()
 }
 
-/// Builds the composite of `acquisitions` on `window`. Memory: one band of every acquisition at
-/// a time, so a period with many scenes stays bounded.
+/// Builds the composite of `acquisitions` (those covering the window) on `window`. Memory: one
+/// band of each of them at a time.
 pub fn build(
     acquisitions: &[&Acquisition],
     profile: &'static SensorProfile,
+    add_offset: f32,
     grid: &JobGrid,
     window: Window,
 ) -> Result<Composite> {
-    assert!(
-        acquisitions.len() < usize::from(u8::MAX),
-        "too many acquisitions in a period"
-    );
+    if acquisitions.len() >= usize::from(NO_OBSERVATION) {
+        return Err(Error::usage(
+            format!(
+                "{} acquisitions cover one tile in one period",
+                acquisitions.len()
+            ),
+            "split the imagery folder into smaller jobs",
+        ));
+    }
     let n = window.len();
     let clear: Vec<Vec<bool>> = acquisitions
         .iter()
@@ -131,7 +140,7 @@ pub fn build(
     let read_all = |name: &str| -> Result<Vec<Vec<f32>>> {
         acquisitions
             .iter()
-            .map(|a| a.read_reflectance(profile, name, grid, window))
+            .map(|a| a.read_reflectance(profile, add_offset, name, grid, window))
             .collect()
     };
     let chosen = pick_observations(&read_all(blue_name)?, &clear, n);
@@ -167,7 +176,7 @@ pub fn build(
                 .iter()
                 .enumerate()
                 .map(|(i, &k)| {
-                    if k == u8::MAX {
+                    if k == NO_OBSERVATION {
                         f32::NAN
                     } else {
                         obs[usize::from(k)][i]
@@ -237,6 +246,9 @@ mod tests {
             vec![true, true, false],
             vec![true, false, false],
         ];
-        assert_eq!(pick_observations(&blue, &clear, 3), vec![2, 0, u8::MAX]);
+        assert_eq!(
+            pick_observations(&blue, &clear, 3),
+            vec![2, 0, NO_OBSERVATION]
+        );
     }
 }

@@ -30,6 +30,8 @@ basic_field = "JBNT"            # optional: permanent basic farmland flag (1/Y =
 folder = "imagery"              # scanned recursively: one sub-folder per acquisition,
                                 # named with its date (YYYYMMDD), one GeoTIFF per band
 sensor = "sentinel2-l2a"        # see `gengbao sensors`
+# add_offset = 0                # DN offset, overriding the profile's: Sentinel-2 products of
+                                # processing baseline 04.00+ (2022 on) carry -1000, older ones 0
 
 [grid]
 crs = "EPSG:32650"              # the job's CRS (e.g. EPSG:4527 for CGCS2000 GK zone 39)
@@ -108,6 +110,9 @@ pub struct FarmlandSection {
 pub struct ImagerySection {
     pub folder: PathBuf,
     pub sensor: String,
+    /// DN offset of the products, overriding the profile's (e.g. 0 for Sentinel-2 processed
+    /// before baseline 04.00).
+    pub add_offset: Option<f32>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

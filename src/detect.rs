@@ -12,7 +12,7 @@ use crate::change::ChangeType;
 use crate::classify::{Classifier, ClassifierInput, IndexBaseline};
 use crate::composite::Composite;
 use crate::error::{Error, Result};
-use crate::export::{write_atomic, write_layer, Format, PATCH_FIELDS};
+use crate::export::{write_layer, Format, StagingDir, PATCH_FIELDS};
 use crate::grid::JobGrid;
 use crate::imagery::{dark_objects, to_reflectance};
 use crate::layers::{Admin, County, Farmland};
@@ -33,6 +33,8 @@ pub struct DetectOptions {
     pub after: PathBuf,
     pub farmland: Option<PathBuf>,
     pub sensor: Option<String>,
+    /// DN offset of the images, overriding the profile's.
+    pub add_offset: Option<f32>,
     pub out: PathBuf,
     pub min_area_m2: f64,
 }
@@ -145,9 +147,11 @@ pub fn detect(opts: &DetectOptions) -> Result<DetectSummary> {
         }
     };
     let (dark_before, dark_after) = (darks(&opts.before)?, darks(&opts.after)?);
+    let add_offset = opts.add_offset.unwrap_or(profile.add_offset);
 
     std::fs::create_dir_all(&opts.out).map_err(|e| Error::io(&opts.out, e))?;
-    let staging = opts.out.join(format!(".staging-{}", std::process::id()));
+    let staging_dir = StagingDir::beside(&opts.out.join("detect"))?;
+    let staging = staging_dir.path();
     let work = staging.join("work");
     std::fs::create_dir_all(&work).map_err(|e| Error::io(&work, e))?;
     let result = (|| -> Result<DetectSummary> {
@@ -165,7 +169,7 @@ pub fn detect(opts: &DetectOptions) -> Result<DetectSummary> {
                     let classify = |path: &Path, dark: &[f32]| -> Result<_> {
                         let mut bands = warp_onto(path, &grid, w, Resample::Bilinear)?;
                         for (i, b) in bands.iter_mut().enumerate() {
-                            to_reflectance(profile, i, dark[i], b);
+                            to_reflectance(profile, i, add_offset - dark[i], b);
                         }
                         let comp = Composite::single(profile, w.width, w.height, bands);
                         classifier.classify(&ClassifierInput {
@@ -260,18 +264,12 @@ pub fn detect(opts: &DetectOptions) -> Result<DetectSummary> {
             rules: "FNH: crop before, built-up after; FLH: grain before, non-grain crop, trees or water after; PH is not decidable from two dates".into(),
         })
     })();
-    let summary = match result {
-        Ok(s) => s,
-        Err(e) => {
-            let _ = std::fs::remove_dir_all(&staging);
-            return Err(e);
-        }
-    };
-    write_atomic(
-        &staging.join("summary.json"),
-        &serde_json::to_vec_pretty(&summary).expect("serialisable"),
-    )?;
-    std::fs::remove_dir_all(&work).map_err(|e| Error::io(&work, e))?;
+    let summary = result?;
+    std::fs::write(
+        staging.join("summary.json"),
+        serde_json::to_vec_pretty(&summary).expect("serialisable"),
+    )
+    .map_err(|e| Error::io(staging, e))?;
     for name in [
         "class_before.tif",
         "class_after.tif",
@@ -279,9 +277,7 @@ pub fn detect(opts: &DetectOptions) -> Result<DetectSummary> {
         "patches.gpkg",
         "summary.json",
     ] {
-        std::fs::rename(staging.join(name), opts.out.join(name))
-            .map_err(|e| Error::io(opts.out.join(name), e))?;
+        staging_dir.move_entry(name, &opts.out.join(name))?;
     }
-    let _ = std::fs::remove_dir_all(&staging);
     Ok(summary)
 }

@@ -260,11 +260,128 @@ pub fn write_county(
     Ok(written)
 }
 
-/// Writes `text` to `path` through a temporary file and a rename, so a reader never sees half.
-pub fn write_atomic(path: &Path, text: &[u8]) -> Result<()> {
-    let tmp = path.with_extension("partial");
-    std::fs::write(&tmp, text).map_err(|e| Error::io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+/// A folder that results are written into before they replace their target in one rename, so
+/// that a failed or killed run never leaves half a result and never loses the previous one.
+/// It sits beside the target (same file system) and is removed when dropped.
+pub struct StagingDir {
+    path: PathBuf,
+}
+
+fn pid_alive(pid: &str) -> bool {
+    Path::new("/proc").join(pid).exists()
+}
+
+/// (kind, name, pid) of a `.staging-NAME-PID` or `.old-NAME-PID` entry.
+fn leftover(entry: &str) -> Option<(&str, &str, &str)> {
+    let (kind, rest) = entry
+        .strip_prefix(".staging-")
+        .map(|r| ("staging", r))
+        .or_else(|| entry.strip_prefix(".old-").map(|r| ("old", r)))?;
+    let (name, pid) = rest.rsplit_once('-')?;
+    pid.bytes()
+        .all(|b| b.is_ascii_digit())
+        .then_some((kind, name, pid))
+}
+
+/// Clears what killed runs left in `parent`: staging folders of dead processes are removed; a
+/// set-aside previous result (`.old-NAME-PID`) is put back when NAME is missing (the process
+/// died between the two renames of a replacement), else removed.
+pub fn clean_stale(parent: &Path) -> Result<()> {
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return Ok(());
+    };
+    for e in entries.flatten() {
+        let file_name = e.file_name();
+        let Some((kind, name, pid)) = file_name.to_str().and_then(leftover) else {
+            continue;
+        };
+        if pid_alive(pid) && pid != std::process::id().to_string() {
+            continue;
+        }
+        let path = e.path();
+        let target = parent.join(name);
+        if kind == "old" && !target.exists() {
+            std::fs::rename(&path, &target).map_err(|e| Error::io(&target, e))?;
+        } else {
+            remove_path(&path)?;
+        }
+    }
+    Ok(())
+}
+
+fn remove_path(path: &Path) -> Result<()> {
+    let r = if path.is_dir() {
+        std::fs::remove_dir_all(path)
+    } else {
+        std::fs::remove_file(path)
+    };
+    r.map_err(|e| Error::io(path, e))
+}
+
+/// Puts `new` in the place of `target` (file or folder), keeping the old one until the new one
+/// is in place and restoring it if that fails.
+pub fn replace_path(new: &Path, target: &Path) -> Result<()> {
+    let parent = target.parent().unwrap_or(Path::new("."));
+    let name = target.file_name().and_then(|n| n.to_str()).unwrap_or("out");
+    let old = parent.join(format!(".old-{name}-{}", std::process::id()));
+    let had = target.symlink_metadata().is_ok();
+    if had {
+        std::fs::rename(target, &old).map_err(|e| Error::io(target, e))?;
+    }
+    if let Err(e) = std::fs::rename(new, target) {
+        if had {
+            let _ = std::fs::rename(&old, target);
+        }
+        return Err(Error::io(target, e));
+    }
+    if had {
+        remove_path(&old)?;
+    }
+    Ok(())
+}
+
+impl StagingDir {
+    /// A fresh staging folder beside `target`, after clearing leftovers of killed runs there.
+    pub fn beside(target: &Path) -> Result<Self> {
+        let name = target.file_name().and_then(|n| n.to_str()).ok_or_else(|| {
+            Error::usage(
+                format!("`{}` does not name a folder", target.display()),
+                "give an output folder by name, e.g. out/city",
+            )
+        })?;
+        let parent = target
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+        clean_stale(parent)?;
+        let path = parent.join(format!(".staging-{name}-{}", std::process::id()));
+        if path.exists() {
+            remove_path(&path)?;
+        }
+        std::fs::create_dir_all(&path).map_err(|e| Error::io(&path, e))?;
+        Ok(StagingDir { path })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Replaces `target` with the whole staged folder.
+    pub fn replace(self, target: &Path) -> Result<()> {
+        replace_path(&self.path, target)
+    }
+
+    /// Replaces `target` with one entry of the staged folder.
+    pub fn move_entry(&self, entry: impl AsRef<Path>, target: &Path) -> Result<()> {
+        replace_path(&self.path.join(entry), target)
+    }
+}
+
+impl Drop for StagingDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
 }
 
 /// Colour of a land-cover class in the quicklook (muted, so flags stand out).
@@ -291,7 +408,8 @@ fn flag_colour(flag: u8) -> Option<[u8; 3]> {
 }
 
 /// A PNG overview of a period (at most `max_side` pixels a side): land cover in muted colours,
-/// FNH red, FLH orange, PH purple. For a glance at a run, not for measuring.
+/// FNH red, FLH orange, PH purple. For a glance at a run, not for measuring. Written into a
+/// staging folder, so it needs no atomic write of its own.
 pub fn write_quicklook(
     class_tif: &Path,
     flags_tif: &Path,
@@ -322,4 +440,52 @@ pub fn write_quicklook(
     img.save(&tmp)
         .map_err(|e| Error::input(&tmp, e.to_string(), "check the output folder"))?;
     std::fs::rename(&tmp, png).map_err(|e| Error::io(png, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replacing_keeps_the_old_result_until_the_new_one_is_in_place() {
+        let tmp = tempfile::tempdir().unwrap();
+        let target = tmp.path().join("2026-P1");
+        std::fs::create_dir_all(&target).unwrap();
+        std::fs::write(target.join("a.txt"), "old").unwrap();
+        let staging = StagingDir::beside(&target).unwrap();
+        std::fs::write(staging.path().join("a.txt"), "new").unwrap();
+        staging.replace(&target).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(target.join("a.txt")).unwrap(),
+            "new"
+        );
+        assert_eq!(
+            std::fs::read_dir(tmp.path()).unwrap().count(),
+            1,
+            "nothing left beside it"
+        );
+    }
+
+    #[test]
+    fn leftovers_of_killed_runs_are_cleared_or_restored() {
+        let tmp = tempfile::tempdir().unwrap();
+        // pid 0 is never a user process: these come from a dead run.
+        std::fs::create_dir_all(tmp.path().join(".staging-2026-P1-0/work")).unwrap();
+        std::fs::create_dir_all(tmp.path().join(".old-2026-P2-0")).unwrap();
+        std::fs::write(tmp.path().join(".old-2026-P2-0/summary.json"), "{}").unwrap();
+        std::fs::create_dir_all(tmp.path().join("2026-P3")).unwrap();
+        std::fs::create_dir_all(tmp.path().join(".old-2026-P3-0")).unwrap();
+        clean_stale(tmp.path()).unwrap();
+        let mut left: Vec<String> = std::fs::read_dir(tmp.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        assert_eq!(
+            left,
+            ["2026-P2", "2026-P3"],
+            "P2 restored, the rest cleared"
+        );
+        assert!(tmp.path().join("2026-P2/summary.json").exists());
+    }
 }

@@ -20,6 +20,9 @@ pub struct JobGrid {
     pub halo: usize,
 }
 
+/// (min x, min y, max x, max y) in CRS units.
+pub type Bounds = (f64, f64, f64, f64);
+
 /// A pixel window of the grid.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Window {
@@ -85,7 +88,7 @@ impl JobGrid {
     /// multiples of the resolution so that every job over the same area shares one lattice.
     pub fn covering(
         crs_wkt: String,
-        envelope: (f64, f64, f64, f64),
+        envelope: Bounds,
         resolution: f64,
         tile_size: usize,
         halo: usize,
@@ -138,7 +141,7 @@ impl JobGrid {
     }
 
     /// (min_x, min_y, max_x, max_y) of a window in grid CRS units.
-    pub fn window_bounds(&self, w: Window) -> (f64, f64, f64, f64) {
+    pub fn window_bounds(&self, w: Window) -> Bounds {
         let gt = self.window_transform(w);
         (
             gt[0],

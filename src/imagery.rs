@@ -7,11 +7,12 @@
 //! different resolutions and CRSs: they are warped onto the job grid when read.
 
 use crate::error::{Error, Result};
-use crate::grid::{JobGrid, Window};
+use crate::grid::{Bounds, JobGrid, Window};
 use crate::period::Period;
 use crate::raster::{open_georeferenced, warp_onto, Resample};
 use crate::sensor::SensorProfile;
 use chrono::NaiveDate;
+use gdal::spatial_ref::{AxisMappingStrategy, CoordTransform, SpatialRef};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -33,6 +34,16 @@ pub struct Catalog {
 fn tokens(name: &str) -> impl Iterator<Item = &str> {
     name.split(|c: char| !c.is_ascii_alphanumeric())
         .filter(|t| !t.is_empty())
+}
+
+/// Whether `name` holds `band` as a run of whole tokens (`SR_B1` in `LT05_..._SR_B1.TIF`, but
+/// not `B1` in `B12`).
+fn has_band_token(name: &str, band: &str) -> bool {
+    let t: Vec<&str> = tokens(name).collect();
+    let b: Vec<&str> = tokens(band).collect();
+    !b.is_empty()
+        && t.windows(b.len())
+            .any(|w| w.iter().zip(&b).all(|(x, y)| x.eq_ignore_ascii_case(y)))
 }
 
 fn date_in(name: &str) -> Option<NaiveDate> {
@@ -87,7 +98,7 @@ impl Catalog {
                 let stem = p.file_stem().and_then(|s| s.to_str()).unwrap_or("");
                 let wanted = profile.bands.iter().copied().chain(profile.mask_band);
                 for band in wanted {
-                    if tokens(stem).any(|t| t.eq_ignore_ascii_case(band)) {
+                    if has_band_token(stem, band) {
                         if let Some(prev) = files.insert(band.to_string(), p.clone()) {
                             return Err(Error::input(
                                 p,
@@ -106,15 +117,28 @@ impl Catalog {
                 continue;
             }
             let dir_name = dir.file_name().and_then(|s| s.to_str()).unwrap_or("");
-            let date = date_in(dir_name)
-                .or_else(|| files.values().find_map(|f| date_in(&f.to_string_lossy())))
-                .ok_or_else(|| {
-                    Error::input(
+            // The folder's own name, else the band files' names (never their parent folders).
+            let file_dates: std::collections::BTreeSet<NaiveDate> = files
+                .values()
+                .filter_map(|f| f.file_name().and_then(|n| n.to_str()).and_then(date_in))
+                .collect();
+            let date =
+                match (date_in(dir_name), file_dates.len()) {
+                    (Some(d), _) => d,
+                    (None, 1) => *file_dates.first().expect("one date"),
+                    (None, 0) => return Err(Error::input(
                         &dir,
                         "acquisition folder without a date",
                         "put the acquisition date as YYYYMMDD in the folder name, e.g. S2_20250115",
-                    )
-                })?;
+                    )),
+                    (None, _) => {
+                        return Err(Error::input(
+                            &dir,
+                            format!("the band files carry different dates {file_dates:?}"),
+                            "keep one acquisition per folder, or name the folder with its date",
+                        ))
+                    }
+                };
             let needed = profile.bands.iter().copied().chain(profile.mask_band);
             for band in needed {
                 if !files.contains_key(band) {
@@ -160,9 +184,16 @@ impl Catalog {
 }
 
 impl Acquisition {
-    /// Opens every file once so that unreadable or ungeoreferenced files stop the run before
-    /// any tile is processed.
-    pub fn check_readable(&self) -> Result<()> {
+    /// Opens every file once, so that unreadable or ungeoreferenced files stop the run before
+    /// any tile is processed, and returns the acquisition's extent in the grid CRS
+    /// (min x, min y, max x, max y): tiles only read the acquisitions that cover them.
+    pub fn check_and_locate(&self, grid_srs: &SpatialRef) -> Result<Bounds> {
+        let mut extent = (
+            f64::INFINITY,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            f64::NEG_INFINITY,
+        );
         for path in self.files.values() {
             let ds = open_georeferenced(path)?;
             if ds.raster_count() != 1 {
@@ -175,26 +206,55 @@ impl Acquisition {
                     "split multi-band files per band, or use `gengbao detect` for stacked images",
                 ));
             }
+            let gt = ds.geo_transform()?;
+            let (w, h) = ds.raster_size();
+            let xs = [gt[0], gt[0] + gt[1] * w as f64 + gt[2] * h as f64];
+            let ys = [gt[3], gt[3] + gt[4] * w as f64 + gt[5] * h as f64];
+            let mut srs = ds.spatial_ref()?;
+            srs.set_axis_mapping_strategy(AxisMappingStrategy::TraditionalGisOrder);
+            let b = CoordTransform::new(&srs, grid_srs)
+                .and_then(|t| {
+                    t.transform_bounds(
+                        &[
+                            xs[0].min(xs[1]),
+                            ys[0].min(ys[1]),
+                            xs[0].max(xs[1]),
+                            ys[0].max(ys[1]),
+                        ],
+                        21,
+                    )
+                })
+                .map_err(|e| {
+                    Error::input(
+                        path,
+                        format!("cannot be transformed to the job CRS: {e}"),
+                        "check the file's CRS with `gdalinfo`",
+                    )
+                })?;
+            extent = (
+                extent.0.min(b[0]),
+                extent.1.min(b[1]),
+                extent.2.max(b[2]),
+                extent.3.max(b[3]),
+            );
         }
-        Ok(())
+        Ok(extent)
     }
 
     /// Band `name` on `window`, as reflectance (NaN = nodata or outside the file).
+    /// `add_offset` is the product's DN offset (the profile's unless the job overrides it).
     pub fn read_reflectance(
         &self,
         profile: &SensorProfile,
+        add_offset: f32,
         name: &str,
         grid: &JobGrid,
         window: Window,
     ) -> Result<Vec<f32>> {
         let path = &self.files[name];
         let mut dn = warp_onto(path, grid, window, Resample::Bilinear)?.remove(0);
-        let index = profile
-            .bands
-            .iter()
-            .position(|b| *b == name)
-            .expect("profile band");
-        to_reflectance(profile, index, 0.0, &mut dn);
+        let index = profile.band_index(name).expect("profile band");
+        to_reflectance(profile, index, add_offset, &mut dn);
         Ok(dn)
     }
 
@@ -215,15 +275,15 @@ impl Acquisition {
     }
 }
 
-/// DN of band `index` -> reflectance in place; the profile's nodata value becomes NaN. `dark`
-/// is the band's dark-object value (0 for calibrated products).
-pub fn to_reflectance(profile: &SensorProfile, index: usize, dark: f32, dn: &mut [f32]) {
+/// DN of band `index` -> reflectance in place: (DN + shift) x scale, where `shift` is the
+/// product's add-offset minus any dark-object value. The profile's nodata becomes NaN.
+pub fn to_reflectance(profile: &SensorProfile, index: usize, shift: f32, dn: &mut [f32]) {
     let scale = profile.scale_of(index);
     for v in dn.iter_mut() {
         *v = if profile.is_nodata(f64::from(*v)) {
             f32::NAN
         } else {
-            (*v - dark) * scale + profile.offset
+            (*v + shift) * scale
         };
     }
 }
@@ -273,8 +333,21 @@ mod tests {
     }
 
     #[test]
-    fn band_tokens_do_not_match_prefixes() {
-        let t: Vec<&str> = tokens("T50_20250101_B8A_20m").collect();
-        assert!(t.contains(&"B8A") && !t.contains(&"B08"));
+    fn band_tokens_match_whole_runs() {
+        assert!(has_band_token("T50_20250101_B8A_20m", "B8A"));
+        assert!(!has_band_token("T50_20250101_B8A_20m", "B08"));
+        assert!(!has_band_token("T50_20250101_B12_20m", "B1"));
+        assert!(has_band_token(
+            "LT05_L2SP_119038_20050713_20200902_02_T1_SR_B1",
+            "SR_B1"
+        ));
+        assert!(has_band_token(
+            "LT05_L2SP_119038_20050713_20200902_02_T1_QA_PIXEL",
+            "QA_PIXEL"
+        ));
+        assert!(!has_band_token(
+            "LT05_L2SP_119038_20050713_20200902_02_T1_SR_B1",
+            "QA_PIXEL"
+        ));
     }
 }

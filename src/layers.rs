@@ -3,7 +3,7 @@
 //! fix, and burnt onto tile windows of the job grid.
 
 use crate::error::{Error, GdalContext, Result};
-use crate::grid::{JobGrid, Window};
+use crate::grid::{Bounds, JobGrid, Window};
 use crate::raster::rasterize;
 use gdal::spatial_ref::{AxisMappingStrategy, CoordTransform, SpatialRef};
 use gdal::vector::{FieldValue, Geometry, Layer, LayerAccess};
@@ -172,7 +172,7 @@ impl Admin {
         Ok(false)
     }
 
-    pub fn envelope(&self) -> Result<(f64, f64, f64, f64)> {
+    pub fn envelope(&self) -> Result<Bounds> {
         let mut env = (
             f64::INFINITY,
             f64::INFINITY,

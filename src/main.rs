@@ -80,6 +80,10 @@ enum Command {
         /// Sensor profile (see `gengbao sensors`); guessed from the band count when omitted.
         #[arg(long)]
         sensor: Option<String>,
+        /// DN offset of the images, overriding the profile's (e.g. 0 for Sentinel-2 processed
+        /// before baseline 04.00, whose DNs carry no -1000 offset).
+        #[arg(long, allow_hyphen_values = true)]
+        add_offset: Option<f32>,
         #[arg(long)]
         out: PathBuf,
         /// Minimum patch area in m².
@@ -199,6 +203,7 @@ fn main_inner(cli: Cli) -> Result<()> {
             after,
             farmland,
             sensor,
+            add_offset,
             out,
             min_area,
         } => {
@@ -207,6 +212,7 @@ fn main_inner(cli: Cli) -> Result<()> {
                 after,
                 farmland,
                 sensor,
+                add_offset,
                 out: out.clone(),
                 min_area_m2: min_area,
             })?;

@@ -14,8 +14,8 @@ use crate::classify::{Classifier, ClassifierInput, IndexBaseline, LandCover, Tor
 use crate::composite::NdviStats;
 use crate::config::JobConfig;
 use crate::error::{Error, Result};
-use crate::export::{write_atomic, write_county, write_quicklook};
-use crate::grid::{JobGrid, Tile, Window};
+use crate::export::{write_county, write_quicklook, StagingDir};
+use crate::grid::{Bounds, JobGrid, Tile, Window};
 use crate::imagery::{Acquisition, Catalog};
 use crate::layers::{Admin, Farmland};
 use crate::patches::{attr_band, Patch, PeriodInfo};
@@ -157,7 +157,10 @@ impl RunSummary {
 struct PeriodContext<'a> {
     grid: &'a JobGrid,
     profile: &'static SensorProfile,
-    acquisitions: Vec<&'a Acquisition>,
+    /// The period's acquisitions with their extents in the grid CRS.
+    acquisitions: Vec<(&'a Acquisition, Bounds)>,
+    /// DN offset of the imagery.
+    add_offset: f32,
     classifier: &'a dyn Classifier,
     admin: &'a Admin,
     farmland: &'a Farmland,
@@ -280,7 +283,16 @@ struct TileOutput {
 
 fn process_tile(ctx: &PeriodContext, tile: &Tile) -> Result<TileOutput> {
     let grid = ctx.grid;
-    let comp = composite::build(&ctx.acquisitions, ctx.profile, grid, tile.read)?;
+    // Only the acquisitions that cover this tile are read: memory and I/O grow with the
+    // number of scenes over a place, not with the size of the job.
+    let (x0, y0, x1, y1) = grid.window_bounds(tile.read);
+    let covering: Vec<&Acquisition> = ctx
+        .acquisitions
+        .iter()
+        .filter(|(_, e)| e.0 < x1 && e.2 > x0 && e.1 < y1 && e.3 > y0)
+        .map(|(a, _)| *a)
+        .collect();
+    let comp = composite::build(&covering, ctx.profile, ctx.add_offset, grid, tile.read)?;
     let mut ndvi_history = Vec::with_capacity(ctx.history.len());
     let mut class_history = Vec::with_capacity(ctx.history.len());
     for (class_path, ndvi_path) in &ctx.history {
@@ -412,17 +424,6 @@ pub fn period_dir(cfg: &JobConfig, period: Period) -> PathBuf {
     cfg.output_dir().join(period.to_string())
 }
 
-/// Removes a staging folder unless the run committed it.
-struct Staging {
-    dir: PathBuf,
-}
-
-impl Drop for Staging {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
 /// Runs one period of the job.
 pub fn run_period(cfg: &JobConfig, period: Period, opts: &RunOptions) -> Result<RunSummary> {
     let t_start = Instant::now();
@@ -456,11 +457,12 @@ pub fn run_period(cfg: &JobConfig, period: Period, opts: &RunOptions) -> Result<
             ),
         ));
     }
-    for a in &acquisitions {
-        a.check_readable()?;
-    }
     let mut grid_srs = SpatialRef::from_definition(&cfg.grid.crs)?;
     grid_srs.set_axis_mapping_strategy(gdal::spatial_ref::AxisMappingStrategy::TraditionalGisOrder);
+    let located = acquisitions
+        .iter()
+        .map(|a| Ok((*a, a.check_and_locate(&grid_srs)?)))
+        .collect::<Result<Vec<_>>>()?;
     let all_counties = Admin::load(
         &cfg.resolve(&cfg.aoi.path),
         cfg.aoi.layer.as_deref(),
@@ -505,10 +507,8 @@ pub fn run_period(cfg: &JobConfig, period: Period, opts: &RunOptions) -> Result<
 
     let out_root = cfg.output_dir();
     std::fs::create_dir_all(&out_root).map_err(|e| Error::io(&out_root, e))?;
-    let staging = Staging {
-        dir: out_root.join(format!(".staging-{period}-{}", std::process::id())),
-    };
-    let work = staging.dir.join("work");
+    let staging = StagingDir::beside(&period_dir(cfg, period))?;
+    let work = staging.path().join("work");
     std::fs::create_dir_all(&work).map_err(|e| Error::io(&work, e))?;
     seconds.insert("check_inputs", t_start.elapsed().as_secs_f64());
 
@@ -521,18 +521,19 @@ pub fn run_period(cfg: &JobConfig, period: Period, opts: &RunOptions) -> Result<
         }
     }
     let mut class_tif =
-        GridTiff::create::<u8>(&staging.dir.join("class.tif"), &grid, 1, Some(0.0))?;
+        GridTiff::create::<u8>(&staging.path().join("class.tif"), &grid, 1, Some(0.0))?;
     let mut ndvi_tif = GridTiff::create::<u8>(
-        &staging.dir.join("ndvi.tif"),
+        &staging.path().join("ndvi.tif"),
         &grid,
         3,
         Some(f64::from(NDVI_NODATA)),
     )?;
-    let mut change = ChangeRasters::create(&staging.dir.join("flags.tif"), &work, &grid)?;
+    let mut change = ChangeRasters::create(&staging.path().join("flags.tif"), &work, &grid)?;
     let ctx = PeriodContext {
         grid: &grid,
         profile,
-        acquisitions: acquisitions.clone(),
+        acquisitions: located,
+        add_offset: cfg.imagery.add_offset.unwrap_or(profile.add_offset),
         classifier: classifier.as_ref(),
         admin: &admin,
         farmland: &farmland,
@@ -610,9 +611,9 @@ pub fn run_period(cfg: &JobConfig, period: Period, opts: &RunOptions) -> Result<
     let all_patches = change.into_patches(&grid, &admin, &info, |t| cfg.min_area_for(t.code()))?;
     spinner.finish_and_clear();
     write_quicklook(
-        &staging.dir.join("class.tif"),
-        &staging.dir.join("flags.tif"),
-        &staging.dir.join("quicklook.png"),
+        &staging.path().join("class.tif"),
+        &staging.path().join("flags.tif"),
+        &staging.path().join("quicklook.png"),
         1024,
     )?;
     seconds.insert("vectorise", t_vec.elapsed().as_secs_f64());
@@ -629,7 +630,7 @@ pub fn run_period(cfg: &JobConfig, period: Period, opts: &RunOptions) -> Result<
             .cloned()
             .collect();
         let stem = format!("TB_{}_{}", county.code, period);
-        let dir = staging.dir.join("counties").join(&county.code);
+        let dir = staging.path().join("counties").join(&county.code);
         let files = write_county(
             &dir,
             &stem,
@@ -703,42 +704,30 @@ pub fn run_period(cfg: &JobConfig, period: Period, opts: &RunOptions) -> Result<
         ),
     };
     std::fs::remove_dir_all(&work).map_err(|e| Error::io(&work, e))?;
-    commit(&staging, &period_dir(cfg, period), &summary, &opts.counties)?;
+    commit(staging, &period_dir(cfg, period), &summary, &opts.counties)?;
     Ok(summary)
 }
 
-/// Moves the staged results into place.
+/// Moves the staged results into place: the whole period, or only the counties of a county run.
 fn commit(
-    staging: &Staging,
+    staging: StagingDir,
     final_dir: &Path,
     summary: &RunSummary,
     only: &[String],
 ) -> Result<()> {
     let json = serde_json::to_vec_pretty(summary).expect("serialisable");
     if only.is_empty() {
-        write_atomic(&staging.dir.join("summary.json"), &json)?;
-        let parent = final_dir.parent().expect("period dir has a parent");
-        let old = parent.join(format!(".old-{}-{}", summary.period, std::process::id()));
-        if final_dir.exists() {
-            std::fs::rename(final_dir, &old).map_err(|e| Error::io(final_dir, e))?;
-        }
-        std::fs::rename(&staging.dir, final_dir).map_err(|e| Error::io(final_dir, e))?;
-        let _ = std::fs::remove_dir_all(&old);
-        return Ok(());
+        std::fs::write(staging.path().join("summary.json"), &json)
+            .map_err(|e| Error::io(staging.path(), e))?;
+        return staging.replace(final_dir);
     }
-    // A county run replaces only its own counties' folders.
     let counties_dir = final_dir.join("counties");
     std::fs::create_dir_all(&counties_dir).map_err(|e| Error::io(&counties_dir, e))?;
     for c in &summary.counties {
-        let target = counties_dir.join(&c.code);
-        let old = counties_dir.join(format!(".old-{}-{}", c.code, std::process::id()));
-        if target.exists() {
-            std::fs::rename(&target, &old).map_err(|e| Error::io(&target, e))?;
-        }
-        std::fs::rename(staging.dir.join("counties").join(&c.code), &target)
-            .map_err(|e| Error::io(&target, e))?;
-        let _ = std::fs::remove_dir_all(&old);
-        write_atomic(&target.join("summary.json"), &json)?;
+        let entry = Path::new("counties").join(&c.code);
+        std::fs::write(staging.path().join(&entry).join("summary.json"), &json)
+            .map_err(|e| Error::io(staging.path(), e))?;
+        staging.move_entry(&entry, &counties_dir.join(&c.code))?;
     }
     Ok(())
 }

@@ -6,7 +6,8 @@
 //! - `farmland.gpkg` (layer `farmland`: BSM, DLBM 0101/0102/0103, DLMC, JBNT): field parcels;
 //! - `imagery/<acquisition>/T50SKE_<date>_<band>_<res>.tif`: Sentinel-2 L2A-like acquisitions,
 //!   four per bimonthly period, bands B02 B03 B04 B08 at 10 m and B05 B06 B07 B8A B11 B12 and
-//!   SCL at 20 m, UTM 50N, reflectance x 10000, with clouds, haze and shadows;
+//!   SCL at 20 m, UTM 50N, DN = reflectance x 10000 + 1000 (baseline 04.00), with clouds,
+//!   haze and shadows;
 //! - `truth/class_<period>.tif`, `truth/change_<period>.tif` and `truth/changes.gpkg` (planted
 //!   changes with type BHLX and onset period QSQS);
 //! - `job.toml`, a job config for the city.
@@ -21,7 +22,7 @@ use crate::change::ChangeType;
 use crate::classify::LandCover;
 use crate::config::EXAMPLE;
 use crate::error::{Error, Result};
-use crate::export::{write_layer, FieldSpec, Format};
+use crate::export::{write_layer, FieldSpec, Format, StagingDir};
 use crate::grid::JobGrid;
 use crate::period::Period;
 use crate::raster::GridTiff;
@@ -607,7 +608,8 @@ fn write_acquisition(
     let g10 = grid_at(size, RES, wkt);
     let half = size.div_ceil(2);
     let g20 = grid_at(half, RES * 2.0, wkt);
-    let dn = |v: f32| (v * 10_000.0).round().clamp(1.0, 65_535.0) as u16;
+    // Like products of processing baseline 04.00 on: DN = reflectance x 10000 + 1000.
+    let dn = |v: f32| (v * 10_000.0 + 1000.0).round().clamp(1.0, 65_535.0) as u16;
     for (k, band) in BANDS.iter().enumerate() {
         let (data, grid, tag) = if TEN_M[k] {
             (
@@ -710,17 +712,24 @@ pub fn generate(out: &Path, opts: &SampleOptions) -> Result<SampleCity> {
             "use --size >= 128 and --periods >= 3",
         ));
     }
-    let staging = out.with_extension("partial");
-    let _ = std::fs::remove_dir_all(&staging);
-    std::fs::create_dir_all(staging.join("truth")).map_err(|e| Error::io(&staging, e))?;
-    let result = write_city(&staging, opts);
-    if let Err(e) = result {
-        let _ = std::fs::remove_dir_all(&staging);
-        return Err(e);
+    // Only a previous sample city may be replaced: never delete a user's folder.
+    let is_city = out.join("job.toml").exists() && out.join("truth").join("changes.gpkg").exists();
+    let is_empty = std::fs::read_dir(out)
+        .map(|mut d| d.next().is_none())
+        .unwrap_or(true);
+    if !is_city && !is_empty {
+        return Err(Error::input(
+            out,
+            "exists, is not empty and is not a sample city",
+            "choose a new or empty folder for --out",
+        ));
     }
-    let _ = std::fs::remove_dir_all(out);
-    std::fs::rename(&staging, out).map_err(|e| Error::io(out, e))?;
-    let (periods, changes) = result.expect("checked");
+    let staging = StagingDir::beside(out)?;
+    std::fs::create_dir_all(staging.path().join("truth"))
+        .map_err(|e| Error::io(staging.path(), e))?;
+    let result = write_city(staging.path(), opts)?;
+    staging.replace(out)?;
+    let (periods, changes) = result;
     Ok(SampleCity {
         dir: out.to_path_buf(),
         job_config: out.join("job.toml"),

@@ -44,11 +44,13 @@ pub struct SensorProfile {
     pub bands: &'static [&'static str],
     /// Band name for each canonical band, in [`CANONICAL`] order.
     pub canonical: [&'static str; 6],
-    /// reflectance = (dn - dark) * scale + offset, with `band_scale[i]` instead of `scale` when
-    /// given (uncalibrated products whose bands have different gains)
+    /// reflectance = (dn - dark + add_offset) * scale, with `band_scale[i]` instead of `scale`
+    /// when given (uncalibrated products whose bands have different gains)
     pub scale: f32,
     pub band_scale: &'static [f32],
-    pub offset: f32,
+    /// In digital numbers, as product metadata gives it (Sentinel-2 BOA_ADD_OFFSET /
+    /// RADIO_ADD_OFFSET). A job may override it (`[imagery] add_offset`).
+    pub add_offset: f32,
     /// Subtract a per-band dark value found in the scene (dark-object subtraction), for digital
     /// numbers that still carry atmospheric path radiance. Needs whole-scene statistics, so
     /// such profiles serve `detect`, not folder jobs.
@@ -66,12 +68,13 @@ const S2_CANONICAL: [&str; 6] = ["B02", "B03", "B04", "B08", "B11", "B12"];
 pub const PROFILES: &[SensorProfile] = &[
     SensorProfile {
         name: "sentinel2-l2a",
-        description: "Sentinel-2 L2A, 10 bands B02 B03 B04 B05 B06 B07 B08 B8A B11 B12 (x10000), SCL mask",
+        description: "Sentinel-2 L2A, 10 bands B02 B03 B04 B05 B06 B07 B08 B8A B11 B12 ((DN-1000)/10000), SCL mask",
         bands: &["B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B11", "B12"],
         canonical: S2_CANONICAL,
         scale: 1e-4,
         band_scale: &[],
-        offset: 0.0,
+        // Processing baseline 04.00 and later (from 25 January 2022); older products: 0.
+        add_offset: -1000.0,
         dark_object_subtraction: false,
         nodata: 0.0,
         mask_band: Some("SCL"),
@@ -79,14 +82,15 @@ pub const PROFILES: &[SensorProfile] = &[
     },
     SensorProfile {
         name: "sentinel2-l2a-12",
-        description: "Sentinel-2 L2A, 12 bands B01..B12 without B10 (x10000), SCL mask",
+        description: "Sentinel-2 L2A, 12 bands B01..B12 without B10 ((DN-1000)/10000), SCL mask",
         bands: &[
             "B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B11", "B12",
         ],
         canonical: S2_CANONICAL,
         scale: 1e-4,
         band_scale: &[],
-        offset: 0.0,
+        // Processing baseline 04.00 and later (from 25 January 2022); older products: 0.
+        add_offset: -1000.0,
         dark_object_subtraction: false,
         nodata: 0.0,
         mask_band: Some("SCL"),
@@ -94,7 +98,7 @@ pub const PROFILES: &[SensorProfile] = &[
     },
     SensorProfile {
         name: "sentinel2-l1c",
-        description: "Sentinel-2 L1C, 13 bands B01..B12 with B10 (x10000), no mask band",
+        description: "Sentinel-2 L1C, 13 bands B01..B12 with B10 ((DN-1000)/10000), no mask band",
         bands: &[
             "B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B10", "B11",
             "B12",
@@ -102,7 +106,8 @@ pub const PROFILES: &[SensorProfile] = &[
         canonical: S2_CANONICAL,
         scale: 1e-4,
         band_scale: &[],
-        offset: 0.0,
+        // Processing baseline 04.00 and later (from 25 January 2022); older products: 0.
+        add_offset: -1000.0,
         dark_object_subtraction: false,
         nodata: 0.0,
         mask_band: None,
@@ -115,7 +120,8 @@ pub const PROFILES: &[SensorProfile] = &[
         canonical: ["SR_B1", "SR_B2", "SR_B3", "SR_B4", "SR_B5", "SR_B7"],
         scale: 2.75e-5,
         band_scale: &[],
-        offset: -0.2,
+        // -0.2 reflectance
+        add_offset: -0.2 / 2.75e-5,
         dark_object_subtraction: false,
         nodata: 0.0,
         mask_band: Some("QA_PIXEL"),
@@ -132,7 +138,7 @@ pub const PROFILES: &[SensorProfile] = &[
         // by the band's solar irradiance, times pi / cos(40 deg sun zenith). Without the
         // scene's metadata this is approximate; dark-object subtraction removes the offsets.
         band_scale: &[0.0016, 0.0018, 0.0017, 0.0025, 0.0022, 0.0021],
-        offset: 0.0,
+        add_offset: 0.0,
         dark_object_subtraction: true,
         nodata: f64::NAN,
         mask_band: None,
@@ -161,9 +167,7 @@ impl SensorProfile {
     /// Position of each canonical band within `bands`.
     pub fn canonical_indices(&self) -> [usize; 6] {
         self.canonical.map(|name| {
-            self.bands
-                .iter()
-                .position(|b| *b == name)
+            self.band_index(name)
                 .expect("profile canonical bands are among its bands")
         })
     }
@@ -174,6 +178,11 @@ impl SensorProfile {
             CloudRule::QaBits(bits) => mask_value & bits == 0,
             CloudRule::None => true,
         }
+    }
+
+    /// Position of band `name` in the profile's band order.
+    pub fn band_index(&self, name: &str) -> Option<usize> {
+        self.bands.iter().position(|b| *b == name)
     }
 
     /// Reflectance per DN of band `index` (profile order).

@@ -277,6 +277,7 @@ fn detect_refuses_images_whose_bands_fit_no_profile() {
         after: path.clone(),
         farmland: None,
         sensor: sensor.map(str::to_string),
+        add_offset: None,
         out: tmp.path().join("out"),
         min_area_m2: 400.0,
     };

@@ -37,7 +37,7 @@ fn reflectance(path: &Path, profile: &SensorProfile) -> Vec<Vec<f32>> {
     let dark = dark_objects(path, profile).unwrap();
     let mut bands = warp_onto(path, &grid, grid.full_window(), Resample::Nearest).unwrap();
     for (i, b) in bands.iter_mut().enumerate() {
-        to_reflectance(profile, i, dark[i], b);
+        to_reflectance(profile, i, profile.add_offset - dark[i], b);
     }
     bands
 }
@@ -62,6 +62,7 @@ fn detect_on_the_taizhou_landsat_pair_is_scored_against_the_reference() {
         after: dir.join("2003TM"),
         farmland: None,
         sensor: Some("landsat-tm-dn".into()),
+        add_offset: None,
         out: out.clone(),
         min_area_m2: 400.0,
     })
