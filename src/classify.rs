@@ -272,6 +272,21 @@ impl ModelCard {
                 "give one normalisation mean and std per input band",
             ));
         }
+        if self
+            .normalisation
+            .std
+            .iter()
+            .any(|s| !(s.is_finite() && *s > 0.0))
+        {
+            return Err(Error::input(
+                path,
+                format!(
+                    "normalisation std {:?} has a value that is not positive",
+                    self.normalisation.std
+                ),
+                "give each input band's standard deviation (> 0)",
+            ));
+        }
         if self.classes.is_empty() || self.classes.iter().any(|&c| !(1..=6).contains(&c)) {
             return Err(Error::input(
                 path,
@@ -324,6 +339,7 @@ enum TorchModel {
 /// A libtorch model classifying pixels in batches, without gradients.
 pub struct TorchClassifier {
     card: ModelCard,
+    path: PathBuf,
     band_index: Vec<usize>,
     version: String,
     // libtorch modules are not thread-safe to share; tiles take turns and libtorch itself uses
@@ -409,6 +425,7 @@ impl TorchClassifier {
             .collect();
         Ok(TorchClassifier {
             version: file_version(model)?,
+            path: model.to_path_buf(),
             card,
             band_index,
             model: Mutex::new(loaded),
@@ -460,7 +477,8 @@ impl Classifier for TorchClassifier {
             let x = tch::Tensor::of_slice(&features).view([chunk.len() as i64, nb as i64]);
             let logits = self.forward(&x)?;
             if logits.size() != [chunk.len() as i64, self.card.classes.len() as i64] {
-                return Err(Error::usage(
+                return Err(Error::input(
+                    &self.path,
                     format!(
                         "model `{}` returned shape {:?}, expected [{}, {}]",
                         self.card.name,

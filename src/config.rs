@@ -24,6 +24,8 @@ path = "farmland.gpkg"
 layer = "farmland"
 id_field = "BSM"                # parcel id (标识码)
 class_field = "DLBM"            # land class: 0101 paddy, 0102 irrigated, 0103 dry land
+classes = ["01"]                # class codes (prefixes) that are cultivated land: a full
+                                # land-use layer can be given, only these are watched
 basic_field = "JBNT"            # optional: permanent basic farmland flag (1/Y = yes)
 
 [imagery]
@@ -103,6 +105,10 @@ pub struct FarmlandSection {
     #[serde(default = "default_class_field")]
     pub class_field: String,
     pub basic_field: Option<String>,
+    /// Class codes (prefixes of `class_field`) that are cultivated land; other features of the
+    /// layer are not watched.
+    #[serde(default = "default_farmland_classes")]
+    pub classes: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -165,6 +171,9 @@ fn default_id_field() -> String {
 }
 fn default_class_field() -> String {
     "DLBM".into()
+}
+fn default_farmland_classes() -> Vec<String> {
+    vec!["01".into()]
 }
 fn default_tile_size() -> usize {
     512
@@ -335,7 +344,7 @@ impl JobConfig {
                 )
             }
         }
-        gdal::spatial_ref::SpatialRef::from_definition(&self.grid.crs).map_err(|e| {
+        let srs = gdal::spatial_ref::SpatialRef::from_definition(&self.grid.crs).map_err(|e| {
             Error::config(
                 &self.source,
                 "grid.crs",
@@ -343,6 +352,35 @@ impl JobConfig {
                 "use an EPSG code such as \"EPSG:32650\" or \"EPSG:4527\"",
             )
         })?;
+        if let Err(problem) = crate::grid::check_metric(&srs) {
+            return bad(
+                "grid.crs",
+                format!("`{}` {problem}", self.grid.crs),
+                "use a projected CRS in metres: a CGCS2000 Gauss-Krüger zone (EPSG:4513-4554, e.g. EPSG:4527) or a UTM zone",
+            );
+        }
+        let areas = std::iter::once(("rules.min_area_m2", self.rules.min_area_m2)).chain(
+            self.rules
+                .min_area_m2_by_type
+                .values()
+                .map(|&v| ("rules.min_area_m2_by_type", v)),
+        );
+        for (key, v) in areas {
+            if !(v.is_finite() && v >= 0.0) {
+                return bad(
+                    key,
+                    format!("{v} is not an area"),
+                    "give square metres, e.g. 400.0",
+                );
+            }
+        }
+        if self.farmland.classes.is_empty() {
+            return bad(
+                "farmland.classes",
+                "no land classes are watched".into(),
+                "list the class code prefixes of cultivated land, e.g. [\"01\"]",
+            );
+        }
         Ok(())
     }
 
@@ -387,6 +425,15 @@ mod tests {
             .to_string();
         assert!(err.contains("tile_sise"), "{err}");
         assert!(err.contains("job.toml"), "{err}");
+    }
+
+    #[test]
+    fn a_geographic_crs_is_refused() {
+        let text = EXAMPLE.replace("EPSG:32650", "EPSG:4490");
+        let err = JobConfig::parse(&text, Path::new("job.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("grid.crs") && err.contains("Gauss"), "{err}");
     }
 
     #[test]

@@ -102,27 +102,15 @@ pub fn detect(opts: &DetectOptions) -> Result<DetectSummary> {
         opts.sensor.as_deref(),
     )?;
     profile_for(&opts.after, after_ds.raster_count(), Some(profile.name))?;
-    let gt = before_ds.geo_transform()?;
-    if gt[2] != 0.0 || gt[4] != 0.0 || (gt[1] + gt[5]).abs() > 1e-9 * gt[1].abs() {
+    let grid = JobGrid::of_dataset(&before_ds, &opts.before)?;
+    if let Err(problem) = crate::grid::check_metric(&grid.spatial_ref()?) {
         return Err(Error::input(
             &opts.before,
-            "is rotated or has non-square pixels",
-            "warp it to a north-up grid first (gdalwarp -tr RES RES)",
+            format!("its CRS {problem}"),
+            "warp both images to a projected CRS in metres first, e.g. `gdalwarp -t_srs EPSG:4527`",
         ));
     }
-    let (width, height) = before_ds.raster_size();
-    let mut srs = before_ds.spatial_ref()?;
-    srs.set_axis_mapping_strategy(gdal::spatial_ref::AxisMappingStrategy::TraditionalGisOrder);
-    let grid = JobGrid {
-        crs_wkt: srs.to_wkt()?,
-        origin_x: gt[0],
-        origin_y: gt[3],
-        resolution: gt[1],
-        width,
-        height,
-        tile_size: 512,
-        halo: 0,
-    };
+    let (width, height) = (grid.width, grid.height);
     drop((before_ds, after_ds));
     let farmland = opts
         .farmland
@@ -223,8 +211,8 @@ pub fn detect(opts: &DetectOptions) -> Result<DetectSummary> {
         class_before.close()?;
         class_after.close()?;
         let info = PeriodInfo {
-            period: "后时相".into(),
-            before_period: "前时相".into(),
+            period: "T2".into(),
+            before_period: "T1".into(),
             image_dates: String::new(),
             model_version: classifier.version(),
         };

@@ -110,18 +110,7 @@ pub fn read_patches(path: &Path, type_field: &str) -> Result<Vec<(ChangeType, Ge
 
 fn grid_of(path: &Path) -> Result<JobGrid> {
     let ds = Dataset::open(path).in_file(path, "check the path")?;
-    let gt = ds.geo_transform()?;
-    let (width, height) = ds.raster_size();
-    Ok(JobGrid {
-        crs_wkt: ds.projection(),
-        origin_x: gt[0],
-        origin_y: gt[3],
-        resolution: gt[1],
-        width,
-        height,
-        tile_size: width.max(height),
-        halo: 0,
-    })
+    JobGrid::of_dataset(&ds, path)
 }
 
 /// Object scores per change type of `reported` polygons against the truth of a generated city

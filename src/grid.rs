@@ -1,6 +1,7 @@
 //! The job grid: one CRS, one resolution and one pixel lattice for the whole job, cut into
-//! square tiles. Each tile is processed with a halo of extra pixels around it so that
-//! neighbourhood operations give the same answer whatever the tiling; only the core is written.
+//! square tiles. Each tile reads a halo of extra pixels around it, for classifiers and
+//! filters that look at a neighbourhood (the index baseline is per pixel); only the core is
+//! written. Warping is exact, so results do not depend on the tiling.
 
 use crate::error::{Error, Result};
 use gdal::spatial_ref::SpatialRef;
@@ -18,6 +19,17 @@ pub struct JobGrid {
     pub height: usize,
     pub tile_size: usize,
     pub halo: usize,
+}
+
+/// Areas in m² and the minimum mapping unit need a projected CRS in metres.
+pub fn check_metric(srs: &SpatialRef) -> std::result::Result<(), String> {
+    if !srs.is_projected() {
+        return Err("is not projected (coordinates in degrees)".into());
+    }
+    if (srs.linear_units() - 1.0).abs() > 1e-9 {
+        return Err(format!("has units of {} m, not metres", srs.linear_units()));
+    }
+    Ok(())
 }
 
 /// (min x, min y, max x, max y) in CRS units.
@@ -149,6 +161,31 @@ impl JobGrid {
             gt[0] + w.width as f64 * self.resolution,
             gt[3],
         )
+    }
+
+    /// The grid of a raster file (north-up, square pixels).
+    pub fn of_dataset(ds: &gdal::Dataset, path: &std::path::Path) -> Result<Self> {
+        let gt = ds.geo_transform()?;
+        if gt[2] != 0.0 || gt[4] != 0.0 || (gt[1] + gt[5]).abs() > 1e-9 * gt[1].abs() {
+            return Err(Error::input(
+                path,
+                "is rotated or has non-square pixels",
+                "warp it to a north-up grid first (gdalwarp -tr RES RES)",
+            ));
+        }
+        let (width, height) = ds.raster_size();
+        let mut srs = ds.spatial_ref()?;
+        srs.set_axis_mapping_strategy(gdal::spatial_ref::AxisMappingStrategy::TraditionalGisOrder);
+        Ok(JobGrid {
+            crs_wkt: srs.to_wkt()?,
+            origin_x: gt[0],
+            origin_y: gt[3],
+            resolution: gt[1],
+            width,
+            height,
+            tile_size: 512,
+            halo: 0,
+        })
     }
 
     /// The grid CRS with x = easting, y = northing whatever the CRS's declared axis order

@@ -107,20 +107,60 @@ impl Admin {
         let mut lyr = layer(&ds, path, layer_name)?;
         require_field(&lyr, path, code_field, "[aoi] code_field")?;
         require_field(&lyr, path, name_field, "[aoi] name_field")?;
-        let to_grid = CoordTransform::new(&layer_srs(&lyr, path)?, grid_srs)?;
-        let mut counties = Vec::new();
+        let to_grid = CoordTransform::new(&layer_srs(&lyr, path)?, grid_srs).in_file(
+            path,
+            "the layer's CRS cannot be transformed to the job CRS: check both",
+        )?;
+        // A county stored as several features (exclaves, islands) becomes one county.
+        let mut by_code: std::collections::BTreeMap<String, (String, Geometry)> =
+            Default::default();
         for f in lyr.features() {
             let Some(g) = f.geometry() else { continue };
-            let code = field_string(&f, code_field).unwrap_or_default();
+            let code = field_string(&f, code_field)
+                .unwrap_or_default()
+                .trim()
+                .to_string();
+            if code.is_empty()
+                || !code
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+            {
+                return Err(Error::input(
+                    path,
+                    format!("county code `{code}` in field {code_field} is empty or has characters other than letters, digits, _ and -"),
+                    "give every county its administrative code (XZQDM), e.g. 320901",
+                ));
+            }
             let g = g
                 .transform(&to_grid)
                 .in_file(path, "check the layer's CRS")?;
-            counties.push(County {
-                code,
-                name: field_string(&f, name_field).unwrap_or_default(),
-                wkb: g.wkb()?,
-            });
+            let name = field_string(&f, name_field).unwrap_or_default();
+            match by_code.remove(&code) {
+                Some((n, prev)) => {
+                    let merged = prev.union(&g).ok_or_else(|| {
+                        Error::input(
+                            path,
+                            format!("the parts of county {code} cannot be merged"),
+                            "repair the geometries (e.g. `ogr2ogr -makevalid`)",
+                        )
+                    })?;
+                    by_code.insert(code, (n, merged));
+                }
+                None => {
+                    by_code.insert(code, (name, g));
+                }
+            }
         }
+        let counties = by_code
+            .into_iter()
+            .map(|(code, (name, g))| {
+                Ok(County {
+                    code,
+                    name,
+                    wkb: g.wkb()?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
         if counties.is_empty() {
             return Err(Error::input(
                 path,
@@ -128,7 +168,6 @@ impl Admin {
                 "give an admin layer with one polygon per county",
             ));
         }
-        counties.sort_by(|a, b| a.code.cmp(&b.code));
         Ok(Admin {
             path: path.to_path_buf(),
             counties,
@@ -140,20 +179,24 @@ impl Admin {
         if codes.is_empty() {
             return Ok(self.clone());
         }
+        let unknown: Vec<&String> = codes
+            .iter()
+            .filter(|c| !self.counties.iter().any(|k| &k.code == *c))
+            .collect();
+        if !unknown.is_empty() {
+            let known: Vec<&str> = self.counties.iter().map(|c| c.code.as_str()).collect();
+            return Err(Error::input(
+                &self.path,
+                format!("no county with code {unknown:?} (codes: {known:?})"),
+                "pass --county with a code from the admin layer",
+            ));
+        }
         let counties: Vec<County> = self
             .counties
             .iter()
             .filter(|c| codes.contains(&c.code))
             .cloned()
             .collect();
-        if counties.len() != codes.len() {
-            let known: Vec<&str> = self.counties.iter().map(|c| c.code.as_str()).collect();
-            return Err(Error::input(
-                &self.path,
-                format!("no county with code among {codes:?} (codes: {known:?})"),
-                "pass --county with a code from the admin layer",
-            ));
-        }
         Ok(Admin {
             path: self.path.clone(),
             counties,
@@ -225,6 +268,8 @@ pub struct Farmland {
     pub path: PathBuf,
     layer: Option<String>,
     basic_field: Option<String>,
+    /// (class field, watched class code prefixes); None = every feature is watched.
+    class_filter: Option<(String, Vec<String>)>,
     pub parcel_count: u64,
 }
 
@@ -242,6 +287,7 @@ impl Farmland {
         id_field: &str,
         class_field: &str,
         basic_field: Option<&str>,
+        classes: &[String],
     ) -> Result<Self> {
         let ds = open_vector(path)?;
         let lyr = layer(&ds, path, layer_name)?;
@@ -255,6 +301,7 @@ impl Farmland {
             path: path.to_path_buf(),
             layer: Some(lyr.name()),
             basic_field: basic_field.map(str::to_string),
+            class_filter: Some((class_field.to_string(), classes.to_vec())),
             parcel_count: lyr.feature_count(),
         })
     }
@@ -269,6 +316,7 @@ impl Farmland {
             path: path.to_path_buf(),
             layer: Some(lyr.name()),
             basic_field: None,
+            class_filter: None,
             parcel_count: lyr.feature_count(),
         })
     }
@@ -284,10 +332,13 @@ impl Farmland {
         let ds = open_vector(&self.path)?;
         let mut lyr = layer(&ds, &self.path, self.layer.as_deref())?;
         let srs = layer_srs(&lyr, &self.path)?;
-        let to_layer = CoordTransform::new(grid_srs, &srs)?;
-        let to_grid = CoordTransform::new(&srs, grid_srs)?;
+        let fix = "the layer's CRS cannot be transformed to the job CRS: check both";
+        let to_layer = CoordTransform::new(grid_srs, &srs).in_file(&self.path, fix)?;
+        let to_grid = CoordTransform::new(&srs, grid_srs).in_file(&self.path, fix)?;
         let (x0, y0, x1, y1) = grid.window_bounds(window);
-        let b = to_layer.transform_bounds(&[x0, y0, x1, y1], 21)?;
+        let b = to_layer
+            .transform_bounds(&[x0, y0, x1, y1], 21)
+            .in_file(&self.path, fix)?;
         lyr.set_spatial_filter_rect(b[0], b[1], b[2], b[3]);
         let mut geoms = Vec::new();
         let mut values = Vec::new();
@@ -296,6 +347,15 @@ impl Farmland {
             let (Some(g), Some(fid)) = (f.geometry(), f.fid()) else {
                 continue;
             };
+            if let Some((field, prefixes)) = &self.class_filter {
+                let class = field_string(&f, field).unwrap_or_default();
+                if !prefixes
+                    .iter()
+                    .any(|p| class.trim().starts_with(p.as_str()))
+                {
+                    continue;
+                }
+            }
             geoms.push(
                 g.transform(&to_grid)
                     .in_file(&self.path, "check the layer's CRS")?,

@@ -83,7 +83,7 @@ impl FromStr for Period {
         let (year, idx) = s.split_once("-P").ok_or_else(bad)?;
         let year: i32 = year.parse().map_err(|_| bad())?;
         let idx: u8 = idx.parse().map_err(|_| bad())?;
-        if year < 1970 || !(1..=6).contains(&idx) {
+        if !(1970..=2200).contains(&year) || !(1..=6).contains(&idx) {
             return Err(bad());
         }
         Period::new(year, idx)
@@ -113,6 +113,7 @@ mod tests {
         assert_eq!(p.to_string(), "2026-P3");
         assert!("2026-P7".parse::<Period>().is_err());
         assert!("2026P3".parse::<Period>().is_err());
+        assert!("300000-P1".parse::<Period>().is_err());
     }
 
     #[test]

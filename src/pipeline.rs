@@ -485,6 +485,7 @@ pub fn run_period(cfg: &JobConfig, period: Period, opts: &RunOptions) -> Result<
         &cfg.farmland.id_field,
         &cfg.farmland.class_field,
         cfg.farmland.basic_field.as_deref(),
+        &cfg.farmland.classes,
     )?;
     let classifier = load_classifier(cfg, profile, threads)?;
 
@@ -543,7 +544,14 @@ pub fn run_period(cfg: &JobConfig, period: Period, opts: &RunOptions) -> Result<
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .build()
-        .map_err(|e| Error::usage(e.to_string(), "lower [output] threads"))?;
+        .map_err(|e| {
+            Error::config(
+                &cfg.source,
+                "output.threads",
+                e.to_string(),
+                "use 0 (all cores) or a smaller number",
+            )
+        })?;
     let pb = progress(tiles.len() as u64, "tiles", opts.quiet);
     let (mut aoi_pixels, mut aoi_without_clear, mut tiles_with_gaps) = (0u64, 0u64, Vec::new());
     for batch in tiles.chunks(threads * 2) {
@@ -699,8 +707,11 @@ pub fn run_period(cfg: &JobConfig, period: Period, opts: &RunOptions) -> Result<
             imagery: cfg.resolve(&cfg.imagery.folder).display().to_string(),
         },
         rules: format!(
-            "FNH: farmland now built-up; FLH: farmland now non-grain crop, trees or water; PH: farmland grass/shrub for {} consecutive periods; minimum area {} m2",
-            cfg.rules.ph_min_periods, cfg.rules.min_area_m2
+            "FNH: farmland now built-up; FLH: farmland now non-grain crop, trees or water; PH: farmland looking like grain or grass with no sign of cultivation (bare soil or dense canopy) for {} consecutive periods; minimum area (m2): FNH {}, FLH {}, PH {}",
+            cfg.rules.ph_min_periods,
+            cfg.min_area_for("FNH"),
+            cfg.min_area_for("FLH"),
+            cfg.min_area_for("PH")
         ),
     };
     std::fs::remove_dir_all(&work).map_err(|e| Error::io(&work, e))?;

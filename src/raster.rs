@@ -85,7 +85,9 @@ pub fn warp_onto(
             std::ptr::null(),
             alg,
             0.0,
-            0.125,
+            // Exact transformation: an approximate one depends on the window, which would make
+            // results depend on the tiling.
+            0.0,
             None,
             std::ptr::null_mut(),
             std::ptr::null_mut(),

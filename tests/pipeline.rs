@@ -200,3 +200,58 @@ fn a_job_on_a_gauss_krueger_grid_reprojects_the_utm_imagery() {
         "found {found} of {planted} FNH+FLH"
     );
 }
+
+#[test]
+fn only_cultivated_classes_of_a_land_use_layer_are_watched() {
+    let tmp = tempfile::tempdir().unwrap();
+    let city = city(&tmp.path().join("city"), 256, 3, 128);
+    let last = *city.periods.last().unwrap();
+    let geojson = |cfg: &gengbao::config::JobConfig| {
+        fs::read(
+            period_dir(cfg, last)
+                .join("counties/320901")
+                .join(format!("TB_320901_{last}.geojson")),
+        )
+        .unwrap()
+    };
+    let plain = geojson(&run_all(&city, None));
+    // A full land-use layer: add a forest feature (0301) over the whole city.
+    {
+        let ds = gdal::Dataset::open_ex(
+            city.dir.join("farmland.gpkg"),
+            gdal::DatasetOptions {
+                open_flags: gdal::GdalOpenFlags::GDAL_OF_UPDATE
+                    | gdal::GdalOpenFlags::GDAL_OF_VECTOR,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let layer = ds.layer(0).unwrap();
+        let mut f = gdal::vector::Feature::new(layer.defn()).unwrap();
+        f.set_field_string(f.field_index("BSM").unwrap(), "FOREST1")
+            .unwrap();
+        f.set_field_string(f.field_index("DLBM").unwrap(), "0301")
+            .unwrap();
+        f.set_field_string(f.field_index("DLMC").unwrap(), "乔木林地")
+            .unwrap();
+        f.set_geometry(gdal::vector::Geometry::from_wkt("POLYGON((500000 3500000,502560 3500000,502560 3497440,500000 3497440,500000 3500000))").unwrap()).unwrap();
+        f.create(&layer).unwrap();
+    }
+    let text = config_text(&city).replace("output = \"out\"", "output = \"out_landuse\"");
+    let filtered = geojson(&run_all(&city, Some(text.clone())));
+    assert_eq!(
+        plain, filtered,
+        "a forest feature of the land-use layer changed the patches"
+    );
+    let unfiltered = geojson(&run_all(
+        &city,
+        Some(
+            text.replace("output = \"out_landuse\"", "output = \"out_all\"")
+                .replace("classes = [\"01\"]", "classes = [\"01\", \"03\"]"),
+        ),
+    ));
+    assert!(
+        unfiltered.len() > plain.len(),
+        "watching forest land too must flag more"
+    );
+}

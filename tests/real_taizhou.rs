@@ -21,19 +21,7 @@ fn data_dir() -> Option<PathBuf> {
 }
 
 fn reflectance(path: &Path, profile: &SensorProfile) -> Vec<Vec<f32>> {
-    let ds = gdal::Dataset::open(path).unwrap();
-    let gt = ds.geo_transform().unwrap();
-    let (w, h) = ds.raster_size();
-    let grid = JobGrid {
-        crs_wkt: ds.projection(),
-        origin_x: gt[0],
-        origin_y: gt[3],
-        resolution: gt[1],
-        width: w,
-        height: h,
-        tile_size: w,
-        halo: 0,
-    };
+    let grid = JobGrid::of_dataset(&gdal::Dataset::open(path).unwrap(), path).unwrap();
     let dark = dark_objects(path, profile).unwrap();
     let mut bands = warp_onto(path, &grid, grid.full_window(), Resample::Nearest).unwrap();
     for (i, b) in bands.iter_mut().enumerate() {
