@@ -1,7 +1,8 @@
 //! The job grid: one CRS, one resolution and one pixel lattice for the whole job, cut into
 //! square tiles. Each tile reads a halo of extra pixels around it, for classifiers and
 //! filters that look at a neighbourhood (the index baseline is per pixel); only the core is
-//! written. Warping is exact, so results do not depend on the tiling.
+//! written. Results do not depend on the tiling when the imagery is in the job CRS; when it
+//! is reprojected, GDAL's approximate transformer may move a few pixels between tile sizes.
 
 use crate::error::{Error, Result};
 use gdal::spatial_ref::SpatialRef;

@@ -9,10 +9,10 @@
 use crate::error::{Error, Result};
 use crate::grid::{Bounds, JobGrid, Window};
 use crate::period::Period;
-use crate::raster::{open_georeferenced, warp_onto, Resample};
+use crate::raster::{open_georeferenced, transform_between, transform_bounds, warp_onto, Resample};
 use crate::sensor::SensorProfile;
 use chrono::NaiveDate;
-use gdal::spatial_ref::{AxisMappingStrategy, CoordTransform, SpatialRef};
+use gdal::spatial_ref::{AxisMappingStrategy, SpatialRef};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -212,16 +212,16 @@ impl Acquisition {
             let ys = [gt[3], gt[3] + gt[4] * w as f64 + gt[5] * h as f64];
             let mut srs = ds.spatial_ref()?;
             srs.set_axis_mapping_strategy(AxisMappingStrategy::TraditionalGisOrder);
-            let b = CoordTransform::new(&srs, grid_srs)
+            let b = transform_between(&srs, grid_srs)
                 .and_then(|t| {
-                    t.transform_bounds(
-                        &[
+                    transform_bounds(
+                        &t,
+                        (
                             xs[0].min(xs[1]),
                             ys[0].min(ys[1]),
                             xs[0].max(xs[1]),
                             ys[0].max(ys[1]),
-                        ],
-                        21,
+                        ),
                     )
                 })
                 .map_err(|e| {
@@ -232,10 +232,10 @@ impl Acquisition {
                     )
                 })?;
             extent = (
-                extent.0.min(b[0]),
-                extent.1.min(b[1]),
-                extent.2.max(b[2]),
-                extent.3.max(b[3]),
+                extent.0.min(b.0),
+                extent.1.min(b.1),
+                extent.2.max(b.2),
+                extent.3.max(b.3),
             );
         }
         Ok(extent)

@@ -4,7 +4,7 @@
 
 use crate::error::{Error, GdalContext, Result};
 use crate::grid::{Bounds, JobGrid, Window};
-use crate::raster::rasterize;
+use crate::raster::{rasterize, transform_between, transform_bounds};
 use gdal::spatial_ref::{AxisMappingStrategy, CoordTransform, SpatialRef};
 use gdal::vector::{FieldValue, Geometry, Layer, LayerAccess};
 use gdal::Dataset;
@@ -333,13 +333,11 @@ impl Farmland {
         let mut lyr = layer(&ds, &self.path, self.layer.as_deref())?;
         let srs = layer_srs(&lyr, &self.path)?;
         let fix = "the layer's CRS cannot be transformed to the job CRS: check both";
-        let to_layer = CoordTransform::new(grid_srs, &srs).in_file(&self.path, fix)?;
-        let to_grid = CoordTransform::new(&srs, grid_srs).in_file(&self.path, fix)?;
+        let to_layer = transform_between(grid_srs, &srs).in_file(&self.path, fix)?;
+        let to_grid = transform_between(&srs, grid_srs).in_file(&self.path, fix)?;
         let (x0, y0, x1, y1) = grid.window_bounds(window);
-        let b = to_layer
-            .transform_bounds(&[x0, y0, x1, y1], 21)
-            .in_file(&self.path, fix)?;
-        lyr.set_spatial_filter_rect(b[0], b[1], b[2], b[3]);
+        let b = transform_bounds(&to_layer, (x0, y0, x1, y1)).in_file(&self.path, fix)?;
+        lyr.set_spatial_filter_rect(b.0, b.1, b.2, b.3);
         let mut geoms = Vec::new();
         let mut values = Vec::new();
         let mut basic_ids = Vec::new();
