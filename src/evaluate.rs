@@ -225,3 +225,57 @@ mod tests {
         assert!((s.f1 - 0.5).abs() < 1e-12);
     }
 }
+
+/// Land-cover accuracy of a class raster against a truth raster on the same grid: overall
+/// accuracy, Cohen's kappa and per-class F1 over the pixels both label (codes 1..=6).
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct ClassScore {
+    pub pixels: u64,
+    pub overall_accuracy: f64,
+    pub kappa: f64,
+    /// Class code -> F1.
+    pub f1: BTreeMap<u8, f64>,
+    /// confusion[truth - 1][predicted - 1]
+    pub confusion: [[u64; 6]; 6],
+}
+
+pub fn class_score(truth: &[f64], predicted: &[f64]) -> ClassScore {
+    let mut s = ClassScore::default();
+    for (&t, &p) in truth.iter().zip(predicted) {
+        let (t, p) = (t as usize, p as usize);
+        if (1..=6).contains(&t) && (1..=6).contains(&p) {
+            s.confusion[t - 1][p - 1] += 1;
+            s.pixels += 1;
+        }
+    }
+    let n = s.pixels as f64;
+    let diag: u64 = (0..6).map(|k| s.confusion[k][k]).sum();
+    s.overall_accuracy = diag as f64 / n;
+    let row = |k: usize| s.confusion[k].iter().sum::<u64>() as f64;
+    let col = |k: usize| (0..6).map(|r| s.confusion[r][k]).sum::<u64>() as f64;
+    let expected: f64 = (0..6).map(|k| row(k) * col(k)).sum::<f64>() / (n * n);
+    s.kappa = (s.overall_accuracy - expected) / (1.0 - expected);
+    for k in 0..6 {
+        let tp = s.confusion[k][k] as f64;
+        if row(k) + col(k) > 0.0 {
+            s.f1.insert(k as u8 + 1, 2.0 * tp / (row(k) + col(k)));
+        }
+    }
+    s
+}
+
+#[cfg(test)]
+mod class_tests {
+    use super::*;
+
+    #[test]
+    fn class_score_counts_only_labelled_pixels() {
+        let truth = [1.0, 1.0, 3.0, 3.0, 0.0];
+        let pred = [1.0, 3.0, 3.0, 3.0, 1.0];
+        let s = class_score(&truth, &pred);
+        assert_eq!(s.pixels, 4);
+        assert!((s.overall_accuracy - 0.75).abs() < 1e-12);
+        assert!((s.f1[&1] - 2.0 / 3.0).abs() < 1e-12);
+        assert!((s.f1[&3] - 0.8).abs() < 1e-12);
+    }
+}

@@ -6,9 +6,10 @@ use clap::{Parser, Subcommand};
 use gengbao::config::{JobConfig, EXAMPLE};
 use gengbao::detect::{detect, DetectOptions};
 use gengbao::error::{Error, Result};
-use gengbao::evaluate::{read_period_patches, score_against_truth};
+use gengbao::evaluate::{class_score, read_period_patches, score_against_truth};
 use gengbao::period::Period;
 use gengbao::pipeline::{period_dir, periods_with_imagery, run_period, RunOptions};
+use gengbao::raster::read_band_f64;
 use gengbao::samples::{generate, SampleOptions};
 use gengbao::sensor::PROFILES;
 use std::path::{Path, PathBuf};
@@ -227,9 +228,13 @@ fn main_inner(cli: Cli) -> Result<()> {
             let period: Period = period.parse()?;
             let reported = read_period_patches(&results)?;
             let scores = score_against_truth(&city.join("truth"), &period.to_string(), &reported)?;
+            let truth =
+                read_band_f64(&city.join("truth").join(format!("class_{period}.tif")), 1)?.2;
+            let classes = read_band_f64(&results.join("class.tif"), 1)?.2;
+            let report = serde_json::json!({ "patches": scores, "land_cover": class_score(&truth, &classes) });
             println!(
                 "{}",
-                serde_json::to_string_pretty(&scores).expect("serialisable")
+                serde_json::to_string_pretty(&report).expect("serialisable")
             );
         }
         Command::Sensors => {

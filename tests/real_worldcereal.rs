@@ -1,0 +1,206 @@
+//! The index baseline's land-cover accuracy on real Sentinel-2 time series: the WorldCereal
+//! patches of Flanders (annual crops, grassland, built-up from the parcel register), run
+//! through the real job (folder of acquisitions, SCL masking, bimonthly composites, archive).
+//! Skips with a message when the data is absent. Reproduce the README figures:
+//! `cargo test --release --test real_worldcereal -- --nocapture`.
+
+use gdal::vector::{FieldValue, Geometry};
+use gdal::DriverManager;
+use gengbao::config::JobConfig;
+use gengbao::evaluate::{class_score, ClassScore};
+use gengbao::export::{write_layer, FieldSpec, Format};
+use gengbao::period::Period;
+use gengbao::pipeline::{run_period, RunOptions};
+use gengbao::raster::read_band_f64;
+use std::path::{Path, PathBuf};
+
+const BANDS: [&str; 11] = [
+    "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B11", "B12", "SCL",
+];
+
+fn data_dir() -> Option<PathBuf> {
+    let root = std::env::var_os("GENGBAO_REAL_DATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data"));
+    let d = root.join("worldcereal-s2");
+    d.join("00002806639B424A/B02.tif").exists().then_some(d)
+}
+
+/// WorldCereal land-cover code -> gengbao class (11 temporary crops, 13 grassland, 60 built-up).
+fn to_gengbao(code: f64) -> f64 {
+    match code as u32 {
+        11 => 1.0,
+        13 => 5.0,
+        60 => 3.0,
+        _ => 0.0,
+    }
+}
+
+/// Unpacks one WorldCereal patch (one file per band, one GDAL band per date) into a job: an
+/// acquisition folder per date, a county and a farmland polygon covering the patch.
+fn make_job(patch: &Path, dir: &Path) -> JobConfig {
+    let dates: Vec<String> = std::fs::read_to_string(patch.join("dates.txt"))
+        .unwrap()
+        .lines()
+        .map(|l| l.trim().replace('-', ""))
+        .filter(|l| !l.is_empty())
+        .collect();
+    let gtiff = DriverManager::get_driver_by_name("GTiff").unwrap();
+    let first = gdal::Dataset::open(patch.join("B02.tif")).unwrap();
+    let (gt, wkt, (w, h)) = (
+        first.geo_transform().unwrap(),
+        first.projection(),
+        first.raster_size(),
+    );
+    for band in BANDS {
+        // 20 m bands keep their native size and geotransform; the job warps them.
+        let src = gdal::Dataset::open(patch.join(format!("{band}.tif"))).unwrap();
+        assert_eq!(
+            src.raster_count(),
+            dates.len(),
+            "{band}: one GDAL band per date"
+        );
+        let (gt, (w, h)) = (src.geo_transform().unwrap(), src.raster_size());
+        for (k, date) in dates.iter().enumerate() {
+            let acq = dir.join("imagery").join(format!("S2_{date}"));
+            std::fs::create_dir_all(&acq).unwrap();
+            let mut buf = src
+                .rasterband(k + 1)
+                .unwrap()
+                .read_as::<u16>((0, 0), (w, h), (w, h), None)
+                .unwrap();
+            let mut ds = gtiff
+                .create_with_band_type::<u16, _>(acq.join(format!("{band}_{date}.tif")), w, h, 1)
+                .unwrap();
+            ds.set_geo_transform(&gt).unwrap();
+            ds.set_projection(&wkt).unwrap();
+            let mut b = ds.rasterband(1).unwrap();
+            if band != "SCL" {
+                b.set_no_data_value(Some(0.0)).unwrap();
+            }
+            b.write((0, 0), (w, h), &mut buf).unwrap();
+        }
+    }
+    let srs = first.spatial_ref().unwrap();
+    let (x0, y0, x1, y1) = (
+        gt[0],
+        gt[3] + gt[5] * h as f64,
+        gt[0] + gt[1] * w as f64,
+        gt[3],
+    );
+    let square = || {
+        Geometry::from_wkt(&format!(
+            "POLYGON(({x0} {y0},{x1} {y0},{x1} {y1},{x0} {y1},{x0} {y0}))"
+        ))
+        .unwrap()
+    };
+    let text = |name| FieldSpec {
+        name,
+        ty: gdal_sys::OGRFieldType::OFTString,
+        width: 0,
+        alias: "",
+    };
+    let s = |v: &str| FieldValue::StringValue(v.into());
+    write_layer(
+        &dir.join("admin.gpkg"),
+        Format::GeoPackage,
+        "counties",
+        &srs,
+        &[text("XZQDM"), text("XZQMC")],
+        [(square(), vec![s("000001"), s("Flanders")])],
+        "UTF-8",
+    )
+    .unwrap();
+    write_layer(
+        &dir.join("farmland.gpkg"),
+        Format::GeoPackage,
+        "farmland",
+        &srs,
+        &[text("BSM"), text("DLBM")],
+        [(square(), vec![s("1"), s("0103")])],
+        "UTF-8",
+    )
+    .unwrap();
+    let epsg = srs.auth_code().unwrap();
+    let cfg = gengbao::config::EXAMPLE
+        .replace("EPSG:32650", &format!("EPSG:{epsg}"))
+        .replace("# add_offset = 0 ", "add_offset = 0 ")
+        .replace("tile_size = 512 ", "tile_size = 64 ")
+        .replace("basic_field = \"JBNT\"", "");
+    std::fs::write(dir.join("job.toml"), cfg).unwrap();
+    JobConfig::load(&dir.join("job.toml")).unwrap()
+}
+
+#[test]
+fn index_baseline_land_cover_on_worldcereal_flanders() {
+    let Some(root) = data_dir() else {
+        eprintln!("SKIPPED: ../shared/data/worldcereal-s2 not found (set GENGBAO_REAL_DATA to the data folder)");
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    println!("| patch | period | pixels | OA | kappa | F1 annual crop | F1 grass | F1 built-up |\n|---|---|---|---|---|---|---|---|");
+    let mut pooled_truth = Vec::new();
+    let mut pooled_pred = Vec::new();
+    // The labels are one crop season: 2018 for the first patch, 2019 for the second.
+    for (patch, year) in [("00002806639B424A", 2018), ("0000280849BAC91C", 2019)] {
+        let cfg = make_job(&root.join(patch), &tmp.path().join(patch));
+        let truth: Vec<f64> = read_band_f64(&root.join(patch).join("label_LC.tif"), 1)
+            .unwrap()
+            .2
+            .into_iter()
+            .map(to_gengbao)
+            .collect();
+        let first = Period {
+            year: year - 1,
+            index: 5,
+        };
+        for k in 0..8 {
+            let p = first.offset(k);
+            let s = run_period(
+                &cfg,
+                p,
+                &RunOptions {
+                    quiet: true,
+                    ..Default::default()
+                },
+            );
+            let Ok(_) = s else { continue };
+            // Score the periods of the labelled season that have half a year of history.
+            if p.year != year || k < 2 {
+                continue;
+            }
+            let pred = read_band_f64(&cfg.output_dir().join(p.to_string()).join("class.tif"), 1)
+                .unwrap()
+                .2;
+            let sc: ClassScore = class_score(&truth, &pred);
+            let f = |c: u8| sc.f1.get(&c).map_or("-".to_string(), |v| format!("{v:.2}"));
+            println!(
+                "| {patch} | {p} | {} | {:.3} | {:.3} | {} | {} | {} |",
+                sc.pixels,
+                sc.overall_accuracy,
+                sc.kappa,
+                f(1),
+                f(5),
+                f(3)
+            );
+            pooled_truth.extend_from_slice(&truth);
+            pooled_pred.extend(pred);
+        }
+    }
+    let all = class_score(&pooled_truth, &pooled_pred);
+    println!(
+        "pooled: {} pixel-periods, OA {:.3}, kappa {:.3}, F1 {:?}",
+        all.pixels, all.overall_accuracy, all.kappa, all.f1
+    );
+    println!(
+        "confusion (rows truth 1..6, columns predicted 1..6): {:?}",
+        all.confusion
+    );
+    assert!(all.pixels > 10_000, "too few labelled pixels scored");
+    // Annual crops are the watched class: the baseline must recognise most of them.
+    assert!(
+        all.f1.get(&1).copied().unwrap_or(0.0) > 0.5,
+        "annual crop F1 {:?}",
+        all.f1.get(&1)
+    );
+}
