@@ -8,7 +8,6 @@
 //! Rules: FNH and FLH as in [`crate::change`]; PH needs a year of periods and is never flagged
 //! from two dates.
 
-use crate::change::ChangeType;
 use crate::classify::{Classifier, ClassifierInput, IndexBaseline};
 use crate::composite::Composite;
 use crate::error::{Error, Result};
@@ -17,7 +16,7 @@ use crate::grid::JobGrid;
 use crate::imagery::{dark_objects, to_reflectance};
 use crate::layers::{Admin, County, Farmland};
 use crate::patches::{attr_band, PeriodInfo};
-use crate::pipeline::{judge, num_threads, ChangeRasters, Pixel, TypeTotals};
+use crate::pipeline::{judge, num_threads, totals_by_type, ChangeRasters, Pixel, TypeTotals};
 use crate::raster::{open_georeferenced, warp_onto, GridTiff, Resample};
 use crate::sensor::SensorProfile;
 use gdal::vector::Geometry;
@@ -230,15 +229,7 @@ pub fn detect(opts: &DetectOptions) -> Result<DetectSummary> {
             rows,
             "UTF-8",
         )?;
-        let mut totals: BTreeMap<&'static str, TypeTotals> = ChangeType::ALL
-            .iter()
-            .map(|t| (t.code(), TypeTotals::default()))
-            .collect();
-        for p in &patches {
-            let e = totals.entry(p.change.code()).or_default();
-            e.count += 1;
-            e.area_m2 += p.area_m2;
-        }
+        let totals = totals_by_type(&patches);
         Ok(DetectSummary {
             before: opts.before.display().to_string(),
             after: opts.after.display().to_string(),

@@ -70,6 +70,23 @@ pub struct TypeTotals {
     pub area_m2: f64,
 }
 
+/// Count and area of `patches` for every change type (zero for the absent ones).
+pub fn totals_by_type(patches: &[Patch]) -> BTreeMap<&'static str, TypeTotals> {
+    let mut totals: BTreeMap<&'static str, TypeTotals> = ChangeType::ALL
+        .iter()
+        .map(|t| (t.code(), TypeTotals::default()))
+        .collect();
+    for p in patches {
+        let e = totals.entry(p.change.code()).or_default();
+        e.count += 1;
+        e.area_m2 += p.area_m2;
+    }
+    for v in totals.values_mut() {
+        v.area_m2 = (v.area_m2 * 100.0).round() / 100.0;
+    }
+    totals
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct CountySummary {
     pub code: String,
@@ -629,7 +646,6 @@ pub fn run_period(cfg: &JobConfig, period: Period, opts: &RunOptions) -> Result<
     // Exports.
     let t_exp = Instant::now();
     let mut counties = Vec::new();
-    let mut totals: BTreeMap<&'static str, TypeTotals> = BTreeMap::new();
     let pb = progress(admin.counties.len() as u64, "export", opts.quiet);
     for county in &admin.counties {
         let mine: Vec<Patch> = all_patches
@@ -646,21 +662,10 @@ pub fn run_period(cfg: &JobConfig, period: Period, opts: &RunOptions) -> Result<
             &mine,
             &cfg.output.shapefile_encoding,
         )?;
-        let mut per_type: BTreeMap<&'static str, TypeTotals> = ChangeType::ALL
-            .iter()
-            .map(|t| (t.code(), TypeTotals::default()))
-            .collect();
-        for p in &mine {
-            for map in [&mut per_type, &mut totals] {
-                let e = map.entry(p.change.code()).or_default();
-                e.count += 1;
-                e.area_m2 += p.area_m2;
-            }
-        }
         counties.push(CountySummary {
             code: county.code.clone(),
             name: county.name.clone(),
-            patches: per_type,
+            patches: totals_by_type(&mine),
             files: files
                 .iter()
                 .map(|f| {
@@ -675,12 +680,7 @@ pub fn run_period(cfg: &JobConfig, period: Period, opts: &RunOptions) -> Result<
         pb.inc(1);
     }
     pb.finish_and_clear();
-    for t in ChangeType::ALL {
-        totals.entry(t.code()).or_default();
-    }
-    for v in totals.values_mut() {
-        v.area_m2 = (v.area_m2 * 100.0).round() / 100.0;
-    }
+    let totals = totals_by_type(&all_patches);
     seconds.insert("export", t_exp.elapsed().as_secs_f64());
     seconds.insert("total", t_start.elapsed().as_secs_f64());
 
