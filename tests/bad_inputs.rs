@@ -245,20 +245,7 @@ fn strip_crs(path: &Path) {
 }
 
 fn empty_layer(path: &Path, layer: &str) {
-    let ds = gdal::Dataset::open_ex(
-        path,
-        gdal::DatasetOptions {
-            open_flags: gdal::GdalOpenFlags::GDAL_OF_UPDATE | gdal::GdalOpenFlags::GDAL_OF_VECTOR,
-            ..Default::default()
-        },
-    )
-    .unwrap();
-    ds.execute_sql(
-        format!("DELETE FROM {layer}"),
-        None,
-        gdal::vector::sql::Dialect::DEFAULT,
-    )
-    .unwrap();
+    sql(path, &format!("DELETE FROM {layer}"));
 }
 
 #[test]
@@ -293,4 +280,60 @@ fn detect_refuses_images_whose_bands_fit_no_profile() {
         .to_string();
     assert!(err.contains("expects 10"), "{err}");
     assert!(!tmp.path().join("out").join("flags.tif").exists());
+}
+
+fn sql(path: &Path, statement: &str) {
+    let ds = gdal::Dataset::open_ex(
+        path,
+        gdal::DatasetOptions {
+            open_flags: gdal::GdalOpenFlags::GDAL_OF_UPDATE | gdal::GdalOpenFlags::GDAL_OF_VECTOR,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    ds.execute_sql(statement, None, gdal::vector::sql::Dialect::SQLITE)
+        .unwrap();
+}
+
+#[test]
+fn county_codes_are_checked_and_parts_of_a_county_are_merged() {
+    let tmp = tempfile::tempdir().unwrap();
+    let template = city(&tmp.path().join("template"), 128, 3, 64);
+
+    let c = fresh(&template, tmp.path(), "empty_code");
+    sql(
+        &c.dir.join("admin.gpkg"),
+        "UPDATE counties SET XZQDM = '' WHERE XZQDM = '320902'",
+    );
+    expect_failure(&c, &["admin.gpkg", "county code"]);
+
+    let c = fresh(&template, tmp.path(), "path_in_code");
+    sql(
+        &c.dir.join("admin.gpkg"),
+        "UPDATE counties SET XZQDM = '../x' WHERE XZQDM = '320902'",
+    );
+    expect_failure(&c, &["admin.gpkg", "../x"]);
+
+    // Two features with one code: one county, one package, counted once.
+    let c = fresh(&template, tmp.path(), "two_parts");
+    sql(
+        &c.dir.join("admin.gpkg"),
+        "UPDATE counties SET XZQDM = '320901' WHERE XZQDM = '320902'",
+    );
+    let cfg = JobConfig::load(&c.config).unwrap();
+    let s = run_period(
+        &cfg,
+        "2025-P1".parse().unwrap(),
+        &RunOptions {
+            quiet: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(s.counties.len(), 1);
+    assert!(
+        s.aoi_pixels >= 128 * 128,
+        "the merged county covers both parts: {}",
+        s.aoi_pixels
+    );
 }
