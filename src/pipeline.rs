@@ -64,6 +64,16 @@ pub struct RunOptions {
     pub quiet: bool,
 }
 
+impl RunOptions {
+    /// All counties, no progress bars (tests, scripts).
+    pub fn quiet() -> Self {
+        RunOptions {
+            quiet: true,
+            ..Default::default()
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Default)]
 pub struct TypeTotals {
     pub count: usize,

@@ -54,16 +54,9 @@ fn expect_failure(case: &Case, must_name: &[&str]) -> String {
         Err(e) => e.to_string(),
         Ok(cfg) => {
             let p = "2025-P1".parse().unwrap();
-            run_period(
-                &cfg,
-                p,
-                &RunOptions {
-                    quiet: true,
-                    ..Default::default()
-                },
-            )
-            .expect_err("the run must fail")
-            .to_string()
+            run_period(&cfg, p, &RunOptions::quiet())
+                .expect_err("the run must fail")
+                .to_string()
         }
     };
     for m in must_name {
@@ -135,16 +128,9 @@ fn each_bad_input_is_named_with_a_fix_and_leaves_nothing_behind() {
     // A period without imagery.
     let c = fresh(&template, tmp.path(), "no_imagery");
     let cfg = JobConfig::load(&c.config).unwrap();
-    let err = run_period(
-        &cfg,
-        "2030-P1".parse().unwrap(),
-        &RunOptions {
-            quiet: true,
-            ..Default::default()
-        },
-    )
-    .unwrap_err()
-    .to_string();
+    let err = run_period(&cfg, "2030-P1".parse().unwrap(), &RunOptions::quiet())
+        .unwrap_err()
+        .to_string();
     assert!(
         err.contains("no acquisitions dated inside 2030-P1") && err.contains("2025-P1"),
         "{err}"
@@ -158,30 +144,14 @@ fn a_failed_rerun_keeps_the_previous_results_intact() {
     let c = fresh(&template, tmp.path(), "rerun");
     let cfg = JobConfig::load(&c.config).unwrap();
     let p = "2025-P1".parse().unwrap();
-    run_period(
-        &cfg,
-        p,
-        &RunOptions {
-            quiet: true,
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    run_period(&cfg, p, &RunOptions::quiet()).unwrap();
     let out = c.dir.join("out").join("2025-P1");
     let before: Vec<_> = files_below(&out)
         .iter()
         .map(|f| (f.clone(), fs::read(out.join(f)).unwrap()))
         .collect();
     fs::remove_file(band_file(&first_acquisition(&c.dir), "B12")).unwrap();
-    assert!(run_period(
-        &cfg,
-        p,
-        &RunOptions {
-            quiet: true,
-            ..Default::default()
-        }
-    )
-    .is_err());
+    assert!(run_period(&cfg, p, &RunOptions::quiet()).is_err());
     let after: Vec<_> = files_below(&out)
         .iter()
         .map(|f| (f.clone(), fs::read(out.join(f)).unwrap()))
@@ -321,15 +291,7 @@ fn county_codes_are_checked_and_parts_of_a_county_are_merged() {
         "UPDATE counties SET XZQDM = '320901' WHERE XZQDM = '320902'",
     );
     let cfg = JobConfig::load(&c.config).unwrap();
-    let s = run_period(
-        &cfg,
-        "2025-P1".parse().unwrap(),
-        &RunOptions {
-            quiet: true,
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let s = run_period(&cfg, "2025-P1".parse().unwrap(), &RunOptions::quiet()).unwrap();
     assert_eq!(s.counties.len(), 1);
     assert!(
         s.aoi_pixels >= 128 * 128,

@@ -161,15 +161,7 @@ fn the_job_runs_with_a_torch_model() {
         .replace("kind = \"index\"", "kind = \"torch\"\nmodel = \"mlp.ot\"");
     std::fs::write(&city.job_config, text).unwrap();
     let cfg = JobConfig::load(&city.job_config).unwrap();
-    let s = run_period(
-        &cfg,
-        city.periods[0],
-        &RunOptions {
-            quiet: true,
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let s = run_period(&cfg, city.periods[0], &RunOptions::quiet()).unwrap();
     assert_eq!(s.classifier.len(), 12);
     let class = gengbao::raster::read_band_f64(
         &city

@@ -156,14 +156,7 @@ fn index_baseline_land_cover_on_worldcereal_flanders() {
         };
         for k in 0..8 {
             let p = first.offset(k);
-            let s = run_period(
-                &cfg,
-                p,
-                &RunOptions {
-                    quiet: true,
-                    ..Default::default()
-                },
-            );
+            let s = run_period(&cfg, p, &RunOptions::quiet());
             let Ok(_) = s else { continue };
             // Score the periods of the labelled season that have half a year of history.
             if p.year != year || k < 2 {

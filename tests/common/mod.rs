@@ -28,15 +28,7 @@ pub fn run_all(city: &SampleCity, config_text: Option<String>) -> JobConfig {
     }
     let cfg = JobConfig::load(&path).expect("config");
     for p in &city.periods {
-        run_period(
-            &cfg,
-            *p,
-            &RunOptions {
-                quiet: true,
-                ..Default::default()
-            },
-        )
-        .expect("run period");
+        run_period(&cfg, *p, &RunOptions::quiet()).expect("run period");
     }
     cfg
 }
