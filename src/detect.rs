@@ -8,7 +8,7 @@
 //! Rules: FNH and FLH as in [`crate::change`]; PH needs a year of periods and is never flagged
 //! from two dates.
 
-use crate::classify::{Classifier, ClassifierInput, IndexBaseline};
+use crate::classify::{Classifier, ClassifierInput, IndexBaseline, TorchClassifier};
 use crate::composite::Composite;
 use crate::error::{Error, Result};
 use crate::export::{write_layer, Format, StagingDir, PATCH_FIELDS};
@@ -36,6 +36,8 @@ pub struct DetectOptions {
     pub add_offset: Option<f32>,
     pub out: PathBuf,
     pub min_area_m2: f64,
+    /// A learned model (with its card) instead of the index baseline.
+    pub model: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -125,7 +127,10 @@ pub fn detect(opts: &DetectOptions) -> Result<DetectSummary> {
             wkb: Geometry::bbox(x0, y0, x1, y1)?.wkb()?,
         }],
     };
-    let classifier = IndexBaseline;
+    let classifier: Box<dyn Classifier> = match &opts.model {
+        Some(model) => Box::new(TorchClassifier::load(model, profile, num_threads())?),
+        None => Box::new(IndexBaseline),
+    };
     let darks = |p: &Path| {
         if profile.dark_object_subtraction {
             dark_objects(p, profile)

@@ -90,6 +90,10 @@ enum Command {
         /// Minimum patch area in m².
         #[arg(long, default_value_t = 400.0)]
         min_area: f64,
+        /// A learned model (TorchScript or VarStore, card beside it as <model>.json) instead
+        /// of the index baseline.
+        #[arg(long)]
+        model: Option<PathBuf>,
     },
     /// Score a period's patches against the truth of a generated city.
     Score {
@@ -207,6 +211,7 @@ fn main_inner(cli: Cli) -> Result<()> {
             add_offset,
             out,
             min_area,
+            model,
         } => {
             let s = detect(&DetectOptions {
                 before,
@@ -216,6 +221,7 @@ fn main_inner(cli: Cli) -> Result<()> {
                 add_offset,
                 out: out.clone(),
                 min_area_m2: min_area,
+                model,
             })?;
             println!("{}", s.human());
             println!("   results: {}", out.display());

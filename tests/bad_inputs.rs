@@ -237,6 +237,7 @@ fn detect_refuses_images_whose_bands_fit_no_profile() {
         add_offset: None,
         out: tmp.path().join("out"),
         min_area_m2: 400.0,
+        model: None,
     };
     let err = gengbao::detect::detect(&opts(None))
         .unwrap_err()

@@ -175,3 +175,52 @@ fn the_job_runs_with_a_torch_model() {
     .2;
     assert!(class.iter().all(|&c| (0.0..=6.0).contains(&c)) && class.iter().any(|&c| c > 0.0));
 }
+
+#[test]
+fn detect_runs_with_a_torch_model() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("mlp.ot");
+    let vs = tch::nn::VarStore::new(tch::Device::Cpu);
+    let _ = build_mlp(&vs.root(), 10, &[8], 6);
+    vs.save(&model).unwrap();
+    write_card(&model, "varstore-mlp", &S2, &[8]);
+    let drv = gdal::DriverManager::get_driver_by_name("GTiff").unwrap();
+    for (name, level) in [("t1.tif", 1500u16), ("t2.tif", 3000)] {
+        let mut ds = drv
+            .create_with_band_type::<u16, _>(tmp.path().join(name), 32, 32, 10)
+            .unwrap();
+        ds.set_geo_transform(&[500000.0, 10.0, 0.0, 3500000.0, 0.0, -10.0])
+            .unwrap();
+        ds.set_spatial_ref(&gdal::spatial_ref::SpatialRef::from_epsg(32650).unwrap())
+            .unwrap();
+        for b in 1..=10 {
+            let mut buf =
+                gdal::raster::Buffer::new((32, 32), vec![level + 100 * b as u16; 32 * 32]);
+            ds.rasterband(b)
+                .unwrap()
+                .write((0, 0), (32, 32), &mut buf)
+                .unwrap();
+        }
+    }
+    let out = tmp.path().join("out");
+    let s = gengbao::detect::detect(&gengbao::detect::DetectOptions {
+        before: tmp.path().join("t1.tif"),
+        after: tmp.path().join("t2.tif"),
+        farmland: None,
+        sensor: None,
+        add_offset: None,
+        out: out.clone(),
+        min_area_m2: 400.0,
+        model: Some(model),
+    })
+    .unwrap();
+    assert_eq!(
+        s.classifier.len(),
+        12,
+        "the model's hash, not the index baseline"
+    );
+    let classes = gengbao::raster::read_band_f64(&out.join("class_after.tif"), 1)
+        .unwrap()
+        .2;
+    assert!(classes.iter().all(|&c| (1.0..=6.0).contains(&c)));
+}

@@ -53,6 +53,7 @@ fn detect_on_the_taizhou_landsat_pair_is_scored_against_the_reference() {
         add_offset: None,
         out: out.clone(),
         min_area_m2: 400.0,
+        model: None,
     })
     .unwrap();
     for f in [
