@@ -202,14 +202,15 @@ pub fn detect(opts: &DetectOptions) -> Result<DetectSummary> {
                             attrs[b][i] = v;
                         }
                     }
-                    Ok((w, before.classes, after.classes, flag, key, attrs))
+                    let parcel = farm.map_or_else(|| vec![0; n], |f| f.parcel);
+                    Ok((w, before.classes, after.classes, flag, key, attrs, parcel))
                 })
                 .collect();
             for o in outs {
-                let (w, cb, ca, flag, key, attrs) = o?;
+                let (w, cb, ca, flag, key, attrs, parcel) = o?;
                 class_before.write(1, w, cb)?;
                 class_after.write(1, w, ca)?;
-                change.write(w, flag, key, attrs)?;
+                change.write(w, flag, key, attrs, parcel)?;
             }
         }
         class_before.close()?;

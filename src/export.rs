@@ -44,6 +44,7 @@ pub const PATCH_FIELDS: &[FieldSpec] = &[
     field("JD", OFTReal, 0, "中心点经度"),
     field("WD", OFTReal, 0, "中心点纬度"),
     field("ZXD", OFTReal, 0, "置信度"),
+    field("GDBSM", OFTString, 30, "耕地图斑标识码"),
     field("ZT", OFTString, 10, "状态"),
     field("MXBB", OFTString, 16, "模型版本"),
 ];
@@ -72,6 +73,7 @@ pub fn patch_values(p: &Patch) -> Vec<FieldValue> {
         R(p.lon_lat.0),
         R(p.lon_lat.1),
         R(p.confidence),
+        S(p.parcel_id.clone()),
         S("新发现".into()),
         S(p.model_version.clone()),
     ]

@@ -268,6 +268,7 @@ pub struct Farmland {
     pub path: PathBuf,
     layer: Option<String>,
     basic_field: Option<String>,
+    id_field: Option<String>,
     /// (class field, watched class code prefixes); None = every feature is watched.
     class_filter: Option<(String, Vec<String>)>,
     pub parcel_count: u64,
@@ -301,6 +302,7 @@ impl Farmland {
             path: path.to_path_buf(),
             layer: Some(lyr.name()),
             basic_field: basic_field.map(str::to_string),
+            id_field: Some(id_field.to_string()),
             class_filter: Some((class_field.to_string(), classes.to_vec())),
             parcel_count: lyr.feature_count(),
         })
@@ -316,9 +318,26 @@ impl Farmland {
             path: path.to_path_buf(),
             layer: Some(lyr.name()),
             basic_field: None,
+            id_field: None,
             class_filter: None,
             parcel_count: lyr.feature_count(),
         })
+    }
+
+    /// Fills each patch's `parcel_id` with the identifier (id field) of its parcel.
+    pub fn name_parcels(&self, patches: &mut [crate::patches::Patch]) -> Result<()> {
+        let Some(field) = &self.id_field else {
+            return Ok(());
+        };
+        let ds = open_vector(&self.path)?;
+        let lyr = layer(&ds, &self.path, self.layer.as_deref())?;
+        for p in patches.iter_mut().filter(|p| p.parcel > 0) {
+            // Burnt ids are feature id + 1 (see `rasterize`).
+            if let Some(f) = lyr.feature((p.parcel - 1) as u64) {
+                p.parcel_id = field_string(&f, field).unwrap_or_default();
+            }
+        }
+        Ok(())
     }
 
     /// Burns the parcels that touch `window` (opens the file per call: GDAL handles are per

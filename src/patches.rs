@@ -51,6 +51,10 @@ pub struct Patch {
     pub lon_lat: (f64, f64),
     pub confidence: f64,
     pub model_version: String,
+    /// Internal id of the farmland parcel under most of the patch (0 = none).
+    pub parcel: i32,
+    /// That parcel's identifier (BSM) in the farmland layer, when the layer has one.
+    pub parcel_id: String,
     pub geometry: Geometry,
 }
 
@@ -81,6 +85,7 @@ fn round2(v: f64) -> f64 {
 pub fn build(
     polygons: Vec<(i64, Geometry)>,
     attrs: &Dataset,
+    parcels: &Dataset,
     grid: &JobGrid,
     admin: &Admin,
     info: &PeriodInfo,
@@ -116,12 +121,17 @@ pub fn build(
         let bands: Vec<Vec<u8>> = (1..=attr_band::COUNT)
             .map(|b| read_grid_window::<u8>(attrs, b, window, 0))
             .collect::<Result<_>>()?;
+        let parcel_ids = read_grid_window::<i32>(parcels, 1, window, 0)?;
+        let mut parcel_counts: std::collections::BTreeMap<i32, u32> = Default::default();
         let mut before = [0u32; 256];
         let mut now = [0u32; 256];
         let (mut n, mut conf, mut farm, mut basic, mut sx, mut sy) =
             (0u64, 0u64, 0u64, 0u64, 0f64, 0f64);
         for (i, _) in inside.iter().enumerate().filter(|(_, v)| **v != 0) {
             n += 1;
+            if parcel_ids[i] != 0 {
+                *parcel_counts.entry(parcel_ids[i]).or_default() += 1;
+            }
             before[bands[attr_band::BEFORE - 1][i] as usize] += 1;
             now[bands[attr_band::NOW - 1][i] as usize] += 1;
             conf += u64::from(bands[attr_band::CONFIDENCE - 1][i]);
@@ -160,6 +170,15 @@ pub fn build(
             lon_lat: ((lx[0] * 1e7).round() / 1e7, (ly[0] * 1e7).round() / 1e7),
             confidence: ((conf as f64 / n as f64 / 250.0) * 1000.0).round() / 1000.0,
             model_version: info.model_version.to_string(),
+            // The parcel under most of the patch; ties go to the lower id (BTreeMap order).
+            parcel: parcel_counts
+                .iter()
+                .fold(
+                    (0, 0),
+                    |best, (&id, &c)| if c > best.1 { (id, c) } else { best },
+                )
+                .0,
+            parcel_id: String::new(),
             geometry,
         });
     }

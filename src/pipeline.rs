@@ -246,20 +246,25 @@ pub(crate) struct ChangeRasters {
     flags: GridTiff,
     key: GridTiff,
     attrs: GridTiff,
+    parcel: GridTiff,
     key_path: PathBuf,
     attrs_path: PathBuf,
+    parcel_path: PathBuf,
 }
 
 impl ChangeRasters {
     pub fn create(flags_path: &Path, work: &Path, grid: &JobGrid) -> Result<Self> {
         let key_path = work.join("patch_key.tif");
         let attrs_path = work.join("attrs.tif");
+        let parcel_path = work.join("parcel.tif");
         Ok(ChangeRasters {
             flags: GridTiff::create::<u8>(flags_path, grid, 1, Some(f64::from(FLAG_OUTSIDE)))?,
             key: GridTiff::create::<u16>(&key_path, grid, 1, None)?,
             attrs: GridTiff::create::<u8>(&attrs_path, grid, attr_band::COUNT, None)?,
+            parcel: GridTiff::create::<i32>(&parcel_path, grid, 1, None)?,
             key_path,
             attrs_path,
+            parcel_path,
         })
     }
 
@@ -269,9 +274,11 @@ impl ChangeRasters {
         flag: Vec<u8>,
         key: Vec<u16>,
         attrs: [Vec<u8>; attr_band::COUNT],
+        parcel: Vec<i32>,
     ) -> Result<()> {
         self.flags.write(1, w, flag)?;
         self.key.write(1, w, key)?;
+        self.parcel.write(1, w, parcel)?;
         for (b, data) in attrs.into_iter().enumerate() {
             self.attrs.write(b + 1, w, data)?;
         }
@@ -289,9 +296,11 @@ impl ChangeRasters {
         self.flags.close()?;
         self.key.close()?;
         self.attrs.close()?;
+        self.parcel.close()?;
         let polygons = polygonize(&self.key_path)?;
         let attrs = Dataset::open(&self.attrs_path)?;
-        patches::build(polygons, &attrs, grid, admin, info, min_area)
+        let parcel = Dataset::open(&self.parcel_path)?;
+        patches::build(polygons, &attrs, &parcel, grid, admin, info, min_area)
     }
 }
 
@@ -304,6 +313,8 @@ struct TileOutput {
     flag: Vec<u8>,
     key: Vec<u16>,
     attrs: [Vec<u8>; attr_band::COUNT],
+    /// Farmland parcel under each pixel (feature id + 1, 0 = none).
+    parcel: Vec<i32>,
     aoi_pixels: u64,
     aoi_without_clear: u64,
 }
@@ -372,6 +383,7 @@ fn process_tile(ctx: &PeriodContext, tile: &Tile) -> Result<TileOutput> {
         flag: vec![FLAG_OUTSIDE; n],
         key: vec![0; n],
         attrs: std::array::from_fn(|_| vec![0u8; n]),
+        parcel: farm.parcel.clone(),
         aoi_pixels: 0,
         aoi_without_clear: 0,
     };
@@ -600,7 +612,7 @@ pub fn run_period(cfg: &JobConfig, period: Period, opts: &RunOptions) -> Result<
             for (b, data) in o.ndvi.into_iter().enumerate() {
                 ndvi_tif.write(b + 1, w, data)?;
             }
-            change.write(w, o.flag, o.key, o.attrs)?;
+            change.write(w, o.flag, o.key, o.attrs, o.parcel)?;
             aoi_pixels += o.aoi_pixels;
             aoi_without_clear += o.aoi_without_clear;
             if o.aoi_without_clear > 0 {
@@ -643,7 +655,9 @@ pub fn run_period(cfg: &JobConfig, period: Period, opts: &RunOptions) -> Result<
     );
     spinner.set_prefix("vectorise");
     spinner.enable_steady_tick(std::time::Duration::from_millis(200));
-    let all_patches = change.into_patches(&grid, &admin, &info, |t| cfg.min_area_for(t.code()))?;
+    let mut all_patches =
+        change.into_patches(&grid, &admin, &info, |t| cfg.min_area_for(t.code()))?;
+    farmland.name_parcels(&mut all_patches)?;
     spinner.finish_and_clear();
     write_quicklook(
         &staging.path().join("class.tif"),

@@ -59,6 +59,12 @@ fn planted_changes_are_found_as_patches_of_the_right_type() {
     let shp = gdal::Dataset::open(dir.join(format!("TB_320901_{last}.shp"))).unwrap();
     let mut layer = shp.layer(0).unwrap();
     let f = layer.features().next().expect("county 320901 has patches");
+    // Each patch names the farmland parcel (BSM) it lies on.
+    let bsm = f
+        .field_as_string(f.field_index("GDBSM").unwrap())
+        .unwrap()
+        .unwrap_or_default();
+    assert!(bsm.starts_with("3209") && bsm.len() == 13, "GDBSM `{bsm}`");
     assert_eq!(
         f.field_as_string(f.field_index("XZQMC").unwrap())
             .unwrap()
