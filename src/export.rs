@@ -273,31 +273,45 @@ fn pid_alive(pid: &str) -> bool {
     Path::new("/proc").join(pid).exists()
 }
 
-/// (kind, name, pid) of a `.staging-NAME-PID` or `.old-NAME-PID` entry.
-fn leftover(entry: &str) -> Option<(&str, &str, &str)> {
-    let (kind, rest) = entry
-        .strip_prefix(".staging-")
-        .map(|r| ("staging", r))
-        .or_else(|| entry.strip_prefix(".old-").map(|r| ("old", r)))?;
-    let (name, pid) = rest.rsplit_once('-')?;
-    pid.bytes()
-        .all(|b| b.is_ascii_digit())
-        .then_some((kind, name, pid))
+/// This machine's name, so that runs on other hosts sharing the folder are left alone.
+fn host() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().replace(['-', '/', '.', '@'], "_"))
+        .unwrap_or_else(|_| "host".into())
 }
 
-/// Clears what killed runs left in `parent`: staging folders of dead processes are removed; a
-/// set-aside previous result (`.old-NAME-PID`) is put back when NAME is missing (the process
-/// died between the two renames of a replacement), else removed.
+/// `.gengbao-KIND@HOST-NAME-PID`: a name only gengbao makes.
+fn leftover_name(kind: &str, name: &str) -> String {
+    format!(".gengbao-{kind}@{}-{name}-{}", host(), std::process::id())
+}
+
+/// (kind, host, name, pid) of an entry named by [`leftover_name`].
+fn leftover(entry: &str) -> Option<(&str, &str, &str, &str)> {
+    let (kind, rest) = entry.strip_prefix(".gengbao-")?.split_once('@')?;
+    let (host, rest) = rest.split_once('-')?;
+    let (name, pid) = rest.rsplit_once('-')?;
+    let ours = matches!(kind, "staging" | "old")
+        && !pid.is_empty()
+        && pid.bytes().all(|b| b.is_ascii_digit());
+    ours.then_some((kind, host, name, pid))
+}
+
+/// Clears what killed gengbao runs of this machine left in `parent` (entries named by
+/// [`leftover_name`] only): staging folders of dead processes are removed; a set-aside
+/// previous result is put back when its folder is missing (the process died between the two
+/// renames of a replacement), else removed.
 pub fn clean_stale(parent: &Path) -> Result<()> {
     let Ok(entries) = std::fs::read_dir(parent) else {
         return Ok(());
     };
+    let this_host = host();
     for e in entries.flatten() {
         let file_name = e.file_name();
-        let Some((kind, name, pid)) = file_name.to_str().and_then(leftover) else {
+        let Some((kind, entry_host, name, pid)) = file_name.to_str().and_then(leftover) else {
             continue;
         };
-        if pid_alive(pid) && pid != std::process::id().to_string() {
+        // Another machine's run, or a live process here: not ours to touch.
+        if entry_host != this_host || (pid_alive(pid) && pid != std::process::id().to_string()) {
             continue;
         }
         let path = e.path();
@@ -325,7 +339,7 @@ fn remove_path(path: &Path) -> Result<()> {
 pub fn replace_path(new: &Path, target: &Path) -> Result<()> {
     let parent = target.parent().unwrap_or(Path::new("."));
     let name = target.file_name().and_then(|n| n.to_str()).unwrap_or("out");
-    let old = parent.join(format!(".old-{name}-{}", std::process::id()));
+    let old = parent.join(leftover_name("old", name));
     let had = target.symlink_metadata().is_ok();
     if had {
         std::fs::rename(target, &old).map_err(|e| Error::io(target, e))?;
@@ -357,7 +371,7 @@ impl StagingDir {
             .unwrap_or(Path::new("."));
         std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
         clean_stale(parent)?;
-        let path = parent.join(format!(".staging-{name}-{}", std::process::id()));
+        let path = parent.join(leftover_name("staging", name));
         if path.exists() {
             remove_path(&path)?;
         }
@@ -471,12 +485,18 @@ mod tests {
     #[test]
     fn leftovers_of_killed_runs_are_cleared_or_restored() {
         let tmp = tempfile::tempdir().unwrap();
-        // pid 0 is never a user process: these come from a dead run.
-        std::fs::create_dir_all(tmp.path().join(".staging-2026-P1-0/work")).unwrap();
-        std::fs::create_dir_all(tmp.path().join(".old-2026-P2-0")).unwrap();
-        std::fs::write(tmp.path().join(".old-2026-P2-0/summary.json"), "{}").unwrap();
+        // pid 0 is never a user process: these come from a dead run of this machine.
+        let h = host();
+        let dead =
+            |kind: &str, name: &str| tmp.path().join(format!(".gengbao-{kind}@{h}-{name}-0"));
+        std::fs::create_dir_all(dead("staging", "2026-P1").join("work")).unwrap();
+        std::fs::create_dir_all(dead("old", "2026-P2")).unwrap();
+        std::fs::write(dead("old", "2026-P2").join("summary.json"), "{}").unwrap();
         std::fs::create_dir_all(tmp.path().join("2026-P3")).unwrap();
-        std::fs::create_dir_all(tmp.path().join(".old-2026-P3-0")).unwrap();
+        std::fs::create_dir_all(dead("old", "2026-P3")).unwrap();
+        // Not gengbao's, or another machine's: left alone.
+        std::fs::create_dir_all(tmp.path().join(".old-notes-99999")).unwrap();
+        std::fs::create_dir_all(tmp.path().join(".gengbao-old@otherhost-2026-P4-0")).unwrap();
         clean_stale(tmp.path()).unwrap();
         let mut left: Vec<String> = std::fs::read_dir(tmp.path())
             .unwrap()
@@ -485,9 +505,16 @@ mod tests {
         left.sort();
         assert_eq!(
             left,
-            ["2026-P2", "2026-P3"],
-            "P2 restored, the rest cleared"
+            [
+                ".gengbao-old@otherhost-2026-P4-0",
+                ".old-notes-99999",
+                "2026-P2",
+                "2026-P3"
+            ]
         );
-        assert!(tmp.path().join("2026-P2/summary.json").exists());
+        assert!(
+            tmp.path().join("2026-P2/summary.json").exists(),
+            "the set-aside period is restored"
+        );
     }
 }

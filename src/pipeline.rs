@@ -528,6 +528,9 @@ pub fn run_period(cfg: &JobConfig, period: Period, opts: &RunOptions) -> Result<
     )?;
     let classifier = load_classifier(cfg, profile, threads)?;
 
+    // A run killed mid-replacement may have set an earlier period aside: put it back first.
+    let out_root = cfg.output_dir();
+    crate::export::clean_stale(&out_root)?;
     let mut history = Vec::new();
     for k in 1..=HISTORY as i32 {
         let dir = period_dir(cfg, period.offset(-k));
@@ -545,7 +548,6 @@ pub fn run_period(cfg: &JobConfig, period: Period, opts: &RunOptions) -> Result<
         history.push((c, n));
     }
 
-    let out_root = cfg.output_dir();
     std::fs::create_dir_all(&out_root).map_err(|e| Error::io(&out_root, e))?;
     let staging = StagingDir::beside(&period_dir(cfg, period))?;
     let work = staging.path().join("work");
@@ -758,6 +760,7 @@ fn commit(
     }
     let counties_dir = final_dir.join("counties");
     std::fs::create_dir_all(&counties_dir).map_err(|e| Error::io(&counties_dir, e))?;
+    crate::export::clean_stale(&counties_dir)?;
     for c in &summary.counties {
         let entry = Path::new("counties").join(&c.code);
         std::fs::write(staging.path().join(&entry).join("summary.json"), &json)
