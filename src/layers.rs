@@ -298,14 +298,42 @@ impl Farmland {
             require_field(&lyr, path, b, "[farmland] basic_field")?;
         }
         layer_srs(&lyr, path)?;
-        Ok(Farmland {
+        let mut farmland = Farmland {
             path: path.to_path_buf(),
             layer: Some(lyr.name()),
             basic_field: basic_field.map(str::to_string),
             id_field: Some(id_field.to_string()),
             class_filter: Some((class_field.to_string(), classes.to_vec())),
-            parcel_count: lyr.feature_count(),
-        })
+            parcel_count: 0,
+        };
+        // Count the watched parcels once, so that a filter matching nothing stops the run
+        // instead of silently watching no land.
+        let mut lyr = lyr;
+        farmland.parcel_count = lyr.features().filter(|f| farmland.is_watched(f)).count() as u64;
+        if farmland.parcel_count == 0 {
+            return Err(Error::input(
+                path,
+                format!("no feature has a {class_field} starting with {classes:?} (of {} features)", lyr.feature_count()),
+                "set [farmland] classes to the codes of cultivated land in this layer (e.g. [\"01\"] for 0101/0102/0103)",
+            ));
+        }
+        Ok(farmland)
+    }
+
+    /// Whether a feature is cultivated land under the class filter. Integer class fields lose
+    /// their leading zero (101 for 0101), so short numeric codes are padded to four digits.
+    fn is_watched(&self, f: &gdal::vector::Feature) -> bool {
+        let Some((field, prefixes)) = &self.class_filter else {
+            return true;
+        };
+        let raw = field_string(f, field).unwrap_or_default();
+        let raw = raw.trim();
+        let class = if !raw.is_empty() && raw.len() < 4 && raw.bytes().all(|b| b.is_ascii_digit()) {
+            format!("{raw:0>4}")
+        } else {
+            raw.to_string()
+        };
+        prefixes.iter().any(|p| class.starts_with(p.as_str()))
     }
 
     /// Any polygon layer as the watched area, without the attribute checks of a job
@@ -364,21 +392,21 @@ impl Farmland {
             let (Some(g), Some(fid)) = (f.geometry(), f.fid()) else {
                 continue;
             };
-            if let Some((field, prefixes)) = &self.class_filter {
-                let class = field_string(&f, field).unwrap_or_default();
-                if !prefixes
-                    .iter()
-                    .any(|p| class.trim().starts_with(p.as_str()))
-                {
-                    continue;
-                }
+            if !self.is_watched(&f) {
+                continue;
             }
             geoms.push(
                 g.transform(&to_grid)
                     .in_file(&self.path, "check the layer's CRS")?,
             );
             // fid 0 would read as "no parcel"; shapefile fids start at 0.
-            let id = fid as i32 + 1;
+            let id = i32::try_from(fid + 1).map_err(|_| {
+                Error::input(
+                    &self.path,
+                    format!("feature id {fid} is too large"),
+                    "renumber the layer, e.g. `ogr2ogr -unsetFid out.gpkg in.gpkg`",
+                )
+            })?;
             values.push(f64::from(id));
             if self
                 .basic_field

@@ -120,6 +120,11 @@ fn each_bad_input_is_named_with_a_fix_and_leaves_nothing_behind() {
     edit_config(&c, "id_field = \"BSM\"", "id_field = \"PARCEL_ID\"");
     expect_failure(&c, &["farmland.gpkg", "PARCEL_ID"]);
 
+    // A class filter that matches no feature of the farmland layer.
+    let c = fresh(&template, tmp.path(), "no_watched_class");
+    edit_config(&c, "classes = [\"01\"]", "classes = [\"02\"]");
+    expect_failure(&c, &["farmland.gpkg", "DLBM", "[farmland] classes"]);
+
     // A typo in the config.
     let c = fresh(&template, tmp.path(), "typo");
     edit_config(&c, "resolution = 10.0", "resolutoin = 10.0");
