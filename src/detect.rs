@@ -159,7 +159,8 @@ pub fn detect(opts: &DetectOptions) -> Result<DetectSummary> {
                 .map(|tile| {
                     let w = tile.core;
                     let classify = |path: &Path, dark: &[f32]| -> Result<_> {
-                        let mut bands = warp_onto(path, &grid, w, Resample::Bilinear)?;
+                        let mut bands =
+                            warp_onto(path, &grid, w, Resample::Bilinear, Some(profile.nodata))?;
                         for (i, b) in bands.iter_mut().enumerate() {
                             to_reflectance(profile, i, add_offset - dark[i], b);
                         }

@@ -252,7 +252,8 @@ impl Acquisition {
         window: Window,
     ) -> Result<Vec<f32>> {
         let path = &self.files[name];
-        let mut dn = warp_onto(path, grid, window, Resample::Bilinear)?.remove(0);
+        let mut dn =
+            warp_onto(path, grid, window, Resample::Bilinear, Some(profile.nodata))?.remove(0);
         let index = profile.band_index(name).expect("profile band");
         to_reflectance(profile, index, add_offset, &mut dn);
         Ok(dn)
@@ -268,7 +269,14 @@ impl Acquisition {
         let Some(mask_band) = profile.mask_band else {
             return Ok(vec![true; window.len()]);
         };
-        let q = warp_onto(&self.files[mask_band], grid, window, Resample::Nearest)?.remove(0);
+        let q = warp_onto(
+            &self.files[mask_band],
+            grid,
+            window,
+            Resample::Nearest,
+            None,
+        )?
+        .remove(0);
         Ok(q.iter()
             .map(|&v| !v.is_nan() && profile.is_clear(v as u16))
             .collect())

@@ -109,14 +109,31 @@ pub fn transform_bounds(
 }
 
 /// Reads every band of `path`, warped onto `window` of `grid`, as f32 digital numbers.
-/// Pixels the file does not cover, or where it holds its nodata value, are NaN.
+/// Pixels the file does not cover, or where it holds its nodata value, are NaN. `nodata` is the
+/// product's nodata value, used when the file does not declare one (many band files don't),
+/// so that resampling never blends fill values into real pixels.
 pub fn warp_onto(
     path: &Path,
     grid: &JobGrid,
     window: Window,
     resample: Resample,
+    nodata: Option<f64>,
 ) -> Result<Vec<Vec<f32>>> {
-    let src = open_georeferenced(path)?;
+    let file = open_georeferenced(path)?;
+    let src = match nodata.filter(|v| v.is_finite()) {
+        Some(nd) if file.rasterband(1)?.no_data_value().is_none() => {
+            let v = nd.to_string();
+            let opts = gdal::programs::raster::BuildVRTOptions::new([
+                "-srcnodata",
+                v.as_str(),
+                "-vrtnodata",
+                v.as_str(),
+            ])?;
+            gdal::programs::raster::build_vrt(None, &[file], Some(opts))
+                .in_file(path, "check the file with `gdalinfo`")?
+        }
+        _ => file,
+    };
     let bands = src.raster_count();
     let dst = mem_dataset::<f32>(grid, window, bands)?;
     for b in 1..=bands {

@@ -103,3 +103,60 @@ fn samples_never_delete_a_folder_they_did_not_make() {
     names.sort();
     assert_eq!(names, ["city", "my_data"]);
 }
+
+#[test]
+fn fill_values_of_untagged_band_files_never_blend_into_real_pixels() {
+    use gengbao::grid::JobGrid;
+    use gengbao::raster::{warp_onto, Resample};
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("B11_20m.tif");
+    // A 20 m band without a nodata tag: left half fill (0), right half 3000.
+    let drv = gdal::DriverManager::get_driver_by_name("GTiff").unwrap();
+    let mut ds = drv.create_with_band_type::<u16, _>(&path, 8, 8, 1).unwrap();
+    ds.set_geo_transform(&[500000.0, 20.0, 0.0, 3500000.0, 0.0, -20.0])
+        .unwrap();
+    ds.set_spatial_ref(&gdal::spatial_ref::SpatialRef::from_epsg(32650).unwrap())
+        .unwrap();
+    let data: Vec<u16> = (0..64).map(|i| if i % 8 < 4 { 0 } else { 3000 }).collect();
+    ds.rasterband(1)
+        .unwrap()
+        .write((0, 0), (8, 8), &mut gdal::raster::Buffer::new((8, 8), data))
+        .unwrap();
+    drop(ds);
+    let grid = JobGrid {
+        crs_wkt: gdal::spatial_ref::SpatialRef::from_epsg(32650)
+            .unwrap()
+            .to_wkt()
+            .unwrap(),
+        origin_x: 500000.0,
+        origin_y: 3500000.0,
+        resolution: 10.0,
+        width: 16,
+        height: 16,
+        tile_size: 16,
+        halo: 0,
+    };
+    let warp = |nodata| {
+        warp_onto(&path, &grid, grid.full_window(), Resample::Bilinear, nodata)
+            .unwrap()
+            .remove(0)
+    };
+    let blended = |v: &[f32]| v.iter().filter(|x| !x.is_nan() && **x != 3000.0).count();
+    // Without the product's nodata value, bilinear resampling mixes the fill into the edge.
+    assert!(
+        blended(&warp(None)) > 0,
+        "the fixture no longer shows the problem"
+    );
+    let out = warp(Some(0.0));
+    assert!(
+        out.iter().all(|v| v.is_nan() || *v == 3000.0),
+        "blended values: {:?}",
+        out.iter()
+            .filter(|v| !v.is_nan() && **v != 3000.0)
+            .collect::<Vec<_>>()
+    );
+    assert!(
+        out.iter().filter(|v| **v == 3000.0).count() >= 16 * 7,
+        "the valid half is kept"
+    );
+}

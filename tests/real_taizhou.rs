@@ -23,7 +23,14 @@ fn data_dir() -> Option<PathBuf> {
 fn reflectance(path: &Path, profile: &SensorProfile) -> Vec<Vec<f32>> {
     let grid = JobGrid::of_dataset(&gdal::Dataset::open(path).unwrap(), path).unwrap();
     let dark = dark_objects(path, profile).unwrap();
-    let mut bands = warp_onto(path, &grid, grid.full_window(), Resample::Nearest).unwrap();
+    let mut bands = warp_onto(
+        path,
+        &grid,
+        grid.full_window(),
+        Resample::Nearest,
+        Some(profile.nodata),
+    )
+    .unwrap();
     for (i, b) in bands.iter_mut().enumerate() {
         to_reflectance(profile, i, profile.add_offset - dark[i], b);
     }
