@@ -143,15 +143,34 @@ pub fn build(
             .map(|a| a.read_reflectance(profile, add_offset, name, grid, window))
             .collect()
     };
-    let chosen = pick_observations(&read_all(blue_name)?, &clear, n);
+    let mut blue_obs = Some(read_all(blue_name)?);
+    let blue = blue_obs.as_ref().expect("just read");
+    let chosen = pick_observations(blue, &clear, n);
+    // Usable observations: clear by the quality band and holding data.
     let clear_count = (0..n)
-        .map(|i| clear.iter().filter(|m| m[i]).count().min(255) as u8)
+        .map(|i| {
+            clear
+                .iter()
+                .zip(blue)
+                .filter(|(m, b)| m[i] && b[i].is_finite())
+                .count()
+                .min(255) as u8
+        })
         .collect();
     let (mut ndvi_min, mut ndvi_max) = (vec![f32::NAN; n], vec![f32::NAN; n]);
     let mut red_obs: Vec<Vec<f32>> = Vec::new();
     let mut bands: Vec<Vec<f32>> = Vec::with_capacity(profile.bands.len());
     for name in profile.bands {
-        let obs = read_all(name)?;
+        // Blue was read to choose the observations: not again.
+        let cached = if *name == blue_name {
+            blue_obs.take()
+        } else {
+            None
+        };
+        let obs = match cached {
+            Some(b) => b,
+            None => read_all(name)?,
+        };
         if *name == nir_name {
             for ((nir, red), m) in obs.iter().zip(&red_obs).zip(&clear) {
                 for i in 0..n {

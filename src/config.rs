@@ -39,7 +39,8 @@ sensor = "sentinel2-l2a"        # see `gengbao sensors`
 crs = "EPSG:32650"              # the job's CRS (e.g. EPSG:4527 for CGCS2000 GK zone 39)
 resolution = 10.0               # metres
 tile_size = 512                 # pixels per tile side
-halo = 8                        # extra pixels read around each tile
+halo = 0                        # extra pixels read around each tile, for classifiers that
+                                # look at neighbours (the index baseline is per pixel)
 
 [rules]
 min_area_m2 = 400.0             # minimum mapping unit for every change type
@@ -179,7 +180,7 @@ fn default_tile_size() -> usize {
     512
 }
 fn default_halo() -> usize {
-    8
+    0
 }
 fn default_min_area() -> f64 {
     400.0

@@ -413,10 +413,13 @@ fn process_tile(ctx: &PeriodContext, tile: &Tile) -> Result<TileOutput> {
             confidence: confidence[i],
             uncultivated: {
                 let r = tile.read_index(i);
+                // At the archive's precision, so that a period is judged the same now and
+                // when it is read back as history.
+                let stored = |v: f32| byte_to_ndvi(ndvi_to_byte(v));
                 uncultivated_run(
                     std::iter::once(&comp.ndvi)
                         .chain(&ndvi_history)
-                        .map(|h| (h.min[r], h.max[r])),
+                        .map(|h| (stored(h.min[r]), stored(h.max[r]))),
                 )
             },
             ph_min_periods: ctx.ph_min_periods,
