@@ -11,7 +11,7 @@
 use crate::classify::{Classifier, ClassifierInput, IndexBaseline, TorchClassifier};
 use crate::composite::Composite;
 use crate::error::{Error, Result};
-use crate::export::{write_layer, Format, StagingDir, PATCH_FIELDS};
+use crate::export::{patch_specs, patch_values, write_layer, Format, StagingDir};
 use crate::grid::JobGrid;
 use crate::imagery::{dark_objects, to_reflectance};
 use crate::layers::{Admin, County, Farmland};
@@ -226,13 +226,13 @@ pub fn detect(opts: &DetectOptions) -> Result<DetectSummary> {
         let srs = grid.spatial_ref()?;
         let rows = patches
             .iter()
-            .map(|p| (p.geometry.clone(), crate::export::patch_values(p)));
+            .map(|p| (p.geometry.clone(), patch_values(p)));
         write_layer(
             &staging.join("patches.gpkg"),
             Format::GeoPackage,
             "patches",
             &srs,
-            PATCH_FIELDS,
+            &patch_specs(),
             rows,
             "UTF-8",
         )?;

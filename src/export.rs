@@ -11,6 +11,7 @@ use gdal::DriverManager;
 use gdal_sys::OGRFieldType::{OFTReal, OFTString};
 use std::ffi::CString;
 use std::path::{Path, PathBuf};
+use FieldValue::{RealValue as R, StringValue as S};
 
 const fn field(name: &'static str, ty: u32, width: i32, alias: &'static str) -> FieldSpec {
     FieldSpec {
@@ -21,62 +22,88 @@ const fn field(name: &'static str, ty: u32, width: i32, alias: &'static str) -> 
     }
 }
 
-/// The patch record of the design brief.
-pub const PATCH_FIELDS: &[FieldSpec] = &[
-    field("TBBH", OFTString, 24, "图斑编号"),
-    field("XZQDM", OFTString, 12, "行政区代码"),
-    field("XZQMC", OFTString, 60, "行政区名称"),
-    field("BHLX", OFTString, 4, "变化类型"),
-    field("BHLXMC", OFTString, 12, "变化类型名称"),
-    field("QDL", OFTString, 2, "前地类"),
-    field("QDLMC", OFTString, 30, "前地类名称"),
-    field("HDL", OFTString, 2, "后地类"),
-    field("HDLMC", OFTString, 30, "后地类名称"),
-    field("QSX", OFTString, 10, "前时相"),
-    field("HSX", OFTString, 10, "后时相"),
-    field("HSXRQ", OFTString, 20, "后时相影像日期"),
-    field("TBMJ", OFTReal, 0, "图斑面积(平方米)"),
-    field("TBMJM", OFTReal, 0, "图斑面积(亩)"),
-    field("GDMJ", OFTReal, 0, "耕地面积(平方米)"),
-    field("JBNTMJ", OFTReal, 0, "永久基本农田面积(平方米)"),
-    field("ZXDX", OFTReal, 0, "中心点X"),
-    field("ZXDY", OFTReal, 0, "中心点Y"),
-    field("JD", OFTReal, 0, "中心点经度"),
-    field("WD", OFTReal, 0, "中心点纬度"),
-    field("ZXD", OFTReal, 0, "置信度"),
-    field("GDBSM", OFTString, 30, "耕地图斑标识码"),
-    field("ZT", OFTString, 10, "状态"),
-    field("MXBB", OFTString, 16, "模型版本"),
+/// How a field takes its value from a patch.
+pub type PatchValue = fn(&Patch) -> FieldValue;
+
+/// The patch record of the design brief: each field with the value it takes from a patch.
+pub const PATCH_FIELDS: &[(FieldSpec, PatchValue)] = &[
+    (field("TBBH", OFTString, 24, "图斑编号"), |p| {
+        S(p.tbbh.clone())
+    }),
+    (field("XZQDM", OFTString, 12, "行政区代码"), |p| {
+        S(p.county_code.clone())
+    }),
+    (field("XZQMC", OFTString, 60, "行政区名称"), |p| {
+        S(p.county_name.clone())
+    }),
+    (field("BHLX", OFTString, 4, "变化类型"), |p| {
+        S(p.change.code().into())
+    }),
+    (field("BHLXMC", OFTString, 12, "变化类型名称"), |p| {
+        S(p.change.label_zh().into())
+    }),
+    (field("QDL", OFTString, 2, "前地类"), |p| {
+        S(p.before.code().to_string())
+    }),
+    (field("QDLMC", OFTString, 30, "前地类名称"), |p| {
+        S(p.before.label_zh().into())
+    }),
+    (field("HDL", OFTString, 2, "后地类"), |p| {
+        S(p.after.code().to_string())
+    }),
+    (field("HDLMC", OFTString, 30, "后地类名称"), |p| {
+        S(p.after.label_zh().into())
+    }),
+    (field("QSX", OFTString, 10, "前时相"), |p| {
+        S(p.before_period.clone())
+    }),
+    (field("HSX", OFTString, 10, "后时相"), |p| {
+        S(p.after_period.clone())
+    }),
+    (
+        field("HSXRQ", OFTString, 20, "后时相影像日期"),
+        |p| S(p.image_dates.clone()),
+    ),
+    (field("TBMJ", OFTReal, 0, "图斑面积(平方米)"), |p| {
+        R(p.area_m2)
+    }),
+    (field("TBMJM", OFTReal, 0, "图斑面积(亩)"), |p| {
+        R(p.area_mu)
+    }),
+    (field("GDMJ", OFTReal, 0, "耕地面积(平方米)"), |p| {
+        R(p.farmland_m2)
+    }),
+    (
+        field("JBNTMJ", OFTReal, 0, "永久基本农田面积(平方米)"),
+        |p| R(p.basic_farmland_m2),
+    ),
+    (field("ZXDX", OFTReal, 0, "中心点X"), |p| R(p.centroid.0)),
+    (field("ZXDY", OFTReal, 0, "中心点Y"), |p| R(p.centroid.1)),
+    (field("JD", OFTReal, 0, "中心点经度"), |p| {
+        R(p.lon_lat.0)
+    }),
+    (field("WD", OFTReal, 0, "中心点纬度"), |p| {
+        R(p.lon_lat.1)
+    }),
+    (field("ZXD", OFTReal, 0, "置信度"), |p| R(p.confidence)),
+    (
+        field("GDBSM", OFTString, 30, "耕地图斑标识码"),
+        |p| S(p.parcel_id.clone()),
+    ),
+    (field("ZT", OFTString, 10, "状态"), |_| S("新发现".into())),
+    (field("MXBB", OFTString, 16, "模型版本"), |p| {
+        S(p.model_version.clone())
+    }),
 ];
 
+/// The specs of [`PATCH_FIELDS`], for [`write_layer`].
+pub fn patch_specs() -> Vec<FieldSpec> {
+    PATCH_FIELDS.iter().map(|(spec, _)| *spec).collect()
+}
+
+/// A patch's attribute values in [`PATCH_FIELDS`] order.
 pub fn patch_values(p: &Patch) -> Vec<FieldValue> {
-    use FieldValue::{RealValue as R, StringValue as S};
-    vec![
-        S(p.tbbh.clone()),
-        S(p.county_code.clone()),
-        S(p.county_name.clone()),
-        S(p.change.code().into()),
-        S(p.change.label_zh().into()),
-        S(p.before.code().to_string()),
-        S(p.before.label_zh().into()),
-        S(p.after.code().to_string()),
-        S(p.after.label_zh().into()),
-        S(p.before_period.clone()),
-        S(p.after_period.clone()),
-        S(p.image_dates.clone()),
-        R(p.area_m2),
-        R(p.area_mu),
-        R(p.farmland_m2),
-        R(p.basic_farmland_m2),
-        R(p.centroid.0),
-        R(p.centroid.1),
-        R(p.lon_lat.0),
-        R(p.lon_lat.1),
-        R(p.confidence),
-        S(p.parcel_id.clone()),
-        S("新发现".into()),
-        S(p.model_version.clone()),
-    ]
+    PATCH_FIELDS.iter().map(|(_, value)| value(p)).collect()
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -253,7 +280,7 @@ pub fn write_county(
             format,
             stem,
             srs,
-            PATCH_FIELDS,
+            &patch_specs(),
             rows,
             shapefile_encoding,
         )?;
