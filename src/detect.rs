@@ -121,11 +121,11 @@ pub fn detect(opts: &DetectOptions) -> Result<DetectSummary> {
     let (x0, y0, x1, y1) = grid.window_bounds(grid.full_window());
     let admin = Admin {
         path: opts.before.clone(),
-        counties: vec![County {
-            code: "000000".into(),
-            name: "检测范围".into(),
-            wkb: Geometry::bbox(x0, y0, x1, y1)?.wkb()?,
-        }],
+        counties: vec![County::new(
+            "000000".into(),
+            "检测范围".into(),
+            &Geometry::bbox(x0, y0, x1, y1)?,
+        )?],
     };
     let classifier: Box<dyn Classifier> = match &opts.model {
         Some(model) => Box::new(TorchClassifier::load(model, profile, num_threads())?),

@@ -85,6 +85,29 @@ pub struct County {
     pub name: String,
     /// WKB in the grid CRS.
     pub wkb: Vec<u8>,
+    /// Its bounds, to skip tiles far from it without parsing the geometry.
+    pub envelope: Bounds,
+}
+
+impl County {
+    pub fn new(code: String, name: String, geometry: &Geometry) -> Result<Self> {
+        let e = geometry.envelope();
+        Ok(County {
+            code,
+            name,
+            wkb: geometry.wkb()?,
+            envelope: (e.MinX, e.MinY, e.MaxX, e.MaxY),
+        })
+    }
+
+    /// The geometry, when it may touch `b` (its envelope overlaps).
+    fn geometry_near(&self, b: Bounds) -> Result<Option<Geometry>> {
+        let e = self.envelope;
+        if e.0 > b.2 || e.2 < b.0 || e.1 > b.3 || e.3 < b.1 {
+            return Ok(None);
+        }
+        Ok(Some(Geometry::from_wkb(&self.wkb)?))
+    }
 }
 
 /// The counties of the job, in the grid CRS.
@@ -153,13 +176,7 @@ impl Admin {
         }
         let counties = by_code
             .into_iter()
-            .map(|(code, (name, g))| {
-                Ok(County {
-                    code,
-                    name,
-                    wkb: g.wkb()?,
-                })
-            })
+            .map(|(code, (name, g))| County::new(code, name, &g))
             .collect::<Result<Vec<_>>>()?;
         if counties.is_empty() {
             return Err(Error::input(
@@ -205,10 +222,10 @@ impl Admin {
 
     /// Whether any county touches `window`.
     pub fn touches(&self, grid: &JobGrid, window: Window) -> Result<bool> {
-        let (x0, y0, x1, y1) = grid.window_bounds(window);
-        let bbox = Geometry::bbox(x0, y0, x1, y1)?;
+        let b = grid.window_bounds(window);
+        let bbox = Geometry::bbox(b.0, b.1, b.2, b.3)?;
         for c in &self.counties {
-            if Geometry::from_wkb(&c.wkb)?.intersects(&bbox) {
+            if c.geometry_near(b)?.is_some_and(|g| g.intersects(&bbox)) {
                 return Ok(true);
             }
         }
@@ -216,33 +233,28 @@ impl Admin {
     }
 
     pub fn envelope(&self) -> Result<Bounds> {
-        let mut env = (
-            f64::INFINITY,
-            f64::INFINITY,
-            f64::NEG_INFINITY,
-            f64::NEG_INFINITY,
-        );
-        for c in &self.counties {
-            let e = Geometry::from_wkb(&c.wkb)?.envelope();
-            env = (
-                env.0.min(e.MinX),
-                env.1.min(e.MinY),
-                env.2.max(e.MaxX),
-                env.3.max(e.MaxY),
-            );
-        }
-        Ok(env)
+        Ok(self.counties.iter().fold(
+            (
+                f64::INFINITY,
+                f64::INFINITY,
+                f64::NEG_INFINITY,
+                f64::NEG_INFINITY,
+            ),
+            |a, c| {
+                let e = c.envelope;
+                (a.0.min(e.0), a.1.min(e.1), a.2.max(e.2), a.3.max(e.3))
+            },
+        ))
     }
 
     /// County index (1-based, in `counties` order) of each pixel of `window`; 0 outside.
     pub fn rasterize(&self, grid: &JobGrid, window: Window) -> Result<Vec<u16>> {
-        let (x0, y0, x1, y1) = grid.window_bounds(window);
-        let bbox = Geometry::bbox(x0, y0, x1, y1)?;
+        let b = grid.window_bounds(window);
+        let bbox = Geometry::bbox(b.0, b.1, b.2, b.3)?;
         let mut geoms = Vec::new();
         let mut values = Vec::new();
         for (i, c) in self.counties.iter().enumerate() {
-            let g = Geometry::from_wkb(&c.wkb)?;
-            if g.intersects(&bbox) {
+            if let Some(g) = c.geometry_near(b)?.filter(|g| g.intersects(&bbox)) {
                 geoms.push(g);
                 values.push((i + 1) as f64);
             }
