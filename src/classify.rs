@@ -421,7 +421,7 @@ impl TorchClassifier {
         let band_index = card
             .input_bands
             .iter()
-            .map(|b| profile.bands.iter().position(|p| p == b).expect("checked"))
+            .map(|b| profile.band_index(b).expect("checked"))
             .collect();
         Ok(TorchClassifier {
             version: file_version(model)?,

@@ -41,21 +41,7 @@ impl Composite {
         height: usize,
         bands: Vec<Vec<f32>>,
     ) -> Self {
-        let red = profile
-            .bands
-            .iter()
-            .position(|b| *b == profile.canonical[2])
-            .expect("profile band");
-        let nir = profile
-            .bands
-            .iter()
-            .position(|b| *b == profile.canonical[3])
-            .expect("profile band");
-        let v: Vec<f32> = bands[red]
-            .iter()
-            .zip(&bands[nir])
-            .map(|(&r, &n)| ndvi(r, n))
-            .collect();
+        let v = ndvi_of_bands(profile, &bands);
         let clear_count = v.iter().map(|x| u8::from(x.is_finite())).collect();
         Composite {
             width,
@@ -207,21 +193,7 @@ pub fn build(
             red_obs = obs;
         }
     }
-    let ri = profile
-        .bands
-        .iter()
-        .position(|b| *b == red_name)
-        .expect("profile band");
-    let ni = profile
-        .bands
-        .iter()
-        .position(|b| *b == nir_name)
-        .expect("profile band");
-    let median = bands[ri]
-        .iter()
-        .zip(&bands[ni])
-        .map(|(&r, &nr)| ndvi(r, nr))
-        .collect();
+    let median = ndvi_of_bands(profile, &bands);
     Ok(Composite {
         width: window.width,
         height: window.height,
@@ -234,6 +206,20 @@ pub fn build(
             max: ndvi_max,
         },
     })
+}
+
+/// NDVI of every pixel of a stack of all profile bands.
+fn ndvi_of_bands(profile: &SensorProfile, bands: &[Vec<f32>]) -> Vec<f32> {
+    let index = |name| {
+        profile
+            .band_index(name)
+            .expect("canonical bands are profile bands")
+    };
+    let (red, nir) = (
+        &bands[index(profile.canonical[2])],
+        &bands[index(profile.canonical[3])],
+    );
+    red.iter().zip(nir).map(|(&r, &n)| ndvi(r, n)).collect()
 }
 
 /// Normalised difference vegetation index; NaN where undefined.

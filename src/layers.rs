@@ -278,7 +278,7 @@ pub struct FarmlandTile {
 #[derive(Debug, Clone)]
 pub struct Farmland {
     pub path: PathBuf,
-    layer: Option<String>,
+    layer: String,
     basic_field: Option<String>,
     id_field: Option<String>,
     /// (class field, watched class code prefixes); None = every feature is watched.
@@ -312,7 +312,7 @@ impl Farmland {
         layer_srs(&lyr, path)?;
         let mut farmland = Farmland {
             path: path.to_path_buf(),
-            layer: Some(lyr.name()),
+            layer: lyr.name(),
             basic_field: basic_field.map(str::to_string),
             id_field: Some(id_field.to_string()),
             class_filter: Some((class_field.to_string(), classes.to_vec())),
@@ -356,7 +356,7 @@ impl Farmland {
         layer_srs(&lyr, path)?;
         Ok(Farmland {
             path: path.to_path_buf(),
-            layer: Some(lyr.name()),
+            layer: lyr.name(),
             basic_field: None,
             id_field: None,
             class_filter: None,
@@ -370,7 +370,7 @@ impl Farmland {
             return Ok(());
         };
         let ds = open_vector(&self.path)?;
-        let lyr = layer(&ds, &self.path, self.layer.as_deref())?;
+        let lyr = layer(&ds, &self.path, Some(&self.layer))?;
         for p in patches.iter_mut().filter(|p| p.parcel > 0) {
             // Burnt ids are feature id + 1 (see `rasterize`).
             if let Some(f) = lyr.feature((p.parcel - 1) as u64) {
@@ -389,7 +389,7 @@ impl Farmland {
         window: Window,
     ) -> Result<FarmlandTile> {
         let ds = open_vector(&self.path)?;
-        let mut lyr = layer(&ds, &self.path, self.layer.as_deref())?;
+        let mut lyr = layer(&ds, &self.path, Some(&self.layer))?;
         let srs = layer_srs(&lyr, &self.path)?;
         let fix = "the layer's CRS cannot be transformed to the job CRS: check both";
         let to_layer = transform_between(grid_srs, &srs).in_file(&self.path, fix)?;

@@ -58,11 +58,6 @@ impl Period {
             index: (linear.rem_euclid(6) + 1) as u8,
         }
     }
-
-    /// A compact form used in patch numbers, e.g. `2026P3`.
-    pub fn compact(self) -> String {
-        format!("{}P{}", self.year, self.index)
-    }
 }
 
 impl fmt::Display for Period {

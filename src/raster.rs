@@ -307,10 +307,6 @@ impl GridTiff {
         Ok(())
     }
 
-    pub fn dataset(&self) -> &Dataset {
-        &self.ds
-    }
-
     pub fn close(self) -> Result<()> {
         self.ds.close()?;
         Ok(())

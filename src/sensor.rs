@@ -164,14 +164,6 @@ impl SensorProfile {
         fits.next().is_none().then_some(first)
     }
 
-    /// Position of each canonical band within `bands`.
-    pub fn canonical_indices(&self) -> [usize; 6] {
-        self.canonical.map(|name| {
-            self.band_index(name)
-                .expect("profile canonical bands are among its bands")
-        })
-    }
-
     pub fn is_clear(&self, mask_value: u16) -> bool {
         match self.cloud_rule {
             CloudRule::SclClasses(bad) => !bad.contains(&mask_value),
@@ -206,7 +198,9 @@ mod tests {
     #[test]
     fn every_profile_maps_its_canonical_bands() {
         for p in PROFILES {
-            let idx = p.canonical_indices();
+            let idx = p
+                .canonical
+                .map(|n| p.band_index(n).expect("canonical bands are profile bands"));
             // Per-observation NDVI in the composite needs red before NIR.
             assert!(idx[2] < idx[3], "{}", p.name);
             assert!(

@@ -227,13 +227,7 @@ fn empty_layer(path: &Path, layer: &str) {
 fn detect_refuses_images_whose_bands_fit_no_profile() {
     let tmp = tempfile::tempdir().unwrap();
     let path = tmp.path().join("rgb.tif");
-    let drv = gdal::DriverManager::get_driver_by_name("GTiff").unwrap();
-    let mut ds = drv.create_with_band_type::<u16, _>(&path, 8, 8, 3).unwrap();
-    ds.set_geo_transform(&[500000.0, 10.0, 0.0, 3500000.0, 0.0, -10.0])
-        .unwrap();
-    ds.set_spatial_ref(&gdal::spatial_ref::SpatialRef::from_epsg(32650).unwrap())
-        .unwrap();
-    drop(ds);
+    common::geotiff(&path, 8, 3, 10.0, |_, _| 0);
     let opts = |sensor: Option<&str>| gengbao::detect::DetectOptions {
         before: path.clone(),
         after: path.clone(),

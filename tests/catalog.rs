@@ -1,6 +1,9 @@
 //! The imagery catalog finds acquisitions by the naming of real products, dates them from
 //! their own names, and the sample generator never deletes a folder it did not make.
 
+mod common;
+
+use common::geotiff;
 use gengbao::imagery::Catalog;
 use gengbao::samples::{generate, SampleOptions};
 use gengbao::sensor::SensorProfile;
@@ -8,12 +11,7 @@ use std::fs;
 use std::path::Path;
 
 fn tiny_tif(path: &Path) {
-    let drv = gdal::DriverManager::get_driver_by_name("GTiff").unwrap();
-    let mut ds = drv.create_with_band_type::<u16, _>(path, 4, 4, 1).unwrap();
-    ds.set_geo_transform(&[500000.0, 30.0, 0.0, 3500000.0, 0.0, -30.0])
-        .unwrap();
-    ds.set_spatial_ref(&gdal::spatial_ref::SpatialRef::from_epsg(32650).unwrap())
-        .unwrap();
+    geotiff(path, 4, 1, 30.0, |_, _| 0);
 }
 
 #[test]
@@ -111,18 +109,7 @@ fn fill_values_of_untagged_band_files_never_blend_into_real_pixels() {
     let tmp = tempfile::tempdir().unwrap();
     let path = tmp.path().join("B11_20m.tif");
     // A 20 m band without a nodata tag: left half fill (0), right half 3000.
-    let drv = gdal::DriverManager::get_driver_by_name("GTiff").unwrap();
-    let mut ds = drv.create_with_band_type::<u16, _>(&path, 8, 8, 1).unwrap();
-    ds.set_geo_transform(&[500000.0, 20.0, 0.0, 3500000.0, 0.0, -20.0])
-        .unwrap();
-    ds.set_spatial_ref(&gdal::spatial_ref::SpatialRef::from_epsg(32650).unwrap())
-        .unwrap();
-    let data: Vec<u16> = (0..64).map(|i| if i % 8 < 4 { 0 } else { 3000 }).collect();
-    ds.rasterband(1)
-        .unwrap()
-        .write((0, 0), (8, 8), &mut gdal::raster::Buffer::new((8, 8), data))
-        .unwrap();
-    drop(ds);
+    geotiff(&path, 8, 1, 20.0, |_, i| if i % 8 < 4 { 0 } else { 3000 });
     let grid = JobGrid {
         crs_wkt: gdal::spatial_ref::SpatialRef::from_epsg(32650)
             .unwrap()

@@ -17,6 +17,19 @@ const S2: [&str; 10] = [
     "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B11", "B12",
 ];
 
+/// Saves a freshly initialised MLP for `bands` with its card; returns the store and network.
+fn save_mlp(
+    model: &Path,
+    bands: &[&str],
+    hidden: &[i64],
+) -> (tch::nn::VarStore, tch::nn::Sequential) {
+    let vs = tch::nn::VarStore::new(tch::Device::Cpu);
+    let net = build_mlp(&vs.root(), bands.len() as i64, hidden, 6);
+    vs.save(model).unwrap();
+    write_card(model, "varstore-mlp", bands, hidden);
+    (vs, net)
+}
+
 fn write_card(model: &Path, format: &str, bands: &[&str], hidden: &[i64]) {
     let card = serde_json::json!({
         "name": "test-model",
@@ -61,10 +74,7 @@ fn a_varstore_model_reloads_and_classifies_like_the_trained_network() {
     let tmp = tempfile::tempdir().unwrap();
     let model = tmp.path().join("mlp.ot");
     tch::manual_seed(3);
-    let vs = tch::nn::VarStore::new(tch::Device::Cpu);
-    let net = build_mlp(&vs.root(), 10, &[16, 8], 6);
-    vs.save(&model).unwrap();
-    write_card(&model, "varstore-mlp", &S2, &[16, 8]);
+    let (_vs, net) = save_mlp(&model, &S2, &[16, 8]);
 
     let profile = SensorProfile::by_name("sentinel2-l2a").unwrap();
     let clf = TorchClassifier::load(&model, profile, 2).unwrap();
@@ -125,10 +135,7 @@ fn a_torchscript_module_from_pytorch_is_used_as_is() {
 fn a_card_that_does_not_match_the_imagery_is_refused() {
     let tmp = tempfile::tempdir().unwrap();
     let model = tmp.path().join("l1c.ot");
-    let vs = tch::nn::VarStore::new(tch::Device::Cpu);
-    let _ = build_mlp(&vs.root(), 3, &[4], 6);
-    vs.save(&model).unwrap();
-    write_card(&model, "varstore-mlp", &["B01", "B09", "B10"], &[4]);
+    save_mlp(&model, &["B01", "B09", "B10"], &[4]);
     let profile = SensorProfile::by_name("sentinel2-l2a").unwrap();
     let err = TorchClassifier::load(&model, profile, 1)
         .err()
@@ -153,10 +160,7 @@ fn the_job_runs_with_a_torch_model() {
     let tmp = tempfile::tempdir().unwrap();
     let city = common::city(&tmp.path().join("city"), 128, 3, 64);
     let model = city.dir.join("mlp.ot");
-    let vs = tch::nn::VarStore::new(tch::Device::Cpu);
-    let _ = build_mlp(&vs.root(), 10, &[8], 6);
-    vs.save(&model).unwrap();
-    write_card(&model, "varstore-mlp", &S2, &[8]);
+    save_mlp(&model, &S2, &[8]);
     let text = common::config_text(&city)
         .replace("kind = \"index\"", "kind = \"torch\"\nmodel = \"mlp.ot\"");
     std::fs::write(&city.job_config, text).unwrap();
@@ -180,27 +184,11 @@ fn the_job_runs_with_a_torch_model() {
 fn detect_runs_with_a_torch_model() {
     let tmp = tempfile::tempdir().unwrap();
     let model = tmp.path().join("mlp.ot");
-    let vs = tch::nn::VarStore::new(tch::Device::Cpu);
-    let _ = build_mlp(&vs.root(), 10, &[8], 6);
-    vs.save(&model).unwrap();
-    write_card(&model, "varstore-mlp", &S2, &[8]);
-    let drv = gdal::DriverManager::get_driver_by_name("GTiff").unwrap();
+    save_mlp(&model, &S2, &[8]);
     for (name, level) in [("t1.tif", 1500u16), ("t2.tif", 3000)] {
-        let mut ds = drv
-            .create_with_band_type::<u16, _>(tmp.path().join(name), 32, 32, 10)
-            .unwrap();
-        ds.set_geo_transform(&[500000.0, 10.0, 0.0, 3500000.0, 0.0, -10.0])
-            .unwrap();
-        ds.set_spatial_ref(&gdal::spatial_ref::SpatialRef::from_epsg(32650).unwrap())
-            .unwrap();
-        for b in 1..=10 {
-            let mut buf =
-                gdal::raster::Buffer::new((32, 32), vec![level + 100 * b as u16; 32 * 32]);
-            ds.rasterband(b)
-                .unwrap()
-                .write((0, 0), (32, 32), &mut buf)
-                .unwrap();
-        }
+        common::geotiff(&tmp.path().join(name), 32, 10, 10.0, |b, _| {
+            level + 100 * b as u16
+        });
     }
     let out = tmp.path().join("out");
     let s = gengbao::detect::detect(&gengbao::detect::DetectOptions {

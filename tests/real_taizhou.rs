@@ -3,6 +3,8 @@
 //! computed on the same reflectance. Skips with a message when the data is absent.
 //! Reproduce the README figures: `cargo test --release --test real_taizhou -- --nocapture`.
 
+mod common;
+
 use gengbao::change::change_vector_otsu;
 use gengbao::detect::{detect, DetectOptions};
 use gengbao::evaluate::{binary_score, BinaryScore};
@@ -13,11 +15,7 @@ use gengbao::sensor::SensorProfile;
 use std::path::{Path, PathBuf};
 
 fn data_dir() -> Option<PathBuf> {
-    let root = std::env::var_os("GENGBAO_REAL_DATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data"));
-    let d = root.join("landsat-taizhou");
-    d.join("2000TM").exists().then_some(d)
+    common::real_data("landsat-taizhou", "2000TM")
 }
 
 fn reflectance(path: &Path, profile: &SensorProfile) -> Vec<Vec<f32>> {

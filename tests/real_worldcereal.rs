@@ -6,6 +6,8 @@
 
 use gdal::vector::{FieldValue, Geometry};
 use gdal::DriverManager;
+mod common;
+
 use gengbao::config::JobConfig;
 use gengbao::evaluate::{class_score, ClassScore};
 use gengbao::export::{write_layer, FieldSpec, Format};
@@ -19,11 +21,7 @@ const BANDS: [&str; 11] = [
 ];
 
 fn data_dir() -> Option<PathBuf> {
-    let root = std::env::var_os("GENGBAO_REAL_DATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data"));
-    let d = root.join("worldcereal-s2");
-    d.join("00002806639B424A/B02.tif").exists().then_some(d)
+    common::real_data("worldcereal-s2", "00002806639B424A/B02.tif")
 }
 
 /// WorldCereal land-cover code -> gengbao class (11 temporary crops, 13 grassland, 60 built-up).

@@ -85,3 +85,41 @@ pub fn snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>, std::time::SystemTime)> {
         })
         .collect()
 }
+
+/// Writes a u16 GeoTIFF in UTM 50N with its top-left corner at (500000, 3500000):
+/// `value(band, pixel)` fills it (bands from 1, pixels row by row).
+pub fn geotiff(
+    path: &Path,
+    size: usize,
+    bands: usize,
+    pixel_m: f64,
+    value: impl Fn(usize, usize) -> u16,
+) {
+    let drv = gdal::DriverManager::get_driver_by_name("GTiff").unwrap();
+    let mut ds = drv
+        .create_with_band_type::<u16, _>(path, size, size, bands)
+        .unwrap();
+    ds.set_geo_transform(&[500000.0, pixel_m, 0.0, 3500000.0, 0.0, -pixel_m])
+        .unwrap();
+    ds.set_spatial_ref(&gdal::spatial_ref::SpatialRef::from_epsg(32650).unwrap())
+        .unwrap();
+    for b in 1..=bands {
+        let mut buf = gdal::raster::Buffer::new(
+            (size, size),
+            (0..size * size).map(|i| value(b, i)).collect(),
+        );
+        ds.rasterband(b)
+            .unwrap()
+            .write((0, 0), (size, size), &mut buf)
+            .unwrap();
+    }
+}
+
+/// A folder of `../shared/data` (or of `GENGBAO_REAL_DATA`), when `probe` exists in it.
+pub fn real_data(folder: &str, probe: &str) -> Option<PathBuf> {
+    let root = std::env::var_os("GENGBAO_REAL_DATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data"));
+    let dir = root.join(folder);
+    dir.join(probe).exists().then_some(dir)
+}
