@@ -157,7 +157,7 @@ pub fn warp_onto(
             alg,
             0.0,
             // GDAL's approximate transformer (at most 1/8 pixel off): exact transformation is
-            // several times slower when reprojecting. The approximation depends on the window,
+            // about 1.4x slower when reprojecting. The approximation depends on the window,
             // so a reprojected job's boundary pixels may change with the tile size (not between
             // runs).
             0.125,
