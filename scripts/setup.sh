@@ -10,6 +10,7 @@ packages=(
   libtorch-dev    # libtorch 1.13: the learned classifier (tch 0.10)
   python3-torch   # makes TorchScript fixtures in tests (/usr/bin/python3)
   clang libclang-dev  # needed by crates that generate bindings at build time
+  fonts-dejavu-core   # the font of the confusion-matrix plots of `gengbao eval`
 )
 
 missing=()

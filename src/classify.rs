@@ -297,37 +297,202 @@ impl ModelCard {
                 "list, per model output, a code from 1 (grain) to 6 (forest)",
             ));
         }
-        if self.periods != 1 {
+        if !(1..=MAX_PERIODS).contains(&self.periods) {
             return Err(Error::input(
                 path,
-                format!(
-                    "the model consumes {} periods; this version feeds one",
-                    self.periods
-                ),
-                "use a single-period model (periods = 1)",
+                format!("the model consumes {} periods", self.periods),
+                format!("use a model of 1 to {MAX_PERIODS} periods (the archive keeps one year)"),
             ));
         }
         Ok(())
     }
 
-    /// Refuses a model whose inputs the imagery cannot provide.
-    pub fn check_against(&self, profile: &SensorProfile, model: &Path) -> Result<()> {
-        let missing: Vec<&String> = self
-            .input_bands
-            .iter()
-            .filter(|b| !profile.bands.contains(&b.as_str()))
-            .collect();
-        if !missing.is_empty() {
-            return Err(Error::input(
-                Self::card_path(model),
+    /// Refuses a model whose inputs the imagery cannot provide, or whose `periods` disagrees
+    /// with the history its inputs reach back to.
+    pub fn check_against(
+        &self,
+        profile: &SensorProfile,
+        card_path: &Path,
+    ) -> Result<FeatureLayout> {
+        let layout = FeatureLayout::parse(&self.input_bands, profile).map_err(|unknown| {
+            Error::input(
+                card_path,
                 format!(
-                    "the model expects bands {:?} but the imagery profile `{}` has {:?} (missing {:?})",
-                    self.input_bands, profile.name, profile.bands, missing
+                    "the model expects inputs {:?} but the imagery profile `{}` has bands {:?}; not available: {:?}",
+                    self.input_bands, profile.name, profile.bands, unknown
                 ),
-                "use a model trained for this sensor, or a sensor profile that provides these bands",
+                format!("use a model trained for this sensor, or a sensor profile that provides these bands; besides band names, inputs may be {}", FeatureLayout::DERIVED_HELP),
+            )
+        })?;
+        if layout.periods() != self.periods {
+            return Err(Error::input(
+                card_path,
+                format!(
+                    "the card says periods = {} but its inputs reach back {} period(s)",
+                    self.periods,
+                    layout.periods() - 1
+                ),
+                format!("set periods = {}", layout.periods()),
             ));
         }
-        Ok(())
+        Ok(layout)
+    }
+}
+
+/// Periods a model may consume: the current one and the archive's year of history.
+pub const MAX_PERIODS: usize = 6;
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Feature {
+    /// Reflectance of a profile band in the period composite.
+    Band(usize),
+    /// NDVI statistic of the period `lag` periods back (0 = this period).
+    Ndvi { lag: usize, stat: NdviStat },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum NdviStat {
+    Median,
+    Min,
+    Max,
+}
+
+/// The per-pixel inputs of a learned model, parsed from the names in its card: profile band
+/// names (reflectance of the composite), `NDVI_MIN` and `NDVI_MAX` (lowest and highest NDVI
+/// of the period's clear observations), and `NDVI_MED-k`, `NDVI_MIN-k`, `NDVI_MAX-k` (the
+/// period k periods back, as archived). The same code builds the inputs for training and for
+/// the pipeline, so a model sees at run time exactly what it learned from.
+#[derive(Debug, Clone)]
+pub struct FeatureLayout {
+    features: Vec<Feature>,
+    bands: Vec<usize>,
+}
+
+impl FeatureLayout {
+    pub const DERIVED_HELP: &'static str =
+        "NDVI_MIN, NDVI_MAX, and NDVI_MED-k / NDVI_MIN-k / NDVI_MAX-k for k = 1..5 periods back";
+
+    /// Parses input names; the error lists the names the profile cannot provide.
+    pub fn parse(
+        names: &[String],
+        profile: &SensorProfile,
+    ) -> std::result::Result<Self, Vec<String>> {
+        let mut features = Vec::with_capacity(names.len());
+        let mut unknown = Vec::new();
+        for name in names {
+            let stat_lag = |prefix: &str| -> Option<usize> {
+                let rest = name.strip_prefix(prefix)?;
+                if rest.is_empty() {
+                    return Some(0);
+                }
+                let lag: usize = rest.strip_prefix('-')?.parse().ok()?;
+                (1..MAX_PERIODS).contains(&lag).then_some(lag)
+            };
+            let f = if let Some(b) = profile.band_index(name) {
+                Some(Feature::Band(b))
+            } else if let Some(lag) = stat_lag("NDVI_MED").filter(|&l| l > 0) {
+                Some(Feature::Ndvi {
+                    lag,
+                    stat: NdviStat::Median,
+                })
+            } else if let Some(lag) = stat_lag("NDVI_MIN") {
+                Some(Feature::Ndvi {
+                    lag,
+                    stat: NdviStat::Min,
+                })
+            } else {
+                stat_lag("NDVI_MAX").map(|lag| Feature::Ndvi {
+                    lag,
+                    stat: NdviStat::Max,
+                })
+            };
+            match f {
+                Some(f) => features.push(f),
+                None => unknown.push(name.clone()),
+            }
+        }
+        if !unknown.is_empty() || features.is_empty() {
+            return Err(unknown);
+        }
+        let bands = features
+            .iter()
+            .filter_map(|f| match f {
+                Feature::Band(b) => Some(*b),
+                _ => None,
+            })
+            .collect();
+        Ok(FeatureLayout { features, bands })
+    }
+
+    /// The inputs gengbao's own models use: every profile band, the period's NDVI range, and
+    /// the NDVI statistics of `periods - 1` earlier periods.
+    pub fn default_names(profile: &SensorProfile, periods: usize) -> Vec<String> {
+        let mut names: Vec<String> = profile.bands.iter().map(|b| b.to_string()).collect();
+        names.extend(["NDVI_MIN".to_string(), "NDVI_MAX".to_string()]);
+        for k in 1..periods {
+            for stat in ["NDVI_MED", "NDVI_MIN", "NDVI_MAX"] {
+                names.push(format!("{stat}-{k}"));
+            }
+        }
+        names
+    }
+
+    pub fn len(&self) -> usize {
+        self.features.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.features.is_empty()
+    }
+
+    /// The current period and as many earlier ones as the inputs reach back to.
+    pub fn periods(&self) -> usize {
+        1 + self
+            .features
+            .iter()
+            .map(|f| match f {
+                Feature::Ndvi { lag, .. } => *lag,
+                Feature::Band(_) => 0,
+            })
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// Whether pixel `i` of the composite was observed in every band the model reads.
+    pub fn observed(&self, c: &Composite, i: usize) -> bool {
+        self.bands.iter().all(|&b| c.bands[b][i].is_finite())
+    }
+
+    /// Appends the inputs of pixel `i`, normalised. An earlier period that is not archived
+    /// yet, or had no clear view of the pixel, is stood in for by the nearest later one (at
+    /// worst the current period): the model then sees "no change", never a made-up value.
+    pub fn push(
+        &self,
+        c: &Composite,
+        history: &[NdviStats],
+        i: usize,
+        norm: &Normalisation,
+        out: &mut Vec<f32>,
+    ) {
+        for (k, f) in self.features.iter().enumerate() {
+            let v = match *f {
+                Feature::Band(b) => c.bands[b][i],
+                Feature::Ndvi { lag, stat } => {
+                    let pick = |s: &NdviStats| match stat {
+                        NdviStat::Median => s.median[i],
+                        NdviStat::Min => s.min[i],
+                        NdviStat::Max => s.max[i],
+                    };
+                    (1..=lag.min(history.len()))
+                        .rev()
+                        .map(|l| pick(&history[l - 1]))
+                        .find(|v| v.is_finite())
+                        .unwrap_or_else(|| pick(&c.ndvi))
+                }
+            };
+            let v = if v.is_finite() { v } else { norm.mean[k] };
+            out.push((v - norm.mean[k]) / norm.std[k]);
+        }
     }
 }
 
@@ -340,7 +505,7 @@ enum TorchModel {
 pub struct TorchClassifier {
     card: ModelCard,
     path: PathBuf,
-    band_index: Vec<usize>,
+    layout: FeatureLayout,
     version: String,
     // libtorch modules are not thread-safe to share; tiles take turns and libtorch itself uses
     // all cores (intra-op threads) for each batch.
@@ -379,24 +544,76 @@ pub fn build_mlp(
 /// Hash of a file's bytes, shortened: the model version written into patches.
 pub fn file_version(path: &Path) -> Result<String> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    let digest = Sha256::digest(&bytes);
-    Ok(digest.iter().take(6).map(|b| format!("{b:02x}")).collect())
+    Ok(bytes_version(&bytes))
 }
+
+fn bytes_version(bytes: &[u8]) -> String {
+    let digest = Sha256::digest(bytes);
+    digest.iter().take(6).map(|b| format!("{b:02x}")).collect()
+}
+
+/// The classifier a job or a detection names: `index` (the rules), `learned` (the model
+/// shipped in gengbao), `torch` (the model file given), or `auto` (the shipped model when the
+/// imagery provides its inputs, else the rules: it is trained on Sentinel-2).
+pub fn select(
+    kind: &str,
+    model: Option<&Path>,
+    profile: &SensorProfile,
+    threads: usize,
+) -> Result<Box<dyn Classifier>> {
+    Ok(match (kind, model) {
+        (_, Some(model)) => Box::new(TorchClassifier::load(model, profile, threads)?),
+        ("learned", None) => Box::new(TorchClassifier::builtin(profile, threads)?),
+        ("auto", None) => match TorchClassifier::builtin(profile, threads) {
+            Ok(c) => Box::new(c),
+            Err(Error::Input { .. }) => Box::new(IndexBaseline),
+            Err(e) => return Err(e),
+        },
+        _ => Box::new(IndexBaseline),
+    })
+}
+
+/// The default model: trained by `gengbao train --config models/gengbao-s2-v1.train.toml`.
+pub const BUILTIN_MODEL_NAME: &str = "models/gengbao-s2-v1.ot";
+const BUILTIN_MODEL: &[u8] = include_bytes!("../models/gengbao-s2-v1.ot");
+const BUILTIN_CARD: &str = include_str!("../models/gengbao-s2-v1.ot.json");
 
 impl TorchClassifier {
     pub fn load(model: &Path, profile: &SensorProfile, threads: usize) -> Result<Self> {
         let card = ModelCard::load(model)?;
-        card.check_against(profile, model)?;
+        let bytes = std::fs::read(model).map_err(|e| Error::io(model, e))?;
+        Self::from_parts(card, model, &bytes, profile, threads)
+    }
+
+    /// The model shipped inside gengbao (`models/`), for profiles that provide its inputs.
+    pub fn builtin(profile: &SensorProfile, threads: usize) -> Result<Self> {
+        let path = Path::new(BUILTIN_MODEL_NAME);
+        let card: ModelCard =
+            serde_json::from_str(BUILTIN_CARD).expect("the shipped card is valid JSON");
+        card.check_shape(path)?;
+        Self::from_parts(card, path, BUILTIN_MODEL, profile, threads)
+    }
+
+    /// `path` names the model in messages; `bytes` are its file's content.
+    fn from_parts(
+        card: ModelCard,
+        path: &Path,
+        bytes: &[u8],
+        profile: &SensorProfile,
+        threads: usize,
+    ) -> Result<Self> {
+        let layout = card.check_against(profile, &ModelCard::card_path(path))?;
         tch::set_num_threads(threads.max(1) as i32);
         let loaded = match card.format {
             ModelFormat::Torchscript => {
-                let mut m = tch::CModule::load(model).map_err(|e| {
-                    Error::input(
-                        model,
-                        format!("not a loadable TorchScript module: {e}"),
-                        "export it with torch.jit.trace or torch.jit.script and torch.jit.save",
-                    )
-                })?;
+                let mut m =
+                    tch::CModule::load_data(&mut std::io::Cursor::new(bytes)).map_err(|e| {
+                        Error::input(
+                            path,
+                            format!("not a loadable TorchScript module: {e}"),
+                            "export it with torch.jit.trace or torch.jit.script and torch.jit.save",
+                        )
+                    })?;
                 m.set_eval();
                 TorchModel::Script(m)
             }
@@ -408,26 +625,22 @@ impl TorchClassifier {
                     &card.hidden,
                     card.classes.len() as i64,
                 );
-                vs.load(model).map_err(|e| {
-                    Error::input(
-                        model,
-                        format!("the weights do not fit the card's architecture: {e}"),
-                        "check `hidden` and `input_bands` in the card",
-                    )
-                })?;
+                vs.load_from_stream(std::io::Cursor::new(bytes))
+                    .map_err(|e| {
+                        Error::input(
+                            path,
+                            format!("the weights do not fit the card's architecture: {e}"),
+                            "check `hidden` and `input_bands` in the card",
+                        )
+                    })?;
                 TorchModel::Mlp(seq, vs)
             }
         };
-        let band_index = card
-            .input_bands
-            .iter()
-            .map(|b| profile.band_index(b).expect("checked"))
-            .collect();
         Ok(TorchClassifier {
-            version: file_version(model)?,
-            path: model.to_path_buf(),
+            version: bytes_version(bytes),
+            path: path.to_path_buf(),
             card,
-            band_index,
+            layout,
             model: Mutex::new(loaded),
             batch: 1 << 16,
         })
@@ -458,21 +671,17 @@ impl Classifier for TorchClassifier {
     fn classify(&self, input: &ClassifierInput) -> Result<Classified> {
         let c = input.composite;
         let n = c.width * c.height;
-        let nb = self.band_index.len();
+        let nb = self.layout.len();
         let mut classes = vec![0u8; n];
         let mut confidence = vec![0f32; n];
-        let valid: Vec<usize> = (0..n)
-            .filter(|&i| self.band_index.iter().all(|&b| c.bands[b][i].is_finite()))
-            .collect();
+        let valid: Vec<usize> = (0..n).filter(|&i| self.layout.observed(c, i)).collect();
         let _guard = tch::no_grad_guard();
         let mut features = Vec::with_capacity(self.batch.min(valid.len()) * nb);
         for chunk in valid.chunks(self.batch) {
             features.clear();
             for &i in chunk {
-                for (k, &b) in self.band_index.iter().enumerate() {
-                    let norm = &self.card.normalisation;
-                    features.push((c.bands[b][i] - norm.mean[k]) / norm.std[k]);
-                }
+                self.layout
+                    .push(c, input.history, i, &self.card.normalisation, &mut features);
             }
             let x = tch::Tensor::of_slice(&features).view([chunk.len() as i64, nb as i64]);
             let logits = self.forward(&x)?;

@@ -33,6 +33,38 @@ pub struct NdviStats {
     pub max: Vec<f32>,
 }
 
+/// The NDVI archive stores one byte per value: (NDVI + 1) x 100, 255 = unknown. The rules
+/// need 0.01 precision at most, and a province's year of history stays small.
+pub const NDVI_NODATA: u8 = 255;
+
+pub fn ndvi_to_byte(v: f32) -> u8 {
+    if v.is_finite() {
+        ((v.clamp(-1.0, 1.0) + 1.0) * 100.0).round() as u8
+    } else {
+        NDVI_NODATA
+    }
+}
+
+pub fn byte_to_ndvi(b: u8) -> f32 {
+    if b == NDVI_NODATA {
+        f32::NAN
+    } else {
+        f32::from(b) / 100.0 - 1.0
+    }
+}
+
+impl NdviStats {
+    /// The statistics as a later period reads them back from the archive.
+    pub fn as_archived(&self) -> NdviStats {
+        let round = |v: &Vec<f32>| v.iter().map(|&x| byte_to_ndvi(ndvi_to_byte(x))).collect();
+        NdviStats {
+            median: round(&self.median),
+            min: round(&self.min),
+            max: round(&self.max),
+        }
+    }
+}
+
 impl Composite {
     /// A "composite" of one cloud-free image (two-date detection): every observation counts.
     pub fn single(

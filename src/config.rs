@@ -49,7 +49,10 @@ ph_min_periods = 6              # 撂荒 needs this many consecutive periods (no
                                 # at most 6: one year) without a sign of cultivation
 
 [classifier]
-kind = "index"                  # "index": spectral-temporal index rules; "torch": a model file
+kind = "auto"                   # "auto": the learned model shipped with gengbao when the sensor
+                                # has its bands (Sentinel-2), else "index"; "learned": the shipped
+                                # model or an error; "index": spectral-temporal index rules;
+                                # "torch": your model file
 # model = "models/landcover.pt" # with kind = "torch"; its card is <model>.json
 
 [output]
@@ -189,7 +192,7 @@ fn default_ph_min_periods() -> usize {
     6
 }
 fn default_classifier_kind() -> String {
-    "index".into()
+    "auto".into()
 }
 fn default_encoding() -> String {
     "GBK".into()
@@ -318,7 +321,7 @@ impl JobConfig {
             );
         }
         match self.classifier.kind.as_str() {
-            "index" => {}
+            "index" | "auto" | "learned" => {}
             "torch" if self.classifier.model.is_some() => {}
             "torch" => {
                 return bad(
@@ -331,7 +334,7 @@ impl JobConfig {
                 return bad(
                     "classifier.kind",
                     format!("unknown classifier `{other}`"),
-                    "use \"index\" or \"torch\"",
+                    "use \"auto\", \"learned\", \"index\" or \"torch\"",
                 )
             }
         }

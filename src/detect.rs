@@ -8,7 +8,7 @@
 //! Rules: FNH and FLH as in [`crate::change`]; PH needs a year of periods and is never flagged
 //! from two dates.
 
-use crate::classify::{Classifier, ClassifierInput, IndexBaseline, TorchClassifier};
+use crate::classify::ClassifierInput;
 use crate::composite::Composite;
 use crate::error::{Error, Result};
 use crate::export::{patch_specs, patch_values, write_layer, Format, StagingDir};
@@ -127,10 +127,8 @@ pub fn detect(opts: &DetectOptions) -> Result<DetectSummary> {
             &Geometry::bbox(x0, y0, x1, y1)?,
         )?],
     };
-    let classifier: Box<dyn Classifier> = match &opts.model {
-        Some(model) => Box::new(TorchClassifier::load(model, profile, num_threads())?),
-        None => Box::new(IndexBaseline),
-    };
+    let classifier =
+        crate::classify::select("auto", opts.model.as_deref(), profile, num_threads())?;
     let darks = |p: &Path| {
         if profile.dark_object_subtraction {
             dark_objects(p, profile)

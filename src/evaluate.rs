@@ -12,7 +12,7 @@ use crate::grid::JobGrid;
 use crate::raster::rasterize;
 use gdal::vector::{Geometry, LayerAccess};
 use gdal::Dataset;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -226,28 +226,44 @@ mod tests {
     }
 }
 
-/// Land-cover accuracy of a class raster against a truth raster on the same grid: overall
-/// accuracy, Cohen's kappa and per-class F1 over the pixels both label (codes 1..=6).
-#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+/// Land-cover accuracy against a reference, over the pixels both label (codes 1..=6):
+/// overall accuracy, Cohen's kappa, per-class precision, recall and F1, and macro-F1 (the mean
+/// F1 of the classes present in the reference; pixels given to absent classes still lower the
+/// recall of the true ones).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct ClassScore {
     pub pixels: u64,
     pub overall_accuracy: f64,
     pub kappa: f64,
-    /// Class code -> F1.
+    pub macro_f1: f64,
+    /// Class code -> F1, for classes in the reference or the prediction.
     pub f1: BTreeMap<u8, f64>,
+    pub precision: BTreeMap<u8, f64>,
+    pub recall: BTreeMap<u8, f64>,
+    /// Class code -> reference pixels.
+    pub pixels_by_class: BTreeMap<u8, u64>,
     /// confusion[truth - 1][predicted - 1]
     pub confusion: [[u64; 6]; 6],
 }
 
 pub fn class_score(truth: &[f64], predicted: &[f64]) -> ClassScore {
-    let mut s = ClassScore::default();
+    let mut confusion = [[0u64; 6]; 6];
     for (&t, &p) in truth.iter().zip(predicted) {
         let (t, p) = (t as usize, p as usize);
         if (1..=6).contains(&t) && (1..=6).contains(&p) {
-            s.confusion[t - 1][p - 1] += 1;
-            s.pixels += 1;
+            confusion[t - 1][p - 1] += 1;
         }
     }
+    class_score_counts(confusion)
+}
+
+/// The scores of a confusion matrix (rows reference, columns prediction, codes 1..=6).
+pub fn class_score_counts(confusion: [[u64; 6]; 6]) -> ClassScore {
+    let mut s = ClassScore {
+        confusion,
+        pixels: confusion.iter().flatten().sum(),
+        ..Default::default()
+    };
     let n = s.pixels as f64;
     let diag: u64 = (0..6).map(|k| s.confusion[k][k]).sum();
     s.overall_accuracy = diag as f64 / n;
@@ -255,13 +271,193 @@ pub fn class_score(truth: &[f64], predicted: &[f64]) -> ClassScore {
     let col = |k: usize| (0..6).map(|r| s.confusion[r][k]).sum::<u64>() as f64;
     let expected: f64 = (0..6).map(|k| row(k) * col(k)).sum::<f64>() / (n * n);
     s.kappa = (s.overall_accuracy - expected) / (1.0 - expected);
+    let mut present = Vec::new();
     for k in 0..6 {
         let tp = s.confusion[k][k] as f64;
+        let code = k as u8 + 1;
+        if row(k) > 0.0 {
+            s.recall.insert(code, tp / row(k));
+            s.pixels_by_class.insert(code, row(k) as u64);
+        }
+        if col(k) > 0.0 {
+            s.precision.insert(code, tp / col(k));
+        }
         if row(k) + col(k) > 0.0 {
-            s.f1.insert(k as u8 + 1, 2.0 * tp / (row(k) + col(k)));
+            let f1 = 2.0 * tp / (row(k) + col(k));
+            s.f1.insert(code, f1);
+            if row(k) > 0.0 {
+                present.push(f1);
+            }
         }
     }
+    s.macro_f1 = present.iter().sum::<f64>() / present.len().max(1) as f64;
     s
+}
+
+impl ClassScore {
+    /// A Markdown report: headline figures, per-class table and confusion matrix.
+    pub fn markdown(&self, title: &str) -> String {
+        use crate::classify::LandCover;
+        let mut md = format!(
+            "## {title}\n\n{} pixels, overall accuracy {:.3}, kappa {:.3}, macro-F1 {:.3}\n\n\
+             | class | reference pixels | precision | recall | F1 |\n|---|---|---|---|---|\n",
+            self.pixels, self.overall_accuracy, self.kappa, self.macro_f1
+        );
+        let fmt =
+            |m: &BTreeMap<u8, f64>, c: u8| m.get(&c).map_or("-".into(), |v| format!("{v:.3}"));
+        for c in LandCover::ALL {
+            let code = c.code();
+            if !self.f1.contains_key(&code) {
+                continue;
+            }
+            md += &format!(
+                "| {code} {} | {} | {} | {} | {} |\n",
+                c.label_zh(),
+                self.pixels_by_class.get(&code).copied().unwrap_or(0),
+                fmt(&self.precision, code),
+                fmt(&self.recall, code),
+                fmt(&self.f1, code)
+            );
+        }
+        md += "\nConfusion (rows reference, columns predicted):\n\n| | 1 | 2 | 3 | 4 | 5 | 6 |\n|---|---|---|---|---|---|---|\n";
+        for (k, row) in self.confusion.iter().enumerate() {
+            md += &format!(
+                "| {} | {} |\n",
+                k + 1,
+                row.iter()
+                    .map(|v| v.to_string())
+                    .collect::<Vec<_>>()
+                    .join(" | ")
+            );
+        }
+        md
+    }
+
+    /// One line for the terminal.
+    pub fn short(&self) -> String {
+        format!(
+            "{} px, OA {:.3}, kappa {:.3}, macro-F1 {:.3}, F1 {}",
+            self.pixels,
+            self.overall_accuracy,
+            self.kappa,
+            self.macro_f1,
+            self.f1
+                .iter()
+                .map(|(c, f)| format!("{c}:{f:.2}"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        )
+    }
+}
+
+/// Draws the confusion matrix as a PNG: cells shaded by row share, with the counts, class
+/// names and the headline figures. Text needs a TrueType font: DejaVu Sans from Debian's
+/// fonts-dejavu-core (installed by scripts/setup.sh), or the file in `GENGBAO_FONT`.
+pub fn confusion_png(score: &ClassScore, title: &str, path: &Path) -> Result<()> {
+    use plotters::prelude::*;
+    use plotters::style::{register_font, FontStyle};
+    static FONT: std::sync::OnceLock<std::result::Result<(), String>> = std::sync::OnceLock::new();
+    let font_path = std::env::var("GENGBAO_FONT")
+        .unwrap_or_else(|_| "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf".into());
+    FONT.get_or_init(|| {
+        let bytes = std::fs::read(&font_path).map_err(|e| e.to_string())?;
+        register_font(
+            "sans-serif",
+            FontStyle::Normal,
+            Box::leak(bytes.into_boxed_slice()),
+        )
+        .map_err(|_| "not a TrueType font".to_string())
+    })
+    .clone()
+    .map_err(|e| {
+        Error::input(
+            &font_path,
+            format!("cannot load the font for the plot: {e}"),
+            "install fonts-dejavu-core (scripts/setup.sh does) or set GENGBAO_FONT to a .ttf file",
+        )
+    })?;
+    let draw = || -> std::result::Result<(), Box<dyn std::error::Error>> {
+        let (w, h) = (760u32, 640u32);
+        let root = BitMapBackend::new(path, (w, h)).into_drawing_area();
+        root.fill(&WHITE)?;
+        let text = |size| ("sans-serif", size).into_font();
+        root.draw(&Text::new(title.to_string(), (20, 12), text(22)))?;
+        root.draw(&Text::new(
+            format!(
+                "{} px   OA {:.3}   kappa {:.3}   macro-F1 {:.3}",
+                score.pixels, score.overall_accuracy, score.kappa, score.macro_f1
+            ),
+            (20, 42),
+            text(16),
+        ))?;
+        let names = [
+            "1 grain",
+            "2 non-grain",
+            "3 built-up",
+            "4 water",
+            "5 grass",
+            "6 forest",
+        ];
+        let (x0, y0, cell) = (150i32, 110i32, 88i32);
+        root.draw(&Text::new(
+            "predicted",
+            (x0 + 3 * cell - 30, y0 - 40),
+            text(15),
+        ))?;
+        root.draw(&Text::new("reference", (10, y0 - 40), text(15)))?;
+        for (k, name) in names.iter().enumerate() {
+            let k = k as i32;
+            root.draw(&Text::new(
+                name.to_string(),
+                (x0 + k * cell + 4, y0 - 20),
+                text(13),
+            ))?;
+            root.draw(&Text::new(
+                name.to_string(),
+                (10, y0 + k * cell + cell / 2 - 7),
+                text(13),
+            ))?;
+        }
+        for (r, row) in score.confusion.iter().enumerate() {
+            let total: u64 = row.iter().sum();
+            for (c, &v) in row.iter().enumerate() {
+                let share = if total > 0 {
+                    v as f64 / total as f64
+                } else {
+                    0.0
+                };
+                let shade = (255.0 * (1.0 - share)) as u8;
+                let colour = if r == c {
+                    RGBColor(shade, 255 - (255 - shade) / 3, shade)
+                } else {
+                    RGBColor(255, shade, shade)
+                };
+                let (cx, cy) = (x0 + c as i32 * cell, y0 + r as i32 * cell);
+                root.draw(&Rectangle::new(
+                    [(cx, cy), (cx + cell, cy + cell)],
+                    colour.filled(),
+                ))?;
+                root.draw(&Rectangle::new(
+                    [(cx, cy), (cx + cell, cy + cell)],
+                    BLACK.stroke_width(1),
+                ))?;
+                root.draw(&Text::new(
+                    v.to_string(),
+                    (cx + 8, cy + cell / 2 - 8),
+                    text(15),
+                ))?;
+            }
+        }
+        root.present()?;
+        Ok(())
+    };
+    draw().map_err(|e| {
+        Error::input(
+            path,
+            format!("cannot draw the plot: {e}"),
+            "check that the folder is writable",
+        )
+    })
 }
 
 #[cfg(test)]

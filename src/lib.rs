@@ -25,6 +25,7 @@ pub mod pipeline;
 pub mod raster;
 pub mod samples;
 pub mod sensor;
+pub mod train;
 pub mod vectorise;
 
 pub use error::{Error, Result};

@@ -3,15 +3,17 @@
 //! non-zero exit code.
 
 use clap::{Parser, Subcommand};
+use gengbao::classify::{Classifier, TorchClassifier};
 use gengbao::config::{JobConfig, EXAMPLE};
 use gengbao::detect::{detect, DetectOptions};
 use gengbao::error::{Error, Result};
-use gengbao::evaluate::{class_score, read_period_patches, score_against_truth};
+use gengbao::evaluate::{class_score, confusion_png, read_period_patches, score_against_truth};
 use gengbao::period::Period;
 use gengbao::pipeline::{period_dir, periods_with_imagery, run_period, RunOptions};
 use gengbao::raster::read_band_f64;
 use gengbao::samples::{generate, SampleOptions};
 use gengbao::sensor::PROFILES;
+use gengbao::train::{evaluate_classifier, train, Evaluation, Split, TrainConfig};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -106,6 +108,28 @@ enum Command {
         #[arg(long)]
         period: String,
     },
+    /// Train a land-cover model from labelled datasets (see models/gengbao-s2-v1.train.toml).
+    Train {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// Score a model on the labelled pixels of a training config's datasets: JSON, Markdown
+    /// and PNG confusion matrices, real and generated data apart.
+    Eval {
+        /// A model file (card beside it), or `builtin` for the model shipped in gengbao.
+        #[arg(long)]
+        model: String,
+        /// Training config whose datasets and split to use.
+        #[arg(long)]
+        data: PathBuf,
+        /// train, validation or test (the held-out pixels).
+        #[arg(long, default_value = "test")]
+        split: String,
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// List the sensor profiles.
     Sensors,
 }
@@ -125,6 +149,18 @@ fn run_periods(config: &Path, period: &str, counties: Vec<String>, quiet: bool) 
         println!("   results: {}", period_dir(&cfg, p).display());
     }
     Ok(())
+}
+
+fn print_evaluation(e: &Evaluation) {
+    for (name, score) in [
+        ("real", &e.real_holdout),
+        ("generated", &e.generated_holdout),
+    ] {
+        match score {
+            Some(s) => println!("   {name} {}: {}", e.split, s.short()),
+            None => println!("   {name} {}: no labelled pixels", e.split),
+        }
+    }
 }
 
 fn main_inner(cli: Cli) -> Result<()> {
@@ -242,6 +278,68 @@ fn main_inner(cli: Cli) -> Result<()> {
                 "{}",
                 serde_json::to_string_pretty(&report).expect("serialisable")
             );
+        }
+        Command::Train { config, quiet } => {
+            let cfg = TrainConfig::load(&config)?;
+            let r = train(&cfg, quiet)?;
+            println!(
+                "trained {} epochs (best {}{}), model {} version {}",
+                r.state.epochs_done,
+                r.state.best_epoch,
+                if r.state.stopped_early {
+                    ", stopped early"
+                } else {
+                    ""
+                },
+                r.model.display(),
+                r.card.extra["version"].as_str().unwrap_or("?")
+            );
+            print_evaluation(&r.test);
+        }
+        Command::Eval {
+            model,
+            data,
+            split,
+            out,
+        } => {
+            let cfg = TrainConfig::load(&data)?;
+            let split: Split = split.parse()?;
+            let profile = cfg.profile();
+            let threads = gengbao::pipeline::num_threads();
+            let classifier = if model == "builtin" {
+                TorchClassifier::builtin(profile, threads)?
+            } else {
+                TorchClassifier::load(Path::new(&model), profile, threads)?
+            };
+            let e = evaluate_classifier(&cfg, &classifier, split)?;
+            std::fs::create_dir_all(&out).map_err(|e| Error::io(&out, e))?;
+            let mut md = format!(
+                "# Model {} ({}) on the {} split of {}\n\n",
+                classifier.card().name,
+                classifier.version(),
+                e.split,
+                data.display()
+            );
+            for (name, score) in [
+                ("real", &e.real_holdout),
+                ("generated", &e.generated_holdout),
+            ] {
+                if let Some(s) = score {
+                    let title = format!("{name} data, {} split", e.split);
+                    md += &s.markdown(&title);
+                    md += "\n";
+                    confusion_png(s, &title, &out.join(format!("confusion_{name}.png")))?;
+                }
+            }
+            let json = out.join("eval.json");
+            std::fs::write(
+                &json,
+                serde_json::to_string_pretty(&e).expect("serialisable"),
+            )
+            .map_err(|e| Error::io(&json, e))?;
+            std::fs::write(out.join("eval.md"), md).map_err(|e| Error::io(&out, e))?;
+            print_evaluation(&e);
+            println!("   report: {}", out.display());
         }
         Command::Sensors => {
             for p in PROFILES {

@@ -10,8 +10,8 @@
 //! whatever the size of the job; a single writer puts each finished batch into the mosaics.
 
 use crate::change::{flag_pixel, uncultivated_run, ChangeType, FLAG_OUTSIDE};
-use crate::classify::{Classifier, ClassifierInput, IndexBaseline, LandCover, TorchClassifier};
-use crate::composite::NdviStats;
+use crate::classify::{Classifier, ClassifierInput, LandCover};
+use crate::composite::{byte_to_ndvi, ndvi_to_byte, NdviStats, NDVI_NODATA};
 use crate::config::JobConfig;
 use crate::error::{Error, Result};
 use crate::export::{write_county, write_quicklook, StagingDir};
@@ -35,26 +35,6 @@ use std::time::Instant;
 
 /// How many earlier periods a run looks back at (one year with the current one).
 pub const HISTORY: usize = 5;
-/// The NDVI archive stores one byte per value: (NDVI + 1) x 100, 255 = unknown. The rules
-/// need 0.01 precision at most, and a province's year of history stays small.
-const NDVI_NODATA: u8 = 255;
-
-fn ndvi_to_byte(v: f32) -> u8 {
-    if v.is_finite() {
-        ((v.clamp(-1.0, 1.0) + 1.0) * 100.0).round() as u8
-    } else {
-        NDVI_NODATA
-    }
-}
-
-fn byte_to_ndvi(b: u8) -> f32 {
-    if b == NDVI_NODATA {
-        f32::NAN
-    } else {
-        f32::from(b) / 100.0 - 1.0
-    }
-}
-
 #[derive(Debug, Clone, Default)]
 pub struct RunOptions {
     /// Only these county codes (all when empty). Such a run writes only those counties'
@@ -453,13 +433,8 @@ pub fn load_classifier(
     profile: &SensorProfile,
     threads: usize,
 ) -> Result<Box<dyn Classifier>> {
-    Ok(match cfg.classifier.kind.as_str() {
-        "torch" => {
-            let model = cfg.resolve(cfg.classifier.model.as_deref().expect("validated"));
-            Box::new(TorchClassifier::load(&model, profile, threads)?)
-        }
-        _ => Box::new(IndexBaseline),
-    })
+    let model = cfg.classifier.model.as_ref().map(|m| cfg.resolve(m));
+    crate::classify::select(&cfg.classifier.kind, model.as_deref(), profile, threads)
 }
 
 pub fn period_dir(cfg: &JobConfig, period: Period) -> PathBuf {

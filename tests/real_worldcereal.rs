@@ -5,7 +5,6 @@
 //! `cargo test --release --test real_worldcereal -- --nocapture`.
 
 use gdal::vector::{FieldValue, Geometry};
-use gdal::DriverManager;
 mod common;
 
 use gengbao::config::JobConfig;
@@ -15,10 +14,6 @@ use gengbao::period::Period;
 use gengbao::pipeline::{run_period, RunOptions};
 use gengbao::raster::read_band_f64;
 use std::path::{Path, PathBuf};
-
-const BANDS: [&str; 11] = [
-    "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B11", "B12", "SCL",
-];
 
 fn data_dir() -> Option<PathBuf> {
     common::real_data("worldcereal-s2", "00002806639B424A/B02.tif")
@@ -37,48 +32,10 @@ fn to_gengbao(code: f64) -> f64 {
 /// Unpacks one WorldCereal patch (one file per band, one GDAL band per date) into a job: an
 /// acquisition folder per date, a county and a farmland polygon covering the patch.
 fn make_job(patch: &Path, dir: &Path) -> JobConfig {
-    let dates: Vec<String> = std::fs::read_to_string(patch.join("dates.txt"))
-        .unwrap()
-        .lines()
-        .map(|l| l.trim().replace('-', ""))
-        .filter(|l| !l.is_empty())
-        .collect();
-    let gtiff = DriverManager::get_driver_by_name("GTiff").unwrap();
+    let profile = gengbao::sensor::SensorProfile::by_name("sentinel2-l2a").unwrap();
+    gengbao::train::unpack_band_stacks(patch, profile, dir).unwrap();
     let first = gdal::Dataset::open(patch.join("B02.tif")).unwrap();
-    let (gt, wkt, (w, h)) = (
-        first.geo_transform().unwrap(),
-        first.projection(),
-        first.raster_size(),
-    );
-    for band in BANDS {
-        // 20 m bands keep their native size and geotransform; the job warps them.
-        let src = gdal::Dataset::open(patch.join(format!("{band}.tif"))).unwrap();
-        assert_eq!(
-            src.raster_count(),
-            dates.len(),
-            "{band}: one GDAL band per date"
-        );
-        let (gt, (w, h)) = (src.geo_transform().unwrap(), src.raster_size());
-        for (k, date) in dates.iter().enumerate() {
-            let acq = dir.join("imagery").join(format!("S2_{date}"));
-            std::fs::create_dir_all(&acq).unwrap();
-            let mut buf = src
-                .rasterband(k + 1)
-                .unwrap()
-                .read_as::<u16>((0, 0), (w, h), (w, h), None)
-                .unwrap();
-            let mut ds = gtiff
-                .create_with_band_type::<u16, _>(acq.join(format!("{band}_{date}.tif")), w, h, 1)
-                .unwrap();
-            ds.set_geo_transform(&gt).unwrap();
-            ds.set_projection(&wkt).unwrap();
-            let mut b = ds.rasterband(1).unwrap();
-            if band != "SCL" {
-                b.set_no_data_value(Some(0.0)).unwrap();
-            }
-            b.write((0, 0), (w, h), &mut buf).unwrap();
-        }
-    }
+    let (gt, (w, h)) = (first.geo_transform().unwrap(), first.raster_size());
     let srs = first.spatial_ref().unwrap();
     let (x0, y0, x1, y1) = (
         gt[0],
@@ -124,7 +81,8 @@ fn make_job(patch: &Path, dir: &Path) -> JobConfig {
         .replace("EPSG:32650", &format!("EPSG:{epsg}"))
         .replace("# add_offset = 0 ", "add_offset = 0 ")
         .replace("tile_size = 512 ", "tile_size = 64 ")
-        .replace("basic_field = \"JBNT\"", "");
+        .replace("basic_field = \"JBNT\"", "")
+        .replace("kind = \"auto\"", "kind = \"index\"");
     std::fs::write(dir.join("job.toml"), cfg).unwrap();
     JobConfig::load(&dir.join("job.toml")).unwrap()
 }

@@ -1,0 +1,59 @@
+//! Classification throughput on one 512 x 512 tile with a year of history, in pixels per
+//! second: the shipped learned model (libtorch on an explicit number of threads, default 2,
+//! or `GENGBAO_BENCH_THREADS`) beside the index rules as the peer measured in the same run.
+//! `cargo bench --bench classify`
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use gengbao::classify::{Classifier, ClassifierInput, IndexBaseline, TorchClassifier};
+use gengbao::composite::{Composite, NdviStats};
+use gengbao::sensor::SensorProfile;
+use rand::{Rng, SeedableRng};
+
+const SIDE: usize = 512;
+
+fn tile(profile: &SensorProfile) -> (Composite, Vec<NdviStats>) {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+    let n = SIDE * SIDE;
+    let bands = (0..profile.bands.len())
+        .map(|_| (0..n).map(|_| rng.gen_range(0.01f32..0.5)).collect())
+        .collect();
+    let history = (0..5)
+        .map(|_| {
+            let v: Vec<f32> = (0..n).map(|_| rng.gen_range(-0.1f32..0.9)).collect();
+            NdviStats {
+                median: v.clone(),
+                min: v.iter().map(|x| x - 0.1).collect(),
+                max: v.iter().map(|x| x + 0.1).collect(),
+            }
+        })
+        .collect();
+    (Composite::single(profile, SIDE, SIDE, bands), history)
+}
+
+fn classify(c: &mut Criterion) {
+    let profile = SensorProfile::by_name("sentinel2-l2a").unwrap();
+    let threads: usize = std::env::var("GENGBAO_BENCH_THREADS")
+        .ok()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(2);
+    let (composite, history) = tile(profile);
+    let learned = TorchClassifier::builtin(profile, threads).unwrap();
+    let mut group = c.benchmark_group("classify_512x512_tile");
+    group.throughput(Throughput::Elements((SIDE * SIDE) as u64));
+    group.sample_size(20);
+    let input = ClassifierInput {
+        profile,
+        composite: &composite,
+        history: &history,
+    };
+    group.bench_function(format!("learned_{threads}_threads"), |b| {
+        b.iter(|| learned.classify(&input).unwrap())
+    });
+    group.bench_function("index_rules", |b| {
+        b.iter(|| IndexBaseline.classify(&input).unwrap())
+    });
+    group.finish();
+}
+
+criterion_group!(benches, classify);
+criterion_main!(benches);
