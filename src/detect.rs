@@ -194,6 +194,8 @@ pub fn detect(opts: &DetectOptions) -> Result<DetectSummary> {
                             confidence: after.confidence[i].min(before.confidence[i]),
                             uncultivated: 0,
                             ph_min_periods: usize::MAX,
+                            // A pair is judged as given: its classes are all there is.
+                            history_periods: usize::MAX,
                         });
                         flag[i] = j.flag;
                         key[i] = j.key;

@@ -191,6 +191,9 @@ pub(crate) struct Pixel {
     /// Consecutive periods, now included, without a sign of cultivation.
     pub uncultivated: usize,
     pub ph_min_periods: usize,
+    /// Earlier periods archived. A perennial crop is told from a grain crop only over half a
+    /// year (this period and two before); with less, a non-grain class does not raise FLH.
+    pub history_periods: usize,
 }
 
 pub(crate) struct Judgement {
@@ -201,13 +204,18 @@ pub(crate) struct Judgement {
 
 /// Applies the change rules to one pixel and encodes what the patch stage needs.
 pub(crate) fn judge(p: Pixel) -> Judgement {
-    let flag = flag_pixel(
-        p.watched,
-        p.baseline,
-        p.now,
-        p.uncultivated,
-        p.ph_min_periods,
-    );
+    let perennial_undecidable = p.now == LandCover::NonGrain.code() && p.history_periods < 2;
+    let flag = if perennial_undecidable {
+        crate::change::FLAG_NONE
+    } else {
+        flag_pixel(
+            p.watched,
+            p.baseline,
+            p.now,
+            p.uncultivated,
+            p.ph_min_periods,
+        )
+    };
     let key = if ChangeType::from_flag(flag).is_some() {
         patch_key(p.county, flag)
     } else {
@@ -403,6 +411,7 @@ fn process_tile(ctx: &PeriodContext, tile: &Tile) -> Result<TileOutput> {
                 )
             },
             ph_min_periods: ctx.ph_min_periods,
+            history_periods: ndvi_history.len(),
         });
         out.flag[i] = j.flag;
         out.key[i] = j.key;
