@@ -66,13 +66,18 @@ impl ChangeType {
     }
 }
 
-/// The rule for one pixel.
+/// Earlier periods a non-grain class needs before it raises FLH: a perennial crop is told
+/// from a grain crop only over half a year (this period and two before).
+pub const PERENNIAL_MIN_HISTORY: usize = 2;
+
+/// The rule for one pixel. `history_periods`: earlier periods known (archived).
 pub fn flag_pixel(
     watched: bool,
     before: u8,
     now: u8,
     uncultivated: usize,
     ph_min_periods: usize,
+    history_periods: usize,
 ) -> u8 {
     use LandCover::*;
     let now = LandCover::from_code(now);
@@ -86,7 +91,10 @@ pub fn flag_pixel(
     let was_crop = matches!(before, Grain | NonGrain);
     match now {
         Built if was_crop => ChangeType::FNH.flag(),
-        NonGrain | Forest | Water if before == Grain => ChangeType::FLH.flag(),
+        NonGrain if before == Grain && history_periods >= PERENNIAL_MIN_HISTORY => {
+            ChangeType::FLH.flag()
+        }
+        Forest | Water if before == Grain => ChangeType::FLH.flag(),
         Grass | Grain if uncultivated >= ph_min_periods && was_crop => ChangeType::PH.flag(),
         _ => FLAG_NONE,
     }
@@ -169,21 +177,25 @@ mod tests {
 
     #[test]
     fn rules_flag_the_three_kinds() {
-        assert_eq!(flag_pixel(true, 1, 3, 0, 3), 1);
-        assert_eq!(flag_pixel(true, 1, 2, 0, 3), 2);
-        assert_eq!(flag_pixel(true, 1, 4, 0, 3), 2);
-        assert_eq!(flag_pixel(true, 1, 5, 3, 3), 3);
+        assert_eq!(flag_pixel(true, 1, 3, 0, 3, usize::MAX), 1);
+        assert_eq!(flag_pixel(true, 1, 2, 0, 3, usize::MAX), 2);
+        assert_eq!(flag_pixel(true, 1, 4, 0, 3, usize::MAX), 2);
+        assert_eq!(flag_pixel(true, 1, 5, 3, 3, usize::MAX), 3);
         assert_eq!(
-            flag_pixel(true, 1, 1, 3, 3),
+            flag_pixel(true, 1, 1, 3, 3, usize::MAX),
             3,
             "dormant-looking but never cultivated"
         );
-        assert_eq!(flag_pixel(true, 1, 5, 2, 3), 0, "too short for abandonment");
-        assert_eq!(flag_pixel(true, 1, 1, 0, 3), 0);
-        assert_eq!(flag_pixel(false, 1, 3, 0, 3), 0, "not farmland");
-        assert_eq!(flag_pixel(true, 1, 0, 0, 3), 255);
         assert_eq!(
-            flag_pixel(true, 6, 3, 0, 3),
+            flag_pixel(true, 1, 5, 2, 3, usize::MAX),
+            0,
+            "too short for abandonment"
+        );
+        assert_eq!(flag_pixel(true, 1, 1, 0, 3, usize::MAX), 0);
+        assert_eq!(flag_pixel(false, 1, 3, 0, 3, usize::MAX), 0, "not farmland");
+        assert_eq!(flag_pixel(true, 1, 0, 0, 3, usize::MAX), 255);
+        assert_eq!(
+            flag_pixel(true, 6, 3, 0, 3, usize::MAX),
             0,
             "forest to built is not farmland loss"
         );

@@ -36,6 +36,11 @@ pub fn check_metric(srs: &SpatialRef) -> std::result::Result<(), String> {
 /// (min x, min y, max x, max y) in CRS units.
 pub type Bounds = (f64, f64, f64, f64);
 
+/// Whether two extents share some area.
+pub fn overlaps(a: Bounds, b: Bounds) -> bool {
+    a.0 < b.2 && a.2 > b.0 && a.1 < b.3 && a.3 > b.1
+}
+
 /// A pixel window of the grid.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Window {

@@ -311,7 +311,7 @@ fn main_inner(cli: Cli) -> Result<()> {
             } else {
                 TorchClassifier::load(Path::new(&model), profile, threads)?
             };
-            let e = evaluate_classifier(&cfg, &classifier, split)?;
+            let e = evaluate_classifier(&cfg, &classifier, &[split])?.remove(0);
             std::fs::create_dir_all(&out).map_err(|e| Error::io(&out, e))?;
             let mut md = format!(
                 "# Model {} ({}) on the {} split of {}\n\n",

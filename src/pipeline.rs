@@ -15,7 +15,7 @@ use crate::composite::{byte_to_ndvi, ndvi_to_byte, NdviStats, NDVI_NODATA};
 use crate::config::JobConfig;
 use crate::error::{Error, Result};
 use crate::export::{write_county, write_quicklook, StagingDir};
-use crate::grid::{Bounds, JobGrid, Tile, Window};
+use crate::grid::{overlaps, Bounds, JobGrid, Tile, Window};
 use crate::imagery::{Acquisition, Catalog};
 use crate::layers::{Admin, Farmland};
 use crate::patches::{attr_band, Patch, PeriodInfo};
@@ -191,8 +191,7 @@ pub(crate) struct Pixel {
     /// Consecutive periods, now included, without a sign of cultivation.
     pub uncultivated: usize,
     pub ph_min_periods: usize,
-    /// Earlier periods archived. A perennial crop is told from a grain crop only over half a
-    /// year (this period and two before); with less, a non-grain class does not raise FLH.
+    /// Earlier periods archived.
     pub history_periods: usize,
 }
 
@@ -204,18 +203,14 @@ pub(crate) struct Judgement {
 
 /// Applies the change rules to one pixel and encodes what the patch stage needs.
 pub(crate) fn judge(p: Pixel) -> Judgement {
-    let perennial_undecidable = p.now == LandCover::NonGrain.code() && p.history_periods < 2;
-    let flag = if perennial_undecidable {
-        crate::change::FLAG_NONE
-    } else {
-        flag_pixel(
-            p.watched,
-            p.baseline,
-            p.now,
-            p.uncultivated,
-            p.ph_min_periods,
-        )
-    };
+    let flag = flag_pixel(
+        p.watched,
+        p.baseline,
+        p.now,
+        p.uncultivated,
+        p.ph_min_periods,
+        p.history_periods,
+    );
     let key = if ChangeType::from_flag(flag).is_some() {
         patch_key(p.county, flag)
     } else {
@@ -311,11 +306,11 @@ fn process_tile(ctx: &PeriodContext, tile: &Tile) -> Result<TileOutput> {
     let grid = ctx.grid;
     // Only the acquisitions that cover this tile are read: memory and I/O grow with the
     // number of scenes over a place, not with the size of the job.
-    let (x0, y0, x1, y1) = grid.window_bounds(tile.read);
+    let tile_bounds = grid.window_bounds(tile.read);
     let covering: Vec<&Acquisition> = ctx
         .acquisitions
         .iter()
-        .filter(|(_, e)| e.0 < x1 && e.2 > x0 && e.1 < y1 && e.3 > y0)
+        .filter(|(_, e)| overlaps(*e, tile_bounds))
         .map(|(a, _)| *a)
         .collect();
     let comp = composite::build(&covering, ctx.profile, ctx.add_offset, grid, tile.read)?;
@@ -422,7 +417,7 @@ fn process_tile(ctx: &PeriodContext, tile: &Tile) -> Result<TileOutput> {
     Ok(out)
 }
 
-fn progress(len: u64, what: &str, quiet: bool) -> ProgressBar {
+pub(crate) fn progress(len: u64, what: &str, quiet: bool) -> ProgressBar {
     if quiet {
         return ProgressBar::hidden();
     }

@@ -20,14 +20,13 @@ use crate::classify::{
 use crate::composite::{self, Composite, NdviStats};
 use crate::error::{Error, Result};
 use crate::evaluate::{class_score_counts, ClassScore};
-use crate::grid::{JobGrid, Window};
+use crate::grid::{overlaps, JobGrid, Window};
 use crate::imagery::Catalog;
 use crate::period::Period;
 use crate::raster::read_grid_window;
 use crate::samples::{generate, SampleOptions};
 use crate::sensor::SensorProfile;
 use gdal::Dataset;
-use indicatif::{ProgressBar, ProgressStyle};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -334,8 +333,10 @@ impl std::str::FromStr for Split {
 struct Prepared {
     catalog: Catalog,
     grid: JobGrid,
-    /// (period, label raster)
-    labelled: Vec<(Period, PathBuf)>,
+    /// (period, label raster), in period order; checked to lie on `grid`.
+    labelled: Vec<(Period, Dataset)>,
+    /// Label value -> gengbao class code.
+    class_map: BTreeMap<i64, u8>,
     add_offset: f32,
     /// Hash of the label rasters and the imagery's files: what the model was trained on.
     content_sha256: String,
@@ -344,6 +345,10 @@ struct Prepared {
 /// Writes one acquisition folder per date from per-band time stacks (`<band>.tif` with one
 /// GDAL band per date, dates in `dates.txt`), so that they read like any other imagery.
 pub fn unpack_band_stacks(stacks: &Path, profile: &SensorProfile, out: &Path) -> Result<PathBuf> {
+    let imagery = out.join("imagery");
+    if imagery.join(".complete").exists() {
+        return Ok(imagery);
+    }
     let dates_path = stacks.join("dates.txt");
     let dates: Vec<String> = std::fs::read_to_string(&dates_path)
         .map_err(|e| Error::io(&dates_path, e))?
@@ -351,10 +356,6 @@ pub fn unpack_band_stacks(stacks: &Path, profile: &SensorProfile, out: &Path) ->
         .map(|l| l.trim().replace('-', ""))
         .filter(|l| !l.is_empty())
         .collect();
-    let imagery = out.join("imagery");
-    if imagery.join(".complete").exists() {
-        return Ok(imagery);
-    }
     let gtiff = gdal::DriverManager::get_driver_by_name("GTiff")?;
     let mask = profile.mask_band.into_iter();
     for band in profile.bands.iter().copied().chain(mask) {
@@ -402,27 +403,16 @@ pub fn unpack_band_stacks(stacks: &Path, profile: &SensorProfile, out: &Path) ->
     Ok(imagery)
 }
 
+/// Hash of the files' contents in the given order (repeats skipped): where the files lie
+/// does not change it.
 fn hash_files(paths: &[PathBuf]) -> Result<String> {
-    let mut sorted = paths.to_vec();
-    sorted.sort();
+    let mut seen = std::collections::BTreeSet::new();
     let mut h = Sha256::new();
-    for p in sorted {
-        let bytes = std::fs::read(&p).map_err(|e| Error::io(&p, e))?;
+    for p in paths.iter().filter(|p| seen.insert(*p)) {
+        let bytes = std::fs::read(p).map_err(|e| Error::io(p, e))?;
         h.update(Sha256::digest(&bytes));
     }
     Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
-}
-
-fn files_below(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
-    for e in std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
-        let p = e.map_err(|e| Error::io(dir, e))?.path();
-        if p.is_dir() {
-            files_below(&p, out)?;
-        } else if p.extension().is_some_and(|x| x == "tif" || x == "TIF") {
-            out.push(p);
-        }
-    }
-    Ok(())
 }
 
 fn prepare(cfg: &TrainConfig, d: &DatasetSpec) -> Result<Prepared> {
@@ -458,7 +448,7 @@ fn prepare(cfg: &TrainConfig, d: &DatasetSpec) -> Result<Prepared> {
         }
     };
     let catalog = Catalog::scan(&imagery, profile)?;
-    let wanted: Vec<Period> = if d.periods.is_empty() || d.periods.iter().any(|p| p == "all") {
+    let mut wanted: Vec<Period> = if d.periods.is_empty() || d.periods.iter().any(|p| p == "all") {
         catalog.periods()
     } else {
         d.periods
@@ -466,41 +456,74 @@ fn prepare(cfg: &TrainConfig, d: &DatasetSpec) -> Result<Prepared> {
             .map(|p| p.parse().expect("validated"))
             .collect()
     };
-    let labelled: Vec<(Period, PathBuf)> = wanted
-        .into_iter()
-        .map(|p| (p, PathBuf::from(labels.replace("{period}", &p.to_string()))))
+    wanted.sort();
+    wanted.dedup();
+    if wanted.is_empty() {
+        return Err(Error::config(
+            &cfg.source,
+            format!("dataset `{}`", d.name),
+            "no labelled periods",
+            "list periods = [\"YYYY-Pn\", ...] that have imagery",
+        ));
+    }
+    let label_paths: Vec<PathBuf> = wanted
+        .iter()
+        .map(|p| PathBuf::from(labels.replace("{period}", &p.to_string())))
         .collect();
-    let first = &labelled
-        .first()
-        .ok_or_else(|| {
-            Error::config(
-                &cfg.source,
-                format!("dataset `{}`", d.name),
-                "no labelled periods",
-                "list periods = [\"YYYY-Pn\", ...] that have imagery",
+    // The grid is the first label raster's; every other must lie on it.
+    let mut grid: Option<JobGrid> = None;
+    let mut labelled = Vec::with_capacity(wanted.len());
+    for (&p, path) in wanted.iter().zip(&label_paths) {
+        let ds = Dataset::open(path).map_err(|e| {
+            Error::input(
+                path,
+                e.to_string(),
+                "give a label raster per period, readable by GDAL",
             )
-        })?
-        .1;
-    let ds = Dataset::open(first)
-        .map_err(|e| Error::input(first, e.to_string(), "give a label raster readable by GDAL"))?;
-    let mut grid = JobGrid::of_dataset(&ds, first)?;
+        })?;
+        let g = grid.get_or_insert(JobGrid::of_dataset(&ds, path)?);
+        if ds.raster_size() != (g.width, g.height) {
+            return Err(Error::input(
+                path,
+                "label rasters of one dataset differ in size",
+                "give every period's labels on the same grid",
+            ));
+        }
+        labelled.push((p, ds));
+    }
+    let mut grid = grid.expect("at least one labelled period");
     grid.tile_size = 256;
-    let mut files: Vec<PathBuf> = labelled.iter().map(|(_, p)| p.clone()).collect();
-    files.dedup();
-    files_below(&imagery, &mut files)?;
+    // Generated truth rasters hold gengbao codes already.
+    let class_map: BTreeMap<i64, u8> = if d.kind == "samples" && d.class_map.is_empty() {
+        (1..=6).map(|c| (i64::from(c), c)).collect()
+    } else {
+        d.class_map
+            .iter()
+            .map(|(k, v)| (k.parse().expect("validated"), *v))
+            .collect()
+    };
+    // What the model is trained on: the labels in period order, then the imagery files the
+    // catalog reads, in its (date, folder, band) order.
+    let mut files = label_paths;
+    files.extend(
+        catalog
+            .acquisitions
+            .iter()
+            .flat_map(|a| a.files.values().cloned()),
+    );
     Ok(Prepared {
         add_offset: d.add_offset.unwrap_or(profile.add_offset),
         content_sha256: hash_files(&files)?,
         catalog,
         grid,
         labelled,
+        class_map,
     })
 }
 
 /// One tile of one labelled period: what the classifier sees, and the reference.
 pub struct LabelledTile<'a> {
     pub dataset: usize,
-    pub period: Period,
     pub composite: &'a Composite,
     /// Earlier periods, most recent first, as the archive stores them.
     pub history: &'a [NdviStats],
@@ -549,11 +572,6 @@ pub fn visit_labelled(
             .iter()
             .map(|a| Ok((a, a.check_and_locate(&grid_srs)?)))
             .collect::<Result<Vec<_>>>()?;
-        let map: BTreeMap<i64, u8> = d
-            .class_map
-            .iter()
-            .map(|(k, v)| (k.parse().expect("validated"), *v))
-            .collect();
         let mut info = DatasetInfo {
             name: d.name.clone(),
             kind: d.kind.clone(),
@@ -561,21 +579,17 @@ pub fn visit_labelled(
             content_sha256: prep.content_sha256.clone(),
             pixels: BTreeMap::new(),
         };
-        let Some(last) = prep.labelled.iter().map(|l| l.0).max() else {
-            continue;
-        };
-        let first = prep.labelled.iter().map(|l| l.0).min().expect("non-empty");
+        let first = prep.labelled[0].0;
+        let last = prep.labelled[prep.labelled.len() - 1].0;
         for tile in prep.grid.tiles() {
             let w: Window = tile.read;
+            let tile_bounds = prep.grid.window_bounds(w);
             let mut history: Vec<NdviStats> = Vec::new();
             let mut p = first.offset(-(lookback as i32));
             while p <= last {
-                let (x0, y0, x1, y1) = prep.grid.window_bounds(w);
                 let covering: Vec<_> = located
                     .iter()
-                    .filter(|(a, e)| {
-                        p.contains(a.date) && e.0 < x1 && e.2 > x0 && e.1 < y1 && e.3 > y0
-                    })
+                    .filter(|(a, e)| p.contains(a.date) && overlaps(*e, tile_bounds))
                     .map(|(a, _)| *a)
                     .collect();
                 if covering.is_empty() {
@@ -586,18 +600,8 @@ pub fn visit_labelled(
                     continue;
                 }
                 let comp = composite::build(&covering, profile, prep.add_offset, &prep.grid, w)?;
-                if let Some((_, label_path)) = prep.labelled.iter().find(|l| l.0 == p) {
-                    let ds = Dataset::open(label_path).map_err(|e| {
-                        Error::input(label_path, e.to_string(), "give a label raster per period")
-                    })?;
-                    if ds.raster_size() != (prep.grid.width, prep.grid.height) {
-                        return Err(Error::input(
-                            label_path,
-                            "label rasters of one dataset differ in size",
-                            "give every period's labels on the same grid",
-                        ));
-                    }
-                    let raw = read_grid_window::<f64>(&ds, 1, w, f64::NAN)?;
+                if let Some((_, ds)) = prep.labelled.iter().find(|l| l.0 == p) {
+                    let raw = read_grid_window::<f64>(ds, 1, w, f64::NAN)?;
                     let mut labels = vec![0u8; raw.len()];
                     let mut split = vec![None; raw.len()];
                     let (b, buf) = (cfg.split.block as isize, cfg.split.buffer as isize);
@@ -609,7 +613,7 @@ pub fn visit_labelled(
                         {
                             continue;
                         }
-                        if let Some(&code) = map_label(d, &map, *v) {
+                        if let Some(&code) = prep.class_map.get(&(*v as i64)) {
                             labels[i] = code;
                             let block = (gy / b) as usize * per_row + (gx / b) as usize;
                             split[i] = Some(blocks[block]);
@@ -618,7 +622,6 @@ pub fn visit_labelled(
                     }
                     visit(LabelledTile {
                         dataset: di,
-                        period: p,
                         composite: &comp,
                         history: &history,
                         labels,
@@ -633,16 +636,6 @@ pub fn visit_labelled(
         infos.push(info);
     }
     Ok(infos)
-}
-
-/// Generated truth rasters already hold gengbao codes; other datasets go through their map.
-fn map_label<'a>(d: &DatasetSpec, map: &'a BTreeMap<i64, u8>, v: f64) -> Option<&'a u8> {
-    const IDENTITY: [u8; 7] = [0, 1, 2, 3, 4, 5, 6];
-    if d.kind == "samples" && map.is_empty() {
-        let k = v as usize;
-        return (1..=6).contains(&k).then(|| &IDENTITY[k]);
-    }
-    map.get(&(v as i64))
 }
 
 /// What a model learned from one dataset.
@@ -665,7 +658,6 @@ pub struct SampleSet {
     pub y: Vec<i64>,
     pub weight: Vec<f32>,
     pub split: Vec<Split>,
-    pub real: Vec<bool>,
 }
 
 impl SampleSet {
@@ -696,7 +688,6 @@ pub fn extract(cfg: &TrainConfig, layout: &FeatureLayout) -> Result<(SampleSet, 
     };
     let infos = visit_labelled(cfg, |t| {
         let weight = cfg.datasets[t.dataset].weight;
-        let real = cfg.datasets[t.dataset].real;
         for (i, (&label, split)) in t.labels.iter().zip(&t.split).enumerate() {
             let Some(split) = split else { continue };
             if label == 0 || !layout.observed(t.composite, i) {
@@ -706,7 +697,6 @@ pub fn extract(cfg: &TrainConfig, layout: &FeatureLayout) -> Result<(SampleSet, 
             set.y.push(i64::from(label) - 1);
             set.weight.push(weight);
             set.split.push(*split);
-            set.real.push(real);
         }
         Ok(())
     })?;
@@ -930,18 +920,7 @@ pub fn fit(
     use tch::nn::OptimizerConfig;
     let mut opt = tch::nn::Adam::default().build(&vs, opts.learning_rate)?;
     let (vx, vy, vw) = tensors(&set, &validation, &normalisation);
-    let pb = if quiet {
-        ProgressBar::hidden()
-    } else {
-        let pb = ProgressBar::new(opts.epochs as u64);
-        pb.set_style(
-            ProgressStyle::with_template("{prefix:>10} [{bar:30}] {pos}/{len} {msg} (eta {eta})")
-                .expect("valid template")
-                .progress_chars("=> "),
-        );
-        pb.set_prefix("epochs");
-        pb
-    };
+    let pb = crate::pipeline::progress(opts.epochs as u64, "epochs", quiet);
     pb.set_position(state.epochs_done as u64);
     let finished = |s: &FitState| s.stopped_early || s.epochs_done >= opts.epochs;
     while !finished(&state) {
@@ -1019,14 +998,15 @@ pub struct Evaluation {
 }
 
 /// Runs a classifier exactly as the pipeline does (whole tiles with their history) and scores
-/// the pixels of one split.
+/// the pixels of each split asked for, in one pass over the data.
 pub fn evaluate_classifier(
     cfg: &TrainConfig,
     classifier: &dyn Classifier,
-    split: Split,
-) -> Result<Evaluation> {
+    splits: &[Split],
+) -> Result<Vec<Evaluation>> {
     let profile = cfg.profile();
-    let mut confusion = [[[0u64; 6]; 6]; 2];
+    // [split asked][real, generated][reference][predicted]
+    let mut confusion = vec![[[[0u64; 6]; 6]; 2]; splits.len()];
     visit_labelled(cfg, |t| {
         let out = classifier.classify(&ClassifierInput {
             profile,
@@ -1036,8 +1016,11 @@ pub fn evaluate_classifier(
         let pool = usize::from(!cfg.datasets[t.dataset].real);
         for (i, &label) in t.labels.iter().enumerate() {
             let predicted = out.classes[i];
-            if label != 0 && t.split[i] == Some(split) && (1..=6).contains(&predicted) {
-                confusion[pool][label as usize - 1][predicted as usize - 1] += 1;
+            let Some(k) = splits.iter().position(|s| Some(*s) == t.split[i]) else {
+                continue;
+            };
+            if label != 0 && (1..=6).contains(&predicted) {
+                confusion[k][pool][label as usize - 1][predicted as usize - 1] += 1;
             }
         }
         Ok(())
@@ -1046,11 +1029,15 @@ pub fn evaluate_classifier(
         let s = class_score_counts(c);
         (s.pixels > 0).then_some(s)
     };
-    Ok(Evaluation {
-        split: format!("{split:?}").to_lowercase(),
-        real_holdout: score(confusion[0]),
-        generated_holdout: score(confusion[1]),
-    })
+    Ok(splits
+        .iter()
+        .zip(confusion)
+        .map(|(split, [real, generated])| Evaluation {
+            split: format!("{split:?}").to_lowercase(),
+            real_holdout: score(real),
+            generated_holdout: score(generated),
+        })
+        .collect())
 }
 
 /// What `gengbao train` did.
@@ -1106,8 +1093,10 @@ pub fn train(cfg: &TrainConfig, quiet: bool) -> Result<TrainReport> {
     write_card(&card)?;
     let classifier =
         TorchClassifier::load(&partial_model, profile, crate::pipeline::num_threads())?;
-    let test = evaluate_classifier(cfg, &classifier, Split::Test)?;
-    let validation = evaluate_classifier(cfg, &classifier, Split::Validation)?;
+    let [test, validation]: [Evaluation; 2] =
+        evaluate_classifier(cfg, &classifier, &[Split::Test, Split::Validation])?
+            .try_into()
+            .expect("one evaluation per split");
     let learned_from: BTreeMap<String, Vec<String>> = LandCover::ALL
         .iter()
         .map(|c| {

@@ -156,7 +156,9 @@ fn a_saved_model_reloads_and_classifies_like_the_trained_network() {
     .unwrap();
     assert!(compared > 1000, "compared {compared} pixels");
     // Scoring the saved model again gives the card's figures.
-    let again = evaluate_classifier(&cfg, &clf, Split::Test).unwrap();
+    let again = evaluate_classifier(&cfg, &clf, &[Split::Test])
+        .unwrap()
+        .remove(0);
     assert_eq!(
         serde_json::to_value(&again.generated_holdout).unwrap(),
         *generated
@@ -174,7 +176,9 @@ fn the_shipped_model_keeps_its_card_figures_on_held_out_real_pixels() {
     let profile = cfg.profile();
     let clf = TorchClassifier::builtin(profile, 2).unwrap();
     let metrics = &clf.card().extra["metrics"];
-    let e = evaluate_classifier(&cfg, &clf, Split::Test).unwrap();
+    let e = evaluate_classifier(&cfg, &clf, &[Split::Test])
+        .unwrap()
+        .remove(0);
     let real = e.real_holdout.expect("real test pixels");
     let card_f1 = metrics["real_holdout"]["macro_f1"].as_f64().unwrap();
     println!(
