@@ -1,6 +1,7 @@
 //! Classification throughput on one 512 x 512 tile with a year of history, in pixels per
-//! second: the shipped learned model (libtorch on an explicit number of threads, default 2,
-//! or `GENGBAO_BENCH_THREADS`) beside the index rules as the peer measured in the same run.
+//! second: the shipped learned model beside the index rules as the peer measured in the same
+//! run. Both run in a rayon pool of an explicit size (default 2 threads, or
+//! `GENGBAO_BENCH_THREADS`), as in the pipeline; libtorch itself runs one thread per batch.
 //! `cargo bench --bench classify`
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
@@ -37,7 +38,11 @@ fn classify(c: &mut Criterion) {
         .and_then(|t| t.parse().ok())
         .unwrap_or(2);
     let (composite, history) = tile(profile);
-    let learned = TorchClassifier::builtin(profile, threads).unwrap();
+    let learned = TorchClassifier::builtin(profile).unwrap();
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .unwrap();
     let mut group = c.benchmark_group("classify_512x512_tile");
     group.throughput(Throughput::Elements((SIDE * SIDE) as u64));
     group.sample_size(20);
@@ -47,10 +52,10 @@ fn classify(c: &mut Criterion) {
         history: &history,
     };
     group.bench_function(format!("learned_{threads}_threads"), |b| {
-        b.iter(|| learned.classify(&input).unwrap())
+        b.iter(|| pool.install(|| learned.classify(&input).unwrap()))
     });
     group.bench_function("index_rules", |b| {
-        b.iter(|| IndexBaseline.classify(&input).unwrap())
+        b.iter(|| pool.install(|| IndexBaseline.classify(&input).unwrap()))
     });
     group.finish();
 }

@@ -127,8 +127,7 @@ pub fn detect(opts: &DetectOptions) -> Result<DetectSummary> {
             &Geometry::bbox(x0, y0, x1, y1)?,
         )?],
     };
-    let classifier =
-        crate::classify::select("auto", opts.model.as_deref(), profile, num_threads())?;
+    let classifier = crate::classify::select("auto", opts.model.as_deref(), profile)?;
     let darks = |p: &Path| {
         if profile.dark_object_subtraction {
             dark_objects(p, profile)

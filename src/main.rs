@@ -305,11 +305,10 @@ fn main_inner(cli: Cli) -> Result<()> {
             let cfg = TrainConfig::load(&data)?;
             let split: Split = split.parse()?;
             let profile = cfg.profile();
-            let threads = gengbao::pipeline::num_threads();
             let classifier = if model == "builtin" {
-                TorchClassifier::builtin(profile, threads)?
+                TorchClassifier::builtin(profile)?
             } else {
-                TorchClassifier::load(Path::new(&model), profile, threads)?
+                TorchClassifier::load(Path::new(&model), profile)?
             };
             let e = evaluate_classifier(&cfg, &classifier, &[split])?.remove(0);
             std::fs::create_dir_all(&out).map_err(|e| Error::io(&out, e))?;

@@ -432,13 +432,9 @@ pub(crate) fn progress(len: u64, what: &str, quiet: bool) -> ProgressBar {
 }
 
 /// The classifier the job names.
-pub fn load_classifier(
-    cfg: &JobConfig,
-    profile: &SensorProfile,
-    threads: usize,
-) -> Result<Box<dyn Classifier>> {
+pub fn load_classifier(cfg: &JobConfig, profile: &SensorProfile) -> Result<Box<dyn Classifier>> {
     let model = cfg.classifier.model.as_ref().map(|m| cfg.resolve(m));
-    crate::classify::select(&cfg.classifier.kind, model.as_deref(), profile, threads)
+    crate::classify::select(&cfg.classifier.kind, model.as_deref(), profile)
 }
 
 pub fn period_dir(cfg: &JobConfig, period: Period) -> PathBuf {
@@ -508,7 +504,7 @@ pub fn run_period(cfg: &JobConfig, period: Period, opts: &RunOptions) -> Result<
         cfg.farmland.basic_field.as_deref(),
         &cfg.farmland.classes,
     )?;
-    let classifier = load_classifier(cfg, profile, threads)?;
+    let classifier = load_classifier(cfg, profile)?;
 
     // A run killed mid-replacement may have set an earlier period aside: put it back first.
     let out_root = cfg.output_dir();

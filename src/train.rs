@@ -1091,8 +1091,7 @@ pub fn train(cfg: &TrainConfig, quiet: bool) -> Result<TrainReport> {
         std::fs::write(&partial_card, text).map_err(|e| Error::io(&partial_card, e))
     };
     write_card(&card)?;
-    let classifier =
-        TorchClassifier::load(&partial_model, profile, crate::pipeline::num_threads())?;
+    let classifier = TorchClassifier::load(&partial_model, profile)?;
     let [test, validation]: [Evaluation; 2] =
         evaluate_classifier(cfg, &classifier, &[Split::Test, Split::Validation])?
             .try_into()

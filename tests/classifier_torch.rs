@@ -77,7 +77,7 @@ fn a_varstore_model_reloads_and_classifies_like_the_trained_network() {
     let (_vs, net) = save_mlp(&model, &S2, &[16, 8]);
 
     let profile = SensorProfile::by_name("sentinel2-l2a").unwrap();
-    let clf = TorchClassifier::load(&model, profile, 2).unwrap();
+    let clf = TorchClassifier::load(&model, profile).unwrap();
     let comp = composite(profile);
     let out = classify(&clf, profile, &comp);
 
@@ -118,7 +118,7 @@ fn a_torchscript_module_from_pytorch_is_used_as_is() {
     }
     write_card(&model, "torchscript", &S2, &[]);
     let profile = SensorProfile::by_name("sentinel2-l2a").unwrap();
-    let clf = TorchClassifier::load(&model, profile, 2).unwrap();
+    let clf = TorchClassifier::load(&model, profile).unwrap();
     let mut comp = composite(profile);
     for i in 0..20 {
         for b in 0..10 {
@@ -137,7 +137,7 @@ fn a_card_that_does_not_match_the_imagery_is_refused() {
     let model = tmp.path().join("l1c.ot");
     save_mlp(&model, &["B01", "B09", "B10"], &[4]);
     let profile = SensorProfile::by_name("sentinel2-l2a").unwrap();
-    let err = TorchClassifier::load(&model, profile, 1)
+    let err = TorchClassifier::load(&model, profile)
         .err()
         .expect("must refuse")
         .to_string();
@@ -148,7 +148,7 @@ fn a_card_that_does_not_match_the_imagery_is_refused() {
 
     // Weights that do not fit the card's architecture.
     write_card(&model, "varstore-mlp", &S2, &[32]);
-    let err = TorchClassifier::load(&model, profile, 1)
+    let err = TorchClassifier::load(&model, profile)
         .err()
         .expect("must refuse")
         .to_string();

@@ -114,7 +114,7 @@ fn a_saved_model_reloads_and_classifies_like_the_trained_network() {
     // The network rebuilt from the file, fed through the card, against the classifier the
     // pipeline uses: same classes and probabilities on a whole tile with history.
     let profile = cfg.profile();
-    let clf = TorchClassifier::load(&report.model, profile, 2).unwrap();
+    let clf = TorchClassifier::load(&report.model, profile).unwrap();
     assert_eq!(clf.version(), card.extra["version"].as_str().unwrap());
     let mut vs = tch::nn::VarStore::new(tch::Device::Cpu);
     let net =
@@ -174,7 +174,7 @@ fn the_shipped_model_keeps_its_card_figures_on_held_out_real_pixels() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let cfg = TrainConfig::load(&root.join("models/gengbao-s2-v1.train.toml")).unwrap();
     let profile = cfg.profile();
-    let clf = TorchClassifier::builtin(profile, 2).unwrap();
+    let clf = TorchClassifier::builtin(profile).unwrap();
     let metrics = &clf.card().extra["metrics"];
     let e = evaluate_classifier(&cfg, &clf, &[Split::Test])
         .unwrap()
@@ -199,18 +199,18 @@ fn the_shipped_model_keeps_its_card_figures_on_held_out_real_pixels() {
 #[test]
 fn the_shipped_model_is_refused_by_imagery_without_its_bands() {
     let landsat = SensorProfile::by_name("landsat-tm-sr").unwrap();
-    let err = TorchClassifier::builtin(landsat, 1).err().expect("refused");
+    let err = TorchClassifier::builtin(landsat).err().expect("refused");
     let msg = err.to_string();
     assert!(
         msg.contains("B02") && msg.contains("landsat-tm-sr"),
         "{msg}"
     );
     // `learned` insists; `auto` falls back to the index rules and says so in its version.
-    assert!(select("learned", None, landsat, 1).is_err());
+    assert!(select("learned", None, landsat).is_err());
     assert_eq!(
-        select("auto", None, landsat, 1).unwrap().version(),
+        select("auto", None, landsat).unwrap().version(),
         "index-v1"
     );
     let s2 = SensorProfile::by_name("sentinel2-l2a").unwrap();
-    assert_ne!(select("auto", None, s2, 1).unwrap().version(), "index-v1");
+    assert_ne!(select("auto", None, s2).unwrap().version(), "index-v1");
 }
