@@ -1,21 +1,30 @@
-//! Change rules: from land-cover classes to flags.
+//! Change rules: from land-cover classes and their history to flags.
 //!
-//! Takes, per pixel: whether it is watched (on the farmland layer and inside the area of
-//! interest), the baseline class it should have, the class now, and for how many consecutive
-//! periods (now included) it has shown no sign of cultivation. Gives a flag code: 0 none, 1 FNH, 2 FLH,
-//! 3 PH, 255 outside data.
+//! Takes, per pixel and period: whether it is watched (on the farmland layer and inside the
+//! area of interest), the baseline class it should have, the class now, whether the period
+//! showed a sign of cultivation, and how many consecutive periods each change signal had been
+//! seen up to the period before ([`Runs`], archived by the pipeline). Gives the runs up to now
+//! and a flag code: 0 none, 1 FNH, 2 FLH, 3 PH, 255 outside data.
 //!
-//! This version's rules (the time-series rules with persistence come later):
+//! Signals, seen or not in each period:
 //! - FNH 非农化: cropland in the baseline (grain or non-grain crop) and built-up/hardened now.
 //! - FLH 非粮化: grain in the baseline and a non-grain perennial crop, tree cover or water now.
-//! - PH 撂荒: grain-like or grass/shrub now, and no sign of cultivation in each of the last
-//!   `ph_min_periods` periods: no clear observation showed bare soil (NDVI <= 0.25: tillage,
-//!   harvest) nor a dense crop canopy (NDVI >= 0.7). Judged on NDVI, not on classes, because
-//!   in winter abandoned land and dormant fields get the same class.
+//! - PH 撂荒: cropland in the baseline, vegetated or grain-like now (not built-up or water), and
+//!   no sign of cultivation in the period: no clear observation showed bare soil
+//!   (NDVI <= 0.25: tillage, harvest) nor a dense crop canopy (NDVI >= 0.7). Judged on NDVI,
+//!   not on classes, because in winter abandoned land and dormant fields get the same class.
+//!   A period without any clear observation ends the run: it may have hidden a harvest.
+//!
+//! A signal becomes a flag when it has lasted [`Rules::min_periods`] consecutive periods, now
+//! included (defaults: FNH 1, flagged at once; FLH 2, since one odd period is rotation or
+//! flooding; PH 6, a year without a crop cycle), and only once enough earlier periods are
+//! archived for the rule to be decided ([`Rules::history_needed`]). The first of these wins
+//! when several types are due: FNH, FLH, PH. The flag's run is the patch's persistence
+//! (`CXQS`); its first period (`SCQS`) is the period the run began.
 //!
 //! In `gengbao run` the baseline is the farmland layer (耕地 is grain land), so a violation is
 //! reported in every period while it lasts. In `gengbao detect` the baseline is the class of
-//! the earlier image.
+//! the earlier image and the pair is judged as given ([`Rules::two_dates`]).
 
 use crate::classify::LandCover;
 
@@ -70,34 +79,84 @@ impl ChangeType {
 /// from a grain crop only over half a year (this period and two before).
 pub const PERENNIAL_MIN_HISTORY: usize = 2;
 
-/// The rule for one pixel. `history_periods`: earlier periods known (archived).
-pub fn flag_pixel(
-    watched: bool,
-    before: u8,
-    now: u8,
-    uncultivated: usize,
-    ph_min_periods: usize,
-    history_periods: usize,
-) -> u8 {
-    use LandCover::*;
-    let now = LandCover::from_code(now);
-    if now == NoData {
-        return FLAG_OUTSIDE;
-    }
-    if !watched {
-        return FLAG_NONE;
-    }
-    let before = LandCover::from_code(before);
-    let was_crop = matches!(before, Grain | NonGrain);
-    match now {
-        Built if was_crop => ChangeType::FNH.flag(),
-        NonGrain if before == Grain && history_periods >= PERENNIAL_MIN_HISTORY => {
-            ChangeType::FLH.flag()
+/// Consecutive periods, now included, that each change type's signal has been seen at a
+/// pixel, indexed by `ChangeType as usize - 1`; saturates at 255.
+pub type Runs = [u8; 3];
+
+/// The persistence each change type needs before it is flagged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rules {
+    /// Consecutive periods, now included, indexed like [`Runs`].
+    pub min_periods: [usize; 3],
+}
+
+impl Rules {
+    pub fn new(fnh: usize, flh: usize, ph: usize) -> Self {
+        Rules {
+            min_periods: [fnh, flh, ph],
         }
-        Forest | Water if before == Grain => ChangeType::FLH.flag(),
-        Grass | Grain if uncultivated >= ph_min_periods && was_crop => ChangeType::PH.flag(),
-        _ => FLAG_NONE,
     }
+
+    /// Two images judged as given: FNH and FLH at first sight, PH never (it needs a year).
+    pub fn two_dates() -> Self {
+        Rules::new(1, 1, usize::MAX)
+    }
+
+    pub fn min_periods(&self, t: ChangeType) -> usize {
+        self.min_periods[t as usize - 1]
+    }
+
+    /// Earlier archived periods the rule of `t` needs before it can fire.
+    pub fn history_needed(&self, t: ChangeType) -> usize {
+        let run = self.min_periods(t).saturating_sub(1);
+        match t {
+            ChangeType::FLH => run.max(PERENNIAL_MIN_HISTORY),
+            _ => run,
+        }
+    }
+
+    /// The flag of a pixel from its runs, with `history_periods` earlier periods archived,
+    /// and the run of the flagged type (0 when none).
+    pub fn flag(&self, watched: bool, now: u8, runs: Runs, history_periods: usize) -> (u8, u8) {
+        if LandCover::from_code(now) == LandCover::NoData {
+            return (FLAG_OUTSIDE, 0);
+        }
+        if !watched {
+            return (FLAG_NONE, 0);
+        }
+        ChangeType::ALL
+            .into_iter()
+            .find(|&t| {
+                let run = usize::from(runs[t as usize - 1]);
+                run >= self.min_periods(t).max(1) && history_periods >= self.history_needed(t)
+            })
+            .map_or((FLAG_NONE, 0), |t| (t.flag(), runs[t as usize - 1]))
+    }
+}
+
+/// Which change signals a watched pixel shows in one period. `cultivation`: whether the
+/// period showed a sign of cultivation, `None` when it had no clear observation.
+pub fn signals(before: u8, now: u8, cultivation: Option<bool>) -> [bool; 3] {
+    use LandCover::*;
+    let before = LandCover::from_code(before);
+    let now = LandCover::from_code(now);
+    let was_crop = matches!(before, Grain | NonGrain);
+    [
+        now == Built && was_crop,
+        matches!(now, NonGrain | Forest | Water) && before == Grain,
+        was_crop && !matches!(now, Built | Water | NoData) && cultivation == Some(false),
+    ]
+}
+
+/// The runs up to now from those up to the period before and this period's signals.
+pub fn extend_runs(before: Runs, signals: [bool; 3]) -> Runs {
+    std::array::from_fn(|k| {
+        if signals[k] {
+            before[k].saturating_add(1)
+        } else {
+            0
+        }
+    })
 }
 
 /// NDVI of a bare, tilled or harvested field: at or below this, a period shows cultivation.
@@ -105,15 +164,10 @@ pub const BARE_SOIL_NDVI: f32 = 0.25;
 /// NDVI of a dense crop canopy: at or above this, a period shows cultivation.
 pub const CROP_CANOPY_NDVI: f32 = 0.7;
 
-/// Consecutive periods, ending now, whose lowest and highest NDVI (`(min, max)`, most recent
-/// first) show no sign of cultivation. An unknown period (NaN) ends the run.
-pub fn uncultivated_run(periods: impl IntoIterator<Item = (f32, f32)>) -> usize {
-    periods
-        .into_iter()
-        .take_while(|&(lo, hi)| {
-            lo.is_finite() && hi.is_finite() && lo > BARE_SOIL_NDVI && hi < CROP_CANOPY_NDVI
-        })
-        .count()
+/// Whether a period whose clear observations had NDVI between `min` and `max` showed a sign
+/// of cultivation (bare soil or a dense canopy); `None` without a clear observation.
+pub fn cultivation_seen(min: f32, max: f32) -> Option<bool> {
+    (min.is_finite() && max.is_finite()).then_some(min <= BARE_SOIL_NDVI || max >= CROP_CANOPY_NDVI)
 }
 
 /// Otsu's threshold of non-negative values (histogram of 256 bins between min and max).
@@ -175,50 +229,98 @@ pub fn change_vector_otsu(before: &[Vec<f32>], after: &[Vec<f32>]) -> Vec<bool> 
 mod tests {
     use super::*;
 
+    const GRAIN: u8 = 1;
+    const NON_GRAIN: u8 = 2;
+    const BUILT: u8 = 3;
+    const WATER: u8 = 4;
+    const GRASS: u8 = 5;
+    const FOREST: u8 = 6;
+
+    /// Flags of a watched pixel of grain land over a sequence of (class, cultivation) periods,
+    /// with the default rules and the archive starting at the first period.
+    fn flags_over(periods: &[(u8, Option<bool>)]) -> Vec<u8> {
+        let rules = Rules::new(1, 2, 6);
+        let mut runs = [0; 3];
+        periods
+            .iter()
+            .enumerate()
+            .map(|(k, &(now, cult))| {
+                runs = extend_runs(runs, signals(GRAIN, now, cult));
+                rules.flag(true, now, runs, k).0
+            })
+            .collect()
+    }
+
     #[test]
-    fn rules_flag_the_three_kinds() {
-        assert_eq!(flag_pixel(true, 1, 3, 0, 3, usize::MAX), 1);
-        assert_eq!(flag_pixel(true, 1, 2, 0, 3, usize::MAX), 2);
-        assert_eq!(flag_pixel(true, 1, 4, 0, 3, usize::MAX), 2);
-        assert_eq!(flag_pixel(true, 1, 5, 3, 3, usize::MAX), 3);
+    fn fnh_is_flagged_at_once() {
+        assert_eq!(flags_over(&[(BUILT, Some(true))]), [1]);
         assert_eq!(
-            flag_pixel(true, 1, 1, 3, 3, usize::MAX),
-            3,
-            "dormant-looking but never cultivated"
-        );
-        assert_eq!(
-            flag_pixel(true, 1, 5, 2, 3, usize::MAX),
-            0,
-            "too short for abandonment"
-        );
-        assert_eq!(flag_pixel(true, 1, 1, 0, 3, usize::MAX), 0);
-        assert_eq!(flag_pixel(false, 1, 3, 0, 3, usize::MAX), 0, "not farmland");
-        assert_eq!(flag_pixel(true, 1, 0, 0, 3, usize::MAX), 255);
-        assert_eq!(
-            flag_pixel(true, 6, 3, 0, 3, usize::MAX),
-            0,
+            signals(FOREST, BUILT, None),
+            [false; 3],
             "forest to built is not farmland loss"
         );
     }
 
     #[test]
-    fn cultivation_signs_end_the_uncultivated_run() {
-        let grass = (0.33, 0.6);
+    fn flh_needs_two_consecutive_periods_and_half_a_year_of_archive() {
+        let g = (GRAIN, Some(true));
+        let o = (NON_GRAIN, Some(true));
+        assert_eq!(flags_over(&[g, g, o, g, g]), [0; 5], "one odd period");
+        assert_eq!(flags_over(&[g, g, o, o, o]), [0, 0, 0, 2, 2]);
+        assert_eq!(flags_over(&[g, g, (WATER, None), (WATER, None)])[3], 2);
         assert_eq!(
-            uncultivated_run([grass, grass, (0.2, 0.6), grass]),
-            2,
-            "a tilled period ends it"
+            flags_over(&[o, o, o]),
+            [0, 0, 2],
+            "not before two earlier periods are archived"
+        );
+    }
+
+    #[test]
+    fn ph_needs_a_year_without_cultivation() {
+        let crop = (GRAIN, Some(true));
+        let idle = (GRASS, Some(false));
+        let mut year = vec![crop];
+        year.extend([idle; 6]);
+        assert_eq!(flags_over(&year), [0, 0, 0, 0, 0, 0, 3]);
+        let fallow_then_cultivated = [crop, idle, idle, crop, idle, idle, idle, idle, idle];
+        assert!(flags_over(&fallow_then_cultivated).iter().all(|&f| f == 0));
+        let cloudy = [
+            idle,
+            idle,
+            idle,
+            (GRASS, None),
+            idle,
+            idle,
+            idle,
+            idle,
+            idle,
+        ];
+        assert_eq!(
+            flags_over(&cloudy),
+            [0; 9],
+            "a period without a clear view may hide a harvest"
         );
         assert_eq!(
-            uncultivated_run([grass, (0.4, 0.8), grass]),
-            1,
-            "a dense canopy ends it"
+            flags_over(&[(GRAIN, Some(false)); 6])[5],
+            3,
+            "dormant-looking but never cultivated"
         );
-        assert_eq!(
-            uncultivated_run([grass, (f32::NAN, f32::NAN), grass]),
-            1,
-            "a gap ends it"
-        );
+    }
+
+    #[test]
+    fn outside_data_and_unwatched_pixels() {
+        let rules = Rules::new(1, 2, 6);
+        assert_eq!(rules.flag(true, 0, [5; 3], 9), (FLAG_OUTSIDE, 0));
+        assert_eq!(rules.flag(false, BUILT, [5; 3], 9), (FLAG_NONE, 0));
+        assert_eq!(rules.flag(true, BUILT, [3, 0, 0], 9), (1, 3));
+    }
+
+    #[test]
+    fn cultivation_signs() {
+        assert_eq!(cultivation_seen(0.33, 0.6), Some(false));
+        assert_eq!(cultivation_seen(0.2, 0.6), Some(true), "tilled");
+        assert_eq!(cultivation_seen(0.4, 0.8), Some(true), "dense canopy");
+        assert_eq!(cultivation_seen(f32::NAN, f32::NAN), None);
     }
 
     #[test]

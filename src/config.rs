@@ -45,8 +45,12 @@ halo = 0                        # extra pixels read around each tile, for classi
 [rules]
 min_area_m2 = 400.0             # minimum mapping unit for every change type
 # min_area_m2_by_type = { FNH = 200.0, FLH = 400.0, PH = 1000.0 }
-ph_min_periods = 6              # 撂荒 needs this many consecutive periods (now included,
-                                # at most 6: one year) without a sign of cultivation
+# Consecutive bimonthly periods (now included) a change must be seen before it is flagged;
+# a rule also waits until that many periods are archived (FLH: at least 3, since a perennial
+# crop is told from grain over half a year). Runs longer than a year are remembered.
+fnh_min_periods = 1             # 非农化: at once
+flh_min_periods = 2             # 非粮化: one odd period is rotation or flooding
+ph_min_periods = 6              # 撂荒: a year without a sign of cultivation
 
 [classifier]
 kind = "auto"                   # "auto": the learned model shipped with gengbao when the sensor
@@ -54,6 +58,10 @@ kind = "auto"                   # "auto": the learned model shipped with gengbao
                                 # model or an error; "index": spectral-temporal index rules;
                                 # "torch": your model file
 # model = "models/landcover.pt" # with kind = "torch"; its card is <model>.json
+
+[schedule]                      # `gengbao schedule` and `gengbao run --period due`
+# start = "2025-P1"             # first period of the job (default: the first with imagery)
+delay_days = 10                 # days after a period ends before its imagery is expected
 
 [output]
 shapefile_encoding = "GBK"      # "GBK" (most Chinese desktop GIS) or "UTF-8"
@@ -72,6 +80,8 @@ pub struct JobConfig {
     pub rules: RulesSection,
     #[serde(default)]
     pub classifier: ClassifierSection,
+    #[serde(default)]
+    pub schedule: ScheduleSection,
     #[serde(default)]
     pub output: OutputSection,
     /// Folder of the config file; relative paths are resolved against it.
@@ -143,8 +153,22 @@ pub struct RulesSection {
     pub min_area_m2: f64,
     #[serde(default)]
     pub min_area_m2_by_type: BTreeMap<String, f64>,
+    #[serde(default = "default_fnh_min_periods")]
+    pub fnh_min_periods: usize,
+    #[serde(default = "default_flh_min_periods")]
+    pub flh_min_periods: usize,
     #[serde(default = "default_ph_min_periods")]
     pub ph_min_periods: usize,
+}
+
+impl RulesSection {
+    pub fn persistence(&self) -> crate::change::Rules {
+        crate::change::Rules::new(
+            self.fnh_min_periods,
+            self.flh_min_periods,
+            self.ph_min_periods,
+        )
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -157,12 +181,37 @@ pub struct ClassifierSection {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
+pub struct ScheduleSection {
+    /// First period of the job; the first period with imagery when absent.
+    pub start: Option<String>,
+    #[serde(default = "default_delay_days")]
+    pub delay_days: u32,
+}
+
+impl Default for ScheduleSection {
+    fn default() -> Self {
+        ScheduleSection {
+            start: None,
+            delay_days: default_delay_days(),
+        }
+    }
+}
+
+fn default_delay_days() -> u32 {
+    10
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct OutputSection {
     #[serde(default = "default_encoding")]
     pub shapefile_encoding: String,
     #[serde(default)]
     pub threads: usize,
 }
+
+/// Longest persistence a rule may ask for: the runs are archived as bytes.
+pub const MAX_RULE_PERIODS: usize = 255;
 
 fn default_code_field() -> String {
     "XZQDM".into()
@@ -188,6 +237,12 @@ fn default_halo() -> usize {
 fn default_min_area() -> f64 {
     400.0
 }
+fn default_fnh_min_periods() -> usize {
+    1
+}
+fn default_flh_min_periods() -> usize {
+    2
+}
 fn default_ph_min_periods() -> usize {
     6
 }
@@ -203,6 +258,8 @@ impl Default for RulesSection {
         RulesSection {
             min_area_m2: default_min_area(),
             min_area_m2_by_type: BTreeMap::new(),
+            fnh_min_periods: default_fnh_min_periods(),
+            flh_min_periods: default_flh_min_periods(),
             ph_min_periods: default_ph_min_periods(),
         }
     }
@@ -313,11 +370,33 @@ impl JobConfig {
                 );
             }
         }
-        if !(1..=6).contains(&self.rules.ph_min_periods) {
+        for (key, value) in [
+            ("rules.fnh_min_periods", self.rules.fnh_min_periods),
+            ("rules.flh_min_periods", self.rules.flh_min_periods),
+            ("rules.ph_min_periods", self.rules.ph_min_periods),
+        ] {
+            if !(1..=MAX_RULE_PERIODS).contains(&value) {
+                return bad(
+                    key,
+                    format!("{value} is outside 1..{MAX_RULE_PERIODS}"),
+                    "use a number of bimonthly periods (defaults: FNH 1, FLH 2, PH 6)",
+                );
+            }
+        }
+        if let Some(start) = &self.schedule.start {
+            if let Err(e) = start.parse::<crate::period::Period>() {
+                return bad(
+                    "schedule.start",
+                    e.to_string(),
+                    "write a period as YYYY-Pn, e.g. 2025-P1",
+                );
+            }
+        }
+        if self.schedule.delay_days > 28 {
             return bad(
-                "rules.ph_min_periods",
-                format!("{} is outside 1..6", self.rules.ph_min_periods),
-                "use a number of bimonthly periods from 1 to 6 (default 6, one year)",
+                "schedule.delay_days",
+                format!("{} is more than 28", self.schedule.delay_days),
+                "use 0..28 days: the timer fires in the month after a period ends",
             );
         }
         match self.classifier.kind.as_str() {

@@ -8,6 +8,7 @@
 //! Rules: FNH and FLH as in [`crate::change`]; PH needs a year of periods and is never flagged
 //! from two dates.
 
+use crate::change::{extend_runs, signals, Rules};
 use crate::classify::ClassifierInput;
 use crate::composite::Composite;
 use crate::error::{Error, Result};
@@ -128,6 +129,7 @@ pub fn detect(opts: &DetectOptions) -> Result<DetectSummary> {
         )?],
     };
     let classifier = crate::classify::select("auto", opts.model.as_deref(), profile)?;
+    let rules = Rules::two_dates();
     let darks = |p: &Path| {
         if profile.dark_object_subtraction {
             dark_objects(p, profile)
@@ -179,23 +181,33 @@ pub fn detect(opts: &DetectOptions) -> Result<DetectSummary> {
                     let mut attrs: [Vec<u8>; attr_band::COUNT] =
                         std::array::from_fn(|_| vec![0u8; n]);
                     for i in 0..n {
-                        let j = judge(Pixel {
-                            county: 1,
-                            watched: farm.as_ref().is_none_or(|f| f.parcel[i] != 0),
-                            basic: farm.as_ref().is_some_and(|f| f.basic[i]),
-                            baseline: before.classes[i],
-                            observed_before: before.classes[i],
-                            now: if before.classes[i] == 0 {
-                                0
-                            } else {
-                                after.classes[i]
+                        let watched = farm.as_ref().is_none_or(|f| f.parcel[i] != 0);
+                        let now = if before.classes[i] == 0 {
+                            0
+                        } else {
+                            after.classes[i]
+                        };
+                        let runs = if watched {
+                            extend_runs([0; 3], signals(before.classes[i], now, None))
+                        } else {
+                            [0; 3]
+                        };
+                        let j = judge(
+                            Pixel {
+                                county: 1,
+                                watched,
+                                basic: farm.as_ref().is_some_and(|f| f.basic[i]),
+                                baseline: before.classes[i],
+                                now,
+                                confidence: after.confidence[i].min(before.confidence[i]),
+                                runs,
+                                classes_before: &[],
+                                confidences_before: &[],
+                                // A pair is judged as given: its classes are all there is.
+                                history_periods: usize::MAX,
                             },
-                            confidence: after.confidence[i].min(before.confidence[i]),
-                            uncultivated: 0,
-                            ph_min_periods: usize::MAX,
-                            // A pair is judged as given: its classes are all there is.
-                            history_periods: usize::MAX,
-                        });
+                            &rules,
+                        );
                         flag[i] = j.flag;
                         key[i] = j.key;
                         for (b, v) in j.attrs.into_iter().enumerate() {
@@ -220,6 +232,7 @@ pub fn detect(opts: &DetectOptions) -> Result<DetectSummary> {
             before_period: "T1".into(),
             image_dates: String::new(),
             model_version: classifier.version(),
+            timeline: None,
         };
         let patches = change.into_patches(&grid, &admin, &info, |_| opts.min_area_m2)?;
         let srs = grid.spatial_ref()?;

@@ -37,6 +37,9 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// Another run holds the job's lock.
+    #[error("{}: another gengbao run is working on this job: {holder}\n  fix: wait for it to finish (`gengbao schedule` shows what is left); a run that died releases the lock by itself", path.display())]
+    Locked { path: PathBuf, holder: String },
     #[error("GDAL: {0}")]
     Gdal(#[from] gdal::errors::GdalError),
     #[error("libtorch: {0}")]

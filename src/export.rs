@@ -8,10 +8,10 @@ use crate::patches::Patch;
 use gdal::spatial_ref::SpatialRef;
 use gdal::vector::{Feature, FieldValue, Geometry, LayerAccess, LayerOptions};
 use gdal::DriverManager;
-use gdal_sys::OGRFieldType::{OFTReal, OFTString};
+use gdal_sys::OGRFieldType::{OFTInteger, OFTReal, OFTString};
 use std::ffi::CString;
 use std::path::{Path, PathBuf};
-use FieldValue::{RealValue as R, StringValue as S};
+use FieldValue::{IntegerValue as I, RealValue as R, StringValue as S};
 
 const fn field(name: &'static str, ty: u32, width: i32, alias: &'static str) -> FieldSpec {
     FieldSpec {
@@ -86,6 +86,12 @@ pub const PATCH_FIELDS: &[(FieldSpec, PatchValue)] = &[
         R(p.lon_lat.1)
     }),
     (field("ZXD", OFTReal, 0, "置信度"), |p| R(p.confidence)),
+    (field("SCQS", OFTString, 10, "首次发现期次"), |p| {
+        S(p.first_seen.clone())
+    }),
+    (field("CXQS", OFTInteger, 0, "持续期次数"), |p| {
+        I(p.persisted as i32)
+    }),
     (
         field("GDBSM", OFTString, 30, "耕地图斑标识码"),
         |p| S(p.parcel_id.clone()),

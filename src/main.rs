@@ -1,6 +1,9 @@
 //! `gengbao`: the command line over the library. Each subcommand parses its arguments, calls
-//! one library entry point and prints a short human summary; errors go to stderr with a
-//! non-zero exit code.
+//! one library entry point and prints a short human summary; errors go to stderr.
+//!
+//! Exit codes (for cron and systemd): 0 done; 1 failed (the message names the file and the
+//! fix); 2 bad command line; 3 another run holds the job's lock; 4 `run --period due` ran
+//! what it could but some periods that are over still have no imagery.
 
 use clap::{Parser, Subcommand};
 use gengbao::classify::{Classifier, TorchClassifier};
@@ -12,6 +15,7 @@ use gengbao::period::Period;
 use gengbao::pipeline::{period_dir, periods_with_imagery, run_period, RunOptions};
 use gengbao::raster::read_band_f64;
 use gengbao::samples::{generate, SampleOptions};
+use gengbao::schedule::{self, State};
 use gengbao::sensor::PROFILES;
 use gengbao::train::{evaluate_classifier, train, Evaluation, Split, TrainConfig};
 use std::path::{Path, PathBuf};
@@ -56,6 +60,8 @@ enum Command {
     Run {
         #[arg(long)]
         config: PathBuf,
+        /// A period (2025-P3), `all` (every period with imagery), or `due` (every period that
+        /// is over and not run yet, oldest first: the catch-up after an outage).
         #[arg(long)]
         period: String,
         /// Only these counties (XZQDM codes); repeat the flag for several.
@@ -97,6 +103,17 @@ enum Command {
         #[arg(long)]
         model: Option<PathBuf>,
     },
+    /// List the periods that are done, due or missing imagery; or print timer entries.
+    Schedule {
+        #[arg(long)]
+        config: PathBuf,
+        /// Today's date (YYYY-MM-DD) instead of the clock's.
+        #[arg(long)]
+        today: Option<String>,
+        /// Print a crontab line (`cron`) or systemd service and timer units (`systemd`).
+        #[arg(long)]
+        emit: Option<String>,
+    },
     /// Score a period's patches against the truth of a generated city.
     Score {
         /// The generated city folder (with truth/).
@@ -134,21 +151,73 @@ enum Command {
     Sensors,
 }
 
-fn run_periods(config: &Path, period: &str, counties: Vec<String>, quiet: bool) -> Result<()> {
+/// Exit code of a run that did all it could while periods still wait for imagery.
+const EXIT_WAITING_FOR_IMAGERY: u8 = 4;
+const EXIT_LOCKED: u8 = 3;
+
+/// Runs `period` (a period, `all` or `due`) and logs what happened in the job's log;
+/// gives the exit code.
+fn run_periods(config: &Path, period: &str, counties: Vec<String>, quiet: bool) -> Result<u8> {
     let cfg = JobConfig::load(config)?;
-    let periods: Vec<Period> = if period == "all" {
-        periods_with_imagery(&cfg)?
-    } else {
-        vec![period.parse()?]
+    let mut waiting = Vec::new();
+    let periods: Vec<Period> = match period {
+        "all" => periods_with_imagery(&cfg)?,
+        "due" => {
+            let plan = schedule::plan(&cfg, chrono::Local::now().date_naive())?;
+            waiting = plan.of(State::NoImagery);
+            plan.due()
+        }
+        p => vec![p.parse()?],
     };
+    let log = |line: &str| {
+        if let Err(e) = schedule::log(&cfg, line) {
+            eprintln!("warning: cannot write the run log: {e}");
+        }
+    };
+    log(&format!(
+        "start: run --period {period}: {} period(s) to run",
+        periods.len()
+    ));
     let opts = RunOptions { counties, quiet };
-    for p in periods {
+    for p in &periods {
         eprintln!("== {} {p}", cfg.job.name);
-        let s = run_period(&cfg, p, &opts)?;
-        println!("{}", s.human());
-        println!("   results: {}", period_dir(&cfg, p).display());
+        match run_period(&cfg, *p, &opts) {
+            Ok(s) => {
+                println!("{}", s.human());
+                println!("   results: {}", period_dir(&cfg, *p).display());
+                let totals: Vec<String> = s
+                    .totals
+                    .iter()
+                    .map(|(t, v)| format!("{t} {}", v.count))
+                    .collect();
+                log(&format!(
+                    "{p}: done in {:.1} s, {}",
+                    s.seconds.get("total").copied().unwrap_or(0.0),
+                    totals.join(", ")
+                ));
+            }
+            Err(e) => {
+                log(&format!("{p}: failed: {e}"));
+                return Err(e);
+            }
+        }
     }
-    Ok(())
+    if period == "due" && periods.is_empty() && waiting.is_empty() {
+        println!("nothing is due: every period that is over has been run");
+    }
+    if !waiting.is_empty() {
+        let list: Vec<String> = waiting.iter().map(|p| p.to_string()).collect();
+        let msg = format!(
+            "skipped, no imagery yet in {}: {}",
+            cfg.resolve(&cfg.imagery.folder).display(),
+            list.join(" ")
+        );
+        eprintln!("{msg}");
+        log(&msg);
+        return Ok(EXIT_WAITING_FOR_IMAGERY);
+    }
+    log("end: ok");
+    Ok(0)
 }
 
 fn print_evaluation(e: &Evaluation) {
@@ -163,7 +232,7 @@ fn print_evaluation(e: &Evaluation) {
     }
 }
 
-fn main_inner(cli: Cli) -> Result<()> {
+fn main_inner(cli: Cli) -> Result<u8> {
     match cli.command {
         Command::Samples {
             out,
@@ -208,7 +277,39 @@ fn main_inner(cli: Cli) -> Result<()> {
             period,
             counties,
             quiet,
-        } => run_periods(&config, &period, counties, quiet)?,
+        } => return run_periods(&config, &period, counties, quiet),
+        Command::Schedule {
+            config,
+            today,
+            emit,
+        } => {
+            let cfg = JobConfig::load(&config)?;
+            let exe = std::env::current_exe().map_err(|e| Error::io("gengbao", e))?;
+            match emit.as_deref() {
+                Some("cron") => print!("{}", schedule::cron_entry(&cfg, &exe)),
+                Some("systemd") => print!("{}", schedule::systemd_units(&cfg, &exe)),
+                Some(other) => {
+                    return Err(Error::usage(
+                        format!("unknown --emit `{other}`"),
+                        "use --emit cron or --emit systemd",
+                    ))
+                }
+                None => {
+                    let today = match today {
+                        Some(t) => {
+                            chrono::NaiveDate::parse_from_str(&t, "%Y-%m-%d").map_err(|e| {
+                                Error::usage(
+                                    format!("--today {t}: {e}"),
+                                    "write the date as YYYY-MM-DD",
+                                )
+                            })?
+                        }
+                        None => chrono::Local::now().date_naive(),
+                    };
+                    println!("{}", schedule::plan(&cfg, today)?.human(&cfg));
+                }
+            }
+        }
         Command::Demo { out, size } => {
             let city_dir = out.join("city");
             eprintln!(
@@ -346,15 +447,18 @@ fn main_inner(cli: Cli) -> Result<()> {
             }
         }
     }
-    Ok(())
+    Ok(0)
 }
 
 fn main() -> ExitCode {
     match main_inner(Cli::parse()) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => ExitCode::from(code),
         Err(e) => {
             eprintln!("error: {e}");
-            ExitCode::FAILURE
+            ExitCode::from(match e {
+                Error::Locked { .. } => EXIT_LOCKED,
+                _ => 1,
+            })
         }
     }
 }

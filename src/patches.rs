@@ -9,6 +9,7 @@ use crate::classify::LandCover;
 use crate::error::Result;
 use crate::grid::{JobGrid, Window};
 use crate::layers::Admin;
+use crate::period::Period;
 use crate::raster::{rasterize, read_grid_window};
 use crate::vectorise::split_key;
 use gdal::spatial_ref::{AxisMappingStrategy, CoordTransform, SpatialRef};
@@ -25,7 +26,9 @@ pub mod attr_band {
     pub const CONFIDENCE: usize = 3;
     /// 0 not farmland, 1 farmland, 2 permanent basic farmland
     pub const FARMLAND: usize = 4;
-    pub const COUNT: usize = 4;
+    /// Consecutive periods, now included, the flagged change has been seen (saturating).
+    pub const PERSISTED: usize = 5;
+    pub const COUNT: usize = 5;
 }
 
 #[derive(Debug, Clone)]
@@ -43,6 +46,10 @@ pub struct Patch {
     pub after_period: String,
     /// Dates of the images composited for the period, `first-last`.
     pub image_dates: String,
+    /// 首次发现期次: the period the change was first seen (the start of its run).
+    pub first_seen: String,
+    /// 持续期次数: consecutive periods, this one included, the change has been seen.
+    pub persisted: u32,
     pub area_m2: f64,
     pub area_mu: f64,
     pub farmland_m2: f64,
@@ -64,6 +71,30 @@ pub struct PeriodInfo<'a> {
     pub before_period: String,
     pub image_dates: String,
     pub model_version: &'a str,
+    /// For a job's period: the period and how many consecutive earlier periods are archived,
+    /// which date the start of a change and the class before it. `None` for a pair of
+    /// images, whose changes start at the later one.
+    pub timeline: Option<(Period, usize)>,
+}
+
+impl PeriodInfo<'_> {
+    /// First period seen, and the period the before class comes from, of a change that has
+    /// been seen `persisted` periods.
+    fn dates_of(&self, persisted: u32) -> (String, String) {
+        match self.timeline {
+            Some((period, archived)) => {
+                let back = persisted.max(1) as i32;
+                let first = period.offset(1 - back);
+                let before = if back as usize <= archived {
+                    first.prev().to_string()
+                } else {
+                    "基线".to_string()
+                };
+                (first.to_string(), before)
+            }
+            None => (self.period.clone(), self.before_period.clone()),
+        }
+    }
 }
 
 fn majority(hist: &[u32; 256]) -> u8 {
@@ -127,6 +158,8 @@ pub fn build(
         let mut now = [0u32; 256];
         let (mut n, mut conf, mut farm, mut basic, mut sx, mut sy) =
             (0u64, 0u64, 0u64, 0u64, 0f64, 0f64);
+        // The patch has lasted as long as its oldest part.
+        let mut persisted = 0u8;
         for (i, _) in inside.iter().enumerate().filter(|(_, v)| **v != 0) {
             n += 1;
             if parcel_ids[i] != 0 {
@@ -138,6 +171,7 @@ pub fn build(
             let f = bands[attr_band::FARMLAND - 1][i];
             farm += u64::from(f >= 1);
             basic += u64::from(f == 2);
+            persisted = persisted.max(bands[attr_band::PERSISTED - 1][i]);
             let (cx, cy) = grid.pixel_centre(
                 (x + (i % window.width) as isize) as f64,
                 (y + (i / window.width) as isize) as f64,
@@ -152,6 +186,7 @@ pub fn build(
         let (mut lx, mut ly, mut lz) = ([centroid.0], [centroid.1], [0.0]);
         to_lonlat.transform_coords(&mut lx, &mut ly, &mut lz)?;
         let county = &admin.counties[county_idx - 1];
+        let (first_seen, before_period) = info.dates_of(u32::from(persisted));
         patches.push(Patch {
             tbbh: String::new(),
             county_code: county.code.clone(),
@@ -159,9 +194,11 @@ pub fn build(
             change,
             before: LandCover::from_code(majority(&before)),
             after: LandCover::from_code(majority(&now)),
-            before_period: info.before_period.clone(),
+            before_period,
             after_period: info.period.clone(),
             image_dates: info.image_dates.clone(),
+            first_seen,
+            persisted: u32::from(persisted.max(1)),
             area_m2: round2(area),
             area_mu: round2(area / SQM_PER_MU),
             farmland_m2: round2(farm as f64 * px_area),

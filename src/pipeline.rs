@@ -9,7 +9,9 @@
 //! Tiles run in parallel (rayon) in batches of a few tiles per thread, which bounds memory
 //! whatever the size of the job; a single writer puts each finished batch into the mosaics.
 
-use crate::change::{flag_pixel, uncultivated_run, ChangeType, FLAG_OUTSIDE};
+use crate::change::{
+    cultivation_seen, extend_runs, signals, ChangeType, Rules, Runs, FLAG_OUTSIDE,
+};
 use crate::classify::{Classifier, ClassifierInput, LandCover};
 use crate::composite::{byte_to_ndvi, ndvi_to_byte, NdviStats, NDVI_NODATA};
 use crate::config::JobConfig;
@@ -94,6 +96,14 @@ pub struct RunSummary {
     pub grid: GridSummary,
     pub acquisitions: Vec<String>,
     pub history_periods: Vec<String>,
+    /// Consecutive earlier periods in the archive.
+    pub archived_periods: usize,
+    /// Rules that cannot fire yet for lack of archived periods, and why.
+    pub rules_not_yet_decidable: Vec<String>,
+    /// Later periods already run against the archive entry this run replaced: re-run them.
+    pub later_periods_to_rerun: Vec<String>,
+    /// The lock record of a run that died holding this job, when this run found one.
+    pub took_over_lock_of: Option<String>,
     pub tiles: usize,
     /// Tiles in which some pixels of the area of interest had no clear observation.
     pub tiles_with_gaps: Vec<String>,
@@ -148,6 +158,18 @@ impl RunSummary {
             }
             s += "\n";
         }
+        if let Some(dead) = &self.took_over_lock_of {
+            s += &format!("   note: took over the lock of a run that died: {dead}\n");
+        }
+        for r in &self.rules_not_yet_decidable {
+            s += &format!("   not yet decidable: {r}\n");
+        }
+        if !self.later_periods_to_rerun.is_empty() {
+            s += &format!(
+                "   warning: later periods were judged against the replaced archive, re-run them: {}\n",
+                self.later_periods_to_rerun.join(" ")
+            );
+        }
         if self.aoi_pixels_without_clear_observation > 0 {
             s += &format!(
                 "   warning: {} of {} pixels had no clear observation (tiles {})\n",
@@ -171,27 +193,54 @@ struct PeriodContext<'a> {
     classifier: &'a dyn Classifier,
     admin: &'a Admin,
     farmland: &'a Farmland,
-    /// (class.tif, ndvi.tif) of earlier periods, most recent first.
-    history: Vec<(PathBuf, PathBuf)>,
-    ph_min_periods: usize,
+    /// Archive entries of the earlier periods the classifier and the rules read, most
+    /// recent first.
+    history: Vec<ArchiveEntry>,
+    /// Consecutive earlier periods archived (may reach further back than `history`).
+    archived: usize,
+    rules: Rules,
+}
+
+/// The time-series memory of one period: `class.tif` (class, confidence), `ndvi.tif`
+/// (median, min, max) and `signals.tif` (runs of the FNH, FLH and PH signals), all on the
+/// job grid, tiled and compressed.
+#[derive(Debug, Clone)]
+pub struct ArchiveEntry {
+    pub class: PathBuf,
+    pub ndvi: PathBuf,
+    pub signals: PathBuf,
+}
+
+impl ArchiveEntry {
+    pub fn of(period_dir: &Path) -> Self {
+        ArchiveEntry {
+            class: period_dir.join("class.tif"),
+            ndvi: period_dir.join("ndvi.tif"),
+            signals: period_dir.join("signals.tif"),
+        }
+    }
+
+    pub fn exists(&self) -> bool {
+        self.class.exists() && self.ndvi.exists() && self.signals.exists()
+    }
 }
 
 /// What the change stage knows of one pixel inside the area of interest.
-pub(crate) struct Pixel {
+pub(crate) struct Pixel<'a> {
     /// 1-based county index (0 = outside the area of interest)
     pub county: u16,
     pub watched: bool,
     pub basic: bool,
-    /// The class the rules compare against.
+    /// The class the pixel should have (the farmland layer's, or the earlier image's).
     pub baseline: u8,
-    /// The class observed before, reported as QDL.
-    pub observed_before: u8,
     pub now: u8,
     pub confidence: f32,
-    /// Consecutive periods, now included, without a sign of cultivation.
-    pub uncultivated: usize,
-    pub ph_min_periods: usize,
-    /// Earlier periods archived.
+    /// Runs of the change signals up to now.
+    pub runs: Runs,
+    /// Classes and confidences of the archived earlier periods, most recent first.
+    pub classes_before: &'a [u8],
+    pub confidences_before: &'a [f32],
+    /// Consecutive earlier periods archived.
     pub history_periods: usize,
 }
 
@@ -201,27 +250,44 @@ pub(crate) struct Judgement {
     pub attrs: [u8; attr_band::COUNT],
 }
 
-/// Applies the change rules to one pixel and encodes what the patch stage needs.
-pub(crate) fn judge(p: Pixel) -> Judgement {
-    let flag = flag_pixel(
-        p.watched,
-        p.baseline,
-        p.now,
-        p.uncultivated,
-        p.ph_min_periods,
-        p.history_periods,
-    );
+/// Applies the change rules to one pixel and encodes what the patch stage needs. The class
+/// before (QDL) is the one of the period before the change began, when archived. The
+/// confidence of a lasting change combines the classifier's confidences over its periods
+/// (1 - product of the doubts, each period being independent evidence), so it rises as the
+/// change persists.
+pub(crate) fn judge(p: Pixel, rules: &Rules) -> Judgement {
+    let (flag, run) = rules.flag(p.watched, p.now, p.runs, p.history_periods);
     let key = if ChangeType::from_flag(flag).is_some() {
         patch_key(p.county, flag)
     } else {
         0
     };
+    let earlier = usize::from(run.max(1)) - 1;
+    let observed_before = p
+        .classes_before
+        .get(earlier)
+        .copied()
+        .filter(|&c| c != 0)
+        .unwrap_or(p.baseline);
+    let doubt = p.confidences_before[..earlier.min(p.confidences_before.len())]
+        .iter()
+        .fold(1.0 - p.confidence, |d, c| d * (1.0 - c));
     let mut attrs = [0u8; attr_band::COUNT];
-    attrs[attr_band::BEFORE - 1] = p.observed_before;
+    attrs[attr_band::BEFORE - 1] = observed_before;
     attrs[attr_band::NOW - 1] = p.now;
-    attrs[attr_band::CONFIDENCE - 1] = (p.confidence.clamp(0.0, 1.0) * 250.0).round() as u8;
+    attrs[attr_band::CONFIDENCE - 1] = confidence_to_byte(1.0 - doubt);
     attrs[attr_band::FARMLAND - 1] = if p.basic { 2 } else { u8::from(p.watched) };
+    attrs[attr_band::PERSISTED - 1] = run;
     Judgement { flag, key, attrs }
+}
+
+/// Confidences are archived and passed on as bytes, 0..=250.
+fn confidence_to_byte(c: f32) -> u8 {
+    (c.clamp(0.0, 1.0) * 250.0).round() as u8
+}
+
+fn byte_to_confidence(b: u8) -> f32 {
+    f32::from(b) / 250.0
 }
 
 /// The flag raster, and the scratch rasters the patch stage reads, written tile by tile.
@@ -291,8 +357,12 @@ impl ChangeRasters {
 struct TileOutput {
     tile: Tile,
     class: Vec<u8>,
+    /// Classifier confidence as bytes.
+    confidence: Vec<u8>,
     /// median, min, max
     ndvi: [Vec<u8>; 3],
+    /// Runs of the FNH, FLH and PH signals up to this period.
+    runs: [Vec<u8>; 3],
     flag: Vec<u8>,
     key: Vec<u16>,
     attrs: [Vec<u8>; attr_band::COUNT],
@@ -314,19 +384,20 @@ fn process_tile(ctx: &PeriodContext, tile: &Tile) -> Result<TileOutput> {
         .map(|(a, _)| *a)
         .collect();
     let comp = composite::build(&covering, ctx.profile, ctx.add_offset, grid, tile.read)?;
+    let open = |p: &Path| {
+        Dataset::open(p).map_err(|e| {
+            Error::input(
+                p,
+                e.to_string(),
+                "the archive of an earlier period is damaged: re-run that period",
+            )
+        })
+    };
     let mut ndvi_history = Vec::with_capacity(ctx.history.len());
     let mut class_history = Vec::with_capacity(ctx.history.len());
-    for (class_path, ndvi_path) in &ctx.history {
-        let open = |p: &Path| {
-            Dataset::open(p).map_err(|e| {
-                Error::input(
-                    p,
-                    e.to_string(),
-                    "the archive of an earlier period is damaged: re-run that period",
-                )
-            })
-        };
-        let ds = open(ndvi_path)?;
+    let mut confidence_history = Vec::with_capacity(ctx.history.len());
+    for entry in &ctx.history {
+        let ds = open(&entry.ndvi)?;
         let band = |b| -> Result<Vec<f32>> {
             let raw = read_grid_window::<u8>(&ds, b, tile.read, NDVI_NODATA)?;
             Ok(raw.into_iter().map(byte_to_ndvi).collect())
@@ -336,8 +407,19 @@ fn process_tile(ctx: &PeriodContext, tile: &Tile) -> Result<TileOutput> {
             min: band(2)?,
             max: band(3)?,
         });
-        class_history.push(read_grid_window::<u8>(&open(class_path)?, 1, tile.core, 0)?);
+        let ds = open(&entry.class)?;
+        class_history.push(read_grid_window::<u8>(&ds, 1, tile.core, 0)?);
+        let conf = read_grid_window::<u8>(&ds, 2, tile.core, 0)?;
+        confidence_history.push(conf.into_iter().map(byte_to_confidence).collect::<Vec<_>>());
     }
+    let runs_before: Option<[Vec<u8>; 3]> = match ctx.history.first() {
+        Some(entry) => {
+            let ds = open(&entry.signals)?;
+            let band = |b| read_grid_window::<u8>(&ds, b, tile.core, 0);
+            Some([band(1)?, band(2)?, band(3)?])
+        }
+        None => None,
+    };
     let classified = ctx.classifier.classify(&ClassifierInput {
         profile: ctx.profile,
         composite: &comp,
@@ -362,7 +444,9 @@ fn process_tile(ctx: &PeriodContext, tile: &Tile) -> Result<TileOutput> {
     let mut out = TileOutput {
         tile: *tile,
         class: class.clone(),
+        confidence: confidence.iter().map(|&c| confidence_to_byte(c)).collect(),
         ndvi,
+        runs: std::array::from_fn(|_| vec![0u8; n]),
         flag: vec![FLAG_OUTSIDE; n],
         key: vec![0; n],
         attrs: std::array::from_fn(|_| vec![0u8; n]),
@@ -370,44 +454,54 @@ fn process_tile(ctx: &PeriodContext, tile: &Tile) -> Result<TileOutput> {
         aoi_pixels: 0,
         aoi_without_clear: 0,
     };
-    let mut hist = Vec::with_capacity(class_history.len());
+    let (mut classes_before, mut confidences_before) = (
+        Vec::with_capacity(class_history.len()),
+        Vec::with_capacity(class_history.len()),
+    );
+    // The farmland layer is the baseline: 耕地 parcels are grain land.
+    let baseline = LandCover::Grain.code();
     for i in 0..n {
         if county[i] == 0 {
             continue;
         }
         out.aoi_pixels += 1;
         out.aoi_without_clear += u64::from(clear[i] == 0);
-        hist.clear();
-        hist.extend(class_history.iter().map(|h| h[i]));
-        // The farmland layer is the baseline: 耕地 parcels are grain land.
-        let baseline = LandCover::Grain.code();
-        let observed_before = hist
-            .first()
-            .copied()
-            .filter(|&c| c != 0)
-            .unwrap_or(baseline);
-        let j = judge(Pixel {
-            county: county[i],
-            watched: farm.parcel[i] != 0,
-            basic: farm.basic[i],
-            baseline,
-            observed_before,
-            now: class[i],
-            confidence: confidence[i],
-            uncultivated: {
-                let r = tile.read_index(i);
-                // At the archive's precision, so that a period is judged the same now and
-                // when it is read back as history.
-                let stored = |v: f32| byte_to_ndvi(ndvi_to_byte(v));
-                uncultivated_run(
-                    std::iter::once(&comp.ndvi)
-                        .chain(&ndvi_history)
-                        .map(|h| (stored(h.min[r]), stored(h.max[r]))),
-                )
+        classes_before.clear();
+        classes_before.extend(class_history.iter().map(|h| h[i]));
+        confidences_before.clear();
+        confidences_before.extend(confidence_history.iter().map(|h| h[i]));
+        let watched = farm.parcel[i] != 0;
+        let runs = if watched {
+            let r = tile.read_index(i);
+            // At the archive's precision, so that a period is judged the same now and when
+            // it is read back as history.
+            let stored = |v: f32| byte_to_ndvi(ndvi_to_byte(v));
+            let cultivation = cultivation_seen(stored(comp.ndvi.min[r]), stored(comp.ndvi.max[r]));
+            let before = runs_before
+                .as_ref()
+                .map_or([0; 3], |b| std::array::from_fn(|k| b[k][i]));
+            extend_runs(before, signals(baseline, class[i], cultivation))
+        } else {
+            [0; 3]
+        };
+        for (k, &r) in runs.iter().enumerate() {
+            out.runs[k][i] = r;
+        }
+        let j = judge(
+            Pixel {
+                county: county[i],
+                watched,
+                basic: farm.basic[i],
+                baseline,
+                now: class[i],
+                confidence: confidence[i],
+                runs,
+                classes_before: &classes_before,
+                confidences_before: &confidences_before,
+                history_periods: ctx.archived,
             },
-            ph_min_periods: ctx.ph_min_periods,
-            history_periods: ndvi_history.len(),
-        });
+            &ctx.rules,
+        );
         out.flag[i] = j.flag;
         out.key[i] = j.key;
         for (b, v) in j.attrs.into_iter().enumerate() {
@@ -451,6 +545,7 @@ pub fn run_period(cfg: &JobConfig, period: Period, opts: &RunOptions) -> Result<
         cfg.output.threads
     };
     let profile = SensorProfile::by_name(&cfg.imagery.sensor)?;
+    let lock = crate::lock::JobLock::acquire(&cfg.output_dir())?;
 
     // Inputs are checked before anything is written.
     let catalog = Catalog::scan(&cfg.resolve(&cfg.imagery.folder), profile)?;
@@ -509,22 +604,34 @@ pub fn run_period(cfg: &JobConfig, period: Period, opts: &RunOptions) -> Result<
     // A run killed mid-replacement may have set an earlier period aside: put it back first.
     let out_root = cfg.output_dir();
     crate::export::clean_stale(&out_root)?;
-    let mut history = Vec::new();
-    for k in 1..=HISTORY as i32 {
-        let dir = period_dir(cfg, period.offset(-k));
-        let (c, n) = (dir.join("class.tif"), dir.join("ndvi.tif"));
-        if !(c.exists() && n.exists()) {
-            break;
-        }
-        let ds =
-            Dataset::open(&c).map_err(|e| Error::input(&c, e.to_string(), "re-run that period"))?;
-        if ds.raster_size() != (grid.width, grid.height)
-            || ds.geo_transform()? != grid.geo_transform()
-        {
-            return Err(Error::input(&c, "the archived period lies on another grid than this job", "re-run the earlier periods with the current grid settings, or use a new output folder"));
-        }
-        history.push((c, n));
-    }
+    let rules = cfg.rules.persistence();
+    let reach = ChangeType::ALL
+        .iter()
+        .map(|&t| rules.history_needed(t))
+        .max()
+        .unwrap_or(0)
+        .max(HISTORY);
+    let archived = archived_before(cfg, period, reach, &grid)?;
+    let history: Vec<ArchiveEntry> = (1..=archived.min(HISTORY) as i32)
+        .map(|k| ArchiveEntry::of(&period_dir(cfg, period.offset(-k))))
+        .collect();
+    let not_yet_decidable: Vec<String> = ChangeType::ALL
+        .iter()
+        .filter(|&&t| archived < rules.history_needed(t))
+        .map(|&t| {
+            format!(
+                "{}: needs {} earlier periods archived, has {archived}",
+                t.code(),
+                rules.history_needed(t)
+            )
+        })
+        .collect();
+    // Later periods were judged against the archive entry this run replaces.
+    let later_to_rerun: Vec<String> = (1..=reach as i32)
+        .map(|k| period.offset(k))
+        .filter(|p| ArchiveEntry::of(&period_dir(cfg, *p)).exists())
+        .map(|p| p.to_string())
+        .collect();
 
     std::fs::create_dir_all(&out_root).map_err(|e| Error::io(&out_root, e))?;
     let staging = StagingDir::beside(&period_dir(cfg, period))?;
@@ -541,7 +648,9 @@ pub fn run_period(cfg: &JobConfig, period: Period, opts: &RunOptions) -> Result<
         }
     }
     let mut class_tif =
-        GridTiff::create::<u8>(&staging.path().join("class.tif"), &grid, 1, Some(0.0))?;
+        GridTiff::create::<u8>(&staging.path().join("class.tif"), &grid, 2, Some(0.0))?;
+    let mut signals_tif =
+        GridTiff::create::<u8>(&staging.path().join("signals.tif"), &grid, 3, None)?;
     let mut ndvi_tif = GridTiff::create::<u8>(
         &staging.path().join("ndvi.tif"),
         &grid,
@@ -558,7 +667,8 @@ pub fn run_period(cfg: &JobConfig, period: Period, opts: &RunOptions) -> Result<
         admin: &admin,
         farmland: &farmland,
         history: history.clone(),
-        ph_min_periods: cfg.rules.ph_min_periods,
+        archived,
+        rules,
     };
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
@@ -589,6 +699,10 @@ pub fn run_period(cfg: &JobConfig, period: Period, opts: &RunOptions) -> Result<
             let o = r?;
             let w = o.tile.core;
             class_tif.write(1, w, o.class)?;
+            class_tif.write(2, w, o.confidence)?;
+            for (b, data) in o.runs.into_iter().enumerate() {
+                signals_tif.write(b + 1, w, data)?;
+            }
             for (b, data) in o.ndvi.into_iter().enumerate() {
                 ndvi_tif.write(b + 1, w, data)?;
             }
@@ -604,6 +718,7 @@ pub fn run_period(cfg: &JobConfig, period: Period, opts: &RunOptions) -> Result<
     pb.finish_and_clear();
     class_tif.close()?;
     ndvi_tif.close()?;
+    signals_tif.close()?;
     seconds.insert("tiles", t_tiles.elapsed().as_secs_f64());
 
     // Polygons and attributes.
@@ -627,6 +742,7 @@ pub fn run_period(cfg: &JobConfig, period: Period, opts: &RunOptions) -> Result<
         },
         image_dates: format!("{first}-{last}"),
         model_version: classifier.version(),
+        timeline: Some((period, archived)),
     };
     let spinner = progress(0, "vectorise", opts.quiet);
     spinner.set_style(
@@ -696,6 +812,10 @@ pub fn run_period(cfg: &JobConfig, period: Period, opts: &RunOptions) -> Result<
         grid: GridSummary { crs: cfg.grid.crs.clone(), resolution: grid.resolution, width: grid.width, height: grid.height, tile_size: grid.tile_size },
         acquisitions: acquisitions.iter().map(|a| format!("{} {}", a.date, a.folder.display())).collect(),
         history_periods: (1..=history.len() as i32).map(|k| period.offset(-k).to_string()).collect(),
+        archived_periods: archived,
+        rules_not_yet_decidable: not_yet_decidable,
+        later_periods_to_rerun: later_to_rerun,
+        took_over_lock_of: lock.took_over.clone(),
         tiles: tiles.len(),
         tiles_with_gaps,
         aoi_pixels,
@@ -711,7 +831,10 @@ pub fn run_period(cfg: &JobConfig, period: Period, opts: &RunOptions) -> Result<
             imagery: cfg.resolve(&cfg.imagery.folder).display().to_string(),
         },
         rules: format!(
-            "FNH: farmland now built-up; FLH: farmland now non-grain crop, trees or water; PH: farmland looking like grain or grass with no sign of cultivation (bare soil or dense canopy) for {} consecutive periods; minimum area (m2): FNH {}, FLH {}, PH {}",
+            "FNH: farmland built-up for {} consecutive periods; FLH: farmland under a non-grain crop, trees or water for {} consecutive periods (decided once {} earlier periods are archived); PH: farmland with no sign of cultivation (bare soil or dense canopy) for {} consecutive periods; minimum area (m2): FNH {}, FLH {}, PH {}",
+            cfg.rules.fnh_min_periods,
+            cfg.rules.flh_min_periods,
+            rules.history_needed(ChangeType::FLH),
             cfg.rules.ph_min_periods,
             cfg.min_area_for("FNH"),
             cfg.min_area_for("FLH"),
@@ -752,6 +875,34 @@ pub fn num_threads() -> usize {
     std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1)
+}
+
+/// Consecutive periods before `period`, up to `reach`, whose archive entry exists; an entry
+/// on another grid is an error.
+fn archived_before(cfg: &JobConfig, period: Period, reach: usize, grid: &JobGrid) -> Result<usize> {
+    let mut n = 0;
+    for k in 1..=reach as i32 {
+        let entry = ArchiveEntry::of(&period_dir(cfg, period.offset(-k)));
+        if !entry.exists() {
+            break;
+        }
+        let ds = Dataset::open(&entry.class)
+            .map_err(|e| Error::input(&entry.class, e.to_string(), "re-run that period"))?;
+        if ds.raster_size() != (grid.width, grid.height)
+            || ds.geo_transform()? != grid.geo_transform()
+        {
+            return Err(Error::input(&entry.class, "the archived period lies on another grid than this job", "re-run the earlier periods with the current grid settings, or use a new output folder"));
+        }
+        if ds.raster_count() < 2 {
+            return Err(Error::input(
+                &entry.class,
+                "the archived period has no confidence band (written by an older gengbao)",
+                "re-run that period",
+            ));
+        }
+        n += 1;
+    }
+    Ok(n)
 }
 
 /// The periods that have imagery in the job's folder, in order.

@@ -10,6 +10,9 @@
 //!   haze and shadows;
 //! - `truth/class_<period>.tif`, `truth/change_<period>.tif` and `truth/changes.gpkg` (planted
 //!   changes with type BHLX and onset period QSQS);
+//! - `truth/passing.gpkg`: land that changes for a while and comes back, which no rule may
+//!   flag (BHLX names the type it could be mistaken for): a parcel left fallow for two periods
+//!   and then cultivated again (PH), a parcel flooded for one period (FLH);
 //! - `job.toml`, a job config for the city.
 //!
 //! The land: 64-px blocks of cropland (split into parcels with ridges), forest, villages,
@@ -77,6 +80,8 @@ pub struct PlantedChange {
     pub to: LandCover,
     /// Index of the first period showing it.
     pub onset: usize,
+    /// Index of the first period back to the former land, for a passing change.
+    pub until: Option<usize>,
     /// Pixel rectangle (x0, y0, x1, y1), end exclusive.
     pub rect: (usize, usize, usize, usize),
     pub parcel: usize,
@@ -96,6 +101,8 @@ pub struct SampleCity {
     pub job_config: PathBuf,
     pub periods: Vec<Period>,
     pub changes: Vec<PlantedChange>,
+    /// Passing changes (with `until`), not to be flagged.
+    pub passing: Vec<PlantedChange>,
 }
 
 // Endmember reflectances, bands B02 B03 B04 B05 B06 B07 B08 B8A B11 B12.
@@ -422,6 +429,7 @@ fn plant_changes(land: &Land, periods: usize, rng: &mut ChaCha8Rng) -> Vec<Plant
                 kind,
                 to,
                 onset: rng.gen_range(1..=last_onset(kind)),
+                until: None,
                 rect,
                 parcel,
                 whole_parcel: whole,
@@ -431,10 +439,56 @@ fn plant_changes(land: &Land, periods: usize, rng: &mut ChaCha8Rng) -> Vec<Plant
     changes
 }
 
+/// Passing changes on whole parcels that no planted change uses: fallow for two periods, then
+/// cultivated again; flooded for one period. From their own random stream, so that a seed
+/// gives the same planted changes as before they existed.
+fn plant_passing(
+    land: &Land,
+    periods: usize,
+    changes: &[PlantedChange],
+    seed: u64,
+) -> Vec<PlantedChange> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5A55_1E55);
+    let mut free: Vec<usize> = (0..land.parcels.len())
+        .filter(|&i| {
+            let (x0, y0, x1, y1) = land.parcels[i].rect;
+            (x1 - x0) >= 10 && (y1 - y0) >= 10 && changes.iter().all(|c| c.parcel != i)
+        })
+        .collect();
+    let per_kind = (land.size * land.size / 60_000).max(2);
+    let mut out = Vec::new();
+    for (kind, to, lasts) in [
+        (ChangeType::PH, LandCover::Grass, 2),
+        (ChangeType::FLH, LandCover::Water, 1),
+    ] {
+        for _ in 0..per_kind {
+            if free.is_empty() || periods < lasts + 2 {
+                break;
+            }
+            let parcel = free.swap_remove(rng.gen_range(0..free.len()));
+            let onset = rng.gen_range(1..=periods - lasts - 1);
+            out.push(PlantedChange {
+                id: out.len() + 1,
+                kind,
+                to,
+                onset,
+                until: Some(onset + lasts),
+                rect: land.parcels[parcel].rect,
+                parcel,
+                whole_parcel: true,
+            });
+        }
+    }
+    out
+}
+
 /// Land cover of every pixel in period `p` (index from the first period).
 fn classes_at(land: &Land, changes: &[PlantedChange], p: usize) -> Vec<u8> {
     let mut c = land.class.clone();
-    for ch in changes.iter().filter(|c| c.onset <= p) {
+    for ch in changes
+        .iter()
+        .filter(|c| c.onset <= p && c.until.is_none_or(|u| p < u))
+    {
         let (x0, y0, x1, y1) = ch.rect;
         for y in y0..y1 {
             for x in x0..x1 {
@@ -696,6 +750,13 @@ fn county_polygons(size: usize) -> Result<[Geometry; 2]> {
     Ok([ring(west)?, ring(east_ring)?])
 }
 
+impl PlantedChange {
+    /// Its rectangle in the city's map coordinates.
+    pub fn footprint(&self) -> Result<Geometry> {
+        rect_polygon(self.rect)
+    }
+}
+
 fn rect_polygon(r: (usize, usize, usize, usize)) -> Result<Geometry> {
     let (x0, y0) = (ORIGIN.0 + r.0 as f64 * RES, ORIGIN.1 - r.1 as f64 * RES);
     let (x1, y1) = (ORIGIN.0 + r.2 as f64 * RES, ORIGIN.1 - r.3 as f64 * RES);
@@ -729,21 +790,27 @@ pub fn generate(out: &Path, opts: &SampleOptions) -> Result<SampleCity> {
         .map_err(|e| Error::io(staging.path(), e))?;
     let result = write_city(staging.path(), opts)?;
     staging.replace(out)?;
-    let (periods, changes) = result;
+    let (periods, changes, passing) = result;
     Ok(SampleCity {
         dir: out.to_path_buf(),
         job_config: out.join("job.toml"),
         periods,
         changes,
+        passing,
     })
 }
 
-fn write_city(dir: &Path, opts: &SampleOptions) -> Result<(Vec<Period>, Vec<PlantedChange>)> {
+/// Writes the city; gives its periods, planted changes and passing changes.
+type CityParts = (Vec<Period>, Vec<PlantedChange>, Vec<PlantedChange>);
+
+fn write_city(dir: &Path, opts: &SampleOptions) -> Result<CityParts> {
     let mut rng = ChaCha8Rng::seed_from_u64(opts.seed);
     let srs = SpatialRef::from_epsg(EPSG)?;
     let wkt = srs.to_wkt()?;
     let land = make_land(opts.size, &mut rng);
     let changes = plant_changes(&land, opts.periods, &mut rng);
+    let passing = plant_passing(&land, opts.periods, &changes, opts.seed);
+    let every: Vec<PlantedChange> = changes.iter().chain(&passing).cloned().collect();
     let periods: Vec<Period> = (0..opts.periods)
         .map(|k| opts.start.offset(k as i32))
         .collect();
@@ -822,22 +889,26 @@ fn write_city(dir: &Path, opts: &SampleOptions) -> Result<(Vec<Period>, Vec<Plan
         parcels,
         "UTF-8",
     )?;
-    let truth_rows = changes
-        .iter()
-        .map(|c| {
-            Ok((
-                rect_polygon(c.rect)?,
-                vec![
-                    FieldValue::IntegerValue(c.id as i32),
-                    FieldValue::StringValue(c.kind.code().into()),
-                    FieldValue::IntegerValue(c.to.code().into()),
-                    FieldValue::StringValue(periods[c.onset].to_string()),
-                    FieldValue::StringValue(format!("3209{:09}", c.parcel + 1)),
-                    FieldValue::IntegerValue(i32::from(c.whole_parcel)),
-                ],
-            ))
-        })
-        .collect::<Result<Vec<_>>>()?;
+    let truth_rows = |list: &[PlantedChange]| {
+        list.iter()
+            .map(|c| {
+                Ok((
+                    rect_polygon(c.rect)?,
+                    vec![
+                        FieldValue::IntegerValue(c.id as i32),
+                        FieldValue::StringValue(c.kind.code().into()),
+                        FieldValue::IntegerValue(c.to.code().into()),
+                        FieldValue::StringValue(periods[c.onset].to_string()),
+                        FieldValue::StringValue(format!("3209{:09}", c.parcel + 1)),
+                        FieldValue::IntegerValue(i32::from(c.whole_parcel)),
+                        FieldValue::StringValue(
+                            c.until.map_or(String::new(), |u| periods[u].to_string()),
+                        ),
+                    ],
+                ))
+            })
+            .collect::<Result<Vec<_>>>()
+    };
     let truth_fields = [
         FieldSpec {
             name: "BH",
@@ -860,22 +931,28 @@ fn write_city(dir: &Path, opts: &SampleOptions) -> Result<(Vec<Period>, Vec<Plan
             width: 0,
             alias: "整图斑",
         },
+        text("JSQS", "恢复时相"),
     ];
-    write_layer(
-        &dir.join("truth").join("changes.gpkg"),
-        Format::GeoPackage,
-        "changes",
-        &srs,
-        &truth_fields,
-        truth_rows,
-        "UTF-8",
-    )?;
+    for (file, layer, list) in [
+        ("changes.gpkg", "changes", &changes),
+        ("passing.gpkg", "passing", &passing),
+    ] {
+        write_layer(
+            &dir.join("truth").join(file),
+            Format::GeoPackage,
+            layer,
+            &srs,
+            &truth_fields,
+            truth_rows(list)?,
+            "UTF-8",
+        )?;
+    }
 
     // Rasters: truth per period, then the imagery, one acquisition per task.
     let g10 = grid_at(opts.size, RES, &wkt);
     let mut jobs = Vec::new();
     for (k, &period) in periods.iter().enumerate() {
-        let classes = classes_at(&land, &changes, k);
+        let classes = classes_at(&land, &every, k);
         write_tif(
             &dir.join("truth").join(format!("class_{period}.tif")),
             &g10,
@@ -904,7 +981,7 @@ fn write_city(dir: &Path, opts: &SampleOptions) -> Result<(Vec<Period>, Vec<Plan
         }
     }
     let class_per_period: Vec<Vec<u8>> = (0..periods.len())
-        .map(|k| classes_at(&land, &changes, k))
+        .map(|k| classes_at(&land, &every, k))
         .collect();
     jobs.par_iter().try_for_each(|(k, date, clear, seed)| {
         let name = format!("S2B_MSIL2A_{}T030549_T50SKE", date.format("%Y%m%d"));
@@ -924,5 +1001,5 @@ fn write_city(dir: &Path, opts: &SampleOptions) -> Result<(Vec<Period>, Vec<Plan
         &format!("tile_size = {} ", opts.tile_size),
     );
     std::fs::write(dir.join("job.toml"), config).map_err(|e| Error::io(dir.join("job.toml"), e))?;
-    Ok((periods, changes))
+    Ok((periods, changes, passing))
 }

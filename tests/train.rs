@@ -207,10 +207,7 @@ fn the_shipped_model_is_refused_by_imagery_without_its_bands() {
     );
     // `learned` insists; `auto` falls back to the index rules and says so in its version.
     assert!(select("learned", None, landsat).is_err());
-    assert_eq!(
-        select("auto", None, landsat).unwrap().version(),
-        "index-v1"
-    );
+    assert_eq!(select("auto", None, landsat).unwrap().version(), "index-v1");
     let s2 = SensorProfile::by_name("sentinel2-l2a").unwrap();
     assert_ne!(select("auto", None, s2).unwrap().version(), "index-v1");
 }

@@ -7,13 +7,23 @@ use gengbao::samples::{generate, SampleCity, SampleOptions};
 use std::path::{Path, PathBuf};
 
 pub fn city(dir: &Path, size: usize, periods: usize, tile_size: usize) -> SampleCity {
+    seeded_city(dir, size, periods, tile_size, 7)
+}
+
+pub fn seeded_city(
+    dir: &Path,
+    size: usize,
+    periods: usize,
+    tile_size: usize,
+    seed: u64,
+) -> SampleCity {
     generate(
         dir,
         &SampleOptions {
             size,
             periods,
             tile_size,
-            seed: 7,
+            seed,
             ..Default::default()
         },
     )

@@ -1,0 +1,222 @@
+//! The bimonthly schedule of a job: which periods are done, due or still waiting, the entries
+//! that make cron or systemd run the job after each period, and the job's run log.
+//!
+//! Takes: a [`JobConfig`] and today's date. Gives: the status of every period from the job's
+//! start to the last one that has ended ([`plan`]), ready-to-install timer entries
+//! ([`cron_entry`], [`systemd_units`]) and an append-only log line per event ([`log`]).
+//!
+//! A period is done when its results folder has a `summary.json` (the last file a run moves
+//! into place); it is due once it has ended and its imagery delay has passed.
+
+use crate::config::JobConfig;
+use crate::error::{Error, Result};
+use crate::period::Period;
+use crate::pipeline::{period_dir, periods_with_imagery};
+use chrono::{Duration, NaiveDate};
+use std::io::Write;
+use std::path::Path;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    /// Results are in place.
+    Done,
+    /// Over, not run yet, imagery present: `run --period due` runs it.
+    Due,
+    /// Over and not run, but no imagery in the job's folder yet.
+    NoImagery,
+}
+
+#[derive(Debug, Clone)]
+pub struct PeriodStatus {
+    pub period: Period,
+    pub state: State,
+}
+
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub today: NaiveDate,
+    pub periods: Vec<PeriodStatus>,
+    /// The next period to end, and the day its run is expected.
+    pub next: (Period, NaiveDate),
+}
+
+/// The day a period's run may start: the day after it ends plus the imagery delay.
+pub fn due_on(cfg: &JobConfig, period: Period) -> NaiveDate {
+    period.last_day() + Duration::days(1 + i64::from(cfg.schedule.delay_days))
+}
+
+pub fn is_done(cfg: &JobConfig, period: Period) -> bool {
+    period_dir(cfg, period).join("summary.json").exists()
+}
+
+/// The status of every period from the job's start to the last one due by `today`.
+pub fn plan(cfg: &JobConfig, today: NaiveDate) -> Result<Plan> {
+    let with_imagery = periods_with_imagery(cfg)?;
+    let start = match &cfg.schedule.start {
+        Some(s) => s.parse()?,
+        None => *with_imagery.first().ok_or_else(|| {
+            Error::config(
+                &cfg.source,
+                "schedule.start",
+                format!(
+                    "no start period given and no imagery in {}",
+                    cfg.resolve(&cfg.imagery.folder).display()
+                ),
+                "set start = \"YYYY-Pn\" under [schedule], or add the first period's imagery",
+            )
+        })?,
+    };
+    let mut periods = Vec::new();
+    let mut p = start;
+    while due_on(cfg, p) <= today {
+        let state = if is_done(cfg, p) {
+            State::Done
+        } else if with_imagery.contains(&p) {
+            State::Due
+        } else {
+            State::NoImagery
+        };
+        periods.push(PeriodStatus { period: p, state });
+        p = p.next();
+    }
+    Ok(Plan {
+        today,
+        periods,
+        next: (p, due_on(cfg, p)),
+    })
+}
+
+impl Plan {
+    pub fn due(&self) -> Vec<Period> {
+        self.of(State::Due)
+    }
+
+    pub fn of(&self, state: State) -> Vec<Period> {
+        self.periods
+            .iter()
+            .filter(|s| s.state == state)
+            .map(|s| s.period)
+            .collect()
+    }
+
+    /// A few lines for the terminal.
+    pub fn human(&self, cfg: &JobConfig) -> String {
+        let mut s = format!(
+            "job {}, today {}, imagery expected {} days after a period ends\n",
+            cfg.job.name, self.today, cfg.schedule.delay_days
+        );
+        for p in &self.periods {
+            let what = match p.state {
+                State::Done => "done".to_string(),
+                State::Due => "due".to_string(),
+                State::NoImagery => format!(
+                    "missing: no imagery in {}",
+                    cfg.resolve(&cfg.imagery.folder).display()
+                ),
+            };
+            s += &format!("  {}  {what}\n", p.period);
+        }
+        s += &format!(
+            "  next: {} ends {}, due from {}",
+            self.next.0,
+            self.next.0.last_day(),
+            self.next.1
+        );
+        s
+    }
+}
+
+/// Months in which a period's run fires (the month after each period ends).
+const RUN_MONTHS: &str = "1,3,5,7,9,11";
+
+fn quoted(p: &Path) -> String {
+    format!("'{}'", p.display().to_string().replace('\'', r"'\''"))
+}
+
+/// A crontab line running the job's due periods on the day its imagery is expected, at
+/// 02:30, appending to the job's log.
+pub fn cron_entry(cfg: &JobConfig, exe: &Path) -> String {
+    let day = cfg.schedule.delay_days + 1;
+    let config = cfg.source.canonicalize().unwrap_or(cfg.source.clone());
+    let log = cfg.output_dir().join(LOG_FILE);
+    format!(
+        "# gengbao job {}: runs every period that is due, {} days after each period ends\n\
+         30 2 {day} {RUN_MONTHS} * {} run --config {} --period due --quiet >> {} 2>&1\n",
+        cfg.job.name,
+        cfg.schedule.delay_days,
+        quoted(exe),
+        quoted(&config),
+        quoted(&log)
+    )
+}
+
+/// A systemd service and timer; `Persistent=true` catches up a run missed while the machine
+/// was off.
+pub fn systemd_units(cfg: &JobConfig, exe: &Path) -> String {
+    let day = cfg.schedule.delay_days + 1;
+    let config = cfg.source.canonicalize().unwrap_or(cfg.source.clone());
+    let unit = format!(
+        "gengbao-{}",
+        cfg.job
+            .name
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '-'
+            })
+            .collect::<String>()
+    );
+    let workdir = config.parent().unwrap_or(Path::new("/"));
+    format!(
+        "# /etc/systemd/system/{unit}.service\n\
+         [Unit]\n\
+         Description=gengbao job {name}: run the periods that are due\n\
+         \n\
+         [Service]\n\
+         Type=oneshot\n\
+         WorkingDirectory={wd}\n\
+         ExecStart={exe} run --config {cfgp} --period due --quiet\n\
+         \n\
+         # /etc/systemd/system/{unit}.timer\n\
+         [Unit]\n\
+         Description=gengbao job {name}, {delay} days after each bimonthly period\n\
+         \n\
+         [Timer]\n\
+         OnCalendar=*-{months}-{day:02} 02:30:00\n\
+         Persistent=true\n\
+         \n\
+         [Install]\n\
+         WantedBy=timers.target\n\
+         \n\
+         # then: systemctl daemon-reload && systemctl enable --now {unit}.timer\n",
+        name = cfg.job.name,
+        wd = workdir.display(),
+        exe = exe.display(),
+        cfgp = config.display(),
+        delay = cfg.schedule.delay_days,
+        months = "01,03,05,07,09,11",
+    )
+}
+
+pub const LOG_FILE: &str = "gengbao.log";
+
+/// Appends a timestamped line to `<output>/gengbao.log`.
+pub fn log(cfg: &JobConfig, line: &str) -> Result<()> {
+    let dir = cfg.output_dir();
+    std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+    let path = dir.join(LOG_FILE);
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .map_err(|e| Error::io(&path, e))?;
+    writeln!(
+        f,
+        "{} pid {} {}",
+        chrono::Local::now().format("%Y-%m-%d %H:%M:%S"),
+        std::process::id(),
+        line.replace('\n', " | ")
+    )
+    .map_err(|e| Error::io(&path, e))
+}
