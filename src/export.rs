@@ -307,7 +307,7 @@ fn pid_alive(pid: &str) -> bool {
 }
 
 /// This machine's name, so that runs on other hosts sharing the folder are left alone.
-fn host() -> String {
+pub(crate) fn host() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().replace(['-', '/', '.', '@'], "_"))
         .unwrap_or_else(|_| "host".into())

@@ -9,6 +9,7 @@
 //! [`samples`] generates a synthetic city to try it all on.
 
 pub mod change;
+pub mod checkpoint;
 pub mod classify;
 pub mod composite;
 pub mod config;

@@ -26,9 +26,7 @@ pub struct JobLock {
 }
 
 fn holder_record() -> String {
-    let host = std::fs::read_to_string("/etc/hostname")
-        .map(|h| h.trim().to_string())
-        .unwrap_or_default();
+    let host = crate::export::host();
     let command: Vec<String> = std::env::args().collect();
     format!(
         "pid {} on host {} since {} ({})",

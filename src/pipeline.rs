@@ -12,6 +12,7 @@
 use crate::change::{
     cultivation_seen, extend_runs, signals, ChangeType, Rules, Runs, FLAG_OUTSIDE,
 };
+use crate::checkpoint::{digest, file_identity, imagery_fingerprint, Checkpoints, Earlier, Saved};
 use crate::classify::{Classifier, ClassifierInput, LandCover};
 use crate::composite::{byte_to_ndvi, ndvi_to_byte, NdviStats, NDVI_NODATA};
 use crate::config::JobConfig;
@@ -104,6 +105,7 @@ pub struct RunSummary {
     pub later_periods_to_rerun: Vec<String>,
     /// The lock record of a run that died holding this job, when this run found one.
     pub took_over_lock_of: Option<String>,
+    pub resume: ResumeSummary,
     pub tiles: usize,
     /// Tiles in which some pixels of the area of interest had no clear observation.
     pub tiles_with_gaps: Vec<String>,
@@ -114,6 +116,17 @@ pub struct RunSummary {
     pub seconds: BTreeMap<&'static str, f64>,
     pub rules: String,
     pub inputs: Inputs,
+}
+
+/// What a run took over from an interrupted attempt at the same period.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct ResumeSummary {
+    /// The attempt used other settings, another model or another archive: nothing was kept.
+    pub checkpoints_discarded: bool,
+    /// Tiles finished by the attempt and not redone.
+    pub tiles_resumed: usize,
+    /// Tiles the attempt had finished but whose imagery changed since: redone.
+    pub tiles_redone_imagery_changed: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -158,6 +171,22 @@ impl RunSummary {
             }
             s += "\n";
         }
+        if self.resume.tiles_resumed > 0 {
+            s += &format!(
+                "   resumed: {} tiles finished by an interrupted run were kept\n",
+                self.resume.tiles_resumed
+            );
+        }
+        if !self.resume.tiles_redone_imagery_changed.is_empty() {
+            s += &format!(
+                "   redone: the imagery of tiles {} changed since the interrupted run\n",
+                self.resume.tiles_redone_imagery_changed.join(" ")
+            );
+        }
+        if self.resume.checkpoints_discarded {
+            s +=
+                "   note: an interrupted run with other settings, model or archive was discarded\n";
+        }
         if let Some(dead) = &self.took_over_lock_of {
             s += &format!("   note: took over the lock of a run that died: {dead}\n");
         }
@@ -199,6 +228,44 @@ struct PeriodContext<'a> {
     /// Consecutive earlier periods archived (may reach further back than `history`).
     archived: usize,
     rules: Rules,
+}
+
+impl PeriodContext<'_> {
+    /// The acquisitions a tile reads: memory and I/O grow with the number of scenes over a
+    /// place, not with the size of the job.
+    fn covering(&self, tile: &Tile) -> Vec<&Acquisition> {
+        let tile_bounds = self.grid.window_bounds(tile.read);
+        self.acquisitions
+            .iter()
+            .filter(|(_, e)| overlaps(*e, tile_bounds))
+            .map(|(a, _)| *a)
+            .collect()
+    }
+
+    /// A finished tile from an earlier attempt of this run with the same imagery, or the tile
+    /// processed now (and checkpointed). The flag says whether its imagery had changed.
+    fn tile(&self, tile: &Tile, checkpoints: &Checkpoints) -> Result<(TileOutput, TileSource)> {
+        let fingerprint = imagery_fingerprint(&self.covering(tile))?;
+        let source = match checkpoints.load(&tile.id(), &fingerprint)? {
+            Saved::Found(bytes) => match TileOutput::from_bytes(tile, &bytes) {
+                Some(out) => return Ok((out, TileSource::Resumed)),
+                None => TileSource::Processed,
+            },
+            Saved::Stale => TileSource::ImageryChanged,
+            Saved::Missing => TileSource::Processed,
+        };
+        let out = process_tile(self, tile)?;
+        checkpoints.save(&tile.id(), &fingerprint, &out.to_bytes())?;
+        Ok((out, source))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TileSource {
+    Processed,
+    Resumed,
+    /// Redone: its imagery changed since an interrupted attempt checkpointed it.
+    ImageryChanged,
 }
 
 /// The time-series memory of one period: `class.tif` (class, confidence), `ndvi.tif`
@@ -372,17 +439,74 @@ struct TileOutput {
     aoi_without_clear: u64,
 }
 
+impl TileOutput {
+    /// Lossless bytes for a checkpoint.
+    fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        out.extend_from_slice(&self.aoi_pixels.to_le_bytes());
+        out.extend_from_slice(&self.aoi_without_clear.to_le_bytes());
+        for v in self.byte_layers() {
+            out.extend_from_slice(v);
+        }
+        out.extend(self.key.iter().flat_map(|k| k.to_le_bytes()));
+        out.extend(self.parcel.iter().flat_map(|k| k.to_le_bytes()));
+        out
+    }
+
+    fn byte_layers(&self) -> impl Iterator<Item = &Vec<u8>> {
+        [&self.class, &self.confidence, &self.flag]
+            .into_iter()
+            .chain(&self.ndvi)
+            .chain(&self.runs)
+            .chain(&self.attrs)
+    }
+
+    /// The inverse of `to_bytes` for `tile`; `None` when the bytes do not fit the tile.
+    fn from_bytes(tile: &Tile, b: &[u8]) -> Option<TileOutput> {
+        let n = tile.core.len();
+        let layers = 3 + 3 + 3 + attr_band::COUNT;
+        if b.len() != 16 + layers * n + 2 * n + 4 * n {
+            return None;
+        }
+        let u64_at = |o: usize| u64::from_le_bytes(b[o..o + 8].try_into().expect("8 bytes"));
+        let mut at = 16;
+        let mut take = |len: usize| {
+            let s = &b[at..at + len];
+            at += len;
+            s
+        };
+        let mut layer = || take(n).to_vec();
+        let (class, confidence, flag) = (layer(), layer(), layer());
+        let ndvi = [layer(), layer(), layer()];
+        let runs = [layer(), layer(), layer()];
+        let attrs = std::array::from_fn(|_| layer());
+        let key = take(2 * n)
+            .chunks_exact(2)
+            .map(|c| u16::from_le_bytes([c[0], c[1]]))
+            .collect();
+        let parcel = take(4 * n)
+            .chunks_exact(4)
+            .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        Some(TileOutput {
+            tile: *tile,
+            class,
+            confidence,
+            ndvi,
+            runs,
+            flag,
+            key,
+            attrs,
+            parcel,
+            aoi_pixels: u64_at(0),
+            aoi_without_clear: u64_at(8),
+        })
+    }
+}
+
 fn process_tile(ctx: &PeriodContext, tile: &Tile) -> Result<TileOutput> {
     let grid = ctx.grid;
-    // Only the acquisitions that cover this tile are read: memory and I/O grow with the
-    // number of scenes over a place, not with the size of the job.
-    let tile_bounds = grid.window_bounds(tile.read);
-    let covering: Vec<&Acquisition> = ctx
-        .acquisitions
-        .iter()
-        .filter(|(_, e)| overlaps(*e, tile_bounds))
-        .map(|(a, _)| *a)
-        .collect();
+    let covering = ctx.covering(tile);
     let comp = composite::build(&covering, ctx.profile, ctx.add_offset, grid, tile.read)?;
     let open = |p: &Path| {
         Dataset::open(p).map_err(|e| {
@@ -681,14 +805,32 @@ pub fn run_period(cfg: &JobConfig, period: Period, opts: &RunOptions) -> Result<
                 "use 0 (all cores) or a smaller number",
             )
         })?;
+    // Everything a tile depends on besides its imagery: a change discards the checkpoints.
+    let mut key_parts = vec![
+        env!("CARGO_PKG_VERSION").to_string(),
+        std::fs::read_to_string(&cfg.source).map_err(|e| Error::io(&cfg.source, e))?,
+        classifier.version().to_string(),
+        opts.counties.join(","),
+        archived.to_string(),
+        file_identity(&cfg.resolve(&cfg.aoi.path))?,
+        file_identity(&cfg.resolve(&cfg.farmland.path))?,
+    ];
+    for entry in &history {
+        for f in [&entry.class, &entry.ndvi, &entry.signals] {
+            key_parts.push(file_identity(f)?);
+        }
+    }
+    let run_key = digest(&[key_parts.join("\n").as_bytes()]);
+    let (checkpoints, earlier) = Checkpoints::open(&out_root, period, &run_key)?;
     let pb = progress(tiles.len() as u64, "tiles", opts.quiet);
     let (mut aoi_pixels, mut aoi_without_clear, mut tiles_with_gaps) = (0u64, 0u64, Vec::new());
+    let (mut tiles_resumed, mut tiles_redone) = (0usize, Vec::new());
     for batch in tiles.chunks(threads * 2) {
-        let results: Vec<Result<TileOutput>> = pool.install(|| {
+        let results: Vec<Result<(TileOutput, TileSource)>> = pool.install(|| {
             batch
                 .par_iter()
                 .map(|t| {
-                    process_tile(&ctx, t).map_err(|e| Error::Tile {
+                    ctx.tile(t, &checkpoints).map_err(|e| Error::Tile {
                         tile: t.id(),
                         source: Box::new(e),
                     })
@@ -696,7 +838,12 @@ pub fn run_period(cfg: &JobConfig, period: Period, opts: &RunOptions) -> Result<
                 .collect()
         });
         for r in results {
-            let o = r?;
+            let (o, source) = r?;
+            match source {
+                TileSource::Resumed => tiles_resumed += 1,
+                TileSource::ImageryChanged => tiles_redone.push(o.tile.id()),
+                TileSource::Processed => {}
+            }
             let w = o.tile.core;
             class_tif.write(1, w, o.class)?;
             class_tif.write(2, w, o.confidence)?;
@@ -816,6 +963,11 @@ pub fn run_period(cfg: &JobConfig, period: Period, opts: &RunOptions) -> Result<
         rules_not_yet_decidable: not_yet_decidable,
         later_periods_to_rerun: later_to_rerun,
         took_over_lock_of: lock.took_over.clone(),
+        resume: ResumeSummary {
+            checkpoints_discarded: earlier == Earlier::Discarded,
+            tiles_resumed,
+            tiles_redone_imagery_changed: tiles_redone,
+        },
         tiles: tiles.len(),
         tiles_with_gaps,
         aoi_pixels,
@@ -843,6 +995,7 @@ pub fn run_period(cfg: &JobConfig, period: Period, opts: &RunOptions) -> Result<
     };
     std::fs::remove_dir_all(&work).map_err(|e| Error::io(&work, e))?;
     commit(staging, &period_dir(cfg, period), &summary, &opts.counties)?;
+    checkpoints.finish()?;
     Ok(summary)
 }
 

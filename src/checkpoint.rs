@@ -1,0 +1,160 @@
+//! Per-tile checkpoints of a period's run: a run killed at any moment (SIGKILL included)
+//! resumes where it stopped when the same command is run again.
+//!
+//! Takes: the job's output folder, the period, a key of everything the whole run depends on
+//! (configuration, model, archive of earlier periods, counties), and per tile a fingerprint of
+//! the imagery it reads. Gives: the saved bytes of every tile finished with the same inputs.
+//!
+//! Layout: `<output>/.checkpoints/<period>/run.key` and one `<tile>.ckpt` per finished tile
+//! (DEFLATE-compressed, written beside and renamed into place, so a file is either whole or
+//! absent). A different run key discards every checkpoint of the period; a tile whose imagery
+//! fingerprint differs is redone. The folder is removed once the period is committed.
+
+use crate::error::{Error, Result};
+use crate::imagery::Acquisition;
+use crate::period::Period;
+use flate2::read::DeflateDecoder;
+use flate2::write::DeflateEncoder;
+use sha2::{Digest, Sha256};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+const MAGIC: &[u8; 8] = b"GBCKPT1\n";
+
+pub struct Checkpoints {
+    dir: PathBuf,
+}
+
+/// What a run found of an earlier attempt.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Earlier {
+    #[default]
+    None,
+    /// Checkpoints of a run with other settings, model or archive: all were discarded.
+    Discarded,
+    Kept,
+}
+
+pub enum Saved {
+    Missing,
+    /// The tile's imagery changed since it was saved.
+    Stale,
+    Found(Vec<u8>),
+}
+
+/// A short hex digest of `parts`.
+pub fn digest(parts: &[&[u8]]) -> String {
+    let mut h = Sha256::new();
+    for p in parts {
+        h.update((p.len() as u64).to_le_bytes());
+        h.update(p);
+    }
+    h.finalize()
+        .iter()
+        .take(16)
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Identity of a file for change detection: path, size and modification time (what `make`
+/// and `rsync` use; hashing the imagery would cost as much as reading it).
+pub fn file_identity(path: &Path) -> Result<String> {
+    let m = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
+    let mtime = m
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_nanos());
+    Ok(format!("{}|{}|{mtime}", path.display(), m.len()))
+}
+
+/// Fingerprint of the imagery a tile reads.
+pub fn imagery_fingerprint(covering: &[&Acquisition]) -> Result<String> {
+    let mut ids = Vec::new();
+    for a in covering {
+        for f in a.files.values() {
+            ids.push(file_identity(f)?);
+        }
+    }
+    let joined = ids.join("\n");
+    Ok(digest(&[joined.as_bytes()]))
+}
+
+impl Checkpoints {
+    pub fn dir_of(output: &Path, period: Period) -> PathBuf {
+        output.join(".checkpoints").join(period.to_string())
+    }
+
+    /// Opens the period's checkpoints for a run with `run_key`, discarding those of a run
+    /// with another key.
+    pub fn open(output: &Path, period: Period, run_key: &str) -> Result<(Self, Earlier)> {
+        let dir = Self::dir_of(output, period);
+        let key_file = dir.join("run.key");
+        let earlier = match std::fs::read_to_string(&key_file) {
+            Ok(k) if k == run_key => Earlier::Kept,
+            Ok(_) => Earlier::Discarded,
+            Err(_) if dir.exists() => Earlier::Discarded,
+            Err(_) => Earlier::None,
+        };
+        if earlier == Earlier::Discarded {
+            std::fs::remove_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        }
+        if earlier != Earlier::Kept {
+            std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+            write_atomically(&key_file, run_key.as_bytes())?;
+        }
+        Ok((Checkpoints { dir }, earlier))
+    }
+
+    fn path(&self, tile: &str) -> PathBuf {
+        self.dir.join(format!("{tile}.ckpt"))
+    }
+
+    pub fn load(&self, tile: &str, fingerprint: &str) -> Result<Saved> {
+        let path = self.path(tile);
+        let Ok(bytes) = std::fs::read(&path) else {
+            return Ok(Saved::Missing);
+        };
+        let damaged = || {
+            Error::input(
+                &path,
+                "damaged checkpoint",
+                "delete the file; the tile will be redone",
+            )
+        };
+        let header = MAGIC.len() + fingerprint.len();
+        if bytes.len() < header || &bytes[..MAGIC.len()] != MAGIC {
+            return Err(damaged());
+        }
+        if &bytes[MAGIC.len()..header] != fingerprint.as_bytes() {
+            return Ok(Saved::Stale);
+        }
+        let mut out = Vec::new();
+        DeflateDecoder::new(&bytes[header..])
+            .read_to_end(&mut out)
+            .map_err(|_| damaged())?;
+        Ok(Saved::Found(out))
+    }
+
+    pub fn save(&self, tile: &str, fingerprint: &str, data: &[u8]) -> Result<()> {
+        let mut enc = DeflateEncoder::new(Vec::new(), flate2::Compression::fast());
+        enc.write_all(data).expect("writing to memory");
+        let compressed = enc.finish().expect("writing to memory");
+        let mut bytes = Vec::with_capacity(MAGIC.len() + fingerprint.len() + compressed.len());
+        bytes.extend_from_slice(MAGIC);
+        bytes.extend_from_slice(fingerprint.as_bytes());
+        bytes.extend_from_slice(&compressed);
+        write_atomically(&self.path(tile), &bytes)
+    }
+
+    /// The period is committed: its checkpoints are no longer needed.
+    pub fn finish(self) -> Result<()> {
+        std::fs::remove_dir_all(&self.dir).map_err(|e| Error::io(&self.dir, e))
+    }
+}
+
+fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    let partial = path.with_extension("partial");
+    std::fs::write(&partial, bytes).map_err(|e| Error::io(&partial, e))?;
+    std::fs::rename(&partial, path).map_err(|e| Error::io(path, e))
+}
