@@ -669,7 +669,6 @@ pub fn run_period(cfg: &JobConfig, period: Period, opts: &RunOptions) -> Result<
         cfg.output.threads
     };
     let profile = SensorProfile::by_name(&cfg.imagery.sensor)?;
-    let lock = crate::lock::JobLock::acquire(&cfg.output_dir())?;
 
     // Inputs are checked before anything is written.
     let catalog = Catalog::scan(&cfg.resolve(&cfg.imagery.folder), profile)?;
@@ -725,6 +724,8 @@ pub fn run_period(cfg: &JobConfig, period: Period, opts: &RunOptions) -> Result<
     )?;
     let classifier = load_classifier(cfg, profile)?;
 
+    // Nothing is written before the inputs are checked and the job's lock is held.
+    let lock = crate::lock::JobLock::acquire(&cfg.output_dir())?;
     // A run killed mid-replacement may have set an earlier period aside: put it back first.
     let out_root = cfg.output_dir();
     crate::export::clean_stale(&out_root)?;
