@@ -7,7 +7,7 @@
 //!
 //! Layout: `<output>/.checkpoints/<period>/run.key` and one `<tile>.ckpt` per finished tile
 //! (DEFLATE-compressed, written beside and renamed into place, so a file is either whole or
-//! absent). A different run key discards every checkpoint of the period; a tile whose imagery
+//! absent; a damaged one is redone). A different run key discards every checkpoint of the period; a tile whose imagery
 //! fingerprint differs is redone. The folder is removed once the period is committed.
 
 use crate::error::{Error, Result};
@@ -115,25 +115,21 @@ impl Checkpoints {
         let Ok(bytes) = std::fs::read(&path) else {
             return Ok(Saved::Missing);
         };
-        let damaged = || {
-            Error::input(
-                &path,
-                "damaged checkpoint",
-                "delete the file; the tile will be redone",
-            )
-        };
+        // A damaged file (a power cut after the rename, a disk error) is just redone.
         let header = MAGIC.len() + fingerprint.len();
         if bytes.len() < header || &bytes[..MAGIC.len()] != MAGIC {
-            return Err(damaged());
+            return Ok(Saved::Missing);
         }
         if &bytes[MAGIC.len()..header] != fingerprint.as_bytes() {
             return Ok(Saved::Stale);
         }
         let mut out = Vec::new();
-        DeflateDecoder::new(&bytes[header..])
-            .read_to_end(&mut out)
-            .map_err(|_| damaged())?;
-        Ok(Saved::Found(out))
+        Ok(
+            match DeflateDecoder::new(&bytes[header..]).read_to_end(&mut out) {
+                Ok(_) => Saved::Found(out),
+                Err(_) => Saved::Missing,
+            },
+        )
     }
 
     pub fn save(&self, tile: &str, fingerprint: &str, data: &[u8]) -> Result<()> {
@@ -157,4 +153,33 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     let partial = path.with_extension("partial");
     std::fs::write(&partial, bytes).map_err(|e| Error::io(&partial, e))?;
     std::fs::rename(&partial, path).map_err(|e| Error::io(path, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn saved_tiles_come_back_unless_their_imagery_or_the_run_changed() {
+        let dir = tempfile::tempdir().unwrap();
+        let period: Period = "2025-P3".parse().unwrap();
+        let (c, earlier) = Checkpoints::open(dir.path(), period, "key1").unwrap();
+        assert_eq!(earlier, Earlier::None);
+        c.save("r000c000", "fp", b"tile bytes").unwrap();
+        assert!(matches!(c.load("r000c000", "fp").unwrap(), Saved::Found(b) if b == b"tile bytes"));
+        assert!(matches!(c.load("r000c000", "other").unwrap(), Saved::Stale));
+        assert!(matches!(c.load("r000c001", "fp").unwrap(), Saved::Missing));
+        // Truncated on disk: redone, not an error.
+        let file = Checkpoints::dir_of(dir.path(), period).join("r000c000.ckpt");
+        let bytes = std::fs::read(&file).unwrap();
+        std::fs::write(&file, &bytes[..bytes.len() - 3]).unwrap();
+        assert!(matches!(c.load("r000c000", "fp").unwrap(), Saved::Missing));
+        c.save("r000c000", "fp", b"tile bytes").unwrap();
+        let (c, earlier) = Checkpoints::open(dir.path(), period, "key1").unwrap();
+        assert_eq!(earlier, Earlier::Kept);
+        assert!(matches!(c.load("r000c000", "fp").unwrap(), Saved::Found(_)));
+        let (c, earlier) = Checkpoints::open(dir.path(), period, "key2").unwrap();
+        assert_eq!(earlier, Earlier::Discarded);
+        assert!(matches!(c.load("r000c000", "fp").unwrap(), Saved::Missing));
+    }
 }
