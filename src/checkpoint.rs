@@ -15,7 +15,6 @@ use crate::imagery::Acquisition;
 use crate::period::Period;
 use flate2::read::DeflateDecoder;
 use flate2::write::DeflateEncoder;
-use sha2::{Digest, Sha256};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
@@ -26,9 +25,8 @@ pub struct Checkpoints {
 }
 
 /// What a run found of an earlier attempt.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Earlier {
-    #[default]
     None,
     /// Checkpoints of a run with other settings, model or archive: all were discarded.
     Discarded,
@@ -42,18 +40,9 @@ pub enum Saved {
     Found(Vec<u8>),
 }
 
-/// A short hex digest of `parts`.
-pub fn digest(parts: &[&[u8]]) -> String {
-    let mut h = Sha256::new();
-    for p in parts {
-        h.update((p.len() as u64).to_le_bytes());
-        h.update(p);
-    }
-    h.finalize()
-        .iter()
-        .take(16)
-        .map(|b| format!("{b:02x}"))
-        .collect()
+/// A key for a list of identities (one per line).
+pub fn key_of(identities: &[String]) -> String {
+    crate::short_sha256(identities.join("\n").as_bytes(), 16)
 }
 
 /// Identity of a file for change detection: path, size and modification time (what `make`
@@ -68,16 +57,14 @@ pub fn file_identity(path: &Path) -> Result<String> {
     Ok(format!("{}|{}|{mtime}", path.display(), m.len()))
 }
 
-/// Fingerprint of the imagery a tile reads.
-pub fn imagery_fingerprint(covering: &[&Acquisition]) -> Result<String> {
-    let mut ids = Vec::new();
-    for a in covering {
-        for f in a.files.values() {
-            ids.push(file_identity(f)?);
-        }
-    }
-    let joined = ids.join("\n");
-    Ok(digest(&[joined.as_bytes()]))
+/// Identity of an acquisition: that of every file it has.
+pub fn acquisition_identity(a: &Acquisition) -> Result<String> {
+    let ids = a
+        .files
+        .values()
+        .map(|f| file_identity(f))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(ids.join("\n"))
 }
 
 impl Checkpoints {

@@ -10,7 +10,6 @@ use crate::error::{Error, Result};
 use crate::sensor::SensorProfile;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -548,15 +547,9 @@ pub fn build_mlp(
     ))
 }
 
-/// Hash of a file's bytes, shortened: the model version written into patches.
-pub fn file_version(path: &Path) -> Result<String> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    Ok(bytes_version(&bytes))
-}
-
+/// Hash of a model file's bytes, shortened: the model version written into patches.
 fn bytes_version(bytes: &[u8]) -> String {
-    let digest = Sha256::digest(bytes);
-    digest.iter().take(6).map(|b| format!("{b:02x}")).collect()
+    crate::short_sha256(bytes, 6)
 }
 
 /// The classifier a job or a detection names: `index` (the rules), `learned` (the model
@@ -580,7 +573,7 @@ pub fn select(
 }
 
 /// The default model: trained by `gengbao train --config models/gengbao-s2-v1.train.toml`.
-pub const BUILTIN_MODEL_NAME: &str = "models/gengbao-s2-v1.ot";
+const BUILTIN_MODEL_NAME: &str = "models/gengbao-s2-v1.ot";
 const BUILTIN_MODEL: &[u8] = include_bytes!("../models/gengbao-s2-v1.ot");
 const BUILTIN_CARD: &str = include_str!("../models/gengbao-s2-v1.ot.json");
 

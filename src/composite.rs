@@ -104,12 +104,12 @@ impl Composite {
     }
 }
 
-/// For each pixel, the clear observation whose blue reflectance is the median (the lower of the
-/// two middle ones for an even count): haze and undetected cloud edges brighten blue, so the
-/// choice leans away from them, and all bands of a pixel come from one real observation.
 /// Marks a pixel without any clear observation.
 const NO_OBSERVATION: u16 = u16::MAX;
 
+/// For each pixel, the clear observation whose blue reflectance is the median (the lower of the
+/// two middle ones for an even count): haze and undetected cloud edges brighten blue, so the
+/// choice leans away from them, and all bands of a pixel come from one real observation.
 fn pick_observations(blue: &[Vec<f32>], clear: &[Vec<bool>], n: usize) -> Vec<u16> {
     let mut ranked: Vec<(f32, u16)> = Vec::with_capacity(blue.len());
     (0..n)
@@ -161,15 +161,14 @@ pub fn build(
             .map(|a| a.read_reflectance(profile, add_offset, name, grid, window))
             .collect()
     };
-    let mut blue_obs = Some(read_all(blue_name)?);
-    let blue = blue_obs.as_ref().expect("just read");
-    let chosen = pick_observations(blue, &clear, n);
+    let mut blue = read_all(blue_name)?;
+    let chosen = pick_observations(&blue, &clear, n);
     // Usable observations: clear by the quality band and holding data.
     let clear_count = (0..n)
         .map(|i| {
             clear
                 .iter()
-                .zip(blue)
+                .zip(&blue)
                 .filter(|(m, b)| m[i] && b[i].is_finite())
                 .count()
                 .min(255) as u8
@@ -180,14 +179,10 @@ pub fn build(
     let mut bands: Vec<Vec<f32>> = Vec::with_capacity(profile.bands.len());
     for name in profile.bands {
         // Blue was read to choose the observations: not again.
-        let cached = if *name == blue_name {
-            blue_obs.take()
+        let obs = if *name == blue_name {
+            std::mem::take(&mut blue)
         } else {
-            None
-        };
-        let obs = match cached {
-            Some(b) => b,
-            None => read_all(name)?,
+            read_all(name)?
         };
         if *name == nir_name {
             for ((nir, red), m) in obs.iter().zip(&red_obs).zip(&clear) {

@@ -211,7 +211,7 @@ pub struct OutputSection {
 }
 
 /// Longest persistence a rule may ask for: the runs are archived as bytes.
-pub const MAX_RULE_PERIODS: usize = 255;
+const MAX_RULE_PERIODS: usize = 255;
 
 fn default_code_field() -> String {
     "XZQDM".into()

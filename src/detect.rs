@@ -16,7 +16,7 @@ use crate::export::{patch_specs, patch_values, write_layer, Format, StagingDir};
 use crate::grid::JobGrid;
 use crate::imagery::{dark_objects, to_reflectance};
 use crate::layers::{Admin, County, Farmland};
-use crate::patches::{attr_band, PeriodInfo};
+use crate::patches::{attr_band, PeriodInfo, Timeline};
 use crate::pipeline::{judge, num_threads, totals_by_type, ChangeRasters, Pixel, TypeTotals};
 use crate::raster::{open_georeferenced, warp_onto, GridTiff, Resample};
 use crate::sensor::SensorProfile;
@@ -145,124 +145,121 @@ pub fn detect(opts: &DetectOptions) -> Result<DetectSummary> {
     let staging = staging_dir.path();
     let work = staging.join("work");
     std::fs::create_dir_all(&work).map_err(|e| Error::io(&work, e))?;
-    let result = (|| -> Result<DetectSummary> {
-        let mut class_before =
-            GridTiff::create::<u8>(&staging.join("class_before.tif"), &grid, 1, Some(0.0))?;
-        let mut class_after =
-            GridTiff::create::<u8>(&staging.join("class_after.tif"), &grid, 1, Some(0.0))?;
-        let mut change = ChangeRasters::create(&staging.join("flags.tif"), &work, &grid)?;
-        let tiles = grid.tiles();
-        for batch in tiles.chunks(num_threads() * 2) {
-            let outs: Vec<Result<_>> = batch
-                .par_iter()
-                .map(|tile| {
-                    let w = tile.core;
-                    let classify = |path: &Path, dark: &[f32]| -> Result<_> {
-                        let mut bands =
-                            warp_onto(path, &grid, w, Resample::Bilinear, Some(profile.nodata))?;
-                        for (i, b) in bands.iter_mut().enumerate() {
-                            to_reflectance(profile, i, add_offset - dark[i], b);
-                        }
-                        let comp = Composite::single(profile, w.width, w.height, bands);
-                        classifier.classify(&ClassifierInput {
-                            profile,
-                            composite: &comp,
-                            history: &[],
-                        })
-                    };
-                    let before = classify(&opts.before, &dark_before)?;
-                    let after = classify(&opts.after, &dark_after)?;
-                    let farm = match &farmland {
-                        Some(f) => Some(f.rasterize(&grid, &grid.spatial_ref()?, w)?),
-                        None => None,
-                    };
-                    let n = w.len();
-                    let (mut flag, mut key) = (vec![0u8; n], vec![0u16; n]);
-                    let mut attrs: [Vec<u8>; attr_band::COUNT] =
-                        std::array::from_fn(|_| vec![0u8; n]);
-                    for i in 0..n {
-                        let watched = farm.as_ref().is_none_or(|f| f.parcel[i] != 0);
-                        let now = if before.classes[i] == 0 {
-                            0
-                        } else {
-                            after.classes[i]
-                        };
-                        let runs = if watched {
-                            extend_runs([0; 3], signals(before.classes[i], now, None))
-                        } else {
-                            [0; 3]
-                        };
-                        let j = judge(
-                            Pixel {
-                                county: 1,
-                                watched,
-                                basic: farm.as_ref().is_some_and(|f| f.basic[i]),
-                                baseline: before.classes[i],
-                                now,
-                                confidence: after.confidence[i].min(before.confidence[i]),
-                                runs,
-                                classes_before: &[],
-                                confidences_before: &[],
-                                // A pair is judged as given: its classes are all there is.
-                                history_periods: usize::MAX,
-                            },
-                            &rules,
-                        );
-                        flag[i] = j.flag;
-                        key[i] = j.key;
-                        for (b, v) in j.attrs.into_iter().enumerate() {
-                            attrs[b][i] = v;
-                        }
+    let mut class_before =
+        GridTiff::create::<u8>(&staging.join("class_before.tif"), &grid, 1, Some(0.0))?;
+    let mut class_after =
+        GridTiff::create::<u8>(&staging.join("class_after.tif"), &grid, 1, Some(0.0))?;
+    let mut change = ChangeRasters::create(&staging.join("flags.tif"), &work, &grid)?;
+    let tiles = grid.tiles();
+    for batch in tiles.chunks(num_threads() * 2) {
+        let outs: Vec<Result<_>> = batch
+            .par_iter()
+            .map(|tile| {
+                let w = tile.core;
+                let classify = |path: &Path, dark: &[f32]| -> Result<_> {
+                    let mut bands =
+                        warp_onto(path, &grid, w, Resample::Bilinear, Some(profile.nodata))?;
+                    for (i, b) in bands.iter_mut().enumerate() {
+                        to_reflectance(profile, i, add_offset - dark[i], b);
                     }
-                    let parcel = farm.map_or_else(|| vec![0; n], |f| f.parcel);
-                    Ok((w, before.classes, after.classes, flag, key, attrs, parcel))
-                })
-                .collect();
-            for o in outs {
-                let (w, cb, ca, flag, key, attrs, parcel) = o?;
-                class_before.write(1, w, cb)?;
-                class_after.write(1, w, ca)?;
-                change.write(w, flag, key, attrs, parcel)?;
-            }
+                    let comp = Composite::single(profile, w.width, w.height, bands);
+                    classifier.classify(&ClassifierInput {
+                        profile,
+                        composite: &comp,
+                        history: &[],
+                    })
+                };
+                let before = classify(&opts.before, &dark_before)?;
+                let after = classify(&opts.after, &dark_after)?;
+                let farm = match &farmland {
+                    Some(f) => Some(f.rasterize(&grid, &grid.spatial_ref()?, w)?),
+                    None => None,
+                };
+                let n = w.len();
+                let (mut flag, mut key) = (vec![0u8; n], vec![0u16; n]);
+                let mut attrs: [Vec<u8>; attr_band::COUNT] = std::array::from_fn(|_| vec![0u8; n]);
+                for i in 0..n {
+                    let watched = farm.as_ref().is_none_or(|f| f.parcel[i] != 0);
+                    let now = if before.classes[i] == 0 {
+                        0
+                    } else {
+                        after.classes[i]
+                    };
+                    let runs = if watched {
+                        extend_runs([0; 3], signals(before.classes[i], now, None))
+                    } else {
+                        [0; 3]
+                    };
+                    let j = judge(
+                        Pixel {
+                            county: 1,
+                            watched,
+                            basic: farm.as_ref().is_some_and(|f| f.basic[i]),
+                            baseline: before.classes[i],
+                            now,
+                            confidence: after.confidence[i].min(before.confidence[i]),
+                            runs,
+                            classes_before: &[],
+                            confidences_before: &[],
+                            // A pair is judged as given: its classes are all there is.
+                            history_periods: usize::MAX,
+                        },
+                        &rules,
+                    );
+                    flag[i] = j.flag;
+                    key[i] = j.key;
+                    for (b, v) in j.attrs.into_iter().enumerate() {
+                        attrs[b][i] = v;
+                    }
+                }
+                let parcel = farm.map_or_else(|| vec![0; n], |f| f.parcel);
+                Ok((w, before.classes, after.classes, flag, key, attrs, parcel))
+            })
+            .collect();
+        for o in outs {
+            let (w, cb, ca, flag, key, attrs, parcel) = o?;
+            class_before.write(1, w, cb)?;
+            class_after.write(1, w, ca)?;
+            change.write(w, flag, key, attrs, parcel)?;
         }
-        class_before.close()?;
-        class_after.close()?;
-        let info = PeriodInfo {
-            period: "T2".into(),
-            before_period: "T1".into(),
-            image_dates: String::new(),
-            model_version: classifier.version(),
-            timeline: None,
-        };
-        let patches = change.into_patches(&grid, &admin, &info, |_| opts.min_area_m2)?;
-        let srs = grid.spatial_ref()?;
-        let rows = patches
-            .iter()
-            .map(|p| (p.geometry.clone(), patch_values(p)));
-        write_layer(
-            &staging.join("patches.gpkg"),
-            Format::GeoPackage,
-            "patches",
-            &srs,
-            &patch_specs(),
-            rows,
-            "UTF-8",
-        )?;
-        let totals = totals_by_type(&patches);
-        Ok(DetectSummary {
-            before: opts.before.display().to_string(),
-            after: opts.after.display().to_string(),
-            sensor: profile.name.into(),
-            classifier: classifier.version().into(),
-            width,
-            height,
-            watched: opts.farmland.as_ref().map_or("whole image".into(), |f| f.display().to_string()),
-            patches: totals,
-            seconds: t0.elapsed().as_secs_f64(),
-            rules: "FNH: crop before, built-up after; FLH: grain before, non-grain crop, trees or water after; PH is not decidable from two dates".into(),
-        })
-    })();
-    let summary = result?;
+    }
+    class_before.close()?;
+    class_after.close()?;
+    let info = PeriodInfo {
+        period: "T2".into(),
+        image_dates: String::new(),
+        model_version: classifier.version(),
+        timeline: Timeline::Pair {
+            before: "T1".into(),
+        },
+    };
+    let patches = change.into_patches(&grid, &admin, &info, |_| opts.min_area_m2)?;
+    let srs = grid.spatial_ref()?;
+    let rows = patches
+        .iter()
+        .map(|p| (p.geometry.clone(), patch_values(p)));
+    write_layer(
+        &staging.join("patches.gpkg"),
+        Format::GeoPackage,
+        "patches",
+        &srs,
+        &patch_specs(),
+        rows,
+        "UTF-8",
+    )?;
+    let totals = totals_by_type(&patches);
+    let summary = DetectSummary {
+        before: opts.before.display().to_string(),
+        after: opts.after.display().to_string(),
+        sensor: profile.name.into(),
+        classifier: classifier.version().into(),
+        width,
+        height,
+        watched: opts.farmland.as_ref().map_or("whole image".into(), |f| f.display().to_string()),
+        patches: totals,
+        seconds: t0.elapsed().as_secs_f64(),
+        rules: "FNH: crop before, built-up after; FLH: grain before, non-grain crop, trees or water after; PH is not decidable from two dates".into(),
+    };
     std::fs::write(
         staging.join("summary.json"),
         serde_json::to_vec_pretty(&summary).expect("serialisable"),

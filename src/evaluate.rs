@@ -108,11 +108,6 @@ pub fn read_patches(path: &Path, type_field: &str) -> Result<Vec<(ChangeType, Ge
     Ok(out)
 }
 
-fn grid_of(path: &Path) -> Result<JobGrid> {
-    let ds = Dataset::open(path).in_file(path, "check the path")?;
-    JobGrid::of_dataset(&ds, path)
-}
-
 /// Object scores per change type of `reported` polygons against the truth of a generated city
 /// (`truth/change_<period>.tif` and `truth/changes.gpkg`).
 pub fn score_against_truth(
@@ -121,25 +116,38 @@ pub fn score_against_truth(
     reported: &[(ChangeType, Geometry)],
 ) -> Result<BTreeMap<&'static str, ObjectScore>> {
     let truth_raster = truth_dir.join(format!("change_{period}.tif"));
-    let grid = grid_of(&truth_raster)?;
+    let grid = JobGrid::of_dataset(
+        &Dataset::open(&truth_raster).in_file(&truth_raster, "check the path")?,
+        &truth_raster,
+    )?;
     let (_, _, truth) = crate::raster::read_band_f64(&truth_raster, 1)?;
     let whole = grid.full_window();
     // Patches may be in another CRS than the truth (a job on a Gauss-Krüger grid).
     let truth_srs = grid.spatial_ref()?;
-    let rep_geoms: Vec<Geometry> = reported
-        .iter()
-        .map(|(_, g)| match g.spatial_ref() {
-            Some(mut srs) if srs != truth_srs => {
-                srs.set_axis_mapping_strategy(
-                    gdal::spatial_ref::AxisMappingStrategy::TraditionalGisOrder,
-                );
-                let mut g = g.clone();
-                g.transform_inplace(&gdal::spatial_ref::CoordTransform::new(&srs, &truth_srs)?)?;
-                Ok(g)
-            }
-            _ => Ok(g.clone()),
-        })
-        .collect::<Result<_>>()?;
+    // One transformation per source CRS: building one is what costs.
+    let mut to_truth: Vec<(
+        gdal::spatial_ref::SpatialRef,
+        gdal::spatial_ref::CoordTransform,
+    )> = Vec::new();
+    let mut rep_geoms: Vec<Geometry> = Vec::with_capacity(reported.len());
+    for (_, g) in reported {
+        let mut g = g.clone();
+        if let Some(mut srs) = g.spatial_ref().filter(|s| *s != truth_srs) {
+            let k = match to_truth.iter().position(|(s, _)| *s == srs) {
+                Some(k) => k,
+                None => {
+                    srs.set_axis_mapping_strategy(
+                        gdal::spatial_ref::AxisMappingStrategy::TraditionalGisOrder,
+                    );
+                    let t = gdal::spatial_ref::CoordTransform::new(&srs, &truth_srs)?;
+                    to_truth.push((srs, t));
+                    to_truth.len() - 1
+                }
+            };
+            g.transform_inplace(&to_truth[k].1)?;
+        }
+        rep_geoms.push(g);
+    }
     let ids: Vec<f64> = (1..=reported.len()).map(|i| i as f64).collect();
     let rep_id = rasterize(&grid, whole, &rep_geoms, &ids)?;
     let planted_all = read_patches(&truth_dir.join("changes.gpkg"), "BHLX")?;

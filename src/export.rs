@@ -369,7 +369,7 @@ fn remove_path(path: &Path) -> Result<()> {
 
 /// Puts `new` in the place of `target` (file or folder), keeping the old one until the new one
 /// is in place and restoring it if that fails.
-pub fn replace_path(new: &Path, target: &Path) -> Result<()> {
+fn replace_path(new: &Path, target: &Path) -> Result<()> {
     let parent = target.parent().unwrap_or(Path::new("."));
     let name = target.file_name().and_then(|n| n.to_str()).unwrap_or("out");
     let old = parent.join(leftover_name("old", name));
@@ -404,10 +404,8 @@ impl StagingDir {
             .unwrap_or(Path::new("."));
         std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
         clean_stale(parent)?;
+        // Any folder of this name was this process's and is gone with `clean_stale`.
         let path = parent.join(leftover_name("staging", name));
-        if path.exists() {
-            remove_path(&path)?;
-        }
         std::fs::create_dir_all(&path).map_err(|e| Error::io(&path, e))?;
         Ok(StagingDir { path })
     }
@@ -485,10 +483,8 @@ pub fn write_quicklook(
     for (i, px) in img.pixels_mut().enumerate() {
         *px = image::Rgb(flag_colour(flags[i]).unwrap_or_else(|| class_colour(class[i])));
     }
-    let tmp = png.with_extension("partial.png");
-    img.save(&tmp)
-        .map_err(|e| Error::input(&tmp, e.to_string(), "check the output folder"))?;
-    std::fs::rename(&tmp, png).map_err(|e| Error::io(png, e))
+    img.save(png)
+        .map_err(|e| Error::input(png, e.to_string(), "check the output folder"))
 }
 
 #[cfg(test)]

@@ -83,12 +83,6 @@ impl Tile {
         )
     }
 
-    /// Index in the read window of pixel `i` of the core.
-    pub fn read_index(&self, i: usize) -> usize {
-        let (ox, oy) = self.core_offset();
-        (oy + i / self.core.width) * self.read.width + ox + i % self.core.width
-    }
-
     /// Copies the core part of a read-window raster.
     pub fn crop_core<T: Copy>(&self, data: &[T]) -> Vec<T> {
         let (ox, oy) = self.core_offset();
@@ -180,10 +174,8 @@ impl JobGrid {
             ));
         }
         let (width, height) = ds.raster_size();
-        let mut srs = ds.spatial_ref()?;
-        srs.set_axis_mapping_strategy(gdal::spatial_ref::AxisMappingStrategy::TraditionalGisOrder);
         Ok(JobGrid {
-            crs_wkt: srs.to_wkt()?,
+            crs_wkt: ds.spatial_ref()?.to_wkt()?,
             origin_x: gt[0],
             origin_y: gt[3],
             resolution: gt[1],
@@ -294,7 +286,7 @@ mod tests {
         let core = t.crop_core(&data);
         assert_eq!(core.len(), 64);
         assert_eq!(core[0], 4 * t.read.width + 4);
-        assert!((0..64).all(|i| core[i] == data[t.read_index(i)]));
+        assert!((0..64).all(|i| core[i] == (4 + i / 8) * t.read.width + 4 + i % 8));
     }
 
     #[test]

@@ -8,6 +8,17 @@
 //! [`pipeline`] runs a period of a job, [`detect`] runs the same stages on an image pair,
 //! [`samples`] generates a synthetic city to try it all on.
 
+/// The first `len` bytes of the SHA-256 of `bytes`, in hex: short content ids (model
+/// versions, checkpoint keys).
+pub fn short_sha256(bytes: &[u8], len: usize) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(bytes)
+        .iter()
+        .take(len)
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 pub mod change;
 pub mod checkpoint;
 pub mod classify;

@@ -220,11 +220,17 @@ fn run_periods(config: &Path, period: &str, counties: Vec<String>, quiet: bool) 
     Ok(0)
 }
 
+/// `--today`, or the clock's date.
+fn parse_today(today: Option<&str>) -> Result<chrono::NaiveDate> {
+    match today {
+        Some(t) => chrono::NaiveDate::parse_from_str(t, "%Y-%m-%d")
+            .map_err(|e| Error::usage(format!("--today {t}: {e}"), "write the date as YYYY-MM-DD")),
+        None => Ok(chrono::Local::now().date_naive()),
+    }
+}
+
 fn print_evaluation(e: &Evaluation) {
-    for (name, score) in [
-        ("real", &e.real_holdout),
-        ("generated", &e.generated_holdout),
-    ] {
+    for (name, score) in e.pools() {
         match score {
             Some(s) => println!("   {name} {}: {}", e.split, s.short()),
             None => println!("   {name} {}: no labelled pixels", e.split),
@@ -295,17 +301,7 @@ fn main_inner(cli: Cli) -> Result<u8> {
                     ))
                 }
                 None => {
-                    let today = match today {
-                        Some(t) => {
-                            chrono::NaiveDate::parse_from_str(&t, "%Y-%m-%d").map_err(|e| {
-                                Error::usage(
-                                    format!("--today {t}: {e}"),
-                                    "write the date as YYYY-MM-DD",
-                                )
-                            })?
-                        }
-                        None => chrono::Local::now().date_naive(),
-                    };
+                    let today = parse_today(today.as_deref())?;
                     println!("{}", schedule::plan(&cfg, today)?.human(&cfg));
                 }
             }
@@ -420,10 +416,7 @@ fn main_inner(cli: Cli) -> Result<u8> {
                 e.split,
                 data.display()
             );
-            for (name, score) in [
-                ("real", &e.real_holdout),
-                ("generated", &e.generated_holdout),
-            ] {
+            for (name, score) in e.pools() {
                 if let Some(s) = score {
                     let title = format!("{name} data, {} split", e.split);
                     md += &s.markdown(&title);

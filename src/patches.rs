@@ -68,31 +68,36 @@ pub struct Patch {
 /// What every patch of a period shares.
 pub struct PeriodInfo<'a> {
     pub period: String,
-    pub before_period: String,
     pub image_dates: String,
     pub model_version: &'a str,
-    /// For a job's period: the period and how many consecutive earlier periods are archived,
-    /// which date the start of a change and the class before it. `None` for a pair of
-    /// images, whose changes start at the later one.
-    pub timeline: Option<(Period, usize)>,
+    pub timeline: Timeline,
+}
+
+/// Where the periods of a change come from.
+pub enum Timeline {
+    /// A pair of images (`before`, then the info's period): changes start at the later one.
+    Pair { before: String },
+    /// A job's period and how many consecutive earlier periods are archived, which date the
+    /// start of a change and the class before it.
+    Job { period: Period, archived: usize },
 }
 
 impl PeriodInfo<'_> {
     /// First period seen, and the period the before class comes from, of a change that has
-    /// been seen `persisted` periods.
+    /// been seen `persisted` (>= 1) periods.
     fn dates_of(&self, persisted: u32) -> (String, String) {
-        match self.timeline {
-            Some((period, archived)) => {
-                let back = persisted.max(1) as i32;
+        match &self.timeline {
+            Timeline::Job { period, archived } => {
+                let back = persisted as i32;
                 let first = period.offset(1 - back);
-                let before = if back as usize <= archived {
+                let before = if persisted as usize <= *archived {
                     first.prev().to_string()
                 } else {
                     "基线".to_string()
                 };
                 (first.to_string(), before)
             }
-            None => (self.period.clone(), self.before_period.clone()),
+            Timeline::Pair { before } => (self.period.clone(), before.clone()),
         }
     }
 }
@@ -186,7 +191,9 @@ pub fn build(
         let (mut lx, mut ly, mut lz) = ([centroid.0], [centroid.1], [0.0]);
         to_lonlat.transform_coords(&mut lx, &mut ly, &mut lz)?;
         let county = &admin.counties[county_idx - 1];
-        let (first_seen, before_period) = info.dates_of(u32::from(persisted));
+        // A flagged pixel has been seen at least once (detect's pairs record no runs).
+        let persisted = u32::from(persisted.max(1));
+        let (first_seen, before_period) = info.dates_of(persisted);
         patches.push(Patch {
             tbbh: String::new(),
             county_code: county.code.clone(),
@@ -198,7 +205,7 @@ pub fn build(
             after_period: info.period.clone(),
             image_dates: info.image_dates.clone(),
             first_seen,
-            persisted: u32::from(persisted.max(1)),
+            persisted,
             area_m2: round2(area),
             area_mu: round2(area / SQM_PER_MU),
             farmland_m2: round2(farm as f64 * px_area),

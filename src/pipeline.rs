@@ -12,7 +12,7 @@
 use crate::change::{
     cultivation_seen, extend_runs, signals, ChangeType, Rules, Runs, FLAG_OUTSIDE,
 };
-use crate::checkpoint::{digest, file_identity, imagery_fingerprint, Checkpoints, Earlier, Saved};
+use crate::checkpoint::{acquisition_identity, file_identity, key_of, Checkpoints, Earlier, Saved};
 use crate::classify::{Classifier, ClassifierInput, LandCover};
 use crate::composite::{byte_to_ndvi, ndvi_to_byte, NdviStats, NDVI_NODATA};
 use crate::config::JobConfig;
@@ -21,7 +21,7 @@ use crate::export::{write_county, write_quicklook, StagingDir};
 use crate::grid::{overlaps, Bounds, JobGrid, Tile, Window};
 use crate::imagery::{Acquisition, Catalog};
 use crate::layers::{Admin, Farmland};
-use crate::patches::{attr_band, Patch, PeriodInfo};
+use crate::patches::{attr_band, Patch, PeriodInfo, Timeline};
 use crate::period::Period;
 use crate::raster::{read_grid_window, GridTiff};
 use crate::sensor::SensorProfile;
@@ -216,7 +216,7 @@ struct PeriodContext<'a> {
     grid: &'a JobGrid,
     profile: &'static SensorProfile,
     /// The period's acquisitions with their extents in the grid CRS.
-    acquisitions: Vec<(&'a Acquisition, Bounds)>,
+    acquisitions: Vec<Located<'a>>,
     /// DN offset of the imagery.
     add_offset: f32,
     classifier: &'a dyn Classifier,
@@ -230,22 +230,31 @@ struct PeriodContext<'a> {
     rules: Rules,
 }
 
-impl PeriodContext<'_> {
-    /// The acquisitions a tile reads: memory and I/O grow with the number of scenes over a
-    /// place, not with the size of the job.
-    fn covering(&self, tile: &Tile) -> Vec<&Acquisition> {
-        let tile_bounds = self.grid.window_bounds(tile.read);
-        self.acquisitions
-            .iter()
-            .filter(|(_, e)| overlaps(*e, tile_bounds))
-            .map(|(a, _)| *a)
-            .collect()
-    }
+/// An acquisition of the period, its extent in the grid CRS and its files' identity.
+struct Located<'a> {
+    acquisition: &'a Acquisition,
+    extent: Bounds,
+    identity: String,
+}
 
+impl PeriodContext<'_> {
     /// A finished tile from an earlier attempt of this run with the same imagery, or the tile
     /// processed now (and checkpointed). The flag says whether its imagery had changed.
     fn tile(&self, tile: &Tile, checkpoints: &Checkpoints) -> Result<(TileOutput, TileSource)> {
-        let fingerprint = imagery_fingerprint(&self.covering(tile))?;
+        // Only the acquisitions that cover this tile are read: memory and I/O grow with the
+        // number of scenes over a place, not with the size of the job.
+        let tile_bounds = self.grid.window_bounds(tile.read);
+        let covering: Vec<&Located> = self
+            .acquisitions
+            .iter()
+            .filter(|a| overlaps(a.extent, tile_bounds))
+            .collect();
+        let fingerprint = key_of(
+            &covering
+                .iter()
+                .map(|a| a.identity.clone())
+                .collect::<Vec<_>>(),
+        );
         let source = match checkpoints.load(&tile.id(), &fingerprint)? {
             Saved::Found(bytes) => match TileOutput::from_bytes(tile, &bytes) {
                 Some(out) => return Ok((out, TileSource::Resumed)),
@@ -254,7 +263,8 @@ impl PeriodContext<'_> {
             Saved::Stale => TileSource::ImageryChanged,
             Saved::Missing => TileSource::Processed,
         };
-        let out = process_tile(self, tile)?;
+        let acquisitions: Vec<&Acquisition> = covering.iter().map(|a| a.acquisition).collect();
+        let out = process_tile(self, tile, &acquisitions)?;
         checkpoints.save(&tile.id(), &fingerprint, &out.to_bytes())?;
         Ok((out, source))
     }
@@ -272,14 +282,14 @@ enum TileSource {
 /// (median, min, max) and `signals.tif` (runs of the FNH, FLH and PH signals), all on the
 /// job grid, tiled and compressed.
 #[derive(Debug, Clone)]
-pub struct ArchiveEntry {
-    pub class: PathBuf,
-    pub ndvi: PathBuf,
-    pub signals: PathBuf,
+struct ArchiveEntry {
+    class: PathBuf,
+    ndvi: PathBuf,
+    signals: PathBuf,
 }
 
 impl ArchiveEntry {
-    pub fn of(period_dir: &Path) -> Self {
+    fn of(period_dir: &Path) -> Self {
         ArchiveEntry {
             class: period_dir.join("class.tif"),
             ndvi: period_dir.join("ndvi.tif"),
@@ -287,7 +297,7 @@ impl ArchiveEntry {
         }
     }
 
-    pub fn exists(&self) -> bool {
+    fn exists(&self) -> bool {
         self.class.exists() && self.ndvi.exists() && self.signals.exists()
     }
 }
@@ -304,9 +314,10 @@ pub(crate) struct Pixel<'a> {
     pub confidence: f32,
     /// Runs of the change signals up to now.
     pub runs: Runs,
-    /// Classes and confidences of the archived earlier periods, most recent first.
+    /// Classes and confidences (as archived bytes) of the archived earlier periods, most
+    /// recent first.
     pub classes_before: &'a [u8],
-    pub confidences_before: &'a [f32],
+    pub confidences_before: &'a [u8],
     /// Consecutive earlier periods archived.
     pub history_periods: usize,
 }
@@ -338,7 +349,9 @@ pub(crate) fn judge(p: Pixel, rules: &Rules) -> Judgement {
         .unwrap_or(p.baseline);
     let doubt = p.confidences_before[..earlier.min(p.confidences_before.len())]
         .iter()
-        .fold(1.0 - p.confidence, |d, c| d * (1.0 - c));
+        .fold(1.0 - p.confidence, |d, &c| {
+            d * (1.0 - byte_to_confidence(c))
+        });
     let mut attrs = [0u8; attr_band::COUNT];
     attrs[attr_band::BEFORE - 1] = observed_before;
     attrs[attr_band::NOW - 1] = p.now;
@@ -504,10 +517,10 @@ impl TileOutput {
     }
 }
 
-fn process_tile(ctx: &PeriodContext, tile: &Tile) -> Result<TileOutput> {
+/// Composites, classifies and judges one tile from the acquisitions that cover it.
+fn process_tile(ctx: &PeriodContext, tile: &Tile, covering: &[&Acquisition]) -> Result<TileOutput> {
     let grid = ctx.grid;
-    let covering = ctx.covering(tile);
-    let comp = composite::build(&covering, ctx.profile, ctx.add_offset, grid, tile.read)?;
+    let comp = composite::build(covering, ctx.profile, ctx.add_offset, grid, tile.read)?;
     let open = |p: &Path| {
         Dataset::open(p).map_err(|e| {
             Error::input(
@@ -533,8 +546,7 @@ fn process_tile(ctx: &PeriodContext, tile: &Tile) -> Result<TileOutput> {
         });
         let ds = open(&entry.class)?;
         class_history.push(read_grid_window::<u8>(&ds, 1, tile.core, 0)?);
-        let conf = read_grid_window::<u8>(&ds, 2, tile.core, 0)?;
-        confidence_history.push(conf.into_iter().map(byte_to_confidence).collect::<Vec<_>>());
+        confidence_history.push(read_grid_window::<u8>(&ds, 2, tile.core, 0)?);
     }
     let runs_before: Option<[Vec<u8>; 3]> = match ctx.history.first() {
         Some(entry) => {
@@ -596,11 +608,10 @@ fn process_tile(ctx: &PeriodContext, tile: &Tile) -> Result<TileOutput> {
         confidences_before.extend(confidence_history.iter().map(|h| h[i]));
         let watched = farm.parcel[i] != 0;
         let runs = if watched {
-            let r = tile.read_index(i);
-            // At the archive's precision, so that a period is judged the same now and when
-            // it is read back as history.
-            let stored = |v: f32| byte_to_ndvi(ndvi_to_byte(v));
-            let cultivation = cultivation_seen(stored(comp.ndvi.min[r]), stored(comp.ndvi.max[r]));
+            // From the archived bytes, so that a period is judged the same now and when it is
+            // read back as history.
+            let cultivation =
+                cultivation_seen(byte_to_ndvi(out.ndvi[1][i]), byte_to_ndvi(out.ndvi[2][i]));
             let before = runs_before
                 .as_ref()
                 .map_or([0; 3], |b| std::array::from_fn(|k| b[k][i]));
@@ -696,7 +707,13 @@ pub fn run_period(cfg: &JobConfig, period: Period, opts: &RunOptions) -> Result<
     grid_srs.set_axis_mapping_strategy(gdal::spatial_ref::AxisMappingStrategy::TraditionalGisOrder);
     let located = acquisitions
         .iter()
-        .map(|a| Ok((*a, a.check_and_locate(&grid_srs)?)))
+        .map(|a| {
+            Ok(Located {
+                acquisition: a,
+                extent: a.check_and_locate(&grid_srs)?,
+                identity: acquisition_identity(a)?,
+            })
+        })
         .collect::<Result<Vec<_>>>()?;
     let all_counties = Admin::load(
         &cfg.resolve(&cfg.aoi.path),
@@ -821,7 +838,7 @@ pub fn run_period(cfg: &JobConfig, period: Period, opts: &RunOptions) -> Result<
             key_parts.push(file_identity(f)?);
         }
     }
-    let run_key = digest(&[key_parts.join("\n").as_bytes()]);
+    let run_key = key_of(&key_parts);
     let (checkpoints, earlier) = Checkpoints::open(&out_root, period, &run_key)?;
     let pb = progress(tiles.len() as u64, "tiles", opts.quiet);
     let (mut aoi_pixels, mut aoi_without_clear, mut tiles_with_gaps) = (0u64, 0u64, Vec::new());
@@ -883,14 +900,9 @@ pub fn run_period(cfg: &JobConfig, period: Period, opts: &RunOptions) -> Result<
         .format("%Y%m%d");
     let info = PeriodInfo {
         period: period.to_string(),
-        before_period: if history.is_empty() {
-            "基线".to_string()
-        } else {
-            period.prev().to_string()
-        },
         image_dates: format!("{first}-{last}"),
         model_version: classifier.version(),
-        timeline: Some((period, archived)),
+        timeline: Timeline::Job { period, archived },
     };
     let spinner = progress(0, "vectorise", opts.quiet);
     spinner.set_style(

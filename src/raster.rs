@@ -62,7 +62,8 @@ thread_local! {
 }
 
 /// The transformation between two CRSs (x = easting, y = northing on both sides), built once
-/// per thread and pair.
+/// per thread and pair. The cache is keyed by WKT, which does not record the axis order:
+/// every caller passes CRSs set to the traditional GIS order.
 pub fn transform_between(
     from: &SpatialRef,
     to: &SpatialRef,

@@ -14,7 +14,7 @@ use crate::period::Period;
 use crate::pipeline::{period_dir, periods_with_imagery};
 use chrono::{Duration, NaiveDate};
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum State {
@@ -127,7 +127,15 @@ impl Plan {
 }
 
 /// Months in which a period's run fires (the month after each period ends).
-const RUN_MONTHS: &str = "1,3,5,7,9,11";
+const RUN_MONTHS: [u32; 6] = [1, 3, 5, 7, 9, 11];
+
+/// What both timer kinds need: the day of the month a run fires (the day `due_on` gives),
+/// the months as `format` writes each, and the config's absolute path.
+fn timer(cfg: &JobConfig, month: impl Fn(u32) -> String) -> (u32, String, PathBuf) {
+    let months: Vec<String> = RUN_MONTHS.iter().map(|&m| month(m)).collect();
+    let config = cfg.source.canonicalize().unwrap_or(cfg.source.clone());
+    (cfg.schedule.delay_days + 1, months.join(","), config)
+}
 
 fn quoted(p: &Path) -> String {
     format!("'{}'", p.display().to_string().replace('\'', r"'\''"))
@@ -136,12 +144,11 @@ fn quoted(p: &Path) -> String {
 /// A crontab line running the job's due periods on the day its imagery is expected, at
 /// 02:30, appending to the job's log.
 pub fn cron_entry(cfg: &JobConfig, exe: &Path) -> String {
-    let day = cfg.schedule.delay_days + 1;
-    let config = cfg.source.canonicalize().unwrap_or(cfg.source.clone());
+    let (day, months, config) = timer(cfg, |m| m.to_string());
     let log = cfg.output_dir().join(LOG_FILE);
     format!(
         "# gengbao job {}: runs every period that is due, {} days after each period ends\n\
-         30 2 {day} {RUN_MONTHS} * {} run --config {} --period due --quiet >> {} 2>&1\n",
+         30 2 {day} {months} * {} run --config {} --period due --quiet >> {} 2>&1\n",
         cfg.job.name,
         cfg.schedule.delay_days,
         quoted(exe),
@@ -153,8 +160,7 @@ pub fn cron_entry(cfg: &JobConfig, exe: &Path) -> String {
 /// A systemd service and timer; `Persistent=true` catches up a run missed while the machine
 /// was off.
 pub fn systemd_units(cfg: &JobConfig, exe: &Path) -> String {
-    let day = cfg.schedule.delay_days + 1;
-    let config = cfg.source.canonicalize().unwrap_or(cfg.source.clone());
+    let (day, months, config) = timer(cfg, |m| format!("{m:02}"));
     let unit = format!(
         "gengbao-{}",
         cfg.job
@@ -195,7 +201,6 @@ pub fn systemd_units(cfg: &JobConfig, exe: &Path) -> String {
         exe = exe.display(),
         cfgp = config.display(),
         delay = cfg.schedule.delay_days,
-        months = "01,03,05,07,09,11",
     )
 }
 

@@ -14,8 +14,8 @@
 //! out so that a field crossing an edge does not leak.
 
 use crate::classify::{
-    build_mlp, file_version, Classifier, ClassifierInput, FeatureLayout, LandCover, ModelCard,
-    ModelFormat, Normalisation, TorchClassifier,
+    build_mlp, Classifier, ClassifierInput, FeatureLayout, LandCover, ModelCard, ModelFormat,
+    Normalisation, TorchClassifier,
 };
 use crate::composite::{self, Composite, NdviStats};
 use crate::error::{Error, Result};
@@ -205,7 +205,11 @@ impl TrainConfig {
         if !(1..=crate::classify::MAX_PERIODS).contains(&self.model.periods) {
             return bad(
                 "model.periods",
-                format!("{} is outside 1..6", self.model.periods),
+                format!(
+                    "{} is outside 1..{}",
+                    self.model.periods,
+                    crate::classify::MAX_PERIODS
+                ),
                 "use 1 (the period alone) to 6 (a year)",
             );
         }
@@ -338,8 +342,8 @@ struct Prepared {
     /// Label value -> gengbao class code.
     class_map: BTreeMap<i64, u8>,
     add_offset: f32,
-    /// Hash of the label rasters and the imagery's files: what the model was trained on.
-    content_sha256: String,
+    /// The label rasters, then the imagery files the catalog reads: what a model learns from.
+    files: Vec<PathBuf>,
 }
 
 /// Writes one acquisition folder per date from per-band time stacks (`<band>.tif` with one
@@ -513,7 +517,7 @@ fn prepare(cfg: &TrainConfig, d: &DatasetSpec) -> Result<Prepared> {
     );
     Ok(Prepared {
         add_offset: d.add_offset.unwrap_or(profile.add_offset),
-        content_sha256: hash_files(&files)?,
+        files,
         catalog,
         grid,
         labelled,
@@ -553,9 +557,11 @@ fn assign_blocks(cfg: &TrainConfig, dataset: usize, grid: &JobGrid) -> Vec<Split
     split
 }
 
-/// Visits every tile of every labelled period of the datasets, in a fixed order.
+/// Visits every tile of every labelled period of the datasets, in a fixed order. With
+/// `hash_contents`, the infos carry the hash of each dataset's files (which reads them all).
 pub fn visit_labelled(
     cfg: &TrainConfig,
+    hash_contents: bool,
     mut visit: impl FnMut(LabelledTile) -> Result<()>,
 ) -> Result<Vec<DatasetInfo>> {
     let profile = cfg.profile();
@@ -576,7 +582,11 @@ pub fn visit_labelled(
             name: d.name.clone(),
             kind: d.kind.clone(),
             real: d.real,
-            content_sha256: prep.content_sha256.clone(),
+            content_sha256: if hash_contents {
+                Some(hash_files(&prep.files)?)
+            } else {
+                None
+            },
             pixels: BTreeMap::new(),
         };
         let first = prep.labelled[0].0;
@@ -644,7 +654,9 @@ pub struct DatasetInfo {
     pub name: String,
     pub kind: String,
     pub real: bool,
-    pub content_sha256: String,
+    /// Hash of the label rasters and the imagery's files, when asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub content_sha256: Option<String>,
     /// Labelled pixel-periods per gengbao class (all splits).
     pub pixels: BTreeMap<u8, u64>,
 }
@@ -669,7 +681,7 @@ impl SampleSet {
         self.y.is_empty()
     }
 
-    fn indices(&self, split: Split) -> Vec<usize> {
+    pub fn indices(&self, split: Split) -> Vec<usize> {
         (0..self.len())
             .filter(|&i| self.split[i] == split)
             .collect()
@@ -686,7 +698,7 @@ pub fn extract(cfg: &TrainConfig, layout: &FeatureLayout) -> Result<(SampleSet, 
         inputs: layout.len(),
         ..Default::default()
     };
-    let infos = visit_labelled(cfg, |t| {
+    let infos = visit_labelled(cfg, true, |t| {
         let weight = cfg.datasets[t.dataset].weight;
         for (i, (&label, split)) in t.labels.iter().zip(&t.split).enumerate() {
             let Some(split) = split else { continue };
@@ -779,7 +791,7 @@ impl Fitted {
     /// Weighted cross-entropy of the model on some pixels.
     pub fn loss(&self, set: &SampleSet, which: &[usize]) -> f64 {
         let _g = tch::no_grad_guard();
-        let (x, y, w) = tensors(set, which, &self.normalisation);
+        let (x, y, w) = tensors(set, &set.weight, which, &self.normalisation);
         f64::from(&weighted_loss(&self.net, &x, &y, &w))
     }
 
@@ -787,13 +799,14 @@ impl Fitted {
     pub fn predict(&self, set: &SampleSet, which: &[usize]) -> Vec<i64> {
         use tch::nn::Module;
         let _g = tch::no_grad_guard();
-        let (x, _, _) = tensors(set, which, &self.normalisation);
+        let (x, _, _) = tensors(set, &set.weight, which, &self.normalisation);
         Vec::<i64>::from(&self.net.forward(&x).argmax(-1, false))
     }
 }
 
 fn tensors(
     set: &SampleSet,
+    weights: &[f32],
     which: &[usize],
     norm: &Normalisation,
 ) -> (tch::Tensor, tch::Tensor, tch::Tensor) {
@@ -805,7 +818,7 @@ fn tensors(
         }
     }
     let y: Vec<i64> = which.iter().map(|&i| set.y[i]).collect();
-    let w: Vec<f32> = which.iter().map(|&i| set.weight[i]).collect();
+    let w: Vec<f32> = which.iter().map(|&i| weights[i]).collect();
     (
         tch::Tensor::of_slice(&x).view([which.len() as i64, f as i64]),
         tch::Tensor::of_slice(&y),
@@ -827,7 +840,8 @@ fn weighted_loss(
 
 /// Balances the classes: each pixel's weight is divided by the square root of its class's
 /// share of the training pixels, so that rare classes count without dominating.
-fn balance(set: &mut SampleSet) {
+/// The samples' weights scaled so that every class of the train split weighs alike.
+fn balanced_weights(set: &SampleSet) -> Vec<f32> {
     let mut count = [0f64; 6];
     for (i, &y) in set.y.iter().enumerate() {
         if set.split[i] == Split::Train {
@@ -836,10 +850,14 @@ fn balance(set: &mut SampleSet) {
     }
     let total: f64 = count.iter().sum();
     let present = count.iter().filter(|&&c| c > 0.0).count() as f64;
-    for (i, &y) in set.y.iter().enumerate() {
-        let share = count[y as usize].max(1.0) / total.max(1.0);
-        set.weight[i] *= (1.0 / (share * present)).sqrt() as f32;
-    }
+    set.y
+        .iter()
+        .zip(&set.weight)
+        .map(|(&y, &w)| {
+            let share = count[y as usize].max(1.0) / total.max(1.0);
+            w * (1.0 / (share * present)).sqrt() as f32
+        })
+        .collect()
 }
 
 /// Trains an MLP on the train split with early stopping on the validation split. With a
@@ -852,8 +870,7 @@ pub fn fit(
     quiet: bool,
 ) -> Result<Fitted> {
     let normalisation = normalisation_of(set);
-    let mut set = set.clone();
-    balance(&mut set);
+    let weights = balanced_weights(set);
     let train = set.indices(Split::Train);
     let validation = set.indices(Split::Validation);
     if train.is_empty() || validation.is_empty() {
@@ -919,7 +936,7 @@ pub fn fit(
     }
     use tch::nn::OptimizerConfig;
     let mut opt = tch::nn::Adam::default().build(&vs, opts.learning_rate)?;
-    let (vx, vy, vw) = tensors(&set, &validation, &normalisation);
+    let (vx, vy, vw) = tensors(set, &weights, &validation, &normalisation);
     let pb = crate::pipeline::progress(opts.epochs as u64, "epochs", quiet);
     pb.set_position(state.epochs_done as u64);
     let finished = |s: &FitState| s.stopped_early || s.epochs_done >= opts.epochs;
@@ -931,7 +948,7 @@ pub fn fit(
         ));
         let mut sum = 0.0;
         for batch in order.chunks(opts.batch) {
-            let (x, y, w) = tensors(&set, batch, &normalisation);
+            let (x, y, w) = tensors(set, &weights, batch, &normalisation);
             let loss = weighted_loss(&net, &x, &y, &w);
             opt.backward_step(&loss);
             sum += f64::from(&loss) * batch.len() as f64;
@@ -997,6 +1014,16 @@ pub struct Evaluation {
     pub generated_holdout: Option<ClassScore>,
 }
 
+impl Evaluation {
+    /// The scores of the real and the generated pixels, named.
+    pub fn pools(&self) -> [(&'static str, Option<&ClassScore>); 2] {
+        [
+            ("real", self.real_holdout.as_ref()),
+            ("generated", self.generated_holdout.as_ref()),
+        ]
+    }
+}
+
 /// Runs a classifier exactly as the pipeline does (whole tiles with their history) and scores
 /// the pixels of each split asked for, in one pass over the data.
 pub fn evaluate_classifier(
@@ -1007,7 +1034,7 @@ pub fn evaluate_classifier(
     let profile = cfg.profile();
     // [split asked][real, generated][reference][predicted]
     let mut confusion = vec![[[[0u64; 6]; 6]; 2]; splits.len()];
-    visit_labelled(cfg, |t| {
+    visit_labelled(cfg, false, |t| {
         let out = classifier.classify(&ClassifierInput {
             profile,
             composite: t.composite,
@@ -1113,7 +1140,7 @@ pub fn train(cfg: &TrainConfig, quiet: bool) -> Result<TrainReport> {
             layout.len(),
             cfg.model.hidden.iter().map(|h| h.to_string()).collect::<Vec<_>>().join(" -> ")
         ),
-        "version": file_version(&partial_model)?,
+        "version": classifier.version(),
         "created": chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string(),
         "command": format!("gengbao train --config {}", cfg.source.display()),
         "training": {

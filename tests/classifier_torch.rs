@@ -168,11 +168,7 @@ fn the_job_runs_with_a_torch_model() {
     let s = run_period(&cfg, city.periods[0], &RunOptions::quiet()).unwrap();
     assert_eq!(s.classifier.len(), 12);
     let class = gengbao::raster::read_band_f64(
-        &city
-            .dir
-            .join("out")
-            .join(city.periods[0].to_string())
-            .join("class.tif"),
+        &gengbao::pipeline::period_dir(&cfg, city.periods[0]).join("class.tif"),
         1,
     )
     .unwrap()

@@ -118,7 +118,7 @@ fn index_baseline_land_cover_on_worldcereal_flanders() {
             if p.year != year || k < 2 {
                 continue;
             }
-            let pred = read_band_f64(&cfg.output_dir().join(p.to_string()).join("class.tif"), 1)
+            let pred = read_band_f64(&gengbao::pipeline::period_dir(&cfg, p).join("class.tif"), 1)
                 .unwrap()
                 .2;
             let sc: ClassScore = class_score(&truth, &pred);

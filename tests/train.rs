@@ -73,9 +73,7 @@ fn training_lowers_the_loss_and_a_rerun_resumes_from_the_checkpoint() {
         true,
     )
     .unwrap();
-    let train_idx: Vec<usize> = (0..set.len())
-        .filter(|&i| set.split[i] == Split::Train)
-        .collect();
+    let train_idx = set.indices(Split::Train);
     let before = untrained.loss(&set, &train_idx);
     let ckpt = tmp.path().join("ckpt");
     let trained = fit(&set, &options(&cfg), Some(&ckpt), true).unwrap();
@@ -122,7 +120,7 @@ fn a_saved_model_reloads_and_classifies_like_the_trained_network() {
     vs.load(&report.model).unwrap();
     let layout = FeatureLayout::parse(&card.input_bands, profile).unwrap();
     let mut compared = 0;
-    visit_labelled(&cfg, |t| {
+    visit_labelled(&cfg, false, |t| {
         if t.history.len() < 2 || compared > 0 {
             return Ok(());
         }
