@@ -63,6 +63,11 @@ kind = "auto"                   # "auto": the learned model shipped with gengbao
 # start = "2025-P1"             # first period of the job (default: the first with imagery)
 delay_days = 10                 # days after a period ends before its imagery is expected
 
+[ledger]                        # the record of every patch (<output>/ledger.sqlite)
+match_overlap = 0.3             # a period's patch is a known patch when they share this much
+                                # of the smaller one's area
+regrowth_margin = 0.2           # an accepted patch is dispatched again when it grows by more
+
 [output]
 shapefile_encoding = "GBK"      # "GBK" (most Chinese desktop GIS) or "UTF-8"
 threads = 0                     # 0 = all cores
@@ -82,6 +87,8 @@ pub struct JobConfig {
     pub classifier: ClassifierSection,
     #[serde(default)]
     pub schedule: ScheduleSection,
+    #[serde(default)]
+    pub ledger: crate::ledger::LedgerRules,
     #[serde(default)]
     pub output: OutputSection,
     /// Folder of the config file; relative paths are resolved against it.
@@ -391,6 +398,20 @@ impl JobConfig {
                     "write a period as YYYY-Pn, e.g. 2025-P1",
                 );
             }
+        }
+        if !(self.ledger.match_overlap > 0.0 && self.ledger.match_overlap <= 1.0) {
+            return bad(
+                "ledger.match_overlap",
+                format!("{} is outside (0, 1]", self.ledger.match_overlap),
+                "use a share of the smaller patch, e.g. 0.3",
+            );
+        }
+        if !(self.ledger.regrowth_margin >= 0.0 && self.ledger.regrowth_margin.is_finite()) {
+            return bad(
+                "ledger.regrowth_margin",
+                format!("{} is not a share >= 0", self.ledger.regrowth_margin),
+                "use a growth share, e.g. 0.2 for 20 %",
+            );
         }
         if self.schedule.delay_days > 28 {
             return bad(

@@ -359,31 +359,10 @@ impl ClassScore {
 }
 
 /// Draws the confusion matrix as a PNG: cells shaded by row share, with the counts, class
-/// names and the headline figures. Text needs a TrueType font: DejaVu Sans from Debian's
-/// fonts-dejavu-core (installed by scripts/setup.sh), or the file in `GENGBAO_FONT`.
+/// names and the headline figures (text in the font of [`crate::export::text_font`]).
 pub fn confusion_png(score: &ClassScore, title: &str, path: &Path) -> Result<()> {
     use plotters::prelude::*;
-    use plotters::style::{register_font, FontStyle};
-    static FONT: std::sync::OnceLock<std::result::Result<(), String>> = std::sync::OnceLock::new();
-    let font_path = std::env::var("GENGBAO_FONT")
-        .unwrap_or_else(|_| "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf".into());
-    FONT.get_or_init(|| {
-        let bytes = std::fs::read(&font_path).map_err(|e| e.to_string())?;
-        register_font(
-            "sans-serif",
-            FontStyle::Normal,
-            Box::leak(bytes.into_boxed_slice()),
-        )
-        .map_err(|_| "not a TrueType font".to_string())
-    })
-    .clone()
-    .map_err(|e| {
-        Error::input(
-            &font_path,
-            format!("cannot load the font for the plot: {e}"),
-            "install fonts-dejavu-core (scripts/setup.sh does) or set GENGBAO_FONT to a .ttf file",
-        )
-    })?;
+    crate::export::text_font()?;
     let draw = || -> std::result::Result<(), Box<dyn std::error::Error>> {
         let (w, h) = (760u32, 640u32);
         let root = BitMapBackend::new(path, (w, h)).into_drawing_area();

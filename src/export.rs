@@ -13,7 +13,12 @@ use std::ffi::CString;
 use std::path::{Path, PathBuf};
 use FieldValue::{IntegerValue as I, RealValue as R, StringValue as S};
 
-const fn field(name: &'static str, ty: u32, width: i32, alias: &'static str) -> FieldSpec {
+pub(crate) const fn field(
+    name: &'static str,
+    ty: u32,
+    width: i32,
+    alias: &'static str,
+) -> FieldSpec {
     FieldSpec {
         name,
         ty,
@@ -96,7 +101,9 @@ pub const PATCH_FIELDS: &[(FieldSpec, PatchValue)] = &[
         field("GDBSM", OFTString, 30, "耕地图斑标识码"),
         |p| S(p.parcel_id.clone()),
     ),
-    (field("ZT", OFTString, 10, "状态"), |_| S("新发现".into())),
+    (field("ZT", OFTString, 16, "状态"), |p| {
+        S(p.status.label_zh().into())
+    }),
     (field("MXBB", OFTString, 16, "模型版本"), |p| {
         S(p.model_version.clone())
     }),
@@ -266,30 +273,28 @@ fn write_gpkg_aliases(
     Ok(())
 }
 
-/// Writes the three formats of one county into `dir`; returns the files written.
+/// Writes the three formats of one county into `dir`; returns the files written. The
+/// `blank` fields follow the patch fields, empty, for the county to fill in.
 pub fn write_county(
     dir: &Path,
     stem: &str,
     srs: &SpatialRef,
     patches: &[Patch],
     shapefile_encoding: &str,
+    blank: &[FieldSpec],
 ) -> Result<Vec<PathBuf>> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     let mut written = Vec::new();
     for format in [Format::GeoPackage, Format::Shapefile, Format::GeoJson] {
         let path = dir.join(format!("{stem}.{}", format.extension()));
-        let rows = patches
-            .iter()
-            .map(|p| (p.geometry.clone(), patch_values(p)));
-        write_layer(
-            &path,
-            format,
-            stem,
-            srs,
-            &patch_specs(),
-            rows,
-            shapefile_encoding,
-        )?;
+        let rows = patches.iter().map(|p| {
+            let mut values = patch_values(p);
+            values.extend(blank.iter().map(|_| S(String::new())));
+            (p.geometry.clone(), values)
+        });
+        let mut specs = patch_specs();
+        specs.extend_from_slice(blank);
+        write_layer(&path, format, stem, srs, &specs, rows, shapefile_encoding)?;
         written.push(path);
     }
     Ok(written)
@@ -431,6 +436,32 @@ impl Drop for StagingDir {
     }
 }
 
+/// Registers the TrueType font that plotters draws text with: DejaVu Sans from Debian's
+/// fonts-dejavu-core (installed by scripts/setup.sh), or the file in `GENGBAO_FONT`.
+pub fn text_font() -> Result<()> {
+    use plotters::style::{register_font, FontStyle};
+    static FONT: std::sync::OnceLock<std::result::Result<(), String>> = std::sync::OnceLock::new();
+    let font_path = std::env::var("GENGBAO_FONT")
+        .unwrap_or_else(|_| "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf".into());
+    FONT.get_or_init(|| {
+        let bytes = std::fs::read(&font_path).map_err(|e| e.to_string())?;
+        register_font(
+            "sans-serif",
+            FontStyle::Normal,
+            Box::leak(bytes.into_boxed_slice()),
+        )
+        .map_err(|_| "not a TrueType font".to_string())
+    })
+    .clone()
+    .map_err(|e| {
+        Error::input(
+            &font_path,
+            format!("cannot load the font for text in images: {e}"),
+            "install fonts-dejavu-core (scripts/setup.sh does) or set GENGBAO_FONT to a .ttf file",
+        )
+    })
+}
+
 /// Colour of a land-cover class in the quicklook (muted, so flags stand out).
 fn class_colour(class: u8) -> [u8; 3] {
     match class {
@@ -445,7 +476,7 @@ fn class_colour(class: u8) -> [u8; 3] {
 }
 
 /// Colour of a change flag in the quicklook.
-fn flag_colour(flag: u8) -> Option<[u8; 3]> {
+pub(crate) fn flag_colour(flag: u8) -> Option<[u8; 3]> {
     match flag {
         1 => Some([220, 20, 30]),
         2 => Some([255, 140, 0]),
@@ -454,18 +485,30 @@ fn flag_colour(flag: u8) -> Option<[u8; 3]> {
     }
 }
 
-/// A PNG overview of a period (at most `max_side` pixels a side): land cover in muted colours,
-/// FNH red, FLH orange, PH purple. For a glance at a run, not for measuring. Written into a
-/// staging folder, so it needs no atomic write of its own.
+/// A PNG overview of a period, or of `window` of it (at most `max_side` pixels a side): land
+/// cover in muted colours, FNH red, FLH orange, PH purple. For a glance at a run, not for
+/// measuring. Written into a staging folder, so it needs no atomic write of its own.
 pub fn write_quicklook(
     class_tif: &Path,
     flags_tif: &Path,
     png: &Path,
     max_side: usize,
+    window: Option<crate::grid::Window>,
 ) -> Result<()> {
     let read = |path: &Path| -> Result<(usize, usize, Vec<u8>)> {
         let ds = gdal::Dataset::open(path).in_file(path, "re-run the period")?;
-        let (w, h) = ds.raster_size();
+        let (width, height) = ds.raster_size();
+        let (x, y, w, h) = match window {
+            // Clipped to the raster: GDAL refuses reads outside it.
+            Some(win) => {
+                let x = win.x.clamp(0, width as isize) as usize;
+                let y = win.y.clamp(0, height as isize) as usize;
+                let right = (win.x + win.width as isize).clamp(x as isize + 1, width as isize);
+                let bottom = (win.y + win.height as isize).clamp(y as isize + 1, height as isize);
+                (x, y, right as usize - x, bottom as usize - y)
+            }
+            None => (0, 0, width, height),
+        };
         let f = (w.max(h) as f64 / max_side as f64).max(1.0);
         let shape = (
             ((w as f64 / f) as usize).max(1),
@@ -473,8 +516,12 @@ pub fn write_quicklook(
         );
         let band = ds.rasterband(1)?;
         // Mode resampling keeps small patches visible when shrinking.
-        let data =
-            band.read_as::<u8>((0, 0), (w, h), shape, Some(gdal::raster::ResampleAlg::Mode))?;
+        let data = band.read_as::<u8>(
+            (x as isize, y as isize),
+            (w, h),
+            shape,
+            Some(gdal::raster::ResampleAlg::Mode),
+        )?;
         Ok((shape.0, shape.1, data.into_shape_and_vec().1))
     };
     let (w, h, class) = read(class_tif)?;

@@ -206,6 +206,22 @@ impl JobGrid {
         )
     }
 
+    /// The smallest window of whole pixels holding a shape with envelope `env` (grid CRS),
+    /// grown by `pad` pixels on each side. It may reach outside the grid.
+    pub fn window_around(&self, env: &gdal::vector::Envelope, pad: usize) -> Window {
+        let pad = pad as isize;
+        let x = ((env.MinX - self.origin_x) / self.resolution).floor() as isize - pad;
+        let y = ((self.origin_y - env.MaxY) / self.resolution).floor() as isize - pad;
+        let right = ((env.MaxX - self.origin_x) / self.resolution).ceil() as isize + pad;
+        let bottom = ((self.origin_y - env.MinY) / self.resolution).ceil() as isize + pad;
+        Window {
+            x,
+            y,
+            width: (right - x).max(1) as usize,
+            height: (bottom - y).max(1) as usize,
+        }
+    }
+
     pub fn full_window(&self) -> Window {
         Window {
             x: 0,

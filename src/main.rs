@@ -9,8 +9,11 @@ use clap::{Parser, Subcommand};
 use gengbao::classify::{Classifier, TorchClassifier};
 use gengbao::config::{JobConfig, EXAMPLE};
 use gengbao::detect::{detect, DetectOptions};
+use gengbao::dispatch::{export_packages, read_returns};
 use gengbao::error::{Error, Result};
 use gengbao::evaluate::{class_score, confusion_png, read_period_patches, score_against_truth};
+use gengbao::ledger::{Evidence, Filter, Ledger, Status, Transition};
+use gengbao::patches::SQM_PER_MU;
 use gengbao::period::Period;
 use gengbao::pipeline::{period_dir, periods_with_imagery, run_period, RunOptions};
 use gengbao::raster::read_band_f64;
@@ -149,6 +152,289 @@ enum Command {
     },
     /// List the sensor profiles.
     Sensors,
+    /// Write the dispatch packages of a period (per county: GeoPackage, Shapefile, GeoJSON,
+    /// Excel and CSV lists, image chips, overview map, HTML report) into
+    /// <output>/dispatch/<period>/<county>; new patches become dispatched (已下发).
+    Export {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        period: String,
+        /// Only this county (XZQDM).
+        #[arg(long)]
+        county: Option<String>,
+    },
+    /// The patch ledger: list, show, change status, history, import a county's results.
+    Ledger {
+        #[command(subcommand)]
+        action: LedgerAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum LedgerAction {
+    /// List patches, filtered by county, type, status and period seen.
+    List {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        county: Option<String>,
+        /// FNH, FLH or PH.
+        #[arg(long = "type")]
+        change: Option<String>,
+        /// A status code (e.g. dispatched) or its Chinese label (已下发).
+        #[arg(long)]
+        status: Option<String>,
+        /// Seen in this period.
+        #[arg(long)]
+        period: Option<String>,
+    },
+    /// One patch: its attributes, the periods it was seen and its history.
+    Show {
+        #[arg(long)]
+        config: PathBuf,
+        tbbh: String,
+    },
+    /// Move one patch of a county to a new status (the allowed ones are listed on refusal).
+    SetStatus {
+        #[arg(long)]
+        config: PathBuf,
+        /// The county the patch belongs to (XZQDM): a county changes only its own patches.
+        #[arg(long)]
+        county: String,
+        tbbh: String,
+        /// The new status: code or Chinese label (e.g. verifying / 核查中).
+        status: String,
+        /// Who makes the change (name or office), recorded in the history.
+        #[arg(long)]
+        who: String,
+        #[arg(long, default_value = "")]
+        note: String,
+        /// Evidence type, required for evidence_submitted (已举证): 合法批准, 设施农业,
+        /// 临时用地 or 误报.
+        #[arg(long)]
+        evidence: Option<String>,
+        /// Photo or document files supporting the change; repeat for several.
+        #[arg(long = "attach")]
+        attachments: Vec<PathBuf>,
+    },
+    /// The recorded transitions, oldest first: of one patch, a county, or all.
+    History {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        county: Option<String>,
+        tbbh: Option<String>,
+    },
+    /// Apply a county's returned results (the package's .xlsx, .csv or .gpkg, filled in).
+    /// Nothing is applied when a row is bad, unless --apply-valid.
+    Import {
+        #[arg(long)]
+        config: PathBuf,
+        /// The county that returned the file (XZQDM).
+        #[arg(long)]
+        county: String,
+        file: PathBuf,
+        /// Recorded in the history (default: the county's import).
+        #[arg(long)]
+        who: Option<String>,
+        /// Apply the valid rows even when some rows are bad.
+        #[arg(long)]
+        apply_valid: bool,
+    },
+}
+
+fn ledger_command(action: LedgerAction) -> Result<u8> {
+    let open = |config: &Path| -> Result<(JobConfig, Ledger)> {
+        let cfg = JobConfig::load(config)?;
+        let ledger = Ledger::open_existing(&cfg.output_dir())?;
+        Ok((cfg, ledger))
+    };
+    let status_of = |s: &str| {
+        Status::parse(s).ok_or_else(|| {
+            Error::usage(
+                format!("`{s}` is not a status"),
+                format!("use one of {}", Status::ALL.map(|s| s.both()).join(", ")),
+            )
+        })
+    };
+    match action {
+        LedgerAction::List {
+            config,
+            county,
+            change,
+            status,
+            period,
+        } => {
+            let (_, ledger) = open(&config)?;
+            let filter = Filter {
+                county,
+                change,
+                status: status.as_deref().map(status_of).transpose()?,
+                period,
+            };
+            let entries = ledger.list(&filter)?;
+            println!(
+                "{:<20} {:<8} {:<4} {:<10} {:<8} {:<8} {:>10} {:>4}",
+                "TBBH", "XZQDM", "BHLX", "ZT", "first", "last", "mu", "CXQS"
+            );
+            for e in &entries {
+                println!(
+                    "{:<20} {:<8} {:<4} {:<10} {:<8} {:<8} {:>10.2} {:>4}",
+                    e.tbbh,
+                    e.county,
+                    e.change,
+                    e.status.label_zh(),
+                    e.first_period,
+                    e.last_period,
+                    e.area_m2 / SQM_PER_MU,
+                    e.persisted
+                );
+            }
+            println!("{} patches", entries.len());
+        }
+        LedgerAction::Show { config, tbbh } => {
+            let (_, ledger) = open(&config)?;
+            let e = ledger.entry(&tbbh)?;
+            println!(
+                "{}  county {}  {}  status {}{}",
+                e.tbbh,
+                e.county,
+                e.change,
+                e.status.both(),
+                e.evidence
+                    .map(|v| format!("  evidence {}", v.label_zh()))
+                    .unwrap_or_default()
+            );
+            println!("seen:");
+            for (period, area, confidence) in ledger.sightings(&tbbh)? {
+                println!(
+                    "   {period}  {area:.0} m² ({:.2} mu)  confidence {confidence:.2}",
+                    area / SQM_PER_MU
+                );
+            }
+            println!("history:");
+            print_history(&ledger.history(Some(&tbbh), None)?);
+        }
+        LedgerAction::SetStatus {
+            config,
+            county,
+            tbbh,
+            status,
+            who,
+            note,
+            evidence,
+            attachments,
+        } => {
+            let (_, mut ledger) = open(&config)?;
+            let to = status_of(&status)?;
+            let evidence = evidence
+                .map(|e| {
+                    Evidence::parse(&e).ok_or_else(|| {
+                        Error::usage(
+                            format!("`{e}` is not an evidence type"),
+                            format!(
+                                "use one of {}",
+                                Evidence::ALL.map(|e| e.label_zh()).join(", ")
+                            ),
+                        )
+                    })
+                })
+                .transpose()?;
+            for a in &attachments {
+                if !a.exists() {
+                    return Err(Error::input(
+                        a,
+                        "attachment not found",
+                        "give the path of an existing file",
+                    ));
+                }
+            }
+            let attachments: Vec<String> = attachments
+                .iter()
+                .map(|a| a.display().to_string())
+                .collect();
+            ledger.set_status(&tbbh, &county, to, &who, &note, evidence, &attachments)?;
+            println!("{tbbh}: now {}", to.both());
+        }
+        LedgerAction::History {
+            config,
+            county,
+            tbbh,
+        } => {
+            let (_, ledger) = open(&config)?;
+            print_history(&ledger.history(tbbh.as_deref(), county.as_deref())?);
+        }
+        LedgerAction::Import {
+            config,
+            county,
+            file,
+            who,
+            apply_valid,
+        } => {
+            let (_, mut ledger) = open(&config)?;
+            let rows = read_returns(&file)?;
+            let who = who.unwrap_or_else(|| format!("county {county} returned results"));
+            let base = file.parent().unwrap_or(Path::new("."));
+            let report = ledger.import(&rows, &county, &who, base, apply_valid)?;
+            for (row, reason) in &report.bad_rows {
+                eprintln!("{}: row {row}: {reason}", file.display());
+            }
+            if !report.bad_rows.is_empty() && !apply_valid {
+                eprintln!(
+                    "nothing applied: {} of {} rows are bad\n  fix: correct those rows and import again, or add --apply-valid to apply the others",
+                    report.bad_rows.len(),
+                    rows.len()
+                );
+                return Ok(1);
+            }
+            for (tbbh, steps) in &report.applied {
+                println!(
+                    "{tbbh}: {}",
+                    steps
+                        .iter()
+                        .map(|s| s.label_zh())
+                        .collect::<Vec<_>>()
+                        .join(" -> ")
+                );
+            }
+            println!(
+                "{} patches changed, {} rows unchanged, {} bad rows skipped",
+                report.applied.len(),
+                report.unchanged,
+                report.bad_rows.len()
+            );
+        }
+    }
+    Ok(0)
+}
+
+fn print_history(transitions: &[Transition]) {
+    for t in transitions {
+        println!(
+            "   {}  {}  {} -> {}  by {}{}{}{}",
+            t.at,
+            t.tbbh,
+            t.from
+                .map_or("(new)".to_string(), |s| s.label_zh().to_string()),
+            t.to.label_zh(),
+            t.who,
+            t.period
+                .as_deref()
+                .map(|p| format!("  [{p}]"))
+                .unwrap_or_default(),
+            if t.note.is_empty() {
+                String::new()
+            } else {
+                format!("  {}", t.note)
+            },
+            if t.attachments.is_empty() {
+                String::new()
+            } else {
+                format!("  attachments: {}", t.attachments.join(", "))
+            }
+        );
+    }
 }
 
 /// Exit code of a run that did all it could while periods still wait for imagery.
@@ -434,6 +720,22 @@ fn main_inner(cli: Cli) -> Result<u8> {
             print_evaluation(&e);
             println!("   report: {}", out.display());
         }
+        Command::Export {
+            config,
+            period,
+            county,
+        } => {
+            let cfg = JobConfig::load(&config)?;
+            for s in export_packages(&cfg, period.parse()?, county.as_deref())? {
+                println!(
+                    "{} {period}: {} patches -> {}",
+                    s.county,
+                    s.patches,
+                    s.dir.display()
+                );
+            }
+        }
+        Command::Ledger { action } => return ledger_command(action),
         Command::Sensors => {
             for p in PROFILES {
                 println!("{:18} {}", p.name, p.description);

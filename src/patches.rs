@@ -7,8 +7,9 @@
 use crate::change::ChangeType;
 use crate::classify::LandCover;
 use crate::error::Result;
-use crate::grid::{JobGrid, Window};
+use crate::grid::JobGrid;
 use crate::layers::Admin;
+use crate::ledger::Status;
 use crate::period::Period;
 use crate::raster::{rasterize, read_grid_window};
 use crate::vectorise::split_key;
@@ -31,7 +32,8 @@ pub mod attr_band {
     pub const COUNT: usize = 5;
 }
 
-#[derive(Debug, Clone)]
+/// Serialised (without the outline) as the ledger's record of a sighting.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Patch {
     /// 图斑编号: county code + period + sequence.
     pub tbbh: String,
@@ -62,7 +64,14 @@ pub struct Patch {
     pub parcel: i32,
     /// That parcel's identifier (BSM) in the farmland layer, when the layer has one.
     pub parcel_id: String,
+    /// 状态: set by the ledger; 新发现 until then.
+    pub status: Status,
+    #[serde(skip, default = "no_outline")]
     pub geometry: Geometry,
+}
+
+fn no_outline() -> Geometry {
+    Geometry::empty(gdal_sys::OGRwkbGeometryType::wkbPolygon).expect("GDAL makes empty polygons")
 }
 
 /// What every patch of a period shares.
@@ -142,17 +151,8 @@ pub fn build(
         if area < min_area(change) || county_idx == 0 {
             continue;
         }
-        let env = geometry.envelope();
-        let x = ((env.MinX - grid.origin_x) / grid.resolution).floor() as isize;
-        let y = ((grid.origin_y - env.MaxY) / grid.resolution).floor() as isize;
-        let window = Window {
-            x,
-            y,
-            width: (((env.MaxX - grid.origin_x) / grid.resolution).ceil() as isize - x).max(1)
-                as usize,
-            height: (((grid.origin_y - env.MinY) / grid.resolution).ceil() as isize - y).max(1)
-                as usize,
-        };
+        let window = grid.window_around(&geometry.envelope(), 0);
+        let (x, y) = (window.x, window.y);
         let inside = rasterize(grid, window, std::slice::from_ref(&geometry), &[1.0])?;
         let bands: Vec<Vec<u8>> = (1..=attr_band::COUNT)
             .map(|b| read_grid_window::<u8>(attrs, b, window, 0))
@@ -223,6 +223,7 @@ pub fn build(
                 )
                 .0,
             parcel_id: String::new(),
+            status: Status::Detected,
             geometry,
         });
     }

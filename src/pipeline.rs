@@ -16,14 +16,15 @@ use crate::checkpoint::{acquisition_identity, file_identity, key_of, Checkpoints
 use crate::classify::{Classifier, ClassifierInput, LandCover};
 use crate::composite::{byte_to_ndvi, ndvi_to_byte, NdviStats, NDVI_NODATA};
 use crate::config::JobConfig;
-use crate::error::{Error, Result};
+use crate::error::{Error, GdalContext, Result};
 use crate::export::{write_county, write_quicklook, StagingDir};
 use crate::grid::{overlaps, Bounds, JobGrid, Tile, Window};
 use crate::imagery::{Acquisition, Catalog};
 use crate::layers::{Admin, Farmland};
+use crate::ledger::{grain_share, Ledger, PeriodLedger};
 use crate::patches::{attr_band, Patch, PeriodInfo, Timeline};
 use crate::period::Period;
-use crate::raster::{read_grid_window, GridTiff};
+use crate::raster::{rasterize, read_grid_window, GridTiff};
 use crate::sensor::SensorProfile;
 use crate::vectorise::{patch_key, polygonize};
 use crate::{composite, patches};
@@ -106,6 +107,8 @@ pub struct RunSummary {
     /// The lock record of a run that died holding this job, when this run found one.
     pub took_over_lock_of: Option<String>,
     pub resume: ResumeSummary,
+    /// What the run did to the job's ledger: new and continued patches, re-checks.
+    pub ledger: PeriodLedger,
     pub tiles: usize,
     /// Tiles in which some pixels of the area of interest had no clear observation.
     pub tiles_with_gaps: Vec<String>,
@@ -171,6 +174,29 @@ impl RunSummary {
             }
             s += "\n";
         }
+        let l = &self.ledger;
+        s += &format!(
+            "   ledger: {} new, {} seen again",
+            l.new.len(),
+            l.continued.len()
+        );
+        for (what, list) in [
+            ("accepted but grown, sent again", &l.regrown),
+            (
+                "rectified, cultivation back: proposed for closing",
+                &l.proposed_for_closing,
+            ),
+            (
+                "rectified, not back: rectifying again",
+                &l.back_to_rectifying,
+            ),
+            ("rectified, too cloudy to re-check", &l.recheck_undecided),
+        ] {
+            if !list.is_empty() {
+                s += &format!("; {what}: {}", list.join(" "));
+            }
+        }
+        s += "\n";
         if self.resume.tiles_resumed > 0 {
             s += &format!(
                 "   resumed: {} tiles finished by an interrupted run were kept\n",
@@ -914,12 +940,32 @@ pub fn run_period(cfg: &JobConfig, period: Period, opts: &RunOptions) -> Result<
     let mut all_patches =
         change.into_patches(&grid, &admin, &info, |t| cfg.min_area_for(t.code()))?;
     farmland.name_parcels(&mut all_patches)?;
+    // Stable numbers and statuses from the ledger, which also re-checks rectified patches
+    // against this period's land cover.
+    let class_path = staging.path().join("class.tif");
+    let class_ds = Dataset::open(&class_path).in_file(&class_path, "check free disk space")?;
+    let cultivated = |g: &gdal::vector::Geometry| -> Result<Option<f64>> {
+        let window = grid.window_around(&g.envelope(), 0);
+        let inside = rasterize(&grid, window, std::slice::from_ref(g), &[1.0])?;
+        let classes = read_grid_window::<u8>(&class_ds, 1, window, 0)?;
+        Ok(grain_share(&classes, &inside))
+    };
+    let run_counties: Vec<String> = admin.counties.iter().map(|c| c.code.clone()).collect();
+    let ledger = Ledger::open(&out_root)?.record_period(
+        period,
+        &run_counties,
+        &mut all_patches,
+        &cfg.ledger,
+        &cultivated,
+    )?;
+    drop(class_ds);
     spinner.finish_and_clear();
     write_quicklook(
         &staging.path().join("class.tif"),
         &staging.path().join("flags.tif"),
         &staging.path().join("quicklook.png"),
         1024,
+        None,
     )?;
     seconds.insert("vectorise", t_vec.elapsed().as_secs_f64());
 
@@ -941,6 +987,7 @@ pub fn run_period(cfg: &JobConfig, period: Period, opts: &RunOptions) -> Result<
             &grid_srs,
             &mine,
             &cfg.output.shapefile_encoding,
+            &[],
         )?;
         counties.push(CountySummary {
             code: county.code.clone(),
@@ -976,6 +1023,7 @@ pub fn run_period(cfg: &JobConfig, period: Period, opts: &RunOptions) -> Result<
         rules_not_yet_decidable: not_yet_decidable,
         later_periods_to_rerun: later_to_rerun,
         took_over_lock_of: lock.took_over.clone(),
+        ledger,
         resume: ResumeSummary {
             checkpoints_discarded: earlier == Earlier::Discarded,
             tiles_resumed,
