@@ -609,12 +609,11 @@ fn main_inner(cli: Cli) -> Result<u8> {
             let cfg = JobConfig::load(&city.job_config)?;
             let last = *city.periods.last().expect("periods");
             println!("\ndispatch packages of the latest period ({last}):");
-            for entry in std::fs::read_dir(period_dir(&cfg, last).join("counties"))
-                .map_err(|e| Error::io(period_dir(&cfg, last), e))?
-            {
+            for s in export_packages(&cfg, last, None)? {
                 println!(
-                    "   {}",
-                    entry.map_err(|e| Error::io(&out, e))?.path().display()
+                    "   {} ({} patches, open report.html)",
+                    s.dir.display(),
+                    s.patches
                 );
             }
             println!(

@@ -1,0 +1,349 @@
+//! Dispatch packages and the ledger over periods of a generated city: the package's files read
+//! back the way a county's GIS reads them, the Excel list filled in and imported back applies
+//! its edits, a file with a bad row changes nothing, and in the next period a persisting change
+//! keeps its number, an accepted patch is not dispatched again, and rectified patches are
+//! re-checked against the new land cover.
+
+mod common;
+
+use common::seeded_city;
+use gdal::vector::LayerAccess;
+use gdal::Dataset;
+use gengbao::config::JobConfig;
+use gengbao::dispatch::{export_packages, read_returns};
+use gengbao::ledger::{Filter, Ledger, LedgerRules, Status};
+use gengbao::pipeline::{period_dir, run_period, RunOptions};
+use std::path::Path;
+
+/// The text of a field of a feature.
+fn text(f: &gdal::vector::Feature, name: &str) -> Option<String> {
+    f.field_as_string(f.field_index(name).unwrap()).unwrap()
+}
+
+/// (TBBH, value of `field`) of every feature of a vector file.
+fn field_values(path: &Path, field: &str) -> Vec<(String, String)> {
+    let ds = Dataset::open(path).unwrap();
+    let mut layer = ds.layer(0).unwrap();
+    layer
+        .features()
+        .map(|f| {
+            (
+                text(&f, "TBBH").unwrap_or_default(),
+                text(&f, field).unwrap_or_default(),
+            )
+        })
+        .collect()
+}
+
+/// Writes `rows` (header first) as the inspector's saved workbook.
+fn save_xlsx(path: &Path, rows: &[Vec<String>]) {
+    let mut book = rust_xlsxwriter::Workbook::new();
+    let sheet = book.add_worksheet();
+    for (r, row) in rows.iter().enumerate() {
+        for (c, v) in row.iter().enumerate() {
+            sheet.write_string(r as u32, c as u16, v).unwrap();
+        }
+    }
+    book.save(path).unwrap();
+}
+
+#[test]
+fn packages_round_trip_and_the_ledger_follows_patches_across_periods() {
+    let tmp = tempfile::tempdir().unwrap();
+    let city = seeded_city(&tmp.path().join("city"), 512, 3, 256, 1);
+    let cfg = JobConfig::load(&city.job_config).unwrap();
+    let (p2, p3) = (city.periods[1], city.periods[2]);
+    for p in &city.periods[..2] {
+        run_period(&cfg, *p, &RunOptions::quiet()).unwrap();
+    }
+    let out = cfg.output_dir();
+
+    // A county with two built-up patches in the second period.
+    let ledger = Ledger::open_existing(&out).unwrap();
+    let fnh = ledger
+        .list(&Filter {
+            change: Some("FNH".into()),
+            period: Some(p2.to_string()),
+            ..Default::default()
+        })
+        .unwrap();
+    let county = ["320901", "320902"]
+        .into_iter()
+        .find(|c| fnh.iter().filter(|e| e.county == *c).count() >= 2)
+        .expect("a county with two FNH patches");
+    let mine: Vec<_> = fnh.iter().filter(|e| e.county == county).collect();
+    let (accepted, rectified) = (mine[0].tbbh.clone(), mine[1].tbbh.clone());
+    drop(ledger);
+
+    // A rectified patch on a farmland parcel that no planted change touches: cultivated.
+    let farmland = Dataset::open(city.dir.join("farmland.gpkg")).unwrap();
+    let footprints: Vec<_> = city
+        .changes
+        .iter()
+        .chain(&city.passing)
+        .map(|c| c.footprint().unwrap())
+        .collect();
+    let admin = Dataset::open(city.dir.join("admin.gpkg")).unwrap();
+    let county_shape = admin
+        .layer(0)
+        .unwrap()
+        .features()
+        .find(|f| text(f, "XZQDM").as_deref() == Some(county))
+        .unwrap()
+        .geometry()
+        .unwrap()
+        .clone();
+    let quiet_parcel = farmland
+        .layer(0)
+        .unwrap()
+        .features()
+        .filter_map(|f| f.geometry().cloned())
+        .filter(|g| county_shape.contains(g) && footprints.iter().all(|fp| !fp.intersects(g)))
+        .max_by(|a, b| a.area().total_cmp(&b.area()))
+        .expect("an untouched parcel");
+
+    // Package of the second period.
+    let packages = export_packages(&cfg, p2, Some(county)).unwrap();
+    assert_eq!(packages.len(), 1);
+    let dir = &packages[0].dir;
+    let stem = format!("TB_{county}_{p2}");
+    for f in [
+        "gpkg", "shp", "shx", "dbf", "prj", "cpg", "geojson", "xlsx", "csv",
+    ] {
+        assert!(dir.join(format!("{stem}.{f}")).exists(), "{stem}.{f}");
+    }
+    assert!(dir.join("report.html").exists() && dir.join("overview.png").exists());
+    assert_eq!(
+        std::fs::read_to_string(dir.join(format!("{stem}.cpg")))
+            .unwrap()
+            .trim(),
+        "CP936",
+        "GBK by default"
+    );
+    let report = std::fs::read_to_string(dir.join("report.html")).unwrap();
+    for p in &mine {
+        assert!(dir.join("chips").join(format!("{}.png", p.tbbh)).exists());
+        assert!(report.contains(&format!("chips/{}.png", p.tbbh)));
+    }
+
+    // The Shapefile as a desktop GIS reads it: ASCII names, Chinese values, CRS, areas.
+    let shp = Dataset::open(dir.join(format!("{stem}.shp"))).unwrap();
+    let mut layer = shp.layer(0).unwrap();
+    let names: Vec<String> = layer.defn().fields().map(|f| f.name()).collect();
+    for n in [
+        "TBBH", "XZQDM", "XZQMC", "BHLX", "BHLXMC", "TBMJ", "TBMJM", "ZT", "HCJG", "JZLX", "ZGZT",
+        "BZ", "FJ",
+    ] {
+        assert!(names.iter().any(|x| x == n), "{n} missing from {names:?}");
+    }
+    assert!(names.iter().all(|n| n.len() <= 10 && n.is_ascii()));
+    let grid_srs = gdal::spatial_ref::SpatialRef::from_definition(&cfg.grid.crs).unwrap();
+    assert_eq!(
+        layer.spatial_ref().unwrap().auth_code().unwrap(),
+        grid_srs.auth_code().unwrap()
+    );
+    let mut rows = 0;
+    for f in layer.features() {
+        rows += 1;
+        let area = f
+            .field_as_double(f.field_index("TBMJ").unwrap())
+            .unwrap()
+            .unwrap();
+        let mu = f
+            .field_as_double(f.field_index("TBMJM").unwrap())
+            .unwrap()
+            .unwrap();
+        let drawn = f.geometry().unwrap().area();
+        assert!(
+            (area - drawn).abs() <= 0.01 * drawn,
+            "TBMJ {area} vs outline {drawn}"
+        );
+        assert!((mu * 666.67 - area).abs() <= 0.01 * area);
+        let name = text(&f, "XZQMC").unwrap();
+        assert!(name == "西河县" || name == "东湖县", "{name}");
+        assert_eq!(text(&f, "ZT").unwrap(), "已下发");
+        assert!(text(&f, "BHLXMC").is_some_and(|v| !v.is_empty()));
+    }
+    assert_eq!(rows, packages[0].patches);
+
+    // The Excel list filled in by the county and imported back.
+    let rows_of = |path: &Path| -> Vec<Vec<String>> {
+        use calamine::Reader;
+        let mut book = calamine::open_workbook_auto(path).unwrap();
+        let range = book.worksheet_range_at(0).unwrap().unwrap();
+        range
+            .rows()
+            .map(|r| r.iter().map(|c| c.to_string()).collect())
+            .collect()
+    };
+    let mut sheet = rows_of(&dir.join(format!("{stem}.xlsx")));
+    let col = |name: &str| sheet[0].iter().position(|h| h == name).unwrap();
+    let (c_tbbh, c_result, c_evidence, c_rect, c_note) = (
+        col("图斑编号"),
+        col("核查结果"),
+        col("举证类型"),
+        col("整改状态"),
+        col("备注"),
+    );
+    for row in sheet.iter_mut().skip(1) {
+        if row[c_tbbh] == accepted {
+            row[c_result] = "举证".into();
+            row[c_evidence] = "合法批准".into();
+            row[c_note] = "用地批文 2026-17".into();
+        } else if row[c_tbbh] == rectified {
+            row[c_result] = "需整改".into();
+            row[c_rect] = "已整改".into();
+        }
+    }
+    let filled = tmp.path().join("returned.xlsx");
+    save_xlsx(&filled, &sheet);
+    let mut ledger = Ledger::open_existing(&out).unwrap();
+
+    // One bad row in the CSV twin: nothing applied, the row named.
+    let csv_text = std::fs::read_to_string(dir.join(format!("{stem}.csv"))).unwrap();
+    assert!(csv_text.starts_with('\u{feff}'), "UTF-8 with BOM for Excel");
+    let mut lines: Vec<String> = csv_text.lines().map(String::from).collect();
+    let bad_line = lines
+        .iter()
+        .position(|l| l.starts_with(&rectified))
+        .unwrap();
+    lines[bad_line] = lines[bad_line].trim_end_matches(",,,,").to_string() + ",不知道,,,,";
+    let bad_csv = tmp.path().join("bad.csv");
+    std::fs::write(&bad_csv, lines.join("\n")).unwrap();
+    let history_before = ledger.history(None, Some(county)).unwrap().len();
+    let report = ledger
+        .import(
+            &read_returns(&bad_csv).unwrap(),
+            county,
+            "county",
+            tmp.path(),
+            false,
+        )
+        .unwrap();
+    assert_eq!(report.bad_rows.len(), 1, "{:?}", report.bad_rows);
+    assert_eq!(report.bad_rows[0].0, bad_line + 1, "spreadsheet row number");
+    assert!(report.bad_rows[0].1.contains("不知道"));
+    assert_eq!(
+        ledger.history(None, Some(county)).unwrap().len(),
+        history_before
+    );
+
+    let report = ledger
+        .import(
+            &read_returns(&filled).unwrap(),
+            county,
+            "county",
+            tmp.path(),
+            false,
+        )
+        .unwrap();
+    assert!(report.bad_rows.is_empty(), "{:?}", report.bad_rows);
+    assert_eq!(
+        ledger.entry(&accepted).unwrap().status,
+        Status::EvidenceSubmitted
+    );
+    assert_eq!(ledger.entry(&rectified).unwrap().status, Status::Rectified);
+    // The authority accepts the evidence.
+    ledger
+        .set_status(&accepted, county, Status::Accepted, "市局", "", None, &[])
+        .unwrap();
+
+    // The untouched parcel, recorded as a rectified case in the second period.
+    let mut template = read_period_patch(&out, p2, county);
+    template.tbbh.clear();
+    template.area_m2 = quiet_parcel.area();
+    template.geometry = quiet_parcel;
+    let mut one = [template];
+    ledger
+        .record_period(
+            p2,
+            &[county.to_string()],
+            &mut one,
+            &LedgerRules::default(),
+            &|_| Ok(None),
+        )
+        .unwrap();
+    let cultivated = one[0].tbbh.clone();
+    for s in [
+        Status::Dispatched,
+        Status::Verifying,
+        Status::RectificationRequired,
+        Status::Rectifying,
+        Status::Rectified,
+    ] {
+        ledger
+            .set_status(&cultivated, county, s, "county", "", None, &[])
+            .unwrap();
+    }
+    drop(ledger);
+
+    // The third period.
+    let summary = run_period(&cfg, p3, &RunOptions::quiet()).unwrap();
+    let ledger = Ledger::open_existing(&out).unwrap();
+    assert_eq!(
+        ledger.entry(&cultivated).unwrap().status,
+        Status::ClosingProposed,
+        "{:?}",
+        summary.ledger
+    );
+    assert!(summary.ledger.proposed_for_closing.contains(&cultivated));
+    assert_eq!(
+        ledger.entry(&rectified).unwrap().status,
+        Status::Rectifying,
+        "still built-up"
+    );
+    let last = ledger
+        .history(Some(&rectified), None)
+        .unwrap()
+        .pop()
+        .unwrap();
+    assert!(last.note.contains("not back"), "{}", last.note);
+    let p3_numbers: Vec<String> = field_values(
+        &period_dir(&cfg, p3)
+            .join("counties")
+            .join(county)
+            .join(format!("TB_{county}_{p3}.geojson")),
+        "ZT",
+    )
+    .into_iter()
+    .map(|(t, _)| t)
+    .collect();
+    assert!(
+        p3_numbers.contains(&accepted) && p3_numbers.contains(&rectified),
+        "persisting changes keep their TBBH: {p3_numbers:?}"
+    );
+    drop(ledger);
+
+    let packages = export_packages(&cfg, p3, Some(county)).unwrap();
+    let sent: Vec<String> = field_values(
+        &packages[0].dir.join(format!("TB_{county}_{p3}.gpkg")),
+        "ZT",
+    )
+    .into_iter()
+    .map(|(t, _)| t)
+    .collect();
+    assert!(
+        !sent.contains(&accepted),
+        "accepted and not grown: not dispatched again"
+    );
+    assert!(
+        sent.contains(&rectified),
+        "not rectified: in the package again"
+    );
+}
+
+/// One patch of a period as the ledger recorded it.
+fn read_period_patch(
+    out: &Path,
+    period: gengbao::period::Period,
+    county: &str,
+) -> gengbao::patches::Patch {
+    let mut ledger = Ledger::open_existing(out).unwrap();
+    // Dispatch with a failing write changes nothing and hands over the recorded patches.
+    let mut got = None;
+    let _ = ledger.dispatch(period, county, |patches| {
+        got = Some(patches[0].clone());
+        Err(gengbao::Error::usage("only reading", ""))
+    });
+    got.expect("a patch")
+}
