@@ -6,11 +6,12 @@ set -euo pipefail
 packages=(
   pkg-config      # lets the gdal crate find libgdal
   libgdal-dev     # GDAL 3.6: raster/vector I/O, warping, polygonize
+  libsqlite3-dev  # the patch ledger links the SQLite GDAL uses (one copy in the process)
   gdal-bin        # ogrinfo/gdalinfo, used by tests to check outputs the way a user would
   libtorch-dev    # libtorch 1.13: the learned classifier (tch 0.10)
   python3-torch   # makes TorchScript fixtures in tests (/usr/bin/python3)
   clang libclang-dev  # needed by crates that generate bindings at build time
-  fonts-dejavu-core   # the font of the confusion-matrix plots of `gengbao eval`
+  fonts-dejavu-core   # text in images: `gengbao eval` plots, dispatch-package chips
   libopenblas0-openmp # fast BLAS for libtorch's matrix products (see below)
 )
 

@@ -78,13 +78,7 @@ pub fn export_packages(
     let grid = JobGrid::of_dataset(&class_ds, &class_tif)?;
     drop(class_ds);
     let srs = grid.spatial_ref()?;
-    let admin = Admin::load(
-        &cfg.resolve(&cfg.aoi.path),
-        cfg.aoi.layer.as_deref(),
-        &cfg.aoi.code_field,
-        &cfg.aoi.name_field,
-        &srs,
-    )?;
+    let admin = Admin::of_job(cfg, &srs)?;
     let admin = match county {
         Some(code) => admin.only(&[code.to_string()])?,
         None => admin,

@@ -118,6 +118,17 @@ pub struct Admin {
 }
 
 impl Admin {
+    /// Every county of a job's `[aoi]` layer, in `grid_srs`.
+    pub fn of_job(cfg: &crate::config::JobConfig, grid_srs: &SpatialRef) -> Result<Self> {
+        Self::load(
+            &cfg.resolve(&cfg.aoi.path),
+            cfg.aoi.layer.as_deref(),
+            &cfg.aoi.code_field,
+            &cfg.aoi.name_field,
+            grid_srs,
+        )
+    }
+
     /// Loads every county of the layer.
     pub fn load(
         path: &Path,

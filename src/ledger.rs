@@ -203,10 +203,16 @@ pub fn allowed_from(from: Status, by: By) -> Vec<Status> {
 
 /// Ok when `by` may move a patch from `from` to `to`; else the message lists what is allowed.
 pub fn check_transition(from: Status, to: Status, by: By) -> std::result::Result<(), String> {
-    let allowed = allowed_from(from, by);
-    if allowed.contains(&to) {
-        return Ok(());
+    if allowed_from(from, by).contains(&to) {
+        Ok(())
+    } else {
+        Err(refusal(from, to, by))
     }
+}
+
+/// Why `by` cannot move a patch from `from` to `to`, with the statuses it may move it to.
+fn refusal(from: Status, to: Status, by: By) -> String {
+    let allowed = allowed_from(from, by);
     let list = if allowed.is_empty() {
         "none".to_string()
     } else {
@@ -221,12 +227,12 @@ pub fn check_transition(from: Status, to: Status, by: By) -> std::result::Result
         Dispatch => "a dispatch",
         Satellite => "the satellite re-check",
     };
-    Err(format!(
+    format!(
         "cannot go from {} to {}; allowed from {} for {whom}: {list}",
         from.both(),
         to.both(),
         from.both()
-    ))
+    )
 }
 
 /// The shortest chain of steps a county's returned results may take from `from` to `to`
@@ -476,7 +482,19 @@ fn now() -> String {
     chrono::Local::now().format("%Y-%m-%d %H:%M:%S").to_string()
 }
 
-fn geometry_error(path: &Path, e: impl std::fmt::Display) -> Error {
+/// A failed read or write of the ledger.
+fn db_error(path: &Path) -> impl Fn(rusqlite::Error) -> Error + Copy + '_ {
+    move |e| {
+        Error::input(
+            path,
+            e.to_string(),
+            "check free disk space and that no other program holds the ledger",
+        )
+    }
+}
+
+/// A stored record or outline that cannot be read back.
+fn damaged_record(path: &Path, e: impl std::fmt::Display) -> Error {
     Error::input(
         path,
         format!("a stored outline cannot be read: {e}"),
@@ -540,13 +558,7 @@ impl Ledger {
     }
 
     fn db<T>(&self, r: rusqlite::Result<T>) -> Result<T> {
-        r.map_err(|e| {
-            Error::input(
-                &self.path,
-                e.to_string(),
-                "check free disk space and that no other program holds the ledger",
-            )
-        })
+        r.map_err(db_error(&self.path))
     }
 
     /// Records the patches of a period run: re-checks rectified patches of `counties`
@@ -564,8 +576,7 @@ impl Ledger {
         let path = self.path.clone();
         let tx = self.begin()?;
         let summary = record_in(&tx, &path, period, counties, patches, rules, cultivated)?;
-        tx.commit()
-            .map_err(|e| Error::input(&path, e.to_string(), "check free disk space"))?;
+        tx.commit().map_err(db_error(&path))?;
         Ok(summary)
     }
 
@@ -609,8 +620,7 @@ impl Ledger {
             attachments,
             evidence,
         )?;
-        tx.commit()
-            .map_err(|e| Error::input(&path, e.to_string(), "check free disk space"))
+        tx.commit().map_err(db_error(&path))
     }
 
     /// Applies a county's returned results. Every row is checked first; nothing is applied
@@ -658,8 +668,7 @@ impl Ledger {
             }
             report.applied.push((row.tbbh.clone(), steps));
         }
-        tx.commit()
-            .map_err(|e| Error::input(&path, e.to_string(), "check free disk space"))?;
+        tx.commit().map_err(db_error(&path))?;
         Ok(report)
     }
 
@@ -695,8 +704,7 @@ impl Ledger {
             }
         }
         write(&patches)?;
-        tx.commit()
-            .map_err(|e| Error::input(&path, e.to_string(), "check free disk space"))?;
+        tx.commit().map_err(db_error(&path))?;
         Ok(patches)
     }
 
@@ -746,7 +754,7 @@ impl Ledger {
         for row in rows {
             let (period, record) = self.db(row)?;
             let p: Patch =
-                serde_json::from_str(&record).map_err(|e| geometry_error(&self.path, e))?;
+                serde_json::from_str(&record).map_err(|e| damaged_record(&self.path, e))?;
             out.push((period, p.area_m2, p.confidence));
         }
         Ok(out)
@@ -816,7 +824,7 @@ fn entry_in(conn: &Connection, path: &Path, tbbh: &str) -> Result<Entry> {
         entry_from_row,
     )
     .optional()
-    .map_err(|e| Error::input(path, e.to_string(), "check the ledger file"))?
+    .map_err(db_error(path))?
     .ok_or_else(|| {
         Error::usage(
             format!("no patch {tbbh} in {}", path.display()),
@@ -838,10 +846,7 @@ fn transition(
     attachments: &[String],
     evidence: Option<Evidence>,
 ) -> Result<()> {
-    let db = |r: rusqlite::Result<usize>| {
-        r.map(|_| ())
-            .map_err(|e| Error::input(path, e.to_string(), "check free disk space"))
-    };
+    let db = |r: rusqlite::Result<usize>| r.map(|_| ()).map_err(db_error(path));
     db(tx.execute(
         "INSERT INTO history (tbbh, at, who, from_status, to_status, period, note, attachments) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         params![tbbh, now(), who, from.code(), to.code(), period, note, attachments.join("\n")],
@@ -905,24 +910,8 @@ fn plan_row(
     if target == entry.status {
         return Ok(None);
     }
-    let steps = county_path(entry.status, target).ok_or_else(|| {
-        let allowed = allowed_from(entry.status, Inspector);
-        format!(
-            "{tbbh}: cannot go from {} to {}; allowed from {}: {}",
-            entry.status.both(),
-            target.both(),
-            entry.status.both(),
-            if allowed.is_empty() {
-                "none".to_string()
-            } else {
-                allowed
-                    .iter()
-                    .map(|s| s.both())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            }
-        )
-    })?;
+    let steps = county_path(entry.status, target)
+        .ok_or_else(|| format!("{tbbh}: {}", refusal(entry.status, target, Inspector)))?;
     let mut row = row.clone();
     row.tbbh = tbbh.to_string();
     Ok(Some((row, entry.status, steps, evidence)))
@@ -945,7 +934,7 @@ fn record_in(
     rules: &LedgerRules,
     cultivated: &CultivatedShare,
 ) -> Result<PeriodLedger> {
-    let db = |e: rusqlite::Error| Error::input(path, e.to_string(), "check free disk space");
+    let db = db_error(path);
     let period_s = period.to_string();
     let mut summary = PeriodLedger::default();
 
@@ -965,7 +954,7 @@ fn record_in(
         if !counties.contains(&county) {
             continue;
         }
-        let geometry = Geometry::from_wkb(&wkb).map_err(|e| geometry_error(path, e))?;
+        let geometry = Geometry::from_wkb(&wkb).map_err(|e| damaged_record(path, e))?;
         match cultivated(&geometry)? {
             None => summary.recheck_undecided.push(tbbh),
             Some(share) if share >= 0.5 => {
@@ -1055,7 +1044,7 @@ fn record_in(
                             area,
                             accepted_area,
                             geometry: Geometry::from_wkb(&wkb)
-                                .map_err(|e| geometry_error(path, e))?,
+                                .map_err(|e| damaged_record(path, e))?,
                         });
                         known_index.insert(tbbh, known.len() - 1);
                         known.len() - 1
@@ -1089,7 +1078,7 @@ fn record_in(
     let compact = period_s.replace('-', "");
     for (i, p) in patches.iter_mut().enumerate() {
         let env = p.geometry.envelope();
-        let wkb = p.geometry.wkb().map_err(|e| geometry_error(path, e))?;
+        let wkb = p.geometry.wkb().map_err(|e| damaged_record(path, e))?;
         match matched.get(&i) {
             Some(&k) => {
                 let k = &known[k];
@@ -1191,7 +1180,7 @@ fn surface_area(g: &Geometry) -> f64 {
 
 /// The patches seen in `period` in `county`, as recorded then, with their current status.
 fn sighted_in(tx: &Connection, path: &Path, period: &str, county: &str) -> Result<Vec<Patch>> {
-    let db = |e: rusqlite::Error| Error::input(path, e.to_string(), "check the ledger file");
+    let db = db_error(path);
     let mut stmt = tx
         .prepare(
             "SELECT s.record, s.geometry, p.status FROM sightings s JOIN patches p ON p.tbbh = s.tbbh
@@ -1210,8 +1199,8 @@ fn sighted_in(tx: &Connection, path: &Path, period: &str, county: &str) -> Resul
     let mut out = Vec::new();
     for row in rows {
         let (record, wkb, status) = row.map_err(db)?;
-        let mut p: Patch = serde_json::from_str(&record).map_err(|e| geometry_error(path, e))?;
-        p.geometry = Geometry::from_wkb(&wkb).map_err(|e| geometry_error(path, e))?;
+        let mut p: Patch = serde_json::from_str(&record).map_err(|e| damaged_record(path, e))?;
+        p.geometry = Geometry::from_wkb(&wkb).map_err(|e| damaged_record(path, e))?;
         p.status = Status::parse(&status).unwrap_or(Detected);
         out.push(p);
     }

@@ -741,13 +741,7 @@ pub fn run_period(cfg: &JobConfig, period: Period, opts: &RunOptions) -> Result<
             })
         })
         .collect::<Result<Vec<_>>>()?;
-    let all_counties = Admin::load(
-        &cfg.resolve(&cfg.aoi.path),
-        cfg.aoi.layer.as_deref(),
-        &cfg.aoi.code_field,
-        &cfg.aoi.name_field,
-        &grid_srs,
-    )?;
+    let all_counties = Admin::of_job(cfg, &grid_srs)?;
     // The grid always covers the whole job, so that archives line up whatever is run.
     let grid = JobGrid::covering(
         grid_srs.to_wkt()?,
