@@ -19,6 +19,12 @@ layer = "counties"              # optional: the first layer when omitted
 code_field = "XZQDM"            # 6-digit county code (行政区代码)
 name_field = "XZQMC"            # county name (行政区名称)
 
+# [townships]                   # optional: township (乡镇) boundaries; patches then carry
+# path = "townships.gpkg"       # their township (XZDM/XZMC), reports total by township
+# layer = "townships"
+# code_field = "XZQDM"          # 9-digit township code
+# name_field = "XZQMC"
+
 [farmland]                      # cultivated-land (耕地) parcels: the area that is watched
 path = "farmland.gpkg"
 layer = "farmland"
@@ -78,6 +84,8 @@ threads = 0                     # 0 = all cores
 pub struct JobConfig {
     pub job: JobSection,
     pub aoi: AoiSection,
+    /// Township boundaries, the same shape of layer as `[aoi]`.
+    pub townships: Option<AoiSection>,
     pub farmland: FarmlandSection,
     pub imagery: ImagerySection,
     pub grid: GridSection,

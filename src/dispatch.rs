@@ -14,6 +14,7 @@
 //! Packages are staged and moved into place whole; the ledger marks new patches dispatched in
 //! the same step, so a failed export changes nothing.
 
+use crate::change::ChangeType;
 use crate::composite;
 use crate::config::JobConfig;
 use crate::error::{Error, GdalContext, Result};
@@ -53,13 +54,17 @@ pub struct PackageSummary {
     pub dir: PathBuf,
     pub patches: usize,
     pub files: Vec<String>,
+    /// The package as one zip beside the folder, when asked for.
+    pub zip: Option<PathBuf>,
 }
 
-/// Writes the dispatch packages of `period`: of one county, or of every county of the job.
+/// Writes the dispatch packages of `period`: of one county, or of every county of the job;
+/// with `zip`, also `<county>.zip` beside each folder.
 pub fn export_packages(
     cfg: &JobConfig,
     period: Period,
     county: Option<&str>,
+    zip: bool,
 ) -> Result<Vec<PackageSummary>> {
     let archive = period_dir(cfg, period);
     if !archive.join("summary.json").exists() {
@@ -103,7 +108,9 @@ pub fn export_packages(
             .join("dispatch")
             .join(period.to_string())
             .join(&c.code);
+        let zip_target = zip.then(|| target.with_extension("zip"));
         let staging = StagingDir::beside(&target)?;
+        let zip_staging = zip_target.as_deref().map(StagingDir::beside).transpose()?;
         let mut files = Vec::new();
         let patches = ledger.dispatch(period, &c.code, |patches| {
             files = write_package(
@@ -116,17 +123,90 @@ pub fn export_packages(
                 &class_tif,
                 &flags_tif,
             )?;
+            if let Some(z) = &zip_staging {
+                let folder = target
+                    .file_name()
+                    .expect("a county folder")
+                    .to_string_lossy();
+                zip_folder(
+                    staging.path(),
+                    &folder,
+                    period,
+                    &z.path().join("package.zip"),
+                )?;
+            }
             Ok(())
         })?;
         staging.replace(&target)?;
+        if let (Some(z), Some(zip_target)) = (zip_staging, &zip_target) {
+            z.move_entry("package.zip", zip_target)?;
+        }
         out.push(PackageSummary {
             county: c.code.clone(),
             dir: target,
             patches: patches.len(),
             files,
+            zip: zip_target,
         });
     }
     Ok(out)
+}
+
+/// Zips every file under `dir` into `zip_path`, inside a folder `folder`. Entries are sorted and
+/// dated the period's last day, so the same package gives the same bytes.
+fn zip_folder(dir: &Path, folder: &str, period: Period, zip_path: &Path) -> Result<()> {
+    use chrono::Datelike;
+    use std::io::Write;
+    use zip::write::SimpleFileOptions;
+    let err =
+        |e: zip::result::ZipError| Error::input(zip_path, e.to_string(), "check free disk space");
+    let day = period.last_day();
+    let stamp = zip::DateTime::from_date_and_time(
+        day.year() as u16,
+        day.month() as u8,
+        day.day() as u8,
+        0,
+        0,
+        0,
+    )
+    .map_err(|_| {
+        Error::input(
+            zip_path,
+            format!("{day} cannot be a zip date"),
+            "use a period after 1980",
+        )
+    })?;
+    let options = SimpleFileOptions::default()
+        .compression_method(zip::CompressionMethod::Deflated)
+        .last_modified_time(stamp)
+        .unix_permissions(0o644);
+    let mut files = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(d) = pending.pop() {
+        for entry in std::fs::read_dir(&d).map_err(|e| Error::io(&d, e))? {
+            let path = entry.map_err(|e| Error::io(&d, e))?.path();
+            if path.is_dir() {
+                pending.push(path);
+            } else {
+                files.push(path);
+            }
+        }
+    }
+    files.sort();
+    let file = std::fs::File::create(zip_path).map_err(|e| Error::io(zip_path, e))?;
+    let mut writer = zip::ZipWriter::new(std::io::BufWriter::new(file));
+    for path in files {
+        let relative = path.strip_prefix(dir).expect("found under dir");
+        let name = format!("{folder}/{}", relative.to_string_lossy());
+        writer.start_file(name, options).map_err(err)?;
+        let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
+        writer
+            .write_all(&bytes)
+            .map_err(|e| Error::io(zip_path, e))?;
+    }
+    let mut out = writer.finish().map_err(err)?;
+    out.flush().map_err(|e| Error::io(zip_path, e))?;
+    out.get_ref().sync_all().map_err(|e| Error::io(zip_path, e))
 }
 
 /// Writes every file of one county's package into `dir`; returns their names.
@@ -288,6 +368,62 @@ fn escape(s: &str) -> String {
         .replace('"', "&quot;")
 }
 
+/// Count and 亩 of each change type per township, for the report; a note when the job gives no
+/// township layer (every patch then has empty township fields).
+fn township_table(patches: &[Patch]) -> String {
+    const TYPES: [ChangeType; 3] = [ChangeType::FNH, ChangeType::FLH, ChangeType::PH];
+    if patches.iter().all(|p| p.township_code.is_empty()) {
+        return "<h2>按乡镇汇总</h2>\n<p>任务配置未给出乡镇界线（[townships]），不按乡镇汇总。</p>\n"
+            .to_string();
+    }
+    // Patches outside every township sort last under an explicit label.
+    // (outside every township, code) -> (name, (count, m²) per type)
+    type Row<'a> = (&'a str, [(usize, f64); 3]);
+    let mut rows: BTreeMap<(bool, &str), Row> = BTreeMap::new();
+    for p in patches {
+        let outside = p.township_code.is_empty();
+        let row = rows
+            .entry((outside, p.township_code.as_str()))
+            .or_insert((p.township_name.as_str(), [(0, 0.0); 3]));
+        let t = TYPES
+            .iter()
+            .position(|t| *t == p.change)
+            .expect("a change type");
+        row.1[t].0 += 1;
+        row.1[t].1 += p.area_m2;
+    }
+    let mut h = "<h2>按乡镇汇总</h2>\n<table>\n<tr><th rowspan=\"2\">乡镇</th>".to_string();
+    for t in TYPES {
+        h += &format!("<th colspan=\"2\">{}</th>", t.label_zh());
+    }
+    h += "<th colspan=\"2\">合计</th></tr>\n<tr>";
+    h += &"<th>图斑数</th><th>面积（亩）</th>".repeat(TYPES.len() + 1);
+    h += "</tr>\n";
+    let cells = |counts: &[(usize, f64); 3]| {
+        let (n, a) = counts.iter().fold((0, 0.0), |s, c| (s.0 + c.0, s.1 + c.1));
+        counts
+            .iter()
+            .chain(std::iter::once(&(n, a)))
+            .map(|(n, a)| {
+                format!(
+                    "<td class=\"n\">{n}</td><td class=\"n\">{:.2}</td>",
+                    a / SQM_PER_MU
+                )
+            })
+            .collect::<String>()
+    };
+    for ((outside, code), (name, counts)) in &rows {
+        let label = if *outside {
+            "乡镇界外".to_string()
+        } else {
+            format!("{}（{}）", escape(name), escape(code))
+        };
+        h += &format!("<tr><td>{label}</td>{}</tr>\n", cells(counts));
+    }
+    h += "</table>\n";
+    h
+}
+
 fn write_report(
     path: &Path,
     county: &County,
@@ -347,16 +483,18 @@ fn write_report(
         mu(total.2),
         mu(total.3)
     );
+    h += &township_table(patches);
     h += "<h2>总览图</h2>\n<p class=\"legend\">";
     for (flag, label) in [(1u8, "非农化"), (2, "非粮化"), (3, "撂荒")] {
         let [r, g, b] = flag_colour(flag).expect("a change flag");
         h += &format!("<span style=\"background:rgb({r},{g},{b})\"></span>{label}");
     }
     h += "</p>\n<img src=\"overview.png\" alt=\"总览图\" style=\"max-width:100%\">\n";
-    h += "<h2>图斑清单</h2>\n<table>\n<tr><th>图斑编号</th><th>变化类型</th><th>前地类 → 后地类</th><th>面积（亩）</th><th>首次发现</th><th>持续期次</th><th>置信度</th><th>经度, 纬度</th><th>状态</th><th>影像（前 / 后）</th></tr>\n";
+    h += "<h2>图斑清单</h2>\n<table>\n<tr><th>图斑编号</th><th>乡镇</th><th>变化类型</th><th>前地类 → 后地类</th><th>面积（亩）</th><th>首次发现</th><th>持续期次</th><th>置信度</th><th>经度, 纬度</th><th>状态</th><th>影像（前 / 后）</th></tr>\n";
     for p in patches {
         h += &format!(
-            "<tr><td>{tbbh}</td><td>{}</td><td>{} → {}</td><td class=\"n\">{:.2}</td><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{:.2}</td><td>{:.6}, {:.6}</td><td>{}</td><td><a href=\"chips/{tbbh}.png\"><img src=\"chips/{tbbh}.png\" alt=\"{tbbh}\" width=\"320\"></a></td></tr>\n",
+            "<tr><td>{tbbh}</td><td>{}</td><td>{}</td><td>{} → {}</td><td class=\"n\">{:.2}</td><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{:.2}</td><td>{:.6}, {:.6}</td><td>{}</td><td><a href=\"chips/{tbbh}.png\"><img src=\"chips/{tbbh}.png\" alt=\"{tbbh}\" width=\"320\"></a></td></tr>\n",
+            escape(&p.township_name),
             p.change.label_zh(),
             p.before.label_zh(),
             p.after.label_zh(),

@@ -41,6 +41,12 @@ pub const PATCH_FIELDS: &[(FieldSpec, PatchValue)] = &[
     (field("XZQMC", OFTString, 60, "行政区名称"), |p| {
         S(p.county_name.clone())
     }),
+    (field("XZDM", OFTString, 12, "乡镇代码"), |p| {
+        S(p.township_code.clone())
+    }),
+    (field("XZMC", OFTString, 60, "乡镇名称"), |p| {
+        S(p.township_name.clone())
+    }),
     (field("BHLX", OFTString, 4, "变化类型"), |p| {
         S(p.change.code().into())
     }),

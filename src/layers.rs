@@ -120,27 +120,38 @@ pub struct Admin {
 impl Admin {
     /// Every county of a job's `[aoi]` layer, in `grid_srs`.
     pub fn of_job(cfg: &crate::config::JobConfig, grid_srs: &SpatialRef) -> Result<Self> {
-        Self::load(
-            &cfg.resolve(&cfg.aoi.path),
-            cfg.aoi.layer.as_deref(),
-            &cfg.aoi.code_field,
-            &cfg.aoi.name_field,
-            grid_srs,
-        )
+        Self::load(cfg, &cfg.aoi, "aoi", grid_srs)
     }
 
-    /// Loads every county of the layer.
-    pub fn load(
-        path: &Path,
-        layer_name: Option<&str>,
-        code_field: &str,
-        name_field: &str,
+    /// The job's `[townships]` layer, when it has one: units with the same code and name
+    /// fields as counties, one level down.
+    pub fn townships_of_job(
+        cfg: &crate::config::JobConfig,
+        grid_srs: &SpatialRef,
+    ) -> Result<Option<Self>> {
+        cfg.townships
+            .as_ref()
+            .map(|t| Self::load(cfg, t, "townships", grid_srs))
+            .transpose()
+    }
+
+    /// Loads every unit of the layer that config section `[section]` names.
+    fn load(
+        cfg: &crate::config::JobConfig,
+        section_cfg: &crate::config::AoiSection,
+        section: &str,
         grid_srs: &SpatialRef,
     ) -> Result<Self> {
+        let path = &cfg.resolve(&section_cfg.path);
+        let (code_field, name_field) = (&section_cfg.code_field, &section_cfg.name_field);
+        let (unit, example) = match section {
+            "aoi" => ("county", "320901"),
+            _ => ("township", "320901001"),
+        };
         let ds = open_vector(path)?;
-        let mut lyr = layer(&ds, path, layer_name)?;
-        require_field(&lyr, path, code_field, "[aoi] code_field")?;
-        require_field(&lyr, path, name_field, "[aoi] name_field")?;
+        let mut lyr = layer(&ds, path, section_cfg.layer.as_deref())?;
+        require_field(&lyr, path, code_field, &format!("[{section}] code_field"))?;
+        require_field(&lyr, path, name_field, &format!("[{section}] name_field"))?;
         let to_grid = CoordTransform::new(&layer_srs(&lyr, path)?, grid_srs).in_file(
             path,
             "the layer's CRS cannot be transformed to the job CRS: check both",
@@ -161,8 +172,8 @@ impl Admin {
             {
                 return Err(Error::input(
                     path,
-                    format!("county code `{code}` in field {code_field} is empty or has characters other than letters, digits, _ and -"),
-                    "give every county its administrative code (XZQDM), e.g. 320901",
+                    format!("{unit} code `{code}` in field {code_field} is empty or has characters other than letters, digits, _ and -"),
+                    format!("give every {unit} its administrative code (XZQDM), e.g. {example}"),
                 ));
             }
             let g = g
@@ -174,7 +185,7 @@ impl Admin {
                     let merged = prev.union(&g).ok_or_else(|| {
                         Error::input(
                             path,
-                            format!("the parts of county {code} cannot be merged"),
+                            format!("the parts of {unit} {code} cannot be merged"),
                             "repair the geometries (e.g. `ogr2ogr -makevalid`)",
                         )
                     })?;
@@ -192,8 +203,8 @@ impl Admin {
         if counties.is_empty() {
             return Err(Error::input(
                 path,
-                "the area of interest is empty: the admin layer has no county polygons",
-                "give an admin layer with one polygon per county",
+                format!("the area of interest is empty: the [{section}] layer has no {unit} polygons"),
+                format!("give a layer with one polygon per {unit}"),
             ));
         }
         Ok(Admin {
@@ -241,6 +252,35 @@ impl Admin {
             }
         }
         Ok(false)
+    }
+
+    /// Gives each patch the unit (township) that holds most of its area; patches outside every
+    /// unit keep empty township fields. Ties go to the lower code.
+    pub fn name_townships(&self, patches: &mut [crate::patches::Patch]) -> Result<()> {
+        let units: Vec<(&County, Geometry)> = self
+            .counties
+            .iter()
+            .map(|u| Ok((u, Geometry::from_wkb(&u.wkb)?)))
+            .collect::<Result<_>>()?;
+        for p in patches.iter_mut() {
+            let e = p.geometry.envelope();
+            let mut best: Option<(&County, f64)> = None;
+            for (unit, g) in &units {
+                let u = unit.envelope;
+                if u.0 > e.MaxX || u.2 < e.MinX || u.1 > e.MaxY || u.3 < e.MinY {
+                    continue;
+                }
+                let shared = p.geometry.intersection(g).map_or(0.0, |i| i.area());
+                if shared > 0.0 && best.is_none_or(|(_, a)| shared > a) {
+                    best = Some((unit, shared));
+                }
+            }
+            if let Some((unit, _)) = best {
+                p.township_code = unit.code.clone();
+                p.township_name = unit.name.clone();
+            }
+        }
+        Ok(())
     }
 
     pub fn envelope(&self) -> Result<Bounds> {

@@ -163,6 +163,9 @@ enum Command {
         /// Only this county (XZQDM).
         #[arg(long)]
         county: Option<String>,
+        /// Also write each county's package as one zip beside its folder.
+        #[arg(long)]
+        zip: bool,
     },
     /// The patch ledger: list, show, change status, history, import a county's results.
     Ledger {
@@ -609,7 +612,7 @@ fn main_inner(cli: Cli) -> Result<u8> {
             let cfg = JobConfig::load(&city.job_config)?;
             let last = *city.periods.last().expect("periods");
             println!("\ndispatch packages of the latest period ({last}):");
-            for s in export_packages(&cfg, last, None)? {
+            for s in export_packages(&cfg, last, None, false)? {
                 println!(
                     "   {} ({} patches, open report.html)",
                     s.dir.display(),
@@ -723,14 +726,18 @@ fn main_inner(cli: Cli) -> Result<u8> {
             config,
             period,
             county,
+            zip,
         } => {
             let cfg = JobConfig::load(&config)?;
-            for s in export_packages(&cfg, period.parse()?, county.as_deref())? {
+            for s in export_packages(&cfg, period.parse()?, county.as_deref(), zip)? {
                 println!(
-                    "{} {period}: {} patches -> {}",
+                    "{} {period}: {} patches -> {}{}",
                     s.county,
                     s.patches,
-                    s.dir.display()
+                    s.dir.display(),
+                    s.zip
+                        .map(|z| format!(" and {}", z.display()))
+                        .unwrap_or_default()
                 );
             }
         }

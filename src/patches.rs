@@ -39,6 +39,11 @@ pub struct Patch {
     pub tbbh: String,
     pub county_code: String,
     pub county_name: String,
+    /// 乡镇: the township holding most of the patch, when the job gives townships.
+    #[serde(default)]
+    pub township_code: String,
+    #[serde(default)]
+    pub township_name: String,
     pub change: ChangeType,
     pub before: LandCover,
     pub after: LandCover,
@@ -198,6 +203,8 @@ pub fn build(
             tbbh: String::new(),
             county_code: county.code.clone(),
             county_name: county.name.clone(),
+            township_code: String::new(),
+            township_name: String::new(),
             change,
             before: LandCover::from_code(majority(&before)),
             after: LandCover::from_code(majority(&now)),

@@ -934,6 +934,9 @@ pub fn run_period(cfg: &JobConfig, period: Period, opts: &RunOptions) -> Result<
     let mut all_patches =
         change.into_patches(&grid, &admin, &info, |t| cfg.min_area_for(t.code()))?;
     farmland.name_parcels(&mut all_patches)?;
+    if let Some(townships) = Admin::townships_of_job(cfg, &grid_srs)? {
+        townships.name_townships(&mut all_patches)?;
+    }
     // Stable numbers and statuses from the ledger, which also re-checks rectified patches
     // against this period's land cover.
     let class_path = staging.path().join("class.tif");

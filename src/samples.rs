@@ -3,6 +3,8 @@
 //!
 //! Gives, under the output folder:
 //! - `admin.gpkg` (layer `counties`: XZQDM, XZQMC): two counties split by a wavy border;
+//! - `townships.gpkg` (layer `townships`: XZQDM, XZQMC): each county cut into a northern and a
+//!   southern township;
 //! - `farmland.gpkg` (layer `farmland`: BSM, DLBM 0101/0102/0103, DLMC, JBNT): field parcels;
 //! - `imagery/<acquisition>/T50SKE_<date>_<band>_<res>.tif`: Sentinel-2 L2A-like acquisitions,
 //!   four per bimonthly period, bands B02 B03 B04 B08 at 10 m and B05 B06 B07 B8A B11 B12 and
@@ -765,6 +767,23 @@ fn rect_polygon(r: (usize, usize, usize, usize)) -> Result<Geometry> {
     ))?)
 }
 
+/// The config text with the commented-out section `header` switched on: its header line and
+/// the commented lines that follow it, up to a blank line.
+fn uncomment_section(config: &str, header: &str) -> String {
+    let mut inside = false;
+    let mut out = String::new();
+    for line in config.lines() {
+        if line.starts_with(&format!("# {header}")) {
+            inside = true;
+        } else if !line.starts_with("# ") {
+            inside = false;
+        }
+        out += if inside { &line[2..] } else { line };
+        out += "\n";
+    }
+    out
+}
+
 /// Generates the sample city into `out` (replacing it).
 pub fn generate(out: &Path, opts: &SampleOptions) -> Result<SampleCity> {
     if opts.size < 128 || opts.periods < 3 {
@@ -845,7 +864,46 @@ fn write_city(dir: &Path, opts: &SampleOptions) -> Result<CityParts> {
         "counties",
         &srs,
         &[text("XZQDM", "行政区代码"), text("XZQMC", "行政区名称")],
-        counties,
+        counties.clone(),
+        "UTF-8",
+    )?;
+    // Townships: each county's part north and south of the middle row.
+    let middle = ORIGIN.1 - opts.size as f64 * RES / 2.0;
+    let (x0, x1) = (ORIGIN.0, ORIGIN.0 + opts.size as f64 * RES);
+    let halves = [
+        ("北", Geometry::bbox(x0, middle, x1, ORIGIN.1)?),
+        (
+            "南",
+            Geometry::bbox(x0, ORIGIN.1 - opts.size as f64 * RES, x1, middle)?,
+        ),
+    ];
+    let mut townships = Vec::new();
+    for (county, values) in &counties {
+        let (FieldValue::StringValue(code), FieldValue::StringValue(name)) =
+            (&values[0], &values[1])
+        else {
+            unreachable!("counties are written with text codes and names")
+        };
+        for (k, (side, half)) in halves.iter().enumerate() {
+            let part = county.intersection(half).ok_or_else(|| {
+                Error::usage("a county cannot be cut into townships", "report this bug")
+            })?;
+            townships.push((
+                part,
+                vec![
+                    FieldValue::StringValue(format!("{code}{:03}", k + 1)),
+                    FieldValue::StringValue(format!("{}{side}镇", name.trim_end_matches('县'))),
+                ],
+            ));
+        }
+    }
+    write_layer(
+        &dir.join("townships.gpkg"),
+        Format::GeoPackage,
+        "townships",
+        &srs,
+        &[text("XZQDM", "行政区代码"), text("XZQMC", "行政区名称")],
+        townships,
         "UTF-8",
     )?;
     let parcels = land
@@ -996,7 +1054,7 @@ fn write_city(dir: &Path, opts: &SampleOptions) -> Result<CityParts> {
         )
     })?;
 
-    let config = EXAMPLE.replace(
+    let config = uncomment_section(EXAMPLE, "[townships]").replace(
         "tile_size = 512 ",
         &format!("tile_size = {} ", opts.tile_size),
     );

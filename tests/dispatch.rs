@@ -35,6 +35,20 @@ fn field_values(path: &Path, field: &str) -> Vec<(String, String)> {
         .collect()
 }
 
+/// Every file under `dir`.
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let path = e.unwrap().path();
+        if path.is_dir() {
+            files.extend(walk(&path));
+        } else {
+            files.push(path);
+        }
+    }
+    files
+}
+
 /// Writes `rows` (header first) as the inspector's saved workbook.
 fn save_xlsx(path: &Path, rows: &[Vec<String>]) {
     let mut book = rust_xlsxwriter::Workbook::new();
@@ -102,10 +116,33 @@ fn packages_round_trip_and_the_ledger_follows_patches_across_periods() {
         .max_by(|a, b| a.area().total_cmp(&b.area()))
         .expect("an untouched parcel");
 
-    // Package of the second period.
-    let packages = export_packages(&cfg, p2, Some(county)).unwrap();
+    // Package of the second period, with its zip.
+    let packages = export_packages(&cfg, p2, Some(county), true).unwrap();
     assert_eq!(packages.len(), 1);
     let dir = &packages[0].dir;
+    let zip_path = packages[0].zip.clone().expect("a zip was asked for");
+    let mut zipped = zip::ZipArchive::new(std::fs::File::open(&zip_path).unwrap()).unwrap();
+    let folder = dir.file_name().unwrap().to_str().unwrap();
+    let mut on_disk: Vec<String> = walk(dir)
+        .iter()
+        .map(|f| format!("{folder}/{}", f.strip_prefix(dir).unwrap().display()))
+        .collect();
+    on_disk.sort();
+    let mut in_zip: Vec<String> = zipped.file_names().map(String::from).collect();
+    in_zip.sort();
+    assert_eq!(in_zip, on_disk, "the zip holds the whole folder");
+    let mut xlsx = Vec::new();
+    std::io::Read::read_to_end(
+        &mut zipped
+            .by_name(&format!("{folder}/TB_{county}_{p2}.xlsx"))
+            .unwrap(),
+        &mut xlsx,
+    )
+    .unwrap();
+    assert_eq!(
+        xlsx,
+        std::fs::read(dir.join(format!("TB_{county}_{p2}.xlsx"))).unwrap()
+    );
     let stem = format!("TB_{county}_{p2}");
     for f in [
         "gpkg", "shp", "shx", "dbf", "prj", "cpg", "geojson", "xlsx", "csv",
@@ -131,8 +168,8 @@ fn packages_round_trip_and_the_ledger_follows_patches_across_periods() {
     let mut layer = shp.layer(0).unwrap();
     let names: Vec<String> = layer.defn().fields().map(|f| f.name()).collect();
     for n in [
-        "TBBH", "XZQDM", "XZQMC", "BHLX", "BHLXMC", "TBMJ", "TBMJM", "ZT", "HCJG", "JZLX", "ZGZT",
-        "BZ", "FJ",
+        "TBBH", "XZQDM", "XZQMC", "XZDM", "XZMC", "BHLX", "BHLXMC", "TBMJ", "TBMJM", "ZT", "HCJG",
+        "JZLX", "ZGZT", "BZ", "FJ",
     ] {
         assert!(names.iter().any(|x| x == n), "{n} missing from {names:?}");
     }
@@ -142,9 +179,34 @@ fn packages_round_trip_and_the_ledger_follows_patches_across_periods() {
         layer.spatial_ref().unwrap().auth_code().unwrap(),
         grid_srs.auth_code().unwrap()
     );
+    let townships = Dataset::open(city.dir.join("townships.gpkg")).unwrap();
+    let township_shapes: Vec<(String, String, gdal::vector::Geometry)> = townships
+        .layer(0)
+        .unwrap()
+        .features()
+        .map(|f| {
+            (
+                text(&f, "XZQDM").unwrap(),
+                text(&f, "XZQMC").unwrap(),
+                f.geometry().unwrap().clone(),
+            )
+        })
+        .collect();
+    let mut per_township: std::collections::BTreeMap<String, (String, usize)> = Default::default();
     let mut rows = 0;
     for f in layer.features() {
         rows += 1;
+        // The township is the one holding most of the patch (of the two in its county).
+        let (code, name) = (text(&f, "XZDM").unwrap(), text(&f, "XZMC").unwrap());
+        let outline = f.geometry().unwrap();
+        let (_, expected_name, shape) = township_shapes
+            .iter()
+            .find(|t| t.0 == code)
+            .unwrap_or_else(|| panic!("XZDM {code} is not a township of the job"));
+        assert!(code.starts_with(county) && *expected_name == name);
+        let shared = outline.intersection(shape).map_or(0.0, |g| g.area());
+        assert!(shared >= 0.5 * outline.area(), "{code} holds {shared} m²");
+        per_township.entry(code).or_insert((name, 0)).1 += 1;
         let area = f
             .field_as_double(f.field_index("TBMJ").unwrap())
             .unwrap()
@@ -165,6 +227,17 @@ fn packages_round_trip_and_the_ledger_follows_patches_across_periods() {
         assert!(text(&f, "BHLXMC").is_some_and(|v| !v.is_empty()));
     }
     assert_eq!(rows, packages[0].patches);
+    // The report totals each township: its row ends with the patch count and area in 亩.
+    assert!(report.contains("按乡镇汇总"));
+    for (code, (name, n)) in &per_township {
+        let row = report
+            .lines()
+            .find(|l| l.starts_with(&format!("<tr><td>{name}（{code}）</td>")))
+            .unwrap_or_else(|| panic!("no report row for {name}"));
+        let cells: Vec<&str> = row.split("<td class=\"n\">").skip(1).collect();
+        assert_eq!(cells.len(), 8, "{row}");
+        assert!(cells[6].starts_with(&format!("{n}<")), "{row}: {n} patches");
+    }
 
     // The Excel list filled in by the county and imported back.
     let rows_of = |path: &Path| -> Vec<Vec<String>> {
@@ -314,7 +387,7 @@ fn packages_round_trip_and_the_ledger_follows_patches_across_periods() {
     );
     drop(ledger);
 
-    let packages = export_packages(&cfg, p3, Some(county)).unwrap();
+    let packages = export_packages(&cfg, p3, Some(county), false).unwrap();
     let sent: Vec<String> = field_values(
         &packages[0].dir.join(format!("TB_{county}_{p3}.gpkg")),
         "ZT",

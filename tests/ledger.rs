@@ -29,6 +29,8 @@ fn patch(x: f64, y: f64, side: f64, period: &str) -> Patch {
         tbbh: String::new(),
         county_code: COUNTY.into(),
         county_name: "西河县".into(),
+        township_code: String::new(),
+        township_name: String::new(),
         change: ChangeType::FNH,
         before: LandCover::Grain,
         after: LandCover::Built,
