@@ -99,9 +99,10 @@ impl Rules {
         }
     }
 
-    /// Two images judged as given: FNH and FLH at first sight, PH never (it needs a year).
-    pub fn two_dates() -> Self {
-        Rules::new(1, 1, usize::MAX)
+    /// Two images judged as given: FNH and FLH at first sight; PH only when the pair is taken
+    /// as evidence of abandonment ([`pair_cultivation`]), else never (it needs a year).
+    pub fn two_dates(abandonment: bool) -> Self {
+        Rules::new(1, 1, if abandonment { 1 } else { usize::MAX })
     }
 
     pub fn min_periods(&self, t: ChangeType) -> usize {
@@ -148,6 +149,12 @@ pub fn signals(before: u8, now: u8, cultivation: Option<bool>) -> [bool; 3] {
         matches!(now, NonGrain | Forest | Water) && before == Grain,
         was_crop && !matches!(now, Built | Water | NoData) && cultivation == Some(false),
     ]
+}
+
+/// Whether the later image of a pair shows cultivation, for PH from two dates: land that was
+/// cropland and is now grass or shrub does not; any other cover does (or is another change).
+pub fn pair_cultivation(now: u8) -> Option<bool> {
+    Some(LandCover::from_code(now) != LandCover::Grass)
 }
 
 /// The runs up to now from those up to the period before and this period's signals.

@@ -86,6 +86,11 @@ pub trait Classifier: Send + Sync {
     /// Short version id written into every patch (`MXBB`).
     fn version(&self) -> &str;
     fn classify(&self, input: &ClassifierInput) -> Result<Classified>;
+    /// Whether the confidence is the model's probability of the class (a learned model), not
+    /// a rule's margin: only a probability can be held to a threshold such as detect's.
+    fn probabilistic(&self) -> bool {
+        false
+    }
 }
 
 fn sure(margin: f32, scale: f32) -> f32 {
@@ -720,6 +725,10 @@ fn load_model(card: &ModelCard, path: &Path, bytes: &[u8]) -> Result<TorchModel>
 impl Classifier for TorchClassifier {
     fn version(&self) -> &str {
         &self.version
+    }
+
+    fn probabilistic(&self) -> bool {
+        true
     }
 
     fn classify(&self, input: &ClassifierInput) -> Result<Classified> {

@@ -1,6 +1,7 @@
 //! The job's vector inputs: county boundaries (the area of interest) and cultivated-land
 //! parcels (the watched area and its baseline), opened with checks that name the file and the
-//! fix, and burnt onto tile windows of the job grid.
+//! fix, and burnt onto tile windows of the job grid; labelled points for training, as grid
+//! pixels.
 
 use crate::error::{Error, GdalContext, Result};
 use crate::grid::{Bounds, JobGrid, Window};
@@ -66,6 +67,58 @@ fn layer_srs(layer: &Layer, path: &Path) -> Result<SpatialRef> {
     })?;
     srs.set_axis_mapping_strategy(AxisMappingStrategy::TraditionalGisOrder);
     Ok(srs)
+}
+
+/// A labelled pixel of the grid: column, row and gengbao class code.
+pub type LabelledPixel = (usize, usize, u8);
+
+/// The points of a vector file as grid pixels with their class (integer field `class_field`,
+/// gengbao codes 1..6). Points outside the grid are left out; a point without a class or with
+/// a code outside 1..6 is an error naming its feature.
+pub fn labelled_points(
+    path: &Path,
+    class_field: &str,
+    grid: &JobGrid,
+) -> Result<Vec<LabelledPixel>> {
+    let ds = open_vector(path)?;
+    let mut lyr = layer(&ds, path, None)?;
+    require_field(&lyr, path, class_field, "--sample-class-field")?;
+    let to_grid = CoordTransform::new(&layer_srs(&lyr, path)?, &grid.spatial_ref()?).in_file(
+        path,
+        "the layer's CRS cannot be transformed to the image's: check both",
+    )?;
+    let mut pixels = Vec::new();
+    for f in lyr.features() {
+        let fid = f.fid().unwrap_or_default();
+        let class = field_string(&f, class_field)
+            .and_then(|v| v.trim().parse::<u8>().ok())
+            .filter(|c| (1..=6).contains(c))
+            .ok_or_else(|| {
+                Error::input(
+                    path,
+                    format!("feature {fid} has no class 1..6 in field {class_field}"),
+                    "label every point with a gengbao class code: 1 grain, 2 non-grain crop, 3 built-up, 4 water, 5 grass/shrub, 6 forest",
+                )
+            })?;
+        let Some(g) = f.geometry() else { continue };
+        let g = g
+            .transform(&to_grid)
+            .in_file(path, "check the layer's CRS")?;
+        let (x, y, _) = g.get_point(0);
+        let col = ((x - grid.origin_x) / grid.resolution).floor();
+        let row = ((grid.origin_y - y) / grid.resolution).floor();
+        if col >= 0.0 && row >= 0.0 && (col as usize) < grid.width && (row as usize) < grid.height {
+            pixels.push((col as usize, row as usize, class));
+        }
+    }
+    if pixels.is_empty() {
+        return Err(Error::input(
+            path,
+            "has no labelled point on the image",
+            "give points inside the image, in any CRS GDAL can transform",
+        ));
+    }
+    Ok(pixels)
 }
 
 fn field_string(f: &gdal::vector::Feature, name: &str) -> Option<String> {
@@ -203,7 +256,9 @@ impl Admin {
         if counties.is_empty() {
             return Err(Error::input(
                 path,
-                format!("the area of interest is empty: the [{section}] layer has no {unit} polygons"),
+                format!(
+                    "the area of interest is empty: the [{section}] layer has no {unit} polygons"
+                ),
                 format!("give a layer with one polygon per {unit}"),
             ));
         }

@@ -105,6 +105,26 @@ enum Command {
         /// of the index baseline.
         #[arg(long)]
         model: Option<PathBuf>,
+        /// Labelled points on the earlier image (vector file, class codes 1..6 in
+        /// --sample-class-field): a model is trained on them for that image.
+        #[arg(long)]
+        samples_before: Option<PathBuf>,
+        /// Labelled points on the later image.
+        #[arg(long)]
+        samples_after: Option<PathBuf>,
+        #[arg(long, default_value = "class")]
+        sample_class_field: String,
+        /// Flag 撂荒 (PH) from the pair: cropland before, grass or shrub after. Use it when the
+        /// later image is in the growing season, when a field still farmed shows a crop or
+        /// tillage; the year-long rule needs `gengbao run` over periods.
+        #[arg(long)]
+        abandonment: bool,
+        /// A pixel changes only when a learned model is at least this sure (0..1) of both its
+        /// classes (the index rules' confidence is not a probability and is not held to it).
+        #[arg(long, default_value_t = gengbao::detect::DEFAULT_MIN_CONFIDENCE)]
+        min_confidence: f32,
+        #[arg(long)]
+        quiet: bool,
     },
     /// List the periods that are done, due or missing imagery; or print timer entries.
     Schedule {
@@ -633,6 +653,12 @@ fn main_inner(cli: Cli) -> Result<u8> {
             out,
             min_area,
             model,
+            samples_before,
+            samples_after,
+            sample_class_field,
+            abandonment,
+            min_confidence,
+            quiet,
         } => {
             let s = detect(&DetectOptions {
                 before,
@@ -643,6 +669,12 @@ fn main_inner(cli: Cli) -> Result<u8> {
                 out: out.clone(),
                 min_area_m2: min_area,
                 model,
+                samples_before,
+                samples_after,
+                sample_class_field,
+                abandonment,
+                min_confidence,
+                quiet,
             })?;
             println!("{}", s.human());
             println!("   results: {}", out.display());
@@ -752,6 +784,12 @@ fn main_inner(cli: Cli) -> Result<u8> {
 }
 
 fn main() -> ExitCode {
+    // GDAL's block cache defaults to 5 % of RAM and fills up over a pass (1.2 GiB of a
+    // 24 GiB machine, most of the peak memory of an 8192 x 8192 detection). Each stage reads
+    // a block once, so a bounded cache costs no time. GDAL_CACHEMAX in the environment wins.
+    if std::env::var_os("GDAL_CACHEMAX").is_none() {
+        let _ = gdal::config::set_config_option("GDAL_CACHEMAX", "256");
+    }
     match main_inner(Cli::parse()) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {

@@ -121,6 +121,9 @@ pub fn warp_onto(
     nodata: Option<f64>,
 ) -> Result<Vec<Vec<f32>>> {
     let file = open_georeferenced(path)?;
+    if let Some(offset) = aligned_offset(&file, grid)? {
+        return read_aligned(&file, path, offset, window, nodata);
+    }
     let src = match nodata.filter(|v| v.is_finite()) {
         Some(nd) if file.rasterband(1)?.no_data_value().is_none() => {
             let v = nd.to_string();
@@ -184,6 +187,72 @@ pub fn warp_onto(
             None,
         )?;
         out.push(buf.into_shape_and_vec().1);
+    }
+    Ok(out)
+}
+
+/// Where the grid's origin falls in the file's pixels, when the file lies on the grid: the
+/// same CRS and pixel size, north up, a whole number of pixels apart. Warping such a file is
+/// the identity (bilinear weights are 1 and 0), so it is read as stored, which skips GDAL's
+/// warper (about a fifth of a two-date detection's time).
+fn aligned_offset(file: &Dataset, grid: &JobGrid) -> Result<Option<(isize, isize)>> {
+    let Ok(gt) = file.geo_transform() else {
+        return Ok(None);
+    };
+    let r = grid.resolution;
+    let same_size = (gt[1] - r).abs() <= 1e-9 * r && (gt[5] + r).abs() <= 1e-9 * r;
+    if !same_size || gt[2] != 0.0 || gt[4] != 0.0 {
+        return Ok(None);
+    }
+    let (dx, dy) = ((grid.origin_x - gt[0]) / r, (gt[3] - grid.origin_y) / r);
+    if (dx - dx.round()).abs() > 1e-6 || (dy - dy.round()).abs() > 1e-6 {
+        return Ok(None);
+    }
+    let mut srs = SpatialRef::from_wkt(&file.projection())?;
+    srs.set_axis_mapping_strategy(gdal::spatial_ref::AxisMappingStrategy::TraditionalGisOrder);
+    if srs != grid.spatial_ref()? {
+        return Ok(None);
+    }
+    Ok(Some((dx.round() as isize, dy.round() as isize)))
+}
+
+/// [`warp_onto`] for a file on the grid: the window's pixels as stored, NaN outside the file
+/// and where it holds its (or the product's) nodata value.
+fn read_aligned(
+    file: &Dataset,
+    path: &Path,
+    (dx, dy): (isize, isize),
+    window: Window,
+    nodata: Option<f64>,
+) -> Result<Vec<Vec<f32>>> {
+    let (fw, fh) = file.raster_size();
+    // The window in file pixels, clipped to the file.
+    let (x0, y0) = (window.x + dx, window.y + dy);
+    let (cx0, cy0) = (x0.max(0), y0.max(0));
+    let cx1 = (x0 + window.width as isize).min(fw as isize);
+    let cy1 = (y0 + window.height as isize).min(fh as isize);
+    let mut out = Vec::with_capacity(file.raster_count());
+    for b in 1..=file.raster_count() {
+        let band = file.rasterband(b)?;
+        let mut values = vec![f32::NAN; window.len()];
+        if cx1 > cx0 && cy1 > cy0 {
+            let (w, h) = ((cx1 - cx0) as usize, (cy1 - cy0) as usize);
+            let mut part = vec![0f32; w * h];
+            band.read_into_slice((cx0, cy0), (w, h), (w, h), &mut part, None)
+                .in_file(path, "check the file with `gdalinfo`")?;
+            let fill = band.no_data_value().or(nodata).filter(|v| v.is_finite());
+            let (ox, oy) = ((cx0 - x0) as usize, (cy0 - y0) as usize);
+            for (r, row) in part.chunks_exact(w).enumerate() {
+                let start = (oy + r) * window.width + ox;
+                let dst = &mut values[start..start + w];
+                for (d, &v) in dst.iter_mut().zip(row) {
+                    if fill.is_none_or(|f| f64::from(v) != f) {
+                        *d = v;
+                    }
+                }
+            }
+        }
+        out.push(values);
     }
     Ok(out)
 }

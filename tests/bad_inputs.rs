@@ -231,14 +231,8 @@ fn detect_refuses_images_whose_bands_fit_no_profile() {
     let path = tmp.path().join("rgb.tif");
     common::geotiff(&path, 8, 3, 10.0, |_, _| 0);
     let opts = |sensor: Option<&str>| gengbao::detect::DetectOptions {
-        before: path.clone(),
-        after: path.clone(),
-        farmland: None,
         sensor: sensor.map(str::to_string),
-        add_offset: None,
-        out: tmp.path().join("out"),
-        min_area_m2: 400.0,
-        model: None,
+        ..gengbao::detect::DetectOptions::new(path.clone(), path.clone(), tmp.path().join("out"))
     };
     let err = gengbao::detect::detect(&opts(None))
         .unwrap_err()

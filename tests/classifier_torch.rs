@@ -188,14 +188,12 @@ fn detect_runs_with_a_torch_model() {
     }
     let out = tmp.path().join("out");
     let s = gengbao::detect::detect(&gengbao::detect::DetectOptions {
-        before: tmp.path().join("t1.tif"),
-        after: tmp.path().join("t2.tif"),
-        farmland: None,
-        sensor: None,
-        add_offset: None,
-        out: out.clone(),
-        min_area_m2: 400.0,
         model: Some(model),
+        ..gengbao::detect::DetectOptions::new(
+            tmp.path().join("t1.tif"),
+            tmp.path().join("t2.tif"),
+            out.clone(),
+        )
     })
     .unwrap();
     assert_eq!(

@@ -51,14 +51,8 @@ fn detect_on_the_taizhou_landsat_pair_is_scored_against_the_reference() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("taizhou");
     let summary = detect(&DetectOptions {
-        before: dir.join("2000TM"),
-        after: dir.join("2003TM"),
-        farmland: None,
         sensor: Some("landsat-tm-dn".into()),
-        add_offset: None,
-        out: out.clone(),
-        min_area_m2: 400.0,
-        model: None,
+        ..DetectOptions::new(dir.join("2000TM"), dir.join("2003TM"), out.clone())
     })
     .unwrap();
     for f in [

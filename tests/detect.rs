@@ -1,0 +1,217 @@
+//! `detect` on a pair of images with labelled points: the models trained on the points find a
+//! block built over and a parcel left to grass, flag nothing on unchanged land, and a points
+//! file with a bad label is refused by name with nothing written.
+
+mod common;
+
+use gdal::spatial_ref::SpatialRef;
+use gdal::vector::{FieldValue, Geometry, LayerAccess};
+use gdal_sys::OGRFieldType::OFTInteger;
+use gengbao::detect::{detect, DetectOptions};
+use gengbao::export::{write_layer, FieldSpec, Format};
+use std::path::Path;
+
+const SIZE: usize = 96;
+const ORIGIN: (f64, f64) = (500_000.0, 3_500_000.0);
+
+/// Surface reflectance x 10000 of B2 B3 B4 B5 B6 B7 B8 B8A B11 B12 per gengbao class 1..6.
+const SPECTRA: [[u16; 10]; 6] = [
+    [420, 720, 430, 1250, 2750, 3350, 3600, 3700, 2050, 1050],
+    [560, 860, 660, 1330, 2350, 2750, 2950, 3050, 2450, 1500],
+    [1250, 1420, 1580, 1720, 1880, 1990, 2080, 2140, 2620, 2380],
+    [720, 820, 580, 480, 380, 330, 290, 270, 140, 90],
+    [640, 930, 980, 1480, 2020, 2280, 2420, 2520, 2850, 2000],
+    [290, 530, 290, 880, 2250, 2850, 3100, 3200, 1450, 680],
+];
+
+/// Grain on the west half (the watched parcels, one orchard parcel in the south), forest,
+/// built-up, water and grass to the east.
+fn land(col: usize, row: usize) -> u8 {
+    match col {
+        0..48 if row >= 80 => 2,
+        0..48 => 1,
+        48..64 => 6,
+        64..80 if row < 48 => 3,
+        64..80 => 4,
+        _ => 5,
+    }
+}
+
+/// The built-over block and the parcel left to grass, as (x0, y0, x1, y1) pixels.
+const BUILT: (usize, usize, usize, usize) = (8, 8, 24, 24);
+const GRASS: (usize, usize, usize, usize) = (8, 40, 40, 64);
+
+fn inside(r: (usize, usize, usize, usize), col: usize, row: usize) -> bool {
+    (r.0..r.2).contains(&col) && (r.1..r.3).contains(&row)
+}
+
+fn land_after(col: usize, row: usize) -> u8 {
+    if inside(BUILT, col, row) {
+        3
+    } else if inside(GRASS, col, row) {
+        5
+    } else {
+        land(col, row)
+    }
+}
+
+/// A deterministic ±4 % texture, so that no two pixels are alike.
+fn texture(band: usize, i: usize) -> f32 {
+    let h = (i as u64 * 2_654_435_761 + band as u64 * 40_503) % 1000;
+    1.0 + (h as f32 / 1000.0 - 0.5) * 0.08
+}
+
+fn image(path: &Path, class_of: fn(usize, usize) -> u8) {
+    common::geotiff(path, SIZE, 10, 10.0, |b, i| {
+        let class = class_of(i % SIZE, i / SIZE);
+        (f32::from(SPECTRA[class as usize - 1][b - 1]) * texture(b, i)).round() as u16
+    });
+}
+
+fn rect(x0: usize, y0: usize, x1: usize, y1: usize) -> Geometry {
+    let (w, n) = (ORIGIN.0 + x0 as f64 * 10.0, ORIGIN.1 - y0 as f64 * 10.0);
+    let (e, s) = (ORIGIN.0 + x1 as f64 * 10.0, ORIGIN.1 - y1 as f64 * 10.0);
+    Geometry::bbox(w, s, e, n).unwrap()
+}
+
+/// Every third pixel in each direction as a labelled point, with `class_of`'s label.
+fn points(path: &Path, class_of: impl Fn(usize, usize) -> u8) {
+    let rows = (1..SIZE).step_by(3).flat_map(|row| {
+        let class_of = &class_of;
+        (1..SIZE).step_by(3).map(move |col| {
+            let (x, y) = (
+                ORIGIN.0 + (col as f64 + 0.5) * 10.0,
+                ORIGIN.1 - (row as f64 + 0.5) * 10.0,
+            );
+            let mut p = Geometry::empty(gdal_sys::OGRwkbGeometryType::wkbPoint).unwrap();
+            p.add_point_2d((x, y));
+            (
+                p,
+                vec![FieldValue::IntegerValue(i32::from(class_of(col, row)))],
+            )
+        })
+    });
+    let field = FieldSpec {
+        name: "class",
+        ty: OFTInteger,
+        width: 0,
+        alias: "class",
+    };
+    let srs = SpatialRef::from_epsg(32650).unwrap();
+    write_layer(
+        path,
+        Format::GeoPackage,
+        "samples",
+        &srs,
+        &[field],
+        rows.collect::<Vec<_>>(),
+        "UTF-8",
+    )
+    .unwrap();
+}
+
+fn scene(dir: &Path) {
+    image(&dir.join("t1.tif"), land);
+    image(&dir.join("t2.tif"), land_after);
+    points(&dir.join("train_t1.gpkg"), land);
+    points(&dir.join("train_t2.gpkg"), land_after);
+    let parcels = [rect(0, 0, 48, 40), rect(0, 40, 48, 80), rect(0, 80, 48, 96)]
+        .into_iter()
+        .map(|g| (g, vec![]))
+        .collect::<Vec<_>>();
+    let srs = SpatialRef::from_epsg(32650).unwrap();
+    write_layer(
+        &dir.join("parcels.gpkg"),
+        Format::GeoPackage,
+        "parcels",
+        &srs,
+        &[],
+        parcels,
+        "UTF-8",
+    )
+    .unwrap();
+}
+
+fn options(dir: &Path, out: &Path) -> DetectOptions {
+    DetectOptions {
+        farmland: Some(dir.join("parcels.gpkg")),
+        samples_before: Some(dir.join("train_t1.gpkg")),
+        samples_after: Some(dir.join("train_t2.gpkg")),
+        abandonment: true,
+        quiet: true,
+        ..DetectOptions::new(dir.join("t1.tif"), dir.join("t2.tif"), out.to_path_buf())
+    }
+}
+
+#[test]
+fn models_trained_on_points_find_the_built_block_and_the_abandoned_parcel() {
+    let tmp = tempfile::tempdir().unwrap();
+    scene(tmp.path());
+    let out = tmp.path().join("out");
+    detect(&options(tmp.path(), &out)).unwrap();
+    for f in ["model_before.ot", "model_before.ot.json", "model_after.ot"] {
+        assert!(out.join(f).exists(), "{f}");
+    }
+    let ds = gdal::Dataset::open(out.join("patches.gpkg")).unwrap();
+    let mut layer = ds.layer(0).unwrap();
+    let patches: Vec<(String, Geometry)> = layer
+        .features()
+        .map(|f| {
+            let t = f.field_as_string(f.field_index("BHLX").unwrap()).unwrap();
+            (t.unwrap(), f.geometry().unwrap().clone())
+        })
+        .collect();
+    for (kind, planted) in [("FNH", BUILT), ("PH", GRASS)] {
+        let truth = rect(planted.0, planted.1, planted.2, planted.3);
+        let found: f64 = patches
+            .iter()
+            .filter(|(t, _)| t == kind)
+            .filter_map(|(_, g)| g.intersection(&truth).map(|i| i.area()))
+            .sum();
+        assert!(
+            found >= 0.9 * truth.area(),
+            "{kind}: {found} of {} m² found",
+            truth.area()
+        );
+    }
+    // Nothing else: every patch lies on a planted change.
+    let planted = rect(BUILT.0, BUILT.1, BUILT.2, BUILT.3)
+        .union(&rect(GRASS.0, GRASS.1, GRASS.2, GRASS.3))
+        .unwrap();
+    for (kind, g) in &patches {
+        let on = g.intersection(&planted).map_or(0.0, |i| i.area());
+        assert!(
+            on >= 0.9 * g.area(),
+            "a spurious {kind} patch of {} m²",
+            g.area()
+        );
+    }
+}
+
+#[test]
+fn a_points_file_with_a_bad_label_is_named_and_nothing_is_written() {
+    let tmp = tempfile::tempdir().unwrap();
+    scene(tmp.path());
+    points(&tmp.path().join("bad.gpkg"), |col, row| {
+        if col > 90 && row > 90 {
+            9
+        } else {
+            land(col, row)
+        }
+    });
+    let out = tmp.path().join("out");
+    let err = detect(&DetectOptions {
+        samples_before: Some(tmp.path().join("bad.gpkg")),
+        ..options(tmp.path(), &out)
+    })
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("bad.gpkg") && err.contains("class 1..6") && err.contains("fix"),
+        "{err}"
+    );
+    let left: Vec<_> = std::fs::read_dir(&out)
+        .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
