@@ -6,16 +6,15 @@
 //! parcel layer (without one the whole image is watched). Gives, in the output folder:
 //! `class_before.tif`, `class_after.tif` (land cover of the watched area, 0 elsewhere),
 //! `flags.tif`, `patches.gpkg` and `summary.json`.
-//! Rules: FNH and FLH as in [`crate::change`]; PH needs a year of periods and is never flagged
-//! from two dates.
+//! Rules: FNH and FLH as in [`crate::change`]; PH needs a year of periods and is flagged from
+//! two dates only when asked ([`DetectOptions::abandonment`]).
 
 use crate::change::{extend_runs, pair_cultivation, signals, Rules};
 use crate::classify::{Classifier, ClassifierInput};
 use crate::composite::Composite;
 use crate::error::{Error, Result};
 use crate::export::{patch_specs, patch_values, write_layer, Format, StagingDir};
-use crate::grid::JobGrid;
-use crate::grid::Window;
+use crate::grid::{JobGrid, Window};
 use crate::imagery::{dark_objects, to_reflectance};
 use crate::layers::{labelled_points, Admin, County, Farmland};
 use crate::patches::{attr_band, PeriodInfo, Timeline};
@@ -201,15 +200,6 @@ pub fn detect(opts: &DetectOptions) -> Result<DetectSummary> {
     std::fs::create_dir_all(&opts.out).map_err(|e| Error::io(&opts.out, e))?;
     let staging_dir = StagingDir::beside(&opts.out.join("detect"))?;
     let staging = staging_dir.path();
-    let mut outputs: Vec<String> = [
-        "class_before.tif",
-        "class_after.tif",
-        "flags.tif",
-        "patches.gpkg",
-        "summary.json",
-    ]
-    .map(String::from)
-    .to_vec();
     let classifier_for = |image: &Path,
                           samples: Option<&PathBuf>,
                           dark: &[f32],
@@ -245,14 +235,6 @@ pub fn detect(opts: &DetectOptions) -> Result<DetectSummary> {
         &dark_after,
         "after",
     )?;
-    for (samples, name) in [
-        (&opts.samples_before, "before"),
-        (&opts.samples_after, "after"),
-    ] {
-        if samples.is_some() {
-            outputs.extend([format!("model_{name}.ot"), format!("model_{name}.ot.json")]);
-        }
-    }
     let min_confidence = if classifier_before.probabilistic() && classifier_after.probabilistic() {
         opts.min_confidence
     } else {
@@ -391,7 +373,22 @@ pub fn detect(opts: &DetectOptions) -> Result<DetectSummary> {
         serde_json::to_vec_pretty(&summary).expect("serialisable"),
     )
     .map_err(|e| Error::io(staging, e))?;
-    for name in outputs {
+    let models = [
+        (&opts.samples_before, "before"),
+        (&opts.samples_after, "after"),
+    ]
+    .into_iter()
+    .filter(|(samples, _)| samples.is_some())
+    .flat_map(|(_, name)| [format!("model_{name}.ot"), format!("model_{name}.ot.json")]);
+    let results = [
+        "class_before.tif",
+        "class_after.tif",
+        "flags.tif",
+        "patches.gpkg",
+        "summary.json",
+    ]
+    .map(String::from);
+    for name in results.into_iter().chain(models) {
         staging_dir.move_entry(&name, &opts.out.join(&name))?;
     }
     Ok(summary)

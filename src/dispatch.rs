@@ -371,7 +371,6 @@ fn escape(s: &str) -> String {
 /// Count and 亩 of each change type per township, for the report; a note when the job gives no
 /// township layer (every patch then has empty township fields).
 fn township_table(patches: &[Patch]) -> String {
-    const TYPES: [ChangeType; 3] = [ChangeType::FNH, ChangeType::FLH, ChangeType::PH];
     if patches.iter().all(|p| p.township_code.is_empty()) {
         return "<h2>按乡镇汇总</h2>\n<p>任务配置未给出乡镇界线（[townships]），不按乡镇汇总。</p>\n"
             .to_string();
@@ -385,19 +384,16 @@ fn township_table(patches: &[Patch]) -> String {
         let row = rows
             .entry((outside, p.township_code.as_str()))
             .or_insert((p.township_name.as_str(), [(0, 0.0); 3]));
-        let t = TYPES
-            .iter()
-            .position(|t| *t == p.change)
-            .expect("a change type");
-        row.1[t].0 += 1;
-        row.1[t].1 += p.area_m2;
+        let t = &mut row.1[p.change as usize - 1];
+        t.0 += 1;
+        t.1 += p.area_m2;
     }
     let mut h = "<h2>按乡镇汇总</h2>\n<table>\n<tr><th rowspan=\"2\">乡镇</th>".to_string();
-    for t in TYPES {
+    for t in ChangeType::ALL {
         h += &format!("<th colspan=\"2\">{}</th>", t.label_zh());
     }
     h += "<th colspan=\"2\">合计</th></tr>\n<tr>";
-    h += &"<th>图斑数</th><th>面积（亩）</th>".repeat(TYPES.len() + 1);
+    h += &"<th>图斑数</th><th>面积（亩）</th>".repeat(ChangeType::ALL.len() + 1);
     h += "</tr>\n";
     let cells = |counts: &[(usize, f64); 3]| {
         let (n, a) = counts.iter().fold((0, 0.0), |s, c| (s.0 + c.0, s.1 + c.1));

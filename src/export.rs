@@ -110,7 +110,7 @@ pub const PATCH_FIELDS: &[(FieldSpec, PatchValue)] = &[
     (field("ZT", OFTString, 16, "状态"), |p| {
         S(p.status.label_zh().into())
     }),
-    (field("MXBB", OFTString, 16, "模型版本"), |p| {
+    (field("MXBB", OFTString, 32, "模型版本"), |p| {
         S(p.model_version.clone())
     }),
 ];

@@ -3,8 +3,9 @@
 //! fix, and burnt onto tile windows of the job grid; labelled points for training, as grid
 //! pixels.
 
+use crate::classify::LandCover;
 use crate::error::{Error, GdalContext, Result};
-use crate::grid::{Bounds, JobGrid, Window};
+use crate::grid::{overlaps, Bounds, JobGrid, Window};
 use crate::raster::{rasterize, transform_between, transform_bounds};
 use gdal::spatial_ref::{AxisMappingStrategy, CoordTransform, SpatialRef};
 use gdal::vector::{FieldValue, Geometry, Layer, LayerAccess};
@@ -92,7 +93,7 @@ pub fn labelled_points(
         let fid = f.fid().unwrap_or_default();
         let class = field_string(&f, class_field)
             .and_then(|v| v.trim().parse::<u8>().ok())
-            .filter(|c| (1..=6).contains(c))
+            .filter(|&c| LandCover::from_code(c) != LandCover::NoData)
             .ok_or_else(|| {
                 Error::input(
                     path,
@@ -163,6 +164,23 @@ impl County {
     }
 }
 
+/// Which administrative layer of the job config an [`Admin`] is loaded from.
+#[derive(Debug, Clone, Copy)]
+enum AdminLevel {
+    County,
+    Township,
+}
+
+impl AdminLevel {
+    /// Its config section, the name of one unit, and an example code, for messages.
+    fn names(self) -> (&'static str, &'static str, &'static str) {
+        match self {
+            AdminLevel::County => ("aoi", "county", "320901"),
+            AdminLevel::Township => ("townships", "township", "320901001"),
+        }
+    }
+}
+
 /// The counties of the job, in the grid CRS.
 #[derive(Debug, Clone)]
 pub struct Admin {
@@ -173,7 +191,7 @@ pub struct Admin {
 impl Admin {
     /// Every county of a job's `[aoi]` layer, in `grid_srs`.
     pub fn of_job(cfg: &crate::config::JobConfig, grid_srs: &SpatialRef) -> Result<Self> {
-        Self::load(cfg, &cfg.aoi, "aoi", grid_srs)
+        Self::load(cfg, &cfg.aoi, AdminLevel::County, grid_srs)
     }
 
     /// The job's `[townships]` layer, when it has one: units with the same code and name
@@ -184,23 +202,20 @@ impl Admin {
     ) -> Result<Option<Self>> {
         cfg.townships
             .as_ref()
-            .map(|t| Self::load(cfg, t, "townships", grid_srs))
+            .map(|t| Self::load(cfg, t, AdminLevel::Township, grid_srs))
             .transpose()
     }
 
-    /// Loads every unit of the layer that config section `[section]` names.
+    /// Loads every unit of a layer of the job config.
     fn load(
         cfg: &crate::config::JobConfig,
         section_cfg: &crate::config::AoiSection,
-        section: &str,
+        level: AdminLevel,
         grid_srs: &SpatialRef,
     ) -> Result<Self> {
         let path = &cfg.resolve(&section_cfg.path);
         let (code_field, name_field) = (&section_cfg.code_field, &section_cfg.name_field);
-        let (unit, example) = match section {
-            "aoi" => ("county", "320901"),
-            _ => ("township", "320901001"),
-        };
+        let (section, unit, example) = level.names();
         let ds = open_vector(path)?;
         let mut lyr = layer(&ds, path, section_cfg.layer.as_deref())?;
         require_field(&lyr, path, code_field, &format!("[{section}] code_field"))?;
@@ -321,8 +336,7 @@ impl Admin {
             let e = p.geometry.envelope();
             let mut best: Option<(&County, f64)> = None;
             for (unit, g) in &units {
-                let u = unit.envelope;
-                if u.0 > e.MaxX || u.2 < e.MinX || u.1 > e.MaxY || u.3 < e.MinY {
+                if !overlaps(unit.envelope, (e.MinX, e.MinY, e.MaxX, e.MaxY)) {
                     continue;
                 }
                 let shared = p.geometry.intersection(g).map_or(0.0, |i| i.area());

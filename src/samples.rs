@@ -836,35 +836,30 @@ fn write_city(dir: &Path, opts: &SampleOptions) -> Result<CityParts> {
 
     // Vectors.
     let [west, east] = county_polygons(opts.size)?;
-    let counties = vec![
-        (
-            west,
-            vec![
-                FieldValue::StringValue("320901".into()),
-                FieldValue::StringValue("西河县".into()),
-            ],
-        ),
-        (
-            east,
-            vec![
-                FieldValue::StringValue("320902".into()),
-                FieldValue::StringValue("东湖县".into()),
-            ],
-        ),
-    ];
+    let counties = [(west, "320901", "西河县"), (east, "320902", "东湖县")];
     let text = |name, alias| FieldSpec {
         name,
         ty: OFTString,
         width: 0,
         alias,
     };
+    // Counties and townships: an administrative code and name per polygon.
+    let admin_fields = [text("XZQDM", "行政区代码"), text("XZQMC", "行政区名称")];
+    let admin_row = |g: Geometry, code: String, name: String| {
+        (
+            g,
+            vec![FieldValue::StringValue(code), FieldValue::StringValue(name)],
+        )
+    };
     write_layer(
         &dir.join("admin.gpkg"),
         Format::GeoPackage,
         "counties",
         &srs,
-        &[text("XZQDM", "行政区代码"), text("XZQMC", "行政区名称")],
-        counties.clone(),
+        &admin_fields,
+        counties
+            .iter()
+            .map(|(g, code, name)| admin_row(g.clone(), code.to_string(), name.to_string())),
         "UTF-8",
     )?;
     // Townships: each county's part north and south of the middle row.
@@ -878,22 +873,15 @@ fn write_city(dir: &Path, opts: &SampleOptions) -> Result<CityParts> {
         ),
     ];
     let mut townships = Vec::new();
-    for (county, values) in &counties {
-        let (FieldValue::StringValue(code), FieldValue::StringValue(name)) =
-            (&values[0], &values[1])
-        else {
-            unreachable!("counties are written with text codes and names")
-        };
+    for (county, code, name) in &counties {
         for (k, (side, half)) in halves.iter().enumerate() {
             let part = county.intersection(half).ok_or_else(|| {
                 Error::usage("a county cannot be cut into townships", "report this bug")
             })?;
-            townships.push((
+            townships.push(admin_row(
                 part,
-                vec![
-                    FieldValue::StringValue(format!("{code}{:03}", k + 1)),
-                    FieldValue::StringValue(format!("{}{side}镇", name.trim_end_matches('县'))),
-                ],
+                format!("{code}{:03}", k + 1),
+                format!("{}{side}镇", name.trim_end_matches('县')),
             ));
         }
     }
@@ -902,7 +890,7 @@ fn write_city(dir: &Path, opts: &SampleOptions) -> Result<CityParts> {
         Format::GeoPackage,
         "townships",
         &srs,
-        &[text("XZQDM", "行政区代码"), text("XZQMC", "行政区名称")],
+        &admin_fields,
         townships,
         "UTF-8",
     )?;

@@ -8,7 +8,7 @@ use gdal::spatial_ref::SpatialRef;
 use gdal::vector::{FieldValue, Geometry, LayerAccess};
 use gdal_sys::OGRFieldType::OFTInteger;
 use gengbao::detect::{detect, DetectOptions};
-use gengbao::export::{write_layer, FieldSpec, Format};
+use gengbao::export::{write_layer, Format};
 use std::path::Path;
 
 const SIZE: usize = 96;
@@ -76,38 +76,33 @@ fn rect(x0: usize, y0: usize, x1: usize, y1: usize) -> Geometry {
 
 /// Every third pixel in each direction as a labelled point, with `class_of`'s label.
 fn points(path: &Path, class_of: impl Fn(usize, usize) -> u8) {
-    let rows = (1..SIZE).step_by(3).flat_map(|row| {
-        let class_of = &class_of;
-        (1..SIZE).step_by(3).map(move |col| {
-            let (x, y) = (
+    use gdal::vector::{Feature, LayerOptions};
+    let driver = gdal::DriverManager::get_driver_by_name("GPKG").unwrap();
+    let mut ds = driver.create_vector_only(path).unwrap();
+    let srs = SpatialRef::from_epsg(32650).unwrap();
+    let layer = ds
+        .create_layer(LayerOptions {
+            name: "samples",
+            srs: Some(&srs),
+            ty: gdal_sys::OGRwkbGeometryType::wkbPoint,
+            options: None,
+        })
+        .unwrap();
+    layer.create_defn_fields(&[("class", OFTInteger)]).unwrap();
+    for row in (1..SIZE).step_by(3) {
+        for col in (1..SIZE).step_by(3) {
+            let mut p = Geometry::empty(gdal_sys::OGRwkbGeometryType::wkbPoint).unwrap();
+            p.add_point_2d((
                 ORIGIN.0 + (col as f64 + 0.5) * 10.0,
                 ORIGIN.1 - (row as f64 + 0.5) * 10.0,
-            );
-            let mut p = Geometry::empty(gdal_sys::OGRwkbGeometryType::wkbPoint).unwrap();
-            p.add_point_2d((x, y));
-            (
-                p,
-                vec![FieldValue::IntegerValue(i32::from(class_of(col, row)))],
-            )
-        })
-    });
-    let field = FieldSpec {
-        name: "class",
-        ty: OFTInteger,
-        width: 0,
-        alias: "class",
-    };
-    let srs = SpatialRef::from_epsg(32650).unwrap();
-    write_layer(
-        path,
-        Format::GeoPackage,
-        "samples",
-        &srs,
-        &[field],
-        rows.collect::<Vec<_>>(),
-        "UTF-8",
-    )
-    .unwrap();
+            ));
+            let mut f = Feature::new(layer.defn()).unwrap();
+            f.set_geometry(p).unwrap();
+            f.set_field(0, &FieldValue::IntegerValue(i32::from(class_of(col, row))))
+                .unwrap();
+            f.create(&layer).unwrap();
+        }
+    }
 }
 
 fn scene(dir: &Path) {
