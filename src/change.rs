@@ -151,6 +151,63 @@ pub fn signals(before: u8, now: u8, cultivation: Option<bool>) -> [bool; 3] {
     ]
 }
 
+/// Default of the share of its parcel a field-scale change must take ([`ParcelShares`]): a
+/// clear majority. With one look per date a parcel near an even split is decided by noise
+/// (on the peer harness's 2048 scene a grain field had 49 % of its pixels flagged).
+pub const DEFAULT_MIN_PARCEL_SHARE: f64 = 2.0 / 3.0;
+
+/// For each farmland parcel, the share of its observed pixels flagged FLH and PH. Growing
+/// another crop (FLH) and leaving a field idle (PH) are decisions about a whole field; spots
+/// of another class scattered in a field that is still mostly grain are mixed pixels or
+/// classification noise, which a single look per date cannot outvote by persistence. A
+/// building (FNH) may take a corner of a field, so FNH is not held to a share. Parcels are
+/// the ids of the farmland raster (0 = none); counts from tiles add up, so the shares of a
+/// parcel split by tile seams are those of the whole parcel.
+#[derive(Debug, Default, Clone)]
+pub struct ParcelShares {
+    /// Per parcel: observed pixels, of them flagged FLH, flagged PH.
+    counts: std::collections::HashMap<i32, [u32; 3]>,
+}
+
+impl ParcelShares {
+    const FIELD_SCALE: [ChangeType; 2] = [ChangeType::FLH, ChangeType::PH];
+
+    /// Counts one watched pixel of `parcel` with flag `flag`; pixels outside the data are
+    /// not counted, so clouds do not dilute a change.
+    pub fn add(&mut self, parcel: i32, flag: u8) {
+        if parcel == 0 || flag == FLAG_OUTSIDE {
+            return;
+        }
+        let c = self.counts.entry(parcel).or_default();
+        c[0] += 1;
+        for (k, t) in Self::FIELD_SCALE.into_iter().enumerate() {
+            c[k + 1] += u32::from(flag == t.flag());
+        }
+    }
+
+    pub fn merge(&mut self, other: ParcelShares) {
+        for (parcel, c) in other.counts {
+            let mine = self.counts.entry(parcel).or_default();
+            for (m, v) in mine.iter_mut().zip(c) {
+                *m += v;
+            }
+        }
+    }
+
+    /// The share of `parcel`'s observed pixels flagged `t`; `None` when `t` is not held to a
+    /// share or the parcel has no observed pixel.
+    pub fn share(&self, parcel: i32, t: ChangeType) -> Option<f64> {
+        let k = Self::FIELD_SCALE.iter().position(|&f| f == t)?;
+        let c = self.counts.get(&parcel).filter(|c| c[0] > 0)?;
+        Some(f64::from(c[k + 1]) / f64::from(c[0]))
+    }
+
+    /// Whether a patch of type `t` on `parcel` takes at least `min_share` of it.
+    pub fn keeps(&self, parcel: i32, t: ChangeType, min_share: f64) -> bool {
+        self.share(parcel, t).is_none_or(|s| s >= min_share)
+    }
+}
+
 /// Whether the later image of a pair shows cultivation, for PH from two dates: land that was
 /// cropland and is now grass or shrub does not; any other cover does (or is another change).
 pub fn pair_cultivation(now: u8) -> Option<bool> {
@@ -322,6 +379,36 @@ mod tests {
         assert_eq!(rules.flag(true, 0, [5; 3], 9), (FLAG_OUTSIDE, 0));
         assert_eq!(rules.flag(false, BUILT, [5; 3], 9), (FLAG_NONE, 0));
         assert_eq!(rules.flag(true, BUILT, [3, 0, 0], 9), (1, 3));
+    }
+
+    #[test]
+    fn field_scale_changes_must_take_most_of_their_parcel() {
+        let mut tile_a = ParcelShares::default();
+        let mut tile_b = ParcelShares::default();
+        // Parcel 7 across two tiles: 10 observed pixels, 7 of them flagged FLH.
+        for k in 0..6 {
+            tile_a.add(7, if k < 4 { 2 } else { 0 });
+        }
+        for k in 0..4 {
+            tile_b.add(7, if k < 3 { 2 } else { 0 });
+        }
+        tile_b.add(7, FLAG_OUTSIDE);
+        // Parcel 8: 2 of 10 pixels flagged FLH, one of them FNH.
+        for k in 0..10 {
+            tile_b.add(8, [2, 2, 1].get(k).copied().unwrap_or(0));
+        }
+        tile_b.add(0, 2);
+        tile_a.merge(tile_b);
+        assert_eq!(tile_a.share(7, ChangeType::FLH), Some(0.7));
+        assert!(tile_a.keeps(7, ChangeType::FLH, DEFAULT_MIN_PARCEL_SHARE));
+        assert!(!tile_a.keeps(8, ChangeType::FLH, DEFAULT_MIN_PARCEL_SHARE));
+        assert!(tile_a.keeps(8, ChangeType::FNH, DEFAULT_MIN_PARCEL_SHARE));
+        assert!(
+            tile_a.keeps(0, ChangeType::FLH, DEFAULT_MIN_PARCEL_SHARE),
+            "no parcel"
+        );
+        assert_eq!(tile_a.share(8, ChangeType::PH), Some(0.0));
+        assert_eq!(tile_a.share(8, ChangeType::FNH), None);
     }
 
     #[test]

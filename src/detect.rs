@@ -7,9 +7,14 @@
 //! `class_before.tif`, `class_after.tif` (land cover of the watched area, 0 elsewhere),
 //! `flags.tif`, `patches.gpkg` and `summary.json`.
 //! Rules: FNH and FLH as in [`crate::change`]; PH needs a year of periods and is flagged from
-//! two dates only when asked ([`DetectOptions::abandonment`]).
+//! two dates only when asked ([`DetectOptions::abandonment`]). A pair is one look at each
+//! date, so there is no persistence to outvote a misclassified pixel; instead a pixel changes
+//! only when a learned model is sure of both its classes, and with a parcel layer an FLH or PH
+//! patch must take most of its parcel ([`ParcelShares`]).
 
-use crate::change::{extend_runs, pair_cultivation, signals, Rules};
+use crate::change::{
+    extend_runs, pair_cultivation, signals, ParcelShares, Rules, DEFAULT_MIN_PARCEL_SHARE,
+};
 use crate::classify::{Classifier, ClassifierInput};
 use crate::composite::Composite;
 use crate::error::{Error, Result};
@@ -53,6 +58,9 @@ pub struct DetectOptions {
     /// a pair is one look at each date, so an unsure class is no evidence of change. Applies
     /// to learned models, whose confidence is a probability (not to the index rules).
     pub min_confidence: f32,
+    /// With a parcel layer, the share of a parcel's convertible land an FLH or PH patch must
+    /// take, with the other pixels of its type in that parcel ([`ParcelShares`]); 0 keeps all.
+    pub min_parcel_share: f64,
     pub quiet: bool,
 }
 
@@ -73,6 +81,7 @@ impl DetectOptions {
             sample_class_field: "class".into(),
             abandonment: false,
             min_confidence: DEFAULT_MIN_CONFIDENCE,
+            min_parcel_share: DEFAULT_MIN_PARCEL_SHARE,
             quiet: false,
         }
     }
@@ -256,6 +265,7 @@ pub fn detect(opts: &DetectOptions) -> Result<DetectSummary> {
     let mut class_after =
         GridTiff::create::<u8>(&staging.join("class_after.tif"), &grid, 1, Some(0.0))?;
     let mut change = ChangeRasters::create(&staging.join("flags.tif"), &work, &grid)?;
+    let mut shares = ParcelShares::default();
     let tiles = grid.tiles();
     for batch in tiles.chunks(num_threads() * 2) {
         let outs: Vec<Result<_>> = batch
@@ -278,6 +288,7 @@ pub fn detect(opts: &DetectOptions) -> Result<DetectSummary> {
                 let after = classify(&opts.after, &dark_after, classifier_after.as_ref())?;
                 let n = w.len();
                 let (mut flag, mut key) = (vec![0u8; n], vec![0u16; n]);
+                let mut tile_shares = ParcelShares::default();
                 let mut attrs: [Vec<u8>; attr_band::COUNT] = std::array::from_fn(|_| vec![0u8; n]);
                 for i in 0..n {
                     let watched = farm.as_ref().is_none_or(|f| f.parcel[i] != 0);
@@ -311,16 +322,29 @@ pub fn detect(opts: &DetectOptions) -> Result<DetectSummary> {
                     );
                     flag[i] = j.flag;
                     key[i] = j.key;
+                    if let Some(f) = &farm {
+                        tile_shares.add(f.parcel[i], j.flag);
+                    }
                     for (b, v) in j.attrs.into_iter().enumerate() {
                         attrs[b][i] = v;
                     }
                 }
                 let parcel = farm.map_or_else(|| vec![0; n], |f| f.parcel);
-                Ok((w, before.classes, after.classes, flag, key, attrs, parcel))
+                Ok((
+                    w,
+                    before.classes,
+                    after.classes,
+                    flag,
+                    key,
+                    attrs,
+                    parcel,
+                    tile_shares,
+                ))
             })
             .collect();
         for o in outs {
-            let (w, cb, ca, flag, key, attrs, parcel) = o?;
+            let (w, cb, ca, flag, key, attrs, parcel, tile_shares) = o?;
+            shares.merge(tile_shares);
             class_before.write(1, w, cb)?;
             class_after.write(1, w, ca)?;
             change.write(w, flag, key, attrs, parcel)?;
@@ -336,7 +360,13 @@ pub fn detect(opts: &DetectOptions) -> Result<DetectSummary> {
             before: "T1".into(),
         },
     };
-    let patches = change.into_patches(&grid, &admin, &info, |_| opts.min_area_m2)?;
+    let patches = change.into_patches(
+        &grid,
+        &admin,
+        &info,
+        |_| opts.min_area_m2,
+        |p| shares.keeps(p.parcel, p.change, opts.min_parcel_share),
+    )?;
     let srs = grid.spatial_ref()?;
     let rows = patches
         .iter()
@@ -361,12 +391,22 @@ pub fn detect(opts: &DetectOptions) -> Result<DetectSummary> {
         watched: opts.farmland.as_ref().map_or("whole image".into(), |f| f.display().to_string()),
         patches: totals,
         seconds: t0.elapsed().as_secs_f64(),
-        rules: if opts.abandonment {
-            "FNH: crop before, built-up after; FLH: grain before, non-grain crop, trees or water after; PH: crop before, grass or shrub after"
-        } else {
-            "FNH: crop before, built-up after; FLH: grain before, non-grain crop, trees or water after; PH is not decidable from two dates (see --abandonment)"
-        }
-        .into(),
+        rules: format!(
+            "FNH: crop before, built-up after; FLH: grain before, non-grain crop, trees or water after; {}{}",
+            if opts.abandonment {
+                "PH: crop before, grass or shrub after"
+            } else {
+                "PH is not decidable from two dates (see --abandonment)"
+            },
+            if opts.farmland.is_some() && opts.min_parcel_share > 0.0 {
+                format!(
+                    "; FLH and PH patches take at least {:.0} % of their parcel",
+                    opts.min_parcel_share * 100.0
+                )
+            } else {
+                String::new()
+            }
+        ),
     };
     std::fs::write(
         staging.join("summary.json"),

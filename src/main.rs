@@ -123,6 +123,11 @@ enum Command {
         /// classes (the index rules' confidence is not a probability and is not held to it).
         #[arg(long, default_value_t = gengbao::detect::DEFAULT_MIN_CONFIDENCE)]
         min_confidence: f32,
+        /// With --farmland, an FLH or PH patch must take, with the other pixels of its type
+        /// in its parcel, at least this share (0..1) of the parcel's convertible land: a crop
+        /// change or abandonment is a field's, a few odd pixels in a grain field are not.
+        #[arg(long, default_value_t = gengbao::change::DEFAULT_MIN_PARCEL_SHARE)]
+        min_parcel_share: f64,
         #[arg(long)]
         quiet: bool,
     },
@@ -658,6 +663,7 @@ fn main_inner(cli: Cli) -> Result<u8> {
             sample_class_field,
             abandonment,
             min_confidence,
+            min_parcel_share,
             quiet,
         } => {
             let s = detect(&DetectOptions {
@@ -674,6 +680,7 @@ fn main_inner(cli: Cli) -> Result<u8> {
                 sample_class_field,
                 abandonment,
                 min_confidence,
+                min_parcel_share,
                 quiet,
             })?;
             println!("{}", s.human());

@@ -131,7 +131,9 @@ fn round2(v: f64) -> f64 {
     (v * 100.0).round() / 100.0
 }
 
-/// Builds the patches of a period. `min_area` gives the minimum mapping unit per type.
+/// Builds the patches of a period. `min_area` gives the minimum mapping unit per type;
+/// `keep` may drop a patch on its attributes before the patches are numbered.
+#[allow(clippy::too_many_arguments)]
 pub fn build(
     polygons: Vec<(i64, Geometry)>,
     attrs: &Dataset,
@@ -140,6 +142,7 @@ pub fn build(
     admin: &Admin,
     info: &PeriodInfo,
     min_area: impl Fn(ChangeType) -> f64,
+    keep: impl Fn(&Patch) -> bool,
 ) -> Result<Vec<Patch>> {
     let grid_srs = grid.spatial_ref()?;
     let mut geographic = SpatialRef::from_epsg(4490)?;
@@ -199,7 +202,7 @@ pub fn build(
         // A flagged pixel has been seen at least once (detect's pairs record no runs).
         let persisted = u32::from(persisted.max(1));
         let (first_seen, before_period) = info.dates_of(persisted);
-        patches.push(Patch {
+        let patch = Patch {
             tbbh: String::new(),
             county_code: county.code.clone(),
             county_name: county.name.clone(),
@@ -232,7 +235,10 @@ pub fn build(
             parcel_id: String::new(),
             status: Status::Detected,
             geometry,
-        });
+        };
+        if keep(&patch) {
+            patches.push(patch);
+        }
     }
     number(&mut patches, &info.period);
     Ok(patches)

@@ -440,13 +440,14 @@ impl ChangeRasters {
         Ok(())
     }
 
-    /// Closes the rasters and turns the flagged pixels into patches.
+    /// Closes the rasters and turns the flagged pixels into patches (see [`patches::build`]).
     pub fn into_patches(
         self,
         grid: &JobGrid,
         admin: &Admin,
         info: &PeriodInfo,
         min_area: impl Fn(ChangeType) -> f64,
+        keep: impl Fn(&Patch) -> bool,
     ) -> Result<Vec<Patch>> {
         self.flags.close()?;
         self.key.close()?;
@@ -455,7 +456,7 @@ impl ChangeRasters {
         let polygons = polygonize(&self.key_path)?;
         let attrs = Dataset::open(&self.attrs_path)?;
         let parcel = Dataset::open(&self.parcel_path)?;
-        patches::build(polygons, &attrs, &parcel, grid, admin, info, min_area)
+        patches::build(polygons, &attrs, &parcel, grid, admin, info, min_area, keep)
     }
 }
 
@@ -931,8 +932,14 @@ pub fn run_period(cfg: &JobConfig, period: Period, opts: &RunOptions) -> Result<
     );
     spinner.set_prefix("vectorise");
     spinner.enable_steady_tick(std::time::Duration::from_millis(200));
-    let mut all_patches =
-        change.into_patches(&grid, &admin, &info, |t| cfg.min_area_for(t.code()))?;
+    let mut all_patches = change.into_patches(
+        &grid,
+        &admin,
+        &info,
+        |t| cfg.min_area_for(t.code()),
+        // Persistence over periods, not a parcel share, filters the noise of one look.
+        |_| true,
+    )?;
     farmland.name_parcels(&mut all_patches)?;
     if let Some(townships) = Admin::townships_of_job(cfg, &grid_srs)? {
         townships.name_townships(&mut all_patches)?;

@@ -1,6 +1,7 @@
 //! `detect` on a pair of images with labelled points: the models trained on the points find a
-//! block built over and a parcel left to grass, flag nothing on unchanged land, and a points
-//! file with a bad label is refused by name with nothing written.
+//! block built over and a parcel left to grass, flag nothing on unchanged land nor for a spot
+//! of another crop in a grain field, and a points file with a bad label is refused by name
+//! with nothing written.
 
 mod common;
 
@@ -40,6 +41,8 @@ fn land(col: usize, row: usize) -> u8 {
 /// The built-over block and the parcel left to grass, as (x0, y0, x1, y1) pixels.
 const BUILT: (usize, usize, usize, usize) = (8, 8, 24, 24);
 const GRASS: (usize, usize, usize, usize) = (8, 40, 40, 64);
+/// A spot of orchard in the grain parcel that holds the built block: 2 % of the parcel.
+const SPOT: (usize, usize, usize, usize) = (30, 10, 36, 16);
 
 fn inside(r: (usize, usize, usize, usize), col: usize, row: usize) -> bool {
     (r.0..r.2).contains(&col) && (r.1..r.3).contains(&row)
@@ -50,6 +53,8 @@ fn land_after(col: usize, row: usize) -> u8 {
         3
     } else if inside(GRASS, col, row) {
         5
+    } else if inside(SPOT, col, row) {
+        2
     } else {
         land(col, row)
     }
@@ -110,10 +115,18 @@ fn scene(dir: &Path) {
     image(&dir.join("t2.tif"), land_after);
     points(&dir.join("train_t1.gpkg"), land);
     points(&dir.join("train_t2.gpkg"), land_after);
-    let parcels = [rect(0, 0, 48, 40), rect(0, 40, 48, 80), rect(0, 80, 48, 96)]
-        .into_iter()
-        .map(|g| (g, vec![]))
-        .collect::<Vec<_>>();
+    let (x0, y0, x1, y1) = GRASS;
+    let parcels = [
+        rect(0, 0, 48, 40),
+        rect(x0, y0, x1, y1),
+        rect(0, 40, x0, 80),
+        rect(x1, 40, 48, 80),
+        rect(x0, y1, x1, 80),
+        rect(0, 80, 48, 96),
+    ]
+    .into_iter()
+    .map(|g| (g, vec![]))
+    .collect::<Vec<_>>();
     let srs = SpatialRef::from_epsg(32650).unwrap();
     write_layer(
         &dir.join("parcels.gpkg"),
@@ -147,15 +160,7 @@ fn models_trained_on_points_find_the_built_block_and_the_abandoned_parcel() {
     for f in ["model_before.ot", "model_before.ot.json", "model_after.ot"] {
         assert!(out.join(f).exists(), "{f}");
     }
-    let ds = gdal::Dataset::open(out.join("patches.gpkg")).unwrap();
-    let mut layer = ds.layer(0).unwrap();
-    let patches: Vec<(String, Geometry)> = layer
-        .features()
-        .map(|f| {
-            let t = f.field_as_string(f.field_index("BHLX").unwrap()).unwrap();
-            (t.unwrap(), f.geometry().unwrap().clone())
-        })
-        .collect();
+    let patches = read_patches(&out);
     for (kind, planted) in [("FNH", BUILT), ("PH", GRASS)] {
         let truth = rect(planted.0, planted.1, planted.2, planted.3);
         let found: f64 = patches
@@ -181,6 +186,44 @@ fn models_trained_on_points_find_the_built_block_and_the_abandoned_parcel() {
             g.area()
         );
     }
+}
+
+/// (BHLX, outline) of the patches written to `out`.
+fn read_patches(out: &Path) -> Vec<(String, Geometry)> {
+    let ds = gdal::Dataset::open(out.join("patches.gpkg")).unwrap();
+    let mut layer = ds.layer(0).unwrap();
+    layer
+        .features()
+        .map(|f| {
+            let t = f.field_as_string(f.field_index("BHLX").unwrap()).unwrap();
+            (t.unwrap(), f.geometry().unwrap().clone())
+        })
+        .collect()
+}
+
+#[test]
+fn a_spot_of_another_crop_is_reported_only_when_parcel_shares_are_off() {
+    let tmp = tempfile::tempdir().unwrap();
+    scene(tmp.path());
+    let out = tmp.path().join("out");
+    // The default run finds nothing there (the test above); without the share it does, so
+    // the spot is visible to the models and the parcel rule is what holds it back.
+    detect(&DetectOptions {
+        min_parcel_share: 0.0,
+        ..options(tmp.path(), &out)
+    })
+    .unwrap();
+    let spot = rect(SPOT.0, SPOT.1, SPOT.2, SPOT.3);
+    let found: f64 = read_patches(&out)
+        .iter()
+        .filter(|(t, _)| t == "FLH")
+        .filter_map(|(_, g)| g.intersection(&spot).map(|i| i.area()))
+        .sum();
+    assert!(
+        found >= 0.9 * spot.area(),
+        "FLH: {found} of {} m² found",
+        spot.area()
+    );
 }
 
 #[test]
