@@ -1,0 +1,149 @@
+//! Throughput of the pipeline's hot stages other than classification (`benches/classify.rs`),
+//! in job-grid pixels per second, on one 512 x 512 tile of a city made by gengbao's own
+//! generator (its first period: 4 Sentinel-2 L2A-like acquisitions of 10 bands at 10 and 20 m plus
+//! SCL, DEFLATE GeoTIFFs):
+//! - `read`: one band onto the tile as reflectance; a 10 m band lies on the grid and is read as
+//!   stored, a 20 m band goes through GDAL's bilinear warper;
+//! - `composite`: the period composite of the 4 acquisitions (every band, SCL masks, NDVI);
+//! - `change_rules`: signals, runs and flags of every pixel, with the parcel shares of detect;
+//! - `vectorise`: polygons of a 2048 x 2048 key raster with 1,600 patches and scattered pixels.
+//!
+//! The stages run single-threaded here; the pipeline runs one tile per core.
+//! `cargo bench --bench stages`
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use gengbao::change::{extend_runs, signals, ChangeType, ParcelShares, Rules};
+use gengbao::grid::{JobGrid, Window};
+use gengbao::imagery::Catalog;
+use gengbao::samples::{generate, SampleOptions};
+use gengbao::sensor::SensorProfile;
+use gengbao::vectorise::{patch_key, polygonize};
+use rand::{Rng, SeedableRng};
+
+const SIDE: usize = 512;
+
+fn tile() -> Window {
+    Window {
+        x: 256,
+        y: 256,
+        width: SIDE,
+        height: SIDE,
+    }
+}
+
+fn imagery_stages(c: &mut Criterion) {
+    let tmp = tempfile::tempdir().unwrap();
+    let city = generate(
+        &tmp.path().join("city"),
+        &SampleOptions {
+            size: 1024,
+            periods: 3,
+            ..SampleOptions::default()
+        },
+    )
+    .unwrap();
+    let profile = SensorProfile::by_name("sentinel2-l2a").unwrap();
+    let catalog = Catalog::scan(&city.dir.join("imagery"), profile).unwrap();
+    let acquisitions = catalog.in_period(city.periods[0]);
+    assert_eq!(acquisitions.len(), 4, "a period of the generator");
+    let first = acquisitions[0];
+    let on_grid = &first.files["B04"];
+    let grid = JobGrid::of_dataset(&gdal::Dataset::open(on_grid).unwrap(), on_grid).unwrap();
+    let w = tile();
+
+    let mut group = c.benchmark_group("stages_512x512_tile");
+    group.throughput(Throughput::Elements(w.len() as u64));
+    group.sample_size(20);
+    for band in ["B04", "B11"] {
+        group.bench_function(format!("read_{band}"), |b| {
+            b.iter(|| {
+                first
+                    .read_reflectance(profile, profile.add_offset, band, &grid, w)
+                    .unwrap()
+            })
+        });
+    }
+    group.bench_function("composite_4_acquisitions", |b| {
+        b.iter(|| {
+            gengbao::composite::build(&acquisitions, profile, profile.add_offset, &grid, w).unwrap()
+        })
+    });
+    group.finish();
+}
+
+fn change_rules(c: &mut Criterion) {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(2);
+    let n = SIDE * SIDE;
+    let before: Vec<u8> = (0..n).map(|_| rng.gen_range(1..=6)).collect();
+    let now: Vec<u8> = (0..n).map(|_| rng.gen_range(1..=6)).collect();
+    let parcel: Vec<i32> = (0..n).map(|i| (i / 4096) as i32).collect();
+    let rules = Rules::new(1, 2, 6);
+    let mut group = c.benchmark_group("stages_512x512_tile");
+    group.throughput(Throughput::Elements(n as u64));
+    group.bench_function("change_rules", |b| {
+        b.iter(|| {
+            let mut shares = ParcelShares::default();
+            let mut flags = vec![0u8; n];
+            for i in 0..n {
+                let cultivation = Some(i % 3 == 0);
+                let runs = extend_runs([1; 3], signals(before[i], now[i], cultivation));
+                flags[i] = rules.flag(parcel[i] != 0, now[i], runs, 5).0;
+                shares.add(parcel[i], flags[i]);
+            }
+            (flags, shares.share(1, ChangeType::FLH))
+        })
+    });
+    group.finish();
+}
+
+fn vectorise(c: &mut Criterion) {
+    const KEY_SIDE: usize = 2048;
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("key.tif");
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+    let mut key = vec![0u16; KEY_SIDE * KEY_SIDE];
+    // 40 x 40 fields of 51 px, one in three changed on a random rectangle, and 1 % of all
+    // pixels flagged on their own (the single-pixel noise a polygoniser must also walk).
+    for field in 0..1600 {
+        let (fx, fy) = ((field % 40) * 51, (field / 40) * 51);
+        if field % 3 != 0 {
+            continue;
+        }
+        let (w, h) = (rng.gen_range(4..40), rng.gen_range(4..40));
+        let flag = rng.gen_range(1..=3);
+        for y in fy..fy + h {
+            for x in fx..fx + w {
+                key[y * KEY_SIDE + x] = patch_key(1, flag);
+            }
+        }
+    }
+    for v in key.iter_mut() {
+        if rng.gen_bool(0.01) {
+            *v = patch_key(1, 2);
+        }
+    }
+    let grid = JobGrid {
+        crs_wkt: gdal::spatial_ref::SpatialRef::from_epsg(32650)
+            .unwrap()
+            .to_wkt()
+            .unwrap(),
+        origin_x: 500_000.0,
+        origin_y: 3_500_000.0,
+        resolution: 10.0,
+        width: KEY_SIDE,
+        height: KEY_SIDE,
+        tile_size: 512,
+        halo: 0,
+    };
+    let mut tiff = gengbao::raster::GridTiff::create::<u16>(&path, &grid, 1, None).unwrap();
+    tiff.write(1, grid.full_window(), key).unwrap();
+    tiff.close().unwrap();
+    let mut group = c.benchmark_group("stages_2048x2048_keys");
+    group.throughput(Throughput::Elements((KEY_SIDE * KEY_SIDE) as u64));
+    group.sample_size(10);
+    group.bench_function("vectorise", |b| b.iter(|| polygonize(&path).unwrap()));
+    group.finish();
+}
+
+criterion_group!(benches, imagery_stages, change_rules, vectorise);
+criterion_main!(benches);
