@@ -58,8 +58,8 @@ pub struct DetectOptions {
     /// a pair is one look at each date, so an unsure class is no evidence of change. Applies
     /// to learned models, whose confidence is a probability (not to the index rules).
     pub min_confidence: f32,
-    /// With a parcel layer, the share of a parcel's convertible land an FLH or PH patch must
-    /// take, with the other pixels of its type in that parcel ([`ParcelShares`]); 0 keeps all.
+    /// With a parcel layer, the share of a parcel's observed pixels that the pixels of an FLH
+    /// or PH patch's type there must make up ([`ParcelShares`]); 0 keeps every patch.
     pub min_parcel_share: f64,
     pub quiet: bool,
 }
@@ -147,6 +147,17 @@ fn profile_for(path: &Path, bands: usize, name: Option<&str>) -> Result<&'static
 
 pub fn detect(opts: &DetectOptions) -> Result<DetectSummary> {
     let t0 = Instant::now();
+    for (name, value) in [
+        ("--min-confidence", f64::from(opts.min_confidence)),
+        ("--min-parcel-share", opts.min_parcel_share),
+    ] {
+        if !(0.0..=1.0).contains(&value) {
+            return Err(Error::usage(
+                format!("{name} {value} is not a share"),
+                format!("give {name} between 0 and 1"),
+            ));
+        }
+    }
     let before_ds = open_georeferenced(&opts.before)?;
     let after_ds = open_georeferenced(&opts.after)?;
     let profile = profile_for(

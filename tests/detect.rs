@@ -227,6 +227,24 @@ fn a_spot_of_another_crop_is_reported_only_when_parcel_shares_are_off() {
 }
 
 #[test]
+fn a_share_outside_0_to_1_is_refused_before_anything_is_written() {
+    let tmp = tempfile::tempdir().unwrap();
+    scene(tmp.path());
+    let out = tmp.path().join("out");
+    let err = detect(&DetectOptions {
+        min_parcel_share: 67.0,
+        ..options(tmp.path(), &out)
+    })
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("--min-parcel-share 67") && err.contains("between 0 and 1"),
+        "{err}"
+    );
+    assert!(!out.exists(), "the output folder was created");
+}
+
+#[test]
 fn a_points_file_with_a_bad_label_is_named_and_nothing_is_written() {
     let tmp = tempfile::tempdir().unwrap();
     scene(tmp.path());
