@@ -122,19 +122,23 @@ fn vectorise(c: &mut Criterion) {
             *v = patch_key(1, 2);
         }
     }
-    let grid = JobGrid {
-        crs_wkt: gdal::spatial_ref::SpatialRef::from_epsg(32650)
+    let side_m = KEY_SIDE as f64 * 10.0;
+    let grid = JobGrid::covering(
+        gdal::spatial_ref::SpatialRef::from_epsg(32650)
             .unwrap()
             .to_wkt()
             .unwrap(),
-        origin_x: 500_000.0,
-        origin_y: 3_500_000.0,
-        resolution: 10.0,
-        width: KEY_SIDE,
-        height: KEY_SIDE,
-        tile_size: 512,
-        halo: 0,
-    };
+        (
+            500_000.0,
+            3_500_000.0 - side_m,
+            500_000.0 + side_m,
+            3_500_000.0,
+        ),
+        10.0,
+        512,
+        0,
+    )
+    .unwrap();
     let mut tiff = gengbao::raster::GridTiff::create::<u16>(&path, &grid, 1, None).unwrap();
     tiff.write(1, grid.full_window(), key).unwrap();
     tiff.close().unwrap();

@@ -198,7 +198,7 @@ impl ParcelShares {
     /// share or the parcel has no observed pixel.
     pub fn share(&self, parcel: i32, t: ChangeType) -> Option<f64> {
         let k = Self::FIELD_SCALE.iter().position(|&f| f == t)?;
-        let c = self.counts.get(&parcel).filter(|c| c[0] > 0)?;
+        let c = self.counts.get(&parcel)?;
         Some(f64::from(c[k + 1]) / f64::from(c[0]))
     }
 

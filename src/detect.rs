@@ -145,6 +145,17 @@ fn profile_for(path: &Path, bands: usize, name: Option<&str>) -> Result<&'static
     Ok(profile)
 }
 
+/// What one tile of the pair gives, in the tile's core window.
+struct PairTile {
+    class_before: Vec<u8>,
+    class_after: Vec<u8>,
+    flag: Vec<u8>,
+    key: Vec<u16>,
+    attrs: [Vec<u8>; attr_band::COUNT],
+    parcel: Vec<i32>,
+    shares: ParcelShares,
+}
+
 pub fn detect(opts: &DetectOptions) -> Result<DetectSummary> {
     let t0 = Instant::now();
     for (name, value) in [
@@ -308,10 +319,13 @@ pub fn detect(opts: &DetectOptions) -> Result<DetectSummary> {
                     } else {
                         after.classes[i]
                     };
-                    let sure = before.confidence[i].min(after.confidence[i]) >= min_confidence;
-                    let runs = if watched && sure {
-                        let cultivation = opts.abandonment.then(|| pair_cultivation(now)).flatten();
-                        extend_runs([0; 3], signals(before.classes[i], now, cultivation))
+                    let confidence = after.confidence[i].min(before.confidence[i]);
+                    // PH is switched by the rules (`Rules::two_dates`), not here.
+                    let runs = if confidence >= min_confidence {
+                        extend_runs(
+                            [0; 3],
+                            signals(before.classes[i], now, pair_cultivation(now)),
+                        )
                     } else {
                         [0; 3]
                     };
@@ -322,7 +336,7 @@ pub fn detect(opts: &DetectOptions) -> Result<DetectSummary> {
                             basic: farm.as_ref().is_some_and(|f| f.basic[i]),
                             baseline: before.classes[i],
                             now,
-                            confidence: after.confidence[i].min(before.confidence[i]),
+                            confidence,
                             runs,
                             classes_before: &[],
                             confidences_before: &[],
@@ -340,25 +354,24 @@ pub fn detect(opts: &DetectOptions) -> Result<DetectSummary> {
                         attrs[b][i] = v;
                     }
                 }
-                let parcel = farm.map_or_else(|| vec![0; n], |f| f.parcel);
-                Ok((
-                    w,
-                    before.classes,
-                    after.classes,
+                Ok(PairTile {
+                    class_before: before.classes,
+                    class_after: after.classes,
                     flag,
                     key,
                     attrs,
-                    parcel,
-                    tile_shares,
-                ))
+                    parcel: farm.map_or_else(|| vec![0; n], |f| f.parcel),
+                    shares: tile_shares,
+                })
             })
             .collect();
-        for o in outs {
-            let (w, cb, ca, flag, key, attrs, parcel, tile_shares) = o?;
-            shares.merge(tile_shares);
-            class_before.write(1, w, cb)?;
-            class_after.write(1, w, ca)?;
-            change.write(w, flag, key, attrs, parcel)?;
+        for (tile, out) in batch.iter().zip(outs) {
+            let out = out?;
+            let w = tile.core;
+            shares.merge(out.shares);
+            class_before.write(1, w, out.class_before)?;
+            class_after.write(1, w, out.class_after)?;
+            change.write(w, out.flag, out.key, out.attrs, out.parcel)?;
         }
     }
     class_before.close()?;

@@ -67,7 +67,7 @@ pub fn export_packages(
     zip: bool,
 ) -> Result<Vec<PackageSummary>> {
     let archive = period_dir(cfg, period);
-    if !archive.join("summary.json").exists() {
+    if !crate::schedule::is_done(cfg, period) {
         return Err(Error::input(
             &archive,
             format!("period {period} has not been run"),
@@ -109,37 +109,28 @@ pub fn export_packages(
             .join(period.to_string())
             .join(&c.code);
         let zip_target = zip.then(|| target.with_extension("zip"));
+        // One staging folder for the package and its zip: they share a parent folder, and a
+        // second staging folder there would clear the first as a leftover of this process.
         let staging = StagingDir::beside(&target)?;
-        let zip_staging = zip_target.as_deref().map(StagingDir::beside).transpose()?;
+        let package = staging.path().join(&c.code);
         let mut files = Vec::new();
         let patches = ledger.dispatch(period, &c.code, |patches| {
             files = write_package(
-                staging.path(),
-                cfg,
-                period,
-                c,
-                patches,
-                &imagery,
-                &class_tif,
-                &flags_tif,
+                &package, cfg, period, c, patches, &imagery, &class_tif, &flags_tif,
             )?;
-            if let Some(z) = &zip_staging {
-                let folder = target
-                    .file_name()
-                    .expect("a county folder")
-                    .to_string_lossy();
+            if zip {
                 zip_folder(
-                    staging.path(),
-                    &folder,
+                    &package,
+                    &c.code,
                     period,
-                    &z.path().join("package.zip"),
+                    &staging.path().join("package.zip"),
                 )?;
             }
             Ok(())
         })?;
-        staging.replace(&target)?;
-        if let (Some(z), Some(zip_target)) = (zip_staging, &zip_target) {
-            z.move_entry("package.zip", zip_target)?;
+        staging.move_entry(&c.code, &target)?;
+        if let Some(zip_target) = &zip_target {
+            staging.move_entry("package.zip", zip_target)?;
         }
         out.push(PackageSummary {
             county: c.code.clone(),

@@ -116,35 +116,21 @@ pub fn score_against_truth(
     reported: &[(ChangeType, Geometry)],
 ) -> Result<BTreeMap<&'static str, ObjectScore>> {
     let truth_raster = truth_dir.join(format!("change_{period}.tif"));
-    let grid = JobGrid::of_dataset(
-        &Dataset::open(&truth_raster).in_file(&truth_raster, "check the path")?,
-        &truth_raster,
-    )?;
-    let (_, _, truth) = crate::raster::read_band_f64(&truth_raster, 1)?;
+    let truth_ds = Dataset::open(&truth_raster).in_file(&truth_raster, "check the path")?;
+    let grid = JobGrid::of_dataset(&truth_ds, &truth_raster)?;
     let whole = grid.full_window();
+    let truth = crate::raster::read_grid_window::<f64>(&truth_ds, 1, whole, f64::NAN)?;
     // Patches may be in another CRS than the truth (a job on a Gauss-Krüger grid).
     let truth_srs = grid.spatial_ref()?;
-    // One transformation per source CRS: building one is what costs.
-    let mut to_truth: Vec<(
-        gdal::spatial_ref::SpatialRef,
-        gdal::spatial_ref::CoordTransform,
-    )> = Vec::new();
     let mut rep_geoms: Vec<Geometry> = Vec::with_capacity(reported.len());
     for (_, g) in reported {
         let mut g = g.clone();
         if let Some(mut srs) = g.spatial_ref().filter(|s| *s != truth_srs) {
-            let k = match to_truth.iter().position(|(s, _)| *s == srs) {
-                Some(k) => k,
-                None => {
-                    srs.set_axis_mapping_strategy(
-                        gdal::spatial_ref::AxisMappingStrategy::TraditionalGisOrder,
-                    );
-                    let t = gdal::spatial_ref::CoordTransform::new(&srs, &truth_srs)?;
-                    to_truth.push((srs, t));
-                    to_truth.len() - 1
-                }
-            };
-            g.transform_inplace(&to_truth[k].1)?;
+            srs.set_axis_mapping_strategy(
+                gdal::spatial_ref::AxisMappingStrategy::TraditionalGisOrder,
+            );
+            let to_truth = crate::raster::transform_between(&srs, &truth_srs)?;
+            g.transform_inplace(&to_truth)?;
         }
         rep_geoms.push(g);
     }

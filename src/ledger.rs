@@ -542,10 +542,6 @@ impl Ledger {
         })
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     fn begin(&mut self) -> Result<Transaction<'_>> {
         let path = &self.path;
         self.conn.transaction().map_err(|e| {
@@ -1076,6 +1072,8 @@ fn record_in(
     }
 
     let compact = period_s.replace('-', "");
+    // The last number given under each county-and-period prefix, read once per prefix.
+    let mut last_seq: BTreeMap<String, u32> = BTreeMap::new();
     for (i, p) in patches.iter_mut().enumerate() {
         let env = p.geometry.envelope();
         let wkb = p.geometry.wkb().map_err(|e| damaged_record(path, e))?;
@@ -1119,17 +1117,23 @@ fn record_in(
             }
             None => {
                 let prefix = format!("{}{compact}", p.county_code);
-                let last: Option<String> = tx
-                    .query_row(
-                        "SELECT max(tbbh) FROM patches WHERE tbbh LIKE ? || '%' AND length(tbbh) = ?",
-                        params![prefix, prefix.len() + 5],
-                        |r| r.get(0),
-                    )
-                    .map_err(db)?;
-                let seq = last
-                    .and_then(|t| t[prefix.len()..].parse::<u32>().ok())
-                    .unwrap_or(0)
-                    + 1;
+                let seq = match last_seq.get_mut(&prefix) {
+                    Some(seq) => seq,
+                    None => {
+                        let last: Option<String> = tx
+                            .query_row(
+                                "SELECT max(tbbh) FROM patches WHERE tbbh LIKE ? || '%' AND length(tbbh) = ?",
+                                params![prefix, prefix.len() + 5],
+                                |r| r.get(0),
+                            )
+                            .map_err(db)?;
+                        let last = last
+                            .and_then(|t| t[prefix.len()..].parse::<u32>().ok())
+                            .unwrap_or(0);
+                        last_seq.entry(prefix.clone()).or_insert(last)
+                    }
+                };
+                *seq += 1;
                 p.tbbh = format!("{prefix}{seq:05}");
                 p.status = Detected;
                 tx.execute(

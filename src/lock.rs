@@ -12,7 +12,7 @@
 use crate::error::{Error, Result};
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 pub const LOCK_FILE: &str = "gengbao.lock";
 
@@ -20,7 +20,6 @@ pub const LOCK_FILE: &str = "gengbao.lock";
 #[derive(Debug)]
 pub struct JobLock {
     file: File,
-    path: PathBuf,
     /// Set when a dead run's record was found: what it said.
     pub took_over: Option<String>,
 }
@@ -76,15 +75,7 @@ impl JobLock {
         file.write_all(record.as_bytes())
             .and_then(|_| file.sync_data())
             .map_err(|e| Error::io(&path, e))?;
-        Ok(JobLock {
-            file,
-            path,
-            took_over,
-        })
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
+        Ok(JobLock { file, took_over })
     }
 }
 

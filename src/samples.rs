@@ -996,9 +996,12 @@ fn write_city(dir: &Path, opts: &SampleOptions) -> Result<CityParts> {
 
     // Rasters: truth per period, then the imagery, one acquisition per task.
     let g10 = grid_at(opts.size, RES, &wkt);
+    let class_per_period: Vec<Vec<u8>> = (0..periods.len())
+        .map(|k| classes_at(&land, &every, k))
+        .collect();
     let mut jobs = Vec::new();
     for (k, &period) in periods.iter().enumerate() {
-        let classes = classes_at(&land, &every, k);
+        let classes = &class_per_period[k];
         write_tif(
             &dir.join("truth").join(format!("class_{period}.tif")),
             &g10,
@@ -1026,9 +1029,6 @@ fn write_city(dir: &Path, opts: &SampleOptions) -> Result<CityParts> {
             jobs.push((k, date, j == clear_one, rng.gen::<u64>()));
         }
     }
-    let class_per_period: Vec<Vec<u8>> = (0..periods.len())
-        .map(|k| classes_at(&land, &every, k))
-        .collect();
     jobs.par_iter().try_for_each(|(k, date, clear, seed)| {
         let name = format!("S2B_MSIL2A_{}T030549_T50SKE", date.format("%Y%m%d"));
         write_acquisition(

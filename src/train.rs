@@ -841,7 +841,6 @@ fn weighted_loss(
 
 /// Balances the classes: each pixel's weight is divided by the square root of its class's
 /// share of the training pixels, so that rare classes count without dominating.
-/// The samples' weights scaled so that every class of the train split weighs alike.
 fn balanced_weights(set: &SampleSet) -> Vec<f32> {
     let mut count = [0f64; 6];
     for (i, &y) in set.y.iter().enumerate() {

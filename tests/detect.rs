@@ -8,6 +8,7 @@ mod common;
 use gdal::spatial_ref::SpatialRef;
 use gdal::vector::{FieldValue, Geometry, LayerAccess};
 use gdal_sys::OGRFieldType::OFTInteger;
+use gengbao::change::ChangeType;
 use gengbao::detect::{detect, DetectOptions};
 use gengbao::export::{write_layer, Format};
 use std::path::Path;
@@ -73,7 +74,7 @@ fn image(path: &Path, class_of: fn(usize, usize) -> u8) {
     });
 }
 
-fn rect(x0: usize, y0: usize, x1: usize, y1: usize) -> Geometry {
+fn rect((x0, y0, x1, y1): (usize, usize, usize, usize)) -> Geometry {
     let (w, n) = (ORIGIN.0 + x0 as f64 * 10.0, ORIGIN.1 - y0 as f64 * 10.0);
     let (e, s) = (ORIGIN.0 + x1 as f64 * 10.0, ORIGIN.1 - y1 as f64 * 10.0);
     Geometry::bbox(w, s, e, n).unwrap()
@@ -115,15 +116,16 @@ fn scene(dir: &Path) {
     image(&dir.join("t2.tif"), land_after);
     points(&dir.join("train_t1.gpkg"), land);
     points(&dir.join("train_t2.gpkg"), land_after);
-    let (x0, y0, x1, y1) = GRASS;
+    let (x0, _, x1, y1) = GRASS;
     let parcels = [
-        rect(0, 0, 48, 40),
-        rect(x0, y0, x1, y1),
-        rect(0, 40, x0, 80),
-        rect(x1, 40, 48, 80),
-        rect(x0, y1, x1, 80),
-        rect(0, 80, 48, 96),
+        (0, 0, 48, 40),
+        GRASS,
+        (0, 40, x0, 80),
+        (x1, 40, 48, 80),
+        (x0, y1, x1, 80),
+        (0, 80, 48, 96),
     ]
+    .map(rect)
     .into_iter()
     .map(|g| (g, vec![]))
     .collect::<Vec<_>>();
@@ -161,44 +163,30 @@ fn models_trained_on_points_find_the_built_block_and_the_abandoned_parcel() {
         assert!(out.join(f).exists(), "{f}");
     }
     let patches = read_patches(&out);
-    for (kind, planted) in [("FNH", BUILT), ("PH", GRASS)] {
-        let truth = rect(planted.0, planted.1, planted.2, planted.3);
-        let found: f64 = patches
-            .iter()
-            .filter(|(t, _)| t == kind)
-            .filter_map(|(_, g)| g.intersection(&truth).map(|i| i.area()))
-            .sum();
+    for (kind, planted) in [(ChangeType::FNH, BUILT), (ChangeType::PH, GRASS)] {
+        let truth = rect(planted);
+        let found = common::covered_area(&patches, kind, &truth);
         assert!(
             found >= 0.9 * truth.area(),
-            "{kind}: {found} of {} m² found",
+            "{kind:?}: {found} of {} m² found",
             truth.area()
         );
     }
     // Nothing else: every patch lies on a planted change.
-    let planted = rect(BUILT.0, BUILT.1, BUILT.2, BUILT.3)
-        .union(&rect(GRASS.0, GRASS.1, GRASS.2, GRASS.3))
-        .unwrap();
+    let planted = rect(BUILT).union(&rect(GRASS)).unwrap();
     for (kind, g) in &patches {
         let on = g.intersection(&planted).map_or(0.0, |i| i.area());
         assert!(
             on >= 0.9 * g.area(),
-            "a spurious {kind} patch of {} m²",
+            "a spurious {kind:?} patch of {} m²",
             g.area()
         );
     }
 }
 
-/// (BHLX, outline) of the patches written to `out`.
-fn read_patches(out: &Path) -> Vec<(String, Geometry)> {
-    let ds = gdal::Dataset::open(out.join("patches.gpkg")).unwrap();
-    let mut layer = ds.layer(0).unwrap();
-    layer
-        .features()
-        .map(|f| {
-            let t = f.field_as_string(f.field_index("BHLX").unwrap()).unwrap();
-            (t.unwrap(), f.geometry().unwrap().clone())
-        })
-        .collect()
+/// (type, outline) of the patches written to `out`.
+fn read_patches(out: &Path) -> Vec<(ChangeType, Geometry)> {
+    gengbao::evaluate::read_patches(&out.join("patches.gpkg"), "BHLX").unwrap()
 }
 
 #[test]
@@ -213,12 +201,8 @@ fn a_spot_of_another_crop_is_reported_only_when_parcel_shares_are_off() {
         ..options(tmp.path(), &out)
     })
     .unwrap();
-    let spot = rect(SPOT.0, SPOT.1, SPOT.2, SPOT.3);
-    let found: f64 = read_patches(&out)
-        .iter()
-        .filter(|(t, _)| t == "FLH")
-        .filter_map(|(_, g)| g.intersection(&spot).map(|i| i.area()))
-        .sum();
+    let spot = rect(SPOT);
+    let found = common::covered_area(&read_patches(&out), ChangeType::FLH, &spot);
     assert!(
         found >= 0.9 * spot.area(),
         "FLH: {found} of {} m² found",

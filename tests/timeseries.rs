@@ -15,13 +15,7 @@ use gengbao::samples::PlantedChange;
 /// Whether patches of `kind` cover at least half of the change's footprint.
 fn flagged(patches: &[(ChangeType, Geometry)], change: &PlantedChange, kind: ChangeType) -> bool {
     let footprint = change.footprint().unwrap();
-    let covered: f64 = patches
-        .iter()
-        .filter(|(t, _)| *t == kind)
-        .filter_map(|(_, g)| g.intersection(&footprint))
-        .map(|g| g.area())
-        .sum();
-    2.0 * covered >= footprint.area()
+    2.0 * common::covered_area(patches, kind, &footprint) >= footprint.area()
 }
 
 #[test]

@@ -133,3 +133,17 @@ pub fn real_data(folder: &str, probe: &str) -> Option<PathBuf> {
     let dir = root.join(folder);
     dir.join(probe).exists().then_some(dir)
 }
+
+/// The area of `footprint` that patches of `kind` cover (m²).
+pub fn covered_area(
+    patches: &[(gengbao::change::ChangeType, gdal::vector::Geometry)],
+    kind: gengbao::change::ChangeType,
+    footprint: &gdal::vector::Geometry,
+) -> f64 {
+    patches
+        .iter()
+        .filter(|(t, _)| *t == kind)
+        .filter_map(|(_, g)| g.intersection(footprint))
+        .map(|g| g.area())
+        .sum()
+}
