@@ -100,6 +100,7 @@ fn vectorise(c: &mut Criterion) {
     const KEY_SIDE: usize = 2048;
     let tmp = tempfile::tempdir().unwrap();
     let path = tmp.path().join("key.tif");
+    let scratch = tmp.path().join("key.fgb");
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
     let mut key = vec![0u16; KEY_SIDE * KEY_SIDE];
     // 40 x 40 fields of 51 px, one in three changed on a random rectangle, and 1 % of all
@@ -145,7 +146,9 @@ fn vectorise(c: &mut Criterion) {
     let mut group = c.benchmark_group("stages_2048x2048_keys");
     group.throughput(Throughput::Elements((KEY_SIDE * KEY_SIDE) as u64));
     group.sample_size(10);
-    group.bench_function("vectorise", |b| b.iter(|| polygonize(&path).unwrap()));
+    group.bench_function("vectorise", |b| {
+        b.iter(|| polygonize(&path, &scratch).unwrap().count())
+    });
     group.finish();
 }
 

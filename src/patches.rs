@@ -135,7 +135,7 @@ fn round2(v: f64) -> f64 {
 /// `keep` may drop a patch on its attributes before the patches are numbered.
 #[allow(clippy::too_many_arguments)]
 pub fn build(
-    polygons: Vec<(i64, Geometry)>,
+    polygons: impl Iterator<Item = Result<(i64, Geometry)>>,
     attrs: &Dataset,
     parcels: &Dataset,
     grid: &JobGrid,
@@ -150,7 +150,8 @@ pub fn build(
     let to_lonlat = CoordTransform::new(&grid_srs, &geographic)?;
     let px_area = grid.pixel_area_m2();
     let mut patches = Vec::new();
-    for (key, geometry) in polygons {
+    for polygon in polygons {
+        let (key, geometry) = polygon?;
         let (county_idx, flag) = split_key(key);
         let Some(change) = ChangeType::from_flag(flag) else {
             continue;

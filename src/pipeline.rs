@@ -453,7 +453,7 @@ impl ChangeRasters {
         self.key.close()?;
         self.attrs.close()?;
         self.parcel.close()?;
-        let polygons = polygonize(&self.key_path)?;
+        let polygons = polygonize(&self.key_path, &self.key_path.with_extension("fgb"))?;
         let attrs = Dataset::open(&self.attrs_path)?;
         let parcel = Dataset::open(&self.parcel_path)?;
         patches::build(polygons, &attrs, &parcel, grid, admin, info, min_area, keep)
