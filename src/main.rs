@@ -793,9 +793,12 @@ fn main_inner(cli: Cli) -> Result<u8> {
 fn main() -> ExitCode {
     // GDAL's block cache defaults to 5 % of RAM and fills up over a pass (1.2 GiB of a
     // 24 GiB machine, most of the peak memory of an 8192 x 8192 detection). Each stage reads
-    // a block once, so a bounded cache costs no time. GDAL_CACHEMAX in the environment wins.
+    // a block once, so a bounded cache costs little time: on a 16384² detection 128 MiB ran
+    // 2 % slower than 256 MiB and peaked 220 MiB lower (the patch stage refills the cache
+    // from the main thread while the tile stage's freed blocks stay in the workers' malloc
+    // arenas). GDAL_CACHEMAX in the environment wins.
     if std::env::var_os("GDAL_CACHEMAX").is_none() {
-        let _ = gdal::config::set_config_option("GDAL_CACHEMAX", "256");
+        let _ = gdal::config::set_config_option("GDAL_CACHEMAX", "128");
     }
     match main_inner(Cli::parse()) {
         Ok(code) => ExitCode::from(code),

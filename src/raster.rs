@@ -333,11 +333,16 @@ impl GridTiff {
         nodata: Option<f64>,
     ) -> Result<Self> {
         let driver = DriverManager::get_driver_by_name("GTiff")?;
+        // Bands are written one at a time, so each is stored on its own (INTERLEAVE=BAND).
+        // With GDAL's default pixel interleaving, a block flushed before all its bands were
+        // written is decoded and encoded again for each later band: 15 % of an 8192² two-date
+        // detection's time went there.
         let options = RasterCreationOptions::from_iter([
             "TILED=YES",
             "BLOCKXSIZE=256",
             "BLOCKYSIZE=256",
             "COMPRESS=DEFLATE",
+            "INTERLEAVE=BAND",
             "BIGTIFF=IF_SAFER",
         ]);
         let mut ds = driver
