@@ -1002,8 +1002,17 @@ pub fn fit(
 
 fn save_atomic(vs: &tch::nn::VarStore, path: &Path) -> Result<()> {
     let tmp = path.with_extension("partial.ot");
-    vs.save(&tmp)?;
+    save_weights(vs, &tmp)?;
     std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+}
+
+/// Writes the weights in name order. `VarStore::save` writes them in its hash map's order,
+/// which changes from process to process, so the same weights gave different files and a
+/// different model version (MXBB) on every run.
+fn save_weights(vs: &tch::nn::VarStore, path: &Path) -> Result<()> {
+    let mut named: Vec<(String, tch::Tensor)> = vs.variables().into_iter().collect();
+    named.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(tch::Tensor::save_multi(&named, path)?)
 }
 
 /// Held-out figures of a model, pooled separately over real and generated datasets.
@@ -1101,7 +1110,7 @@ pub fn train(cfg: &TrainConfig, quiet: bool) -> Result<TrainReport> {
     // tch picks the weight format by extension (`.pt` means a zipped state dict, which
     // VarStore::save does not write): gengbao's VarStore files are `.ot`.
     let partial_model = output.with_extension("partial.ot");
-    fitted.vs.save(&partial_model)?;
+    save_weights(&fitted.vs, &partial_model)?;
     let mut card = ModelCard {
         name: cfg.model.name.clone(),
         format: ModelFormat::VarstoreMlp,
@@ -1283,7 +1292,7 @@ impl PointModel<'_> {
             .zip(&predicted)
             .filter(|(&i, &p)| set.y[i] == p)
             .count();
-        fitted.vs.save(output)?;
+        save_weights(&fitted.vs, output)?;
         let extra = serde_json::json!({
             "trained_on": self.points.display().to_string(),
             "pixels": n,

@@ -184,6 +184,28 @@ fn models_trained_on_points_find_the_built_block_and_the_abandoned_parcel() {
     }
 }
 
+#[test]
+fn two_runs_on_the_same_pair_train_byte_identical_models() {
+    let tmp = tempfile::tempdir().unwrap();
+    scene(tmp.path());
+    let outs = ["a", "b"].map(|run| {
+        let out = tmp.path().join(run);
+        detect(&options(tmp.path(), &out)).unwrap();
+        out
+    });
+    for f in ["model_before.ot", "model_after.ot"] {
+        let [a, b] = &outs.clone().map(|out| std::fs::read(out.join(f)).unwrap());
+        assert!(a == b, "{f} differs between two runs");
+    }
+    // The patches' model version (MXBB) is the models' content hash, so it repeats too.
+    let [a, b] = outs.map(|out| {
+        let summary: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(out.join("summary.json")).unwrap()).unwrap();
+        summary["classifier"].as_str().unwrap().to_string()
+    });
+    assert_eq!(a, b);
+}
+
 /// (type, outline) of the patches written to `out`.
 fn read_patches(out: &Path) -> Vec<(ChangeType, Geometry)> {
     gengbao::evaluate::read_patches(&out.join("patches.gpkg"), "BHLX").unwrap()
