@@ -414,9 +414,9 @@ impl ChangeRasters {
         let parcel_path = work.join("parcel.tif");
         Ok(ChangeRasters {
             flags: GridTiff::create::<u8>(flags_path, grid, 1, Some(f64::from(FLAG_OUTSIDE)))?,
-            key: GridTiff::create::<u16>(&key_path, grid, 1, None)?,
-            attrs: GridTiff::create::<u8>(&attrs_path, grid, attr_band::COUNT, None)?,
-            parcel: GridTiff::create::<i32>(&parcel_path, grid, 1, None)?,
+            key: GridTiff::create_scratch::<u16>(&key_path, grid, 1, None)?,
+            attrs: GridTiff::create_scratch::<u8>(&attrs_path, grid, attr_band::COUNT, None)?,
+            parcel: GridTiff::create_scratch::<i32>(&parcel_path, grid, 1, None)?,
             key_path,
             attrs_path,
             parcel_path,
