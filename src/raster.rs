@@ -8,7 +8,7 @@ use gdal::spatial_ref::{CoordTransform, SpatialRef};
 use gdal::vector::Geometry;
 use gdal::{Dataset, DriverManager};
 use gdal_sys::GDALResampleAlg;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 #[derive(Debug, Clone, Copy)]
 pub enum Resample {
@@ -237,19 +237,25 @@ fn read_aligned(
         let mut values = vec![f32::NAN; window.len()];
         if cx1 > cx0 && cy1 > cy0 {
             let (w, h) = ((cx1 - cx0) as usize, (cy1 - cy0) as usize);
-            let mut part = vec![0f32; w * h];
-            band.read_into_slice((cx0, cy0), (w, h), (w, h), &mut part, None)
+            // A window inside the file (every tile but the edge ones) is read in place.
+            let inside = w * h == window.len();
+            let mut part = if inside {
+                Vec::new()
+            } else {
+                vec![0f32; w * h]
+            };
+            let read = if inside { &mut values } else { &mut part };
+            band.read_into_slice((cx0, cy0), (w, h), (w, h), read, None)
                 .in_file(path, "check the file with `gdalinfo`")?;
-            let fill = band.no_data_value().or(nodata).filter(|v| v.is_finite());
+            if let Some(fill) = band.no_data_value().or(nodata).filter(|v| v.is_finite()) {
+                for v in read.iter_mut().filter(|v| f64::from(**v) == fill) {
+                    *v = f32::NAN;
+                }
+            }
             let (ox, oy) = ((cx0 - x0) as usize, (cy0 - y0) as usize);
             for (r, row) in part.chunks_exact(w).enumerate() {
                 let start = (oy + r) * window.width + ox;
-                let dst = &mut values[start..start + w];
-                for (d, &v) in dst.iter_mut().zip(row) {
-                    if fill.is_none_or(|f| f64::from(v) != f) {
-                        *d = v;
-                    }
-                }
+                values[start..start + w].copy_from_slice(row);
             }
         }
         out.push(values);
@@ -323,6 +329,7 @@ pub fn read_grid_window<T: GdalType + Copy>(
 /// A tiled, compressed GeoTIFF on the job grid, written window by window.
 pub struct GridTiff {
     ds: Dataset,
+    path: PathBuf,
 }
 
 impl GridTiff {
@@ -386,7 +393,10 @@ impl GridTiff {
                 ds.rasterband(b)?.set_no_data_value(Some(nd))?;
             }
         }
-        Ok(GridTiff { ds })
+        Ok(GridTiff {
+            ds,
+            path: path.to_path_buf(),
+        })
     }
 
     pub fn write<T: GdalType + Copy>(
@@ -396,11 +406,24 @@ impl GridTiff {
         data: Vec<T>,
     ) -> Result<()> {
         let mut buf = Buffer::new((window.width, window.height), data);
-        self.ds.rasterband(band)?.write(
+        let mut raster_band = self.ds.rasterband(band)?;
+        raster_band.write(
             (window.x, window.y),
             (window.width, window.height),
             &mut buf,
         )?;
+        // Blocks land in the file in the order they are flushed. Left to the block cache,
+        // that order follows the reader threads' timing, and the same run wrote different
+        // bytes; flushed here, they land in write order.
+        // SAFETY: the band handle is valid while `self.ds` lives.
+        let rv = unsafe { gdal_sys::GDALFlushRasterCache(raster_band.c_rasterband()) };
+        if rv != gdal_sys::CPLErr::CE_None {
+            return Err(Error::input(
+                &self.path,
+                format!("writing failed: {}", last_gdal_error()),
+                "check that the output folder has free space",
+            ));
+        }
         Ok(())
     }
 
@@ -418,4 +441,40 @@ pub fn read_band_f64(path: &Path, band: usize) -> Result<(usize, usize, Vec<f64>
         .rasterband(band)?
         .read_as::<f64>((0, 0), (w, h), (w, h), None)?;
     Ok((w, h, buf.into_shape_and_vec().1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Writes a 1024 x 256 raster as four tiles, east to west, and gives its bytes.
+    fn written_east_to_west(path: &Path) -> Vec<u8> {
+        let crs = SpatialRef::from_epsg(32650).unwrap().to_wkt().unwrap();
+        let grid = JobGrid::covering(crs, (0.0, 0.0, 10240.0, 2560.0), 10.0, 256, 0).unwrap();
+        let mut tiff = GridTiff::create::<u16>(path, &grid, 1, None).unwrap();
+        for tile in grid.tiles().iter().rev() {
+            let w = tile.core;
+            let values = (0..w.len()).map(|i| (i as u16) ^ (w.x as u16)).collect();
+            tiff.write(1, w, values).unwrap();
+        }
+        tiff.close().unwrap();
+        std::fs::read(path).unwrap()
+    }
+
+    #[test]
+    fn a_rasters_bytes_do_not_depend_on_the_block_cache() {
+        let tmp = tempfile::tempdir().unwrap();
+        let roomy = written_east_to_west(&tmp.path().join("roomy.tif"));
+        // A cache of one block makes GDAL evict (and write) each tile's blocks as the next
+        // tile comes in, while a roomy one keeps them all to the end.
+        // SAFETY: plain setters of GDAL's process-wide cache size.
+        let before = unsafe { gdal_sys::GDALGetCacheMax64() };
+        unsafe { gdal_sys::GDALSetCacheMax64(256 * 256 * 2) };
+        let tight = written_east_to_west(&tmp.path().join("tight.tif"));
+        unsafe { gdal_sys::GDALSetCacheMax64(before) };
+        assert!(
+            roomy == tight,
+            "the file's bytes follow the cache's flushing order"
+        );
+    }
 }
