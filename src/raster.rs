@@ -330,6 +330,16 @@ pub fn read_grid_window<T: GdalType + Copy>(
 pub struct GridTiff {
     ds: Dataset,
     path: PathBuf,
+    /// Whether each write is flushed (see [`GridTiff::write`]).
+    flush_each_write: bool,
+}
+
+/// Side of a GridTiff block: 256, or the largest power of two under it that divides the
+/// grid's tiles, so that a tile's write completes whole blocks. None when no side of at least
+/// 16 (TIFF's smallest) divides them.
+fn block_side(tile_size: usize) -> Option<usize> {
+    let side = 256usize.min(1 << tile_size.trailing_zeros().min(8));
+    (side >= 16).then_some(side)
 }
 
 impl GridTiff {
@@ -365,10 +375,13 @@ impl GridTiff {
         // With GDAL's default pixel interleaving, a block flushed before all its bands were
         // written is decoded and encoded again for each later band: 15 % of an 8192² two-date
         // detection's time went there.
+        let block = block_side(grid.tile_size);
+        let side = block.unwrap_or(256);
+        let (block_x, block_y) = (format!("BLOCKXSIZE={side}"), format!("BLOCKYSIZE={side}"));
         let options = RasterCreationOptions::from_iter([
             "TILED=YES",
-            "BLOCKXSIZE=256",
-            "BLOCKYSIZE=256",
+            block_x.as_str(),
+            block_y.as_str(),
             "COMPRESS=DEFLATE",
             "INTERLEAVE=BAND",
             "BIGTIFF=IF_SAFER",
@@ -396,6 +409,7 @@ impl GridTiff {
         Ok(GridTiff {
             ds,
             path: path.to_path_buf(),
+            flush_each_write: block.is_some(),
         })
     }
 
@@ -414,7 +428,11 @@ impl GridTiff {
         )?;
         // Blocks land in the file in the order they are flushed. Left to the block cache,
         // that order follows the reader threads' timing, and the same run wrote different
-        // bytes; flushed here, they land in write order.
+        // bytes; flushed here, they land in write order. Tiles that do not cover whole
+        // blocks are left to the cache: a flushed partial block would be written again.
+        if !self.flush_each_write {
+            return Ok(());
+        }
         // SAFETY: the band handle is valid while `self.ds` lives.
         let rv = unsafe { gdal_sys::GDALFlushRasterCache(raster_band.c_rasterband()) };
         if rv != gdal_sys::CPLErr::CE_None {
@@ -459,6 +477,15 @@ mod tests {
         }
         tiff.close().unwrap();
         std::fs::read(path).unwrap()
+    }
+
+    #[test]
+    fn blocks_divide_the_tiles() {
+        assert_eq!(block_side(512), Some(256));
+        assert_eq!(block_side(384), Some(128));
+        assert_eq!(block_side(64), Some(64));
+        assert_eq!(block_side(16), Some(16));
+        assert_eq!(block_side(100), None);
     }
 
     #[test]

@@ -30,7 +30,8 @@ pub fn split_key(key: i64) -> (usize, u8) {
 /// written to a scratch FlatGeobuf (no spatial index: features stay in write order) and
 /// streamed from there.
 pub struct Polygons {
-    features: OwnedFeatureIterator,
+    /// None when nothing was flagged (GDAL writes no FlatGeobuf file without features).
+    features: Option<OwnedFeatureIterator>,
     path: PathBuf,
 }
 
@@ -39,7 +40,7 @@ impl Iterator for Polygons {
     type Item = Result<(i64, Geometry)>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        let feature = (&mut self.features).next()?;
+        let feature = self.features.as_mut()?.next()?;
         let key = match feature.field_as_integer(0) {
             Ok(key) => i64::from(key.unwrap_or(0)),
             Err(e) => return Some(Err(e.into())),
@@ -95,12 +96,16 @@ pub fn polygonize(path: &Path, scratch: &Path) -> Result<Polygons> {
             "re-run the period; report this if it persists",
         ));
     }
+    let count = layer.feature_count();
     // Closing flushes the file; it is then read as written.
     out.close()?;
-    let features = Dataset::open(scratch)
-        .in_file(scratch, "internal scratch file; re-run the period")?
-        .into_layer(0)?
-        .owned_features();
+    let features = if count == 0 {
+        None
+    } else {
+        let ds =
+            Dataset::open(scratch).in_file(scratch, "internal scratch file; re-run the period")?;
+        Some(ds.into_layer(0)?.owned_features())
+    };
     Ok(Polygons {
         features,
         path: scratch.to_path_buf(),
@@ -148,6 +153,11 @@ mod tests {
                 (i64::from(ph), 100.0)
             ]
         );
+        // Nothing flagged: no polygons, and no error for the file GDAL did not write.
+        let mut tiff = GridTiff::create::<u16>(&path, &grid, 1, None).unwrap();
+        tiff.write(1, grid.full_window(), vec![0; 24]).unwrap();
+        tiff.close().unwrap();
+        assert_eq!(polygonize(&path, &scratch).unwrap().count(), 0);
     }
 
     #[test]

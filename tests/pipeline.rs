@@ -7,6 +7,7 @@ use common::{city, config_text, run_all, snapshot};
 use gdal::vector::LayerAccess;
 use gengbao::evaluate::{read_period_patches, score_against_truth};
 use gengbao::pipeline::{period_dir, run_period, RunOptions};
+use gengbao::raster::read_band_f64;
 use std::fs;
 
 #[test]
@@ -167,15 +168,20 @@ fn tile_seams_do_not_change_or_split_patches_and_runs_repeat_exactly() {
                 .unwrap(),
             );
         }
-        bytes.push(fs::read(dir.join("flags.tif")).unwrap());
-        bytes.push(fs::read(dir.join("class.tif")).unwrap());
-        outputs.push(bytes);
+        let rasters = ["flags.tif", "class.tif"].map(|f| dir.join(f));
+        outputs.push((
+            bytes,
+            rasters.clone().map(|r| read_band_f64(&r, 1).unwrap().2),
+            rasters.map(|r| fs::read(r).unwrap()),
+        ));
     }
     // 16 tiles of 64 px against a single tile: the same patches, byte for byte, so no patch
-    // was cut at a seam (changes are planted across multiples of 128 px).
-    assert_eq!(outputs[0], outputs[2], "tiling changed the result");
+    // was cut at a seam (changes are planted across multiples of 128 px), and the same
+    // rasters (their files differ: blocks are as wide as the tiles).
+    assert_eq!(outputs[0].0, outputs[2].0, "tiling changed the patches");
+    assert!(outputs[0].1 == outputs[2].1, "tiling changed the rasters");
     assert_eq!(outputs[0], outputs[1], "two identical runs differ");
-    let geojson = String::from_utf8(outputs[0][0].clone()).unwrap();
+    let geojson = String::from_utf8(outputs[0].0[0].clone()).unwrap();
     let number = format!("\"TBBH\": \"320901{}", last.to_string().replace('-', ""));
     assert!(
         geojson.contains(&number),
