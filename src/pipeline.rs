@@ -396,6 +396,19 @@ fn byte_to_confidence(b: u8) -> f32 {
     f32::from(b) / 250.0
 }
 
+/// Hands the memory the tile stage freed back to the system before the patch stage.
+///
+/// glibc keeps what a worker thread frees in that thread's arena, where the main thread's
+/// patch stage cannot reuse it, so the patch stage's allocations (GDAL's block cache refilled,
+/// the polygoniser) came on top of the tile stage's high-water mark.
+fn release_freed_memory() {
+    // SAFETY: malloc_trim only returns free pages of the allocator's arenas to the system.
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// The flag raster, and the scratch rasters the patch stage reads, written tile by tile.
 pub(crate) struct ChangeRasters {
     flags: GridTiff,
@@ -453,6 +466,7 @@ impl ChangeRasters {
         self.key.close()?;
         self.attrs.close()?;
         self.parcel.close()?;
+        release_freed_memory();
         let polygons = polygonize(&self.key_path, &self.key_path.with_extension("fgb"))?;
         let attrs = Dataset::open(&self.attrs_path)?;
         let parcel = Dataset::open(&self.parcel_path)?;
