@@ -371,13 +371,13 @@ impl GridTiff {
         level: &str,
     ) -> Result<Self> {
         let driver = DriverManager::get_driver_by_name("GTiff")?;
+        let block = block_side(grid.tile_size);
+        let side = block.unwrap_or(256);
+        let (block_x, block_y) = (format!("BLOCKXSIZE={side}"), format!("BLOCKYSIZE={side}"));
         // Bands are written one at a time, so each is stored on its own (INTERLEAVE=BAND).
         // With GDAL's default pixel interleaving, a block flushed before all its bands were
         // written is decoded and encoded again for each later band: 15 % of an 8192² two-date
         // detection's time went there.
-        let block = block_side(grid.tile_size);
-        let side = block.unwrap_or(256);
-        let (block_x, block_y) = (format!("BLOCKXSIZE={side}"), format!("BLOCKYSIZE={side}"));
         let options = RasterCreationOptions::from_iter([
             "TILED=YES",
             block_x.as_str(),

@@ -24,9 +24,9 @@ pub fn split_key(key: i64) -> (usize, u8) {
 
 /// The polygons of a key raster, read back one at a time in scan order.
 ///
-/// GDAL's polygoniser writes every 4-connected run, and on a real scene nearly all of them are
-/// single pixels that the minimum mapping unit then drops (336,000 polygons for 1,250 patches
-/// on a 16384² scene). Holding them in a Memory layer made memory grow with area, so they are
+/// GDAL's polygoniser writes every 4-connected run, and nearly all of them are scattered
+/// pixels that the minimum mapping unit then drops (336,000 polygons for 1,247 patches on the
+/// peer harness's 16384² scene). Holding them in a Memory layer made memory grow with area, so they are
 /// written to a scratch FlatGeobuf (no spatial index: features stay in write order) and
 /// streamed from there.
 pub struct Polygons {
