@@ -5,11 +5,13 @@
 #
 # usage: scripts/bench.sh [--size N] [--runs R] [--peers] [--work DIR]
 #   --size   scene side in pixels (default 8192; the harness's 2048 and 8192 are the usual ones)
-#   --runs   gengbao runs; the median wall time is reported (default 3)
+#   --runs   gengbao runs; the median wall and CPU time and the highest peak RSS are reported
+#            (default 3)
 #   --peers  also run the harness's OTB, rasterio+sklearn and GDAL pipelines once each, and
 #            print gengbao's speed and memory as ratios against them (needs the packages of
 #            ../shared/bench/README.md; about 25 min at 8192)
-#   --work   scenes and outputs (default /tmp/gengbao-bench2); nothing is written elsewhere
+#   --work   scenes and outputs (default /tmp/gengbao-bench2); besides the release build in
+#            target/, nothing is written elsewhere
 set -euo pipefail
 size=8192 runs=3 peers=0 work=/tmp/gengbao-bench2
 while [ $# -gt 0 ]; do
@@ -26,8 +28,8 @@ harness=$(cd "$root/../shared/bench" 2>/dev/null && pwd) || {
   echo "error: ../shared/bench is missing beside the checkout; it holds the scene generator and scorer" >&2
   exit 1
 }
-for tool in /usr/bin/python3 /usr/bin/time; do
-  [ -x "$tool" ] || { echo "error: $tool is missing: apt-get install python3 time" >&2; exit 1; }
+for tool in /usr/bin/python3 /usr/bin/time /usr/bin/bc; do
+  [ -x "$tool" ] || { echo "error: $tool is missing: apt-get install python3 time bc" >&2; exit 1; }
 done
 /usr/bin/python3 -c "import osgeo, scipy, numpy" 2>/dev/null || {
   echo "error: the scorer needs python3-gdal python3-scipy python3-numpy (see $harness/README.md)" >&2
@@ -54,8 +56,10 @@ timed() {
     /Maximum resident/ { rss = $2 }
     END { printf "%s %.2f %.2f %d\n", n, wall, cpu, rss }' "$out/time.txt" >> "$work/runs/times"
 }
+# Scores the results in DIR; prints "f1 precision recall", or stops the script naming the log.
 score() {
-  /usr/bin/python3 "$harness/common/eval.py" "$scene" "$1" > "$1/eval.log" 2>&1
+  /usr/bin/python3 "$harness/common/eval.py" "$scene" "$1" > "$1/eval.log" 2>&1 || {
+    echo "error: scoring $1 failed; see $1/eval.log" >&2; exit 1; }
   /usr/bin/python3 -c "import json,sys; o=json.load(open(sys.argv[1]+'/eval.json'))['objects']; print(o['f1'], o['precision'], o['recall'])" "$1"
 }
 
@@ -66,12 +70,16 @@ for r in $(seq "$runs"); do
     --add-offset 0 --samples-before "$scene/train_t1.gpkg" --samples-after "$scene/train_t2.gpkg" \
     --abandonment --quiet --out "$work/runs/gengbao/out"
 done
-read -r g_f1 g_p g_r < <(score "$work/runs/gengbao/out")
+scores=$(score "$work/runs/gengbao/out")
+read -r g_f1 g_p g_r <<< "$scores"
 if [ "$peers" = 1 ]; then
   timed otb "$work/runs/otb" -- "$harness/peers/otb/run_otb.sh" "$scene" "$work/runs/otb"
   timed py_sklearn "$work/runs/py_sklearn" -- /usr/bin/python3 "$harness/peers/py_sklearn/run_sklearn.py" "$scene" "$work/runs/py_sklearn"
   timed gdal_rules "$work/runs/gdal_rules" -- "$harness/peers/gdal_rules/run_gdal.sh" "$scene" "$work/runs/gdal_rules"
-  for p in otb py_sklearn gdal_rules; do echo "$p $(score "$work/runs/$p")" >> "$work/runs/f1"; done
+  for p in otb py_sklearn gdal_rules; do
+    scores=$(score "$work/runs/$p")
+    echo "$p $scores" >> "$work/runs/f1"
+  done
 fi
 
 echo
@@ -81,9 +89,8 @@ median() { sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR+1)/2] : (v
 gw=$(awk '$1 == "gengbao" { print $2 }' "$work/runs/times" | median)
 gc=$(awk '$1 == "gengbao" { print $3 }' "$work/runs/times" | median)
 grss=$(awk '$1 == "gengbao" && $4 > m { m = $4 } END { print m }' "$work/runs/times")
-gn=$(grep -c "^gengbao " "$work/runs/times")
 printf "%-11s %9.2f %9.2f %9.0f %13.2f %8s %6s %6s  (median of %d runs)\n" gengbao "$gw" "$gc" \
-  "$(echo "$grss / 1024" | bc -l)" "$(echo "2 * $size * $size / 1000000 / $gw" | bc -l)" "$g_f1" "$g_p" "$g_r" "$gn"
+  "$(echo "$grss / 1024" | bc -l)" "$(echo "2 * $size * $size / 1000000 / $gw" | bc -l)" "$g_f1" "$g_p" "$g_r" "$runs"
 if [ "$peers" = 1 ]; then
   while read -r name wall cpu rss; do
     [ "$name" = gengbao ] && continue

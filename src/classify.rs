@@ -246,6 +246,13 @@ impl ModelCard {
         PathBuf::from(p)
     }
 
+    /// Writes the card beside `model`.
+    pub fn save(&self, model: &Path) -> Result<()> {
+        let path = Self::card_path(model);
+        let text = serde_json::to_string_pretty(self).expect("serialisable") + "\n";
+        std::fs::write(&path, text).map_err(|e| Error::io(&path, e))
+    }
+
     pub fn load(model: &Path) -> Result<Self> {
         let path = Self::card_path(model);
         let text = std::fs::read_to_string(&path).map_err(|e| {

@@ -74,11 +74,11 @@ impl DetectOptions {
             sensor: None,
             add_offset: None,
             out,
-            min_area_m2: 400.0,
+            min_area_m2: DEFAULT_MIN_AREA_M2,
             model: None,
             samples_before: None,
             samples_after: None,
-            sample_class_field: "class".into(),
+            sample_class_field: DEFAULT_SAMPLE_CLASS_FIELD.into(),
             abandonment: false,
             min_confidence: DEFAULT_MIN_CONFIDENCE,
             min_parcel_share: DEFAULT_MIN_PARCEL_SHARE,
@@ -86,6 +86,12 @@ impl DetectOptions {
         }
     }
 }
+
+/// Default of [`DetectOptions::min_area_m2`].
+pub const DEFAULT_MIN_AREA_M2: f64 = 400.0;
+
+/// Default of [`DetectOptions::sample_class_field`].
+pub const DEFAULT_SAMPLE_CLASS_FIELD: &str = "class";
 
 /// Default of [`DetectOptions::min_confidence`]. Measured on the peer harness's 2048 scene:
 /// the planted changes' patches had a mean confidence of 0.99 and more, the spurious

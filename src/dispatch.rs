@@ -58,6 +58,9 @@ pub struct PackageSummary {
     pub zip: Option<PathBuf>,
 }
 
+/// The zip's name in a county's staging folder.
+const STAGED_ZIP: &str = "package.zip";
+
 /// Writes the dispatch packages of `period`: of one county, or of every county of the job;
 /// with `zip`, also `<county>.zip` beside each folder.
 pub fn export_packages(
@@ -118,19 +121,14 @@ pub fn export_packages(
             files = write_package(
                 &package, cfg, period, c, patches, &imagery, &class_tif, &flags_tif,
             )?;
-            if zip {
-                zip_folder(
-                    &package,
-                    &c.code,
-                    period,
-                    &staging.path().join("package.zip"),
-                )?;
+            if zip_target.is_some() {
+                zip_folder(&package, &c.code, period, &staging.path().join(STAGED_ZIP))?;
             }
             Ok(())
         })?;
         staging.move_entry(&c.code, &target)?;
         if let Some(zip_target) = &zip_target {
-            staging.move_entry("package.zip", zip_target)?;
+            staging.move_entry(STAGED_ZIP, zip_target)?;
         }
         out.push(PackageSummary {
             county: c.code.clone(),
@@ -190,10 +188,8 @@ fn zip_folder(dir: &Path, folder: &str, period: Period, zip_path: &Path) -> Resu
         let relative = path.strip_prefix(dir).expect("found under dir");
         let name = format!("{folder}/{}", relative.to_string_lossy());
         writer.start_file(name, options).map_err(err)?;
-        let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
-        writer
-            .write_all(&bytes)
-            .map_err(|e| Error::io(zip_path, e))?;
+        let mut file = std::fs::File::open(&path).map_err(|e| Error::io(&path, e))?;
+        std::io::copy(&mut file, &mut writer).map_err(|e| Error::io(zip_path, e))?;
     }
     let mut out = writer.finish().map_err(err)?;
     out.flush().map_err(|e| Error::io(zip_path, e))?;
@@ -242,7 +238,14 @@ fn write_package(
         1200,
         Some(imagery.grid.window_around(&envelope, 4)),
     )?;
-    write_report(&dir.join("report.html"), county, period, &stem, patches)?;
+    write_report(
+        &dir.join("report.html"),
+        county,
+        period,
+        &stem,
+        patches,
+        cfg.townships.is_some(),
+    )?;
     let mut files: Vec<String> = std::fs::read_dir(dir)
         .map_err(|e| Error::io(dir, e))?
         .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
@@ -360,9 +363,9 @@ fn escape(s: &str) -> String {
 }
 
 /// Count and 亩 of each change type per township, for the report; a note when the job gives no
-/// township layer (every patch then has empty township fields).
-fn township_table(patches: &[Patch]) -> String {
-    if patches.iter().all(|p| p.township_code.is_empty()) {
+/// township layer.
+fn township_table(patches: &[Patch], townships_given: bool) -> String {
+    if !townships_given {
         return "<h2>按乡镇汇总</h2>\n<p>任务配置未给出乡镇界线（[townships]），不按乡镇汇总。</p>\n"
             .to_string();
     }
@@ -417,6 +420,7 @@ fn write_report(
     period: Period,
     stem: &str,
     patches: &[Patch],
+    townships_given: bool,
 ) -> Result<()> {
     let mut by_type: BTreeMap<(u8, &str), (usize, f64, f64, f64)> = BTreeMap::new();
     for p in patches {
@@ -470,7 +474,7 @@ fn write_report(
         mu(total.2),
         mu(total.3)
     );
-    h += &township_table(patches);
+    h += &township_table(patches, townships_given);
     h += "<h2>总览图</h2>\n<p class=\"legend\">";
     for (flag, label) in [(1u8, "非农化"), (2, "非粮化"), (3, "撂荒")] {
         let [r, g, b] = flag_colour(flag).expect("a change flag");

@@ -23,7 +23,7 @@ use crate::period::Period;
 use gdal::vector::Geometry;
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{btree_map, BTreeMap, BTreeSet, VecDeque};
 use std::path::{Path, PathBuf};
 
 /// Where a patch is in its lifecycle (DESIGN.md).
@@ -1117,9 +1117,9 @@ fn record_in(
             }
             None => {
                 let prefix = format!("{}{compact}", p.county_code);
-                let seq = match last_seq.get_mut(&prefix) {
-                    Some(seq) => seq,
-                    None => {
+                let seq = match last_seq.entry(prefix.clone()) {
+                    btree_map::Entry::Occupied(seq) => seq.into_mut(),
+                    btree_map::Entry::Vacant(slot) => {
                         let last: Option<String> = tx
                             .query_row(
                                 "SELECT max(tbbh) FROM patches WHERE tbbh LIKE ? || '%' AND length(tbbh) = ?",
@@ -1127,10 +1127,10 @@ fn record_in(
                                 |r| r.get(0),
                             )
                             .map_err(db)?;
-                        let last = last
-                            .and_then(|t| t[prefix.len()..].parse::<u32>().ok())
-                            .unwrap_or(0);
-                        last_seq.entry(prefix.clone()).or_insert(last)
+                        slot.insert(
+                            last.and_then(|t| t[prefix.len()..].parse::<u32>().ok())
+                                .unwrap_or(0),
+                        )
                     }
                 };
                 *seq += 1;

@@ -99,7 +99,7 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
         /// Minimum patch area in m².
-        #[arg(long, default_value_t = 400.0)]
+        #[arg(long, default_value_t = gengbao::detect::DEFAULT_MIN_AREA_M2)]
         min_area: f64,
         /// A learned model (TorchScript or VarStore, card beside it as <model>.json) instead
         /// of the index baseline.
@@ -112,7 +112,7 @@ enum Command {
         /// Labelled points on the later image.
         #[arg(long)]
         samples_after: Option<PathBuf>,
-        #[arg(long, default_value = "class")]
+        #[arg(long, default_value = gengbao::detect::DEFAULT_SAMPLE_CLASS_FIELD)]
         sample_class_field: String,
         /// Flag 撂荒 (PH) from the pair: cropland before, grass or shrub after. Use it when the
         /// later image is in the growing season, when a field still farmed shows a crop or

@@ -329,7 +329,7 @@ impl ArchiveEntry {
 }
 
 /// What the change stage knows of one pixel inside the area of interest.
-pub(crate) struct Pixel<'a> {
+pub struct Pixel<'a> {
     /// 1-based county index (0 = outside the area of interest)
     pub county: u16,
     pub watched: bool,
@@ -348,7 +348,7 @@ pub(crate) struct Pixel<'a> {
     pub history_periods: usize,
 }
 
-pub(crate) struct Judgement {
+pub struct Judgement {
     pub flag: u8,
     pub key: u16,
     pub attrs: [u8; attr_band::COUNT],
@@ -359,7 +359,7 @@ pub(crate) struct Judgement {
 /// confidence of a lasting change combines the classifier's confidences over its periods
 /// (1 - product of the doubts, each period being independent evidence), so it rises as the
 /// change persists.
-pub(crate) fn judge(p: Pixel, rules: &Rules) -> Judgement {
+pub fn judge(p: Pixel, rules: &Rules) -> Judgement {
     let (flag, run) = rules.flag(p.watched, p.now, p.runs, p.history_periods);
     let key = if ChangeType::from_flag(flag).is_some() {
         patch_key(p.county, flag)
@@ -757,6 +757,8 @@ pub fn run_period(cfg: &JobConfig, period: Period, opts: &RunOptions) -> Result<
         })
         .collect::<Result<Vec<_>>>()?;
     let all_counties = Admin::of_job(cfg, &grid_srs)?;
+    // Read before the tile stage, so that a bad township layer stops the run at once.
+    let townships = Admin::townships_of_job(cfg, &grid_srs)?;
     // The grid always covers the whole job, so that archives line up whatever is run.
     let grid = JobGrid::covering(
         grid_srs.to_wkt()?,
@@ -955,7 +957,7 @@ pub fn run_period(cfg: &JobConfig, period: Period, opts: &RunOptions) -> Result<
         |_| true,
     )?;
     farmland.name_parcels(&mut all_patches)?;
-    if let Some(townships) = Admin::townships_of_job(cfg, &grid_srs)? {
+    if let Some(townships) = &townships {
         townships.name_townships(&mut all_patches)?;
     }
     // Stable numbers and statuses from the ledger, which also re-checks rectified patches

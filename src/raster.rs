@@ -225,42 +225,29 @@ fn read_aligned(
     window: Window,
     nodata: Option<f64>,
 ) -> Result<Vec<Vec<f32>>> {
-    let (fw, fh) = file.raster_size();
-    // The window in file pixels, clipped to the file.
-    let (x0, y0) = (window.x + dx, window.y + dy);
-    let (cx0, cy0) = (x0.max(0), y0.max(0));
-    let cx1 = (x0 + window.width as isize).min(fw as isize);
-    let cy1 = (y0 + window.height as isize).min(fh as isize);
-    let mut out = Vec::with_capacity(file.raster_count());
-    for b in 1..=file.raster_count() {
-        let band = file.rasterband(b)?;
-        let mut values = vec![f32::NAN; window.len()];
-        if cx1 > cx0 && cy1 > cy0 {
-            let (w, h) = ((cx1 - cx0) as usize, (cy1 - cy0) as usize);
-            // A window inside the file (every tile but the edge ones) is read in place.
-            let inside = w * h == window.len();
-            let mut part = if inside {
-                Vec::new()
-            } else {
-                vec![0f32; w * h]
-            };
-            let read = if inside { &mut values } else { &mut part };
-            band.read_into_slice((cx0, cy0), (w, h), (w, h), read, None)
-                .in_file(path, "check the file with `gdalinfo`")?;
+    let in_file = Window {
+        x: window.x + dx,
+        y: window.y + dy,
+        ..window
+    };
+    (1..=file.raster_count())
+        .map(|b| {
+            let mut values =
+                read_grid_window::<f32>(file, b, in_file, f32::NAN).map_err(|e| match e {
+                    Error::Gdal(e) => {
+                        Error::input(path, e.to_string(), "check the file with `gdalinfo`")
+                    }
+                    other => other,
+                })?;
+            let band = file.rasterband(b)?;
             if let Some(fill) = band.no_data_value().or(nodata).filter(|v| v.is_finite()) {
-                for v in read.iter_mut().filter(|v| f64::from(**v) == fill) {
+                for v in values.iter_mut().filter(|v| f64::from(**v) == fill) {
                     *v = f32::NAN;
                 }
             }
-            let (ox, oy) = ((cx0 - x0) as usize, (cy0 - y0) as usize);
-            for (r, row) in part.chunks_exact(w).enumerate() {
-                let start = (oy + r) * window.width + ox;
-                values[start..start + w].copy_from_slice(row);
-            }
-        }
-        out.push(values);
-    }
-    Ok(out)
+            Ok(values)
+        })
+        .collect()
 }
 
 pub fn last_gdal_error() -> String {
@@ -314,14 +301,17 @@ pub fn read_grid_window<T: GdalType + Copy>(
         return Ok(out);
     }
     let (iw, ih) = ((x1 - x0) as usize, (y1 - y0) as usize);
-    let buf = ds
-        .rasterband(band)?
-        .read_as::<T>((x0, y0), (iw, ih), (iw, ih), None)?
-        .into_shape_and_vec()
-        .1;
-    for r in 0..ih {
+    let band = ds.rasterband(band)?;
+    // A window inside the raster (every tile but the edge ones) is read in place.
+    if iw * ih == window.len() {
+        band.read_into_slice((x0, y0), (iw, ih), (iw, ih), &mut out, None)?;
+        return Ok(out);
+    }
+    let mut part = vec![fill; iw * ih];
+    band.read_into_slice((x0, y0), (iw, ih), (iw, ih), &mut part, None)?;
+    for (r, row) in part.chunks_exact(iw).enumerate() {
         let dst = ((y0 - window.y) as usize + r) * window.width + (x0 - window.x) as usize;
-        out[dst..dst + iw].copy_from_slice(&buf[r * iw..(r + 1) * iw]);
+        out[dst..dst + iw].copy_from_slice(row);
     }
     Ok(out)
 }

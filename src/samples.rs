@@ -770,10 +770,11 @@ fn rect_polygon(r: (usize, usize, usize, usize)) -> Result<Geometry> {
 /// The config text with the commented-out section `header` switched on: its header line and
 /// the commented lines that follow it, up to a blank line.
 fn uncomment_section(config: &str, header: &str) -> String {
+    let commented_header = format!("# {header}");
     let mut inside = false;
     let mut out = String::new();
     for line in config.lines() {
-        if line.starts_with(&format!("# {header}")) {
+        if line.starts_with(&commented_header) {
             inside = true;
         } else if !line.starts_with("# ") {
             inside = false;

@@ -1108,7 +1108,7 @@ pub fn train(cfg: &TrainConfig, quiet: bool) -> Result<TrainReport> {
     let card_path = ModelCard::card_path(&output);
     // The model and its card replace the old pair only when both are complete.
     // tch picks the weight format by extension (`.pt` means a zipped state dict, which
-    // VarStore::save does not write): gengbao's VarStore files are `.ot`.
+    // `save_weights` does not write): gengbao's VarStore files are `.ot`.
     let partial_model = output.with_extension("partial.ot");
     save_weights(&fitted.vs, &partial_model)?;
     let mut card = ModelCard {
@@ -1122,11 +1122,7 @@ pub fn train(cfg: &TrainConfig, quiet: bool) -> Result<TrainReport> {
         extra: serde_json::Map::new(),
     };
     let partial_card = ModelCard::card_path(&partial_model);
-    let write_card = |card: &ModelCard| -> Result<()> {
-        let text = serde_json::to_string_pretty(card).expect("serialisable") + "\n";
-        std::fs::write(&partial_card, text).map_err(|e| Error::io(&partial_card, e))
-    };
-    write_card(&card)?;
+    card.save(&partial_model)?;
     let classifier = TorchClassifier::load(&partial_model, profile)?;
     let [test, validation]: [Evaluation; 2] =
         evaluate_classifier(cfg, &classifier, &[Split::Test, Split::Validation])?
@@ -1173,7 +1169,7 @@ pub fn train(cfg: &TrainConfig, quiet: bool) -> Result<TrainReport> {
     if let serde_json::Value::Object(map) = extra {
         card.extra = map;
     }
-    write_card(&card)?;
+    card.save(&partial_model)?;
     std::fs::rename(&partial_model, &output).map_err(|e| Error::io(&output, e))?;
     std::fs::rename(&partial_card, &card_path).map_err(|e| Error::io(&card_path, e))?;
     Ok(TrainReport {
@@ -1313,9 +1309,7 @@ impl PointModel<'_> {
                 _ => unreachable!("a JSON object"),
             },
         };
-        let card_path = ModelCard::card_path(output);
-        let text = serde_json::to_string_pretty(&card).expect("serialisable") + "\n";
-        std::fs::write(&card_path, text).map_err(|e| Error::io(&card_path, e))?;
+        card.save(output)?;
         TorchClassifier::load(output, self.profile)
     }
 }

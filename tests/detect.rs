@@ -163,15 +163,8 @@ fn models_trained_on_points_find_the_built_block_and_the_abandoned_parcel() {
         assert!(out.join(f).exists(), "{f}");
     }
     let patches = read_patches(&out);
-    for (kind, planted) in [(ChangeType::FNH, BUILT), (ChangeType::PH, GRASS)] {
-        let truth = rect(planted);
-        let found = common::covered_area(&patches, kind, &truth);
-        assert!(
-            found >= 0.9 * truth.area(),
-            "{kind:?}: {found} of {} m² found",
-            truth.area()
-        );
-    }
+    assert_found(&patches, ChangeType::FNH, BUILT);
+    assert_found(&patches, ChangeType::PH, GRASS);
     // Nothing else: every patch lies on a planted change.
     let planted = rect(BUILT).union(&rect(GRASS)).unwrap();
     for (kind, g) in &patches {
@@ -206,6 +199,21 @@ fn two_runs_on_the_same_pair_train_byte_identical_models() {
     assert_eq!(a, b);
 }
 
+/// Patches of `kind` cover at least 90 % of the `planted` rectangle.
+fn assert_found(
+    patches: &[(ChangeType, Geometry)],
+    kind: ChangeType,
+    planted: (usize, usize, usize, usize),
+) {
+    let truth = rect(planted);
+    let found = common::covered_area(patches, kind, &truth);
+    assert!(
+        found >= 0.9 * truth.area(),
+        "{kind:?}: {found} of {} m² found",
+        truth.area()
+    );
+}
+
 /// (type, outline) of the patches written to `out`.
 fn read_patches(out: &Path) -> Vec<(ChangeType, Geometry)> {
     gengbao::evaluate::read_patches(&out.join("patches.gpkg"), "BHLX").unwrap()
@@ -223,13 +231,7 @@ fn a_spot_of_another_crop_is_reported_only_when_parcel_shares_are_off() {
         ..options(tmp.path(), &out)
     })
     .unwrap();
-    let spot = rect(SPOT);
-    let found = common::covered_area(&read_patches(&out), ChangeType::FLH, &spot);
-    assert!(
-        found >= 0.9 * spot.area(),
-        "FLH: {found} of {} m² found",
-        spot.area()
-    );
+    assert_found(&read_patches(&out), ChangeType::FLH, SPOT);
 }
 
 #[test]

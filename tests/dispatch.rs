@@ -35,20 +35,6 @@ fn field_values(path: &Path, field: &str) -> Vec<(String, String)> {
         .collect()
 }
 
-/// Every file under `dir`.
-fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
-    let mut files = Vec::new();
-    for e in std::fs::read_dir(dir).unwrap() {
-        let path = e.unwrap().path();
-        if path.is_dir() {
-            files.extend(walk(&path));
-        } else {
-            files.push(path);
-        }
-    }
-    files
-}
-
 /// Writes `rows` (header first) as the inspector's saved workbook.
 fn save_xlsx(path: &Path, rows: &[Vec<String>]) {
     let mut book = rust_xlsxwriter::Workbook::new();
@@ -123,11 +109,10 @@ fn packages_round_trip_and_the_ledger_follows_patches_across_periods() {
     let zip_path = packages[0].zip.clone().expect("a zip was asked for");
     let mut zipped = zip::ZipArchive::new(std::fs::File::open(&zip_path).unwrap()).unwrap();
     let folder = dir.file_name().unwrap().to_str().unwrap();
-    let mut on_disk: Vec<String> = walk(dir)
+    let on_disk: Vec<String> = common::files_below(dir)
         .iter()
-        .map(|f| format!("{folder}/{}", f.strip_prefix(dir).unwrap().display()))
+        .map(|f| format!("{folder}/{}", f.display()))
         .collect();
-    on_disk.sort();
     let mut in_zip: Vec<String> = zipped.file_names().map(String::from).collect();
     in_zip.sort();
     assert_eq!(in_zip, on_disk, "the zip holds the whole folder");
