@@ -6,8 +6,8 @@
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use gengbao::classify::{Classifier, ClassifierInput, IndexBaseline, TorchClassifier};
-use gengbao::composite::{Composite, NdviStats};
-use gengbao::sensor::SensorProfile;
+use gengbao::geo::composite::{Composite, NdviStats};
+use gengbao::geo::sensor::SensorProfile;
 use rand::{Rng, SeedableRng};
 
 const SIDE: usize = 512;

@@ -13,14 +13,13 @@
 //! `cargo bench --bench stages`
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use gengbao::change::{extend_runs, signals, ChangeType, ParcelShares, Rules};
-use gengbao::grid::{JobGrid, Window};
-use gengbao::imagery::Catalog;
-use gengbao::patches::attr_band;
-use gengbao::pipeline::{judge, Pixel};
+use gengbao::domain::change::{ChangeType, ParcelShares, Rules};
+use gengbao::engine::judge::{judge_tile, History, Observation};
+use gengbao::geo::grid::{JobGrid, Window};
+use gengbao::geo::imagery::Catalog;
+use gengbao::geo::sensor::SensorProfile;
+use gengbao::geo::vectorise::{patch_key, polygonize};
 use gengbao::samples::{generate, SampleOptions};
-use gengbao::sensor::SensorProfile;
-use gengbao::vectorise::{patch_key, polygonize};
 use rand::{Rng, SeedableRng};
 
 const SIDE: usize = 512;
@@ -68,7 +67,8 @@ fn imagery_stages(c: &mut Criterion) {
     }
     group.bench_function("composite_4_acquisitions", |b| {
         b.iter(|| {
-            gengbao::composite::build(&acquisitions, profile, profile.add_offset, &grid, w).unwrap()
+            gengbao::geo::composite::build(&acquisitions, profile, profile.add_offset, &grid, w)
+                .unwrap()
         })
     });
     group.finish();
@@ -87,34 +87,29 @@ fn change_rules(c: &mut Criterion) {
     // rules' judgement with its patch key and attributes, and the parcel shares.
     group.bench_function("change_rules", |b| {
         b.iter(|| {
+            let history = History {
+                classes: &[],
+                confidences: &[],
+                periods: 5,
+            };
+            let change = judge_tile(n, &rules, history, |i| {
+                Some(Observation {
+                    county: 1,
+                    watched: parcel[i] != 0,
+                    basic: false,
+                    baseline: before[i],
+                    now: now[i],
+                    confidence: 0.95,
+                    cultivation: Some(i % 3 == 0),
+                    runs_before: [1; 3],
+                    sure: true,
+                })
+            });
             let mut shares = ParcelShares::default();
-            let (mut flags, mut keys) = (vec![0u8; n], vec![0u16; n]);
-            let mut attrs: [Vec<u8>; attr_band::COUNT] = std::array::from_fn(|_| vec![0u8; n]);
-            for i in 0..n {
-                let cultivation = Some(i % 3 == 0);
-                let j = judge(
-                    Pixel {
-                        county: 1,
-                        watched: parcel[i] != 0,
-                        basic: false,
-                        baseline: before[i],
-                        now: now[i],
-                        confidence: 0.95,
-                        runs: extend_runs([1; 3], signals(before[i], now[i], cultivation)),
-                        classes_before: &[],
-                        confidences_before: &[],
-                        history_periods: 5,
-                    },
-                    &rules,
-                );
-                flags[i] = j.flag;
-                keys[i] = j.key;
-                for (b, v) in j.attrs.into_iter().enumerate() {
-                    attrs[b][i] = v;
-                }
-                shares.add(parcel[i], j.flag);
+            for (&p, &flag) in parcel.iter().zip(&change.flag) {
+                shares.add(p, flag);
             }
-            (flags, keys, attrs, shares.share(1, ChangeType::FLH))
+            (change, shares.share(1, ChangeType::FLH))
         })
     });
     group.finish();
@@ -161,7 +156,7 @@ fn vectorise(c: &mut Criterion) {
         0,
     )
     .unwrap();
-    let mut tiff = gengbao::raster::GridTiff::create::<u16>(&path, &grid, 1, None).unwrap();
+    let mut tiff = gengbao::geo::raster::GridTiff::create::<u16>(&path, &grid, 1, None).unwrap();
     tiff.write(1, grid.full_window(), key).unwrap();
     tiff.close().unwrap();
     let mut group = c.benchmark_group("stages_2048x2048_keys");

@@ -6,10 +6,10 @@
 //! Pixel scores for binary change maps: precision, recall and F1 of "changed" on the pixels a
 //! reference labels changed or unchanged (unlabelled pixels do not count).
 
-use crate::change::ChangeType;
+use crate::domain::change::ChangeType;
 use crate::error::{Error, GdalContext, Result};
-use crate::grid::JobGrid;
-use crate::raster::rasterize;
+use crate::geo::grid::JobGrid;
+use crate::geo::raster::rasterize;
 use gdal::vector::{Geometry, LayerAccess};
 use gdal::Dataset;
 use serde::{Deserialize, Serialize};
@@ -119,7 +119,7 @@ pub fn score_against_truth(
     let truth_ds = Dataset::open(&truth_raster).in_file(&truth_raster, "check the path")?;
     let grid = JobGrid::of_dataset(&truth_ds, &truth_raster)?;
     let whole = grid.full_window();
-    let truth = crate::raster::read_grid_window::<f64>(&truth_ds, 1, whole, f64::NAN)?;
+    let truth = crate::geo::raster::read_grid_window::<f64>(&truth_ds, 1, whole, f64::NAN)?;
     // Patches may be in another CRS than the truth (a job on a Gauss-Krüger grid).
     let truth_srs = grid.spatial_ref()?;
     let mut rep_geoms: Vec<Geometry> = Vec::with_capacity(reported.len());
@@ -129,7 +129,7 @@ pub fn score_against_truth(
             srs.set_axis_mapping_strategy(
                 gdal::spatial_ref::AxisMappingStrategy::TraditionalGisOrder,
             );
-            let to_truth = crate::raster::transform_between(&srs, &truth_srs)?;
+            let to_truth = crate::geo::raster::transform_between(&srs, &truth_srs)?;
             g.transform_inplace(&to_truth)?;
         }
         rep_geoms.push(g);
@@ -291,7 +291,7 @@ pub fn class_score_counts(confusion: [[u64; 6]; 6]) -> ClassScore {
 impl ClassScore {
     /// A Markdown report: headline figures, per-class table and confusion matrix.
     pub fn markdown(&self, title: &str) -> String {
-        use crate::classify::LandCover;
+        use crate::domain::land_cover::LandCover;
         let mut md = format!(
             "## {title}\n\n{} pixels, overall accuracy {:.3}, kappa {:.3}, macro-F1 {:.3}\n\n\
              | class | reference pixels | precision | recall | F1 |\n|---|---|---|---|---|\n",
@@ -345,10 +345,10 @@ impl ClassScore {
 }
 
 /// Draws the confusion matrix as a PNG: cells shaded by row share, with the counts, class
-/// names and the headline figures (text in the font of [`crate::export::text_font`]).
+/// names and the headline figures (text in the font of [`crate::render::text_font`]).
 pub fn confusion_png(score: &ClassScore, title: &str, path: &Path) -> Result<()> {
     use plotters::prelude::*;
-    crate::export::text_font()?;
+    crate::render::text_font()?;
     let draw = || -> std::result::Result<(), Box<dyn std::error::Error>> {
         let (w, h) = (760u32, 640u32);
         let root = BitMapBackend::new(path, (w, h)).into_drawing_area();

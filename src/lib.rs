@@ -19,29 +19,19 @@ pub fn short_sha256(bytes: &[u8], len: usize) -> String {
         .collect()
 }
 
-pub mod change;
-pub mod checkpoint;
 pub mod classify;
-pub mod composite;
-pub mod config;
 pub mod detect;
 pub mod dispatch;
+pub mod domain;
+pub mod engine;
 pub mod error;
 pub mod evaluate;
-pub mod export;
-pub mod grid;
-pub mod imagery;
-pub mod layers;
+pub mod geo;
+pub mod job;
 pub mod ledger;
-pub mod lock;
-pub mod patches;
-pub mod period;
-pub mod pipeline;
-pub mod raster;
+pub mod progress;
+pub mod render;
 pub mod samples;
-pub mod schedule;
-pub mod sensor;
 pub mod train;
-pub mod vectorise;
 
 pub use error::{Error, Result};

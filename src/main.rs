@@ -7,19 +7,20 @@
 
 use clap::{Parser, Subcommand};
 use gengbao::classify::{Classifier, TorchClassifier};
-use gengbao::config::{JobConfig, EXAMPLE};
 use gengbao::detect::{detect, DetectOptions};
 use gengbao::dispatch::{export_packages, read_returns};
+use gengbao::domain::period::Period;
+use gengbao::domain::status::{Evidence, Status};
+use gengbao::engine::patches::SQM_PER_MU;
 use gengbao::error::{Error, Result};
 use gengbao::evaluate::{class_score, confusion_png, read_period_patches, score_against_truth};
-use gengbao::ledger::{Evidence, Filter, Ledger, Status, Transition};
-use gengbao::patches::SQM_PER_MU;
-use gengbao::period::Period;
-use gengbao::pipeline::{period_dir, periods_with_imagery, run_period, RunOptions};
-use gengbao::raster::read_band_f64;
+use gengbao::geo::raster::read_band_f64;
+use gengbao::geo::sensor::PROFILES;
+use gengbao::job::config::{JobConfig, EXAMPLE};
+use gengbao::job::run::{periods_with_imagery, run_period, RunOptions};
+use gengbao::job::schedule::{self, State};
+use gengbao::ledger::{Filter, Ledger, Transition};
 use gengbao::samples::{generate, SampleOptions};
-use gengbao::schedule::{self, State};
-use gengbao::sensor::PROFILES;
 use gengbao::train::{evaluate_classifier, train, Evaluation, Split, TrainConfig};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -126,7 +127,7 @@ enum Command {
         /// With --farmland, an FLH or PH patch must take, with the other pixels of its type
         /// in its parcel, at least this share (0..1) of the parcel's convertible land: a crop
         /// change or abandonment is a field's, a few odd pixels in a grain field are not.
-        #[arg(long, default_value_t = gengbao::change::DEFAULT_MIN_PARCEL_SHARE)]
+        #[arg(long, default_value_t = gengbao::domain::change::DEFAULT_MIN_PARCEL_SHARE)]
         min_parcel_share: f64,
         #[arg(long)]
         quiet: bool,
@@ -275,7 +276,7 @@ enum LedgerAction {
 fn ledger_command(action: LedgerAction) -> Result<u8> {
     let open = |config: &Path| -> Result<(JobConfig, Ledger)> {
         let cfg = JobConfig::load(config)?;
-        let ledger = Ledger::open_existing(&cfg.output_dir())?;
+        let ledger = Ledger::open_existing(&cfg.layout().ledger_file())?;
         Ok((cfg, ledger))
     };
     let status_of = |s: &str| {
@@ -498,7 +499,7 @@ fn run_periods(config: &Path, period: &str, counties: Vec<String>, quiet: bool) 
         match run_period(&cfg, *p, &opts) {
             Ok(s) => {
                 println!("{}", s.human());
-                println!("   results: {}", period_dir(&cfg, *p).display());
+                println!("   results: {}", cfg.layout().period(*p).dir().display());
                 let totals: Vec<String> = s
                     .totals
                     .iter()

@@ -4,8 +4,8 @@
 mod common;
 
 use common::{city, copy_dir, files_below};
-use gengbao::config::JobConfig;
-use gengbao::pipeline::{run_period, RunOptions};
+use gengbao::job::config::JobConfig;
+use gengbao::job::run::{run_period, RunOptions};
 use gengbao::samples::SampleCity;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -189,14 +189,14 @@ fn the_binary_exits_non_zero_with_the_message() {
         String::from_utf8_lossy(&out.stderr).into_owned()
     };
     let err = run(
-        &gengbao::config::EXAMPLE.replace("[grid]", "[grdi]"),
+        &gengbao::job::config::EXAMPLE.replace("[grid]", "[grdi]"),
         "2025-P1",
     );
     assert!(
         err.contains("grdi") && err.contains("job.toml") && err.contains("fix:"),
         "{err}"
     );
-    let err = run(gengbao::config::EXAMPLE, "2025-P9");
+    let err = run(gengbao::job::config::EXAMPLE, "2025-P9");
     assert!(err.contains("2025-P9") && err.contains("YYYY-Pn"), "{err}");
 }
 

@@ -4,9 +4,9 @@
 mod common;
 
 use common::geotiff;
-use gengbao::imagery::Catalog;
+use gengbao::geo::imagery::Catalog;
+use gengbao::geo::sensor::SensorProfile;
 use gengbao::samples::{generate, SampleOptions};
-use gengbao::sensor::SensorProfile;
 use std::fs;
 use std::path::Path;
 
@@ -104,8 +104,8 @@ fn samples_never_delete_a_folder_they_did_not_make() {
 
 #[test]
 fn fill_values_of_untagged_band_files_never_blend_into_real_pixels() {
-    use gengbao::grid::JobGrid;
-    use gengbao::raster::{warp_onto, Resample};
+    use gengbao::geo::grid::JobGrid;
+    use gengbao::geo::raster::{warp_onto, Resample};
     let tmp = tempfile::tempdir().unwrap();
     let path = tmp.path().join("B11_20m.tif");
     // A 20 m band without a nodata tag: left half fill (0), right half 3000.

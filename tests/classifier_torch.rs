@@ -5,10 +5,10 @@
 mod common;
 
 use gengbao::classify::{build_mlp, Classifier, ClassifierInput, ModelCard, TorchClassifier};
-use gengbao::composite::Composite;
-use gengbao::config::JobConfig;
-use gengbao::pipeline::{run_period, RunOptions};
-use gengbao::sensor::SensorProfile;
+use gengbao::geo::composite::Composite;
+use gengbao::geo::sensor::SensorProfile;
+use gengbao::job::config::JobConfig;
+use gengbao::job::run::{run_period, RunOptions};
 use std::path::Path;
 use std::process::Command;
 use tch::nn::Module;
@@ -167,12 +167,10 @@ fn the_job_runs_with_a_torch_model() {
     let cfg = JobConfig::load(&city.job_config).unwrap();
     let s = run_period(&cfg, city.periods[0], &RunOptions::quiet()).unwrap();
     assert_eq!(s.classifier.len(), 12);
-    let class = gengbao::raster::read_band_f64(
-        &gengbao::pipeline::period_dir(&cfg, city.periods[0]).join("class.tif"),
-        1,
-    )
-    .unwrap()
-    .2;
+    let class =
+        gengbao::geo::raster::read_band_f64(&cfg.layout().period(city.periods[0]).class(), 1)
+            .unwrap()
+            .2;
     assert!(class.iter().all(|&c| (0.0..=6.0).contains(&c)) && class.iter().any(|&c| c > 0.0));
 }
 
@@ -201,7 +199,7 @@ fn detect_runs_with_a_torch_model() {
         12,
         "the model's hash, not the index baseline"
     );
-    let classes = gengbao::raster::read_band_f64(&out.join("class_after.tif"), 1)
+    let classes = gengbao::geo::raster::read_band_f64(&out.join("class_after.tif"), 1)
         .unwrap()
         .2;
     assert!(classes.iter().all(|&c| (1.0..=6.0).contains(&c)));

@@ -8,9 +8,9 @@ mod common;
 use gdal::spatial_ref::SpatialRef;
 use gdal::vector::{FieldValue, Geometry, LayerAccess};
 use gdal_sys::OGRFieldType::OFTInteger;
-use gengbao::change::ChangeType;
 use gengbao::detect::{detect, DetectOptions};
-use gengbao::export::{write_layer, Format};
+use gengbao::domain::change::ChangeType;
+use gengbao::geo::vector::{write_layer, Format};
 use std::path::Path;
 
 const SIZE: usize = 96;

@@ -9,10 +9,12 @@ mod common;
 use common::seeded_city;
 use gdal::vector::LayerAccess;
 use gdal::Dataset;
-use gengbao::config::JobConfig;
 use gengbao::dispatch::{export_packages, read_returns};
-use gengbao::ledger::{Filter, Ledger, LedgerRules, Status};
-use gengbao::pipeline::{period_dir, run_period, RunOptions};
+use gengbao::domain::status::Status;
+use gengbao::job::config::JobConfig;
+use gengbao::job::layout::OutputLayout;
+use gengbao::job::run::{run_period, RunOptions};
+use gengbao::ledger::{Filter, Ledger, LedgerRules};
 use std::path::Path;
 
 /// The text of a field of a feature.
@@ -56,10 +58,10 @@ fn packages_round_trip_and_the_ledger_follows_patches_across_periods() {
     for p in &city.periods[..2] {
         run_period(&cfg, *p, &RunOptions::quiet()).unwrap();
     }
-    let out = cfg.output_dir();
+    let out = cfg.layout().root().to_path_buf();
 
     // A county with two built-up patches in the second period.
-    let ledger = Ledger::open_existing(&out).unwrap();
+    let ledger = Ledger::open_existing(&OutputLayout::new(&out).ledger_file()).unwrap();
     let fnh = ledger
         .list(&Filter {
             change: Some("FNH".into()),
@@ -255,7 +257,7 @@ fn packages_round_trip_and_the_ledger_follows_patches_across_periods() {
     }
     let filled = tmp.path().join("returned.xlsx");
     save_xlsx(&filled, &sheet);
-    let mut ledger = Ledger::open_existing(&out).unwrap();
+    let mut ledger = Ledger::open_existing(&OutputLayout::new(&out).ledger_file()).unwrap();
 
     // One bad row in the CSV twin: nothing applied, the row named.
     let csv_text = std::fs::read_to_string(dir.join(format!("{stem}.csv"))).unwrap();
@@ -337,7 +339,7 @@ fn packages_round_trip_and_the_ledger_follows_patches_across_periods() {
 
     // The third period.
     let summary = run_period(&cfg, p3, &RunOptions::quiet()).unwrap();
-    let ledger = Ledger::open_existing(&out).unwrap();
+    let ledger = Ledger::open_existing(&OutputLayout::new(&out).ledger_file()).unwrap();
     assert_eq!(
         ledger.entry(&cultivated).unwrap().status,
         Status::ClosingProposed,
@@ -357,7 +359,9 @@ fn packages_round_trip_and_the_ledger_follows_patches_across_periods() {
         .unwrap();
     assert!(last.note.contains("not back"), "{}", last.note);
     let p3_numbers: Vec<String> = field_values(
-        &period_dir(&cfg, p3)
+        &cfg.layout()
+            .period(p3)
+            .dir()
             .join("counties")
             .join(county)
             .join(format!("TB_{county}_{p3}.geojson")),
@@ -393,10 +397,10 @@ fn packages_round_trip_and_the_ledger_follows_patches_across_periods() {
 /// One patch of a period as the ledger recorded it.
 fn read_period_patch(
     out: &Path,
-    period: gengbao::period::Period,
+    period: gengbao::domain::period::Period,
     county: &str,
-) -> gengbao::patches::Patch {
-    let mut ledger = Ledger::open_existing(out).unwrap();
+) -> gengbao::engine::patches::Patch {
+    let mut ledger = Ledger::open_existing(&OutputLayout::new(out).ledger_file()).unwrap();
     // Dispatch with a failing write changes nothing and hands over the recorded patches.
     let mut got = None;
     let _ = ledger.dispatch(period, county, |patches| {

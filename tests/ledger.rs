@@ -4,13 +4,13 @@
 //! returned file with one bad row changes nothing.
 
 use gdal::vector::Geometry;
-use gengbao::change::ChangeType;
-use gengbao::classify::LandCover;
-use gengbao::ledger::{
-    allowed_from, By, Evidence, Ledger, LedgerRules, ReturnRow, Status, TRANSITIONS,
-};
-use gengbao::patches::Patch;
-use gengbao::period::Period;
+use gengbao::domain::change::ChangeType;
+use gengbao::domain::land_cover::LandCover;
+use gengbao::domain::period::Period;
+use gengbao::domain::status::{allowed_from, By, Evidence, Status, TRANSITIONS};
+use gengbao::engine::patches::Patch;
+use gengbao::job::layout::OutputLayout;
+use gengbao::ledger::{Ledger, LedgerRules, ReturnRow};
 use std::path::Path;
 
 const COUNTY: &str = "320901";
@@ -60,7 +60,7 @@ fn p(s: &str) -> Period {
 
 /// Records `patches` as the detections of `period`, with `share` as every re-check's answer.
 fn record(dir: &Path, period: &str, patches: &mut [Patch], share: Option<f64>) -> Vec<String> {
-    let mut ledger = Ledger::open(dir).unwrap();
+    let mut ledger = Ledger::open(&OutputLayout::new(dir).ledger_file()).unwrap();
     ledger
         .record_period(
             p(period),
@@ -132,7 +132,7 @@ fn every_allowed_transition_works_and_every_other_is_refused() {
                 None,
             )
             .remove(0);
-            let mut ledger = Ledger::open_existing(&dir).unwrap();
+            let mut ledger = Ledger::open_existing(&OutputLayout::new(dir).ledger_file()).unwrap();
             walk(&mut ledger, &tbbh, &path);
             assert_eq!(ledger.entry(&tbbh).unwrap().status, from);
             let before = ledger.history(Some(&tbbh), None).unwrap().len();
@@ -186,7 +186,7 @@ fn evidence_needs_its_type_and_a_county_changes_only_its_own_patches() {
         None,
     )
     .remove(0);
-    let mut ledger = Ledger::open_existing(tmp.path()).unwrap();
+    let mut ledger = Ledger::open_existing(&OutputLayout::new(tmp.path()).ledger_file()).unwrap();
     walk(&mut ledger, &tbbh, &[Status::Dispatched, Status::Verifying]);
     let e = ledger
         .set_status(&tbbh, COUNTY, Status::EvidenceSubmitted, "x", "", None, &[])
@@ -226,7 +226,7 @@ fn the_same_place_keeps_its_number_and_accepted_patches_return_only_when_grown()
         ["320901202600001", "320901202600002", "320901202600003"]
             .map(|s| s.replace("2026", "2026P1"))
     );
-    let mut ledger = Ledger::open_existing(dir).unwrap();
+    let mut ledger = Ledger::open_existing(&OutputLayout::new(dir).ledger_file()).unwrap();
     // The second is accepted at 100 x 100 m; the third is closed.
     let accepted = [
         Status::Dispatched,
@@ -269,7 +269,7 @@ fn the_same_place_keeps_its_number_and_accepted_patches_return_only_when_grown()
     );
     assert_ne!(numbers[2], numbers[3]);
 
-    let mut ledger = Ledger::open_existing(dir).unwrap();
+    let mut ledger = Ledger::open_existing(&OutputLayout::new(dir).ledger_file()).unwrap();
     let sent: Vec<String> = ledger
         .dispatch(p("2026-P2"), COUNTY, |_| Ok(()))
         .unwrap()
@@ -291,7 +291,7 @@ fn the_same_place_keeps_its_number_and_accepted_patches_return_only_when_grown()
     let mut third = [patch(1000.0, 0.0, 114.1, "2026-P3")];
     assert_eq!(record(dir, "2026-P3", &mut third, None)[0], first[1]);
     assert_eq!(third[0].status, Status::Detected);
-    let mut ledger = Ledger::open_existing(dir).unwrap();
+    let mut ledger = Ledger::open_existing(&OutputLayout::new(dir).ledger_file()).unwrap();
     let last = ledger
         .history(Some(&first[1]), None)
         .unwrap()
@@ -317,7 +317,7 @@ fn rectified_patches_are_rechecked_by_satellite() {
         &mut [patch(0.0, 0.0, 100.0, "2026-P1")],
         None,
     );
-    let mut ledger = Ledger::open_existing(dir).unwrap();
+    let mut ledger = Ledger::open_existing(&OutputLayout::new(dir).ledger_file()).unwrap();
     walk(
         &mut ledger,
         &numbers[0],
@@ -326,12 +326,12 @@ fn rectified_patches_are_rechecked_by_satellite() {
     drop(ledger);
     // Too cloudy to tell: left as it is.
     record(dir, "2026-P2", &mut [], None);
-    let ledger = Ledger::open_existing(dir).unwrap();
+    let ledger = Ledger::open_existing(&OutputLayout::new(dir).ledger_file()).unwrap();
     assert_eq!(ledger.entry(&numbers[0]).unwrap().status, Status::Rectified);
     drop(ledger);
     // Not back: rectifying again, with the reason.
     record(dir, "2026-P3", &mut [], Some(0.2));
-    let mut ledger = Ledger::open_existing(dir).unwrap();
+    let mut ledger = Ledger::open_existing(&OutputLayout::new(dir).ledger_file()).unwrap();
     assert_eq!(
         ledger.entry(&numbers[0]).unwrap().status,
         Status::Rectifying
@@ -347,7 +347,7 @@ fn rectified_patches_are_rechecked_by_satellite() {
     drop(ledger);
     // Back: proposed for closing, then closed by a person.
     record(dir, "2026-P4", &mut [], Some(0.9));
-    let mut ledger = Ledger::open_existing(dir).unwrap();
+    let mut ledger = Ledger::open_existing(&OutputLayout::new(dir).ledger_file()).unwrap();
     assert_eq!(
         ledger.entry(&numbers[0]).unwrap().status,
         Status::ClosingProposed
@@ -369,7 +369,7 @@ fn a_returned_file_with_one_bad_row_changes_nothing() {
         None,
     );
     std::fs::write(dir.join("photo.jpg"), b"jpg").unwrap();
-    let mut ledger = Ledger::open_existing(dir).unwrap();
+    let mut ledger = Ledger::open_existing(&OutputLayout::new(dir).ledger_file()).unwrap();
     let good = ReturnRow {
         row: 2,
         tbbh: numbers[0].clone(),

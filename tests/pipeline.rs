@@ -6,8 +6,8 @@ mod common;
 use common::{city, config_text, run_all, snapshot};
 use gdal::vector::LayerAccess;
 use gengbao::evaluate::{read_period_patches, score_against_truth};
-use gengbao::pipeline::{period_dir, run_period, RunOptions};
-use gengbao::raster::read_band_f64;
+use gengbao::geo::raster::read_band_f64;
+use gengbao::job::run::{run_period, RunOptions};
 use std::fs;
 
 #[test]
@@ -16,7 +16,7 @@ fn planted_changes_are_found_as_patches_of_the_right_type() {
     let city = city(&tmp.path().join("city"), 384, 8, 128);
     let cfg = run_all(&city, None);
     let last = *city.periods.last().unwrap();
-    let reported = read_period_patches(&period_dir(&cfg, last)).unwrap();
+    let reported = read_period_patches(&cfg.layout().period(last).dir()).unwrap();
     let scores =
         score_against_truth(&city.dir.join("truth"), &last.to_string(), &reported).unwrap();
     eprintln!("scores at {last}: {scores:#?}");
@@ -52,15 +52,15 @@ fn planted_changes_are_found_as_patches_of_the_right_type() {
         .unwrap()
         .replace("kind = \"auto\"", "kind = \"index\"");
     fs::write(&index_cfg_path, &text).unwrap();
-    let index_cfg = gengbao::config::JobConfig::load(&index_cfg_path).unwrap();
+    let index_cfg = gengbao::job::config::JobConfig::load(&index_cfg_path).unwrap();
     for p in &city.periods {
-        gengbao::pipeline::run_period(&index_cfg, *p, &gengbao::pipeline::RunOptions::quiet())
+        gengbao::job::run::run_period(&index_cfg, *p, &gengbao::job::run::RunOptions::quiet())
             .unwrap();
     }
     assert_eq!(summary_classifier(&index_cfg, last), "index-v1");
     for p in &city.periods {
-        let score = |c: &gengbao::config::JobConfig| {
-            let reported = read_period_patches(&period_dir(c, *p)).unwrap();
+        let score = |c: &gengbao::job::config::JobConfig| {
+            let reported = read_period_patches(c.layout().period(*p).dir()).unwrap();
             score_against_truth(&city.dir.join("truth"), &p.to_string(), &reported).unwrap()
         };
         let (learned, index) = (score(&cfg), score(&index_cfg));
@@ -84,7 +84,7 @@ fn planted_changes_are_found_as_patches_of_the_right_type() {
     }
     // Every county got its dispatch package in three formats, with a .prj and a .cpg.
     for code in ["320901", "320902"] {
-        let dir = period_dir(&cfg, last).join("counties").join(code);
+        let dir = &cfg.layout().period(last).counties().join(code);
         for ext in ["gpkg", "shp", "shx", "dbf", "prj", "cpg", "geojson"] {
             assert!(
                 dir.join(format!("TB_{code}_{last}.{ext}")).exists(),
@@ -94,7 +94,7 @@ fn planted_changes_are_found_as_patches_of_the_right_type() {
     }
     // Chinese attributes: GBK bytes in the .dbf (what most Chinese desktop GIS expect), read
     // back as text through the .cpg, and field aliases in the GeoPackage.
-    let dir = period_dir(&cfg, last).join("counties").join("320901");
+    let dir = &cfg.layout().period(last).counties().join("320901");
     let dbf = fs::read(dir.join(format!("TB_320901_{last}.dbf"))).unwrap();
     let gbk_xihe = [0xCE, 0xF7, 0xBA, 0xD3, 0xCF, 0xD8];
     assert!(
@@ -134,8 +134,7 @@ fn planted_changes_are_found_as_patches_of_the_right_type() {
     assert_eq!(alias.as_deref(), Some("图斑编号"));
 
     let summary: serde_json::Value =
-        serde_json::from_slice(&fs::read(period_dir(&cfg, last).join("summary.json")).unwrap())
-            .unwrap();
+        serde_json::from_slice(&fs::read(&cfg.layout().period(last).summary()).unwrap()).unwrap();
     assert_eq!(summary["counties"].as_array().unwrap().len(), 2);
     assert!(summary["totals"]["FNH"]["count"].as_u64().unwrap() > 0);
 }
@@ -156,7 +155,7 @@ fn tile_seams_do_not_change_or_split_patches_and_runs_repeat_exactly() {
             .replace("output = \"out\"", &format!("output = \"{name}\""))
             .replace("tile_size = 64 ", &format!("tile_size = {tile} "));
         let cfg = run_all(&city, Some(t));
-        let dir = period_dir(&cfg, last);
+        let dir = &cfg.layout().period(last).dir().to_path_buf();
         let mut bytes = Vec::new();
         for code in ["320901", "320902"] {
             bytes.push(
@@ -195,9 +194,9 @@ fn a_county_run_leaves_the_other_county_untouched() {
     let city = city(&tmp.path().join("city"), 256, 3, 128);
     let cfg = run_all(&city, None);
     let last = *city.periods.last().unwrap();
-    let other = period_dir(&cfg, last).join("counties").join("320902");
+    let other = &cfg.layout().period(last).counties().join("320902");
     let before = snapshot(&other);
-    let mine = period_dir(&cfg, last).join("counties").join("320901");
+    let mine = &cfg.layout().period(last).counties().join("320901");
     let mine_mtime = fs::metadata(mine.join(format!("TB_320901_{last}.gpkg")))
         .unwrap()
         .modified()
@@ -236,7 +235,7 @@ fn a_job_on_a_gauss_krueger_grid_reprojects_the_utm_imagery() {
         .replace("tile_size = 128 ", "tile_size = 512 ");
     let cfg = run_all(&city, Some(text));
     let last = *city.periods.last().unwrap();
-    let dir = period_dir(&cfg, last);
+    let dir = &cfg.layout().period(last).dir().to_path_buf();
     let prj = fs::read_to_string(
         dir.join("counties/320901")
             .join(format!("TB_320901_{last}.prj")),
@@ -265,9 +264,12 @@ fn only_cultivated_classes_of_a_land_use_layer_are_watched() {
     let tmp = tempfile::tempdir().unwrap();
     let city = city(&tmp.path().join("city"), 256, 3, 128);
     let last = *city.periods.last().unwrap();
-    let geojson = |cfg: &gengbao::config::JobConfig| {
+    let geojson = |cfg: &gengbao::job::config::JobConfig| {
         fs::read(
-            period_dir(cfg, last)
+            cfg.layout()
+                .period(last)
+                .dir()
+                .to_path_buf()
                 .join("counties/320901")
                 .join(format!("TB_320901_{last}.geojson")),
         )
@@ -315,9 +317,11 @@ fn only_cultivated_classes_of_a_land_use_layer_are_watched() {
     );
 }
 
-fn summary_classifier(cfg: &gengbao::config::JobConfig, p: gengbao::period::Period) -> String {
+fn summary_classifier(
+    cfg: &gengbao::job::config::JobConfig,
+    p: gengbao::domain::period::Period,
+) -> String {
     let summary: serde_json::Value =
-        serde_json::from_slice(&fs::read(period_dir(cfg, p).join("summary.json")).unwrap())
-            .unwrap();
+        serde_json::from_slice(&fs::read(cfg.layout().period(p).summary()).unwrap()).unwrap();
     summary["classifier"].as_str().unwrap().to_string()
 }

@@ -5,13 +5,13 @@
 
 mod common;
 
-use gengbao::change::change_vector_otsu;
 use gengbao::detect::{detect, DetectOptions};
+use gengbao::domain::change::change_vector_otsu;
 use gengbao::evaluate::{binary_score, BinaryScore};
-use gengbao::grid::JobGrid;
-use gengbao::imagery::{dark_objects, to_reflectance};
-use gengbao::raster::{read_band_f64, warp_onto, Resample};
-use gengbao::sensor::SensorProfile;
+use gengbao::geo::grid::JobGrid;
+use gengbao::geo::imagery::{dark_objects, to_reflectance};
+use gengbao::geo::raster::{read_band_f64, warp_onto, Resample};
+use gengbao::geo::sensor::SensorProfile;
 use std::path::{Path, PathBuf};
 
 fn data_dir() -> Option<PathBuf> {

@@ -7,12 +7,12 @@
 use gdal::vector::{FieldValue, Geometry};
 mod common;
 
-use gengbao::config::JobConfig;
+use gengbao::domain::period::Period;
 use gengbao::evaluate::{class_score, ClassScore};
-use gengbao::export::{write_layer, FieldSpec, Format};
-use gengbao::period::Period;
-use gengbao::pipeline::{run_period, RunOptions};
-use gengbao::raster::read_band_f64;
+use gengbao::geo::raster::read_band_f64;
+use gengbao::geo::vector::{write_layer, FieldSpec, Format};
+use gengbao::job::config::JobConfig;
+use gengbao::job::run::{run_period, RunOptions};
 use std::path::{Path, PathBuf};
 
 fn data_dir() -> Option<PathBuf> {
@@ -32,7 +32,7 @@ fn to_gengbao(code: f64) -> f64 {
 /// Unpacks one WorldCereal patch (one file per band, one GDAL band per date) into a job: an
 /// acquisition folder per date, a county and a farmland polygon covering the patch.
 fn make_job(patch: &Path, dir: &Path) -> JobConfig {
-    let profile = gengbao::sensor::SensorProfile::by_name("sentinel2-l2a").unwrap();
+    let profile = gengbao::geo::sensor::SensorProfile::by_name("sentinel2-l2a").unwrap();
     gengbao::train::unpack_band_stacks(patch, profile, dir).unwrap();
     let first = gdal::Dataset::open(patch.join("B02.tif")).unwrap();
     let (gt, (w, h)) = (first.geo_transform().unwrap(), first.raster_size());
@@ -77,7 +77,7 @@ fn make_job(patch: &Path, dir: &Path) -> JobConfig {
     )
     .unwrap();
     let epsg = srs.auth_code().unwrap();
-    let cfg = gengbao::config::EXAMPLE
+    let cfg = gengbao::job::config::EXAMPLE
         .replace("EPSG:32650", &format!("EPSG:{epsg}"))
         .replace("# add_offset = 0 ", "add_offset = 0 ")
         .replace("tile_size = 512 ", "tile_size = 64 ")
@@ -118,9 +118,7 @@ fn index_baseline_land_cover_on_worldcereal_flanders() {
             if p.year != year || k < 2 {
                 continue;
             }
-            let pred = read_band_f64(&gengbao::pipeline::period_dir(&cfg, p).join("class.tif"), 1)
-                .unwrap()
-                .2;
+            let pred = read_band_f64(&cfg.layout().period(p).class(), 1).unwrap().2;
             let sc: ClassScore = class_score(&truth, &pred);
             let f = |c: u8| sc.f1.get(&c).map_or("-".to_string(), |v| format!("{v:.2}"));
             println!(

@@ -5,9 +5,9 @@
 mod common;
 
 use common::{city, config_text, copy_dir};
-use gengbao::config::JobConfig;
-use gengbao::pipeline::{period_dir, run_period, RunOptions};
-use gengbao::schedule::{plan, State};
+use gengbao::job::config::JobConfig;
+use gengbao::job::run::{run_period, RunOptions};
+use gengbao::job::schedule::{plan, State};
 use std::path::Path;
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
@@ -87,7 +87,7 @@ fn killed_runs_resume_to_the_same_outputs_and_changed_imagery_is_redone() {
     }
     let last = city.periods[2];
     // The uninterrupted reference, from a copy of the same archive.
-    copy_dir(&cfg.output_dir(), &city.dir.join("ref"));
+    copy_dir(cfg.layout().root(), &city.dir.join("ref"));
     let ref_config = city.dir.join("ref.toml");
     std::fs::write(
         &ref_config,
@@ -96,22 +96,22 @@ fn killed_runs_resume_to_the_same_outputs_and_changed_imagery_is_redone() {
     .unwrap();
     let ref_cfg = JobConfig::load(&ref_config).unwrap();
     run_period(&ref_cfg, last, &RunOptions::quiet()).unwrap();
-    let expected = outputs(&period_dir(&ref_cfg, last), &last.to_string());
+    let expected = outputs(&ref_cfg.layout().period(last).dir(), &last.to_string());
 
-    let ckpt = cfg.output_dir().join(".checkpoints").join(last.to_string());
+    let ckpt = cfg.layout().checkpoints(last);
     let period = last.to_string();
     kill_after(&city.job_config, &period, &ckpt, 1);
     kill_after(&city.job_config, &period, &ckpt, 72);
     // Every tile done: killed while assembling, vectorising or exporting.
     kill_after(&city.job_config, &period, &ckpt, 144);
     assert!(
-        !period_dir(&cfg, last).exists(),
+        !cfg.layout().period(last).dir().exists(),
         "nothing committed by a killed run"
     );
     let resumed = run_period(&cfg, last, &RunOptions::quiet()).unwrap();
     assert_eq!(resumed.resume.tiles_resumed, 144, "{:?}", resumed.resume);
     assert!(resumed.resume.tiles_redone_imagery_changed.is_empty());
-    let got = outputs(&period_dir(&cfg, last), &period);
+    let got = outputs(&cfg.layout().period(last).dir(), &period);
     for ((name, a), (_, b)) in got.iter().zip(&expected) {
         assert!(a == b, "{name} differs from the uninterrupted run");
     }
@@ -152,7 +152,7 @@ fn killed_runs_resume_to_the_same_outputs_and_changed_imagery_is_redone() {
         redone.resume
     );
     assert!(redone.human().contains("changed since the interrupted run"));
-    let got = outputs(&period_dir(&cfg, last), &period);
+    let got = outputs(&cfg.layout().period(last).dir(), &period);
     assert!(got == expected, "same content, same outputs");
 }
 
@@ -162,7 +162,7 @@ fn a_second_run_on_the_same_job_is_refused_while_the_first_works() {
     let city = city(&tmp.path().join("city"), 512, 3, 64);
     let period = city.periods[0].to_string();
     let cfg = JobConfig::load(&city.job_config).unwrap();
-    let lock = cfg.output_dir().join(gengbao::lock::LOCK_FILE);
+    let lock = cfg.layout().lock_file();
     let mut first = spawn_run(&city.job_config, &period);
     let t0 = Instant::now();
     while std::fs::read_to_string(&lock).map_or(true, |s| s.is_empty()) {
@@ -225,7 +225,7 @@ fn schedule_lists_the_gaps_in_order_and_due_runs_them() {
     assert!(stderr.contains(&p[3].next().to_string()), "{stderr}");
     let after = plan(&cfg, today).unwrap();
     assert_eq!(after.of(State::Done), p.to_vec());
-    let log = std::fs::read_to_string(cfg.output_dir().join(gengbao::schedule::LOG_FILE)).unwrap();
+    let log = std::fs::read_to_string(cfg.layout().log_file()).unwrap();
     let order: Vec<usize> = [p[1], p[3]]
         .iter()
         .map(|q| log.find(&format!("{q}: done")).expect("logged"))

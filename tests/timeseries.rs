@@ -7,9 +7,8 @@ mod common;
 
 use common::{run_all, seeded_city};
 use gdal::vector::Geometry;
-use gengbao::change::ChangeType;
+use gengbao::domain::change::ChangeType;
 use gengbao::evaluate::read_period_patches;
-use gengbao::pipeline::period_dir;
 use gengbao::samples::PlantedChange;
 
 /// Whether patches of `kind` cover at least half of the change's footprint.
@@ -28,7 +27,7 @@ fn persistence_rules_over_a_year_and_a_half() {
     let patches: Vec<Vec<(ChangeType, Geometry)>> = city
         .periods
         .iter()
-        .map(|p| read_period_patches(&period_dir(&cfg, *p)).unwrap())
+        .map(|p| read_period_patches(&cfg.layout().period(*p).dir()).unwrap())
         .collect();
     let first_flagged =
         |c: &PlantedChange, kind| (0..city.periods.len()).find(|&k| flagged(&patches[k], c, kind));
@@ -83,7 +82,9 @@ fn persistence_rules_over_a_year_and_a_half() {
     let ponds: Vec<&PlantedChange> = city
         .changes
         .iter()
-        .filter(|c| c.kind == ChangeType::FLH && c.to == gengbao::classify::LandCover::Water)
+        .filter(|c| {
+            c.kind == ChangeType::FLH && c.to == gengbao::domain::land_cover::LandCover::Water
+        })
         .collect();
     assert!(!ponds.is_empty(), "no pond planted");
     for c in ponds {
@@ -96,7 +97,12 @@ fn persistence_rules_over_a_year_and_a_half() {
 
     // Patch attributes: first seen and persistence.
     let last = *city.periods.last().unwrap();
-    let gpkg = period_dir(&cfg, last).join("counties/320901/TB_320901_2026-P4.gpkg");
+    let gpkg = &cfg
+        .layout()
+        .period(last)
+        .dir()
+        .to_path_buf()
+        .join("counties/320901/TB_320901_2026-P4.gpkg");
     let ds = gdal::Dataset::open(&gpkg).unwrap();
     use gdal::vector::LayerAccess;
     let mut layer = ds.layer(0).unwrap();
@@ -112,7 +118,7 @@ fn persistence_rules_over_a_year_and_a_half() {
             .field_as_integer(f.field_index("CXQS").unwrap())
             .unwrap()
             .unwrap();
-        let first: gengbao::period::Period = first.parse().unwrap();
+        let first: gengbao::domain::period::Period = first.parse().unwrap();
         assert_eq!(first.offset(persisted - 1), last, "SCQS + CXQS - 1 is now");
         let min = match kind.as_str() {
             "FNH" => 1,

@@ -8,7 +8,7 @@ mod common;
 use gengbao::classify::{
     select, Classifier, ClassifierInput, FeatureLayout, ModelCard, ModelFormat, TorchClassifier,
 };
-use gengbao::sensor::SensorProfile;
+use gengbao::geo::sensor::SensorProfile;
 use gengbao::train::{
     evaluate_classifier, extract, fit, train, visit_labelled, FitOptions, Split, TrainConfig,
 };

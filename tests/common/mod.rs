@@ -1,8 +1,8 @@
 //! Helpers shared by the behaviour tests: small generated cities and whole-job runs.
 #![allow(dead_code)]
 
-use gengbao::config::JobConfig;
-use gengbao::pipeline::{run_period, RunOptions};
+use gengbao::job::config::JobConfig;
+use gengbao::job::run::{run_period, RunOptions};
 use gengbao::samples::{generate, SampleCity, SampleOptions};
 use std::path::{Path, PathBuf};
 
@@ -136,8 +136,8 @@ pub fn real_data(folder: &str, probe: &str) -> Option<PathBuf> {
 
 /// The area of `footprint` that patches of `kind` cover (m²).
 pub fn covered_area(
-    patches: &[(gengbao::change::ChangeType, gdal::vector::Geometry)],
-    kind: gengbao::change::ChangeType,
+    patches: &[(gengbao::domain::change::ChangeType, gdal::vector::Geometry)],
+    kind: gengbao::domain::change::ChangeType,
     footprint: &gdal::vector::Geometry,
 ) -> f64 {
     patches

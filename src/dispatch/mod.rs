@@ -14,23 +14,23 @@
 //! Packages are staged and moved into place whole; the ledger marks new patches dispatched in
 //! the same step, so a failed export changes nothing.
 
-use crate::change::ChangeType;
-use crate::composite;
-use crate::config::JobConfig;
+use crate::domain::change::ChangeType;
+use crate::domain::period::Period;
+use crate::engine::patch_record::{patch_values, write_county, PATCH_FIELDS};
+use crate::engine::patches::{Patch, SQM_PER_MU};
 use crate::error::{Error, GdalContext, Result};
-use crate::export::{
-    field, flag_colour, patch_values, text_font, write_county, write_quicklook, FieldSpec,
-    StagingDir, PATCH_FIELDS,
-};
-use crate::grid::{overlaps, Bounds, JobGrid, Window};
-use crate::imagery::{Acquisition, Catalog};
-use crate::layers::{Admin, County};
+use crate::geo::composite;
+use crate::geo::grid::{overlaps, Bounds, JobGrid, Window};
+use crate::geo::imagery::{Acquisition, Catalog};
+use crate::geo::layers::County;
+use crate::geo::raster::rasterize;
+use crate::geo::sensor::SensorProfile;
+use crate::geo::vector::{field, FieldSpec};
+use crate::job::config::JobConfig;
+use crate::job::layout::PeriodFiles;
+use crate::job::staging::StagingDir;
 use crate::ledger::{Ledger, ReturnRow};
-use crate::patches::{Patch, SQM_PER_MU};
-use crate::period::Period;
-use crate::pipeline::period_dir;
-use crate::raster::rasterize;
-use crate::sensor::SensorProfile;
+use crate::render::{flag_colour, text_font, write_quicklook};
 use gdal::spatial_ref::SpatialRef;
 use gdal::vector::{FieldValue, LayerAccess};
 use gdal_sys::OGRFieldType::OFTString;
@@ -69,10 +69,11 @@ pub fn export_packages(
     county: Option<&str>,
     zip: bool,
 ) -> Result<Vec<PackageSummary>> {
-    let archive = period_dir(cfg, period);
-    if !crate::schedule::is_done(cfg, period) {
+    let layout = cfg.layout();
+    let archive = layout.period(period);
+    if !crate::job::schedule::is_done(cfg, period) {
         return Err(Error::input(
-            &archive,
+            archive.dir(),
             format!("period {period} has not been run"),
             format!(
                 "run it first: gengbao run --config {} --period {period}",
@@ -80,13 +81,13 @@ pub fn export_packages(
             ),
         ));
     }
-    let class_tif = archive.join("class.tif");
-    let flags_tif = archive.join("flags.tif");
+    let class_tif = archive.class();
+    let flags_tif = archive.flags();
     let class_ds = gdal::Dataset::open(&class_tif).in_file(&class_tif, "re-run the period")?;
     let grid = JobGrid::of_dataset(&class_ds, &class_tif)?;
     drop(class_ds);
     let srs = grid.spatial_ref()?;
-    let admin = Admin::of_job(cfg, &srs)?;
+    let admin = cfg.counties(&srs)?;
     let admin = match county {
         Some(code) => admin.only(&[code.to_string()])?,
         None => admin,
@@ -102,15 +103,11 @@ pub fn export_packages(
         located: Default::default(),
     };
     text_font()?;
-    let _lock = crate::lock::JobLock::acquire(&cfg.output_dir())?;
-    let mut ledger = Ledger::open_existing(&cfg.output_dir())?;
+    let _lock = crate::job::lock::JobLock::acquire(&layout)?;
+    let mut ledger = Ledger::open_existing(&layout.ledger_file())?;
     let mut out = Vec::new();
     for c in &admin.counties {
-        let target = cfg
-            .output_dir()
-            .join("dispatch")
-            .join(period.to_string())
-            .join(&c.code);
+        let target = layout.package(period, &c.code);
         let zip_target = zip.then(|| target.with_extension("zip"));
         // One staging folder for the package and its zip: they share a parent folder, and a
         // second staging folder there would clear the first as a leftover of this process.
@@ -208,7 +205,7 @@ fn write_package(
     class_tif: &Path,
     flags_tif: &Path,
 ) -> Result<Vec<String>> {
-    let stem = format!("TB_{}_{}", county.code, period);
+    let stem = PeriodFiles::county_stem(&county.code, period);
     write_county(
         dir,
         &stem,
@@ -310,7 +307,9 @@ fn write_xlsx(path: &Path, patches: &[Patch]) -> Result<()> {
             (first_return, crate::ledger::RESULT_VALUES.to_vec()),
             (
                 first_return + 1,
-                crate::ledger::Evidence::ALL.map(|e| e.label_zh()).to_vec(),
+                crate::domain::status::Evidence::ALL
+                    .map(|e| e.label_zh())
+                    .to_vec(),
             ),
             (
                 first_return + 2,

@@ -10,11 +10,10 @@
 //! some network file systems (NFS without lockd): keep job outputs on a local disk.
 
 use crate::error::{Error, Result};
+use crate::job::layout::OutputLayout;
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::Path;
-
-pub const LOCK_FILE: &str = "gengbao.lock";
 
 /// Held for as long as a run works on a job.
 #[derive(Debug)]
@@ -25,7 +24,7 @@ pub struct JobLock {
 }
 
 fn holder_record() -> String {
-    let host = crate::export::host();
+    let host = host();
     let command: Vec<String> = std::env::args().collect();
     format!(
         "pid {} on host {} since {} ({})",
@@ -38,9 +37,10 @@ fn holder_record() -> String {
 
 impl JobLock {
     /// Takes the lock of the job writing into `output`, creating the folder if needed.
-    pub fn acquire(output: &Path) -> Result<JobLock> {
-        std::fs::create_dir_all(output).map_err(|e| Error::io(output, e))?;
-        let path = output.join(LOCK_FILE);
+    pub fn acquire(output: &OutputLayout) -> Result<JobLock> {
+        let root = output.root();
+        std::fs::create_dir_all(root).map_err(|e| Error::io(root, e))?;
+        let path = output.lock_file();
         let mut file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -86,6 +86,17 @@ impl Drop for JobLock {
     }
 }
 
+pub(crate) fn pid_alive(pid: &str) -> bool {
+    Path::new("/proc").join(pid).exists()
+}
+
+/// This machine's name, so that runs on other hosts sharing the folder are left alone.
+pub(crate) fn host() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().replace(['-', '/', '.', '@'], "_"))
+        .unwrap_or_else(|_| "host".into())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -93,16 +104,16 @@ mod tests {
     #[test]
     fn a_second_holder_is_refused_and_a_dead_record_is_taken_over() {
         let dir = tempfile::tempdir().unwrap();
-        let first = JobLock::acquire(dir.path()).unwrap();
+        let first = JobLock::acquire(&OutputLayout::new(dir.path())).unwrap();
         assert!(first.took_over.is_none());
-        match JobLock::acquire(dir.path()) {
+        match JobLock::acquire(&OutputLayout::new(dir.path())) {
             Err(Error::Locked { holder, .. }) => {
                 assert!(holder.contains(&format!("pid {}", std::process::id())))
             }
             other => panic!("second lock: {other:?}"),
         }
         drop(first);
-        let again = JobLock::acquire(dir.path()).unwrap();
+        let again = JobLock::acquire(&OutputLayout::new(dir.path())).unwrap();
         assert!(
             again.took_over.is_none(),
             "a clean release leaves no record"
@@ -110,8 +121,8 @@ mod tests {
         drop(again);
         // A run killed while holding the lock leaves its record, and the kernel its flock.
         let dead = "pid 999999 on host h since 2026-01-01 00:00:00 (gengbao run)";
-        std::fs::write(dir.path().join(LOCK_FILE), dead).unwrap();
-        let taken = JobLock::acquire(dir.path()).unwrap();
+        std::fs::write(OutputLayout::new(dir.path()).lock_file(), dead).unwrap();
+        let taken = JobLock::acquire(&OutputLayout::new(dir.path())).unwrap();
         assert_eq!(taken.took_over.as_deref(), Some(dead));
     }
 }

@@ -2,7 +2,7 @@
 //! into a window, reading grid-aligned rasters back, and writing tiled GeoTIFFs.
 
 use crate::error::{Error, GdalContext, Result};
-use crate::grid::{JobGrid, Window};
+use crate::geo::grid::{JobGrid, Window};
 use gdal::raster::{Buffer, GdalType, RasterCreationOptions};
 use gdal::spatial_ref::{CoordTransform, SpatialRef};
 use gdal::vector::Geometry;
@@ -82,8 +82,8 @@ pub fn transform_between(
 /// milliseconds; transforming points reuses `t`.)
 pub fn transform_bounds(
     t: &CoordTransform,
-    b: crate::grid::Bounds,
-) -> gdal::errors::Result<crate::grid::Bounds> {
+    b: crate::geo::grid::Bounds,
+) -> gdal::errors::Result<crate::geo::grid::Bounds> {
     let (x0, y0, x1, y1) = b;
     let n = 21;
     let (mut xs, mut ys) = (Vec::with_capacity(4 * n), Vec::with_capacity(4 * n));

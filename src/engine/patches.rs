@@ -4,18 +4,20 @@
 //! the period (class before, class now, confidence, farmland). Gives: [`Patch`] records with
 //! the fields of the design brief, numbered deterministically per county.
 
-use crate::change::ChangeType;
-use crate::classify::LandCover;
+use crate::domain::change::ChangeType;
+use crate::domain::land_cover::LandCover;
+use crate::domain::period::Period;
+use crate::domain::status::Status;
 use crate::error::Result;
-use crate::grid::JobGrid;
-use crate::layers::Admin;
-use crate::ledger::Status;
-use crate::period::Period;
-use crate::raster::{rasterize, read_grid_window};
-use crate::vectorise::split_key;
+use crate::geo::grid::JobGrid;
+use crate::geo::layers::{Admin, Farmland};
+use crate::geo::raster::{rasterize, read_grid_window};
+use crate::geo::vectorise::split_key;
 use gdal::spatial_ref::{AxisMappingStrategy, CoordTransform, SpatialRef};
 use gdal::vector::Geometry;
 use gdal::Dataset;
+use serde::Serialize;
+use std::collections::BTreeMap;
 
 pub const SQM_PER_MU: f64 = 10_000.0 / 15.0;
 
@@ -264,6 +266,59 @@ fn number(patches: &mut [Patch], period: &str) {
         seq += 1;
         p.tbbh = format!("{}{}{:05}", p.county_code, compact, seq);
     }
+}
+
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct TypeTotals {
+    pub count: usize,
+    pub area_m2: f64,
+}
+
+/// Count and area of `patches` for every change type (zero for the absent ones).
+pub fn totals_by_type(patches: &[Patch]) -> BTreeMap<&'static str, TypeTotals> {
+    let mut totals: BTreeMap<&'static str, TypeTotals> = ChangeType::ALL
+        .iter()
+        .map(|t| (t.code(), TypeTotals::default()))
+        .collect();
+    for p in patches {
+        let e = totals.entry(p.change.code()).or_default();
+        e.count += 1;
+        e.area_m2 += p.area_m2;
+    }
+    for v in totals.values_mut() {
+        v.area_m2 = (v.area_m2 * 100.0).round() / 100.0;
+    }
+    totals
+}
+
+/// Gives each patch the township that holds most of its area; patches outside every
+/// township keep empty township fields.
+pub fn name_townships(townships: &Admin, patches: &mut [Patch]) -> Result<()> {
+    let units = townships.majority_units(patches.iter().map(|p| &p.geometry))?;
+    let named: Vec<Option<(String, String)>> = units
+        .into_iter()
+        .map(|u| u.map(|u| (u.code.clone(), u.name.clone())))
+        .collect();
+    for (p, unit) in patches.iter_mut().zip(named) {
+        if let Some((code, name)) = unit {
+            p.township_code = code;
+            p.township_name = name;
+        }
+    }
+    Ok(())
+}
+
+/// Fills each patch's `parcel_id` with the identifier of its farmland parcel.
+pub fn name_parcels(farmland: &Farmland, patches: &mut [Patch]) -> Result<()> {
+    let burnt: Vec<i32> = patches.iter().map(|p| p.parcel).collect();
+    if let Some(ids) = farmland.parcel_ids(&burnt)? {
+        for (p, id) in patches.iter_mut().zip(ids) {
+            if p.parcel > 0 {
+                p.parcel_id = id;
+            }
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -26,7 +26,7 @@
 //! reported in every period while it lasts. In `gengbao detect` the baseline is the class of
 //! the earlier image and the pair is judged as given ([`Rules::two_dates`]).
 
-use crate::classify::LandCover;
+use crate::domain::land_cover::LandCover;
 
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,

@@ -14,19 +14,20 @@
 //! out so that a field crossing an edge does not leak.
 
 use crate::classify::{
-    build_mlp, Classifier, ClassifierInput, FeatureLayout, LandCover, ModelCard, ModelFormat,
-    Normalisation, TorchClassifier,
+    build_mlp, Classifier, ClassifierInput, FeatureLayout, ModelCard, ModelFormat, Normalisation,
+    TorchClassifier,
 };
-use crate::composite::{self, Composite, NdviStats};
+use crate::domain::land_cover::LandCover;
+use crate::domain::period::Period;
 use crate::error::{Error, Result};
 use crate::evaluate::{class_score_counts, ClassScore};
-use crate::grid::{overlaps, JobGrid, Window};
-use crate::imagery::Catalog;
-use crate::layers::LabelledPixel;
-use crate::period::Period;
-use crate::raster::read_grid_window;
+use crate::geo::composite::{self, Composite, NdviStats};
+use crate::geo::grid::{overlaps, JobGrid, Window};
+use crate::geo::imagery::Catalog;
+use crate::geo::layers::LabelledPixel;
+use crate::geo::raster::read_grid_window;
+use crate::geo::sensor::SensorProfile;
 use crate::samples::{generate, SampleOptions};
-use crate::sensor::SensorProfile;
 use gdal::Dataset;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -937,7 +938,7 @@ pub fn fit(
     use tch::nn::OptimizerConfig;
     let mut opt = tch::nn::Adam::default().build(&vs, opts.learning_rate)?;
     let (vx, vy, vw) = tensors(set, &weights, &validation, &normalisation);
-    let pb = crate::pipeline::progress(opts.epochs as u64, "epochs", quiet);
+    let pb = crate::progress::progress(opts.epochs as u64, "epochs", quiet);
     pb.set_position(state.epochs_done as u64);
     let finished = |s: &FitState| s.stopped_early || s.epochs_done >= opts.epochs;
     while !finished(&state) {

@@ -3,9 +3,9 @@
 //! reflectance ([`pick_observations`]), plus the lowest and highest NDVI seen in the period.
 
 use crate::error::{Error, Result};
-use crate::grid::{JobGrid, Window};
-use crate::imagery::Acquisition;
-use crate::sensor::SensorProfile;
+use crate::geo::grid::{JobGrid, Window};
+use crate::geo::imagery::Acquisition;
+use crate::geo::sensor::SensorProfile;
 
 // The red band must come before NIR in a profile so that per-observation NDVI can be formed.
 

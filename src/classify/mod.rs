@@ -5,68 +5,15 @@
 //! Takes: a [`Composite`] (reflectance of every profile band) and the NDVI of earlier periods.
 //! Gives: a class code per pixel ([`LandCover`]) and a confidence in 0..1.
 
-use crate::composite::{ndvi, Composite, NdviStats};
+use crate::domain::land_cover::LandCover;
 use crate::error::{Error, Result};
-use crate::sensor::SensorProfile;
+use crate::geo::composite::{ndvi, Composite, NdviStats};
+use crate::geo::sensor::SensorProfile;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-
-/// Land-cover codes shared by every classifier and raster of gengbao.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
-)]
-#[repr(u8)]
-pub enum LandCover {
-    NoData = 0,
-    Grain = 1,
-    NonGrain = 2,
-    Built = 3,
-    Water = 4,
-    Grass = 5,
-    Forest = 6,
-}
-
-impl LandCover {
-    pub const ALL: [LandCover; 6] = [
-        LandCover::Grain,
-        LandCover::NonGrain,
-        LandCover::Built,
-        LandCover::Water,
-        LandCover::Grass,
-        LandCover::Forest,
-    ];
-
-    pub fn from_code(code: u8) -> LandCover {
-        match code {
-            1 => LandCover::Grain,
-            2 => LandCover::NonGrain,
-            3 => LandCover::Built,
-            4 => LandCover::Water,
-            5 => LandCover::Grass,
-            6 => LandCover::Forest,
-            _ => LandCover::NoData,
-        }
-    }
-
-    pub fn code(self) -> u8 {
-        self as u8
-    }
-
-    pub fn label_zh(self) -> &'static str {
-        match self {
-            LandCover::NoData => "无数据",
-            LandCover::Grain => "粮食作物",
-            LandCover::NonGrain => "非粮经济作物",
-            LandCover::Built => "建设用地/硬化地表",
-            LandCover::Water => "水体/坑塘",
-            LandCover::Grass => "草地/灌丛",
-            LandCover::Forest => "林地",
-        }
-    }
-}
 
 /// What a classifier sees for one tile.
 pub struct ClassifierInput<'a> {
@@ -588,8 +535,8 @@ pub fn select(
 
 /// The default model: trained by `gengbao train --config models/gengbao-s2-v1.train.toml`.
 const BUILTIN_MODEL_NAME: &str = "models/gengbao-s2-v1.ot";
-const BUILTIN_MODEL: &[u8] = include_bytes!("../models/gengbao-s2-v1.ot");
-const BUILTIN_CARD: &str = include_str!("../models/gengbao-s2-v1.ot.json");
+const BUILTIN_MODEL: &[u8] = include_bytes!("../../models/gengbao-s2-v1.ot");
+const BUILTIN_CARD: &str = include_str!("../../models/gengbao-s2-v1.ot.json");
 
 impl TorchClassifier {
     pub fn load(model: &Path, profile: &SensorProfile) -> Result<Self> {

@@ -6,11 +6,13 @@
 //! file name contains the band name as a token, e.g. `T50RKV_20250115_B02_10m.tif`. Bands may have
 //! different resolutions and CRSs: they are warped onto the job grid when read.
 
+use crate::domain::period::Period;
 use crate::error::{Error, Result};
-use crate::grid::{Bounds, JobGrid, Window};
-use crate::period::Period;
-use crate::raster::{open_georeferenced, transform_between, transform_bounds, warp_onto, Resample};
-use crate::sensor::SensorProfile;
+use crate::geo::grid::{Bounds, JobGrid, Window};
+use crate::geo::raster::{
+    open_georeferenced, transform_between, transform_bounds, warp_onto, Resample,
+};
+use crate::geo::sensor::SensorProfile;
 use chrono::NaiveDate;
 use gdal::spatial_ref::{AxisMappingStrategy, SpatialRef};
 use std::collections::BTreeMap;

@@ -10,9 +10,10 @@
 //! absent; a damaged one is redone). A different run key discards every checkpoint of the period; a tile whose imagery
 //! fingerprint differs is redone. The folder is removed once the period is committed.
 
+use crate::domain::period::Period;
 use crate::error::{Error, Result};
-use crate::imagery::Acquisition;
-use crate::period::Period;
+use crate::geo::imagery::Acquisition;
+use crate::job::layout::OutputLayout;
 use flate2::read::DeflateDecoder;
 use flate2::write::DeflateEncoder;
 use std::io::{Read, Write};
@@ -68,14 +69,10 @@ pub fn acquisition_identity(a: &Acquisition) -> Result<String> {
 }
 
 impl Checkpoints {
-    pub fn dir_of(output: &Path, period: Period) -> PathBuf {
-        output.join(".checkpoints").join(period.to_string())
-    }
-
     /// Opens the period's checkpoints for a run with `run_key`, discarding those of a run
     /// with another key.
-    pub fn open(output: &Path, period: Period, run_key: &str) -> Result<(Self, Earlier)> {
-        let dir = Self::dir_of(output, period);
+    pub fn open(output: &OutputLayout, period: Period, run_key: &str) -> Result<(Self, Earlier)> {
+        let dir = output.checkpoints(period);
         let key_file = dir.join("run.key");
         let earlier = match std::fs::read_to_string(&key_file) {
             Ok(k) if k == run_key => Earlier::Kept,
@@ -150,22 +147,27 @@ mod tests {
     fn saved_tiles_come_back_unless_their_imagery_or_the_run_changed() {
         let dir = tempfile::tempdir().unwrap();
         let period: Period = "2025-P3".parse().unwrap();
-        let (c, earlier) = Checkpoints::open(dir.path(), period, "key1").unwrap();
+        let (c, earlier) =
+            Checkpoints::open(&OutputLayout::new(dir.path()), period, "key1").unwrap();
         assert_eq!(earlier, Earlier::None);
         c.save("r000c000", "fp", b"tile bytes").unwrap();
         assert!(matches!(c.load("r000c000", "fp").unwrap(), Saved::Found(b) if b == b"tile bytes"));
         assert!(matches!(c.load("r000c000", "other").unwrap(), Saved::Stale));
         assert!(matches!(c.load("r000c001", "fp").unwrap(), Saved::Missing));
         // Truncated on disk: redone, not an error.
-        let file = Checkpoints::dir_of(dir.path(), period).join("r000c000.ckpt");
+        let file = OutputLayout::new(dir.path())
+            .checkpoints(period)
+            .join("r000c000.ckpt");
         let bytes = std::fs::read(&file).unwrap();
         std::fs::write(&file, &bytes[..bytes.len() - 3]).unwrap();
         assert!(matches!(c.load("r000c000", "fp").unwrap(), Saved::Missing));
         c.save("r000c000", "fp", b"tile bytes").unwrap();
-        let (c, earlier) = Checkpoints::open(dir.path(), period, "key1").unwrap();
+        let (c, earlier) =
+            Checkpoints::open(&OutputLayout::new(dir.path()), period, "key1").unwrap();
         assert_eq!(earlier, Earlier::Kept);
         assert!(matches!(c.load("r000c000", "fp").unwrap(), Saved::Found(_)));
-        let (c, earlier) = Checkpoints::open(dir.path(), period, "key2").unwrap();
+        let (c, earlier) =
+            Checkpoints::open(&OutputLayout::new(dir.path()), period, "key2").unwrap();
         assert_eq!(earlier, Earlier::Discarded);
         assert!(matches!(c.load("r000c000", "fp").unwrap(), Saved::Missing));
     }

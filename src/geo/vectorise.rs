@@ -92,7 +92,10 @@ pub fn polygonize(path: &Path, scratch: &Path) -> Result<Polygons> {
     if rv != gdal_sys::CPLErr::CE_None {
         return Err(Error::input(
             path,
-            format!("polygonize failed: {}", crate::raster::last_gdal_error()),
+            format!(
+                "polygonize failed: {}",
+                crate::geo::raster::last_gdal_error()
+            ),
             "re-run the period; report this if it persists",
         ));
     }
@@ -118,8 +121,8 @@ mod tests {
 
     #[test]
     fn runs_of_equal_keys_stream_out_as_polygons_in_scan_order() {
-        use crate::grid::JobGrid;
-        use crate::raster::GridTiff;
+        use crate::geo::grid::JobGrid;
+        use crate::geo::raster::GridTiff;
         let tmp = tempfile::tempdir().unwrap();
         let crs = gdal::spatial_ref::SpatialRef::from_epsg(32650)
             .unwrap()

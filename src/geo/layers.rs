@@ -3,10 +3,10 @@
 //! fix, and burnt onto tile windows of the job grid; labelled points for training, as grid
 //! pixels.
 
-use crate::classify::LandCover;
+use crate::domain::land_cover::LandCover;
 use crate::error::{Error, GdalContext, Result};
-use crate::grid::{overlaps, Bounds, JobGrid, Window};
-use crate::raster::{rasterize, transform_between, transform_bounds};
+use crate::geo::grid::{overlaps, Bounds, JobGrid, Window};
+use crate::geo::raster::{rasterize, transform_between, transform_bounds};
 use gdal::spatial_ref::{AxisMappingStrategy, CoordTransform, SpatialRef};
 use gdal::vector::{FieldValue, Geometry, Layer, LayerAccess};
 use gdal::Dataset;
@@ -164,9 +164,10 @@ impl County {
     }
 }
 
-/// Which administrative layer of the job config an [`Admin`] is loaded from.
+/// Which level of units an [`Admin`] holds; it only words the messages (config section, unit
+/// name and an example code).
 #[derive(Debug, Clone, Copy)]
-enum AdminLevel {
+pub enum AdminLevel {
     County,
     Township,
 }
@@ -181,6 +182,16 @@ impl AdminLevel {
     }
 }
 
+/// Where an administrative layer is and which fields hold each unit's code and name.
+#[derive(Debug, Clone, Copy)]
+pub struct AdminSource<'a> {
+    pub path: &'a Path,
+    pub layer: Option<&'a str>,
+    pub code_field: &'a str,
+    pub name_field: &'a str,
+    pub level: AdminLevel,
+}
+
 /// The counties of the job, in the grid CRS.
 #[derive(Debug, Clone)]
 pub struct Admin {
@@ -189,35 +200,19 @@ pub struct Admin {
 }
 
 impl Admin {
-    /// Every county of a job's `[aoi]` layer, in `grid_srs`.
-    pub fn of_job(cfg: &crate::config::JobConfig, grid_srs: &SpatialRef) -> Result<Self> {
-        Self::load(cfg, &cfg.aoi, AdminLevel::County, grid_srs)
-    }
-
-    /// The job's `[townships]` layer, when it has one: units with the same code and name
-    /// fields as counties, one level down.
-    pub fn townships_of_job(
-        cfg: &crate::config::JobConfig,
-        grid_srs: &SpatialRef,
-    ) -> Result<Option<Self>> {
-        cfg.townships
-            .as_ref()
-            .map(|t| Self::load(cfg, t, AdminLevel::Township, grid_srs))
-            .transpose()
-    }
-
-    /// Loads every unit of a layer of the job config.
-    fn load(
-        cfg: &crate::config::JobConfig,
-        section_cfg: &crate::config::AoiSection,
-        level: AdminLevel,
-        grid_srs: &SpatialRef,
-    ) -> Result<Self> {
-        let path = &cfg.resolve(&section_cfg.path);
-        let (code_field, name_field) = (&section_cfg.code_field, &section_cfg.name_field);
+    /// Every unit of an administrative layer, in `grid_srs`; units stored as several features
+    /// (exclaves, islands) are merged.
+    pub fn open(source: AdminSource, grid_srs: &SpatialRef) -> Result<Self> {
+        let AdminSource {
+            path,
+            layer: layer_name,
+            code_field,
+            name_field,
+            level,
+        } = source;
         let (section, unit, example) = level.names();
         let ds = open_vector(path)?;
-        let mut lyr = layer(&ds, path, section_cfg.layer.as_deref())?;
+        let mut lyr = layer(&ds, path, layer_name)?;
         require_field(&lyr, path, code_field, &format!("[{section}] code_field"))?;
         require_field(&lyr, path, name_field, &format!("[{section}] name_field"))?;
         let to_grid = CoordTransform::new(&layer_srs(&lyr, path)?, grid_srs).in_file(
@@ -324,32 +319,33 @@ impl Admin {
         Ok(false)
     }
 
-    /// Gives each patch the unit (township) that holds most of its area; patches outside every
-    /// unit keep empty township fields. Ties go to the lower code.
-    pub fn name_townships(&self, patches: &mut [crate::patches::Patch]) -> Result<()> {
+    /// For each geometry, the unit that holds most of its area (None outside every unit).
+    /// Ties go to the lower code.
+    pub fn majority_units<'a>(
+        &self,
+        geometries: impl IntoIterator<Item = &'a Geometry>,
+    ) -> Result<Vec<Option<&County>>> {
         let units: Vec<(&County, Geometry)> = self
             .counties
             .iter()
             .map(|u| Ok((u, Geometry::from_wkb(&u.wkb)?)))
             .collect::<Result<_>>()?;
-        for p in patches.iter_mut() {
-            let e = p.geometry.envelope();
+        let mut found = Vec::new();
+        for geometry in geometries {
+            let e = geometry.envelope();
             let mut best: Option<(&County, f64)> = None;
             for (unit, g) in &units {
                 if !overlaps(unit.envelope, (e.MinX, e.MinY, e.MaxX, e.MaxY)) {
                     continue;
                 }
-                let shared = p.geometry.intersection(g).map_or(0.0, |i| i.area());
+                let shared = geometry.intersection(g).map_or(0.0, |i| i.area());
                 if shared > 0.0 && best.is_none_or(|(_, a)| shared > a) {
                     best = Some((unit, shared));
                 }
             }
-            if let Some((unit, _)) = best {
-                p.township_code = unit.code.clone();
-                p.township_name = unit.name.clone();
-            }
+            found.push(best.map(|(unit, _)| unit));
         }
-        Ok(())
+        Ok(found)
     }
 
     pub fn envelope(&self) -> Result<Bounds> {
@@ -484,20 +480,24 @@ impl Farmland {
         })
     }
 
-    /// Fills each patch's `parcel_id` with the identifier (id field) of its parcel.
-    pub fn name_parcels(&self, patches: &mut [crate::patches::Patch]) -> Result<()> {
+    /// The identifier (id field) of each burnt parcel number (feature id + 1, see
+    /// [`Farmland::rasterize`]; 0 gives an empty string), or None when the layer has no id
+    /// field.
+    pub fn parcel_ids(&self, burnt: &[i32]) -> Result<Option<Vec<String>>> {
         let Some(field) = &self.id_field else {
-            return Ok(());
+            return Ok(None);
         };
         let ds = open_vector(&self.path)?;
         let lyr = layer(&ds, &self.path, Some(&self.layer))?;
-        for p in patches.iter_mut().filter(|p| p.parcel > 0) {
-            // Burnt ids are feature id + 1 (see `rasterize`).
-            if let Some(f) = lyr.feature((p.parcel - 1) as u64) {
-                p.parcel_id = field_string(&f, field).unwrap_or_default();
+        let id = |parcel: i32| {
+            if parcel <= 0 {
+                return String::new();
             }
-        }
-        Ok(())
+            lyr.feature((parcel - 1) as u64)
+                .and_then(|f| field_string(&f, field))
+                .unwrap_or_default()
+        };
+        Ok(Some(burnt.iter().map(|&p| id(p)).collect()))
     }
 
     /// Burns the parcels that touch `window` (opens the file per call: GDAL handles are per

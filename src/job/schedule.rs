@@ -8,10 +8,10 @@
 //! A period is done when its results folder has a `summary.json` (the last file a run moves
 //! into place); it is due once it has ended and its imagery delay has passed.
 
-use crate::config::JobConfig;
+use crate::domain::period::Period;
 use crate::error::{Error, Result};
-use crate::period::Period;
-use crate::pipeline::{period_dir, periods_with_imagery};
+use crate::job::config::JobConfig;
+use crate::job::run::periods_with_imagery;
 use chrono::{Duration, NaiveDate};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -46,7 +46,7 @@ pub fn due_on(cfg: &JobConfig, period: Period) -> NaiveDate {
 }
 
 pub fn is_done(cfg: &JobConfig, period: Period) -> bool {
-    period_dir(cfg, period).join("summary.json").exists()
+    cfg.layout().period(period).summary().exists()
 }
 
 /// The status of every period from the job's start to the last one due by `today`.
@@ -145,7 +145,7 @@ fn quoted(p: &Path) -> String {
 /// 02:30, appending to the job's log.
 pub fn cron_entry(cfg: &JobConfig, exe: &Path) -> String {
     let (day, months, config) = timer(cfg, |m| m.to_string());
-    let log = cfg.output_dir().join(LOG_FILE);
+    let log = cfg.layout().log_file();
     format!(
         "# gengbao job {}: runs every period that is due, {} days after each period ends\n\
          30 2 {day} {months} * {} run --config {} --period due --quiet >> {} 2>&1\n",
@@ -204,13 +204,12 @@ pub fn systemd_units(cfg: &JobConfig, exe: &Path) -> String {
     )
 }
 
-pub const LOG_FILE: &str = "gengbao.log";
-
 /// Appends a timestamped line to `<output>/gengbao.log`.
 pub fn log(cfg: &JobConfig, line: &str) -> Result<()> {
-    let dir = cfg.output_dir();
-    std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
-    let path = dir.join(LOG_FILE);
+    let layout = cfg.layout();
+    let dir = layout.root();
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let path = layout.log_file();
     let mut f = std::fs::OpenOptions::new()
         .create(true)
         .append(true)

@@ -23,14 +23,15 @@
 //! following a phenology per class: double-cropped wheat and maize or single rice with harvest
 //! and tillage, evergreen orchards and forest, grass with a soft summer peak.
 
-use crate::change::ChangeType;
-use crate::classify::LandCover;
-use crate::config::EXAMPLE;
+use crate::domain::change::ChangeType;
+use crate::domain::land_cover::LandCover;
+use crate::domain::period::Period;
 use crate::error::{Error, Result};
-use crate::export::{write_layer, FieldSpec, Format, StagingDir};
-use crate::grid::JobGrid;
-use crate::period::Period;
-use crate::raster::GridTiff;
+use crate::geo::grid::JobGrid;
+use crate::geo::raster::GridTiff;
+use crate::geo::vector::{write_layer, FieldSpec, Format};
+use crate::job::config::EXAMPLE;
+use crate::job::staging::StagingDir;
 use chrono::{Datelike, Duration, NaiveDate};
 use gdal::spatial_ref::SpatialRef;
 use gdal::vector::{FieldValue, Geometry};

@@ -3,6 +3,9 @@
 //! `gengbao init` writes [`EXAMPLE`], the commented reference of every key.
 
 use crate::error::{Error, Result};
+use crate::geo::layers::{Admin, AdminLevel, AdminSource};
+use crate::job::layout::OutputLayout;
+use gdal::spatial_ref::SpatialRef;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -177,8 +180,8 @@ pub struct RulesSection {
 }
 
 impl RulesSection {
-    pub fn persistence(&self) -> crate::change::Rules {
-        crate::change::Rules::new(
+    pub fn persistence(&self) -> crate::domain::change::Rules {
+        crate::domain::change::Rules::new(
             self.fnh_min_periods,
             self.flh_min_periods,
             self.ph_min_periods,
@@ -299,6 +302,37 @@ impl Default for OutputSection {
 }
 
 impl JobConfig {
+    /// Every county of the job's `[aoi]` layer, in `grid_srs`.
+    pub fn counties(&self, grid_srs: &SpatialRef) -> Result<Admin> {
+        self.admin_layer(&self.aoi, AdminLevel::County, grid_srs)
+    }
+
+    /// The job's `[townships]` layer, when it has one: units with the same code and name
+    /// fields as counties, one level down.
+    pub fn townships(&self, grid_srs: &SpatialRef) -> Result<Option<Admin>> {
+        self.townships
+            .as_ref()
+            .map(|t| self.admin_layer(t, AdminLevel::Township, grid_srs))
+            .transpose()
+    }
+
+    fn admin_layer(
+        &self,
+        section: &AoiSection,
+        level: AdminLevel,
+        srs: &SpatialRef,
+    ) -> Result<Admin> {
+        let path = self.resolve(&section.path);
+        let source = AdminSource {
+            path: &path,
+            layer: section.layer.as_deref(),
+            code_field: &section.code_field,
+            name_field: &section.name_field,
+            level,
+        };
+        Admin::open(source, srs)
+    }
+
     pub fn load(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| {
             Error::input(
@@ -362,7 +396,7 @@ impl JobConfig {
                 "use a halo well below half the tile size, e.g. 8",
             );
         }
-        match crate::sensor::SensorProfile::by_name(&self.imagery.sensor) {
+        match crate::geo::sensor::SensorProfile::by_name(&self.imagery.sensor) {
             Err(e) => return bad("imagery.sensor", e.to_string(), "see `gengbao sensors`"),
             Ok(p) if p.dark_object_subtraction => {
                 return bad(
@@ -377,7 +411,7 @@ impl JobConfig {
             Ok(_) => {}
         }
         for key in self.rules.min_area_m2_by_type.keys() {
-            if crate::change::ChangeType::from_code(key).is_none() {
+            if crate::domain::change::ChangeType::from_code(key).is_none() {
                 return bad(
                     "rules.min_area_m2_by_type",
                     format!("unknown change type `{key}`"),
@@ -399,7 +433,7 @@ impl JobConfig {
             }
         }
         if let Some(start) = &self.schedule.start {
-            if let Err(e) = start.parse::<crate::period::Period>() {
+            if let Err(e) = start.parse::<crate::domain::period::Period>() {
                 return bad(
                     "schedule.start",
                     e.to_string(),
@@ -464,7 +498,7 @@ impl JobConfig {
                 "use an EPSG code such as \"EPSG:32650\" or \"EPSG:4527\"",
             )
         })?;
-        if let Err(problem) = crate::grid::check_metric(&srs) {
+        if let Err(problem) = crate::geo::grid::check_metric(&srs) {
             return bad(
                 "grid.crs",
                 format!("`{}` {problem}", self.grid.crs),
@@ -504,8 +538,9 @@ impl JobConfig {
         }
     }
 
-    pub fn output_dir(&self) -> PathBuf {
-        self.resolve(&self.job.output)
+    /// The job's output folder.
+    pub fn layout(&self) -> OutputLayout {
+        OutputLayout::new(self.resolve(&self.job.output))
     }
 
     pub fn min_area_for(&self, code: &str) -> f64 {
@@ -525,7 +560,7 @@ mod tests {
     fn example_parses() {
         let cfg = JobConfig::parse(EXAMPLE, Path::new("/x/job.toml")).unwrap();
         assert_eq!(cfg.grid.tile_size, 512);
-        assert_eq!(cfg.output_dir(), PathBuf::from("/x/out"));
+        assert_eq!(cfg.layout().root(), Path::new("/x/out"));
         assert_eq!(cfg.min_area_for("PH"), 400.0);
     }
 

@@ -1,0 +1,49 @@
+//! The tile loop: tiles are processed in parallel, a batch at a time, and their results are
+//! handed to the writer in tile order, so that rasters are written in a fixed order (the same
+//! bytes on every run) while memory holds at most one batch of results.
+
+use crate::error::{Error, Result};
+use crate::geo::grid::Tile;
+use rayon::prelude::*;
+
+/// The number of cores.
+pub fn num_threads() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+}
+
+/// A pool of `threads` workers (0: one per core).
+pub fn pool(threads: usize) -> std::result::Result<rayon::ThreadPool, rayon::ThreadPoolBuildError> {
+    let threads = if threads == 0 { num_threads() } else { threads };
+    rayon::ThreadPoolBuilder::new().num_threads(threads).build()
+}
+
+/// Runs `process` on every tile on `pool` and hands each result to `write`, in the order of
+/// `tiles`. A tile that fails stops the loop with an error naming the tile.
+pub fn for_each_tile<T: Send>(
+    pool: &rayon::ThreadPool,
+    tiles: &[Tile],
+    process: impl Fn(&Tile) -> Result<T> + Sync,
+    mut write: impl FnMut(&Tile, T) -> Result<()>,
+) -> Result<()> {
+    // Two tiles per worker keep every core busy while the writer drains the batch.
+    let batch_len = pool.current_num_threads() * 2;
+    for batch in tiles.chunks(batch_len) {
+        let results: Vec<Result<T>> = pool.install(|| {
+            batch
+                .par_iter()
+                .map(|t| {
+                    process(t).map_err(|e| Error::Tile {
+                        tile: t.id(),
+                        source: Box::new(e),
+                    })
+                })
+                .collect()
+        });
+        for (tile, result) in batch.iter().zip(results) {
+            write(tile, result?)?;
+        }
+    }
+    Ok(())
+}

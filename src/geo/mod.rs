@@ -1,0 +1,17 @@
+//! GDAL adapters: everything that reads or writes geodata, and nothing that decides.
+//!
+//! Owns: the job [`grid`] and its tiles, [`raster`] reads onto the grid and tiled GeoTIFF
+//! writes, [`vector`] layer writes, [`imagery`] catalogs of acquisitions, [`sensor`] profiles,
+//! per-period [`composite`]s, the administrative and farmland [`layers`], and [`vectorise`]
+//! (polygons from a key raster).
+//! Takes paths and plain parameters (never the job's config); gives arrays, grids and
+//! geometries. Must not touch: change rules, the ledger, the job's output layout.
+
+pub mod composite;
+pub mod grid;
+pub mod imagery;
+pub mod layers;
+pub mod raster;
+pub mod sensor;
+pub mod vector;
+pub mod vectorise;

@@ -1,0 +1,12 @@
+//! The bimonthly job: its configuration, the output folder, running a period, the schedule,
+//! the run lock, per-tile checkpoints and staging folders.
+
+pub mod checkpoint;
+pub mod config;
+pub mod layout;
+pub mod lock;
+pub mod period_tiles;
+pub mod run;
+pub mod schedule;
+pub mod staging;
+pub mod summary;

@@ -1,0 +1,622 @@
+//! One period of the bimonthly job, end to end, as a short sequence of phases: check the
+//! inputs, take the lock and plan against the archive, the tile stage (through the engine),
+//! the patch stage, the ledger, the county files, and the commit.
+//!
+//! Takes: a [`JobConfig`] and a period. Gives, under `<output>/<period>/` (see
+//! [`PeriodFiles`]): `class.tif`, `quicklook.png`, `ndvi.tif` and `signals.tif` (with the
+//! classes, the time-series memory read by later periods), `flags.tif`, per county
+//! `counties/<code>/TB_<code>_<period>.{gpkg,shp,geojson}`, and `summary.json`.
+//!
+//! Everything is written into a staging folder first and moved into place only when the whole
+//! period succeeded, so a failed run leaves the previous results untouched and no half file.
+
+use crate::classify::Classifier;
+use crate::domain::change::{ChangeType, Rules};
+use crate::domain::period::Period;
+use crate::engine::change_rasters::ChangeRasters;
+use crate::engine::patch_record::write_county;
+use crate::engine::patches::{self, totals_by_type, Patch, PeriodInfo, Timeline};
+use crate::engine::tiles::{for_each_tile, pool};
+use crate::error::{Error, GdalContext, Result};
+use crate::geo::composite::NDVI_NODATA;
+use crate::geo::grid::{Bounds, JobGrid, Tile};
+use crate::geo::imagery::{Acquisition, Catalog};
+use crate::geo::layers::{Admin, Farmland};
+use crate::geo::raster::{rasterize, read_grid_window, GridTiff};
+use crate::geo::sensor::SensorProfile;
+use crate::job::checkpoint::{acquisition_identity, file_identity, key_of, Checkpoints, Earlier};
+use crate::job::config::JobConfig;
+use crate::job::layout::{OutputLayout, PeriodFiles};
+use crate::job::lock::JobLock;
+use crate::job::period_tiles::{Located, PeriodContext, TileOutput, TileSource};
+use crate::job::staging::{clean_stale, StagingDir};
+use crate::job::summary::{CountySummary, GridSummary, Inputs, ResumeSummary, RunSummary};
+use crate::ledger::{grain_share, Ledger, PeriodLedger};
+use crate::progress::{progress, spinner};
+use crate::render::write_quicklook;
+use gdal::spatial_ref::SpatialRef;
+use gdal::Dataset;
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+/// How many earlier periods a run looks back at (one year with the current one).
+pub const HISTORY: usize = 5;
+
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Only these county codes (all when empty). Such a run writes only those counties'
+    /// dispatch folders; the job-wide rasters are written by whole-job runs.
+    pub counties: Vec<String>,
+    /// Hide progress bars (tests, logs).
+    pub quiet: bool,
+}
+
+impl RunOptions {
+    /// All counties, no progress bars (tests, scripts).
+    pub fn quiet() -> Self {
+        RunOptions {
+            quiet: true,
+            ..Default::default()
+        }
+    }
+}
+
+/// The classifier the job names.
+pub fn load_classifier(cfg: &JobConfig, profile: &SensorProfile) -> Result<Box<dyn Classifier>> {
+    let model = cfg.classifier.model.as_ref().map(|m| cfg.resolve(m));
+    crate::classify::select(&cfg.classifier.kind, model.as_deref(), profile)
+}
+
+/// The periods that have imagery in the job's folder, in order.
+pub fn periods_with_imagery(cfg: &JobConfig) -> Result<Vec<Period>> {
+    let profile = SensorProfile::by_name(&cfg.imagery.sensor)?;
+    Ok(Catalog::scan(&cfg.resolve(&cfg.imagery.folder), profile)?.periods())
+}
+
+/// The checked inputs of a period: nothing is written before they are all read.
+struct PeriodInputs<'c> {
+    catalog: Catalog,
+    period: Period,
+    /// The period's acquisitions' extents in the grid CRS and their files' identity, in
+    /// catalog order.
+    located: Vec<(Bounds, String)>,
+    profile: &'static SensorProfile,
+    grid_srs: SpatialRef,
+    grid: JobGrid,
+    admin: Admin,
+    townships: Option<Admin>,
+    farmland: Farmland,
+    classifier: Box<dyn Classifier>,
+    cfg: &'c JobConfig,
+}
+
+/// What the archive of earlier periods holds for this run.
+struct Plan {
+    rules: Rules,
+    archived: usize,
+    history: Vec<PeriodFiles>,
+    not_yet_decidable: Vec<String>,
+    later_to_rerun: Vec<String>,
+}
+
+/// What the tile stage gives besides the rasters.
+#[derive(Default)]
+struct TileStage {
+    tiles: usize,
+    aoi_pixels: u64,
+    aoi_without_clear: u64,
+    tiles_with_gaps: Vec<String>,
+    resume: ResumeSummary,
+}
+
+/// Runs one period of the job.
+pub fn run_period(cfg: &JobConfig, period: Period, opts: &RunOptions) -> Result<RunSummary> {
+    let t_start = Instant::now();
+    let mut seconds = BTreeMap::new();
+    let inputs = check_inputs(cfg, period, opts)?;
+
+    // Nothing is written before the inputs are checked and the job's lock is held.
+    let layout = cfg.layout();
+    let lock = JobLock::acquire(&layout)?;
+    // A run killed mid-replacement may have set an earlier period aside: put it back first.
+    clean_stale(layout.root())?;
+    let plan = plan_against_archive(cfg, &layout, period, &inputs.grid)?;
+    std::fs::create_dir_all(layout.root()).map_err(|e| Error::io(layout.root(), e))?;
+    let staging = StagingDir::beside(layout.period(period).dir())?;
+    let staged = PeriodFiles::in_dir(staging.path());
+    let work = staged.work();
+    std::fs::create_dir_all(&work).map_err(|e| Error::io(&work, e))?;
+    seconds.insert("check_inputs", t_start.elapsed().as_secs_f64());
+
+    let t_tiles = Instant::now();
+    let acquisitions = inputs.catalog.in_period(period);
+    let run_key = run_key(cfg, &inputs, &plan, opts)?;
+    let (checkpoints, earlier) = Checkpoints::open(&layout, period, &run_key)?;
+    let mut change = ChangeRasters::create(&staged.flags(), &work, &inputs.grid)?;
+    let mut tile_stage = tile_stage(&inputs, &plan, &staged, &checkpoints, &mut change, opts)?;
+    tile_stage.resume.checkpoints_discarded = earlier == Earlier::Discarded;
+    seconds.insert("tiles", t_tiles.elapsed().as_secs_f64());
+
+    let t_vec = Instant::now();
+    let info = PeriodInfo {
+        period: period.to_string(),
+        image_dates: image_dates(&acquisitions),
+        model_version: inputs.classifier.version(),
+        timeline: Timeline::Job {
+            period,
+            archived: plan.archived,
+        },
+    };
+    let spinner = spinner("vectorise", "polygons and attributes", opts.quiet);
+    let mut all_patches = change.into_patches(
+        &inputs.grid,
+        &inputs.admin,
+        &info,
+        |t| cfg.min_area_for(t.code()),
+        // Persistence over periods, not a parcel share, filters the noise of one look.
+        |_| true,
+    )?;
+    patches::name_parcels(&inputs.farmland, &mut all_patches)?;
+    if let Some(townships) = &inputs.townships {
+        patches::name_townships(townships, &mut all_patches)?;
+    }
+    let ledger = record_in_ledger(&inputs, &layout, &staged, &mut all_patches)?;
+    spinner.finish_and_clear();
+    write_quicklook(
+        &staged.class(),
+        &staged.flags(),
+        &staged.quicklook(),
+        1024,
+        None,
+    )?;
+    seconds.insert("vectorise", t_vec.elapsed().as_secs_f64());
+
+    let t_exp = Instant::now();
+    let counties = write_counties(&inputs, &staged, &all_patches, opts)?;
+    seconds.insert("export", t_exp.elapsed().as_secs_f64());
+    seconds.insert("total", t_start.elapsed().as_secs_f64());
+
+    let summary = RunSummary {
+        job: cfg.job.name.clone(),
+        period,
+        classifier: inputs.classifier.version().to_string(),
+        sensor: inputs.profile.name.to_string(),
+        grid: GridSummary {
+            crs: cfg.grid.crs.clone(),
+            resolution: inputs.grid.resolution,
+            width: inputs.grid.width,
+            height: inputs.grid.height,
+            tile_size: inputs.grid.tile_size,
+        },
+        acquisitions: acquisitions
+            .iter()
+            .map(|a| format!("{} {}", a.date, a.folder.display()))
+            .collect(),
+        history_periods: (1..=plan.history.len() as i32)
+            .map(|k| period.offset(-k).to_string())
+            .collect(),
+        archived_periods: plan.archived,
+        rules_not_yet_decidable: plan.not_yet_decidable,
+        later_periods_to_rerun: plan.later_to_rerun,
+        took_over_lock_of: lock.took_over.clone(),
+        ledger,
+        resume: tile_stage.resume,
+        tiles: tile_stage.tiles,
+        tiles_with_gaps: tile_stage.tiles_with_gaps,
+        aoi_pixels: tile_stage.aoi_pixels,
+        aoi_pixels_without_clear_observation: tile_stage.aoi_without_clear,
+        counties,
+        totals: totals_by_type(&all_patches),
+        seconds,
+        inputs: Inputs {
+            config: cfg.source.display().to_string(),
+            admin: inputs.admin.path.display().to_string(),
+            farmland: inputs.farmland.path.display().to_string(),
+            farmland_parcels: inputs.farmland.parcel_count,
+            imagery: cfg.resolve(&cfg.imagery.folder).display().to_string(),
+        },
+        rules: rules_text(cfg, &plan.rules),
+    };
+    std::fs::remove_dir_all(&work).map_err(|e| Error::io(&work, e))?;
+    commit(staging, &layout.period(period), &summary, &opts.counties)?;
+    checkpoints.finish()?;
+    Ok(summary)
+}
+
+/// Reads and checks every input of the period: the catalog, the layers, the classifier.
+fn check_inputs<'c>(
+    cfg: &'c JobConfig,
+    period: Period,
+    opts: &RunOptions,
+) -> Result<PeriodInputs<'c>> {
+    let profile = SensorProfile::by_name(&cfg.imagery.sensor)?;
+    let catalog = Catalog::scan(&cfg.resolve(&cfg.imagery.folder), profile)?;
+    if catalog.in_period(period).is_empty() {
+        return Err(Error::input(
+            cfg.resolve(&cfg.imagery.folder),
+            format!(
+                "no acquisitions dated inside {period} ({} to {})",
+                period.first_day(),
+                period.last_day()
+            ),
+            format!(
+                "add the period's imagery; periods with imagery here: {}",
+                catalog
+                    .periods()
+                    .iter()
+                    .map(|p| p.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        ));
+    }
+    let mut grid_srs = SpatialRef::from_definition(&cfg.grid.crs)?;
+    grid_srs.set_axis_mapping_strategy(gdal::spatial_ref::AxisMappingStrategy::TraditionalGisOrder);
+    let located = catalog
+        .in_period(period)
+        .into_iter()
+        .map(|a| Ok((a.check_and_locate(&grid_srs)?, acquisition_identity(a)?)))
+        .collect::<Result<Vec<_>>>()?;
+    let all_counties = cfg.counties(&grid_srs)?;
+    // Read before the tile stage, so that a bad township layer stops the run at once.
+    let townships = cfg.townships(&grid_srs)?;
+    // The grid always covers the whole job, so that archives line up whatever is run.
+    let grid = JobGrid::covering(
+        grid_srs.to_wkt()?,
+        all_counties.envelope()?,
+        cfg.grid.resolution,
+        cfg.grid.tile_size,
+        cfg.grid.halo,
+    )?;
+    let admin = all_counties.only(&opts.counties)?;
+    let farmland = Farmland::open(
+        &cfg.resolve(&cfg.farmland.path),
+        cfg.farmland.layer.as_deref(),
+        &cfg.farmland.id_field,
+        &cfg.farmland.class_field,
+        cfg.farmland.basic_field.as_deref(),
+        &cfg.farmland.classes,
+    )?;
+    let classifier = load_classifier(cfg, profile)?;
+    Ok(PeriodInputs {
+        catalog,
+        period,
+        located,
+        profile,
+        grid_srs,
+        grid,
+        admin,
+        townships,
+        farmland,
+        classifier,
+        cfg,
+    })
+}
+
+/// The earlier periods this run reads, the rules it can decide, and the later periods that
+/// were judged against the archive entry this run replaces.
+fn plan_against_archive(
+    cfg: &JobConfig,
+    layout: &OutputLayout,
+    period: Period,
+    grid: &JobGrid,
+) -> Result<Plan> {
+    let rules = cfg.rules.persistence();
+    let reach = ChangeType::ALL
+        .iter()
+        .map(|&t| rules.history_needed(t))
+        .max()
+        .unwrap_or(0)
+        .max(HISTORY);
+    let archived = archived_before(layout, period, reach, grid)?;
+    let history = (1..=archived.min(HISTORY) as i32)
+        .map(|k| layout.period(period.offset(-k)))
+        .collect();
+    let not_yet_decidable = ChangeType::ALL
+        .iter()
+        .filter(|&&t| archived < rules.history_needed(t))
+        .map(|&t| {
+            format!(
+                "{}: needs {} earlier periods archived, has {archived}",
+                t.code(),
+                rules.history_needed(t)
+            )
+        })
+        .collect();
+    let later_to_rerun = (1..=reach as i32)
+        .map(|k| period.offset(k))
+        .filter(|p| layout.period(*p).archived())
+        .map(|p| p.to_string())
+        .collect();
+    Ok(Plan {
+        rules,
+        archived,
+        history,
+        not_yet_decidable,
+        later_to_rerun,
+    })
+}
+
+/// Everything a tile depends on besides its imagery: a change discards the checkpoints.
+fn run_key(
+    cfg: &JobConfig,
+    inputs: &PeriodInputs,
+    plan: &Plan,
+    opts: &RunOptions,
+) -> Result<String> {
+    let mut key_parts = vec![
+        env!("CARGO_PKG_VERSION").to_string(),
+        std::fs::read_to_string(&cfg.source).map_err(|e| Error::io(&cfg.source, e))?,
+        inputs.classifier.version().to_string(),
+        opts.counties.join(","),
+        plan.archived.to_string(),
+        file_identity(&cfg.resolve(&cfg.aoi.path))?,
+        file_identity(&cfg.resolve(&cfg.farmland.path))?,
+    ];
+    for entry in &plan.history {
+        for f in [entry.class(), entry.ndvi(), entry.signals()] {
+            key_parts.push(file_identity(&f)?);
+        }
+    }
+    Ok(key_of(&key_parts))
+}
+
+/// Classifies and judges every tile that touches the counties run, through the engine, and
+/// writes the period's rasters into `staged`.
+fn tile_stage(
+    inputs: &PeriodInputs,
+    plan: &Plan,
+    staged: &PeriodFiles,
+    checkpoints: &Checkpoints,
+    change: &mut ChangeRasters,
+    opts: &RunOptions,
+) -> Result<TileStage> {
+    let (cfg, grid) = (inputs.cfg, &inputs.grid);
+    let mut tiles: Vec<Tile> = Vec::new();
+    for t in grid.tiles() {
+        if inputs.admin.touches(grid, t.core)? {
+            tiles.push(t);
+        }
+    }
+    let acquisitions = inputs
+        .catalog
+        .in_period(inputs.period)
+        .into_iter()
+        .zip(&inputs.located)
+        .map(|(acquisition, (extent, identity))| Located {
+            acquisition,
+            extent: *extent,
+            identity: identity.clone(),
+        })
+        .collect();
+    let ctx = PeriodContext {
+        grid,
+        profile: inputs.profile,
+        acquisitions,
+        add_offset: cfg.imagery.add_offset.unwrap_or(inputs.profile.add_offset),
+        classifier: inputs.classifier.as_ref(),
+        admin: &inputs.admin,
+        farmland: &inputs.farmland,
+        history: plan.history.clone(),
+        archived: plan.archived,
+        rules: plan.rules,
+    };
+    let pool = pool(cfg.output.threads).map_err(|e| {
+        Error::config(
+            &cfg.source,
+            "output.threads",
+            e.to_string(),
+            "use 0 (all cores) or a smaller number",
+        )
+    })?;
+    let mut class_tif = GridTiff::create::<u8>(&staged.class(), grid, 2, Some(0.0))?;
+    let mut signals_tif = GridTiff::create::<u8>(&staged.signals(), grid, 3, None)?;
+    let ndvi_nodata = Some(f64::from(NDVI_NODATA));
+    let mut ndvi_tif = GridTiff::create::<u8>(&staged.ndvi(), grid, 3, ndvi_nodata)?;
+    let pb = progress(tiles.len() as u64, "tiles", opts.quiet);
+    let mut stage = TileStage {
+        tiles: tiles.len(),
+        ..Default::default()
+    };
+    for_each_tile(
+        &pool,
+        &tiles,
+        |t| ctx.tile(t, checkpoints),
+        |_, (mut o, source): (TileOutput, TileSource)| {
+            match source {
+                TileSource::Resumed => stage.resume.tiles_resumed += 1,
+                TileSource::ImageryChanged => {
+                    stage.resume.tiles_redone_imagery_changed.push(o.tile.id())
+                }
+                TileSource::Processed => {}
+            }
+            let w = o.tile.core;
+            class_tif.write(1, w, o.class)?;
+            class_tif.write(2, w, o.confidence)?;
+            for (b, data) in std::mem::take(&mut o.change.runs).into_iter().enumerate() {
+                signals_tif.write(b + 1, w, data)?;
+            }
+            for (b, data) in o.ndvi.into_iter().enumerate() {
+                ndvi_tif.write(b + 1, w, data)?;
+            }
+            change.write(w, o.change, o.parcel)?;
+            stage.aoi_pixels += o.aoi_pixels;
+            stage.aoi_without_clear += o.aoi_without_clear;
+            if o.aoi_without_clear > 0 {
+                stage.tiles_with_gaps.push(o.tile.id());
+            }
+            pb.inc(1);
+            Ok(())
+        },
+    )?;
+    pb.finish_and_clear();
+    class_tif.close()?;
+    ndvi_tif.close()?;
+    signals_tif.close()?;
+    Ok(stage)
+}
+
+/// First and last image date of the period: `YYYYMMDD-YYYYMMDD`.
+fn image_dates(acquisitions: &[&Acquisition]) -> String {
+    let day = |a: Option<&&Acquisition>| a.expect("non-empty").date.format("%Y%m%d");
+    format!("{}-{}", day(acquisitions.first()), day(acquisitions.last()))
+}
+
+/// Stable numbers and statuses from the ledger, which also re-checks rectified patches
+/// against this period's land cover.
+fn record_in_ledger(
+    inputs: &PeriodInputs,
+    layout: &OutputLayout,
+    staged: &PeriodFiles,
+    patches: &mut [Patch],
+) -> Result<PeriodLedger> {
+    let grid = &inputs.grid;
+    let class_path = staged.class();
+    let class_ds = Dataset::open(&class_path).in_file(&class_path, "check free disk space")?;
+    let cultivated = |g: &gdal::vector::Geometry| -> Result<Option<f64>> {
+        let window = grid.window_around(&g.envelope(), 0);
+        let inside = rasterize(grid, window, std::slice::from_ref(g), &[1.0])?;
+        let classes = read_grid_window::<u8>(&class_ds, 1, window, 0)?;
+        Ok(grain_share(&classes, &inside))
+    };
+    let run_counties: Vec<String> = inputs
+        .admin
+        .counties
+        .iter()
+        .map(|c| c.code.clone())
+        .collect();
+    Ledger::open(&layout.ledger_file())?.record_period(
+        inputs.period,
+        &run_counties,
+        patches,
+        &inputs.cfg.ledger,
+        &cultivated,
+    )
+}
+
+/// Each county's patch files, in the three formats.
+fn write_counties(
+    inputs: &PeriodInputs,
+    staged: &PeriodFiles,
+    all_patches: &[Patch],
+    opts: &RunOptions,
+) -> Result<Vec<CountySummary>> {
+    let mut counties = Vec::new();
+    let pb = progress(inputs.admin.counties.len() as u64, "export", opts.quiet);
+    for county in &inputs.admin.counties {
+        let mine: Vec<Patch> = all_patches
+            .iter()
+            .filter(|p| p.county_code == county.code)
+            .cloned()
+            .collect();
+        let entry = PeriodFiles::county_entry(&county.code);
+        let files = write_county(
+            &staged.dir().join(&entry),
+            &PeriodFiles::county_stem(&county.code, inputs.period),
+            &inputs.grid_srs,
+            &mine,
+            &inputs.cfg.output.shapefile_encoding,
+            &[],
+        )?;
+        counties.push(CountySummary {
+            code: county.code.clone(),
+            name: county.name.clone(),
+            patches: totals_by_type(&mine),
+            files: files
+                .iter()
+                .map(|f| {
+                    let name = f.file_name().unwrap_or_default();
+                    entry.join(name).to_string_lossy().into_owned()
+                })
+                .collect(),
+        });
+        pb.inc(1);
+    }
+    pb.finish_and_clear();
+    Ok(counties)
+}
+
+fn rules_text(cfg: &JobConfig, rules: &Rules) -> String {
+    format!(
+        "FNH: farmland built-up for {} consecutive periods; FLH: farmland under a non-grain crop, trees or water for {} consecutive periods (decided once {} earlier periods are archived); PH: farmland with no sign of cultivation (bare soil or dense canopy) for {} consecutive periods; minimum area (m2): FNH {}, FLH {}, PH {}",
+        cfg.rules.fnh_min_periods,
+        cfg.rules.flh_min_periods,
+        rules.history_needed(ChangeType::FLH),
+        cfg.rules.ph_min_periods,
+        cfg.min_area_for("FNH"),
+        cfg.min_area_for("FLH"),
+        cfg.min_area_for("PH")
+    )
+}
+
+/// Moves the staged results into place: the whole period, or only the counties of a county run.
+fn commit(
+    staging: StagingDir,
+    target: &PeriodFiles,
+    summary: &RunSummary,
+    only: &[String],
+) -> Result<()> {
+    let json = serde_json::to_vec_pretty(summary).expect("serialisable");
+    let staged = PeriodFiles::in_dir(staging.path());
+    if only.is_empty() {
+        std::fs::write(staged.summary(), &json).map_err(|e| Error::io(staging.path(), e))?;
+        return staging.replace(target.dir());
+    }
+    let counties_dir = target.counties();
+    std::fs::create_dir_all(&counties_dir).map_err(|e| Error::io(&counties_dir, e))?;
+    clean_stale(&counties_dir)?;
+    for c in &summary.counties {
+        let entry = PeriodFiles::county_entry(&c.code);
+        let county = PeriodFiles::in_dir(staging.path().join(&entry));
+        std::fs::write(county.summary(), &json).map_err(|e| Error::io(staging.path(), e))?;
+        staging.move_entry(&entry, &counties_dir.join(&c.code))?;
+    }
+    Ok(())
+}
+
+/// Consecutive periods before `period`, up to `reach`, whose archive entry exists; an entry
+/// on another grid is an error.
+fn archived_before(
+    layout: &OutputLayout,
+    period: Period,
+    reach: usize,
+    grid: &JobGrid,
+) -> Result<usize> {
+    let mut n = 0;
+    for k in 1..=reach as i32 {
+        let entry = layout.period(period.offset(-k));
+        if !entry.archived() {
+            break;
+        }
+        let class = entry.class();
+        let ds = Dataset::open(&class)
+            .map_err(|e| Error::input(&class, e.to_string(), "re-run that period"))?;
+        if ds.raster_size() != (grid.width, grid.height)
+            || ds.geo_transform()? != grid.geo_transform()
+        {
+            return Err(Error::input(&class, "the archived period lies on another grid than this job", "re-run the earlier periods with the current grid settings, or use a new output folder"));
+        }
+        if ds.raster_count() < 2 {
+            return Err(Error::input(
+                &class,
+                "the archived period has no confidence band (written by an older gengbao)",
+                "re-run that period",
+            ));
+        }
+        n += 1;
+    }
+    Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::geo::composite::{byte_to_ndvi, ndvi_to_byte};
+
+    #[test]
+    fn ndvi_bytes_round_trip_to_a_hundredth() {
+        for v in [-1.0f32, -0.37, 0.0, 0.25, 0.7, 1.0] {
+            assert!((byte_to_ndvi(ndvi_to_byte(v)) - v).abs() <= 0.005, "{v}");
+        }
+        assert!(byte_to_ndvi(ndvi_to_byte(f32::NAN)).is_nan());
+    }
+}

@@ -1,0 +1,163 @@
+//! What a period's run reports: `summary.json` and the few lines printed at the end.
+
+use crate::domain::period::Period;
+use crate::engine::patches::TypeTotals;
+use crate::ledger::PeriodLedger;
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CountySummary {
+    pub code: String,
+    pub name: String,
+    pub patches: BTreeMap<&'static str, TypeTotals>,
+    pub files: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RunSummary {
+    pub job: String,
+    pub period: Period,
+    pub classifier: String,
+    pub sensor: String,
+    pub grid: GridSummary,
+    pub acquisitions: Vec<String>,
+    pub history_periods: Vec<String>,
+    /// Consecutive earlier periods in the archive.
+    pub archived_periods: usize,
+    /// Rules that cannot fire yet for lack of archived periods, and why.
+    pub rules_not_yet_decidable: Vec<String>,
+    /// Later periods already run against the archive entry this run replaced: re-run them.
+    pub later_periods_to_rerun: Vec<String>,
+    /// The lock record of a run that died holding this job, when this run found one.
+    pub took_over_lock_of: Option<String>,
+    pub resume: ResumeSummary,
+    /// What the run did to the job's ledger: new and continued patches, re-checks.
+    pub ledger: PeriodLedger,
+    pub tiles: usize,
+    /// Tiles in which some pixels of the area of interest had no clear observation.
+    pub tiles_with_gaps: Vec<String>,
+    pub aoi_pixels: u64,
+    pub aoi_pixels_without_clear_observation: u64,
+    pub counties: Vec<CountySummary>,
+    pub totals: BTreeMap<&'static str, TypeTotals>,
+    pub seconds: BTreeMap<&'static str, f64>,
+    pub rules: String,
+    pub inputs: Inputs,
+}
+
+/// What a run took over from an interrupted attempt at the same period.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct ResumeSummary {
+    /// The attempt used other settings, another model or another archive: nothing was kept.
+    pub checkpoints_discarded: bool,
+    /// Tiles finished by the attempt and not redone.
+    pub tiles_resumed: usize,
+    /// Tiles the attempt had finished but whose imagery changed since: redone.
+    pub tiles_redone_imagery_changed: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Inputs {
+    pub config: String,
+    pub admin: String,
+    pub farmland: String,
+    pub farmland_parcels: u64,
+    pub imagery: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct GridSummary {
+    pub crs: String,
+    pub resolution: f64,
+    pub width: usize,
+    pub height: usize,
+    pub tile_size: usize,
+}
+
+impl RunSummary {
+    /// A few lines for the terminal.
+    pub fn human(&self) -> String {
+        let mut s = format!(
+            "{} {}: {} acquisitions, {} tiles, {:.1} s, classifier {}{}\n",
+            self.job,
+            self.period,
+            self.acquisitions.len(),
+            self.tiles,
+            self.seconds.get("total").copied().unwrap_or(0.0),
+            self.classifier,
+            if self.history_periods.is_empty() {
+                ", no earlier periods (single-period rules)".to_string()
+            } else {
+                format!(", history {}", self.history_periods.join(" "))
+            }
+        );
+        for c in &self.counties {
+            s += &format!("   {} {}:", c.code, c.name);
+            for (t, v) in &c.patches {
+                s += &format!("  {t} {} ({:.0} m²)", v.count, v.area_m2);
+            }
+            s += "\n";
+        }
+        let l = &self.ledger;
+        s += &format!(
+            "   ledger: {} new, {} seen again",
+            l.new.len(),
+            l.continued.len()
+        );
+        for (what, list) in [
+            ("accepted but grown, sent again", &l.regrown),
+            (
+                "rectified, cultivation back: proposed for closing",
+                &l.proposed_for_closing,
+            ),
+            (
+                "rectified, not back: rectifying again",
+                &l.back_to_rectifying,
+            ),
+            ("rectified, too cloudy to re-check", &l.recheck_undecided),
+        ] {
+            if !list.is_empty() {
+                s += &format!("; {what}: {}", list.join(" "));
+            }
+        }
+        s += "\n";
+        if self.resume.tiles_resumed > 0 {
+            s += &format!(
+                "   resumed: {} tiles finished by an interrupted run were kept\n",
+                self.resume.tiles_resumed
+            );
+        }
+        if !self.resume.tiles_redone_imagery_changed.is_empty() {
+            s += &format!(
+                "   redone: the imagery of tiles {} changed since the interrupted run\n",
+                self.resume.tiles_redone_imagery_changed.join(" ")
+            );
+        }
+        if self.resume.checkpoints_discarded {
+            s +=
+                "   note: an interrupted run with other settings, model or archive was discarded\n";
+        }
+        if let Some(dead) = &self.took_over_lock_of {
+            s += &format!("   note: took over the lock of a run that died: {dead}\n");
+        }
+        for r in &self.rules_not_yet_decidable {
+            s += &format!("   not yet decidable: {r}\n");
+        }
+        if !self.later_periods_to_rerun.is_empty() {
+            s += &format!(
+                "   warning: later periods were judged against the replaced archive, re-run them: {}\n",
+                self.later_periods_to_rerun.join(" ")
+            );
+        }
+        if self.aoi_pixels_without_clear_observation > 0 {
+            s += &format!(
+                "   warning: {} of {} pixels had no clear observation (tiles {})\n",
+                self.aoi_pixels_without_clear_observation,
+                self.aoi_pixels,
+                self.tiles_with_gaps.join(" ")
+            );
+        }
+        s.trim_end().to_string()
+    }
+}
