@@ -7,9 +7,11 @@
 //! reference labels changed or unchanged (unlabelled pixels do not count).
 
 use crate::domain::change::ChangeType;
+use crate::domain::period::Period;
 use crate::error::{Error, GdalContext, Result};
 use crate::geo::grid::JobGrid;
-use crate::geo::raster::rasterize;
+use crate::geo::raster::{rasterize, read_band_f64};
+use crate::job::layout::PeriodFiles;
 use gdal::vector::{Geometry, LayerAccess};
 use gdal::Dataset;
 use serde::{Deserialize, Serialize};
@@ -178,6 +180,17 @@ pub fn score_against_truth(
         s.precision = ratio(s.correct, s.reported);
     }
     Ok(scores)
+}
+
+/// A period's results scored against a generated city's truth: the patches (object scores
+/// per type) and the land cover (per-class scores of `class.tif`).
+pub fn score_period(city: &Path, results: &Path, period: Period) -> Result<serde_json::Value> {
+    let truth_dir = city.join("truth");
+    let reported = read_period_patches(results)?;
+    let patches = score_against_truth(&truth_dir, &period.to_string(), &reported)?;
+    let truth = read_band_f64(&truth_dir.join(format!("class_{period}.tif")), 1)?.2;
+    let classes = read_band_f64(&PeriodFiles::in_dir(results).class(), 1)?.2;
+    Ok(serde_json::json!({ "patches": patches, "land_cover": class_score(&truth, &classes) }))
 }
 
 fn read_onsets(path: &Path) -> Result<Vec<String>> {

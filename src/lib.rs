@@ -1,12 +1,53 @@
 //! gengbao (耕保): cultivated-land supervision from satellite imagery.
 //!
-//! The pipeline of one bimonthly period, one module per stage:
-//! [`imagery`] (catalog and reading onto the grid) -> [`grid`] (tiles with a halo) ->
-//! [`composite`] (cloud-masked median) -> [`layers`] (counties and farmland parcels) ->
-//! [`classify`] (land cover) -> [`change`] (flag rules) -> [`vectorise`] (polygons, whole
-//! across seams) -> [`patches`] (图斑 attributes) -> [`export`] (dispatch files).
-//! [`pipeline`] runs a period of a job, [`detect`] runs the same stages on an image pair,
-//! [`samples`] generates a synthetic city to try it all on.
+//! # Code map
+//!
+//! Layers, lowest first. A layer may use the layers above it in this list, never those
+//! below; a cycle between layers is a bug.
+//!
+//! - [`error`], [`progress`]: the error type every layer returns (each error names the file
+//!   or key and the fix) and terminal progress bars.
+//! - [`domain`]: periods, land-cover codes, change signals and persistence rules, the patch
+//!   lifecycle. Plain values and pure functions: no GDAL, no files, no threads.
+//! - [`geo`]: the GDAL adapters. The job [`geo::grid`] and its tiles, rasters read onto the
+//!   grid and written as tiled GeoTIFFs, vector layers, imagery catalogs and sensor profiles,
+//!   per-period composites, the county and farmland layers, polygons from a key raster. Takes
+//!   paths and plain parameters, never the job's config.
+//! - [`classify`]: land cover of a composite. One trait, the index rules and libtorch models
+//!   described by a model card.
+//! - [`render`]: pictures for people (the quicklook, the font for text in images).
+//! - [`engine`]: the tile engine, written once for `run` and `detect`: tiles in parallel with
+//!   an ordered writer ([`engine::tiles`]), the per-pixel change step ([`engine::judge`]), the
+//!   change rasters and the patches they become, and the patch record as files.
+//! - [`ledger`]: every patch's life in one SQLite file: stable numbers (TBBH), statuses and
+//!   their history, matching a period's patches to known ones, county returns.
+//! - [`job`]: the bimonthly job. Its config, the output folder ([`job::layout`], the only
+//!   place its paths are spelled), one period as a sequence of phases ([`job::run`]),
+//!   several periods with the run log and exit codes ([`job::cycle`]), the schedule, the run
+//!   lock, per-tile checkpoints and staging folders.
+//! - [`dispatch`]: per-county packages for inspectors (vector files, Excel/CSV, chips, report).
+//! - [`samples`]: the generated city the demo and tests run on.
+//! - [`evaluate`]: scores against truth (patches and land cover).
+//! - [`train`]: datasets, model fitting and evaluation; detect's per-image point models.
+//! - [`detect`]: two-date detection on an image pair through the same engine.
+//!
+//! The test `layers_only_use_the_layers_before_them` below checks this order.
+//!
+//! # Invariants
+//!
+//! - Same inputs, same bytes: tiles are written in a fixed order and each write completes its
+//!   blocks, models are saved in name order, patches are numbered in a fixed order.
+//! - Nothing half-written: results go to a staging folder beside their target and replace it
+//!   in one rename; the ledger changes in one transaction per command.
+//! - Bounded memory: a tile's inputs are read per tile, at most a batch of tile results is
+//!   held, polygons stream from a scratch file.
+//! - Fail loud: a bad input stops the run before anything is written, naming the file or key
+//!   and the fix; a tile that fails stops the run with the tile named.
+//!
+//! # Public surface
+//!
+//! The command line, the tests and the benches use the items re-exported here; the layer
+//! modules stay public for tests that exercise one part.
 
 /// The first `len` bytes of the SHA-256 of `bytes`, in hex: short content ids (model
 /// versions, checkpoint keys).
@@ -34,4 +75,70 @@ pub mod render;
 pub mod samples;
 pub mod train;
 
+pub use classify::{Classifier, ClassifierKind, TorchClassifier};
+pub use detect::{detect, DetectOptions, DetectSummary};
+pub use dispatch::export_packages;
+pub use domain::change::ChangeType;
+pub use domain::land_cover::LandCover;
+pub use domain::period::Period;
+pub use domain::status::{Evidence, Status};
 pub use error::{Error, Result};
+pub use job::config::JobConfig;
+pub use job::cycle::{run_periods, PeriodSelector};
+pub use job::layout::{OutputLayout, PeriodFiles};
+pub use job::run::{run_period, RunOptions};
+pub use ledger::Ledger;
+pub use samples::{generate, SampleCity, SampleOptions};
+
+#[cfg(test)]
+mod tests {
+    /// The layers of the code map, lowest first.
+    const LAYERS: [&str; 14] = [
+        "error", "progress", "domain", "geo", "classify", "render", "engine", "ledger", "job",
+        "dispatch", "samples", "evaluate", "train", "detect",
+    ];
+
+    fn sources(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                sources(&path, out);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                out.push(path);
+            }
+        }
+    }
+
+    #[test]
+    fn layers_only_use_the_layers_before_them() {
+        let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut files = Vec::new();
+        sources(&src, &mut files);
+        let mut upward = Vec::new();
+        for file in files {
+            let rel = file.strip_prefix(&src).unwrap();
+            let top = rel.iter().next().unwrap().to_string_lossy();
+            let top = top.trim_end_matches(".rs");
+            let Some(own) = LAYERS.iter().position(|l| *l == top) else {
+                assert!(
+                    ["lib", "main"].contains(&top),
+                    "{top} is not in the code map"
+                );
+                continue;
+            };
+            let text = std::fs::read_to_string(&file).unwrap();
+            for (i, _) in text.match_indices("crate::") {
+                let used: String = text[i + 7..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_lowercase() || *c == '_')
+                    .collect();
+                if let Some(other) = LAYERS.iter().position(|l| *l == used) {
+                    if other > own {
+                        upward.push(format!("{} uses {used}", rel.display()));
+                    }
+                }
+            }
+        }
+        assert!(upward.is_empty(), "layers used from below: {upward:?}");
+    }
+}

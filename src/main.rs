@@ -9,16 +9,18 @@ use clap::{Parser, Subcommand};
 use gengbao::classify::{Classifier, TorchClassifier};
 use gengbao::detect::{detect, DetectOptions};
 use gengbao::dispatch::{export_packages, read_returns};
+use gengbao::domain::change::DEFAULT_MIN_PARCEL_SHARE;
 use gengbao::domain::period::Period;
 use gengbao::domain::status::{Evidence, Status};
 use gengbao::engine::patches::SQM_PER_MU;
 use gengbao::error::{Error, Result};
-use gengbao::evaluate::{class_score, confusion_png, read_period_patches, score_against_truth};
-use gengbao::geo::raster::read_band_f64;
+use gengbao::evaluate::{confusion_png, score_period};
 use gengbao::geo::sensor::PROFILES;
 use gengbao::job::config::{JobConfig, EXAMPLE};
-use gengbao::job::run::{periods_with_imagery, run_period, RunOptions};
-use gengbao::job::schedule::{self, State};
+use gengbao::job::cycle::{exit_code_of, run_periods, PeriodSelector};
+use gengbao::job::run::RunOptions;
+use gengbao::job::schedule;
+use gengbao::job::schedule::Emit;
 use gengbao::ledger::{Filter, Ledger, Transition};
 use gengbao::samples::{generate, SampleOptions};
 use gengbao::train::{evaluate_classifier, train, Evaluation, Split, TrainConfig};
@@ -40,6 +42,7 @@ struct Cli {
 enum Command {
     /// Generate a sample city (imagery, parcels, counties, planted changes, truth, job config).
     Samples {
+        /// The folder to write the city into.
         #[arg(long)]
         out: PathBuf,
         /// Side of the city in 10 m pixels.
@@ -48,6 +51,7 @@ enum Command {
         /// Number of bimonthly periods, from 2025-P1.
         #[arg(long, default_value_t = 8)]
         periods: usize,
+        /// Seed of the generator: the same seed gives the same city, byte for byte.
         #[arg(long, default_value_t = 1)]
         seed: u64,
         /// Tile size written into the generated job config.
@@ -62,29 +66,36 @@ enum Command {
     },
     /// Run one period of a job (YYYY-Pn), or `all` periods that have imagery, in order.
     Run {
+        /// The job's configuration file (TOML; `gengbao init` writes an example).
         #[arg(long)]
         config: PathBuf,
         /// A period (2025-P3), `all` (every period with imagery), or `due` (every period that
         /// is over and not run yet, oldest first: the catch-up after an outage).
         #[arg(long)]
-        period: String,
+        period: PeriodSelector,
         /// Only these counties (XZQDM codes); repeat the flag for several.
         #[arg(long = "county")]
         counties: Vec<String>,
+        /// No progress bars (for logs and scripts).
         #[arg(long)]
         quiet: bool,
     },
     /// Generate the sample city and run every period: the quick start.
     Demo {
+        /// The folder for the city (`city/`) and its results (`city/out/`).
         #[arg(long, default_value = "gengbao-demo")]
         out: PathBuf,
+        /// Side of the city in 10 m pixels.
         #[arg(long, default_value_t = 768)]
         size: usize,
     },
     /// Two-date detection on a pair of co-registered multi-band images.
     Detect {
+        /// The earlier image: one multi-band raster in the sensor profile's band order; its
+        /// grid is the grid of the results.
         #[arg(long)]
         before: PathBuf,
+        /// The later image, same bands, on the same grid or warped onto it.
         #[arg(long)]
         after: PathBuf,
         /// Cultivated-land parcels; without them the whole image is watched.
@@ -97,13 +108,15 @@ enum Command {
         /// before baseline 04.00, whose DNs carry no -1000 offset).
         #[arg(long, allow_hyphen_values = true)]
         add_offset: Option<f32>,
+        /// The folder for the results (class rasters, flags, patches.gpkg, summary.json).
         #[arg(long)]
         out: PathBuf,
         /// Minimum patch area in m².
         #[arg(long, default_value_t = gengbao::detect::DEFAULT_MIN_AREA_M2)]
         min_area: f64,
         /// A learned model (TorchScript or VarStore, card beside it as <model>.json) instead
-        /// of the index baseline.
+        /// of the model shipped in gengbao (used when the sensor has its bands, else the index
+        /// rules).
         #[arg(long)]
         model: Option<PathBuf>,
         /// Labelled points on the earlier image (vector file, class codes 1..6 in
@@ -113,6 +126,7 @@ enum Command {
         /// Labelled points on the later image.
         #[arg(long)]
         samples_after: Option<PathBuf>,
+        /// Integer field of the labelled points holding the class code (1..6).
         #[arg(long, default_value = gengbao::detect::DEFAULT_SAMPLE_CLASS_FIELD)]
         sample_class_field: String,
         /// Flag 撂荒 (PH) from the pair: cropland before, grass or shrub after. Use it when the
@@ -127,21 +141,24 @@ enum Command {
         /// With --farmland, an FLH or PH patch must take, with the other pixels of its type
         /// in its parcel, at least this share (0..1) of the parcel's convertible land: a crop
         /// change or abandonment is a field's, a few odd pixels in a grain field are not.
-        #[arg(long, default_value_t = gengbao::domain::change::DEFAULT_MIN_PARCEL_SHARE)]
-        min_parcel_share: f64,
+        /// [default: two-thirds]
+        #[arg(long)]
+        min_parcel_share: Option<f64>,
+        /// No progress bars (for logs and scripts).
         #[arg(long)]
         quiet: bool,
     },
     /// List the periods that are done, due or missing imagery; or print timer entries.
     Schedule {
+        /// The job's configuration file (TOML; `gengbao init` writes an example).
         #[arg(long)]
         config: PathBuf,
         /// Today's date (YYYY-MM-DD) instead of the clock's.
         #[arg(long)]
         today: Option<String>,
-        /// Print a crontab line (`cron`) or systemd service and timer units (`systemd`).
-        #[arg(long)]
-        emit: Option<String>,
+        /// Print a crontab line or systemd service and timer units instead of the list.
+        #[arg(long, value_enum)]
+        emit: Option<Emit>,
     },
     /// Score a period's patches against the truth of a generated city.
     Score {
@@ -151,13 +168,16 @@ enum Command {
         /// The period's results folder (<output>/<period>).
         #[arg(long)]
         results: PathBuf,
+        /// The period the results are of (YYYY-Pn).
         #[arg(long)]
-        period: String,
+        period: Period,
     },
     /// Train a land-cover model from labelled datasets (see models/gengbao-s2-v1.train.toml).
     Train {
+        /// The job's configuration file (TOML; `gengbao init` writes an example).
         #[arg(long)]
         config: PathBuf,
+        /// No progress bars (for logs and scripts).
         #[arg(long)]
         quiet: bool,
     },
@@ -173,6 +193,7 @@ enum Command {
         /// train, validation or test (the held-out pixels).
         #[arg(long, default_value = "test")]
         split: String,
+        /// The folder for eval.json, eval.md and the confusion matrices.
         #[arg(long)]
         out: PathBuf,
     },
@@ -182,13 +203,15 @@ enum Command {
     /// Excel and CSV lists, image chips, overview map, HTML report) into
     /// <output>/dispatch/<period>/<county>; new patches become dispatched (已下发).
     Export {
+        /// The job's configuration file (TOML; `gengbao init` writes an example).
         #[arg(long)]
         config: PathBuf,
+        /// The period (YYYY-Pn), already run.
         #[arg(long)]
-        period: String,
-        /// Only this county (XZQDM).
-        #[arg(long)]
-        county: Option<String>,
+        period: Period,
+        /// Only these counties (XZQDM codes); repeat the flag for several.
+        #[arg(long = "county")]
+        counties: Vec<String>,
         /// Also write each county's package as one zip beside its folder.
         #[arg(long)]
         zip: bool,
@@ -204,8 +227,10 @@ enum Command {
 enum LedgerAction {
     /// List patches, filtered by county, type, status and period seen.
     List {
+        /// The job's configuration file (TOML; `gengbao init` writes an example).
         #[arg(long)]
         config: PathBuf,
+        /// Only this county's patches (XZQDM).
         #[arg(long)]
         county: Option<String>,
         /// FNH, FLH or PH.
@@ -220,23 +245,28 @@ enum LedgerAction {
     },
     /// One patch: its attributes, the periods it was seen and its history.
     Show {
+        /// The job's configuration file (TOML; `gengbao init` writes an example).
         #[arg(long)]
         config: PathBuf,
+        /// The patch number (图斑编号).
         tbbh: String,
     },
     /// Move one patch of a county to a new status (the allowed ones are listed on refusal).
     SetStatus {
+        /// The job's configuration file (TOML; `gengbao init` writes an example).
         #[arg(long)]
         config: PathBuf,
         /// The county the patch belongs to (XZQDM): a county changes only its own patches.
         #[arg(long)]
         county: String,
+        /// The patch number (图斑编号).
         tbbh: String,
         /// The new status: code or Chinese label (e.g. verifying / 核查中).
         status: String,
         /// Who makes the change (name or office), recorded in the history.
         #[arg(long)]
         who: String,
+        /// A note recorded with the change.
         #[arg(long, default_value = "")]
         note: String,
         /// Evidence type, required for evidence_submitted (已举证): 合法批准, 设施农业,
@@ -249,20 +279,25 @@ enum LedgerAction {
     },
     /// The recorded transitions, oldest first: of one patch, a county, or all.
     History {
+        /// The job's configuration file (TOML; `gengbao init` writes an example).
         #[arg(long)]
         config: PathBuf,
+        /// Only this county's patches (XZQDM).
         #[arg(long)]
         county: Option<String>,
+        /// Only this patch (图斑编号).
         tbbh: Option<String>,
     },
     /// Apply a county's returned results (the package's .xlsx, .csv or .gpkg, filled in).
     /// Nothing is applied when a row is bad, unless --apply-valid.
     Import {
+        /// The job's configuration file (TOML; `gengbao init` writes an example).
         #[arg(long)]
         config: PathBuf,
         /// The county that returned the file (XZQDM).
         #[arg(long)]
         county: String,
+        /// The returned file.
         file: PathBuf,
         /// Recorded in the history (default: the county's import).
         #[arg(long)]
@@ -466,73 +501,21 @@ fn print_history(transitions: &[Transition]) {
     }
 }
 
-/// Exit code of a run that did all it could while periods still wait for imagery.
-const EXIT_WAITING_FOR_IMAGERY: u8 = 4;
-const EXIT_LOCKED: u8 = 3;
-
-/// Runs `period` (a period, `all` or `due`) and logs what happened in the job's log;
-/// gives the exit code.
-fn run_periods(config: &Path, period: &str, counties: Vec<String>, quiet: bool) -> Result<u8> {
+/// Runs the selected periods, printing each period's summary; gives the exit code.
+fn run(config: &Path, selector: PeriodSelector, counties: Vec<String>, quiet: bool) -> Result<u8> {
     let cfg = JobConfig::load(config)?;
-    let mut waiting = Vec::new();
-    let periods: Vec<Period> = match period {
-        "all" => periods_with_imagery(&cfg)?,
-        "due" => {
-            let plan = schedule::plan(&cfg, chrono::Local::now().date_naive())?;
-            waiting = plan.of(State::NoImagery);
-            plan.due()
-        }
-        p => vec![p.parse()?],
-    };
-    let log = |line: &str| {
-        if let Err(e) = schedule::log(&cfg, line) {
-            eprintln!("warning: cannot write the run log: {e}");
-        }
-    };
-    log(&format!(
-        "start: run --period {period}: {} period(s) to run",
-        periods.len()
-    ));
     let opts = RunOptions { counties, quiet };
-    for p in &periods {
-        eprintln!("== {} {p}", cfg.job.name);
-        match run_period(&cfg, *p, &opts) {
-            Ok(s) => {
-                println!("{}", s.human());
-                println!("   results: {}", cfg.layout().period(*p).dir().display());
-                let totals: Vec<String> = s
-                    .totals
-                    .iter()
-                    .map(|(t, v)| format!("{t} {}", v.count))
-                    .collect();
-                log(&format!(
-                    "{p}: done in {:.1} s, {}",
-                    s.seconds.get("total").copied().unwrap_or(0.0),
-                    totals.join(", ")
-                ));
-            }
-            Err(e) => {
-                log(&format!("{p}: failed: {e}"));
-                return Err(e);
-            }
-        }
-    }
-    if period == "due" && periods.is_empty() && waiting.is_empty() {
+    let outcome = run_periods(&cfg, selector, &opts, |p, s| {
+        println!("{}", s.human());
+        println!("   results: {}", cfg.layout().period(p).dir().display());
+    })?;
+    if selector == PeriodSelector::Due && outcome.ran.is_empty() && outcome.waiting.is_empty() {
         println!("nothing is due: every period that is over has been run");
     }
-    if !waiting.is_empty() {
-        let list: Vec<String> = waiting.iter().map(|p| p.to_string()).collect();
-        let msg = format!(
-            "skipped, no imagery yet in {}: {}",
-            cfg.resolve(&cfg.imagery.folder).display(),
-            list.join(" ")
-        );
+    if let Some(msg) = outcome.waiting_message() {
         eprintln!("{msg}");
-        log(&msg);
-        return Ok(EXIT_WAITING_FOR_IMAGERY);
     }
-    log("end: ok");
-    Ok(0)
+    Ok(outcome.exit_code())
 }
 
 /// `--today`, or the clock's date.
@@ -553,6 +536,160 @@ fn print_evaluation(e: &Evaluation) {
     }
 }
 
+fn samples(out: &Path, opts: SampleOptions) -> Result<u8> {
+    let city = generate(out, &opts)?;
+    println!(
+        "sample city in {}: {} periods ({} to {}), {} planted changes; job config {}",
+        city.dir.display(),
+        city.periods.len(),
+        city.periods[0],
+        city.periods[city.periods.len() - 1],
+        city.changes.len(),
+        city.job_config.display()
+    );
+    Ok(0)
+}
+
+fn init(path: &Path) -> Result<u8> {
+    if path.exists() {
+        return Err(Error::input(
+            path,
+            "already exists",
+            "choose another name or remove it first",
+        ));
+    }
+    std::fs::write(path, EXAMPLE).map_err(|e| Error::io(path, e))?;
+    println!("wrote {}", path.display());
+    Ok(0)
+}
+
+fn schedule_command(config: &Path, today: Option<&str>, emit: Option<Emit>) -> Result<u8> {
+    let cfg = JobConfig::load(config)?;
+    let exe = std::env::current_exe().map_err(|e| Error::io("gengbao", e))?;
+    match emit {
+        Some(Emit::Cron) => print!("{}", schedule::cron_entry(&cfg, &exe)),
+        Some(Emit::Systemd) => print!("{}", schedule::systemd_units(&cfg, &exe)),
+        None => {
+            let today = parse_today(today)?;
+            println!("{}", schedule::plan(&cfg, today)?.human(&cfg));
+        }
+    }
+    Ok(0)
+}
+
+fn demo(out: &Path, size: usize) -> Result<u8> {
+    let city_dir = out.join("city");
+    eprintln!(
+        "generating the sample city ({size} x {size} px) in {}",
+        city_dir.display()
+    );
+    let city = generate(
+        &city_dir,
+        &SampleOptions {
+            size,
+            ..Default::default()
+        },
+    )?;
+    run(&city.job_config, PeriodSelector::All, Vec::new(), false)?;
+    let cfg = JobConfig::load(&city.job_config)?;
+    let last = *city.periods.last().expect("periods");
+    println!("\ndispatch packages of the latest period ({last}):");
+    for s in export_packages(&cfg, last, &[], false)? {
+        println!(
+            "   {} ({} patches, open report.html)",
+            s.dir.display(),
+            s.patches
+        );
+    }
+    println!(
+        "planted truth for comparison: {}",
+        city_dir.join("truth").join("changes.gpkg").display()
+    );
+    Ok(0)
+}
+
+fn score(city: &Path, results: &Path, period: Period) -> Result<u8> {
+    let report = score_period(city, results, period)?;
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&report).expect("serialisable")
+    );
+    Ok(0)
+}
+
+fn train_command(config: &Path, quiet: bool) -> Result<u8> {
+    let cfg = TrainConfig::load(config)?;
+    let r = train(&cfg, quiet)?;
+    println!(
+        "trained {} epochs (best {}{}), model {} version {}",
+        r.state.epochs_done,
+        r.state.best_epoch,
+        if r.state.stopped_early {
+            ", stopped early"
+        } else {
+            ""
+        },
+        r.model.display(),
+        r.card.extra["version"].as_str().unwrap_or("?")
+    );
+    print_evaluation(&r.test);
+    Ok(0)
+}
+
+fn eval(model: &str, data: &Path, split: &str, out: &Path) -> Result<u8> {
+    let cfg = TrainConfig::load(data)?;
+    let split: Split = split.parse()?;
+    let profile = cfg.profile();
+    let classifier = if model == "builtin" {
+        TorchClassifier::builtin(profile)?
+    } else {
+        TorchClassifier::load(Path::new(model), profile)?
+    };
+    let e = evaluate_classifier(&cfg, &classifier, &[split])?.remove(0);
+    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+    let mut md = format!(
+        "# Model {} ({}) on the {} split of {}\n\n",
+        classifier.card().name,
+        classifier.version(),
+        e.split,
+        data.display()
+    );
+    for (name, score) in e.pools() {
+        if let Some(s) = score {
+            let title = format!("{name} data, {} split", e.split);
+            md += &s.markdown(&title);
+            md += "\n";
+            confusion_png(s, &title, &out.join(format!("confusion_{name}.png")))?;
+        }
+    }
+    let json = out.join("eval.json");
+    std::fs::write(
+        &json,
+        serde_json::to_string_pretty(&e).expect("serialisable"),
+    )
+    .map_err(|e| Error::io(&json, e))?;
+    std::fs::write(out.join("eval.md"), md).map_err(|e| Error::io(out, e))?;
+    print_evaluation(&e);
+    println!("   report: {}", out.display());
+    Ok(0)
+}
+
+fn export(config: &Path, period: Period, counties: &[String], zip: bool) -> Result<u8> {
+    let cfg = JobConfig::load(config)?;
+    for s in export_packages(&cfg, period, counties, zip)? {
+        println!(
+            "{} {period}: {} patches -> {}{}",
+            s.county,
+            s.patches,
+            s.dir.display(),
+            s.zip
+                .map(|z| format!(" and {}", z.display()))
+                .unwrap_or_default()
+        );
+    }
+    Ok(0)
+}
+
 fn main_inner(cli: Cli) -> Result<u8> {
     match cli.command {
         Command::Samples {
@@ -561,95 +698,29 @@ fn main_inner(cli: Cli) -> Result<u8> {
             periods,
             seed,
             tile_size,
-        } => {
-            let city = generate(
-                &out,
-                &SampleOptions {
-                    size,
-                    periods,
-                    seed,
-                    tile_size,
-                    ..Default::default()
-                },
-            )?;
-            println!(
-                "sample city in {}: {} periods ({} to {}), {} planted changes; job config {}",
-                city.dir.display(),
-                city.periods.len(),
-                city.periods[0],
-                city.periods[city.periods.len() - 1],
-                city.changes.len(),
-                city.job_config.display()
-            );
-        }
-        Command::Init { path } => {
-            if path.exists() {
-                return Err(Error::input(
-                    &path,
-                    "already exists",
-                    "choose another name or remove it first",
-                ));
-            }
-            std::fs::write(&path, EXAMPLE).map_err(|e| Error::io(&path, e))?;
-            println!("wrote {}", path.display());
-        }
+        } => samples(
+            &out,
+            SampleOptions {
+                size,
+                periods,
+                seed,
+                tile_size,
+                ..Default::default()
+            },
+        ),
+        Command::Init { path } => init(&path),
         Command::Run {
             config,
             period,
             counties,
             quiet,
-        } => return run_periods(&config, &period, counties, quiet),
+        } => run(&config, period, counties, quiet),
         Command::Schedule {
             config,
             today,
             emit,
-        } => {
-            let cfg = JobConfig::load(&config)?;
-            let exe = std::env::current_exe().map_err(|e| Error::io("gengbao", e))?;
-            match emit.as_deref() {
-                Some("cron") => print!("{}", schedule::cron_entry(&cfg, &exe)),
-                Some("systemd") => print!("{}", schedule::systemd_units(&cfg, &exe)),
-                Some(other) => {
-                    return Err(Error::usage(
-                        format!("unknown --emit `{other}`"),
-                        "use --emit cron or --emit systemd",
-                    ))
-                }
-                None => {
-                    let today = parse_today(today.as_deref())?;
-                    println!("{}", schedule::plan(&cfg, today)?.human(&cfg));
-                }
-            }
-        }
-        Command::Demo { out, size } => {
-            let city_dir = out.join("city");
-            eprintln!(
-                "generating the sample city ({size} x {size} px) in {}",
-                city_dir.display()
-            );
-            let city = generate(
-                &city_dir,
-                &SampleOptions {
-                    size,
-                    ..Default::default()
-                },
-            )?;
-            run_periods(&city.job_config, "all", Vec::new(), false)?;
-            let cfg = JobConfig::load(&city.job_config)?;
-            let last = *city.periods.last().expect("periods");
-            println!("\ndispatch packages of the latest period ({last}):");
-            for s in export_packages(&cfg, last, None, false)? {
-                println!(
-                    "   {} ({} patches, open report.html)",
-                    s.dir.display(),
-                    s.patches
-                );
-            }
-            println!(
-                "planted truth for comparison: {}",
-                city_dir.join("truth").join("changes.gpkg").display()
-            );
-        }
+        } => schedule_command(&config, today.as_deref(), emit),
+        Command::Demo { out, size } => demo(&out, size),
         Command::Detect {
             before,
             after,
@@ -681,114 +752,39 @@ fn main_inner(cli: Cli) -> Result<u8> {
                 sample_class_field,
                 abandonment,
                 min_confidence,
-                min_parcel_share,
+                min_parcel_share: min_parcel_share.unwrap_or(DEFAULT_MIN_PARCEL_SHARE),
                 quiet,
             })?;
             println!("{}", s.human());
             println!("   results: {}", out.display());
+            Ok(0)
         }
         Command::Score {
             city,
             results,
             period,
-        } => {
-            let period: Period = period.parse()?;
-            let reported = read_period_patches(&results)?;
-            let scores = score_against_truth(&city.join("truth"), &period.to_string(), &reported)?;
-            let truth =
-                read_band_f64(&city.join("truth").join(format!("class_{period}.tif")), 1)?.2;
-            let classes = read_band_f64(&results.join("class.tif"), 1)?.2;
-            let report = serde_json::json!({ "patches": scores, "land_cover": class_score(&truth, &classes) });
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&report).expect("serialisable")
-            );
-        }
-        Command::Train { config, quiet } => {
-            let cfg = TrainConfig::load(&config)?;
-            let r = train(&cfg, quiet)?;
-            println!(
-                "trained {} epochs (best {}{}), model {} version {}",
-                r.state.epochs_done,
-                r.state.best_epoch,
-                if r.state.stopped_early {
-                    ", stopped early"
-                } else {
-                    ""
-                },
-                r.model.display(),
-                r.card.extra["version"].as_str().unwrap_or("?")
-            );
-            print_evaluation(&r.test);
-        }
+        } => score(&city, &results, period),
+        Command::Train { config, quiet } => train_command(&config, quiet),
         Command::Eval {
             model,
             data,
             split,
             out,
-        } => {
-            let cfg = TrainConfig::load(&data)?;
-            let split: Split = split.parse()?;
-            let profile = cfg.profile();
-            let classifier = if model == "builtin" {
-                TorchClassifier::builtin(profile)?
-            } else {
-                TorchClassifier::load(Path::new(&model), profile)?
-            };
-            let e = evaluate_classifier(&cfg, &classifier, &[split])?.remove(0);
-            std::fs::create_dir_all(&out).map_err(|e| Error::io(&out, e))?;
-            let mut md = format!(
-                "# Model {} ({}) on the {} split of {}\n\n",
-                classifier.card().name,
-                classifier.version(),
-                e.split,
-                data.display()
-            );
-            for (name, score) in e.pools() {
-                if let Some(s) = score {
-                    let title = format!("{name} data, {} split", e.split);
-                    md += &s.markdown(&title);
-                    md += "\n";
-                    confusion_png(s, &title, &out.join(format!("confusion_{name}.png")))?;
-                }
-            }
-            let json = out.join("eval.json");
-            std::fs::write(
-                &json,
-                serde_json::to_string_pretty(&e).expect("serialisable"),
-            )
-            .map_err(|e| Error::io(&json, e))?;
-            std::fs::write(out.join("eval.md"), md).map_err(|e| Error::io(&out, e))?;
-            print_evaluation(&e);
-            println!("   report: {}", out.display());
-        }
+        } => eval(&model, &data, &split, &out),
         Command::Export {
             config,
             period,
-            county,
+            counties,
             zip,
-        } => {
-            let cfg = JobConfig::load(&config)?;
-            for s in export_packages(&cfg, period.parse()?, county.as_deref(), zip)? {
-                println!(
-                    "{} {period}: {} patches -> {}{}",
-                    s.county,
-                    s.patches,
-                    s.dir.display(),
-                    s.zip
-                        .map(|z| format!(" and {}", z.display()))
-                        .unwrap_or_default()
-                );
-            }
-        }
-        Command::Ledger { action } => return ledger_command(action),
+        } => export(&config, period, &counties, zip),
+        Command::Ledger { action } => ledger_command(action),
         Command::Sensors => {
             for p in PROFILES {
                 println!("{:18} {}", p.name, p.description);
             }
+            Ok(0)
         }
     }
-    Ok(0)
 }
 
 fn main() -> ExitCode {
@@ -805,10 +801,7 @@ fn main() -> ExitCode {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             eprintln!("error: {e}");
-            ExitCode::from(match e {
-                Error::Locked { .. } => EXIT_LOCKED,
-                _ => 1,
-            })
+            ExitCode::from(exit_code_of(&e))
         }
     }
 }

@@ -105,7 +105,7 @@ fn packages_round_trip_and_the_ledger_follows_patches_across_periods() {
         .expect("an untouched parcel");
 
     // Package of the second period, with its zip.
-    let packages = export_packages(&cfg, p2, Some(county), true).unwrap();
+    let packages = export_packages(&cfg, p2, &[county.to_string()], true).unwrap();
     assert_eq!(packages.len(), 1);
     let dir = &packages[0].dir;
     let zip_path = packages[0].zip.clone().expect("a zip was asked for");
@@ -376,7 +376,7 @@ fn packages_round_trip_and_the_ledger_follows_patches_across_periods() {
     );
     drop(ledger);
 
-    let packages = export_packages(&cfg, p3, Some(county), false).unwrap();
+    let packages = export_packages(&cfg, p3, &[county.to_string()], false).unwrap();
     let sent: Vec<String> = field_values(
         &packages[0].dir.join(format!("TB_{county}_{p3}.gpkg")),
         "ZT",

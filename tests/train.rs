@@ -6,7 +6,8 @@
 mod common;
 
 use gengbao::classify::{
-    select, Classifier, ClassifierInput, FeatureLayout, ModelCard, ModelFormat, TorchClassifier,
+    select, Classifier, ClassifierInput, ClassifierKind, FeatureLayout, ModelCard, ModelFormat,
+    TorchClassifier,
 };
 use gengbao::geo::sensor::SensorProfile;
 use gengbao::train::{
@@ -204,8 +205,16 @@ fn the_shipped_model_is_refused_by_imagery_without_its_bands() {
         "{msg}"
     );
     // `learned` insists; `auto` falls back to the index rules and says so in its version.
-    assert!(select("learned", None, landsat).is_err());
-    assert_eq!(select("auto", None, landsat).unwrap().version(), "index-v1");
+    assert!(select(ClassifierKind::Learned, None, landsat).is_err());
+    assert_eq!(
+        select(ClassifierKind::Auto, None, landsat)
+            .unwrap()
+            .version(),
+        "index-v1"
+    );
     let s2 = SensorProfile::by_name("sentinel2-l2a").unwrap();
-    assert_ne!(select("auto", None, s2).unwrap().version(), "index-v1");
+    assert_ne!(
+        select(ClassifierKind::Auto, None, s2).unwrap().version(),
+        "index-v1"
+    );
 }

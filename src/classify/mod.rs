@@ -513,23 +513,42 @@ fn bytes_version(bytes: &[u8]) -> String {
     crate::short_sha256(bytes, 6)
 }
 
-/// The classifier a job or a detection names: `index` (the rules), `learned` (the model
-/// shipped in gengbao), `torch` (the model file given), or `auto` (the shipped model when the
-/// imagery provides its inputs, else the rules: it is trained on Sentinel-2).
+/// Which classifier a job or a detection uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum ClassifierKind {
+    /// The learned model shipped in gengbao when the imagery provides its inputs (it is
+    /// trained on Sentinel-2), else the index rules.
+    #[default]
+    Auto,
+    /// The learned model shipped in gengbao, or an error naming the missing inputs.
+    Learned,
+    /// The documented spectral-temporal index rules.
+    Index,
+    /// The model file given (its card beside it as `<model>.json`).
+    Torch,
+}
+
+/// The classifier of `kind`; a `model` file, when given, is used whatever the kind. A broken
+/// shipped model is an error, never a silent fall back to the index rules.
 pub fn select(
-    kind: &str,
+    kind: ClassifierKind,
     model: Option<&Path>,
     profile: &SensorProfile,
 ) -> Result<Box<dyn Classifier>> {
     Ok(match (kind, model) {
         (_, Some(model)) => Box::new(TorchClassifier::load(model, profile)?),
-        ("learned", None) => Box::new(TorchClassifier::builtin(profile)?),
-        ("auto", None) => match TorchClassifier::builtin(profile) {
-            Ok(c) => Box::new(c),
-            Err(Error::Input { .. }) => Box::new(IndexBaseline),
-            Err(e) => return Err(e),
-        },
-        _ => Box::new(IndexBaseline),
+        (ClassifierKind::Learned, None) => Box::new(TorchClassifier::builtin(profile)?),
+        (ClassifierKind::Auto, None) if TorchClassifier::builtin_reads(profile) => {
+            Box::new(TorchClassifier::builtin(profile)?)
+        }
+        (ClassifierKind::Torch, None) => {
+            return Err(Error::usage(
+                "the torch classifier needs a model file",
+                "give the model (its card is <model>.json), or use the auto kind",
+            ))
+        }
+        (ClassifierKind::Auto | ClassifierKind::Index, None) => Box::new(IndexBaseline),
     })
 }
 
@@ -546,6 +565,13 @@ impl TorchClassifier {
     }
 
     /// The model shipped inside gengbao (`models/`), for profiles that provide its inputs.
+    /// Whether `profile` provides every input of the shipped model.
+    pub fn builtin_reads(profile: &SensorProfile) -> bool {
+        let card: ModelCard =
+            serde_json::from_str(BUILTIN_CARD).expect("the shipped card is valid JSON");
+        FeatureLayout::parse(&card.input_bands, profile).is_ok()
+    }
+
     pub fn builtin(profile: &SensorProfile) -> Result<Self> {
         let path = Path::new(BUILTIN_MODEL_NAME);
         let card: ModelCard =

@@ -12,7 +12,7 @@
 //! only when a learned model is sure of both its classes, and with a parcel layer an FLH or PH
 //! patch must take most of its parcel ([`ParcelShares`]).
 
-use crate::classify::{Classifier, ClassifierInput};
+use crate::classify::{Classifier, ClassifierInput, ClassifierKind};
 use crate::domain::change::{pair_cultivation, ParcelShares, Rules, DEFAULT_MIN_PARCEL_SHARE};
 use crate::engine::change_rasters::ChangeRasters;
 use crate::engine::judge::{judge_tile, ChangeTile, History, Observation};
@@ -370,7 +370,11 @@ fn pair_classifiers(pair: &Pair, staging: &Path) -> Result<PairClassifiers> {
                           name: &'static str|
      -> Result<Box<dyn Classifier>> {
         let Some(points) = samples else {
-            return crate::classify::select("auto", opts.model.as_deref(), pair.profile);
+            return crate::classify::select(
+                ClassifierKind::Auto,
+                opts.model.as_deref(),
+                pair.profile,
+            );
         };
         let pixels = labelled_points(points, &opts.sample_class_field, &pair.grid)?;
         let model = PointModel {

@@ -61,12 +61,12 @@ pub struct PackageSummary {
 /// The zip's name in a county's staging folder.
 const STAGED_ZIP: &str = "package.zip";
 
-/// Writes the dispatch packages of `period`: of one county, or of every county of the job;
-/// with `zip`, also `<county>.zip` beside each folder.
+/// Writes the dispatch packages of `period`: of the `counties` given, or of every county of the job
+/// when none is; with `zip`, also `<county>.zip` beside each folder.
 pub fn export_packages(
     cfg: &JobConfig,
     period: Period,
-    county: Option<&str>,
+    counties: &[String],
     zip: bool,
 ) -> Result<Vec<PackageSummary>> {
     let layout = cfg.layout();
@@ -88,10 +88,7 @@ pub fn export_packages(
     drop(class_ds);
     let srs = grid.spatial_ref()?;
     let admin = cfg.counties(&srs)?;
-    let admin = match county {
-        Some(code) => admin.only(&[code.to_string()])?,
-        None => admin,
-    };
+    let admin = admin.only(counties)?;
     let profile = SensorProfile::by_name(&cfg.imagery.sensor)?;
     let catalog = Catalog::scan(&cfg.resolve(&cfg.imagery.folder), profile)?;
     let imagery = ChipImagery {

@@ -2,6 +2,7 @@
 //! so a typo is caught before hours of processing rather than silently ignored.
 //! `gengbao init` writes [`EXAMPLE`], the commented reference of every key.
 
+use crate::classify::ClassifierKind;
 use crate::error::{Error, Result};
 use crate::geo::layers::{Admin, AdminLevel, AdminSource};
 use crate::job::layout::OutputLayout;
@@ -192,8 +193,8 @@ impl RulesSection {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClassifierSection {
-    #[serde(default = "default_classifier_kind")]
-    pub kind: String,
+    #[serde(default)]
+    pub kind: ClassifierKind,
     pub model: Option<PathBuf>,
 }
 
@@ -264,9 +265,6 @@ fn default_flh_min_periods() -> usize {
 fn default_ph_min_periods() -> usize {
     6
 }
-fn default_classifier_kind() -> String {
-    "auto".into()
-}
 fn default_encoding() -> String {
     "GBK".into()
 }
@@ -286,7 +284,7 @@ impl Default for RulesSection {
 impl Default for ClassifierSection {
     fn default() -> Self {
         ClassifierSection {
-            kind: default_classifier_kind(),
+            kind: ClassifierKind::default(),
             model: None,
         }
     }
@@ -462,23 +460,12 @@ impl JobConfig {
                 "use 0..28 days: the timer fires in the month after a period ends",
             );
         }
-        match self.classifier.kind.as_str() {
-            "index" | "auto" | "learned" => {}
-            "torch" if self.classifier.model.is_some() => {}
-            "torch" => {
-                return bad(
-                    "classifier.model",
-                    "kind = \"torch\" needs a model file".into(),
-                    "set model = \"path/to/model.pt\" (its card is model.pt.json)",
-                )
-            }
-            other => {
-                return bad(
-                    "classifier.kind",
-                    format!("unknown classifier `{other}`"),
-                    "use \"auto\", \"learned\", \"index\" or \"torch\"",
-                )
-            }
+        if self.classifier.kind == ClassifierKind::Torch && self.classifier.model.is_none() {
+            return bad(
+                "classifier.model",
+                "kind = \"torch\" needs a model file".into(),
+                "set model = \"path/to/model.pt\" (its card is model.pt.json)",
+            );
         }
         match self.output.shapefile_encoding.to_ascii_uppercase().as_str() {
             "GBK" | "UTF-8" | "UTF8" => {}

@@ -3,6 +3,7 @@
 
 pub mod checkpoint;
 pub mod config;
+pub mod cycle;
 pub mod layout;
 pub mod lock;
 pub mod period_tiles;

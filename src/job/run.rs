@@ -64,7 +64,7 @@ impl RunOptions {
 /// The classifier the job names.
 pub fn load_classifier(cfg: &JobConfig, profile: &SensorProfile) -> Result<Box<dyn Classifier>> {
     let model = cfg.classifier.model.as_ref().map(|m| cfg.resolve(m));
-    crate::classify::select(&cfg.classifier.kind, model.as_deref(), profile)
+    crate::classify::select(cfg.classifier.kind, model.as_deref(), profile)
 }
 
 /// The periods that have imagery in the job's folder, in order.

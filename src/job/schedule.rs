@@ -141,6 +141,15 @@ fn quoted(p: &Path) -> String {
     format!("'{}'", p.display().to_string().replace('\'', r"'\''"))
 }
 
+/// The timer entries `gengbao schedule --emit` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Emit {
+    /// A crontab line.
+    Cron,
+    /// A systemd service and timer.
+    Systemd,
+}
+
 /// A crontab line running the job's due periods on the day its imagery is expected, at
 /// 02:30, appending to the job's log.
 pub fn cron_entry(cfg: &JobConfig, exe: &Path) -> String {
