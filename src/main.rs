@@ -308,20 +308,22 @@ enum LedgerAction {
     },
 }
 
+/// Opens the job's ledger for a ledger command: it must exist.
+fn open_ledger(config: &Path) -> Result<Ledger> {
+    let cfg = JobConfig::load(config)?;
+    Ledger::open_existing(&cfg.layout().ledger_file())
+}
+
+fn status_of(s: &str) -> Result<Status> {
+    Status::parse(s).ok_or_else(|| {
+        Error::usage(
+            format!("`{s}` is not a status"),
+            format!("use one of {}", Status::ALL.map(|s| s.both()).join(", ")),
+        )
+    })
+}
+
 fn ledger_command(action: LedgerAction) -> Result<u8> {
-    let open = |config: &Path| -> Result<(JobConfig, Ledger)> {
-        let cfg = JobConfig::load(config)?;
-        let ledger = Ledger::open_existing(&cfg.layout().ledger_file())?;
-        Ok((cfg, ledger))
-    };
-    let status_of = |s: &str| {
-        Status::parse(s).ok_or_else(|| {
-            Error::usage(
-                format!("`{s}` is not a status"),
-                format!("use one of {}", Status::ALL.map(|s| s.both()).join(", ")),
-            )
-        })
-    };
     match action {
         LedgerAction::List {
             config,
@@ -330,56 +332,15 @@ fn ledger_command(action: LedgerAction) -> Result<u8> {
             status,
             period,
         } => {
-            let (_, ledger) = open(&config)?;
             let filter = Filter {
                 county,
                 change,
                 status: status.as_deref().map(status_of).transpose()?,
                 period,
             };
-            let entries = ledger.list(&filter)?;
-            println!(
-                "{:<20} {:<8} {:<4} {:<10} {:<8} {:<8} {:>10} {:>4}",
-                "TBBH", "XZQDM", "BHLX", "ZT", "first", "last", "mu", "CXQS"
-            );
-            for e in &entries {
-                println!(
-                    "{:<20} {:<8} {:<4} {:<10} {:<8} {:<8} {:>10.2} {:>4}",
-                    e.tbbh,
-                    e.county,
-                    e.change,
-                    e.status.label_zh(),
-                    e.first_period,
-                    e.last_period,
-                    e.area_m2 / SQM_PER_MU,
-                    e.persisted
-                );
-            }
-            println!("{} patches", entries.len());
+            ledger_list(&open_ledger(&config)?, &filter)
         }
-        LedgerAction::Show { config, tbbh } => {
-            let (_, ledger) = open(&config)?;
-            let e = ledger.entry(&tbbh)?;
-            println!(
-                "{}  county {}  {}  status {}{}",
-                e.tbbh,
-                e.county,
-                e.change,
-                e.status.both(),
-                e.evidence
-                    .map(|v| format!("  evidence {}", v.label_zh()))
-                    .unwrap_or_default()
-            );
-            println!("seen:");
-            for (period, area, confidence) in ledger.sightings(&tbbh)? {
-                println!(
-                    "   {period}  {area:.0} m² ({:.2} mu)  confidence {confidence:.2}",
-                    area / SQM_PER_MU
-                );
-            }
-            println!("history:");
-            print_history(&ledger.history(Some(&tbbh), None)?);
-        }
+        LedgerAction::Show { config, tbbh } => ledger_show(&open_ledger(&config)?, &tbbh),
         LedgerAction::SetStatus {
             config,
             county,
@@ -390,21 +351,9 @@ fn ledger_command(action: LedgerAction) -> Result<u8> {
             evidence,
             attachments,
         } => {
-            let (_, mut ledger) = open(&config)?;
+            let mut ledger = open_ledger(&config)?;
             let to = status_of(&status)?;
-            let evidence = evidence
-                .map(|e| {
-                    Evidence::parse(&e).ok_or_else(|| {
-                        Error::usage(
-                            format!("`{e}` is not an evidence type"),
-                            format!(
-                                "use one of {}",
-                                Evidence::ALL.map(|e| e.label_zh()).join(", ")
-                            ),
-                        )
-                    })
-                })
-                .transpose()?;
+            let evidence = evidence.as_deref().map(evidence_of).transpose()?;
             for a in &attachments {
                 if !a.exists() {
                     return Err(Error::input(
@@ -420,14 +369,16 @@ fn ledger_command(action: LedgerAction) -> Result<u8> {
                 .collect();
             ledger.set_status(&tbbh, &county, to, &who, &note, evidence, &attachments)?;
             println!("{tbbh}: now {}", to.both());
+            Ok(0)
         }
         LedgerAction::History {
             config,
             county,
             tbbh,
         } => {
-            let (_, ledger) = open(&config)?;
+            let ledger = open_ledger(&config)?;
             print_history(&ledger.history(tbbh.as_deref(), county.as_deref())?);
+            Ok(0)
         }
         LedgerAction::Import {
             config,
@@ -435,41 +386,107 @@ fn ledger_command(action: LedgerAction) -> Result<u8> {
             file,
             who,
             apply_valid,
-        } => {
-            let (_, mut ledger) = open(&config)?;
-            let rows = read_returns(&file)?;
-            let who = who.unwrap_or_else(|| format!("county {county} returned results"));
-            let base = file.parent().unwrap_or(Path::new("."));
-            let report = ledger.import(&rows, &county, &who, base, apply_valid)?;
-            for (row, reason) in &report.bad_rows {
-                eprintln!("{}: row {row}: {reason}", file.display());
-            }
-            if !report.bad_rows.is_empty() && !apply_valid {
-                eprintln!(
-                    "nothing applied: {} of {} rows are bad\n  fix: correct those rows and import again, or add --apply-valid to apply the others",
-                    report.bad_rows.len(),
-                    rows.len()
-                );
-                return Ok(1);
-            }
-            for (tbbh, steps) in &report.applied {
-                println!(
-                    "{tbbh}: {}",
-                    steps
-                        .iter()
-                        .map(|s| s.label_zh())
-                        .collect::<Vec<_>>()
-                        .join(" -> ")
-                );
-            }
-            println!(
-                "{} patches changed, {} rows unchanged, {} bad rows skipped",
-                report.applied.len(),
-                report.unchanged,
-                report.bad_rows.len()
-            );
-        }
+        } => ledger_import(&mut open_ledger(&config)?, &county, &file, who, apply_valid),
     }
+}
+
+fn evidence_of(e: &str) -> Result<Evidence> {
+    Evidence::parse(e).ok_or_else(|| {
+        Error::usage(
+            format!("`{e}` is not an evidence type"),
+            format!(
+                "use one of {}",
+                Evidence::ALL.map(|e| e.label_zh()).join(", ")
+            ),
+        )
+    })
+}
+
+fn ledger_list(ledger: &Ledger, filter: &Filter) -> Result<u8> {
+    let entries = ledger.list(filter)?;
+    println!(
+        "{:<20} {:<8} {:<4} {:<10} {:<8} {:<8} {:>10} {:>4}",
+        "TBBH", "XZQDM", "BHLX", "ZT", "first", "last", "mu", "CXQS"
+    );
+    for e in &entries {
+        println!(
+            "{:<20} {:<8} {:<4} {:<10} {:<8} {:<8} {:>10.2} {:>4}",
+            e.tbbh,
+            e.county,
+            e.change,
+            e.status.label_zh(),
+            e.first_period,
+            e.last_period,
+            e.area_m2 / SQM_PER_MU,
+            e.persisted
+        );
+    }
+    println!("{} patches", entries.len());
+    Ok(0)
+}
+
+fn ledger_show(ledger: &Ledger, tbbh: &str) -> Result<u8> {
+    let e = ledger.entry(tbbh)?;
+    println!(
+        "{}  county {}  {}  status {}{}",
+        e.tbbh,
+        e.county,
+        e.change,
+        e.status.both(),
+        e.evidence
+            .map(|v| format!("  evidence {}", v.label_zh()))
+            .unwrap_or_default()
+    );
+    println!("seen:");
+    for (period, area, confidence) in ledger.sightings(tbbh)? {
+        println!(
+            "   {period}  {area:.0} m² ({:.2} mu)  confidence {confidence:.2}",
+            area / SQM_PER_MU
+        );
+    }
+    println!("history:");
+    print_history(&ledger.history(Some(tbbh), None)?);
+    Ok(0)
+}
+
+fn ledger_import(
+    ledger: &mut Ledger,
+    county: &str,
+    file: &Path,
+    who: Option<String>,
+    apply_valid: bool,
+) -> Result<u8> {
+    let rows = read_returns(file)?;
+    let who = who.unwrap_or_else(|| format!("county {county} returned results"));
+    let base = file.parent().unwrap_or(Path::new("."));
+    let report = ledger.import(&rows, county, &who, base, apply_valid)?;
+    for (row, reason) in &report.bad_rows {
+        eprintln!("{}: row {row}: {reason}", file.display());
+    }
+    if !report.bad_rows.is_empty() && !apply_valid {
+        eprintln!(
+            "nothing applied: {} of {} rows are bad\n  fix: correct those rows and import again, or add --apply-valid to apply the others",
+            report.bad_rows.len(),
+            rows.len()
+        );
+        return Ok(1);
+    }
+    for (tbbh, steps) in &report.applied {
+        println!(
+            "{tbbh}: {}",
+            steps
+                .iter()
+                .map(|s| s.label_zh())
+                .collect::<Vec<_>>()
+                .join(" -> ")
+        );
+    }
+    println!(
+        "{} patches changed, {} rows unchanged, {} bad rows skipped",
+        report.applied.len(),
+        report.unchanged,
+        report.bad_rows.len()
+    );
     Ok(0)
 }
 

@@ -366,10 +366,19 @@ impl JobConfig {
         Ok(cfg)
     }
 
+    /// Checks every value the types cannot, in the order of the example config.
     fn validate(&self) -> Result<()> {
-        let bad = |key: &str, problem: String, fix: &str| {
-            Err(Error::config(&self.source, key, problem, fix))
-        };
+        self.validate_grid_and_rules()?;
+        self.validate_schedule_and_outputs()
+    }
+
+    /// A refusal of the value of `key`.
+    fn refuse(&self, key: &str, problem: String, fix: &str) -> Result<()> {
+        Err(Error::config(&self.source, key, problem, fix))
+    }
+
+    fn validate_grid_and_rules(&self) -> Result<()> {
+        let bad = |key: &str, problem: String, fix: &str| self.refuse(key, problem, fix);
         if self.grid.resolution.is_nan() || self.grid.resolution <= 0.0 {
             return bad(
                 "grid.resolution",
@@ -430,6 +439,11 @@ impl JobConfig {
                 );
             }
         }
+        Ok(())
+    }
+
+    fn validate_schedule_and_outputs(&self) -> Result<()> {
+        let bad = |key: &str, problem: String, fix: &str| self.refuse(key, problem, fix);
         if let Some(start) = &self.schedule.start {
             if let Err(e) = start.parse::<crate::domain::period::Period>() {
                 return bad(
