@@ -16,7 +16,7 @@ fn planted_changes_are_found_as_patches_of_the_right_type() {
     let city = city(&tmp.path().join("city"), 384, 8, 128);
     let cfg = run_all(&city, None);
     let last = *city.periods.last().unwrap();
-    let reported = read_period_patches(&cfg.layout().period(last).dir()).unwrap();
+    let reported = read_period_patches(cfg.layout().period(last).dir()).unwrap();
     let scores =
         score_against_truth(&city.dir.join("truth"), &last.to_string(), &reported).unwrap();
     eprintln!("scores at {last}: {scores:#?}");
@@ -84,7 +84,7 @@ fn planted_changes_are_found_as_patches_of_the_right_type() {
     }
     // Every county got its dispatch package in three formats, with a .prj and a .cpg.
     for code in ["320901", "320902"] {
-        let dir = &cfg.layout().period(last).counties().join(code);
+        let dir = cfg.layout().period(last).counties().join(code);
         for ext in ["gpkg", "shp", "shx", "dbf", "prj", "cpg", "geojson"] {
             assert!(
                 dir.join(format!("TB_{code}_{last}.{ext}")).exists(),
@@ -94,7 +94,7 @@ fn planted_changes_are_found_as_patches_of_the_right_type() {
     }
     // Chinese attributes: GBK bytes in the .dbf (what most Chinese desktop GIS expect), read
     // back as text through the .cpg, and field aliases in the GeoPackage.
-    let dir = &cfg.layout().period(last).counties().join("320901");
+    let dir = cfg.layout().period(last).counties().join("320901");
     let dbf = fs::read(dir.join(format!("TB_320901_{last}.dbf"))).unwrap();
     let gbk_xihe = [0xCE, 0xF7, 0xBA, 0xD3, 0xCF, 0xD8];
     assert!(
@@ -134,7 +134,7 @@ fn planted_changes_are_found_as_patches_of_the_right_type() {
     assert_eq!(alias.as_deref(), Some("图斑编号"));
 
     let summary: serde_json::Value =
-        serde_json::from_slice(&fs::read(&cfg.layout().period(last).summary()).unwrap()).unwrap();
+        serde_json::from_slice(&fs::read(cfg.layout().period(last).summary()).unwrap()).unwrap();
     assert_eq!(summary["counties"].as_array().unwrap().len(), 2);
     assert!(summary["totals"]["FNH"]["count"].as_u64().unwrap() > 0);
 }
@@ -155,7 +155,7 @@ fn tile_seams_do_not_change_or_split_patches_and_runs_repeat_exactly() {
             .replace("output = \"out\"", &format!("output = \"{name}\""))
             .replace("tile_size = 64 ", &format!("tile_size = {tile} "));
         let cfg = run_all(&city, Some(t));
-        let dir = &cfg.layout().period(last).dir().to_path_buf();
+        let dir = cfg.layout().period(last).dir().to_path_buf();
         let mut bytes = Vec::new();
         for code in ["320901", "320902"] {
             bytes.push(
@@ -194,9 +194,9 @@ fn a_county_run_leaves_the_other_county_untouched() {
     let city = city(&tmp.path().join("city"), 256, 3, 128);
     let cfg = run_all(&city, None);
     let last = *city.periods.last().unwrap();
-    let other = &cfg.layout().period(last).counties().join("320902");
+    let other = cfg.layout().period(last).counties().join("320902");
     let before = snapshot(&other);
-    let mine = &cfg.layout().period(last).counties().join("320901");
+    let mine = cfg.layout().period(last).counties().join("320901");
     let mine_mtime = fs::metadata(mine.join(format!("TB_320901_{last}.gpkg")))
         .unwrap()
         .modified()
@@ -235,7 +235,7 @@ fn a_job_on_a_gauss_krueger_grid_reprojects_the_utm_imagery() {
         .replace("tile_size = 128 ", "tile_size = 512 ");
     let cfg = run_all(&city, Some(text));
     let last = *city.periods.last().unwrap();
-    let dir = &cfg.layout().period(last).dir().to_path_buf();
+    let dir = cfg.layout().period(last).dir().to_path_buf();
     let prj = fs::read_to_string(
         dir.join("counties/320901")
             .join(format!("TB_320901_{last}.prj")),

@@ -96,7 +96,7 @@ fn killed_runs_resume_to_the_same_outputs_and_changed_imagery_is_redone() {
     .unwrap();
     let ref_cfg = JobConfig::load(&ref_config).unwrap();
     run_period(&ref_cfg, last, &RunOptions::quiet()).unwrap();
-    let expected = outputs(&ref_cfg.layout().period(last).dir(), &last.to_string());
+    let expected = outputs(ref_cfg.layout().period(last).dir(), &last.to_string());
 
     let ckpt = cfg.layout().checkpoints(last);
     let period = last.to_string();
@@ -111,7 +111,7 @@ fn killed_runs_resume_to_the_same_outputs_and_changed_imagery_is_redone() {
     let resumed = run_period(&cfg, last, &RunOptions::quiet()).unwrap();
     assert_eq!(resumed.resume.tiles_resumed, 144, "{:?}", resumed.resume);
     assert!(resumed.resume.tiles_redone_imagery_changed.is_empty());
-    let got = outputs(&cfg.layout().period(last).dir(), &period);
+    let got = outputs(cfg.layout().period(last).dir(), &period);
     for ((name, a), (_, b)) in got.iter().zip(&expected) {
         assert!(a == b, "{name} differs from the uninterrupted run");
     }
@@ -152,7 +152,7 @@ fn killed_runs_resume_to_the_same_outputs_and_changed_imagery_is_redone() {
         redone.resume
     );
     assert!(redone.human().contains("changed since the interrupted run"));
-    let got = outputs(&cfg.layout().period(last).dir(), &period);
+    let got = outputs(cfg.layout().period(last).dir(), &period);
     assert!(got == expected, "same content, same outputs");
 }
 

@@ -27,7 +27,7 @@ fn persistence_rules_over_a_year_and_a_half() {
     let patches: Vec<Vec<(ChangeType, Geometry)>> = city
         .periods
         .iter()
-        .map(|p| read_period_patches(&cfg.layout().period(*p).dir()).unwrap())
+        .map(|p| read_period_patches(cfg.layout().period(*p).dir()).unwrap())
         .collect();
     let first_flagged =
         |c: &PlantedChange, kind| (0..city.periods.len()).find(|&k| flagged(&patches[k], c, kind));
@@ -103,7 +103,7 @@ fn persistence_rules_over_a_year_and_a_half() {
         .dir()
         .to_path_buf()
         .join("counties/320901/TB_320901_2026-P4.gpkg");
-    let ds = gdal::Dataset::open(&gpkg).unwrap();
+    let ds = gdal::Dataset::open(gpkg).unwrap();
     use gdal::vector::LayerAccess;
     let mut layer = ds.layer(0).unwrap();
     let mut seen = 0;

@@ -190,7 +190,7 @@ impl RulesSection {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClassifierSection {
     #[serde(default)]
@@ -277,15 +277,6 @@ impl Default for RulesSection {
             fnh_min_periods: default_fnh_min_periods(),
             flh_min_periods: default_flh_min_periods(),
             ph_min_periods: default_ph_min_periods(),
-        }
-    }
-}
-
-impl Default for ClassifierSection {
-    fn default() -> Self {
-        ClassifierSection {
-            kind: ClassifierKind::default(),
-            model: None,
         }
     }
 }
