@@ -1,0 +1,359 @@
+//! Fitting a per-pixel MLP.
+//!
+//! Takes: a [`SampleSet`] and [`FitOptions`], optionally a checkpoint folder. Gives: the
+//! trained network ([`Fitted`]) with its normalisation and the state of the run, and writes
+//! weights in a byte-stable order ([`save_weights`]).
+
+use super::config::ModelSection;
+use super::data::{normalisation_of, SampleSet, Split};
+use crate::classify::{build_mlp, Normalisation};
+use crate::error::{Error, Result};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+
+/// Training hyper-parameters.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct FitOptions {
+    pub hidden: Vec<i64>,
+    pub seed: u64,
+    pub epochs: usize,
+    pub batch: usize,
+    pub learning_rate: f64,
+    pub patience: usize,
+}
+
+impl From<&ModelSection> for FitOptions {
+    fn from(m: &ModelSection) -> Self {
+        FitOptions {
+            hidden: m.hidden.clone(),
+            seed: m.seed,
+            epochs: m.epochs,
+            batch: m.batch,
+            learning_rate: m.learning_rate,
+            patience: m.patience,
+        }
+    }
+}
+
+/// Where a training run stands; saved beside the checkpoints after every epoch.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+pub struct FitState {
+    /// Hash of the options, samples and normalisation: a checkpoint resumes only the same run.
+    pub run: String,
+    pub epochs_done: usize,
+    pub best_epoch: usize,
+    pub best_validation_loss: f64,
+    pub train_loss: Vec<f64>,
+    pub validation_loss: Vec<f64>,
+    pub stopped_early: bool,
+}
+
+/// A trained per-pixel MLP.
+pub struct Fitted {
+    pub vs: tch::nn::VarStore,
+    pub net: tch::nn::Sequential,
+    pub normalisation: Normalisation,
+    pub state: FitState,
+}
+
+impl Fitted {
+    /// Weighted cross-entropy of the model on some pixels.
+    pub fn loss(&self, set: &SampleSet, which: &[usize]) -> f64 {
+        let _g = tch::no_grad_guard();
+        let (x, y, w) = tensors(set, &set.weight, which, &self.normalisation);
+        f64::from(&weighted_loss(&self.net, &x, &y, &w))
+    }
+
+    /// Output index per pixel.
+    pub fn predict(&self, set: &SampleSet, which: &[usize]) -> Vec<i64> {
+        use tch::nn::Module;
+        let _g = tch::no_grad_guard();
+        let (x, _, _) = tensors(set, &set.weight, which, &self.normalisation);
+        Vec::<i64>::from(&self.net.forward(&x).argmax(-1, false))
+    }
+}
+
+fn tensors(
+    set: &SampleSet,
+    weights: &[f32],
+    which: &[usize],
+    norm: &Normalisation,
+) -> (tch::Tensor, tch::Tensor, tch::Tensor) {
+    let f = set.inputs;
+    let mut x = Vec::with_capacity(which.len() * f);
+    for &i in which {
+        for k in 0..f {
+            x.push((set.x[i * f + k] - norm.mean[k]) / norm.std[k]);
+        }
+    }
+    let y: Vec<i64> = which.iter().map(|&i| set.y[i]).collect();
+    let w: Vec<f32> = which.iter().map(|&i| weights[i]).collect();
+    (
+        tch::Tensor::of_slice(&x).view([which.len() as i64, f as i64]),
+        tch::Tensor::of_slice(&y),
+        tch::Tensor::of_slice(&w),
+    )
+}
+
+fn weighted_loss(
+    net: &tch::nn::Sequential,
+    x: &tch::Tensor,
+    y: &tch::Tensor,
+    w: &tch::Tensor,
+) -> tch::Tensor {
+    use tch::nn::Module;
+    let logp = net.forward(x).log_softmax(-1, tch::Kind::Float);
+    let picked = logp.gather(1, &y.unsqueeze(1), false).squeeze_dim(1);
+    -(picked * w).sum(tch::Kind::Float) / w.sum(tch::Kind::Float)
+}
+
+/// Balances the classes: each pixel's weight is divided by the square root of its class's
+/// share of the training pixels, so that rare classes count without dominating.
+fn balanced_weights(set: &SampleSet) -> Vec<f32> {
+    let mut count = [0f64; 6];
+    for (i, &y) in set.y.iter().enumerate() {
+        if set.split[i] == Split::Train {
+            count[y as usize] += 1.0;
+        }
+    }
+    let total: f64 = count.iter().sum();
+    let present = count.iter().filter(|&&c| c > 0.0).count() as f64;
+    set.y
+        .iter()
+        .zip(&set.weight)
+        .map(|(&y, &w)| {
+            let share = count[y as usize].max(1.0) / total.max(1.0);
+            w * (1.0 / (share * present)).sqrt() as f32
+        })
+        .collect()
+}
+
+/// Trains an MLP on the train split with early stopping on the validation split. With a
+/// checkpoint folder, the state and weights are saved after every epoch and a run of the same
+/// options and samples resumes where it stopped (Adam's moments restart from zero then).
+pub fn fit(
+    set: &SampleSet,
+    opts: &FitOptions,
+    checkpoints: Option<&Path>,
+    quiet: bool,
+) -> Result<Fitted> {
+    let normalisation = normalisation_of(set);
+    let weights = balanced_weights(set);
+    let train = set.indices(Split::Train);
+    let validation = set.indices(Split::Validation);
+    if train.is_empty() || validation.is_empty() {
+        return Err(Error::usage(
+            format!(
+                "{} training and {} validation pixels",
+                train.len(),
+                validation.len()
+            ),
+            "add labelled data or smaller split blocks so that every split has pixels",
+        ));
+    }
+    let run = run_id(set, opts, &normalisation);
+    // The seed goes first: it fixes the initial weights that `build_mlp` draws.
+    tch::manual_seed(opts.seed as i64);
+    let mut vs = tch::nn::VarStore::new(tch::Device::Cpu);
+    let net = build_mlp(&vs.root(), set.inputs as i64, &opts.hidden, 6);
+    let paths = checkpoints.map(Checkpoints::in_folder);
+    let resumed = match &paths {
+        Some(paths) => paths.resume(&run, &mut vs, quiet)?,
+        None => None,
+    };
+    let mut state = resumed.unwrap_or_else(|| FitState {
+        run,
+        best_validation_loss: f64::INFINITY,
+        ..Default::default()
+    });
+    use tch::nn::OptimizerConfig;
+    let mut opt = tch::nn::Adam::default().build(&vs, opts.learning_rate)?;
+    let (vx, vy, vw) = tensors(set, &weights, &validation, &normalisation);
+    let pb = crate::progress::progress(opts.epochs as u64, "epochs", quiet);
+    pb.set_position(state.epochs_done as u64);
+    let finished = |s: &FitState| s.stopped_early || s.epochs_done >= opts.epochs;
+    while !finished(&state) {
+        let mut order = train.clone();
+        order.shuffle(&mut ChaCha8Rng::seed_from_u64(
+            opts.seed.wrapping_add(state.epochs_done as u64),
+        ));
+        let batches = Batches {
+            set,
+            weights: &weights,
+            normalisation: &normalisation,
+        };
+        let train_loss = train_epoch(&net, &mut opt, &batches, &order, opts.batch);
+        let val_loss = {
+            let _g = tch::no_grad_guard();
+            f64::from(&weighted_loss(&net, &vx, &vy, &vw))
+        };
+        let improved = state.record_epoch(train_loss, val_loss, opts.patience);
+        if let Some(paths) = &paths {
+            paths.save(&vs, &state, improved)?;
+        }
+        pb.set_position(state.epochs_done as u64);
+        pb.set_message(format!("loss {train_loss:.3} / validation {val_loss:.3}"));
+    }
+    pb.finish_and_clear();
+    if let Some(paths) = &paths {
+        if paths.best.exists() {
+            vs.load(&paths.best)?;
+        }
+    }
+    Ok(Fitted {
+        vs,
+        net,
+        normalisation,
+        state,
+    })
+}
+
+/// Takes the options, samples and normalisation of a run; gives the short hash that names it.
+fn run_id(set: &SampleSet, opts: &FitOptions, normalisation: &Normalisation) -> String {
+    let mut h = Sha256::new();
+    h.update(serde_json::to_vec(opts).expect("serialisable"));
+    for v in set.x.iter().chain(&normalisation.mean) {
+        h.update(v.to_le_bytes());
+    }
+    for (y, s) in set.y.iter().zip(&set.split) {
+        h.update(y.to_le_bytes());
+        h.update([*s as u8]);
+    }
+    h.finalize()
+        .iter()
+        .take(8)
+        .map(|b| format!("{b:02x}"))
+        .collect::<String>()
+}
+
+/// The samples an epoch draws its batches from, with their balanced weights and normalisation.
+struct Batches<'a> {
+    set: &'a SampleSet,
+    weights: &'a [f32],
+    normalisation: &'a Normalisation,
+}
+
+/// Takes the network, its optimiser and the shuffled training pixels; takes one step per
+/// batch and gives the epoch's mean training loss.
+fn train_epoch(
+    net: &tch::nn::Sequential,
+    opt: &mut tch::nn::Optimizer,
+    batches: &Batches,
+    order: &[usize],
+    batch_size: usize,
+) -> f64 {
+    let mut sum = 0.0;
+    for batch in order.chunks(batch_size) {
+        let (x, y, w) = tensors(batches.set, batches.weights, batch, batches.normalisation);
+        let loss = weighted_loss(net, &x, &y, &w);
+        opt.backward_step(&loss);
+        sum += f64::from(&loss) * batch.len() as f64;
+    }
+    sum / order.len() as f64
+}
+
+impl FitState {
+    /// Takes an epoch's training and validation loss; gives whether the validation loss
+    /// improved, and stops the run once it has not for `patience` epochs.
+    fn record_epoch(&mut self, train_loss: f64, val_loss: f64, patience: usize) -> bool {
+        self.epochs_done += 1;
+        self.train_loss.push(train_loss);
+        self.validation_loss.push(val_loss);
+        let improved = val_loss < self.best_validation_loss;
+        if improved {
+            self.best_validation_loss = val_loss;
+            self.best_epoch = self.epochs_done;
+        } else if self.epochs_done - self.best_epoch >= patience {
+            self.stopped_early = true;
+        }
+        improved
+    }
+}
+
+/// The files of a checkpoint folder: the run's state, the last and the best weights.
+struct Checkpoints {
+    state: PathBuf,
+    last: PathBuf,
+    best: PathBuf,
+}
+
+impl Checkpoints {
+    /// Takes a checkpoint folder; gives the paths of its files.
+    fn in_folder(dir: &Path) -> Self {
+        Checkpoints {
+            state: dir.join("state.json"),
+            last: dir.join("last.ot"),
+            best: dir.join("best.ot"),
+        }
+    }
+
+    /// Takes the run's id and its fresh weights; gives the saved state, with the last
+    /// weights loaded into `vs`, when the folder holds the same run.
+    fn resume(
+        &self,
+        run: &str,
+        vs: &mut tch::nn::VarStore,
+        quiet: bool,
+    ) -> Result<Option<FitState>> {
+        if !self.state.exists() {
+            return Ok(None);
+        }
+        let saved: FitState = serde_json::from_slice(
+            &std::fs::read(&self.state).map_err(|e| Error::io(&self.state, e))?,
+        )
+        .map_err(|e| Error::input(&self.state, e.to_string(), "delete the checkpoint folder"))?;
+        if saved.run == run {
+            vs.load(&self.last)?;
+            if !quiet {
+                eprintln!(
+                    "resuming from the checkpoint after epoch {}",
+                    saved.epochs_done
+                );
+            }
+            return Ok(Some(saved));
+        }
+        if !quiet {
+            eprintln!("the checkpoint belongs to other options or data: starting afresh");
+        }
+        Ok(None)
+    }
+
+    /// Takes the weights and state after an epoch; writes the last weights, the best when
+    /// they `improved`, then the state, each replacing its file only when complete.
+    fn save(&self, vs: &tch::nn::VarStore, state: &FitState, improved: bool) -> Result<()> {
+        let dir = self.state.parent().expect("a file in a folder");
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        save_atomic(vs, &self.last)?;
+        if improved {
+            save_atomic(vs, &self.best)?;
+        }
+        let tmp = self.state.with_extension("json.partial");
+        std::fs::write(
+            &tmp,
+            serde_json::to_vec_pretty(state).expect("serialisable"),
+        )
+        .map_err(|e| Error::io(&tmp, e))?;
+        std::fs::rename(&tmp, &self.state).map_err(|e| Error::io(&self.state, e))
+    }
+}
+
+/// Takes weights and a path; writes them beside it first, so that a crash leaves the old
+/// file whole.
+fn save_atomic(vs: &tch::nn::VarStore, path: &Path) -> Result<()> {
+    let tmp = path.with_extension("partial.ot");
+    save_weights(vs, &tmp)?;
+    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+}
+
+/// Writes the weights in name order. `VarStore::save` writes them in its hash map's order,
+/// which changes from process to process, so the same weights gave different files and a
+/// different model version (MXBB) on every run.
+pub(super) fn save_weights(vs: &tch::nn::VarStore, path: &Path) -> Result<()> {
+    let mut named: Vec<(String, tch::Tensor)> = vs.variables().into_iter().collect();
+    named.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(tch::Tensor::save_multi(&named, path)?)
+}
