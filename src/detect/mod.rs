@@ -18,7 +18,7 @@ use crate::engine::change_rasters::ChangeRasters;
 use crate::engine::judge::{judge_tile, ChangeTile, History, Observation};
 use crate::engine::patch_record::{patch_specs, patch_values};
 use crate::engine::patches::{totals_by_type, PeriodInfo, Timeline, TypeTotals};
-use crate::engine::tiles::{for_each_tile, pool};
+use crate::engine::tiles::for_each_tile;
 use crate::error::{Error, Result};
 use crate::geo::composite::Composite;
 use crate::geo::grid::{JobGrid, Tile, Window};
@@ -231,9 +231,8 @@ pub fn detect(opts: &DetectOptions) -> Result<DetectSummary> {
     let mut change = ChangeRasters::create(&staging.join("flags.tif"), &work, grid)?;
     let mut shares = ParcelShares::default();
     let rules = Rules::two_dates(opts.abandonment);
-    let pool = pool(0).map_err(|e| Error::usage(e.to_string(), "free some memory and retry"))?;
     for_each_tile(
-        &pool,
+        None,
         &grid.tiles(),
         |tile| pair_tile(&pair, &classifiers, &rules, tile),
         |tile, out| {

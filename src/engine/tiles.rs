@@ -19,18 +19,20 @@ pub fn pool(threads: usize) -> std::result::Result<rayon::ThreadPool, rayon::Thr
     rayon::ThreadPoolBuilder::new().num_threads(threads).build()
 }
 
-/// Runs `process` on every tile on `pool` and hands each result to `write`, in the order of
-/// `tiles`. A tile that fails stops the loop with an error naming the tile.
+/// Runs `process` on every tile on `pool` (None: rayon's global pool, which the classifiers
+/// already use, so no second set of worker threads and their malloc arenas is made) and hands
+/// each result to `write`, in the order of `tiles`. A tile that fails stops the loop with an
+/// error naming the tile.
 pub fn for_each_tile<T: Send>(
-    pool: &rayon::ThreadPool,
+    pool: Option<&rayon::ThreadPool>,
     tiles: &[Tile],
     process: impl Fn(&Tile) -> Result<T> + Sync,
     mut write: impl FnMut(&Tile, T) -> Result<()>,
 ) -> Result<()> {
     // Two tiles per worker keep every core busy while the writer drains the batch.
-    let batch_len = pool.current_num_threads() * 2;
-    for batch in tiles.chunks(batch_len) {
-        let results: Vec<Result<T>> = pool.install(|| {
+    let workers = pool.map_or_else(rayon::current_num_threads, |p| p.current_num_threads());
+    for batch in tiles.chunks(workers * 2) {
+        let work = || -> Vec<Result<T>> {
             batch
                 .par_iter()
                 .map(|t| {
@@ -40,7 +42,11 @@ pub fn for_each_tile<T: Send>(
                     })
                 })
                 .collect()
-        });
+        };
+        let results = match pool {
+            Some(pool) => pool.install(work),
+            None => work(),
+        };
         for (tile, result) in batch.iter().zip(results) {
             write(tile, result?)?;
         }

@@ -419,7 +419,7 @@ fn tile_stage(
         ..Default::default()
     };
     for_each_tile(
-        &pool,
+        Some(&pool),
         &tiles,
         |t| ctx.tile(t, checkpoints),
         |_, (mut o, source): (TileOutput, TileSource)| {
