@@ -46,8 +46,9 @@
 //!
 //! # Public surface
 //!
-//! The command line, the tests and the benches use the items re-exported here; the layer
-//! modules stay public for tests that exercise one part.
+//! The items re-exported here are what running a job or a detection needs; the command line
+//! takes them from here. The layer modules stay public for the tests and benches that
+//! exercise one part.
 
 /// The first `len` bytes of the SHA-256 of `bytes`, in hex: short content ids (model
 /// versions, checkpoint keys).

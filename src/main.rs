@@ -6,24 +6,21 @@
 //! what it could but some periods that are over still have no imagery.
 
 use clap::{Parser, Subcommand};
-use gengbao::classify::{Classifier, TorchClassifier};
-use gengbao::detect::{detect, DetectOptions};
-use gengbao::dispatch::{export_packages, read_returns};
+use gengbao::dispatch::read_returns;
 use gengbao::domain::change::DEFAULT_MIN_PARCEL_SHARE;
-use gengbao::domain::period::Period;
-use gengbao::domain::status::{Evidence, Status};
 use gengbao::engine::patches::SQM_PER_MU;
-use gengbao::error::{Error, Result};
 use gengbao::evaluate::{confusion_png, score_period};
 use gengbao::geo::sensor::PROFILES;
-use gengbao::job::config::{JobConfig, EXAMPLE};
-use gengbao::job::cycle::{exit_code_of, run_periods, PeriodSelector};
-use gengbao::job::run::RunOptions;
-use gengbao::job::schedule;
-use gengbao::job::schedule::Emit;
-use gengbao::ledger::{Filter, Ledger, Transition};
-use gengbao::samples::{generate, SampleOptions};
+use gengbao::job::config::EXAMPLE;
+use gengbao::job::cycle::exit_code_of;
+use gengbao::job::schedule::{self, Emit};
+use gengbao::ledger::{Filter, Transition};
 use gengbao::train::{evaluate_classifier, train, Evaluation, Split, TrainConfig};
+use gengbao::{
+    detect, export_packages, generate, run_periods, Classifier, DetectOptions, Error, Evidence,
+    JobConfig, Ledger, Period, PeriodSelector, Result, RunOptions, SampleOptions, Status,
+    TorchClassifier,
+};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 

@@ -565,17 +565,18 @@ impl TorchClassifier {
     }
 
     /// The model shipped inside gengbao (`models/`), for profiles that provide its inputs.
+    fn builtin_card() -> ModelCard {
+        serde_json::from_str(BUILTIN_CARD).expect("the shipped card is valid JSON")
+    }
+
     /// Whether `profile` provides every input of the shipped model.
     pub fn builtin_reads(profile: &SensorProfile) -> bool {
-        let card: ModelCard =
-            serde_json::from_str(BUILTIN_CARD).expect("the shipped card is valid JSON");
-        FeatureLayout::parse(&card.input_bands, profile).is_ok()
+        FeatureLayout::parse(&Self::builtin_card().input_bands, profile).is_ok()
     }
 
     pub fn builtin(profile: &SensorProfile) -> Result<Self> {
         let path = Path::new(BUILTIN_MODEL_NAME);
-        let card: ModelCard =
-            serde_json::from_str(BUILTIN_CARD).expect("the shipped card is valid JSON");
+        let card = Self::builtin_card();
         card.check_shape(path)?;
         Self::from_parts(card, path, Cow::Borrowed(BUILTIN_MODEL), profile)
     }

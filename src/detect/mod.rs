@@ -152,8 +152,17 @@ fn profile_for(path: &Path, bands: usize, name: Option<&str>) -> Result<&'static
     Ok(profile)
 }
 
-/// The pair as read and checked: its profile, the grid of the earlier image, the radiometry
-/// of both images, and the watched parcels.
+/// One date of the pair: its file, its name in the outputs (`before`, `after`), its dark
+/// objects (zeros unless the profile subtracts them) and its labelled points, if any.
+struct Image<'o> {
+    path: &'o Path,
+    name: &'static str,
+    dark: Vec<f32>,
+    samples: Option<&'o PathBuf>,
+}
+
+/// The pair as read and checked: its profile, the grid of the earlier image, both images,
+/// and the watched parcels.
 struct Pair<'o> {
     opts: &'o DetectOptions,
     profile: &'static SensorProfile,
@@ -161,30 +170,24 @@ struct Pair<'o> {
     farmland: Option<Farmland>,
     admin: Admin,
     add_offset: f32,
-    dark_before: Vec<f32>,
-    dark_after: Vec<f32>,
+    before: Image<'o>,
+    after: Image<'o>,
 }
 
 impl Pair<'_> {
     /// The image's composite of a grid window; pixels off the watched parcels (`watched` 0)
     /// count as unobserved (class 0), which saves the model's time off farmland.
-    fn read(
-        &self,
-        path: &Path,
-        dark: &[f32],
-        w: Window,
-        watched: Option<&[i32]>,
-    ) -> Result<Composite> {
+    fn read(&self, image: &Image, w: Window, watched: Option<&[i32]>) -> Result<Composite> {
         let profile = self.profile;
         let mut bands = warp_onto(
-            path,
+            image.path,
             &self.grid,
             w,
             Resample::Bilinear,
             Some(profile.nodata),
         )?;
         for (i, b) in bands.iter_mut().enumerate() {
-            to_reflectance(profile, i, self.add_offset - dark[i], b);
+            to_reflectance(profile, i, self.add_offset - image.dark[i], b);
             if let Some(parcels) = watched {
                 for (v, &parcel) in b.iter_mut().zip(parcels) {
                     if parcel == 0 {
@@ -292,12 +295,12 @@ pub fn detect(opts: &DetectOptions) -> Result<DetectSummary> {
         serde_json::to_vec_pretty(&summary).expect("serialisable"),
     )
     .map_err(|e| Error::io(staging, e))?;
-    move_results(opts, &staging_dir)?;
+    move_results(&pair, &staging_dir)?;
     Ok(summary)
 }
 
 /// Checks the options and both images, and reads what the tiles share.
-fn open_pair(opts: &DetectOptions) -> Result<Pair<'_>> {
+fn open_pair<'o>(opts: &'o DetectOptions) -> Result<Pair<'o>> {
     for (name, value) in [
         ("--min-confidence", f64::from(opts.min_confidence)),
         ("--min-parcel-share", opts.min_parcel_share),
@@ -340,12 +343,18 @@ fn open_pair(opts: &DetectOptions) -> Result<Pair<'_>> {
             &Geometry::bbox(x0, y0, x1, y1)?,
         )?],
     };
-    let darks = |p: &Path| {
-        if profile.dark_object_subtraction {
-            dark_objects(p, profile)
+    let image = |path: &'o PathBuf, name, samples: &'o Option<PathBuf>| -> Result<Image<'o>> {
+        let dark = if profile.dark_object_subtraction {
+            dark_objects(path, profile)?
         } else {
-            Ok(vec![0.0; profile.bands.len()])
-        }
+            vec![0.0; profile.bands.len()]
+        };
+        Ok(Image {
+            path,
+            name,
+            dark,
+            samples: samples.as_ref(),
+        })
     };
     Ok(Pair {
         opts,
@@ -353,8 +362,8 @@ fn open_pair(opts: &DetectOptions) -> Result<Pair<'_>> {
         farmland,
         admin,
         add_offset: opts.add_offset.unwrap_or(profile.add_offset),
-        dark_before: darks(&opts.before)?,
-        dark_after: darks(&opts.after)?,
+        before: image(&opts.before, "before", &opts.samples_before)?,
+        after: image(&opts.after, "after", &opts.samples_after)?,
         grid,
     })
 }
@@ -363,12 +372,8 @@ fn open_pair(opts: &DetectOptions) -> Result<Pair<'_>> {
 /// `staging`), or the built-in one.
 fn pair_classifiers(pair: &Pair, staging: &Path) -> Result<PairClassifiers> {
     let opts = pair.opts;
-    let classifier_for = |image: &Path,
-                          samples: Option<&PathBuf>,
-                          dark: &[f32],
-                          name: &'static str|
-     -> Result<Box<dyn Classifier>> {
-        let Some(points) = samples else {
+    let classifier_for = |image: &Image| -> Result<Box<dyn Classifier>> {
+        let Some(points) = image.samples else {
             return crate::classify::select(
                 ClassifierKind::Auto,
                 opts.model.as_deref(),
@@ -379,29 +384,19 @@ fn pair_classifiers(pair: &Pair, staging: &Path) -> Result<PairClassifiers> {
         let model = PointModel {
             profile: pair.profile,
             grid: &pair.grid,
-            name: format!("detect-{name}"),
+            name: format!("detect-{}", image.name),
             points: points.clone(),
         };
         let fitted = model.fit(
             &pixels,
-            |w| pair.read(image, dark, w, None),
-            &staging.join(format!("model_{name}.ot")),
+            |w| pair.read(image, w, None),
+            &staging.join(format!("model_{}.ot", image.name)),
             opts.quiet,
         )?;
         Ok(Box::new(fitted))
     };
-    let before = classifier_for(
-        &opts.before,
-        opts.samples_before.as_ref(),
-        &pair.dark_before,
-        "before",
-    )?;
-    let after = classifier_for(
-        &opts.after,
-        opts.samples_after.as_ref(),
-        &pair.dark_after,
-        "after",
-    )?;
+    let before = classifier_for(&pair.before)?;
+    let after = classifier_for(&pair.after)?;
     let min_confidence = if before.probabilistic() && after.probabilistic() {
         opts.min_confidence
     } else {
@@ -434,23 +429,15 @@ fn pair_tile(
         None => None,
     };
     let watched = farm.as_ref().map(|f| f.parcel.as_slice());
-    let classify = |path: &Path, dark: &[f32], classifier: &dyn Classifier| {
+    let classify = |image: &Image, classifier: &dyn Classifier| {
         classifier.classify(&ClassifierInput {
             profile,
-            composite: &pair.read(path, dark, w, watched)?,
+            composite: &pair.read(image, w, watched)?,
             history: &[],
         })
     };
-    let before = classify(
-        &pair.opts.before,
-        &pair.dark_before,
-        classifiers.before.as_ref(),
-    )?;
-    let after = classify(
-        &pair.opts.after,
-        &pair.dark_after,
-        classifiers.after.as_ref(),
-    )?;
+    let before = classify(&pair.before, classifiers.before.as_ref())?;
+    let after = classify(&pair.after, classifiers.after.as_ref())?;
     let n = w.len();
     let change = judge_tile(n, rules, History::PAIR, |i| {
         let now = if before.classes[i] == 0 {
@@ -507,14 +494,14 @@ fn rules_text(opts: &DetectOptions) -> String {
 }
 
 /// Moves the results (and the fitted models) from the staging folder into the output folder.
-fn move_results(opts: &DetectOptions, staging: &StagingDir) -> Result<()> {
-    let models = [
-        (&opts.samples_before, "before"),
-        (&opts.samples_after, "after"),
-    ]
-    .into_iter()
-    .filter(|(samples, _)| samples.is_some())
-    .flat_map(|(_, name)| [format!("model_{name}.ot"), format!("model_{name}.ot.json")]);
+fn move_results(pair: &Pair, staging: &StagingDir) -> Result<()> {
+    let models = [&pair.before, &pair.after]
+        .into_iter()
+        .filter(|image| image.samples.is_some())
+        .flat_map(|image| {
+            let name = image.name;
+            [format!("model_{name}.ot"), format!("model_{name}.ot.json")]
+        });
     let results = [
         "class_before.tif",
         "class_after.tif",
@@ -524,7 +511,7 @@ fn move_results(opts: &DetectOptions, staging: &StagingDir) -> Result<()> {
     ]
     .map(String::from);
     for name in results.into_iter().chain(models) {
-        staging.move_entry(&name, &opts.out.join(&name))?;
+        staging.move_entry(&name, &pair.opts.out.join(&name))?;
     }
     Ok(())
 }

@@ -295,14 +295,10 @@ pub fn totals_by_type(patches: &[Patch]) -> BTreeMap<&'static str, TypeTotals> {
 /// township keep empty township fields.
 pub fn name_townships(townships: &Admin, patches: &mut [Patch]) -> Result<()> {
     let units = townships.majority_units(patches.iter().map(|p| &p.geometry))?;
-    let named: Vec<Option<(String, String)>> = units
-        .into_iter()
-        .map(|u| u.map(|u| (u.code.clone(), u.name.clone())))
-        .collect();
-    for (p, unit) in patches.iter_mut().zip(named) {
-        if let Some((code, name)) = unit {
-            p.township_code = code;
-            p.township_name = name;
+    for (p, unit) in patches.iter_mut().zip(units) {
+        if let Some(unit) = unit {
+            p.township_code = unit.code.clone();
+            p.township_name = unit.name.clone();
         }
     }
     Ok(())

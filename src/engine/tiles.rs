@@ -7,7 +7,7 @@ use crate::geo::grid::Tile;
 use rayon::prelude::*;
 
 /// The number of cores.
-pub fn num_threads() -> usize {
+fn num_threads() -> usize {
     std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1)

@@ -369,23 +369,22 @@ impl JobConfig {
     }
 
     fn validate_grid_and_rules(&self) -> Result<()> {
-        let bad = |key: &str, problem: String, fix: &str| self.refuse(key, problem, fix);
         if self.grid.resolution.is_nan() || self.grid.resolution <= 0.0 {
-            return bad(
+            return self.refuse(
                 "grid.resolution",
                 format!("{} is not a positive size", self.grid.resolution),
                 "give the pixel size in CRS units, e.g. 10.0",
             );
         }
         if self.grid.tile_size < 16 || self.grid.tile_size > 8192 {
-            return bad(
+            return self.refuse(
                 "grid.tile_size",
                 format!("{} is outside 16..8192", self.grid.tile_size),
                 "use e.g. 512",
             );
         }
         if self.grid.halo * 2 >= self.grid.tile_size {
-            return bad(
+            return self.refuse(
                 "grid.halo",
                 format!(
                     "{} is too large for tile_size {}",
@@ -395,9 +394,9 @@ impl JobConfig {
             );
         }
         match crate::geo::sensor::SensorProfile::by_name(&self.imagery.sensor) {
-            Err(e) => return bad("imagery.sensor", e.to_string(), "see `gengbao sensors`"),
+            Err(e) => return self.refuse("imagery.sensor", e.to_string(), "see `gengbao sensors`"),
             Ok(p) if p.dark_object_subtraction => {
-                return bad(
+                return self.refuse(
                     "imagery.sensor",
                     format!(
                     "profile `{}` needs whole-scene statistics and serves `gengbao detect` only",
@@ -410,7 +409,7 @@ impl JobConfig {
         }
         for key in self.rules.min_area_m2_by_type.keys() {
             if crate::domain::change::ChangeType::from_code(key).is_none() {
-                return bad(
+                return self.refuse(
                     "rules.min_area_m2_by_type",
                     format!("unknown change type `{key}`"),
                     "use FNH, FLH or PH",
@@ -423,7 +422,7 @@ impl JobConfig {
             ("rules.ph_min_periods", self.rules.ph_min_periods),
         ] {
             if !(1..=MAX_RULE_PERIODS).contains(&value) {
-                return bad(
+                return self.refuse(
                     key,
                     format!("{value} is outside 1..{MAX_RULE_PERIODS}"),
                     "use a number of bimonthly periods (defaults: FNH 1, FLH 2, PH 6)",
@@ -434,10 +433,9 @@ impl JobConfig {
     }
 
     fn validate_schedule_and_outputs(&self) -> Result<()> {
-        let bad = |key: &str, problem: String, fix: &str| self.refuse(key, problem, fix);
         if let Some(start) = &self.schedule.start {
             if let Err(e) = start.parse::<crate::domain::period::Period>() {
-                return bad(
+                return self.refuse(
                     "schedule.start",
                     e.to_string(),
                     "write a period as YYYY-Pn, e.g. 2025-P1",
@@ -445,28 +443,28 @@ impl JobConfig {
             }
         }
         if !(self.ledger.match_overlap > 0.0 && self.ledger.match_overlap <= 1.0) {
-            return bad(
+            return self.refuse(
                 "ledger.match_overlap",
                 format!("{} is outside (0, 1]", self.ledger.match_overlap),
                 "use a share of the smaller patch, e.g. 0.3",
             );
         }
         if !(self.ledger.regrowth_margin >= 0.0 && self.ledger.regrowth_margin.is_finite()) {
-            return bad(
+            return self.refuse(
                 "ledger.regrowth_margin",
                 format!("{} is not a share >= 0", self.ledger.regrowth_margin),
                 "use a growth share, e.g. 0.2 for 20 %",
             );
         }
         if self.schedule.delay_days > 28 {
-            return bad(
+            return self.refuse(
                 "schedule.delay_days",
                 format!("{} is more than 28", self.schedule.delay_days),
                 "use 0..28 days: the timer fires in the month after a period ends",
             );
         }
         if self.classifier.kind == ClassifierKind::Torch && self.classifier.model.is_none() {
-            return bad(
+            return self.refuse(
                 "classifier.model",
                 "kind = \"torch\" needs a model file".into(),
                 "set model = \"path/to/model.pt\" (its card is model.pt.json)",
@@ -475,7 +473,7 @@ impl JobConfig {
         match self.output.shapefile_encoding.to_ascii_uppercase().as_str() {
             "GBK" | "UTF-8" | "UTF8" => {}
             other => {
-                return bad(
+                return self.refuse(
                     "output.shapefile_encoding",
                     format!("unsupported encoding `{other}`"),
                     "use \"GBK\" or \"UTF-8\"",
@@ -491,7 +489,7 @@ impl JobConfig {
             )
         })?;
         if let Err(problem) = crate::geo::grid::check_metric(&srs) {
-            return bad(
+            return self.refuse(
                 "grid.crs",
                 format!("`{}` {problem}", self.grid.crs),
                 "use a projected CRS in metres: a CGCS2000 Gauss-Krüger zone (EPSG:4513-4554, e.g. EPSG:4527) or a UTM zone",
@@ -505,7 +503,7 @@ impl JobConfig {
         );
         for (key, v) in areas {
             if !(v.is_finite() && v >= 0.0) {
-                return bad(
+                return self.refuse(
                     key,
                     format!("{v} is not an area"),
                     "give square metres, e.g. 400.0",
@@ -513,7 +511,7 @@ impl JobConfig {
             }
         }
         if self.farmland.classes.is_empty() {
-            return bad(
+            return self.refuse(
                 "farmland.classes",
                 "no land classes are watched".into(),
                 "list the class code prefixes of cultivated land, e.g. [\"01\"]",

@@ -68,6 +68,19 @@ pub struct CycleOutcome {
 }
 
 impl CycleOutcome {
+    /// The periods skipped for want of imagery, for the terminal and the log.
+    pub fn waiting_message(&self) -> Option<String> {
+        if self.waiting.is_empty() {
+            return None;
+        }
+        let list: Vec<String> = self.waiting.iter().map(|p| p.to_string()).collect();
+        Some(format!(
+            "skipped, no imagery yet in {}: {}",
+            self.imagery,
+            list.join(" ")
+        ))
+    }
+
     pub fn exit_code(&self) -> u8 {
         if self.waiting.is_empty() {
             0
@@ -136,19 +149,4 @@ pub fn run_periods(
         log("end: ok");
     }
     Ok(outcome)
-}
-
-impl CycleOutcome {
-    /// The periods skipped for want of imagery, for the terminal and the log.
-    pub fn waiting_message(&self) -> Option<String> {
-        if self.waiting.is_empty() {
-            return None;
-        }
-        let list: Vec<String> = self.waiting.iter().map(|p| p.to_string()).collect();
-        Some(format!(
-            "skipped, no imagery yet in {}: {}",
-            self.imagery,
-            list.join(" ")
-        ))
-    }
 }

@@ -24,22 +24,22 @@ pub(crate) struct PeriodContext<'a> {
     pub grid: &'a JobGrid,
     pub profile: &'static SensorProfile,
     /// The period's acquisitions with their extents in the grid CRS.
-    pub acquisitions: Vec<Located<'a>>,
+    pub acquisitions: &'a [Located],
     /// DN offset of the imagery.
     pub add_offset: f32,
     pub classifier: &'a dyn Classifier,
     pub admin: &'a Admin,
     pub farmland: &'a Farmland,
     /// Archives of the earlier periods the classifier and the rules read, most recent first.
-    pub history: Vec<PeriodFiles>,
+    pub history: &'a [PeriodFiles],
     /// Consecutive earlier periods archived (may reach further back than `history`).
     pub archived: usize,
     pub rules: Rules,
 }
 
 /// An acquisition of the period, its extent in the grid CRS and its files' identity.
-pub(crate) struct Located<'a> {
-    pub acquisition: &'a Acquisition,
+pub(crate) struct Located {
+    pub acquisition: Acquisition,
     pub extent: Bounds,
     pub identity: String,
 }
@@ -78,7 +78,7 @@ impl PeriodContext<'_> {
             Saved::Stale => TileSource::ImageryChanged,
             Saved::Missing => TileSource::Processed,
         };
-        let acquisitions: Vec<&Acquisition> = covering.iter().map(|a| a.acquisition).collect();
+        let acquisitions: Vec<&Acquisition> = covering.iter().map(|a| &a.acquisition).collect();
         let out = self.process(tile, &acquisitions)?;
         checkpoints.save(&tile.id(), &fingerprint, &out.to_bytes())?;
         Ok((out, source))
@@ -140,7 +140,6 @@ impl PeriodContext<'_> {
         });
         let inside = || county.iter().zip(&clear).filter(|(&c, _)| c != 0);
         Ok(TileOutput {
-            tile: *tile,
             confidence: confidence.iter().map(|&c| confidence_to_byte(c)).collect(),
             class,
             ndvi,
@@ -165,7 +164,7 @@ impl PeriodContext<'_> {
             })
         };
         let mut archive = TileArchive::default();
-        for entry in &self.history {
+        for entry in self.history {
             let ds = open(&entry.ndvi())?;
             let band = |b| -> Result<Vec<f32>> {
                 let raw = read_grid_window::<u8>(&ds, b, tile.read, NDVI_NODATA)?;
@@ -203,7 +202,6 @@ struct TileArchive {
 
 /// The core outputs of one tile.
 pub(crate) struct TileOutput {
-    pub tile: Tile,
     pub class: Vec<u8>,
     /// Classifier confidence as bytes.
     pub confidence: Vec<u8>,
@@ -266,7 +264,6 @@ impl TileOutput {
             .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]))
             .collect();
         Some(TileOutput {
-            tile: *tile,
             class,
             confidence,
             ndvi,

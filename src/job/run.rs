@@ -19,8 +19,8 @@ use crate::engine::patches::{self, totals_by_type, Patch, PeriodInfo, Timeline};
 use crate::engine::tiles::{for_each_tile, pool};
 use crate::error::{Error, GdalContext, Result};
 use crate::geo::composite::NDVI_NODATA;
-use crate::geo::grid::{Bounds, JobGrid, Tile};
-use crate::geo::imagery::{Acquisition, Catalog};
+use crate::geo::grid::{JobGrid, Tile};
+use crate::geo::imagery::Catalog;
 use crate::geo::layers::{Admin, Farmland};
 use crate::geo::raster::{rasterize, read_grid_window, GridTiff};
 use crate::geo::sensor::SensorProfile;
@@ -75,11 +75,9 @@ pub fn periods_with_imagery(cfg: &JobConfig) -> Result<Vec<Period>> {
 
 /// The checked inputs of a period: nothing is written before they are all read.
 struct PeriodInputs<'c> {
-    catalog: Catalog,
     period: Period,
-    /// The period's acquisitions' extents in the grid CRS and their files' identity, in
-    /// catalog order.
-    located: Vec<(Bounds, String)>,
+    /// The period's acquisitions in date order, located in the grid CRS.
+    acquisitions: Vec<Located>,
     profile: &'static SensorProfile,
     grid_srs: SpatialRef,
     grid: JobGrid,
@@ -91,7 +89,7 @@ struct PeriodInputs<'c> {
 }
 
 /// What the archive of earlier periods holds for this run.
-struct Plan {
+struct ArchivePlan {
     rules: Rules,
     archived: usize,
     history: Vec<PeriodFiles>,
@@ -121,7 +119,6 @@ pub fn run_period(cfg: &JobConfig, period: Period, opts: &RunOptions) -> Result<
     // A run killed mid-replacement may have set an earlier period aside: put it back first.
     clean_stale(layout.root())?;
     let plan = plan_against_archive(cfg, &layout, period, &inputs.grid)?;
-    std::fs::create_dir_all(layout.root()).map_err(|e| Error::io(layout.root(), e))?;
     let staging = StagingDir::beside(layout.period(period).dir())?;
     let staged = PeriodFiles::in_dir(staging.path());
     let work = staged.work();
@@ -129,8 +126,7 @@ pub fn run_period(cfg: &JobConfig, period: Period, opts: &RunOptions) -> Result<
     seconds.insert("check_inputs", t_start.elapsed().as_secs_f64());
 
     let t_tiles = Instant::now();
-    let acquisitions = inputs.catalog.in_period(period);
-    let run_key = run_key(cfg, &inputs, &plan, opts)?;
+    let run_key = run_key(&inputs, &plan, opts)?;
     let (checkpoints, earlier) = Checkpoints::open(&layout, period, &run_key)?;
     let mut change = ChangeRasters::create(&staged.flags(), &work, &inputs.grid)?;
     let mut tile_stage = tile_stage(&inputs, &plan, &staged, &checkpoints, &mut change, opts)?;
@@ -140,7 +136,7 @@ pub fn run_period(cfg: &JobConfig, period: Period, opts: &RunOptions) -> Result<
     let t_vec = Instant::now();
     let info = PeriodInfo {
         period: period.to_string(),
-        image_dates: image_dates(&acquisitions),
+        image_dates: image_dates(&inputs.acquisitions),
         model_version: inputs.classifier.version(),
         timeline: Timeline::Job {
             period,
@@ -188,9 +184,10 @@ pub fn run_period(cfg: &JobConfig, period: Period, opts: &RunOptions) -> Result<
             height: inputs.grid.height,
             tile_size: inputs.grid.tile_size,
         },
-        acquisitions: acquisitions
+        acquisitions: inputs
+            .acquisitions
             .iter()
-            .map(|a| format!("{} {}", a.date, a.folder.display()))
+            .map(|a| format!("{} {}", a.acquisition.date, a.acquisition.folder.display()))
             .collect(),
         history_periods: (1..=plan.history.len() as i32)
             .map(|k| period.offset(-k).to_string())
@@ -231,7 +228,8 @@ fn check_inputs<'c>(
 ) -> Result<PeriodInputs<'c>> {
     let profile = SensorProfile::by_name(&cfg.imagery.sensor)?;
     let catalog = Catalog::scan(&cfg.resolve(&cfg.imagery.folder), profile)?;
-    if catalog.in_period(period).is_empty() {
+    let in_period = catalog.in_period(period);
+    if in_period.is_empty() {
         return Err(Error::input(
             cfg.resolve(&cfg.imagery.folder),
             format!(
@@ -252,10 +250,15 @@ fn check_inputs<'c>(
     }
     let mut grid_srs = SpatialRef::from_definition(&cfg.grid.crs)?;
     grid_srs.set_axis_mapping_strategy(gdal::spatial_ref::AxisMappingStrategy::TraditionalGisOrder);
-    let located = catalog
-        .in_period(period)
+    let acquisitions = in_period
         .into_iter()
-        .map(|a| Ok((a.check_and_locate(&grid_srs)?, acquisition_identity(a)?)))
+        .map(|a| {
+            Ok(Located {
+                extent: a.check_and_locate(&grid_srs)?,
+                identity: acquisition_identity(a)?,
+                acquisition: a.clone(),
+            })
+        })
         .collect::<Result<Vec<_>>>()?;
     let all_counties = cfg.counties(&grid_srs)?;
     // Read before the tile stage, so that a bad township layer stops the run at once.
@@ -279,9 +282,8 @@ fn check_inputs<'c>(
     )?;
     let classifier = load_classifier(cfg, profile)?;
     Ok(PeriodInputs {
-        catalog,
         period,
-        located,
+        acquisitions,
         profile,
         grid_srs,
         grid,
@@ -300,7 +302,7 @@ fn plan_against_archive(
     layout: &OutputLayout,
     period: Period,
     grid: &JobGrid,
-) -> Result<Plan> {
+) -> Result<ArchivePlan> {
     let rules = cfg.rules.persistence();
     let reach = ChangeType::ALL
         .iter()
@@ -328,7 +330,7 @@ fn plan_against_archive(
         .filter(|p| layout.period(*p).archived())
         .map(|p| p.to_string())
         .collect();
-    Ok(Plan {
+    Ok(ArchivePlan {
         rules,
         archived,
         history,
@@ -338,12 +340,8 @@ fn plan_against_archive(
 }
 
 /// Everything a tile depends on besides its imagery: a change discards the checkpoints.
-fn run_key(
-    cfg: &JobConfig,
-    inputs: &PeriodInputs,
-    plan: &Plan,
-    opts: &RunOptions,
-) -> Result<String> {
+fn run_key(inputs: &PeriodInputs, plan: &ArchivePlan, opts: &RunOptions) -> Result<String> {
+    let cfg = inputs.cfg;
     let mut key_parts = vec![
         env!("CARGO_PKG_VERSION").to_string(),
         std::fs::read_to_string(&cfg.source).map_err(|e| Error::io(&cfg.source, e))?,
@@ -365,7 +363,7 @@ fn run_key(
 /// writes the period's rasters into `staged`.
 fn tile_stage(
     inputs: &PeriodInputs,
-    plan: &Plan,
+    plan: &ArchivePlan,
     staged: &PeriodFiles,
     checkpoints: &Checkpoints,
     change: &mut ChangeRasters,
@@ -378,26 +376,15 @@ fn tile_stage(
             tiles.push(t);
         }
     }
-    let acquisitions = inputs
-        .catalog
-        .in_period(inputs.period)
-        .into_iter()
-        .zip(&inputs.located)
-        .map(|(acquisition, (extent, identity))| Located {
-            acquisition,
-            extent: *extent,
-            identity: identity.clone(),
-        })
-        .collect();
     let ctx = PeriodContext {
         grid,
         profile: inputs.profile,
-        acquisitions,
+        acquisitions: &inputs.acquisitions,
         add_offset: cfg.imagery.add_offset.unwrap_or(inputs.profile.add_offset),
         classifier: inputs.classifier.as_ref(),
         admin: &inputs.admin,
         farmland: &inputs.farmland,
-        history: plan.history.clone(),
+        history: &plan.history,
         archived: plan.archived,
         rules: plan.rules,
     };
@@ -422,15 +409,15 @@ fn tile_stage(
         Some(&pool),
         &tiles,
         |t| ctx.tile(t, checkpoints),
-        |_, (mut o, source): (TileOutput, TileSource)| {
+        |tile, (mut o, source): (TileOutput, TileSource)| {
             match source {
                 TileSource::Resumed => stage.resume.tiles_resumed += 1,
                 TileSource::ImageryChanged => {
-                    stage.resume.tiles_redone_imagery_changed.push(o.tile.id())
+                    stage.resume.tiles_redone_imagery_changed.push(tile.id())
                 }
                 TileSource::Processed => {}
             }
-            let w = o.tile.core;
+            let w = tile.core;
             class_tif.write(1, w, o.class)?;
             class_tif.write(2, w, o.confidence)?;
             for (b, data) in std::mem::take(&mut o.change.runs).into_iter().enumerate() {
@@ -443,7 +430,7 @@ fn tile_stage(
             stage.aoi_pixels += o.aoi_pixels;
             stage.aoi_without_clear += o.aoi_without_clear;
             if o.aoi_without_clear > 0 {
-                stage.tiles_with_gaps.push(o.tile.id());
+                stage.tiles_with_gaps.push(tile.id());
             }
             pb.inc(1);
             Ok(())
@@ -457,8 +444,8 @@ fn tile_stage(
 }
 
 /// First and last image date of the period: `YYYYMMDD-YYYYMMDD`.
-fn image_dates(acquisitions: &[&Acquisition]) -> String {
-    let day = |a: Option<&&Acquisition>| a.expect("non-empty").date.format("%Y%m%d");
+fn image_dates(acquisitions: &[Located]) -> String {
+    let day = |a: Option<&Located>| a.expect("non-empty").acquisition.date.format("%Y%m%d");
     format!("{}-{}", day(acquisitions.first()), day(acquisitions.last()))
 }
 

@@ -8,31 +8,11 @@ use super::land::{Land, PlantedChange};
 use super::{ORIGIN, RES};
 use crate::domain::period::Period;
 use crate::error::{Error, Result};
-use crate::geo::vector::{write_layer, FieldSpec, Format};
+use crate::geo::vector::{field, write_layer, Format};
 use gdal::spatial_ref::SpatialRef;
 use gdal::vector::{FieldValue, Geometry};
 use gdal_sys::OGRFieldType::{OFTInteger, OFTString};
 use std::path::Path;
-
-/// Takes a field's name and alias; gives a text field of the driver's default width.
-fn text(name: &'static str, alias: &'static str) -> FieldSpec {
-    FieldSpec {
-        name,
-        ty: OFTString,
-        width: 0,
-        alias,
-    }
-}
-
-/// Takes a field's name and alias; gives an integer field.
-fn integer(name: &'static str, alias: &'static str) -> FieldSpec {
-    FieldSpec {
-        name,
-        ty: OFTInteger,
-        width: 0,
-        alias,
-    }
-}
 
 /// Takes a polygon with its administrative code and name; gives its row.
 fn admin_row(g: Geometry, code: String, name: String) -> (Geometry, Vec<FieldValue>) {
@@ -48,7 +28,10 @@ pub(super) fn write_admin_layers(dir: &Path, srs: &SpatialRef, size: usize) -> R
     let [west, east] = county_polygons(size)?;
     let counties = [(west, "320901", "西河县"), (east, "320902", "东湖县")];
     // Counties and townships: an administrative code and name per polygon.
-    let admin_fields = [text("XZQDM", "行政区代码"), text("XZQMC", "行政区名称")];
+    let admin_fields = [
+        field("XZQDM", OFTString, 0, "行政区代码"),
+        field("XZQMC", OFTString, 0, "行政区名称"),
+    ];
     write_layer(
         &dir.join("admin.gpkg"),
         Format::GeoPackage,
@@ -118,10 +101,10 @@ pub(super) fn write_farmland(dir: &Path, srs: &SpatialRef, land: &Land) -> Resul
         })
         .collect::<Result<Vec<_>>>()?;
     let farm_fields = [
-        text("BSM", "标识码"),
-        text("DLBM", "地类编码"),
-        text("DLMC", "地类名称"),
-        integer("JBNT", "永久基本农田"),
+        field("BSM", OFTString, 0, "标识码"),
+        field("DLBM", OFTString, 0, "地类编码"),
+        field("DLMC", OFTString, 0, "地类名称"),
+        field("JBNT", OFTInteger, 0, "永久基本农田"),
     ];
     write_layer(
         &dir.join("farmland.gpkg"),
@@ -144,13 +127,13 @@ pub(super) fn write_truth_layers(
     periods: &[Period],
 ) -> Result<()> {
     let truth_fields = [
-        integer("BH", "编号"),
-        text("BHLX", "变化类型"),
-        integer("HDL", "后地类"),
-        text("QSQS", "起始时相"),
-        text("BSM", "耕地标识码"),
-        integer("ZTB", "整图斑"),
-        text("JSQS", "恢复时相"),
+        field("BH", OFTInteger, 0, "编号"),
+        field("BHLX", OFTString, 0, "变化类型"),
+        field("HDL", OFTInteger, 0, "后地类"),
+        field("QSQS", OFTString, 0, "起始时相"),
+        field("BSM", OFTString, 0, "耕地标识码"),
+        field("ZTB", OFTInteger, 0, "整图斑"),
+        field("JSQS", OFTString, 0, "恢复时相"),
     ];
     for (file, layer, list) in [
         ("changes.gpkg", "changes", changes),

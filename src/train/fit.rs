@@ -160,7 +160,7 @@ pub fn fit(
     tch::manual_seed(opts.seed as i64);
     let mut vs = tch::nn::VarStore::new(tch::Device::Cpu);
     let net = build_mlp(&vs.root(), set.inputs as i64, &opts.hidden, 6);
-    let paths = checkpoints.map(Checkpoints::in_folder);
+    let paths = checkpoints.map(EpochCheckpoints::in_folder);
     let resumed = match &paths {
         Some(paths) => paths.resume(&run, &mut vs, quiet)?,
         None => None,
@@ -275,16 +275,16 @@ impl FitState {
 }
 
 /// The files of a checkpoint folder: the run's state, the last and the best weights.
-struct Checkpoints {
+struct EpochCheckpoints {
     state: PathBuf,
     last: PathBuf,
     best: PathBuf,
 }
 
-impl Checkpoints {
+impl EpochCheckpoints {
     /// Takes a checkpoint folder; gives the paths of its files.
     fn in_folder(dir: &Path) -> Self {
-        Checkpoints {
+        EpochCheckpoints {
             state: dir.join("state.json"),
             last: dir.join("last.ot"),
             best: dir.join("best.ot"),
