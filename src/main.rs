@@ -9,7 +9,7 @@ use clap::{Parser, Subcommand};
 use gengbao::dispatch::read_returns;
 use gengbao::domain::change::DEFAULT_MIN_PARCEL_SHARE;
 use gengbao::engine::patches::SQM_PER_MU;
-use gengbao::evaluate::{confusion_png, score_period};
+use gengbao::evaluate::score_period;
 use gengbao::geo::sensor::PROFILES;
 use gengbao::job::config::EXAMPLE;
 use gengbao::job::cycle::exit_code_of;
@@ -187,9 +187,9 @@ enum Command {
         /// Training config whose datasets and split to use.
         #[arg(long)]
         data: PathBuf,
-        /// train, validation or test (the held-out pixels).
-        #[arg(long, default_value = "test")]
-        split: String,
+        /// Which labelled pixels to score.
+        #[arg(long, value_enum, default_value_t = Split::Test)]
+        split: Split,
         /// The folder for eval.json, eval.md and the confusion matrices.
         #[arg(long)]
         out: PathBuf,
@@ -650,9 +650,8 @@ fn train_command(config: &Path, quiet: bool) -> Result<u8> {
     Ok(0)
 }
 
-fn eval(model: &str, data: &Path, split: &str, out: &Path) -> Result<u8> {
+fn eval(model: &str, data: &Path, split: Split, out: &Path) -> Result<u8> {
     let cfg = TrainConfig::load(data)?;
-    let split: Split = split.parse()?;
     let profile = cfg.profile();
     let classifier = if model == "builtin" {
         TorchClassifier::builtin(profile)?
@@ -660,29 +659,8 @@ fn eval(model: &str, data: &Path, split: &str, out: &Path) -> Result<u8> {
         TorchClassifier::load(Path::new(model), profile)?
     };
     let e = evaluate_classifier(&cfg, &classifier, &[split])?.remove(0);
-    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
-    let mut md = format!(
-        "# Model {} ({}) on the {} split of {}\n\n",
-        classifier.card().name,
-        classifier.version(),
-        e.split,
-        data.display()
-    );
-    for (name, score) in e.pools() {
-        if let Some(s) = score {
-            let title = format!("{name} data, {} split", e.split);
-            md += &s.markdown(&title);
-            md += "\n";
-            confusion_png(s, &title, &out.join(format!("confusion_{name}.png")))?;
-        }
-    }
-    let json = out.join("eval.json");
-    std::fs::write(
-        &json,
-        serde_json::to_string_pretty(&e).expect("serialisable"),
-    )
-    .map_err(|e| Error::io(&json, e))?;
-    std::fs::write(out.join("eval.md"), md).map_err(|e| Error::io(out, e))?;
+    let name = format!("{} ({})", classifier.card().name, classifier.version());
+    e.write_report(&name, data, out)?;
     print_evaluation(&e);
     println!("   report: {}", out.display());
     Ok(0)
@@ -784,7 +762,7 @@ fn main_inner(cli: Cli) -> Result<u8> {
             data,
             split,
             out,
-        } => eval(&model, &data, &split, &out),
+        } => eval(&model, &data, split, &out),
         Command::Export {
             config,
             period,

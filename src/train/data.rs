@@ -25,26 +25,22 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// Which part of the labelled pixels.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Split {
     Train,
     Validation,
+    /// The held-out pixels.
     Test,
 }
 
-impl std::str::FromStr for Split {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "train" => Ok(Split::Train),
-            "validation" => Ok(Split::Validation),
-            "test" => Ok(Split::Test),
-            other => Err(Error::usage(
-                format!("unknown split `{other}`"),
-                "use train, validation or test",
-            )),
-        }
+impl std::fmt::Display for Split {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Split::Train => "train",
+            Split::Validation => "validation",
+            Split::Test => "test",
+        })
     }
 }
 

@@ -3,9 +3,8 @@
 //! year and a one-period flood are never flagged, a lasting change to water is flagged in its
 //! second period, and every patch says when it was first seen and how long it has lasted.
 
-mod common;
 
-use common::{run_all, seeded_city};
+use crate::common::{run_all, seeded_city};
 use gdal::vector::Geometry;
 use gengbao::domain::change::ChangeType;
 use gengbao::evaluate::read_period_patches;
@@ -14,7 +13,7 @@ use gengbao::samples::PlantedChange;
 /// Whether patches of `kind` cover at least half of the change's footprint.
 fn flagged(patches: &[(ChangeType, Geometry)], change: &PlantedChange, kind: ChangeType) -> bool {
     let footprint = change.footprint().unwrap();
-    2.0 * common::covered_area(patches, kind, &footprint) >= footprint.area()
+    2.0 * crate::common::covered_area(patches, kind, &footprint) >= footprint.area()
 }
 
 #[test]

@@ -1,9 +1,8 @@
 //! The bimonthly job on a generated city: planted changes are found, seams do not split
 //! patches, runs are deterministic, and a county run leaves other counties alone.
 
-mod common;
 
-use common::{city, config_text, run_all, snapshot};
+use crate::common::{city, config_text, run_all, snapshot};
 use gdal::vector::LayerAccess;
 use gengbao::evaluate::{read_period_patches, score_against_truth};
 use gengbao::geo::raster::read_band_f64;
@@ -46,7 +45,7 @@ fn planted_changes_are_found_as_patches_of_the_right_type() {
     // The index rules on the same city, every period: the learned model finds at least as
     // many planted changes of each type.
     let index_dir = tmp.path().join("index");
-    common::copy_dir(&city.dir, &index_dir);
+    crate::common::copy_dir(&city.dir, &index_dir);
     let index_cfg_path = index_dir.join("job.toml");
     let text = fs::read_to_string(&index_cfg_path)
         .unwrap()

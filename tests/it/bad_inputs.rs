@@ -1,9 +1,8 @@
 //! Bad inputs stop the run with a message naming the file (or config key) and the fix, and
 //! leave no partial output: neither a period folder nor a staging folder.
 
-mod common;
 
-use common::{city, copy_dir, files_below};
+use crate::common::{city, copy_dir, files_below};
 use gengbao::job::config::JobConfig;
 use gengbao::job::run::{run_period, RunOptions};
 use gengbao::samples::SampleCity;
@@ -229,7 +228,7 @@ fn empty_layer(path: &Path, layer: &str) {
 fn detect_refuses_images_whose_bands_fit_no_profile() {
     let tmp = tempfile::tempdir().unwrap();
     let path = tmp.path().join("rgb.tif");
-    common::geotiff(&path, 8, 3, 10.0, |_, _| 0);
+    crate::common::geotiff(&path, 8, 3, 10.0, |_, _| 0);
     let opts = |sensor: Option<&str>| gengbao::detect::DetectOptions {
         sensor: sensor.map(str::to_string),
         ..gengbao::detect::DetectOptions::new(path.clone(), path.clone(), tmp.path().join("out"))

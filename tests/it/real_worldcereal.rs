@@ -5,7 +5,6 @@
 //! `cargo test --release --test real_worldcereal -- --nocapture`.
 
 use gdal::vector::{FieldValue, Geometry};
-mod common;
 
 use gengbao::domain::period::Period;
 use gengbao::evaluate::{class_score, ClassScore};
@@ -16,7 +15,7 @@ use gengbao::job::run::{run_period, RunOptions};
 use std::path::{Path, PathBuf};
 
 fn data_dir() -> Option<PathBuf> {
-    common::real_data("worldcereal-s2", "00002806639B424A/B02.tif")
+    crate::common::real_data("worldcereal-s2", "00002806639B424A/B02.tif")
 }
 
 /// WorldCereal land-cover code -> gengbao class (11 temporary crops, 13 grassland, 60 built-up).

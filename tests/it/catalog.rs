@@ -1,9 +1,8 @@
 //! The imagery catalog finds acquisitions by the naming of real products, dates them from
 //! their own names, and the sample generator never deletes a folder it did not make.
 
-mod common;
 
-use common::geotiff;
+use crate::common::geotiff;
 use gengbao::geo::imagery::Catalog;
 use gengbao::geo::sensor::SensorProfile;
 use gengbao::samples::{generate, SampleOptions};

@@ -4,9 +4,8 @@
 //! keeps its number, an accepted patch is not dispatched again, and rectified patches are
 //! re-checked against the new land cover.
 
-mod common;
 
-use common::seeded_city;
+use crate::common::seeded_city;
 use gdal::vector::LayerAccess;
 use gdal::Dataset;
 use gengbao::dispatch::{export_packages, read_returns};
@@ -111,7 +110,7 @@ fn packages_round_trip_and_the_ledger_follows_patches_across_periods() {
     let zip_path = packages[0].zip.clone().expect("a zip was asked for");
     let mut zipped = zip::ZipArchive::new(std::fs::File::open(&zip_path).unwrap()).unwrap();
     let folder = dir.file_name().unwrap().to_str().unwrap();
-    let on_disk: Vec<String> = common::files_below(dir)
+    let on_disk: Vec<String> = crate::common::files_below(dir)
         .iter()
         .map(|f| format!("{folder}/{}", f.display()))
         .collect();

@@ -3,7 +3,6 @@
 //! computed on the same reflectance. Skips with a message when the data is absent.
 //! Reproduce the README figures: `cargo test --release --test real_taizhou -- --nocapture`.
 
-mod common;
 
 use gengbao::detect::{detect, DetectOptions};
 use gengbao::domain::change::change_vector_otsu;
@@ -15,7 +14,7 @@ use gengbao::geo::sensor::SensorProfile;
 use std::path::{Path, PathBuf};
 
 fn data_dir() -> Option<PathBuf> {
-    common::real_data("landsat-taizhou", "2000TM")
+    crate::common::real_data("landsat-taizhou", "2000TM")
 }
 
 fn reflectance(path: &Path, profile: &SensorProfile) -> Vec<Vec<f32>> {

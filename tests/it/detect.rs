@@ -3,7 +3,6 @@
 //! of another crop in a grain field, and a points file with a bad label is refused by name
 //! with nothing written.
 
-mod common;
 
 use gdal::spatial_ref::SpatialRef;
 use gdal::vector::{FieldValue, Geometry, LayerAccess};
@@ -68,7 +67,7 @@ fn texture(band: usize, i: usize) -> f32 {
 }
 
 fn image(path: &Path, class_of: fn(usize, usize) -> u8) {
-    common::geotiff(path, SIZE, 10, 10.0, |b, i| {
+    crate::common::geotiff(path, SIZE, 10, 10.0, |b, i| {
         let class = class_of(i % SIZE, i / SIZE);
         (f32::from(SPECTRA[class as usize - 1][b - 1]) * texture(b, i)).round() as u16
     });
@@ -206,7 +205,7 @@ fn assert_found(
     planted: (usize, usize, usize, usize),
 ) {
     let truth = rect(planted);
-    let found = common::covered_area(patches, kind, &truth);
+    let found = crate::common::covered_area(patches, kind, &truth);
     assert!(
         found >= 0.9 * truth.area(),
         "{kind:?}: {found} of {} m² found",

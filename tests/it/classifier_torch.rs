@@ -2,7 +2,6 @@
 //! PyTorch load with a model card, classify tiles in batches, and a card that does not match
 //! the imagery is refused.
 
-mod common;
 
 use gengbao::classify::{build_mlp, Classifier, ClassifierInput, ModelCard, TorchClassifier};
 use gengbao::geo::composite::Composite;
@@ -158,10 +157,10 @@ fn a_card_that_does_not_match_the_imagery_is_refused() {
 #[test]
 fn the_job_runs_with_a_torch_model() {
     let tmp = tempfile::tempdir().unwrap();
-    let city = common::city(&tmp.path().join("city"), 128, 3, 64);
+    let city = crate::common::city(&tmp.path().join("city"), 128, 3, 64);
     let model = city.dir.join("mlp.ot");
     save_mlp(&model, &S2, &[8]);
-    let text = common::config_text(&city)
+    let text = crate::common::config_text(&city)
         .replace("kind = \"index\"", "kind = \"torch\"\nmodel = \"mlp.ot\"");
     std::fs::write(&city.job_config, text).unwrap();
     let cfg = JobConfig::load(&city.job_config).unwrap();
@@ -180,7 +179,7 @@ fn detect_runs_with_a_torch_model() {
     let model = tmp.path().join("mlp.ot");
     save_mlp(&model, &S2, &[8]);
     for (name, level) in [("t1.tif", 1500u16), ("t2.tif", 3000)] {
-        common::geotiff(&tmp.path().join(name), 32, 10, 10.0, |b, _| {
+        crate::common::geotiff(&tmp.path().join(name), 32, 10, 10.0, |b, _| {
             level + 100 * b as u16
         });
     }

@@ -1,5 +1,4 @@
 //! Helpers shared by the behaviour tests: small generated cities and whole-job runs.
-#![allow(dead_code)]
 
 use gengbao::job::config::JobConfig;
 use gengbao::job::run::{run_period, RunOptions};

@@ -3,7 +3,6 @@
 //! the shipped model keeps the figures of its card on the held-out real pixels, and a model is
 //! refused by imagery that lacks its inputs.
 
-mod common;
 
 use gengbao::classify::{
     select, Classifier, ClassifierInput, ClassifierKind, FeatureLayout, ModelCard, ModelFormat,
@@ -166,7 +165,7 @@ fn a_saved_model_reloads_and_classifies_like_the_trained_network() {
 
 #[test]
 fn the_shipped_model_keeps_its_card_figures_on_held_out_real_pixels() {
-    if common::real_data("worldcereal-s2", "00002806639B424A/B02.tif").is_none() {
+    if crate::common::real_data("worldcereal-s2", "00002806639B424A/B02.tif").is_none() {
         eprintln!("SKIPPED: ../shared/data/worldcereal-s2 not found (set GENGBAO_REAL_DATA to the data folder)");
         return;
     }

@@ -1,0 +1,242 @@
+//! Before and after true-colour chips of a patch, with its outline, dates and number.
+
+use crate::domain::period::Period;
+use crate::engine::patches::Patch;
+use crate::error::{Error, Result};
+use crate::geo::composite;
+use crate::geo::grid::{overlaps, Bounds, JobGrid, Window};
+use crate::geo::imagery::{Acquisition, Catalog};
+use crate::geo::raster::rasterize;
+use crate::geo::sensor::SensorProfile;
+use gdal::spatial_ref::SpatialRef;
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// Composites the imagery of a period around a patch, for its chips.
+pub(super) struct ChipImagery<'a> {
+    pub(super) catalog: &'a Catalog,
+    pub(super) profile: &'static SensorProfile,
+    pub(super) add_offset: f32,
+    pub(super) grid: &'a JobGrid,
+    pub(super) srs: &'a SpatialRef,
+    /// Extents of each period's acquisitions in the grid CRS, found once per period.
+    pub(super) located: std::cell::RefCell<BTreeMap<Period, Vec<(usize, Bounds)>>>,
+}
+
+/// Red, green and blue reflectance of a chip window, and the dates composited.
+type TrueColour = ([Vec<f32>; 3], String);
+
+/// Chip panels are drawn at this many screen pixels a side, at least.
+const PANEL: usize = 240;
+
+impl ChipImagery<'_> {
+    /// True colour of `period` over `window` (NaN where nothing clear was seen) and the
+    /// dates composited, or None when the period has no imagery there.
+    fn true_colour(&self, period: Period, window: Window) -> Result<Option<TrueColour>> {
+        let acquisitions = self.catalog.in_period(period);
+        let mut located = self.located.borrow_mut();
+        let extents = match located.entry(period) {
+            std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::btree_map::Entry::Vacant(e) => e.insert(
+                acquisitions
+                    .iter()
+                    .enumerate()
+                    .map(|(i, a)| Ok((i, a.check_and_locate(self.srs)?)))
+                    .collect::<Result<Vec<_>>>()?,
+            ),
+        };
+        let bounds = self.grid.window_bounds(window);
+        let covering: Vec<&Acquisition> = extents
+            .iter()
+            .filter(|(_, e)| overlaps(*e, bounds))
+            .map(|&(i, _)| acquisitions[i])
+            .collect();
+        let (Some(first), Some(last)) = (covering.first(), covering.last()) else {
+            return Ok(None);
+        };
+        let dates = format!(
+            "{}-{}",
+            first.date.format("%Y%m%d"),
+            last.date.format("%Y%m%d")
+        );
+        let comp = composite::build(&covering, self.profile, self.add_offset, self.grid, window)?;
+        let [blue, green, red, ..] = comp.canonical(self.profile);
+        Ok(Some(([red.to_vec(), green.to_vec(), blue.to_vec()], dates)))
+    }
+
+    /// Before and after chips of a patch side by side, with its outline, number and dates.
+    pub(super) fn chip(&self, p: &Patch, period: Period, png: &Path) -> Result<()> {
+        let w0 = self.grid.window_around(&p.geometry.envelope(), 0);
+        // Square, with room around the patch to see its context.
+        let side = (w0.width.max(w0.height) + 24).max(48);
+        let window = Window {
+            x: w0.x - ((side - w0.width) / 2) as isize,
+            y: w0.y - ((side - w0.height) / 2) as isize,
+            width: side,
+            height: side,
+        };
+        let inside = rasterize(self.grid, window, std::slice::from_ref(&p.geometry), &[1.0])?;
+        let before_period = p
+            .first_seen
+            .parse::<Period>()
+            .map(|f| f.prev())
+            .unwrap_or(period.prev());
+        let after = self.true_colour(period, window)?;
+        let before = self.true_colour(before_period, window)?;
+        let stretch = stretch_of([&before, &after]);
+        let scale = PANEL.div_ceil(side).max(1);
+        let panel = side * scale;
+        let (gap, top, bottom) = (8usize, 30usize, 24usize);
+        let (w, h) = (2 * panel + 3 * gap, top + panel + bottom);
+        let mut img = image::RgbImage::from_pixel(w as u32, h as u32, image::Rgb([255, 255, 255]));
+        for (k, layer) in [&before, &after].into_iter().enumerate() {
+            let x0 = gap + k * (panel + gap);
+            for py in 0..panel {
+                for px in 0..panel {
+                    let i = (py / scale) * side + px / scale;
+                    let rgb = match layer {
+                        Some((bands, _)) => std::array::from_fn(|b| stretch[b].apply(bands[b][i])),
+                        None => [90, 90, 90],
+                    };
+                    img.put_pixel((x0 + px) as u32, (top + py) as u32, image::Rgb(rgb));
+                }
+            }
+            draw_outline(&mut img, &inside, side, scale, x0, top);
+        }
+        let dates = |layer: &Option<TrueColour>| {
+            layer
+                .as_ref()
+                .map_or("no imagery".to_string(), |(_, d)| d.clone())
+        };
+        let captions = [
+            format!("before {before_period}  {}", dates(&before)),
+            format!("after {period}  {}", dates(&after)),
+        ];
+        let title = format!(
+            "{}  {} {:.2} mu  conf {:.2}",
+            p.tbbh,
+            p.change.code(),
+            p.area_mu,
+            p.confidence
+        );
+        label(&mut img, &title, &captions, panel, gap, top).map_err(|e| {
+            Error::input(
+                png,
+                format!("cannot draw the labels: {e}"),
+                "check the font (GENGBAO_FONT)",
+            )
+        })?;
+        img.save(png)
+            .map_err(|e| Error::input(png, e.to_string(), "check that the folder is writable"))
+    }
+}
+
+/// A linear stretch of one band between robust low and high values.
+#[derive(Debug, Clone, Copy)]
+struct Stretch {
+    low: f32,
+    high: f32,
+}
+
+impl Stretch {
+    fn apply(self, v: f32) -> u8 {
+        if !v.is_finite() {
+            return 40;
+        }
+        let t = ((v - self.low) / (self.high - self.low).max(1e-6)).clamp(0.0, 1.0);
+        (t * 255.0).round() as u8
+    }
+}
+
+/// The 2nd and 98th percentiles of each band over both chips, so that before and after share
+/// one stretch and can be compared.
+fn stretch_of(layers: [&Option<TrueColour>; 2]) -> [Stretch; 3] {
+    std::array::from_fn(|b| {
+        let mut values: Vec<f32> = layers
+            .iter()
+            .filter_map(|l| l.as_ref())
+            .flat_map(|(bands, _)| bands[b].iter().copied().filter(|v| v.is_finite()))
+            .collect();
+        if values.len() < 2 {
+            return Stretch {
+                low: 0.0,
+                high: 0.3,
+            };
+        }
+        values.sort_by(f32::total_cmp);
+        let at = |q: f64| values[((values.len() - 1) as f64 * q).round() as usize];
+        Stretch {
+            low: at(0.02),
+            high: at(0.98),
+        }
+    })
+}
+
+/// Draws the patch outline (the sides of its pixels that face outside) in yellow.
+fn draw_outline(
+    img: &mut image::RgbImage,
+    inside: &[i32],
+    side: usize,
+    scale: usize,
+    x0: usize,
+    y0: usize,
+) {
+    let at = |x: isize, y: isize| {
+        x >= 0
+            && y >= 0
+            && (x as usize) < side
+            && (y as usize) < side
+            && inside[y as usize * side + x as usize] != 0
+    };
+    let yellow = image::Rgb([255, 230, 0]);
+    let thick = (scale / 2).clamp(1, 3);
+    for y in 0..side as isize {
+        for x in 0..side as isize {
+            if !at(x, y) {
+                continue;
+            }
+            let (px, py) = (x0 + x as usize * scale, y0 + y as usize * scale);
+            for t in 0..thick {
+                for s in 0..scale {
+                    if !at(x, y - 1) {
+                        img.put_pixel((px + s) as u32, (py + t) as u32, yellow);
+                    }
+                    if !at(x, y + 1) {
+                        img.put_pixel((px + s) as u32, (py + scale - 1 - t) as u32, yellow);
+                    }
+                    if !at(x - 1, y) {
+                        img.put_pixel((px + t) as u32, (py + s) as u32, yellow);
+                    }
+                    if !at(x + 1, y) {
+                        img.put_pixel((px + scale - 1 - t) as u32, (py + s) as u32, yellow);
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn label(
+    img: &mut image::RgbImage,
+    title: &str,
+    captions: &[String; 2],
+    panel: usize,
+    gap: usize,
+    top: usize,
+) -> std::result::Result<(), Box<dyn std::error::Error>> {
+    use plotters::prelude::*;
+    let (w, h) = img.dimensions();
+    let root = BitMapBackend::with_buffer(img.as_mut(), (w, h)).into_drawing_area();
+    let font = |size| ("sans-serif", size).into_font();
+    root.draw(&Text::new(title.to_string(), (gap as i32, 7), font(17)))?;
+    for (k, c) in captions.iter().enumerate() {
+        let x = (gap + k * (panel + gap)) as i32;
+        root.draw(&Text::new(
+            c.clone(),
+            (x, (top + panel + 5) as i32),
+            font(13),
+        ))?;
+    }
+    root.present()?;
+    Ok(())
+}

@@ -1,0 +1,144 @@
+//! Reading back what a county returns (the Excel or CSV list, filled in).
+
+use super::RETURN_FIELDS;
+use crate::error::{Error, Result};
+use crate::ledger::ReturnRow;
+use gdal::vector::LayerAccess;
+use std::path::Path;
+
+/// The column of each return field in a header row: by Chinese name or ASCII name.
+fn columns(headers: &[String], path: &Path) -> Result<(usize, [Option<usize>; 5])> {
+    let find = |ascii: &str, alias: &str| {
+        headers
+            .iter()
+            .position(|h| h.trim() == ascii || h.trim() == alias)
+    };
+    let tbbh = find("TBBH", "图斑编号").ok_or_else(|| {
+        Error::input(
+            path,
+            "no 图斑编号 (TBBH) column",
+            "import the list of a dispatch package, filled in, with its header row",
+        )
+    })?;
+    let fields = RETURN_FIELDS.map(|f| find(f.name, f.alias));
+    if fields.iter().all(Option::is_none) {
+        return Err(Error::input(
+            path,
+            "none of the return columns 核查结果 / 举证类型 / 整改状态 / 备注 / 附件",
+            "import the list of a dispatch package, filled in, with its header row",
+        ));
+    }
+    Ok((tbbh, fields))
+}
+
+fn to_row(row: usize, cells: &[String], tbbh: usize, fields: &[Option<usize>; 5]) -> ReturnRow {
+    let get = |c: Option<usize>| {
+        c.and_then(|c| cells.get(c))
+            .map(|s| s.trim().to_string())
+            .unwrap_or_default()
+    };
+    ReturnRow {
+        row,
+        tbbh: get(Some(tbbh)),
+        result: get(fields[0]),
+        evidence: get(fields[1]),
+        rectification: get(fields[2]),
+        note: get(fields[3]),
+        attachments: get(fields[4])
+            .split([';', '；', '\n'])
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+            .collect(),
+    }
+}
+
+/// Reads a county's returned results: the package's Excel list, its CSV twin, or its
+/// GeoPackage, filled in. Rows are numbered as the spreadsheet shows them (header = row 1);
+/// a GeoPackage's by feature id.
+pub fn read_returns(path: &Path) -> Result<Vec<ReturnRow>> {
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    let unreadable = |e: String| {
+        Error::input(
+            path,
+            format!("cannot read the file: {e}"),
+            "save it again as .xlsx, .csv (UTF-8) or .gpkg",
+        )
+    };
+    let mut rows = Vec::new();
+    match ext.as_str() {
+        "xlsx" | "xls" | "xlsm" | "ods" => {
+            use calamine::Reader;
+            let mut book =
+                calamine::open_workbook_auto(path).map_err(|e| unreadable(e.to_string()))?;
+            let range = book
+                .worksheet_range_at(0)
+                .ok_or_else(|| unreadable("no worksheet".into()))?
+                .map_err(|e| unreadable(e.to_string()))?;
+            let mut lines = range
+                .rows()
+                .map(|r| r.iter().map(|c| c.to_string()).collect::<Vec<String>>());
+            let headers = lines.next().unwrap_or_default();
+            let (tbbh, fields) = columns(&headers, path)?;
+            for (k, cells) in lines.enumerate() {
+                if cells.iter().all(|c| c.trim().is_empty()) {
+                    continue;
+                }
+                rows.push(to_row(k + 2, &cells, tbbh, &fields));
+            }
+        }
+        "csv" => {
+            let mut reader = csv::ReaderBuilder::new()
+                .flexible(true)
+                .has_headers(false)
+                .from_path(path)
+                .map_err(|e| unreadable(e.to_string()))?;
+            let mut records = reader.records();
+            let headers: Vec<String> = match records.next() {
+                Some(r) => r
+                    .map_err(|e| unreadable(e.to_string()))?
+                    .iter()
+                    .map(|h| h.trim_start_matches('\u{feff}').to_string())
+                    .collect(),
+                None => Vec::new(),
+            };
+            let (tbbh, fields) = columns(&headers, path)?;
+            for (k, r) in records.enumerate() {
+                let cells: Vec<String> = r
+                    .map_err(|e| unreadable(format!("row {}: {e}", k + 2)))?
+                    .iter()
+                    .map(String::from)
+                    .collect();
+                if cells.iter().all(|c| c.trim().is_empty()) {
+                    continue;
+                }
+                rows.push(to_row(k + 2, &cells, tbbh, &fields));
+            }
+        }
+        "gpkg" => {
+            let ds = gdal::Dataset::open(path).map_err(|e| unreadable(e.to_string()))?;
+            let mut layer = ds.layer(0).map_err(|e| unreadable(e.to_string()))?;
+            let headers: Vec<String> = layer.defn().fields().map(|f| f.name()).collect();
+            let (tbbh, fields) = columns(&headers, path)?;
+            for f in layer.features() {
+                let cells = (0..headers.len())
+                    .map(|i| f.field_as_string(i).map(Option::unwrap_or_default))
+                    .collect::<std::result::Result<Vec<String>, _>>()
+                    .map_err(|e| unreadable(e.to_string()))?;
+                rows.push(to_row(f.fid().unwrap_or(0) as usize, &cells, tbbh, &fields));
+            }
+        }
+        other => {
+            return Err(Error::input(
+                path,
+                format!("`.{other}` is not a returned-results format"),
+                "import the package's .xlsx, .csv or .gpkg, filled in",
+            ))
+        }
+    }
+    Ok(rows)
+}

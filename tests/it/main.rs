@@ -1,0 +1,17 @@
+//! The behaviour tests, in one binary: each test binary links GDAL and libtorch, so one
+//! binary instead of twelve saves most of the link time of `cargo test`.
+
+mod common;
+
+mod bad_inputs;
+mod catalog;
+mod classifier_torch;
+mod detect;
+mod dispatch;
+mod ledger;
+mod pipeline;
+mod real_taizhou;
+mod real_worldcereal;
+mod resume;
+mod timeseries;
+mod train;
