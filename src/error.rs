@@ -91,7 +91,7 @@ impl Error {
 }
 
 /// Attaches the file name to GDAL errors, which otherwise only say what failed.
-pub trait GdalContext<T> {
+pub(crate) trait GdalContext<T> {
     fn in_file(self, path: &Path, fix: &str) -> Result<T>;
 }
 

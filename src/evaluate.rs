@@ -265,7 +265,7 @@ pub fn class_score(truth: &[f64], predicted: &[f64]) -> ClassScore {
 }
 
 /// The scores of a confusion matrix (rows reference, columns prediction, codes 1..=6).
-pub fn class_score_counts(confusion: [[u64; 6]; 6]) -> ClassScore {
+pub(crate) fn class_score_counts(confusion: [[u64; 6]; 6]) -> ClassScore {
     let mut s = ClassScore {
         confusion,
         pixels: confusion.iter().flatten().sum(),
@@ -303,7 +303,7 @@ pub fn class_score_counts(confusion: [[u64; 6]; 6]) -> ClassScore {
 
 impl ClassScore {
     /// A Markdown report: headline figures, per-class table and confusion matrix.
-    pub fn markdown(&self, title: &str) -> String {
+    pub(crate) fn markdown(&self, title: &str) -> String {
         use crate::domain::land_cover::LandCover;
         let mut md = format!(
             "## {title}\n\n{} pixels, overall accuracy {:.3}, kappa {:.3}, macro-F1 {:.3}\n\n\
@@ -359,7 +359,7 @@ impl ClassScore {
 
 /// Draws the confusion matrix as a PNG: cells shaded by row share, with the counts, class
 /// names and the headline figures (text in the font of [`crate::render::text_font`]).
-pub fn confusion_png(score: &ClassScore, title: &str, path: &Path) -> Result<()> {
+pub(crate) fn confusion_png(score: &ClassScore, title: &str, path: &Path) -> Result<()> {
     use plotters::prelude::*;
     crate::render::text_font()?;
     let draw = || -> std::result::Result<(), Box<dyn std::error::Error>> {

@@ -19,7 +19,7 @@ pub fn progress(len: u64, what: &str, quiet: bool) -> ProgressBar {
 }
 
 /// A spinner named `what` for work of unknown length, described by `doing`.
-pub fn spinner(what: &str, doing: &str, quiet: bool) -> ProgressBar {
+pub(crate) fn spinner(what: &str, doing: &str, quiet: bool) -> ProgressBar {
     if quiet {
         return ProgressBar::hidden();
     }

@@ -67,7 +67,7 @@ fn sure(margin: f32, scale: f32) -> f32 {
 pub struct IndexBaseline;
 
 impl IndexBaseline {
-    pub const VERSION: &'static str = "index-v1";
+    pub(crate) const VERSION: &'static str = "index-v1";
 }
 
 impl Classifier for IndexBaseline {
@@ -271,7 +271,7 @@ impl ModelCard {
 
     /// Refuses a model whose inputs the imagery cannot provide, or whose `periods` disagrees
     /// with the history its inputs reach back to.
-    pub fn check_against(
+    pub(crate) fn check_against(
         &self,
         profile: &SensorProfile,
         card_path: &Path,
@@ -302,7 +302,7 @@ impl ModelCard {
 }
 
 /// Periods a model may consume: the current one and the archive's year of history.
-pub const MAX_PERIODS: usize = 6;
+pub(crate) const MAX_PERIODS: usize = 6;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Feature {
@@ -331,7 +331,7 @@ pub struct FeatureLayout {
 }
 
 impl FeatureLayout {
-    pub const DERIVED_HELP: &'static str =
+    pub(crate) const DERIVED_HELP: &'static str =
         "NDVI_MIN, NDVI_MAX, and NDVI_MED-k / NDVI_MIN-k / NDVI_MAX-k for k = 1..5 periods back";
 
     /// Parses input names; the error lists the names the profile cannot provide.
@@ -570,7 +570,7 @@ impl TorchClassifier {
     }
 
     /// Whether `profile` provides every input of the shipped model.
-    pub fn builtin_reads(profile: &SensorProfile) -> bool {
+    pub(crate) fn builtin_reads(profile: &SensorProfile) -> bool {
         FeatureLayout::parse(&Self::builtin_card().input_bands, profile).is_ok()
     }
 

@@ -43,7 +43,7 @@ use report::write_report;
 pub use returns::read_returns;
 
 /// The fields a county fills in and returns, in every format of the package.
-pub const RETURN_FIELDS: [FieldSpec; 5] = [
+pub(crate) const RETURN_FIELDS: [FieldSpec; 5] = [
     field("HCJG", OFTString, 12, "核查结果"),
     field("JZLX", OFTString, 16, "举证类型"),
     field("ZGZT", OFTString, 12, "整改状态"),

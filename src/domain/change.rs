@@ -37,8 +37,8 @@ pub enum ChangeType {
     PH = 3,
 }
 
-pub const FLAG_NONE: u8 = 0;
-pub const FLAG_OUTSIDE: u8 = 255;
+pub(crate) const FLAG_NONE: u8 = 0;
+pub(crate) const FLAG_OUTSIDE: u8 = 255;
 
 impl ChangeType {
     pub const ALL: [ChangeType; 3] = [ChangeType::FNH, ChangeType::FLH, ChangeType::PH];
@@ -63,7 +63,7 @@ impl ChangeType {
         self as u8
     }
 
-    pub fn from_flag(flag: u8) -> Option<Self> {
+    pub(crate) fn from_flag(flag: u8) -> Option<Self> {
         match flag {
             1 => Some(ChangeType::FNH),
             2 => Some(ChangeType::FLH),
@@ -72,14 +72,14 @@ impl ChangeType {
         }
     }
 
-    pub fn from_code(code: &str) -> Option<Self> {
+    pub(crate) fn from_code(code: &str) -> Option<Self> {
         ChangeType::ALL.into_iter().find(|t| t.code() == code)
     }
 }
 
 /// Earlier periods a non-grain class needs before it raises FLH: a perennial crop is told
 /// from a grain crop only over half a year (this period and two before).
-pub const PERENNIAL_MIN_HISTORY: usize = 2;
+pub(crate) const PERENNIAL_MIN_HISTORY: usize = 2;
 
 /// Consecutive periods, now included, that each change type's signal has been seen at a
 /// pixel, indexed by `ChangeType as usize - 1`; saturates at 255.
@@ -101,16 +101,16 @@ impl Rules {
 
     /// Two images judged as given: FNH and FLH at first sight; PH only when the pair is taken
     /// as evidence of abandonment ([`pair_cultivation`]), else never (it needs a year).
-    pub fn two_dates(abandonment: bool) -> Self {
+    pub(crate) fn two_dates(abandonment: bool) -> Self {
         Rules::new(1, 1, if abandonment { 1 } else { usize::MAX })
     }
 
-    pub fn min_periods(&self, t: ChangeType) -> usize {
+    pub(crate) fn min_periods(&self, t: ChangeType) -> usize {
         self.min_periods[t as usize - 1]
     }
 
     /// Earlier archived periods the rule of `t` needs before it can fire.
-    pub fn history_needed(&self, t: ChangeType) -> usize {
+    pub(crate) fn history_needed(&self, t: ChangeType) -> usize {
         let run = self.min_periods(t).saturating_sub(1);
         match t {
             ChangeType::FLH => run.max(PERENNIAL_MIN_HISTORY),
@@ -185,7 +185,7 @@ impl ParcelShares {
         }
     }
 
-    pub fn merge(&mut self, other: ParcelShares) {
+    pub(crate) fn merge(&mut self, other: ParcelShares) {
         for (parcel, c) in other.counts {
             let mine = self.counts.entry(parcel).or_default();
             for (m, v) in mine.iter_mut().zip(c) {
@@ -210,12 +210,12 @@ impl ParcelShares {
 
 /// Whether the later image of a pair shows cultivation, for PH from two dates: land that was
 /// cropland and is now grass or shrub does not; any other cover does (or is another change).
-pub fn pair_cultivation(now: u8) -> Option<bool> {
+pub(crate) fn pair_cultivation(now: u8) -> Option<bool> {
     Some(LandCover::from_code(now) != LandCover::Grass)
 }
 
 /// The runs up to now from those up to the period before and this period's signals.
-pub fn extend_runs(before: Runs, signals: [bool; 3]) -> Runs {
+pub(crate) fn extend_runs(before: Runs, signals: [bool; 3]) -> Runs {
     std::array::from_fn(|k| {
         if signals[k] {
             before[k].saturating_add(1)
@@ -226,18 +226,18 @@ pub fn extend_runs(before: Runs, signals: [bool; 3]) -> Runs {
 }
 
 /// NDVI of a bare, tilled or harvested field: at or below this, a period shows cultivation.
-pub const BARE_SOIL_NDVI: f32 = 0.25;
+pub(crate) const BARE_SOIL_NDVI: f32 = 0.25;
 /// NDVI of a dense crop canopy: at or above this, a period shows cultivation.
-pub const CROP_CANOPY_NDVI: f32 = 0.7;
+pub(crate) const CROP_CANOPY_NDVI: f32 = 0.7;
 
 /// Whether a period whose clear observations had NDVI between `min` and `max` showed a sign
 /// of cultivation (bare soil or a dense canopy); `None` without a clear observation.
-pub fn cultivation_seen(min: f32, max: f32) -> Option<bool> {
+pub(crate) fn cultivation_seen(min: f32, max: f32) -> Option<bool> {
     (min.is_finite() && max.is_finite()).then_some(min <= BARE_SOIL_NDVI || max >= CROP_CANOPY_NDVI)
 }
 
 /// Otsu's threshold of non-negative values (histogram of 256 bins between min and max).
-pub fn otsu_threshold(values: &[f32]) -> f32 {
+pub(crate) fn otsu_threshold(values: &[f32]) -> f32 {
     let finite: Vec<f32> = values.iter().copied().filter(|v| v.is_finite()).collect();
     let (lo, hi) = finite
         .iter()

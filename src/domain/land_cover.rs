@@ -25,7 +25,7 @@ impl LandCover {
         LandCover::Forest,
     ];
 
-    pub fn from_code(code: u8) -> LandCover {
+    pub(crate) fn from_code(code: u8) -> LandCover {
         match code {
             1 => LandCover::Grain,
             2 => LandCover::NonGrain,

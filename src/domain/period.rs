@@ -23,7 +23,7 @@ impl Period {
         Ok(Period { year, index })
     }
 
-    pub fn containing(date: NaiveDate) -> Self {
+    pub(crate) fn containing(date: NaiveDate) -> Self {
         Period {
             year: date.year(),
             index: (date.month0() / 2 + 1) as u8,
@@ -46,7 +46,7 @@ impl Period {
         self.offset(1)
     }
 
-    pub fn prev(self) -> Self {
+    pub(crate) fn prev(self) -> Self {
         self.offset(-1)
     }
 

@@ -181,7 +181,11 @@ pub fn allowed_from(from: Status, by: By) -> Vec<Status> {
 }
 
 /// Ok when `by` may move a patch from `from` to `to`; else the message lists what is allowed.
-pub fn check_transition(from: Status, to: Status, by: By) -> std::result::Result<(), String> {
+pub(crate) fn check_transition(
+    from: Status,
+    to: Status,
+    by: By,
+) -> std::result::Result<(), String> {
     if allowed_from(from, by).contains(&to) {
         Ok(())
     } else {

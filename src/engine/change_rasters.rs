@@ -26,7 +26,7 @@ fn release_freed_memory() {
 }
 
 /// The flag raster (a result) and the key, attribute and parcel rasters (scratch, in `work`).
-pub struct ChangeRasters {
+pub(crate) struct ChangeRasters {
     flags: GridTiff,
     key: GridTiff,
     attrs: GridTiff,
@@ -64,7 +64,7 @@ impl ChangeRasters {
     }
 
     /// Closes the rasters and turns the flagged pixels into patches (see [`patches::build`]).
-    pub fn into_patches(
+    pub(crate) fn into_patches(
         self,
         grid: &JobGrid,
         admin: &Admin,

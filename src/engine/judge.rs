@@ -40,7 +40,7 @@ pub struct History<'a> {
 
 impl History<'_> {
     /// A pair is judged as given: its classes are all there is.
-    pub const PAIR: History<'static> = History {
+    pub(crate) const PAIR: History<'static> = History {
         classes: &[],
         confidences: &[],
         periods: usize::MAX,
@@ -130,10 +130,10 @@ fn judge(o: &Observation, runs: Runs, history: &History, at: usize, rules: &Rule
 }
 
 /// Confidences are archived and passed on as bytes, 0..=250.
-pub fn confidence_to_byte(c: f32) -> u8 {
+pub(crate) fn confidence_to_byte(c: f32) -> u8 {
     (c.clamp(0.0, 1.0) * 250.0).round() as u8
 }
 
-pub fn byte_to_confidence(b: u8) -> f32 {
+pub(crate) fn byte_to_confidence(b: u8) -> f32 {
     f32::from(b) / 250.0
 }

@@ -11,10 +11,10 @@ use std::path::{Path, PathBuf};
 use FieldValue::{IntegerValue as I, RealValue as R, StringValue as S};
 
 /// How a field takes its value from a patch.
-pub type PatchValue = fn(&Patch) -> FieldValue;
+pub(crate) type PatchValue = fn(&Patch) -> FieldValue;
 
 /// The patch record of the design brief: each field with the value it takes from a patch.
-pub const PATCH_FIELDS: &[(FieldSpec, PatchValue)] = &[
+pub(crate) const PATCH_FIELDS: &[(FieldSpec, PatchValue)] = &[
     (field("TBBH", OFTString, 24, "图斑编号"), |p| {
         S(p.tbbh.clone())
     }),
@@ -99,17 +99,17 @@ pub const PATCH_FIELDS: &[(FieldSpec, PatchValue)] = &[
 ];
 
 /// The specs of [`PATCH_FIELDS`], for [`write_layer`].
-pub fn patch_specs() -> Vec<FieldSpec> {
+pub(crate) fn patch_specs() -> Vec<FieldSpec> {
     PATCH_FIELDS.iter().map(|(spec, _)| *spec).collect()
 }
 
 /// A patch's attribute values in [`PATCH_FIELDS`] order.
-pub fn patch_values(p: &Patch) -> Vec<FieldValue> {
+pub(crate) fn patch_values(p: &Patch) -> Vec<FieldValue> {
     PATCH_FIELDS.iter().map(|(_, value)| value(p)).collect()
 }
 
 /// `blank` fields follow the patch fields, empty, for the county to fill in.
-pub fn write_county(
+pub(crate) fn write_county(
     dir: &Path,
     stem: &str,
     srs: &SpatialRef,

@@ -23,15 +23,15 @@ pub const SQM_PER_MU: f64 = 10_000.0 / 15.0;
 
 /// Bands of the per-pixel attribute raster.
 pub mod attr_band {
-    pub const BEFORE: usize = 1;
-    pub const NOW: usize = 2;
+    pub(crate) const BEFORE: usize = 1;
+    pub(crate) const NOW: usize = 2;
     /// confidence * 250
-    pub const CONFIDENCE: usize = 3;
+    pub(crate) const CONFIDENCE: usize = 3;
     /// 0 not farmland, 1 farmland, 2 permanent basic farmland
-    pub const FARMLAND: usize = 4;
+    pub(crate) const FARMLAND: usize = 4;
     /// Consecutive periods, now included, the flagged change has been seen (saturating).
-    pub const PERSISTED: usize = 5;
-    pub const COUNT: usize = 5;
+    pub(crate) const PERSISTED: usize = 5;
+    pub(crate) const COUNT: usize = 5;
 }
 
 /// Serialised (without the outline) as the ledger's record of a sighting.
@@ -275,7 +275,7 @@ pub struct TypeTotals {
 }
 
 /// Count and area of `patches` for every change type (zero for the absent ones).
-pub fn totals_by_type(patches: &[Patch]) -> BTreeMap<&'static str, TypeTotals> {
+pub(crate) fn totals_by_type(patches: &[Patch]) -> BTreeMap<&'static str, TypeTotals> {
     let mut totals: BTreeMap<&'static str, TypeTotals> = ChangeType::ALL
         .iter()
         .map(|t| (t.code(), TypeTotals::default()))
@@ -293,7 +293,7 @@ pub fn totals_by_type(patches: &[Patch]) -> BTreeMap<&'static str, TypeTotals> {
 
 /// Gives each patch the township that holds most of its area; patches outside every
 /// township keep empty township fields.
-pub fn name_townships(townships: &Admin, patches: &mut [Patch]) -> Result<()> {
+pub(crate) fn name_townships(townships: &Admin, patches: &mut [Patch]) -> Result<()> {
     let units = townships.majority_units(patches.iter().map(|p| &p.geometry))?;
     for (p, unit) in patches.iter_mut().zip(units) {
         if let Some(unit) = unit {
@@ -305,7 +305,7 @@ pub fn name_townships(townships: &Admin, patches: &mut [Patch]) -> Result<()> {
 }
 
 /// Fills each patch's `parcel_id` with the identifier of its farmland parcel.
-pub fn name_parcels(farmland: &Farmland, patches: &mut [Patch]) -> Result<()> {
+pub(crate) fn name_parcels(farmland: &Farmland, patches: &mut [Patch]) -> Result<()> {
     let burnt: Vec<i32> = patches.iter().map(|p| p.parcel).collect();
     if let Some(ids) = farmland.parcel_ids(&burnt)? {
         for (p, id) in patches.iter_mut().zip(ids) {

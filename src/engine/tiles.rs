@@ -23,7 +23,7 @@ pub fn pool(threads: usize) -> std::result::Result<rayon::ThreadPool, rayon::Thr
 /// already use, so no second set of worker threads and their malloc arenas is made) and hands
 /// each result to `write`, in the order of `tiles`. A tile that fails stops the loop with an
 /// error naming the tile.
-pub fn for_each_tile<T: Send>(
+pub(crate) fn for_each_tile<T: Send>(
     pool: Option<&rayon::ThreadPool>,
     tiles: &[Tile],
     process: impl Fn(&Tile) -> Result<T> + Sync,

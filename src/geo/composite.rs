@@ -35,9 +35,9 @@ pub struct NdviStats {
 
 /// The NDVI archive stores one byte per value: (NDVI + 1) x 100, 255 = unknown. The rules
 /// need 0.01 precision at most, and a province's year of history stays small.
-pub const NDVI_NODATA: u8 = 255;
+pub(crate) const NDVI_NODATA: u8 = 255;
 
-pub fn ndvi_to_byte(v: f32) -> u8 {
+pub(crate) fn ndvi_to_byte(v: f32) -> u8 {
     if v.is_finite() {
         ((v.clamp(-1.0, 1.0) + 1.0) * 100.0).round() as u8
     } else {
@@ -45,7 +45,7 @@ pub fn ndvi_to_byte(v: f32) -> u8 {
     }
 }
 
-pub fn byte_to_ndvi(b: u8) -> f32 {
+pub(crate) fn byte_to_ndvi(b: u8) -> f32 {
     if b == NDVI_NODATA {
         f32::NAN
     } else {
@@ -55,7 +55,7 @@ pub fn byte_to_ndvi(b: u8) -> f32 {
 
 impl NdviStats {
     /// The statistics as a later period reads them back from the archive.
-    pub fn as_archived(&self) -> NdviStats {
+    pub(crate) fn as_archived(&self) -> NdviStats {
         let round = |v: &Vec<f32>| v.iter().map(|&x| byte_to_ndvi(ndvi_to_byte(x))).collect();
         NdviStats {
             median: round(&self.median),
@@ -97,7 +97,7 @@ impl Composite {
     }
 
     /// The six canonical bands (blue, green, red, nir, swir1, swir2) of `profile`.
-    pub fn canonical<'a>(&'a self, profile: &SensorProfile) -> [&'a [f32]; 6] {
+    pub(crate) fn canonical<'a>(&'a self, profile: &SensorProfile) -> [&'a [f32]; 6] {
         profile
             .canonical
             .map(|n| self.band(n).expect("composite has all profile bands"))

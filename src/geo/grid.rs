@@ -23,7 +23,7 @@ pub struct JobGrid {
 }
 
 /// Areas in m² and the minimum mapping unit need a projected CRS in metres.
-pub fn check_metric(srs: &SpatialRef) -> std::result::Result<(), String> {
+pub(crate) fn check_metric(srs: &SpatialRef) -> std::result::Result<(), String> {
     if !srs.is_projected() {
         return Err("is not projected (coordinates in degrees)".into());
     }
@@ -34,10 +34,10 @@ pub fn check_metric(srs: &SpatialRef) -> std::result::Result<(), String> {
 }
 
 /// (min x, min y, max x, max y) in CRS units.
-pub type Bounds = (f64, f64, f64, f64);
+pub(crate) type Bounds = (f64, f64, f64, f64);
 
 /// Whether two extents share some area.
-pub fn overlaps(a: Bounds, b: Bounds) -> bool {
+pub(crate) fn overlaps(a: Bounds, b: Bounds) -> bool {
     a.0 < b.2 && a.2 > b.0 && a.1 < b.3 && a.3 > b.1
 }
 
@@ -76,7 +76,7 @@ impl Tile {
     }
 
     /// Offset of the core inside the read window.
-    pub fn core_offset(&self) -> (usize, usize) {
+    pub(crate) fn core_offset(&self) -> (usize, usize) {
         (
             (self.core.x - self.read.x) as usize,
             (self.core.y - self.read.y) as usize,
@@ -84,7 +84,7 @@ impl Tile {
     }
 
     /// Copies the core part of a read-window raster.
-    pub fn crop_core<T: Copy>(&self, data: &[T]) -> Vec<T> {
+    pub(crate) fn crop_core<T: Copy>(&self, data: &[T]) -> Vec<T> {
         let (ox, oy) = self.core_offset();
         let mut out = Vec::with_capacity(self.core.len());
         for r in 0..self.core.height {
@@ -141,7 +141,7 @@ impl JobGrid {
         ]
     }
 
-    pub fn window_transform(&self, w: Window) -> GeoTransform {
+    pub(crate) fn window_transform(&self, w: Window) -> GeoTransform {
         [
             self.origin_x + w.x as f64 * self.resolution,
             self.resolution,
@@ -153,7 +153,7 @@ impl JobGrid {
     }
 
     /// (min_x, min_y, max_x, max_y) of a window in grid CRS units.
-    pub fn window_bounds(&self, w: Window) -> Bounds {
+    pub(crate) fn window_bounds(&self, w: Window) -> Bounds {
         let gt = self.window_transform(w);
         (
             gt[0],
@@ -194,12 +194,12 @@ impl JobGrid {
         Ok(srs)
     }
 
-    pub fn pixel_area_m2(&self) -> f64 {
+    pub(crate) fn pixel_area_m2(&self) -> f64 {
         self.resolution * self.resolution
     }
 
     /// Centre of pixel (col, row) in grid CRS units.
-    pub fn pixel_centre(&self, col: f64, row: f64) -> (f64, f64) {
+    pub(crate) fn pixel_centre(&self, col: f64, row: f64) -> (f64, f64) {
         (
             self.origin_x + (col + 0.5) * self.resolution,
             self.origin_y - (row + 0.5) * self.resolution,
@@ -208,7 +208,7 @@ impl JobGrid {
 
     /// The smallest window of whole pixels holding a shape with envelope `env` (grid CRS),
     /// grown by `pad` pixels on each side. It may reach outside the grid.
-    pub fn window_around(&self, env: &gdal::vector::Envelope, pad: usize) -> Window {
+    pub(crate) fn window_around(&self, env: &gdal::vector::Envelope, pad: usize) -> Window {
         let pad = pad as isize;
         let x = ((env.MinX - self.origin_x) / self.resolution).floor() as isize - pad;
         let y = ((self.origin_y - env.MaxY) / self.resolution).floor() as isize - pad;

@@ -189,7 +189,7 @@ impl Acquisition {
     /// Opens every file once, so that unreadable or ungeoreferenced files stop the run before
     /// any tile is processed, and returns the acquisition's extent in the grid CRS
     /// (min x, min y, max x, max y): tiles only read the acquisitions that cover them.
-    pub fn check_and_locate(&self, grid_srs: &SpatialRef) -> Result<Bounds> {
+    pub(crate) fn check_and_locate(&self, grid_srs: &SpatialRef) -> Result<Bounds> {
         let mut extent = (
             f64::INFINITY,
             f64::INFINITY,
@@ -262,7 +262,7 @@ impl Acquisition {
     }
 
     /// The clear-sky mask on `window` (true = usable); all true when the profile has no mask.
-    pub fn read_clear(
+    pub(crate) fn read_clear(
         &self,
         profile: &SensorProfile,
         grid: &JobGrid,

@@ -71,12 +71,12 @@ fn layer_srs(layer: &Layer, path: &Path) -> Result<SpatialRef> {
 }
 
 /// A labelled pixel of the grid: column, row and gengbao class code.
-pub type LabelledPixel = (usize, usize, u8);
+pub(crate) type LabelledPixel = (usize, usize, u8);
 
 /// The points of a vector file as grid pixels with their class (integer field `class_field`,
 /// gengbao codes 1..6). Points outside the grid are left out; a point without a class or with
 /// a code outside 1..6 is an error naming its feature.
-pub fn labelled_points(
+pub(crate) fn labelled_points(
     path: &Path,
     class_field: &str,
     grid: &JobGrid,
@@ -321,7 +321,7 @@ impl Admin {
 
     /// For each geometry, the unit that holds most of its area (None outside every unit).
     /// Ties go to the lower code.
-    pub fn majority_units<'a>(
+    pub(crate) fn majority_units<'a>(
         &self,
         geometries: impl IntoIterator<Item = &'a Geometry>,
     ) -> Result<Vec<Option<&County>>> {
@@ -348,7 +348,7 @@ impl Admin {
         Ok(found)
     }
 
-    pub fn envelope(&self) -> Result<Bounds> {
+    pub(crate) fn envelope(&self) -> Result<Bounds> {
         Ok(self.counties.iter().fold(
             (
                 f64::INFINITY,
@@ -364,7 +364,7 @@ impl Admin {
     }
 
     /// County index (1-based, in `counties` order) of each pixel of `window`; 0 outside.
-    pub fn rasterize(&self, grid: &JobGrid, window: Window) -> Result<Vec<u16>> {
+    pub(crate) fn rasterize(&self, grid: &JobGrid, window: Window) -> Result<Vec<u16>> {
         let b = grid.window_bounds(window);
         let bbox = Geometry::bbox(b.0, b.1, b.2, b.3)?;
         let mut geoms = Vec::new();
@@ -383,7 +383,7 @@ impl Admin {
 }
 
 /// Farmland rasters of a tile window.
-pub struct FarmlandTile {
+pub(crate) struct FarmlandTile {
     /// Feature id of the parcel under each pixel (0 = not farmland).
     pub parcel: Vec<i32>,
     /// Whether the parcel is permanent basic farmland (永久基本农田).
@@ -392,7 +392,7 @@ pub struct FarmlandTile {
 
 /// The cultivated-land parcel layer.
 #[derive(Debug, Clone)]
-pub struct Farmland {
+pub(crate) struct Farmland {
     pub path: PathBuf,
     layer: String,
     basic_field: Option<String>,
@@ -466,7 +466,7 @@ impl Farmland {
 
     /// Any polygon layer as the watched area, without the attribute checks of a job
     /// (two-date detection on a user's own parcels).
-    pub fn open_polygons(path: &Path) -> Result<Self> {
+    pub(crate) fn open_polygons(path: &Path) -> Result<Self> {
         let ds = open_vector(path)?;
         let lyr = layer(&ds, path, None)?;
         layer_srs(&lyr, path)?;
@@ -483,7 +483,7 @@ impl Farmland {
     /// The identifier (id field) of each burnt parcel number (feature id + 1, see
     /// [`Farmland::rasterize`]; 0 gives an empty string), or None when the layer has no id
     /// field.
-    pub fn parcel_ids(&self, burnt: &[i32]) -> Result<Option<Vec<String>>> {
+    pub(crate) fn parcel_ids(&self, burnt: &[i32]) -> Result<Option<Vec<String>>> {
         let Some(field) = &self.id_field else {
             return Ok(None);
         };
@@ -502,7 +502,7 @@ impl Farmland {
 
     /// Burns the parcels that touch `window` (opens the file per call: GDAL handles are per
     /// thread).
-    pub fn rasterize(
+    pub(crate) fn rasterize(
         &self,
         grid: &JobGrid,
         grid_srs: &SpatialRef,

@@ -29,7 +29,7 @@ fn mem_dataset<T: GdalType>(grid: &JobGrid, window: Window, bands: usize) -> Res
 
 /// Opens a raster and checks that it is georeferenced, so that warping cannot silently place
 /// it at the wrong spot.
-pub fn open_georeferenced(path: &Path) -> Result<Dataset> {
+pub(crate) fn open_georeferenced(path: &Path) -> Result<Dataset> {
     let ds = Dataset::open(path).map_err(|e| {
         Error::input(
             path,
@@ -64,7 +64,7 @@ thread_local! {
 /// The transformation between two CRSs (x = easting, y = northing on both sides), built once
 /// per thread and pair. The cache is keyed by WKT, which does not record the axis order:
 /// every caller passes CRSs set to the traditional GIS order.
-pub fn transform_between(
+pub(crate) fn transform_between(
     from: &SpatialRef,
     to: &SpatialRef,
 ) -> gdal::errors::Result<std::rc::Rc<CoordTransform>> {
@@ -80,7 +80,7 @@ pub fn transform_between(
 /// The bounds of `b` after transformation, from 21 points along each edge. (GDAL 3.6's
 /// OCTTransformBounds builds a new PROJ transformation on every call, which costs tens of
 /// milliseconds; transforming points reuses `t`.)
-pub fn transform_bounds(
+pub(crate) fn transform_bounds(
     t: &CoordTransform,
     b: crate::geo::grid::Bounds,
 ) -> gdal::errors::Result<crate::geo::grid::Bounds> {
@@ -250,7 +250,7 @@ fn read_aligned(
         .collect()
 }
 
-pub fn last_gdal_error() -> String {
+pub(crate) fn last_gdal_error() -> String {
     // SAFETY: CPLGetLastErrorMsg returns a pointer to a thread-local, NUL-terminated string.
     unsafe {
         let msg = gdal_sys::CPLGetLastErrorMsg();
@@ -263,7 +263,7 @@ pub fn last_gdal_error() -> String {
 
 /// Burns `geometries` (already in the grid CRS) into `window` with one value each; 0 elsewhere.
 /// A pixel belongs to a polygon when its centre is inside it.
-pub fn rasterize(
+pub(crate) fn rasterize(
     grid: &JobGrid,
     window: Window,
     geometries: &[Geometry],
@@ -285,7 +285,7 @@ pub fn rasterize(
 
 /// Reads `window` of band `band` of a raster laid on the job grid (archives, mosaics).
 /// Parts of the window outside the raster read as `fill`.
-pub fn read_grid_window<T: GdalType + Copy>(
+pub(crate) fn read_grid_window<T: GdalType + Copy>(
     ds: &Dataset,
     band: usize,
     window: Window,
@@ -344,7 +344,7 @@ impl GridTiff {
 
     /// A work file read once by a later stage, at DEFLATE's fastest level: an 8192² detection
     /// ran 2 % faster (medians of 3) with its three scratch rasters at level 1 than at 6.
-    pub fn create_scratch<T: GdalType>(
+    pub(crate) fn create_scratch<T: GdalType>(
         path: &Path,
         grid: &JobGrid,
         bands: usize,

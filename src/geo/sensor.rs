@@ -1,29 +1,10 @@
 //! Sensor profiles: what a product's bands are called, how digital numbers become reflectance,
 //! which value is nodata, and which pixels the product's own quality band marks as cloud or
-//! shadow. The classifier only sees the canonical bands ([`Canonical`]), so one rule set serves
+//! shadow. The classifier only sees the six canonical bands (blue, green, red,
+//! near infrared, shortwave infrared 1 and 2, in that order), so one rule set serves
 //! Sentinel-2 and Landsat alike.
 
 use crate::error::{Error, Result};
-
-/// The reflective bands every classifier in gengbao can rely on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Canonical {
-    Blue,
-    Green,
-    Red,
-    Nir,
-    Swir1,
-    Swir2,
-}
-
-pub const CANONICAL: [Canonical; 6] = [
-    Canonical::Blue,
-    Canonical::Green,
-    Canonical::Red,
-    Canonical::Nir,
-    Canonical::Swir1,
-    Canonical::Swir2,
-];
 
 /// How the product flags unusable pixels.
 #[derive(Debug, Clone, PartialEq)]
@@ -42,7 +23,7 @@ pub struct SensorProfile {
     pub description: &'static str,
     /// Band names in the order a multi-band image of this profile stores them.
     pub bands: &'static [&'static str],
-    /// Band name for each canonical band, in [`CANONICAL`] order.
+    /// Band name for each canonical band, in canonical order (blue, green, red, NIR, SWIR1, SWIR2).
     pub canonical: [&'static str; 6],
     /// reflectance = (dn - dark + add_offset) * scale, with `band_scale[i]` instead of `scale`
     /// when given (uncalibrated products whose bands have different gains)
@@ -157,14 +138,14 @@ impl SensorProfile {
     }
 
     /// The profile for a multi-band image with `band_count` bands, when only one fits.
-    pub fn for_band_count(band_count: usize) -> Option<&'static SensorProfile> {
+    pub(crate) fn for_band_count(band_count: usize) -> Option<&'static SensorProfile> {
         let mut fits = PROFILES.iter().filter(|p| p.bands.len() == band_count);
         let first = fits.next()?;
         // Several 6-band profiles exist; the caller must name one.
         fits.next().is_none().then_some(first)
     }
 
-    pub fn is_clear(&self, mask_value: u16) -> bool {
+    pub(crate) fn is_clear(&self, mask_value: u16) -> bool {
         match self.cloud_rule {
             CloudRule::SclClasses(bad) => !bad.contains(&mask_value),
             CloudRule::QaBits(bits) => mask_value & bits == 0,
@@ -173,21 +154,21 @@ impl SensorProfile {
     }
 
     /// Position of band `name` in the profile's band order.
-    pub fn band_index(&self, name: &str) -> Option<usize> {
+    pub(crate) fn band_index(&self, name: &str) -> Option<usize> {
         self.bands.iter().position(|b| *b == name)
     }
 
     /// Reflectance per DN of band `index` (profile order).
-    pub fn scale_of(&self, index: usize) -> f32 {
+    pub(crate) fn scale_of(&self, index: usize) -> f32 {
         self.band_scale.get(index).copied().unwrap_or(self.scale)
     }
 
-    pub fn is_nodata(&self, dn: f64) -> bool {
+    pub(crate) fn is_nodata(&self, dn: f64) -> bool {
         dn == self.nodata || dn.is_nan()
     }
 }
 
-pub fn profile_names() -> Vec<&'static str> {
+pub(crate) fn profile_names() -> Vec<&'static str> {
     PROFILES.iter().map(|p| p.name).collect()
 }
 

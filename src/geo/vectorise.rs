@@ -18,7 +18,7 @@ pub fn patch_key(county_index: u16, flag: u8) -> u16 {
 }
 
 /// (county index, flag) of a key.
-pub fn split_key(key: i64) -> (usize, u8) {
+pub(crate) fn split_key(key: i64) -> (usize, u8) {
     ((key / 4) as usize, (key % 4) as u8)
 }
 

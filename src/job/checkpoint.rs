@@ -21,20 +21,20 @@ use std::path::{Path, PathBuf};
 
 const MAGIC: &[u8; 8] = b"GBCKPT1\n";
 
-pub struct Checkpoints {
+pub(crate) struct Checkpoints {
     dir: PathBuf,
 }
 
 /// What a run found of an earlier attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Earlier {
+pub(crate) enum Earlier {
     None,
     /// Checkpoints of a run with other settings, model or archive: all were discarded.
     Discarded,
     Kept,
 }
 
-pub enum Saved {
+pub(crate) enum Saved {
     Missing,
     /// The tile's imagery changed since it was saved.
     Stale,
@@ -42,13 +42,13 @@ pub enum Saved {
 }
 
 /// A key for a list of identities (one per line).
-pub fn key_of(identities: &[String]) -> String {
+pub(crate) fn key_of(identities: &[String]) -> String {
     crate::short_sha256(identities.join("\n").as_bytes(), 16)
 }
 
 /// Identity of a file for change detection: path, size and modification time (what `make`
 /// and `rsync` use; hashing the imagery would cost as much as reading it).
-pub fn file_identity(path: &Path) -> Result<String> {
+pub(crate) fn file_identity(path: &Path) -> Result<String> {
     let m = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
     let mtime = m
         .modified()
@@ -59,7 +59,7 @@ pub fn file_identity(path: &Path) -> Result<String> {
 }
 
 /// Identity of an acquisition: that of every file it has.
-pub fn acquisition_identity(a: &Acquisition) -> Result<String> {
+pub(crate) fn acquisition_identity(a: &Acquisition) -> Result<String> {
     let ids = a
         .files
         .values()

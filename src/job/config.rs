@@ -520,7 +520,7 @@ impl JobConfig {
         Ok(())
     }
 
-    pub fn resolve(&self, p: &Path) -> PathBuf {
+    pub(crate) fn resolve(&self, p: &Path) -> PathBuf {
         if p.is_absolute() {
             p.to_path_buf()
         } else {
@@ -533,7 +533,7 @@ impl JobConfig {
         OutputLayout::new(self.resolve(&self.job.output))
     }
 
-    pub fn min_area_for(&self, code: &str) -> f64 {
+    pub(crate) fn min_area_for(&self, code: &str) -> f64 {
         self.rules
             .min_area_m2_by_type
             .get(code)

@@ -11,11 +11,11 @@ use crate::job::summary::RunSummary;
 
 /// Exit code of a run that did all it could while periods that are over still wait for
 /// imagery.
-pub const EXIT_WAITING_FOR_IMAGERY: u8 = 4;
+pub(crate) const EXIT_WAITING_FOR_IMAGERY: u8 = 4;
 /// Exit code when another run holds the job's lock.
-pub const EXIT_LOCKED: u8 = 3;
+pub(crate) const EXIT_LOCKED: u8 = 3;
 /// Exit code of a command that failed (the message names the file and the fix).
-pub const EXIT_FAILED: u8 = 1;
+pub(crate) const EXIT_FAILED: u8 = 1;
 
 /// The exit code of a failed command.
 pub fn exit_code_of(e: &Error) -> u8 {

@@ -67,7 +67,7 @@ pub struct PeriodFiles {
 }
 
 impl PeriodFiles {
-    pub fn in_dir(dir: impl Into<PathBuf>) -> Self {
+    pub(crate) fn in_dir(dir: impl Into<PathBuf>) -> Self {
         PeriodFiles { dir: dir.into() }
     }
 
@@ -113,17 +113,17 @@ impl PeriodFiles {
     }
 
     /// A county's patch files, relative to the period folder.
-    pub fn county_entry(county: &str) -> PathBuf {
+    pub(crate) fn county_entry(county: &str) -> PathBuf {
         Path::new("counties").join(county)
     }
 
     /// The stem of a county's patch files: `TB_<XZQDM>_<period>`.
-    pub fn county_stem(county: &str, period: Period) -> String {
+    pub(crate) fn county_stem(county: &str, period: Period) -> String {
         format!("TB_{county}_{period}")
     }
 
     /// Whether the archive a later period reads is all there.
-    pub fn archived(&self) -> bool {
+    pub(crate) fn archived(&self) -> bool {
         self.class().exists() && self.ndvi().exists() && self.signals().exists()
     }
 }

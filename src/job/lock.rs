@@ -17,7 +17,7 @@ use std::path::Path;
 
 /// Held for as long as a run works on a job.
 #[derive(Debug)]
-pub struct JobLock {
+pub(crate) struct JobLock {
     file: File,
     /// Set when a dead run's record was found: what it said.
     pub took_over: Option<String>,
@@ -37,7 +37,7 @@ fn holder_record() -> String {
 
 impl JobLock {
     /// Takes the lock of the job writing into `output`, creating the folder if needed.
-    pub fn acquire(output: &OutputLayout) -> Result<JobLock> {
+    pub(crate) fn acquire(output: &OutputLayout) -> Result<JobLock> {
         let root = output.root();
         std::fs::create_dir_all(root).map_err(|e| Error::io(root, e))?;
         let path = output.lock_file();

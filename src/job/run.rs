@@ -40,7 +40,7 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 /// How many earlier periods a run looks back at (one year with the current one).
-pub const HISTORY: usize = 5;
+pub(crate) const HISTORY: usize = 5;
 
 #[derive(Debug, Clone, Default)]
 pub struct RunOptions {
@@ -62,13 +62,16 @@ impl RunOptions {
 }
 
 /// The classifier the job names.
-pub fn load_classifier(cfg: &JobConfig, profile: &SensorProfile) -> Result<Box<dyn Classifier>> {
+pub(crate) fn load_classifier(
+    cfg: &JobConfig,
+    profile: &SensorProfile,
+) -> Result<Box<dyn Classifier>> {
     let model = cfg.classifier.model.as_ref().map(|m| cfg.resolve(m));
     crate::classify::select(cfg.classifier.kind, model.as_deref(), profile)
 }
 
 /// The periods that have imagery in the job's folder, in order.
-pub fn periods_with_imagery(cfg: &JobConfig) -> Result<Vec<Period>> {
+pub(crate) fn periods_with_imagery(cfg: &JobConfig) -> Result<Vec<Period>> {
     let profile = SensorProfile::by_name(&cfg.imagery.sensor)?;
     Ok(Catalog::scan(&cfg.resolve(&cfg.imagery.folder), profile)?.periods())
 }

@@ -41,11 +41,11 @@ pub struct Plan {
 }
 
 /// The day a period's run may start: the day after it ends plus the imagery delay.
-pub fn due_on(cfg: &JobConfig, period: Period) -> NaiveDate {
+pub(crate) fn due_on(cfg: &JobConfig, period: Period) -> NaiveDate {
     period.last_day() + Duration::days(1 + i64::from(cfg.schedule.delay_days))
 }
 
-pub fn is_done(cfg: &JobConfig, period: Period) -> bool {
+pub(crate) fn is_done(cfg: &JobConfig, period: Period) -> bool {
     cfg.layout().period(period).summary().exists()
 }
 

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 /// A folder that results are written into before they replace their target in one rename, so
 /// that a failed or killed run never leaves half a result and never loses the previous one.
 /// It sits beside the target (same file system) and is removed when dropped.
-pub struct StagingDir {
+pub(crate) struct StagingDir {
     path: PathBuf,
 }
 
@@ -34,7 +34,7 @@ fn leftover(entry: &str) -> Option<(&str, &str, &str, &str)> {
 /// [`leftover_name`] only): staging folders of dead processes are removed; a set-aside
 /// previous result is put back when its folder is missing (the process died between the two
 /// renames of a replacement), else removed.
-pub fn clean_stale(parent: &Path) -> Result<()> {
+pub(crate) fn clean_stale(parent: &Path) -> Result<()> {
     let Ok(entries) = std::fs::read_dir(parent) else {
         return Ok(());
     };
@@ -121,7 +121,7 @@ impl StagingDir {
     }
 
     /// Replaces `target` with one entry of the staged folder.
-    pub fn move_entry(&self, entry: impl AsRef<Path>, target: &Path) -> Result<()> {
+    pub(crate) fn move_entry(&self, entry: impl AsRef<Path>, target: &Path) -> Result<()> {
         replace_path(&self.path.join(entry), target)
     }
 }

@@ -23,8 +23,10 @@ mod record;
 mod returns;
 mod store;
 
-pub use record::grain_share;
-pub use returns::{ImportReport, ReturnRow, RECTIFICATION_VALUES, RESULT_VALUES};
+pub use returns::ReturnRow;
+
+pub(crate) use record::grain_share;
+pub(crate) use returns::{ImportReport, RECTIFICATION_VALUES, RESULT_VALUES};
 
 use crate::domain::period::Period;
 use crate::domain::status::{check_transition, By, Evidence, Status};
@@ -72,7 +74,7 @@ impl Default for LedgerRules {
 
 /// Share of a patch's classified pixels under cultivation (grain) in a period, or None when
 /// too few pixels were observed to tell.
-pub type CultivatedShare<'a> = dyn Fn(&Geometry) -> Result<Option<f64>> + 'a;
+pub(crate) type CultivatedShare<'a> = dyn Fn(&Geometry) -> Result<Option<f64>> + 'a;
 
 /// A patch as the ledger lists it.
 #[derive(Debug, Clone, Serialize)]

@@ -379,7 +379,7 @@ fn surface_area(g: &Geometry) -> f64 {
 
 /// Share of the observed pixels of `classes` (a window's land cover) inside `inside` that
 /// are grain; None when fewer than half of the inside pixels were observed.
-pub fn grain_share(classes: &[u8], inside: &[i32]) -> Option<f64> {
+pub(crate) fn grain_share(classes: &[u8], inside: &[i32]) -> Option<f64> {
     let (mut total, mut seen, mut grain) = (0u32, 0u32, 0u32);
     for (&c, &m) in classes.iter().zip(inside) {
         if m == 0 {

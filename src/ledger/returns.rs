@@ -32,8 +32,8 @@ pub struct ReturnRow {
     pub attachments: Vec<String>,
 }
 
-pub const RESULT_VALUES: [&str; 3] = ["核查中", "举证", "需整改"];
-pub const RECTIFICATION_VALUES: [&str; 2] = ["整改中", "已整改"];
+pub(crate) const RESULT_VALUES: [&str; 3] = ["核查中", "举证", "需整改"];
+pub(crate) const RECTIFICATION_VALUES: [&str; 2] = ["整改中", "已整改"];
 
 impl ReturnRow {
     /// The status the row asks for (None: nothing to change) and the evidence type.

@@ -5,7 +5,7 @@ use crate::error::{Error, GdalContext, Result};
 use std::path::Path;
 
 /// fonts-dejavu-core (installed by scripts/setup.sh), or the file in `GENGBAO_FONT`.
-pub fn text_font() -> Result<()> {
+pub(crate) fn text_font() -> Result<()> {
     use plotters::style::{register_font, FontStyle};
     static FONT: std::sync::OnceLock<std::result::Result<(), String>> = std::sync::OnceLock::new();
     let font_path = std::env::var("GENGBAO_FONT")
@@ -55,7 +55,7 @@ pub(crate) fn flag_colour(flag: u8) -> Option<[u8; 3]> {
 /// A PNG overview of a period, or of `window` of it (at most `max_side` pixels a side): land
 /// cover in muted colours, FNH red, FLH orange, PH purple. For a glance at a run, not for
 /// measuring. Written into a staging folder, so it needs no atomic write of its own.
-pub fn write_quicklook(
+pub(crate) fn write_quicklook(
     class_tif: &Path,
     flags_tif: &Path,
     png: &Path,

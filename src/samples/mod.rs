@@ -47,7 +47,7 @@ const ORIGIN: (f64, f64) = (500_000.0, 3_500_000.0);
 const RES: f64 = 10.0;
 /// Changes are placed across multiples of this many pixels, so tilings of 128, 256 or 512 px
 /// cut some of them.
-pub const SEAM_STEP: usize = 128;
+pub(crate) const SEAM_STEP: usize = 128;
 
 #[derive(Debug, Clone)]
 pub struct SampleOptions {

@@ -249,7 +249,7 @@ impl TrainConfig {
     }
 
     /// A dataset path with `{real_data}` expanded, relative to the config file.
-    pub fn resolve(&self, path: &str) -> PathBuf {
+    pub(crate) fn resolve(&self, path: &str) -> PathBuf {
         let real = std::env::var("GENGBAO_REAL_DATA")
             .ok()
             .or_else(|| self.paths.real_data.clone())

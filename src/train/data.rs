@@ -435,7 +435,7 @@ pub fn extract(cfg: &TrainConfig, layout: &FeatureLayout) -> Result<(SampleSet, 
 }
 
 /// Per-input mean and standard deviation over the training pixels.
-pub fn normalisation_of(set: &SampleSet) -> Normalisation {
+pub(crate) fn normalisation_of(set: &SampleSet) -> Normalisation {
     let f = set.inputs;
     let train = set.indices(Split::Train);
     let n = train.len().max(1) as f64;

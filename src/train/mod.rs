@@ -19,14 +19,13 @@ mod evaluate;
 mod fit;
 mod point_model;
 
-pub use config::{DatasetSpec, ModelSection, PathsSection, SplitSection, TrainConfig};
-pub use data::{
-    extract, normalisation_of, unpack_band_stacks, visit_labelled, DatasetInfo, LabelledTile,
-    SampleSet, Split,
-};
+pub use config::TrainConfig;
+pub use data::{extract, unpack_band_stacks, visit_labelled, SampleSet, Split};
 pub use evaluate::{evaluate_classifier, Evaluation};
-pub use fit::{fit, FitOptions, FitState, Fitted};
-pub use point_model::PointModel;
+pub use fit::{fit, FitOptions, Fitted};
+
+pub(crate) use fit::FitState;
+pub(crate) use point_model::PointModel;
 
 use crate::classify::{Classifier, FeatureLayout, ModelCard, ModelFormat, TorchClassifier};
 use crate::domain::land_cover::LandCover;

@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 
 /// A model learned from labelled pixels of one image: what `detect --samples-*` trains, the
 /// way the peer tools train a random forest per date on the user's points.
-pub struct PointModel<'a> {
+pub(crate) struct PointModel<'a> {
     pub profile: &'a SensorProfile,
     pub grid: &'a JobGrid,
     /// Name written into the card, e.g. `detect-before`.

@@ -1,7 +1,6 @@
 //! Bad inputs stop the run with a message naming the file (or config key) and the fix, and
 //! leave no partial output: neither a period folder nor a staging folder.
 
-
 use crate::common::{city, copy_dir, files_below};
 use gengbao::job::config::JobConfig;
 use gengbao::job::run::{run_period, RunOptions};

@@ -1,7 +1,6 @@
 //! The imagery catalog finds acquisitions by the naming of real products, dates them from
 //! their own names, and the sample generator never deletes a folder it did not make.
 
-
 use crate::common::geotiff;
 use gengbao::geo::imagery::Catalog;
 use gengbao::geo::sensor::SensorProfile;

@@ -2,7 +2,6 @@
 //! PyTorch load with a model card, classify tiles in batches, and a card that does not match
 //! the imagery is refused.
 
-
 use gengbao::classify::{build_mlp, Classifier, ClassifierInput, ModelCard, TorchClassifier};
 use gengbao::geo::composite::Composite;
 use gengbao::geo::sensor::SensorProfile;

@@ -3,7 +3,6 @@
 //! of another crop in a grain field, and a points file with a bad label is refused by name
 //! with nothing written.
 
-
 use gdal::spatial_ref::SpatialRef;
 use gdal::vector::{FieldValue, Geometry, LayerAccess};
 use gdal_sys::OGRFieldType::OFTInteger;

@@ -4,7 +4,6 @@
 //! keeps its number, an accepted patch is not dispatched again, and rectified patches are
 //! re-checked against the new land cover.
 
-
 use crate::common::seeded_city;
 use gdal::vector::LayerAccess;
 use gdal::Dataset;

@@ -1,7 +1,6 @@
 //! The bimonthly job on a generated city: planted changes are found, seams do not split
 //! patches, runs are deterministic, and a county run leaves other counties alone.
 
-
 use crate::common::{city, config_text, run_all, snapshot};
 use gdal::vector::LayerAccess;
 use gengbao::evaluate::{read_period_patches, score_against_truth};

@@ -3,7 +3,6 @@
 //! computed on the same reflectance. Skips with a message when the data is absent.
 //! Reproduce the README figures: `cargo test --release --test real_taizhou -- --nocapture`.
 
-
 use gengbao::detect::{detect, DetectOptions};
 use gengbao::domain::change::change_vector_otsu;
 use gengbao::evaluate::{binary_score, BinaryScore};

@@ -2,7 +2,6 @@
 //! per-tile checkpoints and ends with exactly the outputs of an uninterrupted run; changed
 //! imagery is redone; a second run on the same job is refused; the schedule finds the gaps.
 
-
 use crate::common::{city, config_text, copy_dir};
 use gengbao::job::config::JobConfig;
 use gengbao::job::run::{run_period, RunOptions};

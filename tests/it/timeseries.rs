@@ -3,7 +3,6 @@
 //! year and a one-period flood are never flagged, a lasting change to water is flagged in its
 //! second period, and every patch says when it was first seen and how long it has lasted.
 
-
 use crate::common::{run_all, seeded_city};
 use gdal::vector::Geometry;
 use gengbao::domain::change::ChangeType;

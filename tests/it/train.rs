@@ -3,7 +3,6 @@
 //! the shipped model keeps the figures of its card on the held-out real pixels, and a model is
 //! refused by imagery that lacks its inputs.
 
-
 use gengbao::classify::{
     select, Classifier, ClassifierInput, ClassifierKind, FeatureLayout, ModelCard, ModelFormat,
     TorchClassifier,
