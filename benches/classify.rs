@@ -15,9 +15,9 @@ const SIDE: usize = 512;
 fn tile(profile: &SensorProfile) -> (Composite, Vec<NdviStats>) {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
     let n = SIDE * SIDE;
-    let bands = (0..profile.bands.len())
-        .map(|_| (0..n).map(|_| rng.gen_range(0.01f32..0.5)).collect())
-        .collect();
+    let bands = ndarray::Array3::from_shape_simple_fn((profile.bands.len(), SIDE, SIDE), || {
+        rng.gen_range(0.01f32..0.5)
+    });
     let history = (0..5)
         .map(|_| {
             let v: Vec<f32> = (0..n).map(|_| rng.gen_range(-0.1f32..0.9)).collect();
@@ -28,7 +28,7 @@ fn tile(profile: &SensorProfile) -> (Composite, Vec<NdviStats>) {
             }
         })
         .collect();
-    (Composite::single(profile, SIDE, SIDE, bands), history)
+    (Composite::single(profile, bands), history)
 }
 
 fn classify(c: &mut Criterion) {

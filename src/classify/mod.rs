@@ -78,7 +78,7 @@ impl Classifier for IndexBaseline {
     fn classify(&self, input: &ClassifierInput) -> Result<Classified> {
         let c = input.composite;
         let [blue, green, red, nir, swir1, _] = c.canonical(input.profile);
-        let n = c.width * c.height;
+        let n = c.len();
         let mut classes = vec![0u8; n];
         let mut confidence = vec![0f32; n];
         let recent = &input.history[..input.history.len().min(2)];
@@ -420,40 +420,48 @@ impl FeatureLayout {
             .unwrap_or(0)
     }
 
-    /// Whether pixel `i` of the composite was observed in every band the model reads.
-    pub fn observed(&self, c: &Composite, i: usize) -> bool {
-        self.bands.iter().all(|&b| c.bands[b][i].is_finite())
+    /// The pixels of `c` observed in every band the model reads, in row-major order.
+    pub fn observed_pixels(&self, c: &Composite) -> Vec<usize> {
+        let bands = c.pixels();
+        (0..c.len())
+            .filter(|&i| self.bands.iter().all(|&b| bands[[b, i]].is_finite()))
+            .collect()
     }
 
-    /// Appends the inputs of pixel `i`, normalised. An earlier period that is not archived
-    /// yet, or had no clear view of the pixel, is stood in for by the nearest later one (at
-    /// worst the current period): the model then sees "no change", never a made-up value.
-    pub fn push(
+    /// Appends the inputs of each of `pixels`, normalised, one row per pixel. An earlier
+    /// period that is not archived yet, or had no clear view of the pixel, is stood in for by
+    /// the nearest later one (at worst the current period): the model then sees "no change",
+    /// never a made-up value.
+    pub fn push_pixels(
         &self,
         c: &Composite,
         history: &[NdviStats],
-        i: usize,
+        pixels: &[usize],
         norm: &Normalisation,
         out: &mut Vec<f32>,
     ) {
-        for (k, f) in self.features.iter().enumerate() {
-            let v = match *f {
-                Feature::Band(b) => c.bands[b][i],
-                Feature::Ndvi { lag, stat } => {
-                    let pick = |s: &NdviStats| match stat {
-                        NdviStat::Median => s.median[i],
-                        NdviStat::Min => s.min[i],
-                        NdviStat::Max => s.max[i],
-                    };
-                    (1..=lag.min(history.len()))
-                        .rev()
-                        .map(|l| pick(&history[l - 1]))
-                        .find(|v| v.is_finite())
-                        .unwrap_or_else(|| pick(&c.ndvi))
-                }
-            };
-            let v = if v.is_finite() { v } else { norm.mean[k] };
-            out.push((v - norm.mean[k]) / norm.std[k]);
+        let bands = c.pixels();
+        out.reserve(pixels.len() * self.features.len());
+        for &i in pixels {
+            for (k, f) in self.features.iter().enumerate() {
+                let v = match *f {
+                    Feature::Band(b) => bands[[b, i]],
+                    Feature::Ndvi { lag, stat } => {
+                        let pick = |s: &NdviStats| match stat {
+                            NdviStat::Median => s.median[i],
+                            NdviStat::Min => s.min[i],
+                            NdviStat::Max => s.max[i],
+                        };
+                        (1..=lag.min(history.len()))
+                            .rev()
+                            .map(|l| pick(&history[l - 1]))
+                            .find(|v| v.is_finite())
+                            .unwrap_or_else(|| pick(&c.ndvi))
+                    }
+                };
+                let v = if v.is_finite() { v } else { norm.mean[k] };
+                out.push((v - norm.mean[k]) / norm.std[k]);
+            }
         }
     }
 }
@@ -635,16 +643,14 @@ impl TorchClassifier {
         // Gradient mode is per thread in libtorch.
         let _guard = tch::no_grad_guard();
         let nb = self.layout.len();
-        let mut features = Vec::with_capacity(chunk.len() * nb);
-        for &i in chunk {
-            self.layout.push(
-                input.composite,
-                input.history,
-                i,
-                &self.card.normalisation,
-                &mut features,
-            );
-        }
+        let mut features = Vec::new();
+        self.layout.push_pixels(
+            input.composite,
+            input.history,
+            chunk,
+            &self.card.normalisation,
+            &mut features,
+        );
         let x = tch::Tensor::of_slice(&features).view([chunk.len() as i64, nb as i64]);
         let logits = self.forward(&x)?;
         if logits.size() != [chunk.len() as i64, self.card.classes.len() as i64] {
@@ -714,10 +720,10 @@ impl Classifier for TorchClassifier {
 
     fn classify(&self, input: &ClassifierInput) -> Result<Classified> {
         let c = input.composite;
-        let n = c.width * c.height;
+        let n = c.len();
         let mut classes = vec![0u8; n];
         let mut confidence = vec![0f32; n];
-        let valid: Vec<usize> = (0..n).filter(|&i| self.layout.observed(c, i)).collect();
+        let valid = self.layout.observed_pixels(c);
         let batches: Vec<Batch> = valid
             .par_chunks(self.batch)
             .map(|chunk| self.classify_batch(input, chunk))

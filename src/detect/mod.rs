@@ -186,7 +186,10 @@ impl Pair<'_> {
             Resample::Bilinear,
             Some(profile.nodata),
         )?;
-        for (i, b) in bands.iter_mut().enumerate() {
+        for (i, mut b) in bands.outer_iter_mut().enumerate() {
+            let b = b
+                .as_slice_mut()
+                .expect("a read stack is in standard layout");
             to_reflectance(profile, i, self.add_offset - image.dark[i], b);
             if let Some(parcels) = watched {
                 for (v, &parcel) in b.iter_mut().zip(parcels) {
@@ -196,7 +199,7 @@ impl Pair<'_> {
                 }
             }
         }
-        Ok(Composite::single(profile, w.width, w.height, bands))
+        Ok(Composite::single(profile, bands))
     }
 }
 

@@ -6,6 +6,7 @@ use crate::error::{Error, Result};
 use crate::geo::grid::{JobGrid, Window};
 use crate::geo::imagery::Acquisition;
 use crate::geo::sensor::SensorProfile;
+use ndarray::{Array2, Array3, ArrayView2, Axis};
 
 // The red band must come before NIR in a profile so that per-observation NDVI can be formed.
 
@@ -13,11 +14,10 @@ use crate::geo::sensor::SensorProfile;
 /// observation.
 #[derive(Debug, Clone)]
 pub struct Composite {
-    pub width: usize,
-    pub height: usize,
     /// Band names in profile order.
     pub band_names: Vec<String>,
-    pub bands: Vec<Vec<f32>>,
+    /// Reflectance, bands (in profile order) × rows × columns.
+    pub bands: Array3<f32>,
     /// Number of clear observations per pixel.
     pub clear_count: Vec<u8>,
     /// NDVI of the composite, and the lowest and highest NDVI of the clear observations: the
@@ -67,17 +67,16 @@ impl NdviStats {
 
 impl Composite {
     /// A "composite" of one cloud-free image (two-date detection): every observation counts.
-    pub fn single(
-        profile: &SensorProfile,
-        width: usize,
-        height: usize,
-        bands: Vec<Vec<f32>>,
-    ) -> Self {
+    /// `bands` holds every band of `profile`, in its order.
+    pub fn single(profile: &SensorProfile, bands: Array3<f32>) -> Self {
+        assert_eq!(
+            bands.dim().0,
+            profile.bands.len(),
+            "one plane per profile band"
+        );
         let v = ndvi_of_bands(profile, &bands);
         let clear_count = v.iter().map(|x| u8::from(x.is_finite())).collect();
         Composite {
-            width,
-            height,
             band_names: profile.bands.iter().map(|s| s.to_string()).collect(),
             bands,
             clear_count,
@@ -89,11 +88,38 @@ impl Composite {
         }
     }
 
+    pub fn width(&self) -> usize {
+        self.bands.dim().2
+    }
+
+    pub fn height(&self) -> usize {
+        self.bands.dim().1
+    }
+
+    /// Number of pixels of the window.
+    pub fn len(&self) -> usize {
+        self.width() * self.height()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     pub fn band(&self, name: &str) -> Option<&[f32]> {
         self.band_names
             .iter()
             .position(|b| b == name)
-            .map(|i| self.bands[i].as_slice())
+            .map(|i| band_values(&self.bands, i))
+    }
+
+    /// The bands as one row of pixels each (band × pixel, pixels in row-major order): how
+    /// per-pixel code indexes them.
+    pub fn pixels(&self) -> ArrayView2<'_, f32> {
+        let (bands, rows, cols) = self.bands.dim();
+        self.bands
+            .view()
+            .into_shape((bands, rows * cols))
+            .expect("a composite is in standard layout")
     }
 
     /// The six canonical bands (blue, green, red, nir, swir1, swir2) of `profile`.
@@ -110,7 +136,7 @@ const NO_OBSERVATION: u16 = u16::MAX;
 /// For each pixel, the clear observation whose blue reflectance is the median (the lower of the
 /// two middle ones for an even count): haze and undetected cloud edges brighten blue, so the
 /// choice leans away from them, and all bands of a pixel come from one real observation.
-fn pick_observations(blue: &[Vec<f32>], clear: &[Vec<bool>], n: usize) -> Vec<u16> {
+fn pick_observations(blue: &[&[f32]], clear: &[Vec<bool>], n: usize) -> Vec<u16> {
     let mut ranked: Vec<(f32, u16)> = Vec::with_capacity(blue.len());
     (0..n)
         .map(|i| {
@@ -155,37 +181,38 @@ pub fn build(
         .map(|a| a.read_clear(profile, grid, window))
         .collect::<Result<_>>()?;
     let [blue_name, _, red_name, nir_name, _, _] = profile.canonical;
-    let read_all = |name: &str| -> Result<Vec<Vec<f32>>> {
+    let read_all = |name: &str| -> Result<Vec<Array2<f32>>> {
         acquisitions
             .iter()
             .map(|a| a.read_reflectance(profile, add_offset, name, grid, window))
             .collect()
     };
     let mut blue = read_all(blue_name)?;
-    let chosen = pick_observations(&blue, &clear, n);
+    let chosen = pick_observations(&as_slices(&blue), &clear, n);
     // Usable observations: clear by the quality band and holding data.
     let clear_count = (0..n)
         .map(|i| {
             clear
                 .iter()
                 .zip(&blue)
-                .filter(|(m, b)| m[i] && b[i].is_finite())
+                .filter(|(m, b)| m[i] && b.as_slice().is_some_and(|b| b[i].is_finite()))
                 .count()
                 .min(255) as u8
         })
         .collect();
     let (mut ndvi_min, mut ndvi_max) = (vec![f32::NAN; n], vec![f32::NAN; n]);
-    let mut red_obs: Vec<Vec<f32>> = Vec::new();
-    let mut bands: Vec<Vec<f32>> = Vec::with_capacity(profile.bands.len());
-    for name in profile.bands {
+    let mut red_obs: Vec<Array2<f32>> = Vec::new();
+    let mut bands = Array3::from_elem((profile.bands.len(), window.height, window.width), f32::NAN);
+    for (b, name) in profile.bands.iter().enumerate() {
         // Blue was read to choose the observations: not again.
         let obs = if *name == blue_name {
             std::mem::take(&mut blue)
         } else {
             read_all(name)?
         };
+        let obs_values = as_slices(&obs);
         if *name == nir_name {
-            for ((nir, red), m) in obs.iter().zip(&red_obs).zip(&clear) {
+            for ((nir, red), m) in obs_values.iter().zip(as_slices(&red_obs)).zip(&clear) {
                 for i in 0..n {
                     let v = ndvi(red[i], nir[i]);
                     if m[i] && v.is_finite() {
@@ -203,27 +230,21 @@ pub fn build(
                 }
             }
         }
-        bands.push(
-            chosen
-                .iter()
-                .enumerate()
-                .map(|(i, &k)| {
-                    if k == NO_OBSERVATION {
-                        f32::NAN
-                    } else {
-                        obs[usize::from(k)][i]
-                    }
-                })
-                .collect(),
-        );
+        let mut plane = bands.index_axis_mut(Axis(0), b);
+        let plane = plane
+            .as_slice_mut()
+            .expect("a new array is in standard layout");
+        for ((v, &k), i) in plane.iter_mut().zip(&chosen).zip(0..) {
+            if k != NO_OBSERVATION {
+                *v = obs_values[usize::from(k)][i];
+            }
+        }
         if *name == red_name {
             red_obs = obs;
         }
     }
     let median = ndvi_of_bands(profile, &bands);
     Ok(Composite {
-        width: window.width,
-        height: window.height,
         band_names: profile.bands.iter().map(|s| s.to_string()).collect(),
         bands,
         clear_count,
@@ -235,16 +256,31 @@ pub fn build(
     })
 }
 
+/// Each acquisition's band as one slice of its pixels.
+fn as_slices(stack: &[Array2<f32>]) -> Vec<&[f32]> {
+    stack
+        .iter()
+        .map(|a| a.as_slice().expect("a band is read in standard layout"))
+        .collect()
+}
+
+/// Band `b` of a stack in standard layout, as one slice of its pixels.
+fn band_values(bands: &Array3<f32>, b: usize) -> &[f32] {
+    let (_, rows, cols) = bands.dim();
+    let all = bands.as_slice().expect("a stack is in standard layout");
+    &all[b * rows * cols..(b + 1) * rows * cols]
+}
+
 /// NDVI of every pixel of a stack of all profile bands.
-fn ndvi_of_bands(profile: &SensorProfile, bands: &[Vec<f32>]) -> Vec<f32> {
+fn ndvi_of_bands(profile: &SensorProfile, bands: &Array3<f32>) -> Vec<f32> {
     let index = |name| {
         profile
             .band_index(name)
             .expect("canonical bands are profile bands")
     };
     let (red, nir) = (
-        &bands[index(profile.canonical[2])],
-        &bands[index(profile.canonical[3])],
+        band_values(bands, index(profile.canonical[2])),
+        band_values(bands, index(profile.canonical[3])),
     );
     red.iter().zip(nir).map(|(&r, &n)| ndvi(r, n)).collect()
 }
@@ -268,11 +304,7 @@ mod tests {
         // Pixel 0: three clear observations -> the middle one (index 2, blue 0.05).
         // Pixel 1: two clear (0.04 and a hazy 0.20) -> the lower; the cloudy one is ignored.
         // Pixel 2: nothing clear.
-        let blue = vec![
-            vec![0.09, 0.04, 0.3],
-            vec![0.02, 0.20, 0.3],
-            vec![0.05, 0.9, 0.3],
-        ];
+        let blue: [&[f32]; 3] = [&[0.09, 0.04, 0.3], &[0.02, 0.20, 0.3], &[0.05, 0.9, 0.3]];
         let clear = vec![
             vec![true, true, false],
             vec![true, true, false],

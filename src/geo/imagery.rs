@@ -15,6 +15,7 @@ use crate::geo::raster::{
 use crate::geo::sensor::SensorProfile;
 use chrono::NaiveDate;
 use gdal::spatial_ref::{AxisMappingStrategy, SpatialRef};
+use ndarray::{Array2, Axis};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -252,12 +253,17 @@ impl Acquisition {
         name: &str,
         grid: &JobGrid,
         window: Window,
-    ) -> Result<Vec<f32>> {
+    ) -> Result<Array2<f32>> {
         let path = &self.files[name];
-        let mut dn =
-            warp_onto(path, grid, window, Resample::Bilinear, Some(profile.nodata))?.remove(0);
+        let mut dn = warp_onto(path, grid, window, Resample::Bilinear, Some(profile.nodata))?
+            .index_axis_move(Axis(0), 0);
         let index = profile.band_index(name).expect("profile band");
-        to_reflectance(profile, index, add_offset, &mut dn);
+        to_reflectance(
+            profile,
+            index,
+            add_offset,
+            dn.as_slice_mut().expect("a read band"),
+        );
         Ok(dn)
     }
 
@@ -278,7 +284,7 @@ impl Acquisition {
             Resample::Nearest,
             None,
         )?
-        .remove(0);
+        .index_axis_move(Axis(0), 0);
         Ok(q.iter()
             .map(|&v| !v.is_nan() && profile.is_clear(v as u16))
             .collect())

@@ -8,6 +8,7 @@ use gdal::spatial_ref::{CoordTransform, SpatialRef};
 use gdal::vector::Geometry;
 use gdal::{Dataset, DriverManager};
 use gdal_sys::GDALResampleAlg;
+use ndarray::Array3;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, Clone, Copy)]
@@ -109,7 +110,8 @@ pub(crate) fn transform_bounds(
     ))
 }
 
-/// Reads every band of `path`, warped onto `window` of `grid`, as f32 digital numbers.
+/// Reads every band of `path`, warped onto `window` of `grid`, as f32 digital numbers (bands ×
+/// rows × columns).
 /// Pixels the file does not cover, or where it holds its nodata value, are NaN. `nodata` is the
 /// product's nodata value, used when the file does not declare one (many band files don't),
 /// so that resampling never blends fill values into real pixels.
@@ -119,7 +121,7 @@ pub fn warp_onto(
     window: Window,
     resample: Resample,
     nodata: Option<f64>,
-) -> Result<Vec<Vec<f32>>> {
+) -> Result<Array3<f32>> {
     let file = open_georeferenced(path)?;
     if let Some(offset) = aligned_offset(&file, grid)? {
         return read_aligned(&file, path, offset, window, nodata);
@@ -177,7 +179,7 @@ pub fn warp_onto(
             "check that the file's CRS can be transformed to the job CRS (`gdalinfo`)",
         ));
     }
-    let mut out = Vec::with_capacity(bands);
+    let mut out = Vec::new();
     for b in 1..=bands {
         let band = dst.rasterband(b)?;
         let buf = band.read_as::<f32>(
@@ -186,9 +188,24 @@ pub fn warp_onto(
             (window.width, window.height),
             None,
         )?;
-        out.push(buf.into_shape_and_vec().1);
+        append_band(&mut out, buf.into_shape_and_vec().1);
     }
-    Ok(out)
+    Ok(band_stack(bands, window, out))
+}
+
+/// Appends a band's values to a stack; the first band (most files have one) is not copied.
+fn append_band(stack: &mut Vec<f32>, band: Vec<f32>) {
+    if stack.is_empty() {
+        *stack = band;
+    } else {
+        stack.extend_from_slice(&band);
+    }
+}
+
+/// `values`, band after band of `window`'s rows, as bands × rows × columns.
+fn band_stack(bands: usize, window: Window, values: Vec<f32>) -> Array3<f32> {
+    Array3::from_shape_vec((bands, window.height, window.width), values)
+        .expect("every band holds the window's pixels")
 }
 
 /// Where the grid's origin falls in the file's pixels, when the file lies on the grid: the
@@ -224,30 +241,31 @@ fn read_aligned(
     (dx, dy): (isize, isize),
     window: Window,
     nodata: Option<f64>,
-) -> Result<Vec<Vec<f32>>> {
+) -> Result<Array3<f32>> {
     let in_file = Window {
         x: window.x + dx,
         y: window.y + dy,
         ..window
     };
-    (1..=file.raster_count())
-        .map(|b| {
-            let mut values =
-                read_grid_window::<f32>(file, b, in_file, f32::NAN).map_err(|e| match e {
-                    Error::Gdal(e) => {
-                        Error::input(path, e.to_string(), "check the file with `gdalinfo`")
-                    }
-                    other => other,
-                })?;
-            let band = file.rasterband(b)?;
-            if let Some(fill) = band.no_data_value().or(nodata).filter(|v| v.is_finite()) {
-                for v in values.iter_mut().filter(|v| f64::from(**v) == fill) {
-                    *v = f32::NAN;
+    let bands = file.raster_count();
+    let mut out = Vec::new();
+    for b in 1..=bands {
+        let mut values =
+            read_grid_window::<f32>(file, b, in_file, f32::NAN).map_err(|e| match e {
+                Error::Gdal(e) => {
+                    Error::input(path, e.to_string(), "check the file with `gdalinfo`")
                 }
+                other => other,
+            })?;
+        let band = file.rasterband(b)?;
+        if let Some(fill) = band.no_data_value().or(nodata).filter(|v| v.is_finite()) {
+            for v in values.iter_mut().filter(|v| f64::from(**v) == fill) {
+                *v = f32::NAN;
             }
-            Ok(values)
-        })
-        .collect()
+        }
+        append_band(&mut out, values);
+    }
+    Ok(band_stack(bands, window, out))
 }
 
 pub(crate) fn last_gdal_error() -> String {

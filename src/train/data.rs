@@ -419,15 +419,17 @@ pub fn extract(cfg: &TrainConfig, layout: &FeatureLayout) -> Result<(SampleSet, 
     };
     let infos = visit_labelled(cfg, true, |t| {
         let weight = cfg.datasets[t.dataset].weight;
-        for (i, (&label, split)) in t.labels.iter().zip(&t.split).enumerate() {
-            let Some(split) = split else { continue };
-            if label == 0 || !layout.observed(t.composite, i) {
-                continue;
-            }
-            layout.push(t.composite, t.history, i, &identity, &mut set.x);
-            set.y.push(i64::from(label) - 1);
+        let labelled: Vec<usize> = layout
+            .observed_pixels(t.composite)
+            .into_iter()
+            .filter(|&i| t.labels[i] != 0 && t.split[i].is_some())
+            .collect();
+        layout.push_pixels(t.composite, t.history, &labelled, &identity, &mut set.x);
+        for &i in &labelled {
+            set.y.push(i64::from(t.labels[i]) - 1);
             set.weight.push(weight);
-            set.split.push(*split);
+            set.split
+                .push(t.split[i].expect("labelled pixels are in a split"));
         }
         Ok(())
     })?;

@@ -107,14 +107,16 @@ impl PointModel<'_> {
                     height: y1 - y0 + 1,
                 };
                 let composite = read(window)?;
-                let (mut x, mut y) = (Vec::new(), Vec::new());
-                for &(c, r, class) in points {
-                    let i = (r - y0) * window.width + (c - x0);
-                    if layout.observed(&composite, i) {
-                        layout.push(&composite, &[], i, &identity, &mut x);
-                        y.push(i64::from(class) - 1);
-                    }
-                }
+                let observed = layout.observed_pixels(&composite);
+                let (pixels, y): (Vec<usize>, Vec<i64>) = points
+                    .iter()
+                    .map(|&(c, r, class)| {
+                        ((r - y0) * window.width + (c - x0), i64::from(class) - 1)
+                    })
+                    .filter(|(i, _)| observed.binary_search(i).is_ok())
+                    .unzip();
+                let mut x = Vec::new();
+                layout.push_pixels(&composite, &[], &pixels, &identity, &mut x);
                 Ok((x, y))
             })
             .collect::<Result<_>>()?;

@@ -124,7 +124,7 @@ fn fill_values_of_untagged_band_files_never_blend_into_real_pixels() {
     let warp = |nodata| {
         warp_onto(&path, &grid, grid.full_window(), Resample::Bilinear, nodata)
             .unwrap()
-            .remove(0)
+            .into_raw_vec()
     };
     let blended = |v: &[f32]| v.iter().filter(|x| !x.is_nan() && **x != 3000.0).count();
     // Without the product's nodata value, bilinear resampling mixes the fill into the edge.

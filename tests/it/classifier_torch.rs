@@ -48,10 +48,10 @@ fn write_card(model: &Path, format: &str, bands: &[&str], hidden: &[i64]) {
 
 /// A 4x5 composite whose pixel i has reflectance (i + 1 + band) / 100 in every band.
 fn composite(profile: &SensorProfile) -> Composite {
-    let bands = (0..profile.bands.len())
-        .map(|b| (0..20).map(|i| (i + 1 + b) as f32 / 100.0).collect())
-        .collect();
-    Composite::single(profile, 5, 4, bands)
+    let bands = ndarray::Array3::from_shape_fn((profile.bands.len(), 4, 5), |(b, r, c)| {
+        (r * 5 + c + 1 + b) as f32 / 100.0
+    });
+    Composite::single(profile, bands)
 }
 
 fn classify(
@@ -79,9 +79,8 @@ fn a_varstore_model_reloads_and_classifies_like_the_trained_network() {
     let comp = composite(profile);
     let out = classify(&clf, profile, &comp);
 
-    let x: Vec<f32> = (0..20)
-        .flat_map(|i| comp.bands.iter().map(move |b| b[i]))
-        .collect();
+    // One row of 10 band values per pixel: the bands axis last.
+    let x: Vec<f32> = comp.pixels().t().iter().copied().collect();
     let expected = net
         .forward(&tch::Tensor::of_slice(&x).view([20, 10]))
         .softmax(-1, tch::Kind::Float);
@@ -118,10 +117,8 @@ fn a_torchscript_module_from_pytorch_is_used_as_is() {
     let profile = SensorProfile::by_name("sentinel2-l2a").unwrap();
     let clf = TorchClassifier::load(&model, profile).unwrap();
     let mut comp = composite(profile);
-    for i in 0..20 {
-        for b in 0..10 {
-            comp.bands[b][i] = if b == i % 6 { 0.5 } else { 0.1 };
-        }
+    for ((b, r, c), v) in comp.bands.indexed_iter_mut() {
+        *v = if b == (r * 5 + c) % 6 { 0.5 } else { 0.1 };
     }
     let out = classify(&clf, profile, &comp);
     let expected: Vec<u8> = (0..20).map(|i| (i % 6) as u8 + 1).collect();

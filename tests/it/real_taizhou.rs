@@ -27,10 +27,14 @@ fn reflectance(path: &Path, profile: &SensorProfile) -> Vec<Vec<f32>> {
         Some(profile.nodata),
     )
     .unwrap();
-    for (i, b) in bands.iter_mut().enumerate() {
+    for (i, mut b) in bands.outer_iter_mut().enumerate() {
+        let b = b.as_slice_mut().unwrap();
         to_reflectance(profile, i, profile.add_offset - dark[i], b);
     }
     bands
+        .outer_iter()
+        .map(|b| b.iter().copied().collect())
+        .collect()
 }
 
 fn show(name: &str, s: &BinaryScore) {

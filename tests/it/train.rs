@@ -130,13 +130,9 @@ fn a_saved_model_reloads_and_classifies_like_the_trained_network() {
                 history: t.history,
             })
             .unwrap();
-        let pixels: Vec<usize> = (0..t.labels.len())
-            .filter(|&i| layout.observed(t.composite, i))
-            .collect();
+        let pixels = layout.observed_pixels(t.composite);
         let mut x = Vec::new();
-        for &i in &pixels {
-            layout.push(t.composite, t.history, i, &card.normalisation, &mut x);
-        }
+        layout.push_pixels(t.composite, t.history, &pixels, &card.normalisation, &mut x);
         let x = tch::Tensor::of_slice(&x).view([pixels.len() as i64, layout.len() as i64]);
         let (prob, idx) = net
             .forward(&x)
