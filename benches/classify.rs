@@ -50,6 +50,7 @@ fn classify(c: &mut Criterion) {
         profile,
         composite: &composite,
         history: &history,
+        runner_up: false,
     };
     group.bench_function(format!("learned_{threads}_threads"), |b| {
         b.iter(|| pool.install(|| learned.classify(&input).unwrap()))

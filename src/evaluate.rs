@@ -8,12 +8,14 @@
 
 use crate::domain::change::ChangeType;
 use crate::domain::period::Period;
+use crate::domain::spectral_change::{otsu_threshold, BandMoments};
 use crate::error::{Error, GdalContext, Result};
 use crate::geo::grid::JobGrid;
 use crate::geo::raster::{rasterize, read_band_f64};
 use crate::job::layout::PeriodFiles;
 use gdal::vector::{Geometry, LayerAccess};
 use gdal::Dataset;
+use ndarray::ArrayView2;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -68,6 +70,23 @@ pub fn binary_score(predicted: &[bool], changed: &[bool], unchanged: &[bool]) ->
     s.recall = tp / (tp + fn_);
     s.f1 = 2.0 * s.precision * s.recall / (s.precision + s.recall);
     s
+}
+
+/// The classical yardstick of change detection, as `../shared/data/README.md` anchors it:
+/// change vector analysis of the bands of each look standardised on their own scene
+/// statistics, with Otsu's threshold of the magnitudes. `before` and `after`: band × pixel;
+/// unobserved pixels are unchanged.
+pub fn change_vector_otsu(before: ArrayView2<f32>, after: ArrayView2<f32>) -> Vec<bool> {
+    let mut moments = BandMoments::default();
+    moments.add(before, after);
+    let Some(z) = moments.standardisation() else {
+        return vec![false; before.ncols()];
+    };
+    let magnitude = z.magnitude(before, after);
+    match otsu_threshold(&magnitude) {
+        Some(t) => magnitude.iter().map(|&m| m > t).collect(),
+        None => vec![false; magnitude.len()],
+    }
 }
 
 /// Every patch polygon of a period's results (all counties) with its change type.

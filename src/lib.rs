@@ -29,7 +29,10 @@
 //! - [`samples`]: the generated city the demo and tests run on.
 //! - [`evaluate`]: scores against truth (patches and land cover).
 //! - [`train`]: datasets, model fitting and evaluation; detect's per-image point models.
-//! - [`detect`]: two-date detection on an image pair through the same engine.
+//! - [`detect`]: two-date detection on an image pair through the same engine: the pair's
+//!   inputs as users have them, the scene's spectral change decision, the classes per date.
+//! - [`eval_real`]: the product's code paths on the real labelled sets, beside the classical
+//!   yardsticks on the same pixels (`gengbao eval-real`).
 //!
 //! The test `layers_only_use_the_layers_before_them` below checks this order.
 //!
@@ -67,6 +70,7 @@ pub mod dispatch;
 pub mod domain;
 pub mod engine;
 pub mod error;
+pub mod eval_real;
 pub mod evaluate;
 pub mod geo;
 pub mod job;
@@ -84,6 +88,7 @@ pub use domain::land_cover::LandCover;
 pub use domain::period::Period;
 pub use domain::status::{Evidence, Status};
 pub use error::{Error, Result};
+pub use eval_real::{eval_real, EvalRealOptions};
 pub use job::config::JobConfig;
 pub use job::cycle::{run_periods, PeriodSelector};
 pub use job::layout::{OutputLayout, PeriodFiles};
@@ -94,9 +99,22 @@ pub use samples::{generate, SampleCity, SampleOptions};
 #[cfg(test)]
 mod tests {
     /// The layers of the code map, lowest first.
-    const LAYERS: [&str; 14] = [
-        "error", "progress", "domain", "geo", "classify", "render", "engine", "ledger", "job",
-        "dispatch", "samples", "evaluate", "train", "detect",
+    const LAYERS: [&str; 15] = [
+        "error",
+        "progress",
+        "domain",
+        "geo",
+        "classify",
+        "render",
+        "engine",
+        "ledger",
+        "job",
+        "dispatch",
+        "samples",
+        "evaluate",
+        "train",
+        "detect",
+        "eval_real",
     ];
 
     fn sources(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {

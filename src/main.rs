@@ -17,9 +17,9 @@ use gengbao::job::schedule::{self, Emit};
 use gengbao::ledger::{Filter, Transition};
 use gengbao::train::{evaluate_classifier, train, Evaluation, Split, TrainConfig};
 use gengbao::{
-    detect, export_packages, generate, run_periods, Classifier, DetectOptions, Error, Evidence,
-    JobConfig, Ledger, Period, PeriodSelector, Result, RunOptions, SampleOptions, Status,
-    TorchClassifier,
+    detect, eval_real, export_packages, generate, run_periods, Classifier, DetectOptions, Error,
+    EvalRealOptions, Evidence, JobConfig, Ledger, Period, PeriodSelector, Result, RunOptions,
+    SampleOptions, Status, TorchClassifier,
 };
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -88,17 +88,24 @@ enum Command {
     },
     /// Two-date detection on a pair of co-registered multi-band images.
     Detect {
-        /// The earlier image: one multi-band raster in the sensor profile's band order; its
-        /// grid is the grid of the results.
+        /// The earlier image: one multi-band raster in the sensor profile's band order (or in
+        /// the order --bands gives), or a folder with one file per band named with the band
+        /// (`..._B02.tif`). Its grid is the grid of the results; an image in degrees or with
+        /// pixels that are not square is put on a square grid in metres (the local UTM zone
+        /// for degrees) at its pixel size.
         #[arg(long)]
         before: PathBuf,
-        /// The later image, same bands, on the same grid or warped onto it.
+        /// The later image, same bands, on any grid and CRS: warped onto the earlier one's.
         #[arg(long)]
         after: PathBuf,
+        /// The bands of the image files in the files' own order, by the profile's band names
+        /// (e.g. `--bands B01,B02,B03,B04,B05,B06,B07,B08,B09,B10,B11,B12,B8A`).
+        #[arg(long, value_delimiter = ',')]
+        bands: Option<Vec<String>>,
         /// Cultivated-land parcels; without them the whole image is watched.
         #[arg(long)]
         farmland: Option<PathBuf>,
-        /// Sensor profile (see `gengbao sensors`); guessed from the band count when omitted.
+        /// Sensor profile (see `gengbao sensors`); guessed from the bands when omitted.
         #[arg(long)]
         sensor: Option<String>,
         /// DN offset of the images, overriding the profile's (e.g. 0 for Sentinel-2 processed
@@ -141,6 +148,11 @@ enum Command {
         /// [default: two-thirds]
         #[arg(long)]
         min_parcel_share: Option<f64>,
+        /// Decide change from the two classifications alone. By default a pixel changes only
+        /// where both images together show it (change vectors of the per-image standardised
+        /// bands against the scene's own minimum-error threshold), and the classes name it.
+        #[arg(long)]
+        classes_only: bool,
         /// No progress bars (for logs and scripts).
         #[arg(long)]
         quiet: bool,
@@ -193,6 +205,20 @@ enum Command {
         /// The folder for eval.json, eval.md and the confusion matrices.
         #[arg(long)]
         out: PathBuf,
+    },
+    /// Run every labelled real set of a data folder through gengbao and the classical
+    /// yardsticks on the same pixels: eval-real.json and eval-real.md (change pairs for
+    /// now: Taizhou and the OSCD cities).
+    EvalReal {
+        /// The data folder, laid out as ../shared/data/README.md describes.
+        #[arg(long, default_value = "../shared/data")]
+        data: PathBuf,
+        /// The folder for the report and each scene's detect outputs (under work/).
+        #[arg(long)]
+        out: PathBuf,
+        /// Only these OSCD cities (repeat the option); all by default.
+        #[arg(long = "city")]
+        cities: Vec<String>,
     },
     /// List the sensor profiles.
     Sensors,
@@ -716,6 +742,7 @@ fn main_inner(cli: Cli) -> Result<u8> {
         Command::Detect {
             before,
             after,
+            bands,
             farmland,
             sensor,
             add_offset,
@@ -728,11 +755,13 @@ fn main_inner(cli: Cli) -> Result<u8> {
             abandonment,
             min_confidence,
             min_parcel_share,
+            classes_only,
             quiet,
         } => {
             let s = detect(&DetectOptions {
                 before,
                 after,
+                band_order: bands,
                 farmland,
                 sensor,
                 add_offset,
@@ -745,6 +774,7 @@ fn main_inner(cli: Cli) -> Result<u8> {
                 abandonment,
                 min_confidence,
                 min_parcel_share: min_parcel_share.unwrap_or(DEFAULT_MIN_PARCEL_SHARE),
+                classes_only,
                 quiet,
             })?;
             println!("{}", s.human());
@@ -770,6 +800,21 @@ fn main_inner(cli: Cli) -> Result<u8> {
             zip,
         } => export(&config, period, &counties, zip),
         Command::Ledger { action } => ledger_command(action),
+        Command::EvalReal { data, out, cities } => {
+            let report = eval_real(&EvalRealOptions {
+                data,
+                out: out.clone(),
+                cities: (!cities.is_empty()).then_some(cities),
+            })?;
+            for m in &report.change_means {
+                println!(
+                    "{} ({} scenes): F1 gengbao {:.3}, classes alone {:.3}, CVA + Otsu {:.3}",
+                    m.set, m.scenes, m.gengbao_f1, m.classes_only_f1, m.cva_otsu_f1
+                );
+            }
+            println!("   report: {}", out.join("eval-real.md").display());
+            Ok(0)
+        }
         Command::Sensors => {
             for p in PROFILES {
                 println!("{:18} {}", p.name, p.description);

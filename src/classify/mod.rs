@@ -21,12 +21,33 @@ pub struct ClassifierInput<'a> {
     pub composite: &'a Composite,
     /// NDVI statistics of the previous periods, most recent first; may be empty.
     pub history: &'a [NdviStats],
+    /// Also give each pixel's runner-up class (detect's spectral decision uses it; it costs
+    /// the learned models a tenth of their time).
+    pub runner_up: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Classified {
     pub classes: Vec<u8>,
     pub confidence: Vec<f32>,
+    /// The next most likely class of each pixel (0 where unclassified) and its confidence:
+    /// what the pixel is when it is known not to be its first class (detect's changed
+    /// pixels whose class did not change). Empty unless [`ClassifierInput::runner_up`].
+    pub runner_up: Vec<u8>,
+    pub runner_up_confidence: Vec<f32>,
+}
+
+impl Classified {
+    /// `n` pixels, none classified; room for runner-ups when asked for.
+    pub fn unclassified(n: usize, runner_up: bool) -> Self {
+        let m = if runner_up { n } else { 0 };
+        Classified {
+            classes: vec![0; n],
+            confidence: vec![0.0; n],
+            runner_up: vec![0; m],
+            runner_up_confidence: vec![0.0; m],
+        }
+    }
 }
 
 pub trait Classifier: Send + Sync {
@@ -79,8 +100,7 @@ impl Classifier for IndexBaseline {
         let c = input.composite;
         let [blue, green, red, nir, swir1, _] = c.canonical(input.profile);
         let n = c.len();
-        let mut classes = vec![0u8; n];
-        let mut confidence = vec![0f32; n];
+        let mut out = Classified::unclassified(n, input.runner_up);
         let recent = &input.history[..input.history.len().min(2)];
         for i in 0..n {
             let (b, g, r, nr, s1) = (blue[i], green[i], red[i], nir[i], swir1[i]);
@@ -90,14 +110,26 @@ impl Classifier for IndexBaseline {
             let v = ndvi(r, nr);
             let mndwi = (g - s1) / (g + s1).max(1e-6);
             let ndwi = (g - nr) / (g + nr).max(1e-6);
-            let (class, conf) = if (mndwi > 0.1 || ndwi > 0.2) && v < 0.1 {
-                (LandCover::Water, sure((mndwi - 0.1).max(ndwi - 0.2), 0.1))
+            let (class, conf, second) = if (mndwi > 0.1 || ndwi > 0.2) && v < 0.1 {
+                (
+                    LandCover::Water,
+                    sure((mndwi - 0.1).max(ndwi - 0.2), 0.1),
+                    LandCover::Built,
+                )
             } else if v < 0.25 {
                 let red_blue = r / b.max(1e-3);
                 if red_blue > 1.6 && s1 > nr {
-                    (LandCover::Grain, sure(red_blue - 1.6, 0.3))
+                    (
+                        LandCover::Grain,
+                        sure(red_blue - 1.6, 0.3),
+                        LandCover::Built,
+                    )
                 } else {
-                    (LandCover::Built, sure(1.6 - red_blue, 0.3))
+                    (
+                        LandCover::Built,
+                        sure(1.6 - red_blue, 0.3),
+                        LandCover::Grain,
+                    )
                 }
             } else if recent.len() == 2 && recent.iter().all(|h| h.median[i].is_finite()) {
                 let trough = recent
@@ -115,35 +147,49 @@ impl Classifier for IndexBaseline {
                 let mean = (v + recent[0].median[i] + recent[1].median[i]) / 3.0;
                 if trough >= 0.45 {
                     if mean >= 0.75 {
-                        (LandCover::Forest, sure(mean - 0.75, 0.05))
-                    } else {
                         (
+                            LandCover::Forest,
+                            sure(mean - 0.75, 0.05),
                             LandCover::NonGrain,
-                            sure(0.75 - mean, 0.05).min(sure(trough - 0.45, 0.1)),
                         )
+                    } else {
+                        let (to_forest, to_crop) =
+                            (sure(0.75 - mean, 0.05), sure(trough - 0.45, 0.1));
+                        let nearest = if to_forest < to_crop {
+                            LandCover::Forest
+                        } else {
+                            LandCover::Grain
+                        };
+                        (LandCover::NonGrain, to_forest.min(to_crop), nearest)
                     }
                 } else if trough <= 0.25 || peak >= 0.7 {
-                    (LandCover::Grain, sure((0.25 - trough).max(peak - 0.7), 0.1))
+                    (
+                        LandCover::Grain,
+                        sure((0.25 - trough).max(peak - 0.7), 0.1),
+                        LandCover::Grass,
+                    )
                 } else if peak >= 0.4 {
                     (
                         LandCover::Grass,
                         sure(0.7 - peak, 0.1).min(sure(trough - 0.25, 0.1)),
+                        LandCover::Grain,
                     )
                 } else {
-                    (LandCover::Grain, sure(0.4 - peak, 0.1))
+                    (LandCover::Grain, sure(0.4 - peak, 0.1), LandCover::Grass)
                 }
             } else if v >= 0.8 && s1 < 0.15 {
-                (LandCover::Forest, sure(0.15 - s1, 0.03))
+                (LandCover::Forest, sure(0.15 - s1, 0.03), LandCover::Grain)
             } else {
-                (LandCover::Grain, 0.5)
+                (LandCover::Grain, 0.5, LandCover::Grass)
             };
-            classes[i] = class.code();
-            confidence[i] = conf;
+            out.classes[i] = class.code();
+            out.confidence[i] = conf;
+            if input.runner_up {
+                out.runner_up[i] = second.code();
+                out.runner_up_confidence[i] = 1.0 - conf;
+            }
         }
-        Ok(Classified {
-            classes,
-            confidence,
-        })
+        Ok(out)
     }
 }
 
@@ -666,13 +712,31 @@ impl TorchClassifier {
                 "the card's classes must list one gengbao code per model output",
             ));
         }
-        let (prob, idx) = logits.softmax(-1, tch::Kind::Float).max_dim(-1, false);
-        Ok((Vec::<i64>::from(&idx), Vec::<f32>::from(&prob)))
+        let probabilities = logits.softmax(-1, tch::Kind::Float);
+        let (prob, idx) = probabilities.max_dim(-1, false);
+        let (second, second_probability) = if input.runner_up {
+            let others = probabilities.scatter_value(-1, &idx.unsqueeze(-1), 0.0);
+            let (p, i) = others.max_dim(-1, false);
+            (Vec::<i64>::from(&i), Vec::<f32>::from(&p))
+        } else {
+            (Vec::new(), Vec::new())
+        };
+        Ok(Batch {
+            first: Vec::<i64>::from(&idx),
+            first_probability: Vec::<f32>::from(&prob),
+            second,
+            second_probability,
+        })
     }
 }
 
-/// Output index and probability of each pixel of a batch.
-type Batch = (Vec<i64>, Vec<f32>);
+/// Output index and probability of each pixel of a batch, and of its runner-up.
+struct Batch {
+    first: Vec<i64>,
+    first_probability: Vec<f32>,
+    second: Vec<i64>,
+    second_probability: Vec<f32>,
+}
 
 /// Loads the model file's bytes as the card describes them.
 fn load_model(card: &ModelCard, path: &Path, bytes: &[u8]) -> Result<TorchModel> {
@@ -720,23 +784,23 @@ impl Classifier for TorchClassifier {
 
     fn classify(&self, input: &ClassifierInput) -> Result<Classified> {
         let c = input.composite;
-        let n = c.len();
-        let mut classes = vec![0u8; n];
-        let mut confidence = vec![0f32; n];
+        let mut out = Classified::unclassified(c.len(), input.runner_up);
         let valid = self.layout.observed_pixels(c);
         let batches: Vec<Batch> = valid
             .par_chunks(self.batch)
             .map(|chunk| self.classify_batch(input, chunk))
             .collect::<Result<_>>()?;
-        for (chunk, (idx, prob)) in valid.chunks(self.batch).zip(&batches) {
+        let code = |k: i64| self.card.classes[k as usize];
+        for (chunk, b) in valid.chunks(self.batch).zip(&batches) {
             for (k, &i) in chunk.iter().enumerate() {
-                classes[i] = self.card.classes[idx[k] as usize];
-                confidence[i] = prob[k];
+                out.classes[i] = code(b.first[k]);
+                out.confidence[i] = b.first_probability[k];
+                if input.runner_up {
+                    out.runner_up[i] = code(b.second[k]);
+                    out.runner_up_confidence[i] = b.second_probability[k];
+                }
             }
         }
-        Ok(Classified {
-            classes,
-            confidence,
-        })
+        Ok(out)
     }
 }

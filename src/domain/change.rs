@@ -236,61 +236,6 @@ pub(crate) fn cultivation_seen(min: f32, max: f32) -> Option<bool> {
     (min.is_finite() && max.is_finite()).then_some(min <= BARE_SOIL_NDVI || max >= CROP_CANOPY_NDVI)
 }
 
-/// Otsu's threshold of non-negative values (histogram of 256 bins between min and max).
-pub(crate) fn otsu_threshold(values: &[f32]) -> f32 {
-    let finite: Vec<f32> = values.iter().copied().filter(|v| v.is_finite()).collect();
-    let (lo, hi) = finite
-        .iter()
-        .fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &v| {
-            (a.min(v), b.max(v))
-        });
-    if finite.is_empty() || hi <= lo {
-        return hi;
-    }
-    let bins = 256usize;
-    let width = (hi - lo) / bins as f32;
-    let mut hist = vec![0f64; bins];
-    for &v in &finite {
-        hist[(((v - lo) / width) as usize).min(bins - 1)] += 1.0;
-    }
-    let total = finite.len() as f64;
-    let sum_all: f64 = hist.iter().enumerate().map(|(i, &h)| i as f64 * h).sum();
-    let (mut w0, mut sum0, mut best, mut best_t) = (0f64, 0f64, -1f64, 0usize);
-    for (t, &h) in hist.iter().enumerate() {
-        w0 += h;
-        sum0 += t as f64 * h;
-        let w1 = total - w0;
-        if w0 == 0.0 || w1 == 0.0 {
-            continue;
-        }
-        let between = w0 * w1 * (sum0 / w0 - (sum_all - sum0) / w1).powi(2);
-        if between > best {
-            best = between;
-            best_t = t;
-        }
-    }
-    lo + (best_t as f32 + 1.0) * width
-}
-
-/// Change vector analysis with an Otsu threshold: the classical unsupervised change detector,
-/// kept as a yardstick for the class-based rules. Bands are co-registered reflectance stacks;
-/// returns true where the spectral change magnitude exceeds the threshold.
-pub fn change_vector_otsu(before: &[Vec<f32>], after: &[Vec<f32>]) -> Vec<bool> {
-    let n = before[0].len();
-    let magnitude: Vec<f32> = (0..n)
-        .map(|i| {
-            before
-                .iter()
-                .zip(after)
-                .map(|(b, a)| (a[i] - b[i]).powi(2))
-                .sum::<f32>()
-                .sqrt()
-        })
-        .collect();
-    let t = otsu_threshold(&magnitude);
-    magnitude.iter().map(|&m| m.is_finite() && m > t).collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -417,13 +362,5 @@ mod tests {
         assert_eq!(cultivation_seen(0.2, 0.6), Some(true), "tilled");
         assert_eq!(cultivation_seen(0.4, 0.8), Some(true), "dense canopy");
         assert_eq!(cultivation_seen(f32::NAN, f32::NAN), None);
-    }
-
-    #[test]
-    fn otsu_splits_two_modes() {
-        let mut v = vec![1.0f32; 100];
-        v.extend(vec![10.0f32; 50]);
-        let t = otsu_threshold(&v);
-        assert!(t > 1.0 && t < 10.0, "{t}");
     }
 }

@@ -33,6 +33,16 @@ pub(crate) fn check_metric(srs: &SpatialRef) -> std::result::Result<(), String> 
     Ok(())
 }
 
+/// The EPSG code of the WGS 84 UTM zone holding a longitude and latitude.
+pub(crate) fn utm_epsg(lon: f64, lat: f64) -> u32 {
+    let zone = (((lon + 180.0) / 6.0).floor() as i64).clamp(0, 59) as u32 + 1;
+    if lat >= 0.0 {
+        32600 + zone
+    } else {
+        32700 + zone
+    }
+}
+
 /// (min x, min y, max x, max y) in CRS units.
 pub(crate) type Bounds = (f64, f64, f64, f64);
 
@@ -184,6 +194,73 @@ impl JobGrid {
             tile_size: 512,
             halo: 0,
         })
+    }
+
+    /// The grid an image is processed on: its own when it is north-up with square pixels in
+    /// metres; else a north-up square grid over its footprint, its pixels as large as the
+    /// image's in metres (rounded to whole metres from 1 m up, to decimetres below), in its own CRS when that
+    /// is projected in metres and in the local UTM zone when it is in degrees. Pixels that
+    /// are nearly square (EuroSAT's 10.0016 × 10.0068 m) or in degrees (OSCD) are warped
+    /// onto it instead of refused.
+    pub fn for_image(ds: &gdal::Dataset, path: &std::path::Path) -> Result<Self> {
+        let gt = ds.geo_transform()?;
+        if gt[2] != 0.0 || gt[4] != 0.0 {
+            return Err(Error::input(
+                path,
+                "is rotated",
+                "warp it to a north-up grid first (gdalwarp -tr RES RES)",
+            ));
+        }
+        let mut srs = ds.spatial_ref()?;
+        srs.set_axis_mapping_strategy(gdal::spatial_ref::AxisMappingStrategy::TraditionalGisOrder);
+        let metric = check_metric(&srs).is_ok();
+        if metric && (gt[1] + gt[5]).abs() <= 1e-9 * gt[1].abs() {
+            return Self::of_dataset(ds, path);
+        }
+        let (width, height) = ds.raster_size();
+        let footprint = (
+            gt[0],
+            gt[3] + gt[5] * height as f64,
+            gt[0] + gt[1] * width as f64,
+            gt[3],
+        );
+        let target = if metric {
+            srs.clone()
+        } else if srs.is_geographic() {
+            let (lon, lat) = (
+                (footprint.0 + footprint.2) / 2.0,
+                (footprint.1 + footprint.3) / 2.0,
+            );
+            SpatialRef::from_epsg(utm_epsg(lon, lat))?
+        } else {
+            return Err(Error::input(
+                path,
+                format!("its CRS {}", check_metric(&srs).unwrap_err()),
+                "warp it to a projected CRS in metres first, e.g. `gdalwarp -t_srs EPSG:4527`",
+            ));
+        };
+        let mut target = target;
+        target
+            .set_axis_mapping_strategy(gdal::spatial_ref::AxisMappingStrategy::TraditionalGisOrder);
+        let to_target = crate::geo::raster::transform_between(&srs, &target)?;
+        let envelope = crate::geo::raster::transform_bounds(&to_target, footprint)?;
+        let side_m = |deg_or_m: f64, along_x: bool| {
+            if metric {
+                deg_or_m.abs()
+            } else {
+                let lat = ((footprint.1 + footprint.3) / 2.0).to_radians();
+                let metres_per_degree = 6_371_008.8 * std::f64::consts::PI / 180.0;
+                deg_or_m.abs() * metres_per_degree * if along_x { lat.cos() } else { 1.0 }
+            }
+        };
+        // The side of a square pixel of the same area.
+        let side = (side_m(gt[1], true) * side_m(gt[5], false)).sqrt();
+        let resolution = if side >= 1.0 {
+            side.round()
+        } else {
+            (side * 10.0).round().max(1.0) / 10.0
+        };
+        Self::covering(target.to_wkt()?, envelope, resolution, 512, 0)
     }
 
     /// The grid CRS with x = easting, y = northing whatever the CRS's declared axis order

@@ -41,7 +41,7 @@ fn tokens(name: &str) -> impl Iterator<Item = &str> {
 
 /// Whether `name` holds `band` as a run of whole tokens (`SR_B1` in `LT05_..._SR_B1.TIF`, but
 /// not `B1` in `B12`).
-fn has_band_token(name: &str, band: &str) -> bool {
+pub(crate) fn has_band_token(name: &str, band: &str) -> bool {
     let t: Vec<&str> = tokens(name).collect();
     let b: Vec<&str> = tokens(band).collect();
     !b.is_empty()

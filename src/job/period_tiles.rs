@@ -93,6 +93,7 @@ impl PeriodContext<'_> {
             profile: self.profile,
             composite: &comp,
             history: &archive.ndvi,
+            runner_up: false,
         })?;
         let class = tile.crop_core(&classified.classes);
         let confidence = tile.crop_core(&classified.confidence);

@@ -70,6 +70,7 @@ pub fn evaluate_classifier(
             profile,
             composite: t.composite,
             history: t.history,
+            runner_up: false,
         })?;
         let pool = usize::from(!cfg.datasets[t.dataset].real);
         for (i, &label) in t.labels.iter().enumerate() {

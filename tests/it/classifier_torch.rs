@@ -63,6 +63,7 @@ fn classify(
         profile,
         composite: comp,
         history: &[],
+        runner_up: false,
     })
     .unwrap()
 }

@@ -10,7 +10,7 @@ mod detect;
 mod dispatch;
 mod ledger;
 mod pipeline;
-mod real_taizhou;
+mod real_change;
 mod real_worldcereal;
 mod resume;
 mod timeseries;

@@ -128,6 +128,7 @@ fn a_saved_model_reloads_and_classifies_like_the_trained_network() {
                 profile,
                 composite: t.composite,
                 history: t.history,
+                runner_up: false,
             })
             .unwrap();
         let pixels = layout.observed_pixels(t.composite);

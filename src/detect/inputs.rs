@@ -1,0 +1,214 @@
+//! The images of a pair as users have them.
+//!
+//! Takes: each date as one multi-band raster, or as a folder with one file per band (the band
+//! named as a token of the file name, e.g. `..._B02.tif`, at any resolution, as Sentinel-2
+//! tiles and OSCD come); optionally the names of a file's bands in its own order, for files
+//! that keep a non-standard one (EuroSAT stores B8A last). Gives: per date, one raster with the
+//! profile's bands in the profile's order (the file itself, or a virtual raster held in GDAL's
+//! memory file system for as long as the pair is open).
+
+use crate::error::{Error, GdalContext, Result};
+use crate::geo::imagery::has_band_token;
+use crate::geo::raster::open_georeferenced;
+use crate::geo::sensor::{SensorProfile, PROFILES};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// One date's bands in the profile's order.
+#[derive(Debug)]
+pub(crate) struct BandStack {
+    /// What the tiles read: the user's file, or a virtual raster.
+    pub path: PathBuf,
+    /// A virtual raster in GDAL's memory file system, removed on drop.
+    virtual_raster: bool,
+}
+
+impl Drop for BandStack {
+    fn drop(&mut self) {
+        if self.virtual_raster {
+            if let Ok(c) = std::ffi::CString::new(self.path.to_string_lossy().as_bytes()) {
+                // SAFETY: a NUL-terminated path; unlinking a missing file only returns an error.
+                unsafe { gdal_sys::VSIUnlink(c.as_ptr()) };
+            }
+        }
+    }
+}
+
+/// Names the virtual rasters of this process apart.
+static NEXT_VIRTUAL: AtomicUsize = AtomicUsize::new(0);
+
+fn virtual_path(name: &str) -> PathBuf {
+    let k = NEXT_VIRTUAL.fetch_add(1, Ordering::Relaxed);
+    PathBuf::from(format!(
+        "/vsimem/gengbao-detect-{}-{k}/{name}.vrt",
+        std::process::id()
+    ))
+}
+
+/// The sensor profile of an image: the one named, else the one its bands identify (a file's
+/// band count or band order, a folder's band files).
+pub(crate) fn profile_of(
+    path: &Path,
+    sensor: Option<&str>,
+    band_order: Option<&[String]>,
+) -> Result<&'static SensorProfile> {
+    if let Some(name) = sensor {
+        return SensorProfile::by_name(name);
+    }
+    let found = if path.is_dir() {
+        let files = raster_files(path)?;
+        // The profile with the most bands that all have a file.
+        PROFILES
+            .iter()
+            .filter(|p| p.bands.iter().all(|b| files.iter().any(|f| stem_has(f, b))))
+            .max_by_key(|p| p.bands.len())
+    } else if let Some(order) = band_order {
+        PROFILES
+            .iter()
+            .filter(|p| p.bands.len() == order.len())
+            .find(|p| p.bands.iter().all(|b| order.iter().any(|o| o == b)))
+    } else {
+        let bands = open_georeferenced(path)?.raster_count();
+        return SensorProfile::for_band_count(bands).ok_or_else(|| {
+            Error::input(
+                path,
+                format!("{bands} bands do not identify a sensor profile"),
+                "name one with --sensor (see `gengbao sensors`)",
+            )
+        });
+    };
+    found.ok_or_else(|| {
+        Error::input(
+            path,
+            "its bands do not identify a sensor profile",
+            "name one with --sensor (see `gengbao sensors`)",
+        )
+    })
+}
+
+/// The image at `path` with `profile`'s bands in order: a file as it is, a file's bands
+/// reordered by `band_order`, or a folder's band files stacked.
+pub(crate) fn band_stack(
+    path: &Path,
+    profile: &SensorProfile,
+    band_order: Option<&[String]>,
+    name: &str,
+) -> Result<BandStack> {
+    if path.is_dir() {
+        return stack_band_files(path, profile, name);
+    }
+    let ds = open_georeferenced(path)?;
+    let count = ds.raster_count();
+    let Some(order) = band_order else {
+        if count != profile.bands.len() {
+            return Err(Error::input(
+                path,
+                format!(
+                    "has {count} bands but profile `{}` expects {} ({})",
+                    profile.name,
+                    profile.bands.len(),
+                    profile.bands.join(" ")
+                ),
+                "pick the profile that matches the file's band layout with --sensor, or name the file's bands with --bands",
+            ));
+        }
+        return Ok(BandStack {
+            path: path.to_path_buf(),
+            virtual_raster: false,
+        });
+    };
+    if order.len() != count {
+        return Err(Error::input(
+            path,
+            format!("has {count} bands but --bands names {}", order.len()),
+            "name every band of the file, in the file's order",
+        ));
+    }
+    let mut args = vec!["-resolution".to_string(), "highest".into()];
+    for band in profile.bands {
+        let k = order.iter().position(|o| o == band).ok_or_else(|| {
+            Error::usage(
+                format!(
+                    "--bands does not name band {band} of profile `{}`",
+                    profile.name
+                ),
+                format!(
+                    "name the file's bands with the profile's names: {}",
+                    profile.bands.join(" ")
+                ),
+            )
+        })?;
+        args.extend(["-b".into(), (k + 1).to_string()]);
+    }
+    build_virtual(&[ds], &args, path, name)
+}
+
+/// The raster files directly in `folder`, sorted.
+fn raster_files(folder: &Path) -> Result<Vec<PathBuf>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(folder)
+        .map_err(|e| Error::io(folder, e))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.is_file()
+                && p.extension().and_then(|e| e.to_str()).is_some_and(|e| {
+                    ["tif", "tiff", "jp2", "img"].contains(&e.to_ascii_lowercase().as_str())
+                })
+        })
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+fn stem_has(file: &Path, band: &str) -> bool {
+    file.file_stem()
+        .and_then(|s| s.to_str())
+        .is_some_and(|s| has_band_token(s, band))
+}
+
+fn stack_band_files(folder: &Path, profile: &SensorProfile, name: &str) -> Result<BandStack> {
+    let files = raster_files(folder)?;
+    let mut datasets = Vec::with_capacity(profile.bands.len());
+    for band in profile.bands {
+        let matching: Vec<&PathBuf> = files.iter().filter(|f| stem_has(f, band)).collect();
+        match matching.as_slice() {
+            [one] => datasets.push(open_georeferenced(one)?),
+            [] => {
+                return Err(Error::input(
+                    folder,
+                    format!("no file for band {band} of profile `{}`", profile.name),
+                    format!(
+                        "put one file per band in the folder, named with the band (e.g. `..._{band}.tif`), or pick another profile with --sensor"
+                    ),
+                ))
+            }
+            [a, b, ..] => {
+                return Err(Error::input(
+                    folder,
+                    format!("band {band} has two files: {} and {}", a.display(), b.display()),
+                    "keep one file per band in the folder",
+                ))
+            }
+        }
+    }
+    let args = ["-separate", "-resolution", "highest", "-r", "bilinear"].map(String::from);
+    build_virtual(&datasets, &args, folder, name)
+}
+
+fn build_virtual(
+    sources: &[gdal::Dataset],
+    args: &[String],
+    source_path: &Path,
+    name: &str,
+) -> Result<BandStack> {
+    let path = virtual_path(name);
+    let fix = "check the band files with `gdalinfo`: they must overlap and share a CRS";
+    let opts = gdal::programs::raster::BuildVRTOptions::new(args.iter().map(String::as_str))
+        .in_file(source_path, fix)?;
+    let vrt = gdal::programs::raster::build_vrt(Some(&path), sources, Some(opts))
+        .in_file(source_path, fix)?;
+    drop(vrt);
+    Ok(BandStack {
+        path,
+        virtual_raster: true,
+    })
+}

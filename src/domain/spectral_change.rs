@@ -1,0 +1,389 @@
+//! The spectral change decision between two looks at the same ground.
+//!
+//! Takes: the co-registered band values of both looks (band × pixel), pixels by pixel or tile
+//! by tile. Gives: a change magnitude per pixel and a threshold computed from the scene
+//! itself, so that the decision adapts to each scene's sensor, season and atmosphere.
+//!
+//! Post-classification comparison multiplies two classification errors; the classes name the
+//! type of a change, but whether the ground changed at all is decided here, from both looks
+//! together:
+//! - **Relative normalisation.** Each band of each look is standardised by its own scene mean
+//!   and standard deviation ([`Standardisation`]): a hazier, brighter or differently
+//!   calibrated look does not read as change, and no sensor's scale is assumed.
+//! - **Magnitude.** The Euclidean length of the difference of the standardised band vectors
+//!   (change vector analysis), averaged over each pixel's 3 × 3 neighbourhood
+//!   ([`smooth_3x3`]): one odd pixel at a field edge, or a half-pixel misregistration, is not
+//!   a change, a change of a few pixels' extent is.
+//! - **Threshold.** Kittler and Illingworth's minimum-error threshold on the scene's histogram
+//!   of magnitudes ([`minimum_error_threshold`]): it models the histogram as two Gaussian
+//!   populations of unequal size and spread, which is what a scene with a few per cent of
+//!   changed ground gives. Otsu's threshold ([`otsu_threshold`]) assumes populations of
+//!   similar spread and splits the no-change population itself when changes are rare.
+//!
+//! Nothing here is fitted to a scene: the statistics and the threshold are the scene's own.
+
+use ndarray::ArrayView2;
+
+/// Running sums of each band of both looks over the pixels observed in every band of both.
+/// Sums of tiles merge; merged in a fixed order they give the same bytes every run.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct BandMoments {
+    pixels: u64,
+    /// Per band: sum and sum of squares, before then after.
+    sums: Vec<[f64; 4]>,
+}
+
+impl BandMoments {
+    /// Adds the pixels of one window (`before` and `after`: band × pixel, same shape).
+    pub fn add(&mut self, before: ArrayView2<f32>, after: ArrayView2<f32>) {
+        assert_eq!(before.dim(), after.dim(), "both looks on one window");
+        let bands = before.nrows();
+        if self.sums.is_empty() {
+            self.sums = vec![[0.0; 4]; bands];
+        }
+        assert_eq!(self.sums.len(), bands, "moments of one band layout");
+        for i in (0..before.ncols()).filter(|&i| observed_both(&before, &after, i)) {
+            self.pixels += 1;
+            for (b, s) in self.sums.iter_mut().enumerate() {
+                let (x, y) = (f64::from(before[[b, i]]), f64::from(after[[b, i]]));
+                s[0] += x;
+                s[1] += x * x;
+                s[2] += y;
+                s[3] += y * y;
+            }
+        }
+    }
+
+    pub fn merge(&mut self, other: BandMoments) {
+        if self.sums.is_empty() {
+            *self = other;
+            return;
+        }
+        if other.sums.is_empty() {
+            return;
+        }
+        self.pixels += other.pixels;
+        for (s, o) in self.sums.iter_mut().zip(other.sums) {
+            for k in 0..4 {
+                s[k] += o[k];
+            }
+        }
+    }
+
+    pub fn pixels(&self) -> u64 {
+        self.pixels
+    }
+
+    /// Each band's mean and standard deviation in each look; `None` with fewer than two
+    /// observed pixels. A band that is constant in a look (saturated, or empty) weighs
+    /// nothing there: its standardised value is 0.
+    pub fn standardisation(&self) -> Option<Standardisation> {
+        if self.pixels < 2 {
+            return None;
+        }
+        let n = self.pixels as f64;
+        let moments = |sum: f64, sq: f64| {
+            let mean = sum / n;
+            let var = (sq / n - mean * mean).max(0.0);
+            (mean, var.sqrt())
+        };
+        let mut s = Standardisation::default();
+        for sums in &self.sums {
+            let (mb, sb) = moments(sums[0], sums[1]);
+            let (ma, sa) = moments(sums[2], sums[3]);
+            let inverse = |sd: f64| if sd <= 1e-12 { 0.0 } else { (1.0 / sd) as f32 };
+            s.before.push((mb as f32, inverse(sb)));
+            s.after.push((ma as f32, inverse(sa)));
+        }
+        Some(s)
+    }
+}
+
+/// Each band's scene mean and inverse standard deviation in each look.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Standardisation {
+    before: Vec<(f32, f32)>,
+    after: Vec<(f32, f32)>,
+}
+
+impl Standardisation {
+    /// The change magnitude of every pixel of a window (band × pixel); NaN where a band of
+    /// either look is unobserved.
+    pub fn magnitude(&self, before: ArrayView2<f32>, after: ArrayView2<f32>) -> Vec<f32> {
+        assert_eq!(before.dim(), after.dim(), "both looks on one window");
+        let pixels = before.ncols();
+        let mut out = vec![f32::NAN; pixels];
+        for i in (0..pixels).filter(|&i| observed_both(&before, &after, i)) {
+            let mut sum = 0f32;
+            for (b, (zb, za)) in self.before.iter().zip(&self.after).enumerate() {
+                let d = (after[[b, i]] - za.0) * za.1 - (before[[b, i]] - zb.0) * zb.1;
+                sum += d * d;
+            }
+            out[i] = sum.sqrt();
+        }
+        out
+    }
+}
+
+/// Whether pixel `i` is observed in every band of both looks.
+fn observed_both(before: &ArrayView2<f32>, after: &ArrayView2<f32>, i: usize) -> bool {
+    before.column(i).iter().all(|v| v.is_finite()) && after.column(i).iter().all(|v| v.is_finite())
+}
+
+/// The mean of the finite values in each pixel's 3 × 3 neighbourhood (`values`: `width`
+/// columns, row-major); NaN stays NaN.
+pub fn smooth_3x3(values: &[f32], width: usize) -> Vec<f32> {
+    let height = values.len() / width;
+    let mut out = vec![f32::NAN; values.len()];
+    for r in 0..height {
+        for c in 0..width {
+            if !values[r * width + c].is_finite() {
+                continue;
+            }
+            let (mut sum, mut n) = (0f32, 0u32);
+            for rr in r.saturating_sub(1)..(r + 2).min(height) {
+                for cc in c.saturating_sub(1)..(c + 2).min(width) {
+                    let v = values[rr * width + cc];
+                    if v.is_finite() {
+                        sum += v;
+                        n += 1;
+                    }
+                }
+            }
+            out[r * width + c] = sum / n as f32;
+        }
+    }
+    out
+}
+
+/// A histogram of the finite values, 256 bins between their lowest and highest.
+struct Histogram {
+    lo: f32,
+    width: f32,
+    counts: Vec<f64>,
+}
+
+impl Histogram {
+    const BINS: usize = 256;
+
+    fn of(values: &[f32]) -> Option<Histogram> {
+        let (lo, hi) = values
+            .iter()
+            .filter(|v| v.is_finite())
+            .fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &v| {
+                (a.min(v), b.max(v))
+            });
+        if hi.partial_cmp(&lo) != Some(std::cmp::Ordering::Greater) {
+            return None;
+        }
+        let width = (hi - lo) / Self::BINS as f32;
+        let mut counts = vec![0f64; Self::BINS];
+        for &v in values.iter().filter(|v| v.is_finite()) {
+            counts[(((v - lo) / width) as usize).min(Self::BINS - 1)] += 1.0;
+        }
+        Some(Histogram { lo, width, counts })
+    }
+
+    /// The upper edge of bin `t`: values above it are on the changed side.
+    fn upper_edge(&self, t: usize) -> f32 {
+        self.lo + (t as f32 + 1.0) * self.width
+    }
+
+    /// Bin centres' prefix sums of count, count × centre and count × centre².
+    fn prefix_moments(&self) -> Vec<[f64; 3]> {
+        let mut acc = [0f64; 3];
+        self.counts
+            .iter()
+            .enumerate()
+            .map(|(t, &h)| {
+                let x = t as f64 + 0.5;
+                acc = [acc[0] + h, acc[1] + h * x, acc[2] + h * x * x];
+                acc
+            })
+            .collect()
+    }
+}
+
+/// Otsu's threshold of the finite values: the split that maximises the between-class
+/// variance. `None` when the values do not spread.
+pub fn otsu_threshold(values: &[f32]) -> Option<f32> {
+    let h = Histogram::of(values)?;
+    let m = h.prefix_moments();
+    let [total, sum_all, _] = m[m.len() - 1];
+    let mut best: Option<(f64, usize)> = None;
+    for (t, &[w0, s0, _]) in m.iter().enumerate() {
+        let w1 = total - w0;
+        if w0 == 0.0 || w1 == 0.0 {
+            continue;
+        }
+        let between = w0 * w1 * (s0 / w0 - (sum_all - s0) / w1).powi(2);
+        if best.is_none_or(|(b, _)| between > b) {
+            best = Some((between, t));
+        }
+    }
+    best.map(|(_, t)| h.upper_edge(t))
+}
+
+/// Kittler and Illingworth's minimum-error threshold of the finite values: the split whose
+/// two Gaussian populations (each with its own share, mean and spread) best explain the
+/// histogram. `None` when no split leaves two populations with a spread.
+pub fn minimum_error_threshold(values: &[f32]) -> Option<f32> {
+    let h = Histogram::of(values)?;
+    let m = h.prefix_moments();
+    let [total, sum_all, sq_all] = m[m.len() - 1];
+    let mut best: Option<(f64, usize)> = None;
+    for (t, &[n0, s0, q0]) in m.iter().enumerate().take(m.len() - 1) {
+        let n1 = total - n0;
+        let (p0, p1) = (n0 / total, n1 / total);
+        if p0 < 1e-6 || p1 < 1e-6 {
+            continue;
+        }
+        let (mean0, mean1) = (s0 / n0, (sum_all - s0) / n1);
+        let var0 = q0 / n0 - mean0 * mean0;
+        let var1 = (sq_all - q0) / n1 - mean1 * mean1;
+        if var0 <= 1e-9 || var1 <= 1e-9 {
+            continue;
+        }
+        let error = 1.0 + p0 * var0.ln() + p1 * var1.ln() - 2.0 * (p0 * p0.ln() + p1 * p1.ln());
+        if best.is_none_or(|(b, _)| error < b) {
+            best = Some((error, t));
+        }
+    }
+    best.map(|(_, t)| h.upper_edge(t))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::Array2;
+    use rand::{Rng, SeedableRng};
+
+    /// Normal draws (Box-Muller) with the given mean and spread.
+    fn normal(rng: &mut impl Rng, n: usize, mean: f32, sd: f32) -> Vec<f32> {
+        (0..n)
+            .map(|_| {
+                let (u, v): (f32, f32) = (rng.gen_range(1e-6..1.0), rng.gen());
+                mean + sd * (-2.0 * u.ln()).sqrt() * (std::f32::consts::TAU * v).cos()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_minimum_error_threshold_finds_a_rare_population_that_otsu_cuts_through() {
+        // 97 % unchanged (magnitude ~ N(2, 0.6)), 3 % changed (~ N(7, 1.5)): the rare,
+        // wider population of a scene with little change.
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+        let mut values = normal(&mut rng, 97_000, 2.0, 0.6);
+        values.extend(normal(&mut rng, 3_000, 7.0, 1.5));
+        let ki = minimum_error_threshold(&values).unwrap();
+        assert!((3.5..5.0).contains(&ki), "minimum-error threshold {ki}");
+        let misclassified = |t: f32| {
+            values[..97_000].iter().filter(|&&v| v > t).count()
+                + values[97_000..].iter().filter(|&&v| v <= t).count()
+        };
+        let otsu = otsu_threshold(&values).unwrap();
+        assert!(
+            misclassified(ki) <= misclassified(otsu),
+            "KI {ki} ({} wrong) against Otsu {otsu} ({} wrong)",
+            misclassified(ki),
+            misclassified(otsu)
+        );
+    }
+
+    #[test]
+    fn otsu_splits_two_modes() {
+        let mut v = vec![1.0f32; 100];
+        v.extend(vec![10.0f32; 50]);
+        let t = otsu_threshold(&v).unwrap();
+        assert!(t > 1.0 && t < 10.0, "{t}");
+    }
+
+    #[test]
+    fn thresholds_need_values_that_spread() {
+        assert_eq!(minimum_error_threshold(&[1.0; 10]), None);
+        assert_eq!(otsu_threshold(&[f32::NAN, 2.0]), None);
+    }
+
+    #[test]
+    fn a_uniformly_brighter_look_is_no_change_after_standardisation() {
+        // Look 2 is look 1 with twice the gain and an offset in every band: no change.
+        let before = Array2::from_shape_fn((3, 50), |(b, i)| (b * 7 + i % 13) as f32 / 100.0);
+        let after = before.mapv(|v| 2.0 * v + 0.1);
+        let mut moments = BandMoments::default();
+        moments.add(before.view(), after.view());
+        let z = moments.standardisation().unwrap();
+        let m = z.magnitude(before.view(), after.view());
+        assert!(m.iter().all(|&v| v.abs() < 1e-4), "{m:?}");
+        // One pixel whose bands all rise: a change, far above the rest.
+        let mut changed = after.clone();
+        changed.column_mut(10).mapv_inplace(|v| v + 0.5);
+        let m = z.magnitude(before.view(), changed.view());
+        assert!(m[10] > 5.0 && m[11] < 1e-4, "{} {}", m[10], m[11]);
+    }
+
+    #[test]
+    fn moments_of_tiles_merge_to_those_of_the_whole() {
+        let before = Array2::from_shape_fn((2, 40), |(b, i)| ((b + 1) * i) as f32);
+        let after = before.mapv(|v| v * 0.5 + 1.0);
+        let mut whole = BandMoments::default();
+        whole.add(before.view(), after.view());
+        let mut parts = BandMoments::default();
+        for k in 0..4 {
+            let mut part = BandMoments::default();
+            let cols = ndarray::s![.., k * 10..(k + 1) * 10];
+            part.add(before.slice(cols), after.slice(cols));
+            parts.merge(part);
+        }
+        assert_eq!(parts.pixels(), whole.pixels());
+        let (a, b) = (
+            parts.standardisation().unwrap(),
+            whole.standardisation().unwrap(),
+        );
+        for (x, y) in a
+            .before
+            .iter()
+            .chain(&a.after)
+            .zip(b.before.iter().chain(&b.after))
+        {
+            assert!((x.0 - y.0).abs() < 1e-4 && (x.1 - y.1).abs() < 1e-6);
+        }
+    }
+
+    #[test]
+    fn a_constant_band_weighs_nothing() {
+        let before = Array2::from_shape_fn((2, 20), |(b, i)| if b == 0 { 0.3 } else { i as f32 });
+        let after = before.clone();
+        let mut moments = BandMoments::default();
+        moments.add(before.view(), after.view());
+        let m = moments
+            .standardisation()
+            .unwrap()
+            .magnitude(before.view(), after.view());
+        assert!(m.iter().all(|&v| v == 0.0), "{m:?}");
+    }
+
+    #[test]
+    fn unobserved_pixels_have_no_magnitude_and_do_not_count() {
+        let mut before = Array2::from_shape_fn((2, 6), |(b, i)| (b + i) as f32);
+        before[[1, 2]] = f32::NAN;
+        let after = before.mapv(|v| v + 1.0);
+        let mut moments = BandMoments::default();
+        moments.add(before.view(), after.view());
+        assert_eq!(moments.pixels(), 5);
+        let m = moments
+            .standardisation()
+            .unwrap()
+            .magnitude(before.view(), after.view());
+        assert!(m[2].is_nan() && m[3].is_finite());
+    }
+
+    #[test]
+    fn smoothing_averages_finite_neighbours_and_keeps_gaps() {
+        // 3 x 3, a spike in the centre and a gap in a corner.
+        let v = [0.0, 0.0, f32::NAN, 0.0, 9.0, 0.0, 0.0, 0.0, 0.0];
+        let s = smooth_3x3(&v, 3);
+        assert!(s[2].is_nan());
+        assert!((s[4] - 9.0 / 8.0).abs() < 1e-6, "{}", s[4]);
+        assert!((s[0] - 9.0 / 4.0).abs() < 1e-6, "{}", s[0]);
+    }
+}
