@@ -63,10 +63,16 @@ pub(crate) fn profile_of(
             .filter(|p| p.bands.iter().all(|b| files.iter().any(|f| stem_has(f, b))))
             .max_by_key(|p| p.bands.len())
     } else if let Some(order) = band_order {
-        PROFILES
+        let named = PROFILES
             .iter()
             .filter(|p| p.bands.len() == order.len())
-            .find(|p| p.bands.iter().all(|b| order.iter().any(|o| o == b)))
+            .find(|p| p.bands.iter().all(|b| order.iter().any(|o| o == b)));
+        return named.ok_or_else(|| {
+            Error::usage(
+                format!("--bands {} is no sensor profile's set of bands", order.join(",")),
+                "name every band of the file with a profile's band names, or name the profile with --sensor (see `gengbao sensors`)",
+            )
+        });
     } else {
         let bands = open_georeferenced(path)?.raster_count();
         return SensorProfile::for_band_count(bands).ok_or_else(|| {

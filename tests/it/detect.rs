@@ -277,3 +277,129 @@ fn a_points_file_with_a_bad_label_is_named_and_nothing_is_written() {
         .unwrap_or_default();
     assert!(left.is_empty(), "left behind: {left:?}");
 }
+
+/// The raster `name` of a detect output, as bytes of its pixel values.
+fn pixels(out: &Path, name: &str) -> Vec<f64> {
+    gengbao::geo::raster::read_band_f64(&out.join(name), 1)
+        .unwrap()
+        .2
+}
+
+#[test]
+fn bands_stored_in_another_order_are_read_by_name() {
+    let tmp = tempfile::tempdir().unwrap();
+    scene(tmp.path());
+    let standard = tmp.path().join("standard");
+    detect(&options(tmp.path(), &standard)).unwrap();
+    // Both dates with their bands reversed in the file, named in the file's order.
+    let names = [
+        "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B11", "B12",
+    ];
+    for (file, class_of) in [
+        ("t1_rev.tif", land as fn(usize, usize) -> u8),
+        ("t2_rev.tif", land_after),
+    ] {
+        crate::common::geotiff(&tmp.path().join(file), SIZE, 10, 10.0, |b, i| {
+            let band = 11 - b;
+            let class = class_of(i % SIZE, i / SIZE);
+            (f32::from(SPECTRA[class as usize - 1][band - 1]) * texture(band, i)).round() as u16
+        });
+    }
+    let reordered = tmp.path().join("reordered");
+    let mut order: Vec<String> = names.iter().map(|s| s.to_string()).collect();
+    order.reverse();
+    detect(&DetectOptions {
+        before: tmp.path().join("t1_rev.tif"),
+        after: tmp.path().join("t2_rev.tif"),
+        band_order: Some(order.clone()),
+        ..options(tmp.path(), &reordered)
+    })
+    .unwrap();
+    for f in [
+        "class_before.tif",
+        "class_after.tif",
+        "change.tif",
+        "flags.tif",
+    ] {
+        assert!(pixels(&standard, f) == pixels(&reordered, f), "{f} differs");
+    }
+    // A band the profile needs and --bands does not name is refused by name.
+    order[0] = "B01".into();
+    let err = detect(&DetectOptions {
+        before: tmp.path().join("t1_rev.tif"),
+        after: tmp.path().join("t2_rev.tif"),
+        band_order: Some(order),
+        sensor: Some("sentinel2-l2a".into()),
+        ..options(tmp.path(), &tmp.path().join("bad"))
+    })
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("B12") && err.contains("--bands"), "{err}");
+}
+
+#[test]
+fn an_after_image_in_degrees_as_band_files_is_warped_onto_the_before_grid() {
+    use gengbao::geo::grid::JobGrid;
+    use gengbao::geo::raster::{warp_onto, GridTiff, Resample};
+    let tmp = tempfile::tempdir().unwrap();
+    scene(tmp.path());
+    let standard = tmp.path().join("standard");
+    detect(&options(tmp.path(), &standard)).unwrap();
+
+    // The after image in WGS 84 degrees, one file per band, as OSCD ships Sentinel-2.
+    let utm = SpatialRef::from_epsg(32650).unwrap();
+    let mut wgs84 = SpatialRef::from_epsg(4326).unwrap();
+    wgs84.set_axis_mapping_strategy(gdal::spatial_ref::AxisMappingStrategy::TraditionalGisOrder);
+    let to_wgs84 = gdal::spatial_ref::CoordTransform::new(&utm, &wgs84).unwrap();
+    let (mut xs, mut ys) = (
+        vec![ORIGIN.0, ORIGIN.0 + 960.0],
+        vec![ORIGIN.1 - 960.0, ORIGIN.1],
+    );
+    to_wgs84
+        .transform_coords(&mut xs, &mut ys, &mut [])
+        .unwrap();
+    let degrees = JobGrid::covering(
+        wgs84.to_wkt().unwrap(),
+        (xs[0], ys[0], xs[1], ys[1]),
+        0.0001,
+        512,
+        0,
+    )
+    .unwrap();
+    let stack = warp_onto(
+        &tmp.path().join("t2.tif"),
+        &degrees,
+        degrees.full_window(),
+        Resample::Bilinear,
+        Some(0.0),
+    )
+    .unwrap();
+    let folder = tmp.path().join("t2_bands");
+    std::fs::create_dir(&folder).unwrap();
+    let names = [
+        "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B11", "B12",
+    ];
+    for (band, name) in stack.outer_iter().zip(names) {
+        let path = folder.join(format!("S2_20250601_{name}.tif"));
+        let mut tiff = GridTiff::create::<u16>(&path, &degrees, 1, Some(0.0)).unwrap();
+        let values: Vec<u16> = band
+            .iter()
+            .map(|v| if v.is_finite() { v.round() as u16 } else { 0 })
+            .collect();
+        tiff.write(1, degrees.full_window(), values).unwrap();
+        tiff.close().unwrap();
+    }
+
+    let out = tmp.path().join("out");
+    detect(&DetectOptions {
+        after: folder,
+        ..options(tmp.path(), &out)
+    })
+    .unwrap();
+    // The results lie on the before image's grid, and its classes are the standard run's.
+    assert_eq!(
+        pixels(&out, "class_before.tif"),
+        pixels(&standard, "class_before.tif")
+    );
+    assert_found(&read_patches(&out), ChangeType::FNH, BUILT);
+}

@@ -2,7 +2,7 @@
 //! patches of Flanders (annual crops, grassland, built-up from the parcel register), run
 //! through the real job (folder of acquisitions, SCL masking, bimonthly composites, archive).
 //! Skips with a message when the data is absent. Reproduce the README figures:
-//! `cargo test --release --test real_worldcereal -- --nocapture`.
+//! `cargo test --release --test it real_worldcereal -- --nocapture`.
 
 use gdal::vector::{FieldValue, Geometry};
 
