@@ -219,6 +219,9 @@ enum Command {
         /// Only these OSCD cities (repeat the option); all by default.
         #[arg(long = "city")]
         cities: Vec<String>,
+        /// Change pairs only, without the land-cover sets.
+        #[arg(long)]
+        change_only: bool,
     },
     /// List the sensor profiles.
     Sensors,
@@ -800,16 +803,28 @@ fn main_inner(cli: Cli) -> Result<u8> {
             zip,
         } => export(&config, period, &counties, zip),
         Command::Ledger { action } => ledger_command(action),
-        Command::EvalReal { data, out, cities } => {
+        Command::EvalReal {
+            data,
+            out,
+            cities,
+            change_only,
+        } => {
             let report = eval_real(&EvalRealOptions {
                 data,
                 out: out.clone(),
                 cities: (!cities.is_empty()).then_some(cities),
+                land_cover: !change_only,
             })?;
             for m in &report.change_means {
                 println!(
                     "{} ({} scenes): F1 gengbao {:.3}, classes alone {:.3}, CVA + Otsu {:.3}",
                     m.set, m.scenes, m.gengbao_f1, m.classes_only_f1, m.cva_otsu_f1
+                );
+            }
+            for l in &report.land_cover {
+                println!(
+                    "{} ({} patches): macro-F1 gengbao {:.3}",
+                    l.set, l.patches, l.gengbao.macro_f1
                 );
             }
             println!("   report: {}", out.join("eval-real.md").display());

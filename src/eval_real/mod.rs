@@ -7,13 +7,15 @@
 //! and the date), and detect's outputs of every scene under `work/` there.
 //!
 //! Change pairs ([`change`]): Taizhou (Landsat) and the 14 OSCD cities (Sentinel-2 L1C),
-//! scored on labelled pixels only; OSCD's figure is the mean over cities. The land-cover sets
-//! (EuroSAT, WorldCereal, eo-learn Slovenia, Digital Earth Africa) are not run yet.
+//! scored on labelled pixels only; OSCD's figure is the mean over cities. Land cover
+//! ([`land_cover`]): the EuroSAT patches, gengbao's single-date classes. The random-forest
+//! yardstick, WorldCereal, eo-learn Slovenia and Digital Earth Africa are not run yet.
 
 mod change;
+mod land_cover;
 
 use crate::error::{Error, Result};
-use crate::evaluate::BinaryScore;
+use crate::evaluate::{BinaryScore, ClassScore};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 
@@ -25,6 +27,8 @@ pub struct EvalRealOptions {
     pub out: PathBuf,
     /// Only these OSCD cities (all when `None`).
     pub cities: Option<Vec<String>>,
+    /// Also the land-cover sets (EuroSAT).
+    pub land_cover: bool,
 }
 
 /// One real change pair, scored.
@@ -59,6 +63,15 @@ pub struct SetMean {
     pub cva_otsu_f1: f64,
 }
 
+/// One real land-cover set, scored per pixel over gengbao's classes 1..6.
+#[derive(Debug, Clone, Serialize)]
+pub struct LandCoverSet {
+    pub set: String,
+    pub patches: usize,
+    /// gengbao's single-date land cover (detect's `class_before.tif`).
+    pub gengbao: ClassScore,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct EvalRealReport {
     pub date: String,
@@ -66,6 +79,7 @@ pub struct EvalRealReport {
     pub data: String,
     pub change: Vec<ChangeScene>,
     pub change_means: Vec<SetMean>,
+    pub land_cover: Vec<LandCoverSet>,
 }
 
 /// Runs every labelled change pair found in `opts.data` and writes the report.
@@ -84,12 +98,20 @@ pub fn eval_real(opts: &EvalRealOptions) -> Result<EvalRealReport> {
     for scene in &scenes {
         change.push(change::run_scene(scene, &work.join(scene.set))?);
     }
+    let land_cover = if opts.land_cover {
+        land_cover::eurosat(&opts.data, &work.join("eurosat-s2"))?
+            .into_iter()
+            .collect()
+    } else {
+        Vec::new()
+    };
     let report = EvalRealReport {
         date: chrono::Local::now().format("%Y-%m-%d").to_string(),
         gengbao_version: env!("CARGO_PKG_VERSION").into(),
         data: opts.data.display().to_string(),
         change_means: set_means(&change),
         change,
+        land_cover,
     };
     write_report(&report, &opts.out)?;
     Ok(report)
@@ -161,6 +183,29 @@ impl EvalRealReport {
                 prf(&s.cva_otsu),
                 s.classifier
             );
+        }
+        if !self.land_cover.is_empty() {
+            md += "\n## Land cover: per-pixel macro-F1 over classes 1..6\n\n";
+            md += "(the random-forest yardstick is not run yet)\n\n";
+            md += "| set | patches | macro-F1 | 1 grain | 2 non-grain | 3 built-up | 4 water | 5 grass | 6 forest |\n|---|---|---|---|---|---|---|---|---|\n";
+            for l in &self.land_cover {
+                let f = |c: u8| {
+                    let g = l.gengbao.f1.get(&c).copied().unwrap_or(0.0);
+                    format!("{:.2}", zero_if_nan(g))
+                };
+                md += &format!(
+                    "| {} | {} | {:.3} | {} | {} | {} | {} | {} | {} |\n",
+                    l.set,
+                    l.patches,
+                    l.gengbao.macro_f1,
+                    f(1),
+                    f(2),
+                    f(3),
+                    f(4),
+                    f(5),
+                    f(6)
+                );
+            }
         }
         md
     }

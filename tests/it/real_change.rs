@@ -20,6 +20,7 @@ fn detect_beats_the_classical_change_detector_on_real_pairs() {
         data: data.clone(),
         out: tmp.path().to_path_buf(),
         cities: Some(FAST_CITIES.map(String::from).to_vec()),
+        land_cover: false,
     })
     .unwrap();
     println!("{}", report.markdown());
