@@ -207,8 +207,8 @@ enum Command {
         out: PathBuf,
     },
     /// Run every labelled real set of a data folder through gengbao and the classical
-    /// yardsticks on the same pixels: eval-real.json and eval-real.md (change pairs for
-    /// now: Taizhou and the OSCD cities).
+    /// yardsticks on the same pixels: eval-real.json and eval-real.md (change pairs:
+    /// Taizhou and the OSCD cities; land cover: the EuroSAT patches).
     EvalReal {
         /// The data folder, laid out as ../shared/data/README.md describes.
         #[arg(long, default_value = "../shared/data")]
@@ -823,8 +823,8 @@ fn main_inner(cli: Cli) -> Result<u8> {
             }
             for l in &report.land_cover {
                 println!(
-                    "{} ({} patches): macro-F1 gengbao {:.3}",
-                    l.set, l.patches, l.gengbao.macro_f1
+                    "{} ({} patches): macro-F1 gengbao {:.3}, random forest {:.3}",
+                    l.set, l.patches, l.gengbao.macro_f1, l.random_forest.macro_f1
                 );
             }
             println!("   report: {}", out.join("eval-real.md").display());

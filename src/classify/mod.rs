@@ -30,9 +30,11 @@ pub struct ClassifierInput<'a> {
 pub struct Classified {
     pub classes: Vec<u8>,
     pub confidence: Vec<f32>,
-    /// The next most likely class of each pixel (0 where unclassified) and its confidence:
-    /// what the pixel is when it is known not to be its first class (detect's changed
-    /// pixels whose class did not change). Empty unless [`ClassifierInput::runner_up`].
+    /// The next most likely class of each pixel (0 where unclassified) and its confidence
+    /// given that the pixel is not of its first class (for a learned model, its probability
+    /// divided by one minus the first class's): what the pixel is when it is known not to be
+    /// its first class (detect's changed pixels whose class did not change). Empty unless
+    /// [`ClassifierInput::runner_up`].
     pub runner_up: Vec<u8>,
     pub runner_up_confidence: Vec<f32>,
 }
@@ -717,7 +719,9 @@ impl TorchClassifier {
         let (second, second_probability) = if input.runner_up {
             let others = probabilities.scatter_value(-1, &idx.unsqueeze(-1), 0.0);
             let (p, i) = others.max_dim(-1, false);
-            (Vec::<i64>::from(&i), Vec::<f32>::from(&p))
+            // The runner-up's probability given that the pixel is not its first class.
+            let given_not_first = p / ((&prob * -1.0) + 1.0).clamp_min(1e-6);
+            (Vec::<i64>::from(&i), Vec::<f32>::from(&given_not_first))
         } else {
             (Vec::new(), Vec::new())
         };

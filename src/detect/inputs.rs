@@ -8,7 +8,7 @@
 //! memory file system for as long as the pair is open).
 
 use crate::error::{Error, GdalContext, Result};
-use crate::geo::imagery::has_band_token;
+use crate::geo::imagery::{has_band_token, is_raster_file};
 use crate::geo::raster::open_georeferenced;
 use crate::geo::sensor::{SensorProfile, PROFILES};
 use std::path::{Path, PathBuf};
@@ -154,12 +154,7 @@ fn raster_files(folder: &Path) -> Result<Vec<PathBuf>> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(folder)
         .map_err(|e| Error::io(folder, e))?
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.is_file()
-                && p.extension().and_then(|e| e.to_str()).is_some_and(|e| {
-                    ["tif", "tiff", "jp2", "img"].contains(&e.to_ascii_lowercase().as_str())
-                })
-        })
+        .filter(|p| p.is_file() && is_raster_file(p))
         .collect();
     files.sort();
     Ok(files)
@@ -196,8 +191,28 @@ fn stack_band_files(folder: &Path, profile: &SensorProfile, name: &str) -> Resul
             }
         }
     }
-    let args = ["-separate", "-resolution", "highest", "-r", "bilinear"].map(String::from);
-    build_virtual(&datasets, &args, folder, name)
+    let mut args: Vec<String> = ["-separate", "-resolution", "highest", "-r", "bilinear"]
+        .map(String::from)
+        .to_vec();
+    if profile.nodata.is_finite() {
+        // Band files rarely declare the product's fill value: without it, resampling the
+        // coarser bands would blend the fill into real pixels at the edges.
+        let fill = profile.nodata.to_string();
+        args.extend(["-srcnodata".into(), fill.clone(), "-vrtnodata".into(), fill]);
+    }
+    let stack = build_virtual(&datasets, &args, folder, name)?;
+    let stacked = open_georeferenced(&stack.path)?.raster_count();
+    if stacked != profile.bands.len() {
+        return Err(Error::input(
+            folder,
+            format!(
+                "only {stacked} of the {} band files stack into one image",
+                profile.bands.len()
+            ),
+            "give every band file of the folder the same CRS (check them with `gdalinfo`)",
+        ));
+    }
+    Ok(stack)
 }
 
 fn build_virtual(
@@ -207,7 +222,7 @@ fn build_virtual(
     name: &str,
 ) -> Result<BandStack> {
     let path = virtual_path(name);
-    let fix = "check the band files with `gdalinfo`: they must overlap and share a CRS";
+    let fix = "check the bands with `gdalinfo`: they must be readable, overlap and share a CRS";
     let opts = gdal::programs::raster::BuildVRTOptions::new(args.iter().map(String::as_str))
         .in_file(source_path, fix)?;
     let vrt = gdal::programs::raster::build_vrt(Some(&path), sources, Some(opts))

@@ -2,7 +2,8 @@
 //! that a user already has): the stages of a period run, with the earlier image's classes as
 //! the baseline instead of the farmland layer and the archive.
 //!
-//! Takes: two GDAL-readable images with the band layout of a sensor profile, optionally a
+//! Takes: two images with the bands of a sensor profile (each one GDAL-readable raster, or a
+//! folder of band files: [`inputs`]), optionally a
 //! parcel layer (without one the whole image is watched). Gives, in the output folder:
 //! `class_before.tif`, `class_after.tif` (land cover of the watched area, 0 elsewhere),
 //! `change.tif` (the spectral decision: 1 changed, 0 not, 255 unobserved),
@@ -15,9 +16,9 @@
 //! class, or the after classifier's runner-up when its first class repeats the before one.
 //! Rules: FNH and FLH as in [`crate::domain::change`]; PH needs a year of periods and is flagged from
 //! two dates only when asked ([`DetectOptions::abandonment`]). A pair is one look at each
-//! date, so there is no persistence to outvote a misclassified pixel; instead a pixel changes
-//! only when a learned model is sure of both its classes, and with a parcel layer an FLH or PH
-//! patch must take most of its parcel ([`ParcelShares`]).
+//! date, so there is no persistence to outvote a misclassified pixel; instead a pixel is
+//! flagged only when a learned model is sure of both its classes, and with a parcel layer an
+//! FLH or PH patch must take most of its parcel ([`ParcelShares`]).
 
 pub(crate) mod inputs;
 
@@ -75,9 +76,10 @@ pub struct DetectOptions {
     pub sample_class_field: String,
     /// Flag PH from the pair (cropland before, grass after): see [`pair_cultivation`].
     pub abandonment: bool,
-    /// A pixel changes only when the classifier is at least this sure of both its classes:
-    /// a pair is one look at each date, so an unsure class is no evidence of change. Applies
-    /// to learned models, whose confidence is a probability (not to the index rules).
+    /// A pixel is flagged only when the classifier is at least this sure of both its classes:
+    /// a pair is one look at each date, so an unsure class is no evidence of a violation.
+    /// Applies to learned models, whose confidence is a probability (not to the index
+    /// rules).
     pub min_confidence: f32,
     /// With a parcel layer, the share of a parcel's observed pixels that the pixels of an FLH
     /// or PH patch's type there must make up ([`ParcelShares`]); 0 keeps every patch.
@@ -217,8 +219,8 @@ struct SceneChange {
 /// `change.tif` where a look did not see the pixel.
 const UNOBSERVED: u8 = 255;
 
-/// Pixels read (per look) to learn the scene's change statistics: every tile of a scene up to
-/// this size, tiles spread evenly over the scene beyond (a million pixels give band moments
+/// Pixels seen in both looks that teach the scene's change statistics: every tile of a scene
+/// up to this size, tiles spread over the scene beyond (a million pixels give band moments
 /// and a 256-bin histogram to well under a per cent).
 const SCENE_SAMPLE_PIXELS: usize = 1_000_000;
 
@@ -499,22 +501,33 @@ impl Looks {
 }
 
 /// Learns the scene's change statistics from a sample of tiles: the band moments of both
-/// looks, then the threshold of the smoothed magnitudes they give.
+/// looks, then the threshold of the smoothed magnitudes they give. Tiles are taken in an
+/// order that spreads them over the scene, a round at a time, until the pixels seen in both
+/// images (on the watched parcels, when there are parcels) reach [`SCENE_SAMPLE_PIXELS`] or
+/// every tile is read.
 fn scene_change(pair: &Pair) -> Result<SceneChange> {
     let tiles = pair.grid.tiles();
-    let sample = spread_sample(&tiles, SCENE_SAMPLE_PIXELS);
-    let moments = sample
-        .par_iter()
-        .map(|tile| {
-            let looks = read_looks(pair, tile)?;
-            let mut m = BandMoments::default();
-            m.add(looks.before.pixels(), looks.after.pixels());
-            Ok(m)
-        })
-        .collect::<Result<Vec<_>>>()?;
-    let mut all = BandMoments::default();
-    for m in moments {
-        all.merge(m);
+    let order = spread_order(tiles.len());
+    let tile_pixels = pair.grid.tile_size * pair.grid.tile_size;
+    let per_round = SCENE_SAMPLE_PIXELS.div_ceil(tile_pixels).max(1);
+    let (mut all, mut sample) = (BandMoments::default(), Vec::new());
+    for round in order.chunks(per_round) {
+        if all.pixels() >= SCENE_SAMPLE_PIXELS as u64 {
+            break;
+        }
+        let moments = round
+            .par_iter()
+            .map(|&i| {
+                let looks = read_looks(pair, &tiles[i])?;
+                let mut m = BandMoments::default();
+                m.add(looks.before.pixels(), looks.after.pixels());
+                Ok(m)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        for m in moments {
+            all.merge(m);
+        }
+        sample.extend(round.iter().map(|&i| &tiles[i]));
     }
     let Some(standardisation) = all.standardisation() else {
         return Err(Error::input(
@@ -547,28 +560,37 @@ fn after_class(before: &Classified, after: &Classified, changed: bool, i: usize)
         (0, 0.0)
     } else if !changed {
         (was, before.confidence[i])
-    } else if after.classes[i] != was || after.runner_up[i] == 0 || after.runner_up[i] == was {
-        (after.classes[i], after.confidence[i])
     } else {
-        (after.runner_up[i], after.runner_up_confidence[i])
+        let second = after.runner_up.get(i).copied().unwrap_or(0);
+        if after.classes[i] != was || second == 0 || second == was {
+            (after.classes[i], after.confidence[i])
+        } else {
+            (second, after.runner_up_confidence[i])
+        }
     }
 }
 
-/// Tiles holding about `pixels` pixels, at evenly spaced positions of the row-major order
-/// (which spreads them over rows and, unless the spacing is a multiple of the row length,
-/// columns); all tiles when they hold fewer.
-fn spread_sample(tiles: &[Tile], pixels: usize) -> Vec<&Tile> {
-    let total: usize = tiles.iter().map(|t| t.core.len()).sum();
-    if total <= pixels || tiles.len() < 2 {
-        return tiles.iter().collect();
+/// The indices `0..count` in an order whose every prefix spreads over the range: evenly
+/// spaced indices first, then those halfway between, and so on. Over a row-major tile list
+/// this spreads a sample over rows and, unless the spacing is a multiple of the row length,
+/// columns.
+fn spread_order(count: usize) -> Vec<usize> {
+    let mut taken = vec![false; count];
+    let mut order = Vec::with_capacity(count);
+    let mut points = 2usize;
+    while order.len() < count && points <= 2 * count {
+        let last = count.saturating_sub(1) as f64;
+        for j in 0..points {
+            let i = (j as f64 * last / (points - 1) as f64).round() as usize;
+            if !taken[i] {
+                taken[i] = true;
+                order.push(i);
+            }
+        }
+        points = 2 * points - 1;
     }
-    let count = (pixels * tiles.len()).div_ceil(total).clamp(2, tiles.len());
-    let last = (tiles.len() - 1) as f64;
-    let mut picked: Vec<usize> = (0..count)
-        .map(|k| (k as f64 * last / (count - 1) as f64).round() as usize)
-        .collect();
-    picked.dedup();
-    picked.into_iter().map(|i| &tiles[i]).collect()
+    order.extend((0..count).filter(|&i| !taken[i]));
+    order
 }
 
 /// Classifies one tile at both dates and judges its pixels through the engine's change step.
@@ -687,4 +709,20 @@ fn move_results(pair: &Pair, staging: &StagingDir) -> Result<()> {
         staging.move_entry(&name, &pair.opts.out.join(&name))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::spread_order;
+
+    #[test]
+    fn the_spread_order_visits_every_tile_once_and_starts_at_both_ends() {
+        for count in [1, 2, 3, 7, 16, 256] {
+            let order = spread_order(count);
+            let mut sorted = order.clone();
+            sorted.sort();
+            assert_eq!(sorted, (0..count).collect::<Vec<_>>(), "{count}");
+        }
+        assert_eq!(&spread_order(256)[..3], &[0, 255, 128]);
+    }
 }

@@ -75,8 +75,8 @@ impl BandMoments {
     }
 
     /// Each band's mean and standard deviation in each look; `None` with fewer than two
-    /// observed pixels. A band that is constant in a look (saturated, or empty) weighs
-    /// nothing there: its standardised value is 0.
+    /// observed pixels. A band that is constant in either look (saturated, or empty) weighs
+    /// nothing in the magnitude.
     pub fn standardisation(&self) -> Option<Standardisation> {
         if self.pixels < 2 {
             return None;
@@ -91,9 +91,15 @@ impl BandMoments {
         for sums in &self.sums {
             let (mb, sb) = moments(sums[0], sums[1]);
             let (ma, sa) = moments(sums[2], sums[3]);
-            let inverse = |sd: f64| if sd <= 1e-12 { 0.0 } else { (1.0 / sd) as f32 };
-            s.before.push((mb as f32, inverse(sb)));
-            s.after.push((ma as f32, inverse(sa)));
+            // A band constant in either look says nothing about change: it weighs nothing in
+            // both.
+            let (ib, ia) = if sb <= 1e-12 || sa <= 1e-12 {
+                (0.0, 0.0)
+            } else {
+                ((1.0 / sb) as f32, (1.0 / sa) as f32)
+            };
+            s.before.push((mb as f32, ib));
+            s.after.push((ma as f32, ia));
         }
         Some(s)
     }
@@ -352,7 +358,11 @@ mod tests {
     #[test]
     fn a_constant_band_weighs_nothing() {
         let before = Array2::from_shape_fn((2, 20), |(b, i)| if b == 0 { 0.3 } else { i as f32 });
-        let after = before.clone();
+        // Band 0 is constant before and varies after: still no evidence of change.
+        let after = Array2::from_shape_fn(
+            (2, 20),
+            |(b, i)| if b == 0 { (i % 3) as f32 } else { i as f32 },
+        );
         let mut moments = BandMoments::default();
         moments.add(before.view(), after.view());
         let m = moments

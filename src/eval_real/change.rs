@@ -8,8 +8,9 @@
 //!   from before 2022 (no −1000 offset); `cm/<city>-cm.tif` 1 = no change, 2 = change, on the
 //!   pixels of `imgs_1/*_B02.tif` without georeferencing (given that file's here).
 //!
-//! A pixel counts as changed by gengbao when `flags.tif` is 1..3 or the two class rasters
-//! differ (both non-zero); the better of the two is the scene's figure.
+//! A pixel counts as changed by gengbao when `flags.tif` is 1..3, or when the two class rasters
+//! differ (both non-zero); as the data README's protocol has it, the better of the two
+//! readings is the scene's figure, for either run of detect.
 
 use super::ChangeScene;
 use crate::detect::{detect, inputs, DetectOptions};
@@ -74,6 +75,12 @@ pub(super) fn scenes(data: &Path, cities: Option<&[String]>) -> Result<Vec<Scene
             .map(|e| e.file_name().to_string_lossy().into_owned())
             .collect();
         cities_found.sort();
+        if let Some(unknown) = cities.and_then(|c| c.iter().find(|c| !cities_found.contains(c))) {
+            return Err(Error::usage(
+                format!("--city {unknown}: no such OSCD city in {}", oscd.display()),
+                format!("name one of: {}", cities_found.join(", ")),
+            ));
+        }
         for city in cities_found {
             if cities.is_some_and(|c| !c.contains(&city)) {
                 continue;
@@ -143,7 +150,7 @@ pub(super) fn run_scene(scene: &Scene, work: &Path) -> Result<ChangeScene> {
     let score = |predicted: &[bool]| binary_score(predicted, &changed, &unchanged);
     let [flags, classes] = detected(&out)?;
     let (gengbao_flags, gengbao_classes) = (score(&flags), score(&classes));
-    let [_, classes_only] = detected(&classes_out)?;
+    let [classes_only_flags, classes_only] = detected(&classes_out)?;
     let yardstick = score(&yardstick_on(scene, &grid)?);
     Ok(ChangeScene {
         set: scene.set.into(),
@@ -153,7 +160,7 @@ pub(super) fn run_scene(scene: &Scene, work: &Path) -> Result<ChangeScene> {
         gengbao: best(&gengbao_flags, &gengbao_classes).clone(),
         gengbao_flags,
         gengbao_classes,
-        classes_only: score(&classes_only),
+        classes_only: best(&score(&classes_only_flags), &score(&classes_only)).clone(),
         cva_otsu: yardstick,
         threshold: summary.change_threshold,
         classifier: summary.classifier,

@@ -1,20 +1,28 @@
 //! The real land-cover patches: each through `detect` with the same image as both dates
 //! (so that `class_before.tif` is gengbao's single-date land cover, as the data README's
-//! protocol has it). The random forest yardstick on the raw bands is not run yet.
+//! protocol has it), beside a random forest on the raw bands of the same pixels.
 //!
 //! `eurosat-s2/<Class>/<Class>_N.tif`: 64 × 64 px Sentinel-2 L1C patches (13 bands, B8A stored
 //! last, products of 2017-2018 without the −1000 offset, pixels of about 10.00 × 10.01 m).
 //! Classes onto gengbao's codes: AnnualCrop 1, PermanentCrop 2, Residential and Industrial 3,
 //! River and SeaLake 4, Pasture and HerbaceousVegetation 5, Forest 6; Highway is left out.
 //!
-//! gengbao learned nothing from these patches, so every patch is held out for it.
+//! The forest is scored on held-out patches: five folds by patch number (patches N and N + 5
+//! of every class form one fold), each fold predicted by a forest grown on the others (100
+//! trees, seeded, `smartcore`). gengbao learned nothing from these patches, so every patch is
+//! held out for it.
 
 use super::LandCoverSet;
-use crate::detect::{detect, DetectOptions};
+use crate::detect::{detect, inputs, DetectOptions};
 use crate::error::{Error, Result};
 use crate::evaluate::class_score;
-use crate::geo::raster::read_band_f64;
+use crate::geo::grid::JobGrid;
+use crate::geo::raster::{open_georeferenced, read_band_f64, warp_onto, Resample};
 use crate::geo::sensor::SensorProfile;
+use smartcore::ensemble::random_forest_classifier::{
+    RandomForestClassifier, RandomForestClassifierParameters,
+};
+use smartcore::linalg::basic::matrix::DenseMatrix;
 use std::path::{Path, PathBuf};
 
 /// EuroSAT's folders and gengbao's class codes.
@@ -35,11 +43,21 @@ const EUROSAT_BANDS: [&str; 13] = [
     "B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B09", "B10", "B11", "B12", "B8A",
 ];
 
+const FOLDS: usize = 5;
+
+/// Every fourth pixel of every fourth row of a patch trains the forest (256 of 4,096): the
+/// pixels of a patch are alike.
+const TRAINING_STRIDE: usize = 4;
+
 /// One labelled patch, read.
 struct Patch {
     class: u8,
+    fold: usize,
     /// gengbao's class of each pixel (0 = unclassified).
     gengbao: Vec<u8>,
+    /// Each pixel's digital numbers in the profile's band order, on detect's grid (`None`
+    /// where a band is missing).
+    pixels: Vec<Option<Vec<f64>>>,
 }
 
 /// Runs the EuroSAT patches under `data`, when present; `None` when the folder is absent.
@@ -62,12 +80,19 @@ pub(super) fn eurosat(data: &Path, work: &Path) -> Result<Option<LandCoverSet>> 
                 quiet: true,
                 ..DetectOptions::new(path.clone(), path.clone(), out.clone())
             })?;
-            let gengbao = read_band_f64(&out.join("class_before.tif"), 1)?
+            let classes_path = out.join("class_before.tif");
+            let grid = JobGrid::of_dataset(&open_georeferenced(&classes_path)?, &classes_path)?;
+            let gengbao = read_band_f64(&classes_path, 1)?
                 .2
                 .iter()
                 .map(|&v| v as u8)
                 .collect();
-            patches.push(Patch { class, gengbao });
+            patches.push(Patch {
+                class,
+                fold: (number - 1) % FOLDS,
+                gengbao,
+                pixels: raw_pixels(&path, profile, &order, &grid)?,
+            });
         }
     }
     if patches.is_empty() {
@@ -77,7 +102,7 @@ pub(super) fn eurosat(data: &Path, work: &Path) -> Result<Option<LandCoverSet>> 
             "restore the EuroSAT folder as the data README describes it",
         ));
     }
-    Ok(Some(score(&patches)))
+    Ok(Some(score(&patches)?))
 }
 
 /// The patch files of a class folder with their numbers, by number.
@@ -103,8 +128,39 @@ fn patch_files(folder: &Path) -> Result<Vec<(PathBuf, usize)>> {
     Ok(files)
 }
 
-/// gengbao's scores over all patches.
-fn score(patches: &[Patch]) -> LandCoverSet {
+/// The patch's digital numbers per pixel in the profile's band order, read onto `grid` as
+/// detect reads them.
+fn raw_pixels(
+    path: &Path,
+    profile: &SensorProfile,
+    order: &[String],
+    grid: &JobGrid,
+) -> Result<Vec<Option<Vec<f64>>>> {
+    let stack = inputs::band_stack(path, profile, Some(order), "forest")?;
+    let bands = warp_onto(
+        &stack.path,
+        grid,
+        grid.full_window(),
+        Resample::Bilinear,
+        Some(profile.nodata),
+    )?;
+    let (b, h, w) = bands.dim();
+    let bands = bands
+        .into_shape((b, h * w))
+        .expect("a read stack is in standard layout");
+    Ok(bands
+        .columns()
+        .into_iter()
+        .map(|px| {
+            px.iter()
+                .all(|v| v.is_finite())
+                .then(|| px.iter().map(|&v| f64::from(v)).collect())
+        })
+        .collect())
+}
+
+/// gengbao's and the forest's scores over all patches.
+fn score(patches: &[Patch]) -> Result<LandCoverSet> {
     let truth: Vec<f64> = patches
         .iter()
         .flat_map(|p| std::iter::repeat_n(f64::from(p.class), p.gengbao.len()))
@@ -113,9 +169,73 @@ fn score(patches: &[Patch]) -> LandCoverSet {
         .iter()
         .flat_map(|p| p.gengbao.iter().map(|&c| f64::from(c)))
         .collect();
-    LandCoverSet {
+    let mut forest = Vec::with_capacity(truth.len());
+    for fold in 0..FOLDS {
+        let model = forest_without(patches, fold)?;
+        for p in patches.iter().filter(|p| p.fold == fold) {
+            forest.extend(predict(&model, p)?);
+        }
+    }
+    // The forest's predictions come fold by fold: put the truth in the same order.
+    let forest_truth: Vec<f64> = (0..FOLDS)
+        .flat_map(|fold| patches.iter().filter(move |p| p.fold == fold))
+        .flat_map(|p| std::iter::repeat_n(f64::from(p.class), p.pixels.len()))
+        .collect();
+    Ok(LandCoverSet {
         set: "eurosat-s2".into(),
         patches: patches.len(),
         gengbao: class_score(&truth, &gengbao),
+        random_forest: class_score(&forest_truth, &forest),
+    })
+}
+
+type Forest = RandomForestClassifier<f64, u8, DenseMatrix<f64>, Vec<u8>>;
+
+/// A forest grown on the sampled pixels of the patches outside `fold`.
+fn forest_without(patches: &[Patch], fold: usize) -> Result<Forest> {
+    let (mut rows, mut labels) = (Vec::new(), Vec::new());
+    for p in patches.iter().filter(|p| p.fold != fold) {
+        let side = (p.pixels.len() as f64).sqrt() as usize;
+        let sampled = |i: &usize| {
+            (i / side).is_multiple_of(TRAINING_STRIDE) && i.is_multiple_of(TRAINING_STRIDE)
+        };
+        for i in (0..p.pixels.len()).filter(sampled) {
+            if let Some(x) = &p.pixels[i] {
+                rows.push(x.clone());
+                labels.push(p.class);
+            }
+        }
     }
+    let x = DenseMatrix::from_2d_vec(&rows).map_err(forest_error)?;
+    let parameters = RandomForestClassifierParameters::default()
+        .with_n_trees(100)
+        .with_seed(2026);
+    RandomForestClassifier::fit(&x, &labels, parameters).map_err(forest_error)
+}
+
+/// The forest's class of every pixel of a patch (0 where a band is missing).
+fn predict(forest: &Forest, p: &Patch) -> Result<Vec<f64>> {
+    let observed: Vec<Vec<f64>> = p.pixels.iter().flatten().cloned().collect();
+    let mut classes = if observed.is_empty() {
+        Vec::new()
+    } else {
+        forest
+            .predict(&DenseMatrix::from_2d_vec(&observed).map_err(forest_error)?)
+            .map_err(forest_error)?
+    }
+    .into_iter();
+    Ok(p.pixels
+        .iter()
+        .map(|px| match px {
+            Some(_) => f64::from(classes.next().unwrap_or(0)),
+            None => 0.0,
+        })
+        .collect())
+}
+
+fn forest_error(e: smartcore::error::Failed) -> Error {
+    Error::usage(
+        format!("the random-forest yardstick failed: {e}"),
+        "report it with the data folder's EuroSAT patches",
+    )
 }

@@ -218,11 +218,12 @@ impl JobGrid {
             return Self::of_dataset(ds, path);
         }
         let (width, height) = ds.raster_size();
+        let (x_end, y_end) = (gt[0] + gt[1] * width as f64, gt[3] + gt[5] * height as f64);
         let footprint = (
-            gt[0],
-            gt[3] + gt[5] * height as f64,
-            gt[0] + gt[1] * width as f64,
-            gt[3],
+            gt[0].min(x_end),
+            gt[3].min(y_end),
+            gt[0].max(x_end),
+            gt[3].max(y_end),
         );
         let target = if metric {
             srs.clone()

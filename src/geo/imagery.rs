@@ -62,7 +62,7 @@ fn date_in(name: &str) -> Option<NaiveDate> {
     })
 }
 
-fn is_raster_file(p: &Path) -> bool {
+pub(crate) fn is_raster_file(p: &Path) -> bool {
     matches!(
         p.extension()
             .and_then(|e| e.to_str())
