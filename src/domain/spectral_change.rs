@@ -162,7 +162,8 @@ pub fn smooth_3x3(values: &[f32], width: usize) -> Vec<f32> {
     out
 }
 
-/// A histogram of the finite values, 256 bins between their lowest and highest.
+/// A histogram of the finite values, 256 bins between the lowest and a top quantile; the
+/// values above it count in the last bin.
 struct Histogram {
     lo: f32,
     width: f32,
@@ -172,19 +173,20 @@ struct Histogram {
 impl Histogram {
     const BINS: usize = 256;
 
-    fn of(values: &[f32]) -> Option<Histogram> {
-        let (lo, hi) = values
-            .iter()
-            .filter(|v| v.is_finite())
-            .fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &v| {
-                (a.min(v), b.max(v))
-            });
+    fn of(values: &[f32], top_quantile: f64) -> Option<Histogram> {
+        let mut finite: Vec<f32> = values.iter().copied().filter(|v| v.is_finite()).collect();
+        if finite.is_empty() {
+            return None;
+        }
+        let lo = finite.iter().copied().fold(f32::INFINITY, f32::min);
+        let top = ((finite.len() - 1) as f64 * top_quantile).round() as usize;
+        let (_, &mut hi, _) = finite.select_nth_unstable_by(top, f32::total_cmp);
         if hi.partial_cmp(&lo) != Some(std::cmp::Ordering::Greater) {
             return None;
         }
         let width = (hi - lo) / Self::BINS as f32;
         let mut counts = vec![0f64; Self::BINS];
-        for &v in values.iter().filter(|v| v.is_finite()) {
+        for &v in &finite {
             counts[(((v - lo) / width) as usize).min(Self::BINS - 1)] += 1.0;
         }
         Some(Histogram { lo, width, counts })
@@ -211,9 +213,10 @@ impl Histogram {
 }
 
 /// Otsu's threshold of the finite values: the split that maximises the between-class
-/// variance. `None` when the values do not spread.
+/// variance, on a histogram from the lowest to the highest value (the classical definition:
+/// it is the yardstick's). `None` when the values do not spread.
 pub fn otsu_threshold(values: &[f32]) -> Option<f32> {
-    let h = Histogram::of(values)?;
+    let h = Histogram::of(values, 1.0)?;
     let m = h.prefix_moments();
     let [total, sum_all, _] = m[m.len() - 1];
     let mut best: Option<(f64, usize)> = None;
@@ -232,9 +235,12 @@ pub fn otsu_threshold(values: &[f32]) -> Option<f32> {
 
 /// Kittler and Illingworth's minimum-error threshold of the finite values: the split whose
 /// two Gaussian populations (each with its own share, mean and spread) best explain the
-/// histogram. `None` when no split leaves two populations with a spread.
+/// histogram. The histogram stops at the 99.9th percentile (higher values count in its last
+/// bin): a few extreme values (a cloud in one image, saturated pixels) would otherwise squeeze
+/// everything else into a few bins. `None` when no split leaves two populations with a
+/// spread.
 pub fn minimum_error_threshold(values: &[f32]) -> Option<f32> {
-    let h = Histogram::of(values)?;
+    let h = Histogram::of(values, 0.999)?;
     let m = h.prefix_moments();
     let [total, sum_all, sq_all] = m[m.len() - 1];
     let mut best: Option<(f64, usize)> = None;
@@ -302,6 +308,18 @@ mod tests {
         v.extend(vec![10.0f32; 50]);
         let t = otsu_threshold(&v).unwrap();
         assert!(t > 1.0 && t < 10.0, "{t}");
+    }
+
+    #[test]
+    fn a_few_extreme_values_do_not_move_the_threshold() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+        let mut values = normal(&mut rng, 97_000, 2.0, 0.6);
+        values.extend(normal(&mut rng, 3_000, 7.0, 1.5));
+        let plain = minimum_error_threshold(&values).unwrap();
+        // Fifty pixels of cloud in one image, hundreds of times as far as any change.
+        values.extend(std::iter::repeat_n(5000.0, 50));
+        let clouded = minimum_error_threshold(&values).unwrap();
+        assert!((plain - clouded).abs() < 0.3, "{plain} against {clouded}");
     }
 
     #[test]
