@@ -31,7 +31,7 @@ use crate::engine::change_rasters::ChangeRasters;
 use crate::engine::judge::{judge_tile, ChangeTile, History, Observation};
 use crate::engine::patch_record::{patch_specs, patch_values};
 use crate::engine::patches::{totals_by_type, PeriodInfo, Timeline, TypeTotals};
-use crate::engine::tiles::for_each_tile;
+use crate::engine::tiles::{for_each_tile, in_tile};
 use crate::error::{Error, Result};
 use crate::geo::composite::Composite;
 use crate::geo::grid::{JobGrid, Tile, Window};
@@ -250,12 +250,14 @@ pub fn detect(opts: &DetectOptions) -> Result<DetectSummary> {
     std::fs::create_dir_all(&opts.out).map_err(|e| Error::io(&opts.out, e))?;
     let staging_dir = StagingDir::beside(&opts.out.join("detect"))?;
     let staging = staging_dir.path();
-    let classifiers = pair_classifiers(&pair, staging)?;
+    // The scene's statistics first: they fail fast on images that do not overlap, before
+    // the point models are fitted.
     let scene = if opts.classes_only {
         None
     } else {
         Some(scene_change(&pair)?)
     };
+    let classifiers = pair_classifiers(&pair, staging)?;
     let work = staging.join("work");
     std::fs::create_dir_all(&work).map_err(|e| Error::io(&work, e))?;
     let grid = &pair.grid;
@@ -518,7 +520,7 @@ fn scene_change(pair: &Pair) -> Result<SceneChange> {
         let moments = round
             .par_iter()
             .map(|&i| {
-                let looks = read_looks(pair, &tiles[i])?;
+                let looks = read_looks(pair, &tiles[i]).map_err(in_tile(&tiles[i]))?;
                 let mut m = BandMoments::default();
                 m.add(looks.before.pixels(), looks.after.pixels());
                 Ok(m)
@@ -545,7 +547,10 @@ fn scene_change(pair: &Pair) -> Result<SceneChange> {
     };
     let magnitudes = sample
         .par_iter()
-        .map(|tile| Ok(read_looks(pair, tile)?.smoothed_magnitude(&scene)))
+        .map(|tile| {
+            let looks = read_looks(pair, tile).map_err(in_tile(tile))?;
+            Ok(looks.smoothed_magnitude(&scene))
+        })
         .collect::<Result<Vec<_>>>()?;
     scene.threshold = minimum_error_threshold(&magnitudes.concat());
     Ok(scene)

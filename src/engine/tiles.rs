@@ -35,12 +35,7 @@ pub(crate) fn for_each_tile<T: Send>(
         let work = || -> Vec<Result<T>> {
             batch
                 .par_iter()
-                .map(|t| {
-                    process(t).map_err(|e| Error::Tile {
-                        tile: t.id(),
-                        source: Box::new(e),
-                    })
-                })
+                .map(|t| process(t).map_err(in_tile(t)))
                 .collect()
         };
         let results = match pool {
@@ -52,4 +47,13 @@ pub(crate) fn for_each_tile<T: Send>(
         }
     }
     Ok(())
+}
+
+/// Names `tile` in an error from its processing.
+pub(crate) fn in_tile(tile: &Tile) -> impl FnOnce(Error) -> Error {
+    let id = tile.id();
+    move |e| Error::Tile {
+        tile: id,
+        source: Box::new(e),
+    }
 }
