@@ -138,7 +138,7 @@ enum Command {
         /// tillage; the year-long rule needs `gengbao run` over periods.
         #[arg(long)]
         abandonment: bool,
-        /// A pixel changes only when a learned model is at least this sure (0..1) of both its
+        /// A pixel is flagged only when a learned model is at least this sure (0..1) of both its
         /// classes (the index rules' confidence is not a probability and is not held to it).
         #[arg(long, default_value_t = gengbao::detect::DEFAULT_MIN_CONFIDENCE)]
         min_confidence: f32,
