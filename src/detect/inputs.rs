@@ -166,31 +166,38 @@ fn stem_has(file: &Path, band: &str) -> bool {
         .is_some_and(|s| has_band_token(s, band))
 }
 
-fn stack_band_files(folder: &Path, profile: &SensorProfile, name: &str) -> Result<BandStack> {
+/// The file of each of `bands` in `folder` (named with the band as a token); an error names
+/// a band without a file or with two.
+pub(crate) fn band_files(folder: &Path, bands: &[&str]) -> Result<Vec<PathBuf>> {
     let files = raster_files(folder)?;
-    let mut datasets = Vec::with_capacity(profile.bands.len());
-    for band in profile.bands {
-        let matching: Vec<&PathBuf> = files.iter().filter(|f| stem_has(f, band)).collect();
-        match matching.as_slice() {
-            [one] => datasets.push(open_georeferenced(one)?),
-            [] => {
-                return Err(Error::input(
+    bands
+        .iter()
+        .map(|band| {
+            let matching: Vec<&PathBuf> = files.iter().filter(|f| stem_has(f, band)).collect();
+            match matching.as_slice() {
+                [one] => Ok((*one).clone()),
+                [] => Err(Error::input(
                     folder,
-                    format!("no file for band {band} of profile `{}`", profile.name),
+                    format!("no file for band {band}"),
                     format!(
                         "put one file per band in the folder, named with the band (e.g. `..._{band}.tif`), or pick another profile with --sensor"
                     ),
-                ))
-            }
-            [a, b, ..] => {
-                return Err(Error::input(
+                )),
+                [a, b, ..] => Err(Error::input(
                     folder,
                     format!("band {band} has two files: {} and {}", a.display(), b.display()),
                     "keep one file per band in the folder",
-                ))
+                )),
             }
-        }
-    }
+        })
+        .collect()
+}
+
+fn stack_band_files(folder: &Path, profile: &SensorProfile, name: &str) -> Result<BandStack> {
+    let datasets = band_files(folder, profile.bands)?
+        .iter()
+        .map(|f| open_georeferenced(f))
+        .collect::<Result<Vec<_>>>()?;
     let mut args: Vec<String> = ["-separate", "-resolution", "highest", "-r", "bilinear"]
         .map(String::from)
         .to_vec();

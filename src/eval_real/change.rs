@@ -12,7 +12,7 @@
 //! differ (both non-zero); as the data README's protocol has it, the better of the two
 //! readings is the scene's figure, for either run of detect.
 
-use super::ChangeScene;
+use super::{digital_numbers, ChangeScene};
 use crate::detect::{detect, inputs, DetectOptions};
 use crate::error::{Error, GdalContext, Result};
 use crate::evaluate::{binary_score, change_vector_otsu, BinaryScore};
@@ -86,17 +86,7 @@ pub(super) fn scenes(data: &Path, cities: Option<&[String]>) -> Result<Vec<Scene
                 continue;
             }
             let dir = oscd.join(&city);
-            let b02 = std::fs::read_dir(dir.join("imgs_1"))
-                .map_err(|e| Error::io(dir.join("imgs_1"), e))?
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .find(|p| p.to_string_lossy().ends_with("_B02.tif"))
-                .ok_or_else(|| {
-                    Error::input(
-                        dir.join("imgs_1"),
-                        "no *_B02.tif band file",
-                        "restore the OSCD city folder as the data README describes it",
-                    )
-                })?;
+            let b02 = inputs::band_files(&dir.join("imgs_1"), &["B02"])?.remove(0);
             out.push(Scene {
                 set: "oscd-train",
                 name: city.clone(),
@@ -273,29 +263,7 @@ fn georeference_like(map: &Path, like: &Path, out: &Path) -> Result<()> {
 /// stacks, bilinear), then [`change_vector_otsu`].
 fn yardstick_on(scene: &Scene, grid: &JobGrid) -> Result<Vec<bool>> {
     let profile = SensorProfile::by_name(scene.sensor)?;
-    let read = |path: &Path, name: &str| -> Result<ndarray::Array2<f32>> {
-        let stack = inputs::band_stack(path, profile, None, name)?;
-        let bands = warp_onto(
-            &stack.path,
-            grid,
-            grid.full_window(),
-            Resample::Bilinear,
-            Some(profile.nodata),
-        )?;
-        let (b, h, w) = bands.dim();
-        let mut bands = bands
-            .into_shape((b, h * w))
-            .expect("a read stack is in standard layout");
-        // Nodata DNs are no observation.
-        bands.mapv_inplace(|v| {
-            if profile.is_nodata(f64::from(v)) {
-                f32::NAN
-            } else {
-                v
-            }
-        });
-        Ok(bands)
-    };
+    let read = |path: &Path, name: &str| digital_numbers(path, profile, None, grid, name);
     let before = read(&scene.before, "yardstick-before")?;
     let after = read(&scene.after, "yardstick-after")?;
     Ok(change_vector_otsu(before.view(), after.view()))

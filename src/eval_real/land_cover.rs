@@ -12,12 +12,12 @@
 //! trees, seeded, `smartcore`). gengbao learned nothing from these patches, so every patch is
 //! held out for it.
 
-use super::LandCoverSet;
-use crate::detect::{detect, inputs, DetectOptions};
+use super::{digital_numbers, LandCoverSet};
+use crate::detect::{detect, DetectOptions};
 use crate::error::{Error, Result};
 use crate::evaluate::class_score;
 use crate::geo::grid::JobGrid;
-use crate::geo::raster::{open_georeferenced, read_band_f64, warp_onto, Resample};
+use crate::geo::raster::{open_georeferenced, read_band_f64};
 use crate::geo::sensor::SensorProfile;
 use smartcore::ensemble::random_forest_classifier::{
     RandomForestClassifier, RandomForestClassifierParameters,
@@ -136,18 +136,7 @@ fn raw_pixels(
     order: &[String],
     grid: &JobGrid,
 ) -> Result<Vec<Option<Vec<f64>>>> {
-    let stack = inputs::band_stack(path, profile, Some(order), "forest")?;
-    let bands = warp_onto(
-        &stack.path,
-        grid,
-        grid.full_window(),
-        Resample::Bilinear,
-        Some(profile.nodata),
-    )?;
-    let (b, h, w) = bands.dim();
-    let bands = bands
-        .into_shape((b, h * w))
-        .expect("a read stack is in standard layout");
+    let bands = digital_numbers(path, profile, Some(order), grid, "forest")?;
     Ok(bands
         .columns()
         .into_iter()

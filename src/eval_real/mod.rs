@@ -14,8 +14,13 @@
 mod change;
 mod land_cover;
 
+use crate::detect::inputs;
 use crate::error::{Error, Result};
 use crate::evaluate::{BinaryScore, ClassScore};
+use crate::geo::grid::JobGrid;
+use crate::geo::raster::{warp_onto, Resample};
+use crate::geo::sensor::SensorProfile;
+use ndarray::Array2;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 
@@ -213,6 +218,38 @@ impl EvalRealReport {
         }
         md
     }
+}
+
+/// An image's digital numbers on `grid`, read as detect reads them (its bands stacked in the
+/// profile's order, bilinear onto the grid), band × pixel, NaN where nodata: what the
+/// yardsticks take.
+fn digital_numbers(
+    path: &Path,
+    profile: &SensorProfile,
+    band_order: Option<&[String]>,
+    grid: &JobGrid,
+    name: &str,
+) -> Result<Array2<f32>> {
+    let stack = inputs::band_stack(path, profile, band_order, name)?;
+    let bands = warp_onto(
+        &stack.path,
+        grid,
+        grid.full_window(),
+        Resample::Bilinear,
+        Some(profile.nodata),
+    )?;
+    let (b, h, w) = bands.dim();
+    let mut bands = bands
+        .into_shape((b, h * w))
+        .expect("a read stack is in standard layout");
+    bands.mapv_inplace(|v| {
+        if profile.is_nodata(f64::from(v)) {
+            f32::NAN
+        } else {
+            v
+        }
+    });
+    Ok(bands)
 }
 
 fn write_report(report: &EvalRealReport, out: &Path) -> Result<()> {
