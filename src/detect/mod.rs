@@ -3,7 +3,7 @@
 //! the baseline instead of the farmland layer and the archive.
 //!
 //! Takes: two images with the bands of a sensor profile (each one GDAL-readable raster, or a
-//! folder of band files: [`inputs`]), optionally a
+//! folder of band files: [`crate::geo::user_image`]), optionally a
 //! parcel layer (without one the whole image is watched). Gives, in the output folder:
 //! `class_before.tif`, `class_after.tif` (land cover of the watched area, 0 elsewhere),
 //! `change.tif` (the spectral decision: 1 changed, 0 not, 255 unobserved),
@@ -20,8 +20,6 @@
 //! flagged only when a learned model is sure of both its classes, and with a parcel layer an
 //! FLH or PH patch must take most of its parcel ([`ParcelShares`]).
 
-pub(crate) mod inputs;
-
 use crate::classify::{Classified, Classifier, ClassifierInput, ClassifierKind};
 use crate::domain::change::{pair_cultivation, ParcelShares, Rules, DEFAULT_MIN_PARCEL_SHARE};
 use crate::domain::spectral_change::{
@@ -35,15 +33,14 @@ use crate::engine::tiles::{for_each_tile, in_tile};
 use crate::error::{Error, Result};
 use crate::geo::composite::Composite;
 use crate::geo::grid::{JobGrid, Tile, Window};
-use crate::geo::imagery::{dark_objects, to_reflectance};
 use crate::geo::layers::{labelled_points, Admin, County, Farmland, FarmlandTile};
-use crate::geo::raster::{open_georeferenced, warp_onto, GridTiff, Resample};
+use crate::geo::raster::{open_georeferenced, GridTiff};
 use crate::geo::sensor::SensorProfile;
+use crate::geo::user_image::{profile_of, UserImage};
 use crate::geo::vector::{write_layer, Format};
 use crate::job::staging::StagingDir;
 use crate::train::PointModel;
 use gdal::vector::Geometry;
-use inputs::{band_stack, profile_of, BandStack};
 use rayon::prelude::*;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -53,7 +50,7 @@ use std::time::Instant;
 #[derive(Debug, Clone)]
 pub struct DetectOptions {
     /// Each date: one multi-band raster, or a folder with one file per band
-    /// ([`inputs`](self::inputs)). The after image may lie on another grid or CRS: it is
+    /// ([`crate::geo::user_image`]). The after image may lie on another grid or CRS: it is
     /// warped onto the grid of the before image ([`JobGrid::for_image`]).
     pub before: PathBuf,
     pub after: PathBuf,
@@ -156,13 +153,11 @@ impl DetectSummary {
     }
 }
 
-/// One date of the pair: its bands in the profile's order, its name in the outputs
-/// (`before`, `after`), its dark objects (zeros unless the profile subtracts them) and its
+/// One date of the pair: the image, its name in the outputs (`before`, `after`) and its
 /// labelled points, if any.
 struct Image<'o> {
-    stack: BandStack,
+    image: UserImage,
     name: &'static str,
-    dark: Vec<f32>,
     samples: Option<&'o PathBuf>,
 }
 
@@ -174,7 +169,6 @@ struct Pair<'o> {
     grid: JobGrid,
     farmland: Option<Farmland>,
     admin: Admin,
-    add_offset: f32,
     before: Image<'o>,
     after: Image<'o>,
 }
@@ -183,28 +177,7 @@ impl Pair<'_> {
     /// The image's composite of a grid window; pixels off the watched parcels (`watched` 0)
     /// count as unobserved (class 0), which saves the model's time off farmland.
     fn read(&self, image: &Image, w: Window, watched: Option<&[i32]>) -> Result<Composite> {
-        let profile = self.profile;
-        let mut bands = warp_onto(
-            &image.stack.path,
-            &self.grid,
-            w,
-            Resample::Bilinear,
-            Some(profile.nodata),
-        )?;
-        for (i, mut b) in bands.outer_iter_mut().enumerate() {
-            let b = b
-                .as_slice_mut()
-                .expect("a read stack is in standard layout");
-            to_reflectance(profile, i, self.add_offset - image.dark[i], b);
-            if let Some(parcels) = watched {
-                for (v, &parcel) in b.iter_mut().zip(parcels) {
-                    if parcel == 0 {
-                        *v = f32::NAN;
-                    }
-                }
-            }
-        }
-        Ok(Composite::single(profile, bands))
+        image.image.composite(&self.grid, w, watched)
     }
 }
 
@@ -364,12 +337,12 @@ fn open_pair<'o>(opts: &'o DetectOptions) -> Result<Pair<'o>> {
     }
     let order = opts.band_order.as_deref();
     let profile = profile_of(&opts.before, opts.sensor.as_deref(), order)?;
-    let before = band_stack(&opts.before, profile, order, "before")?;
-    let after = band_stack(&opts.after, profile, order, "after")?;
+    let open = |path: &Path, name| UserImage::open(path, profile, order, opts.add_offset, name);
+    let (before, after) = (open(&opts.before, "before")?, open(&opts.after, "after")?);
     // No halo: a halo's strips decode the neighbouring blocks of every band of both images
     // (a 2048 scene took 6.2 s instead of 4.5), so the smoothing of a tile's edge pixels
     // averages the neighbours inside the tile.
-    let grid = JobGrid::for_image(&open_georeferenced(&before.path)?, &opts.before)?;
+    let grid = JobGrid::for_image(&open_georeferenced(&before.stack.path)?, &opts.before)?;
     let farmland = opts
         .farmland
         .as_deref()
@@ -384,27 +357,18 @@ fn open_pair<'o>(opts: &'o DetectOptions) -> Result<Pair<'o>> {
             &Geometry::bbox(x0, y0, x1, y1)?,
         )?],
     };
-    let image = |stack: BandStack, name, samples: &'o Option<PathBuf>| -> Result<Image<'o>> {
-        let dark = if profile.dark_object_subtraction {
-            dark_objects(&stack.path, profile)?
-        } else {
-            vec![0.0; profile.bands.len()]
-        };
-        Ok(Image {
-            stack,
-            name,
-            dark,
-            samples: samples.as_ref(),
-        })
+    let image = |image, name, samples: &'o Option<PathBuf>| Image {
+        image,
+        name,
+        samples: samples.as_ref(),
     };
     Ok(Pair {
         opts,
         profile,
         farmland,
         admin,
-        add_offset: opts.add_offset.unwrap_or(profile.add_offset),
-        before: image(before, "before", &opts.samples_before)?,
-        after: image(after, "after", &opts.samples_after)?,
+        before: image(before, "before", &opts.samples_before),
+        after: image(after, "after", &opts.samples_after),
         grid,
     })
 }

@@ -22,6 +22,7 @@
 //!
 //! Nothing here is fitted to a scene: the statistics and the threshold are the scene's own.
 
+use super::neighbourhood::window_mean;
 use ndarray::ArrayView2;
 
 /// Running sums of each band of both looks over the pixels observed in every band of both.
@@ -139,24 +140,10 @@ fn observed_both(before: &ArrayView2<f32>, after: &ArrayView2<f32>, i: usize) ->
 /// The mean of the finite values in each pixel's 3 × 3 neighbourhood (`values`: `width`
 /// columns, row-major); NaN stays NaN.
 pub fn smooth_3x3(values: &[f32], width: usize) -> Vec<f32> {
-    let height = values.len() / width;
-    let mut out = vec![f32::NAN; values.len()];
-    for r in 0..height {
-        for c in 0..width {
-            if !values[r * width + c].is_finite() {
-                continue;
-            }
-            let (mut sum, mut n) = (0f32, 0u32);
-            for rr in r.saturating_sub(1)..(r + 2).min(height) {
-                for cc in c.saturating_sub(1)..(c + 2).min(width) {
-                    let v = values[rr * width + cc];
-                    if v.is_finite() {
-                        sum += v;
-                        n += 1;
-                    }
-                }
-            }
-            out[r * width + c] = sum / n as f32;
+    let mut out = window_mean(values, width, 3);
+    for (o, v) in out.iter_mut().zip(values) {
+        if !v.is_finite() {
+            *o = f32::NAN;
         }
     }
     out

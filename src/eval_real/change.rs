@@ -13,12 +13,13 @@
 //! readings is the scene's figure, for either run of detect.
 
 use super::{digital_numbers, ChangeScene};
-use crate::detect::{detect, inputs, DetectOptions};
+use crate::detect::{detect, DetectOptions};
 use crate::error::{Error, GdalContext, Result};
 use crate::evaluate::{binary_score, change_vector_otsu, BinaryScore};
 use crate::geo::grid::JobGrid;
 use crate::geo::raster::{open_georeferenced, read_band_f64, warp_onto, Resample};
 use crate::geo::sensor::SensorProfile;
+use crate::geo::user_image;
 use std::path::{Path, PathBuf};
 
 /// One labelled pair, as the harness runs it.
@@ -86,7 +87,7 @@ pub(super) fn scenes(data: &Path, cities: Option<&[String]>) -> Result<Vec<Scene
                 continue;
             }
             let dir = oscd.join(&city);
-            let b02 = inputs::band_files(&dir.join("imgs_1"), &["B02"])?.remove(0);
+            let b02 = user_image::band_files(&dir.join("imgs_1"), &["B02"])?.remove(0);
             out.push(Scene {
                 set: "oscd-train",
                 name: city.clone(),

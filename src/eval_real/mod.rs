@@ -14,12 +14,12 @@
 mod change;
 mod land_cover;
 
-use crate::detect::inputs;
 use crate::error::{Error, Result};
 use crate::evaluate::{BinaryScore, ClassScore};
 use crate::geo::grid::JobGrid;
 use crate::geo::raster::{warp_onto, Resample};
 use crate::geo::sensor::SensorProfile;
+use crate::geo::user_image;
 use ndarray::Array2;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -230,7 +230,7 @@ fn digital_numbers(
     grid: &JobGrid,
     name: &str,
 ) -> Result<Array2<f32>> {
-    let stack = inputs::band_stack(path, profile, band_order, name)?;
+    let stack = user_image::band_stack(path, profile, band_order, name)?;
     let bands = warp_onto(
         &stack.path,
         grid,

@@ -3,7 +3,8 @@
 //! Owns: the job [`grid`] and its tiles, [`raster`] reads onto the grid and tiled GeoTIFF
 //! writes, [`vector`] layer writes, [`imagery`] catalogs of acquisitions, [`sensor`] profiles,
 //! per-period [`composite`]s, the administrative and farmland [`layers`], and [`vectorise`]
-//! (polygons from a key raster).
+//! (polygons from a key raster), and one date's [`user_image`] as users have it (a
+//! multi-band file or a folder of band files) read onto a grid as a composite.
 //! Takes paths and plain parameters (never the job's config); gives arrays, grids and
 //! geometries. Must not touch: change rules, the ledger, the job's output layout.
 
@@ -13,5 +14,6 @@ pub mod imagery;
 pub mod layers;
 pub mod raster;
 pub mod sensor;
+pub mod user_image;
 pub mod vector;
 pub mod vectorise;

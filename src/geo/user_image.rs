@@ -5,11 +5,15 @@
 //! tiles and OSCD come); optionally the names of a file's bands in its own order, for files
 //! that keep a non-standard one (EuroSAT stores B8A last). Gives: per date, one raster with the
 //! profile's bands in the profile's order (the file itself, or a virtual raster held in GDAL's
-//! memory file system for as long as the pair is open).
+//! memory file system for as long as the pair is open), and [`UserImage`], which reads it onto
+//! a grid as a single-look composite: what `detect` classifies, and what a model trained on
+//! labelled image patches learns from.
 
 use crate::error::{Error, GdalContext, Result};
-use crate::geo::imagery::{has_band_token, is_raster_file};
-use crate::geo::raster::open_georeferenced;
+use crate::geo::composite::Composite;
+use crate::geo::grid::{JobGrid, Window};
+use crate::geo::imagery::{dark_objects, has_band_token, is_raster_file, to_reflectance};
+use crate::geo::raster::{open_georeferenced, warp_onto, Resample};
 use crate::geo::sensor::{SensorProfile, PROFILES};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -31,6 +35,73 @@ impl Drop for BandStack {
                 unsafe { gdal_sys::VSIUnlink(c.as_ptr()) };
             }
         }
+    }
+}
+
+/// One date's image, ready to be read onto a grid window by window.
+pub(crate) struct UserImage {
+    pub stack: BandStack,
+    pub profile: &'static SensorProfile,
+    /// DN offset: the profile's unless overridden.
+    add_offset: f32,
+    /// Per-band dark objects: zeros unless the profile subtracts them.
+    dark: Vec<f32>,
+}
+
+impl UserImage {
+    /// The image at `path` (a file or a folder of band files, see [`band_stack`]); `name`
+    /// tells apart the virtual rasters of one process.
+    pub fn open(
+        path: &Path,
+        profile: &'static SensorProfile,
+        band_order: Option<&[String]>,
+        add_offset: Option<f32>,
+        name: &str,
+    ) -> Result<Self> {
+        let stack = band_stack(path, profile, band_order, name)?;
+        let dark = if profile.dark_object_subtraction {
+            dark_objects(&stack.path, profile)?
+        } else {
+            vec![0.0; profile.bands.len()]
+        };
+        Ok(UserImage {
+            stack,
+            profile,
+            add_offset: add_offset.unwrap_or(profile.add_offset),
+            dark,
+        })
+    }
+
+    /// The reflectance of a window of `grid` (bilinear onto it) as a single-look composite;
+    /// pixels whose `watched` value is 0 count as unobserved.
+    pub fn composite(
+        &self,
+        grid: &JobGrid,
+        w: Window,
+        watched: Option<&[i32]>,
+    ) -> Result<Composite> {
+        let profile = self.profile;
+        let mut bands = warp_onto(
+            &self.stack.path,
+            grid,
+            w,
+            Resample::Bilinear,
+            Some(profile.nodata),
+        )?;
+        for (i, mut b) in bands.outer_iter_mut().enumerate() {
+            let b = b
+                .as_slice_mut()
+                .expect("a read stack is in standard layout");
+            to_reflectance(profile, i, self.add_offset - self.dark[i], b);
+            if let Some(parcels) = watched {
+                for (v, &parcel) in b.iter_mut().zip(parcels) {
+                    if parcel == 0 {
+                        *v = f32::NAN;
+                    }
+                }
+            }
+        }
+        Ok(Composite::single(profile, bands))
     }
 }
 
