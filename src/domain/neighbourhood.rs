@@ -43,7 +43,7 @@ struct SummedArea {
 impl SummedArea {
     fn of(values: &[f32], width: usize) -> Self {
         assert!(
-            width > 0 && values.len() % width == 0,
+            width > 0 && values.len().is_multiple_of(width),
             "whole rows of {width} values"
         );
         let height = values.len() / width;
@@ -78,7 +78,7 @@ impl SummedArea {
     /// Calls `f(pixel, count, sum, sum of squares)` for each pixel whose neighbourhood holds
     /// a finite value.
     fn each_window(&self, side: usize, mut f: impl FnMut(usize, f64, f64, f64)) {
-        assert!(side % 2 == 1, "a neighbourhood has an odd side, not {side}");
+        assert!(!side.is_multiple_of(2), "a neighbourhood has an odd side, not {side}");
         let half = side / 2;
         let stride = self.width + 1;
         let boxed = |t: &[f64], r0: usize, c0: usize, r1: usize, c1: usize| {
