@@ -6,6 +6,7 @@
 //! Gives: a class code per pixel ([`LandCover`]) and a confidence in 0..1.
 
 use crate::domain::land_cover::LandCover;
+use crate::domain::neighbourhood::window_mean_sd;
 use crate::error::{Error, Result};
 use crate::geo::composite::{ndvi, Composite, NdviStats};
 use crate::geo::sensor::SensorProfile;
@@ -358,7 +359,23 @@ enum Feature {
     Band(usize),
     /// NDVI statistic of the period `lag` periods back (0 = this period).
     Ndvi { lag: usize, stat: NdviStat },
+    /// Mean or standard deviation of a profile band over the `side` × `side` neighbourhood
+    /// of the pixel in the period composite.
+    Local {
+        band: usize,
+        side: usize,
+        stat: LocalStat,
+    },
 }
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum LocalStat {
+    Mean,
+    Sd,
+}
+
+/// Neighbourhood sides a model may ask for: odd, up to a few hundred metres at 10 m.
+const LOCAL_SIDES: std::ops::RangeInclusive<usize> = 3..=31;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum NdviStat {
@@ -369,9 +386,11 @@ enum NdviStat {
 
 /// The per-pixel inputs of a learned model, parsed from the names in its card: profile band
 /// names (reflectance of the composite), `NDVI_MIN` and `NDVI_MAX` (lowest and highest NDVI
-/// of the period's clear observations), and `NDVI_MED-k`, `NDVI_MIN-k`, `NDVI_MAX-k` (the
-/// period k periods back, as archived). The same code builds the inputs for training and for
-/// the pipeline, so a model sees at run time exactly what it learned from.
+/// of the period's clear observations), `NDVI_MED-k`, `NDVI_MIN-k`, `NDVI_MAX-k` (the
+/// period k periods back, as archived), and `<band>_MEAN<side>` / `<band>_SD<side>` (the
+/// band's mean and standard deviation over the pixel's side × side neighbourhood within the
+/// tile, [`crate::domain::neighbourhood`]). The same code builds the inputs for training and
+/// for the pipeline, so a model sees at run time exactly what it learned from.
 #[derive(Debug, Clone)]
 pub struct FeatureLayout {
     features: Vec<Feature>,
@@ -380,7 +399,7 @@ pub struct FeatureLayout {
 
 impl FeatureLayout {
     pub(crate) const DERIVED_HELP: &'static str =
-        "NDVI_MIN, NDVI_MAX, and NDVI_MED-k / NDVI_MIN-k / NDVI_MAX-k for k = 1..5 periods back";
+        "NDVI_MIN, NDVI_MAX, NDVI_MED-k / NDVI_MIN-k / NDVI_MAX-k for k = 1..5 periods back, and <band>_MEANs / <band>_SDs for an odd neighbourhood side s from 3 to 31";
 
     /// Parses input names; the error lists the names the profile cannot provide.
     pub fn parse(
@@ -398,8 +417,25 @@ impl FeatureLayout {
                 let lag: usize = rest.strip_prefix('-')?.parse().ok()?;
                 (1..MAX_PERIODS).contains(&lag).then_some(lag)
             };
+            let local = || -> Option<Feature> {
+                let (band, stat) = name.rsplit_once('_')?;
+                let band = profile.band_index(band)?;
+                let (stat, side) = if let Some(side) = stat.strip_prefix("MEAN") {
+                    (LocalStat::Mean, side)
+                } else {
+                    (LocalStat::Sd, stat.strip_prefix("SD")?)
+                };
+                let side: usize = side.parse().ok()?;
+                (LOCAL_SIDES.contains(&side) && side % 2 == 1).then_some(Feature::Local {
+                    band,
+                    side,
+                    stat,
+                })
+            };
             let f = if let Some(b) = profile.band_index(name) {
                 Some(Feature::Band(b))
+            } else if let Some(f) = local() {
+                Some(f)
             } else if let Some(lag) = stat_lag("NDVI_MED").filter(|&l| l > 0) {
                 Some(Feature::Ndvi {
                     lag,
@@ -434,14 +470,25 @@ impl FeatureLayout {
         Ok(FeatureLayout { features, bands })
     }
 
-    /// The inputs gengbao's own models use: every profile band, the period's NDVI range, and
-    /// the NDVI statistics of `periods - 1` earlier periods.
-    pub fn default_names(profile: &SensorProfile, periods: usize) -> Vec<String> {
+    /// The inputs gengbao's own models use: every profile band, the period's NDVI range, the
+    /// NDVI statistics of `periods - 1` earlier periods, and each band's neighbourhood mean
+    /// and standard deviation for each side of `neighbourhoods`.
+    pub fn default_names(
+        profile: &SensorProfile,
+        periods: usize,
+        neighbourhoods: &[usize],
+    ) -> Vec<String> {
         let mut names: Vec<String> = profile.bands.iter().map(|b| b.to_string()).collect();
         names.extend(["NDVI_MIN".to_string(), "NDVI_MAX".to_string()]);
         for k in 1..periods {
             for stat in ["NDVI_MED", "NDVI_MIN", "NDVI_MAX"] {
                 names.push(format!("{stat}-{k}"));
+            }
+        }
+        for side in neighbourhoods {
+            for band in profile.bands {
+                names.push(format!("{band}_MEAN{side}"));
+                names.push(format!("{band}_SD{side}"));
             }
         }
         names
@@ -462,7 +509,7 @@ impl FeatureLayout {
             .iter()
             .map(|f| match f {
                 Feature::Ndvi { lag, .. } => *lag,
-                Feature::Band(_) => 0,
+                Feature::Band(_) | Feature::Local { .. } => 0,
             })
             .max()
             .unwrap_or(0)
@@ -476,18 +523,40 @@ impl FeatureLayout {
             .collect()
     }
 
-    /// Appends the inputs of each of `pixels`, normalised, one row per pixel. An earlier
-    /// period that is not archived yet, or had no clear view of the pixel, is stood in for by
-    /// the nearest later one (at worst the current period): the model then sees "no change",
-    /// never a made-up value.
+    /// What the inputs of a tile's pixels are made from: the composite, the earlier periods
+    /// (most recent first) and the neighbourhood statistics the layout reads, computed once
+    /// per tile.
+    pub fn tile_inputs<'a>(&self, c: &'a Composite, history: &'a [NdviStats]) -> TileInputs<'a> {
+        let bands = c.pixels();
+        let mut local: Vec<(usize, usize, Vec<f32>, Vec<f32>)> = Vec::new();
+        for f in &self.features {
+            if let Feature::Local { band, side, .. } = *f {
+                if !local.iter().any(|l| (l.0, l.1) == (band, side)) {
+                    let values = bands.row(band).to_vec();
+                    let (mean, sd) = window_mean_sd(&values, c.width(), side);
+                    local.push((band, side, mean, sd));
+                }
+            }
+        }
+        TileInputs {
+            composite: c,
+            history,
+            local,
+        }
+    }
+
+    /// Appends the inputs of each of `pixels` of a tile, normalised, one row per pixel. An
+    /// earlier period that is not archived yet, or had no clear view of the pixel, is stood
+    /// in for by the nearest later one (at worst the current period): the model then sees
+    /// "no change", never a made-up value.
     pub fn push_pixels(
         &self,
-        c: &Composite,
-        history: &[NdviStats],
+        tile: &TileInputs,
         pixels: &[usize],
         norm: &Normalisation,
         out: &mut Vec<f32>,
     ) {
+        let (c, history) = (tile.composite, tile.history);
         let bands = c.pixels();
         out.reserve(pixels.len() * self.features.len());
         for &i in pixels {
@@ -506,12 +575,31 @@ impl FeatureLayout {
                             .find(|v| v.is_finite())
                             .unwrap_or_else(|| pick(&c.ndvi))
                     }
+                    Feature::Local { band, side, stat } => {
+                        let (_, _, mean, sd) = tile
+                            .local
+                            .iter()
+                            .find(|l| (l.0, l.1) == (band, side))
+                            .expect("tile_inputs computes every neighbourhood of the layout");
+                        match stat {
+                            LocalStat::Mean => mean[i],
+                            LocalStat::Sd => sd[i],
+                        }
+                    }
                 };
                 let v = if v.is_finite() { v } else { norm.mean[k] };
                 out.push((v - norm.mean[k]) / norm.std[k]);
             }
         }
     }
+}
+
+/// A tile made ready for [`FeatureLayout::push_pixels`].
+pub struct TileInputs<'a> {
+    composite: &'a Composite,
+    history: &'a [NdviStats],
+    /// (band, side, mean, standard deviation) of every neighbourhood the layout reads.
+    local: Vec<(usize, usize, Vec<f32>, Vec<f32>)>,
 }
 
 enum TorchModel {
@@ -608,10 +696,56 @@ pub fn select(
     })
 }
 
-/// The default model: trained by `gengbao train --config models/gengbao-s2-v1.train.toml`.
-const BUILTIN_MODEL_NAME: &str = "models/gengbao-s2-v1.ot";
-const BUILTIN_MODEL: &[u8] = include_bytes!("../../models/gengbao-s2-v1.ot");
-const BUILTIN_CARD: &str = include_str!("../../models/gengbao-s2-v1.ot.json");
+/// A model shipped inside gengbao (`models/`), made by `gengbao train --config
+/// models/<name>.train.toml`.
+struct Builtin {
+    path: &'static str,
+    bytes: &'static [u8],
+    card: &'static str,
+    /// Profiles whose product it learned from; it serves them before any other model.
+    profiles: &'static [&'static str],
+}
+
+/// The shipped models, in order of preference. A profile no model lists takes the first
+/// whose inputs it provides.
+const BUILTINS: &[Builtin] = &[
+    // Multi-period land cover on surface reflectance (real Flanders series and generated
+    // cities): the job's model.
+    Builtin {
+        path: "models/gengbao-s2-v1.ot",
+        bytes: include_bytes!("../../models/gengbao-s2-v1.ot"),
+        card: include_str!("../../models/gengbao-s2-v1.ot.json"),
+        profiles: &["sentinel2-l2a", "sentinel2-l2a-12"],
+    },
+    // Single-look land cover on top-of-atmosphere reflectance with neighbourhood texture
+    // (real EuroSAT patches): detect's model for L1C pairs.
+    Builtin {
+        path: "models/gengbao-s2-l1c-v1.ot",
+        bytes: include_bytes!("../../models/gengbao-s2-l1c-v1.ot"),
+        card: include_str!("../../models/gengbao-s2-l1c-v1.ot.json"),
+        profiles: &["sentinel2-l1c"],
+    },
+];
+
+impl Builtin {
+    fn card(&self) -> ModelCard {
+        serde_json::from_str(self.card).expect("a shipped card is valid JSON")
+    }
+
+    fn reads(&self, profile: &SensorProfile) -> bool {
+        FeatureLayout::parse(&self.card().input_bands, profile).is_ok()
+    }
+
+    /// The shipped model that serves `profile`: the one made for it, else the first that
+    /// reads it, else the first (whose refusal names what is missing).
+    fn for_profile(profile: &SensorProfile) -> &'static Builtin {
+        BUILTINS
+            .iter()
+            .find(|b| b.profiles.contains(&profile.name))
+            .or_else(|| BUILTINS.iter().find(|b| b.reads(profile)))
+            .unwrap_or(&BUILTINS[0])
+    }
+}
 
 impl TorchClassifier {
     pub fn load(model: &Path, profile: &SensorProfile) -> Result<Self> {
@@ -620,21 +754,19 @@ impl TorchClassifier {
         Self::from_parts(card, model, Cow::Owned(bytes), profile)
     }
 
-    /// The model shipped inside gengbao (`models/`), for profiles that provide its inputs.
-    fn builtin_card() -> ModelCard {
-        serde_json::from_str(BUILTIN_CARD).expect("the shipped card is valid JSON")
-    }
-
-    /// Whether `profile` provides every input of the shipped model.
+    /// Whether a shipped model reads `profile`.
     pub(crate) fn builtin_reads(profile: &SensorProfile) -> bool {
-        FeatureLayout::parse(&Self::builtin_card().input_bands, profile).is_ok()
+        Builtin::for_profile(profile).reads(profile)
     }
 
+    /// The shipped model that serves `profile` ([`BUILTINS`]), or an error naming the inputs
+    /// the imagery lacks.
     pub fn builtin(profile: &SensorProfile) -> Result<Self> {
-        let path = Path::new(BUILTIN_MODEL_NAME);
-        let card = Self::builtin_card();
+        let b = Builtin::for_profile(profile);
+        let path = Path::new(b.path);
+        let card = b.card();
         card.check_shape(path)?;
-        Self::from_parts(card, path, Cow::Borrowed(BUILTIN_MODEL), profile)
+        Self::from_parts(card, path, Cow::Borrowed(b.bytes), profile)
     }
 
     /// `path` names the model in messages; `bytes` are its file's content.
@@ -687,18 +819,18 @@ impl TorchClassifier {
     }
 
     /// Classes and probabilities of the pixels `chunk` of one tile.
-    fn classify_batch(&self, input: &ClassifierInput, chunk: &[usize]) -> Result<Batch> {
+    fn classify_batch(
+        &self,
+        input: &ClassifierInput,
+        tile: &TileInputs,
+        chunk: &[usize],
+    ) -> Result<Batch> {
         // Gradient mode is per thread in libtorch.
         let _guard = tch::no_grad_guard();
         let nb = self.layout.len();
         let mut features = Vec::new();
-        self.layout.push_pixels(
-            input.composite,
-            input.history,
-            chunk,
-            &self.card.normalisation,
-            &mut features,
-        );
+        self.layout
+            .push_pixels(tile, chunk, &self.card.normalisation, &mut features);
         let x = tch::Tensor::of_slice(&features).view([chunk.len() as i64, nb as i64]);
         let logits = self.forward(&x)?;
         if logits.size() != [chunk.len() as i64, self.card.classes.len() as i64] {
@@ -790,9 +922,10 @@ impl Classifier for TorchClassifier {
         let c = input.composite;
         let mut out = Classified::unclassified(c.len(), input.runner_up);
         let valid = self.layout.observed_pixels(c);
+        let tile = self.layout.tile_inputs(c, input.history);
         let batches: Vec<Batch> = valid
             .par_chunks(self.batch)
-            .map(|chunk| self.classify_batch(input, chunk))
+            .map(|chunk| self.classify_batch(input, &tile, chunk))
             .collect::<Result<_>>()?;
         let code = |k: i64| self.card.classes[k as usize];
         for (chunk, b) in valid.chunks(self.batch).zip(&batches) {

@@ -78,7 +78,10 @@ impl SummedArea {
     /// Calls `f(pixel, count, sum, sum of squares)` for each pixel whose neighbourhood holds
     /// a finite value.
     fn each_window(&self, side: usize, mut f: impl FnMut(usize, f64, f64, f64)) {
-        assert!(!side.is_multiple_of(2), "a neighbourhood has an odd side, not {side}");
+        assert!(
+            !side.is_multiple_of(2),
+            "a neighbourhood has an odd side, not {side}"
+        );
         let half = side / 2;
         let stride = self.width + 1;
         let boxed = |t: &[f64], r0: usize, c0: usize, r1: usize, c1: usize| {

@@ -7,10 +7,12 @@
 //! Classes onto gengbao's codes: AnnualCrop 1, PermanentCrop 2, Residential and Industrial 3,
 //! River and SeaLake 4, Pasture and HerbaceousVegetation 5, Forest 6; Highway is left out.
 //!
-//! The forest is scored on held-out patches: five folds by patch number (patches N and N + 5
-//! of every class form one fold), each fold predicted by a forest grown on the others (100
-//! trees, seeded, `smartcore`). gengbao learned nothing from these patches, so every patch is
-//! held out for it.
+//! Both are scored on held-out patches: five folds by patch number (patches N and N + 5 of
+//! every class form one fold), each fold predicted by models that never saw it. gengbao's is
+//! its single-look L1C model retrained on the other folds by its own training config
+//! (`models/gengbao-s2-l1c-v1.train.toml`, only the patches changed) and run through `detect
+//! --model`; the forest is grown on the other folds' raw bands (100 trees, seeded,
+//! `smartcore`). The shipped model learned from every patch here, so it is not scored on them.
 
 use super::{digital_numbers, LandCoverSet};
 use crate::detect::{detect, DetectOptions};
@@ -19,6 +21,7 @@ use crate::evaluate::class_score;
 use crate::geo::grid::JobGrid;
 use crate::geo::raster::{open_georeferenced, read_band_f64};
 use crate::geo::sensor::SensorProfile;
+use crate::train::{train, TrainConfig};
 use smartcore::ensemble::random_forest_classifier::{
     RandomForestClassifier, RandomForestClassifierParameters,
 };
@@ -45,9 +48,21 @@ const EUROSAT_BANDS: [&str; 13] = [
 
 const FOLDS: usize = 5;
 
+/// The training config of the shipped single-look model, which each fold retrains.
+const SINGLE_LOOK_TRAINING: &str = include_str!("../../models/gengbao-s2-l1c-v1.train.toml");
+
 /// Every fourth pixel of every fourth row of a patch trains the forest (256 of 4,096): the
 /// pixels of a patch are alike.
 const TRAINING_STRIDE: usize = 4;
+
+/// One labelled patch file.
+struct PatchFile {
+    folder: &'static str,
+    class: u8,
+    path: PathBuf,
+    number: usize,
+    fold: usize,
+}
 
 /// One labelled patch, read.
 struct Patch {
@@ -68,17 +83,41 @@ pub(super) fn eurosat(data: &Path, work: &Path) -> Result<Option<LandCoverSet>> 
     }
     let profile = SensorProfile::by_name("sentinel2-l1c")?;
     let order: Vec<String> = EUROSAT_BANDS.iter().map(|b| b.to_string()).collect();
-    let mut patches = Vec::new();
+    let mut files = Vec::new();
     for (folder, class) in EUROSAT_CLASSES {
         for (path, number) in patch_files(&root.join(folder))? {
-            let out = work.join(format!("{folder}_{number}"));
+            files.push(PatchFile {
+                folder,
+                class,
+                path,
+                number,
+                fold: (number - 1) % FOLDS,
+            });
+        }
+    }
+    if files.is_empty() {
+        return Err(Error::input(
+            &root,
+            "holds no patch (`<Class>/<Class>_N.tif`)",
+            "restore the EuroSAT folder as the data README describes it",
+        ));
+    }
+    let mut patches = Vec::with_capacity(files.len());
+    let mut version = String::new();
+    for fold in 0..FOLDS {
+        let fold_work = work.join(format!("fold-{fold}"));
+        let (model, fold_version) = model_without(&files, fold, &fold_work)?;
+        version = fold_version;
+        for f in files.iter().filter(|f| f.fold == fold) {
+            let out = work.join(format!("{}_{}", f.folder, f.number));
             detect(&DetectOptions {
                 sensor: Some(profile.name.into()),
                 add_offset: Some(0.0),
                 band_order: Some(order.clone()),
+                model: Some(model.clone()),
                 classes_only: true,
                 quiet: true,
-                ..DetectOptions::new(path.clone(), path.clone(), out.clone())
+                ..DetectOptions::new(f.path.clone(), f.path.clone(), out.clone())
             })?;
             let classes_path = out.join("class_before.tif");
             let grid = JobGrid::of_dataset(&open_georeferenced(&classes_path)?, &classes_path)?;
@@ -88,21 +127,50 @@ pub(super) fn eurosat(data: &Path, work: &Path) -> Result<Option<LandCoverSet>> 
                 .map(|&v| v as u8)
                 .collect();
             patches.push(Patch {
-                class,
-                fold: (number - 1) % FOLDS,
+                class: f.class,
+                fold,
                 gengbao,
-                pixels: raw_pixels(&path, profile, &order, &grid)?,
+                pixels: raw_pixels(&f.path, profile, &order, &grid)?,
             });
         }
     }
-    if patches.is_empty() {
-        return Err(Error::input(
-            &root,
-            "holds no patch (`<Class>/<Class>_N.tif`)",
-            "restore the EuroSAT folder as the data README describes it",
-        ));
+    let classifier = format!(
+        "models/gengbao-s2-l1c-v1.train.toml retrained without each fold (last fold's version {version})"
+    );
+    Ok(Some(score(&patches, classifier)?))
+}
+
+/// gengbao's single-look model trained by its shipped config on the patches outside `fold`
+/// (linked into a folder of their own under `work`); gives the model file and its version.
+fn model_without(files: &[PatchFile], fold: usize, work: &Path) -> Result<(PathBuf, String)> {
+    if work.exists() {
+        std::fs::remove_dir_all(work).map_err(|e| Error::io(work, e))?;
     }
-    Ok(Some(score(&patches)?))
+    let data = work.join("patches");
+    for f in files.iter().filter(|f| f.fold != fold) {
+        let dir = data.join(f.folder);
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        let target = std::path::absolute(&f.path).map_err(|e| Error::io(&f.path, e))?;
+        let link = dir.join(f.path.file_name().expect("a patch file has a name"));
+        std::os::unix::fs::symlink(&target, &link).map_err(|e| Error::io(&link, e))?;
+    }
+    let mut cfg = TrainConfig::parse(SINGLE_LOOK_TRAINING, &work.join("train.toml"))?;
+    let absolute = |p: PathBuf| std::path::absolute(&p).map_err(|e| Error::io(&p, e));
+    cfg.model.output = absolute(work.join("model.ot"))?;
+    cfg.model.work_dir = Some(absolute(work.join("train"))?);
+    let data = absolute(data)?.to_string_lossy().into_owned();
+    for d in cfg.datasets.iter_mut().filter(|d| d.kind == "patches") {
+        d.path = Some(data.clone());
+    }
+    let report = train(&cfg, true)?;
+    let version = report
+        .card
+        .extra
+        .get("version")
+        .and_then(|v| v.as_str())
+        .unwrap_or_default()
+        .to_string();
+    Ok((report.model, version))
 }
 
 /// The patch files of a class folder with their numbers, by number.
@@ -148,8 +216,8 @@ fn raw_pixels(
         .collect())
 }
 
-/// gengbao's and the forest's scores over all patches.
-fn score(patches: &[Patch]) -> Result<LandCoverSet> {
+/// gengbao's and the forest's scores over all patches, in fold order.
+fn score(patches: &[Patch], classifier: String) -> Result<LandCoverSet> {
     let truth: Vec<f64> = patches
         .iter()
         .flat_map(|p| std::iter::repeat_n(f64::from(p.class), p.gengbao.len()))
@@ -173,6 +241,7 @@ fn score(patches: &[Patch]) -> Result<LandCoverSet> {
     Ok(LandCoverSet {
         set: "eurosat-s2".into(),
         patches: patches.len(),
+        classifier,
         gengbao: class_score(&truth, &gengbao),
         random_forest: class_score(&forest_truth, &forest),
     })

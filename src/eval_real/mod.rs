@@ -73,6 +73,8 @@ pub struct SetMean {
 pub struct LandCoverSet {
     pub set: String,
     pub patches: usize,
+    /// How gengbao's classifier was made for the held-out patches.
+    pub classifier: String,
     /// gengbao's single-date land cover (detect's `class_before.tif`).
     pub gengbao: ClassScore,
     /// A random forest on the raw bands, on held-out patches.

@@ -38,6 +38,10 @@ pub struct ModelSection {
     /// Periods consumed: the current one and `periods - 1` earlier ones.
     #[serde(default = "default_periods")]
     pub periods: usize,
+    /// Sides (odd, 3..31 pixels) of the neighbourhoods whose per-band mean and standard
+    /// deviation are inputs too: texture and context for models of single looks.
+    #[serde(default)]
+    pub neighbourhoods: Vec<usize>,
     #[serde(default = "default_hidden")]
     pub hidden: Vec<i64>,
     #[serde(default = "default_seed")]
@@ -48,6 +52,10 @@ pub struct ModelSection {
     pub batch: usize,
     #[serde(default = "default_learning_rate")]
     pub learning_rate: f64,
+    /// L2 penalty on the weights: small data whose pixels are alike (a patch is one field)
+    /// needs it.
+    #[serde(default)]
+    pub weight_decay: f64,
     /// Stop when the validation loss has not improved for this many epochs.
     #[serde(default = "default_patience")]
     pub patience: usize,
@@ -93,16 +101,23 @@ pub struct DatasetSpec {
     pub name: String,
     /// `acquisitions` (a folder of acquisitions as jobs read them), `band-stacks` (one GeoTIFF
     /// per band named `<band>.tif`, one GDAL band per date listed in `dates.txt`, as the
-    /// WorldCereal patches) or `samples` (a city made by gengbao's generator).
+    /// WorldCereal patches), `patches` (single-look image patches labelled by the folder they
+    /// are in, `<folder>/<name>.tif`, as EuroSAT: read as `detect` reads an image) or
+    /// `samples` (a city made by gengbao's generator).
     pub kind: String,
     #[serde(default)]
     pub path: Option<String>,
     /// Label raster; `{period}` in the name is replaced by each labelled period.
     #[serde(default)]
     pub labels: Option<String>,
-    /// Label value -> gengbao class code (1..6); other values are unlabelled.
+    /// Label value -> gengbao class code (1..6); other values are unlabelled. For `patches`,
+    /// folder name -> code; other folders are left out.
     #[serde(default)]
     pub class_map: BTreeMap<String, u8>,
+    /// For `patches`: the names of the files' bands in their own order, when it is not the
+    /// profile's (as `detect --bands`).
+    #[serde(default)]
+    pub bands: Option<Vec<String>>,
     /// Labelled periods, `YYYY-Pn`, or `all` (every period with imagery).
     #[serde(default)]
     pub periods: Vec<String>,
@@ -161,7 +176,12 @@ fn default_weight() -> f32 {
 impl TrainConfig {
     pub fn load(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        let mut cfg: TrainConfig = toml::from_str(&text).map_err(|e| {
+        Self::parse(&text, path)
+    }
+
+    /// A config's text, as if read from `path` (which its relative paths are relative to).
+    pub fn parse(text: &str, path: &Path) -> Result<Self> {
+        let mut cfg: TrainConfig = toml::from_str(text).map_err(|e| {
             Error::input(
                 path,
                 format!("invalid training config: {e}"),
@@ -189,6 +209,18 @@ impl TrainConfig {
                 "use 1 (the period alone) to 6 (a year)",
             );
         }
+        if let Some(side) = self
+            .model
+            .neighbourhoods
+            .iter()
+            .find(|&&s| !(3..=31).contains(&s) || s % 2 == 0)
+        {
+            return bad(
+                "model.neighbourhoods",
+                format!("side {side}"),
+                "give odd neighbourhood sides from 3 to 31 pixels",
+            );
+        }
         let s = &self.split;
         if s.block < 4 || 2 * s.buffer >= s.block {
             return bad(
@@ -211,6 +243,15 @@ impl TrainConfig {
             let key = format!("dataset `{}`", d.name);
             match d.kind.as_str() {
                 "samples" => {}
+                "patches" => {
+                    if d.path.is_none() || d.class_map.is_empty() {
+                        return bad(
+                            &key,
+                            "kind `patches` without path or class_map".into(),
+                            "give the folder of class folders and map folder names to codes",
+                        );
+                    }
+                }
                 "acquisitions" | "band-stacks" => {
                     if d.path.is_none() || d.labels.is_none() || d.class_map.is_empty() {
                         return bad(
@@ -224,16 +265,17 @@ impl TrainConfig {
                     return bad(
                         &key,
                         format!("unknown kind `{other}`"),
-                        "use acquisitions, band-stacks or samples",
+                        "use acquisitions, band-stacks, patches or samples",
                     )
                 }
             }
             for (value, &code) in &d.class_map {
-                if value.parse::<i64>().is_err() || !(1..=6).contains(&code) {
+                let named = d.kind == "patches" || value.parse::<i64>().is_ok();
+                if !named || !(1..=6).contains(&code) {
                     return bad(
                         &key,
                         format!("class_map entry {value} = {code}"),
-                        "map integer label values to gengbao codes 1 (grain) .. 6 (forest)",
+                        "map integer label values (folder names for patches) to gengbao codes 1 (grain) .. 6 (forest)",
                     );
                 }
             }

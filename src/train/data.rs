@@ -12,8 +12,9 @@ use crate::error::{Error, Result};
 use crate::geo::composite::{self, Composite, NdviStats};
 use crate::geo::grid::{overlaps, JobGrid, Window};
 use crate::geo::imagery::Catalog;
-use crate::geo::raster::read_grid_window;
+use crate::geo::raster::{open_georeferenced, read_grid_window};
 use crate::geo::sensor::SensorProfile;
+use crate::geo::user_image::UserImage;
 use crate::samples::{generate, SampleOptions};
 use gdal::Dataset;
 use rand::seq::SliceRandom;
@@ -259,9 +260,19 @@ pub struct LabelledTile<'a> {
 /// and in test when there are three blocks or more.
 fn assign_blocks(cfg: &TrainConfig, dataset: usize, grid: &JobGrid) -> Vec<Split> {
     let b = cfg.split.block;
-    let n = grid.width.div_ceil(b) * grid.height.div_ceil(b);
+    assign_splits(
+        cfg,
+        dataset as u64,
+        grid.width.div_ceil(b) * grid.height.div_ceil(b),
+    )
+}
+
+/// The split of each of `n` units (blocks, patches) that go to one split as a whole: seeded
+/// by the model's seed and `salt`, at least one unit in validation and in test when there
+/// are three or more.
+fn assign_splits(cfg: &TrainConfig, salt: u64, n: usize) -> Vec<Split> {
     let mut order: Vec<usize> = (0..n).collect();
-    let mut rng = ChaCha8Rng::seed_from_u64(cfg.model.seed ^ ((dataset as u64 + 1) * 0x9E37_79B9));
+    let mut rng = ChaCha8Rng::seed_from_u64(cfg.model.seed ^ ((salt + 1) * 0x9E37_79B9));
     order.shuffle(&mut rng);
     let count = |f: f64| ((n as f64 * f).round() as usize).max(usize::from(n >= 3));
     let (n_test, n_val) = (count(cfg.split.test), count(cfg.split.validation));
@@ -287,6 +298,10 @@ pub fn visit_labelled(
     let lookback = cfg.model.periods - 1;
     let mut infos = Vec::new();
     for (di, d) in cfg.datasets.iter().enumerate() {
+        if d.kind == "patches" {
+            infos.push(visit_patches(cfg, di, hash_contents, &mut visit)?);
+            continue;
+        }
         let prep = prepare(cfg, d)?;
         let blocks = assign_blocks(cfg, di, &prep.grid);
         let per_row = prep.grid.width.div_ceil(cfg.split.block);
@@ -367,6 +382,75 @@ pub fn visit_labelled(
     Ok(infos)
 }
 
+/// Visits every tile of every patch of a `patches` dataset, each patch read as `detect`
+/// reads an image ([`UserImage`], on the grid it makes of the image) and labelled with its
+/// folder's class as a whole. Patches go to one split as a whole, drawn per folder so that
+/// every class is in every split.
+fn visit_patches(
+    cfg: &TrainConfig,
+    dataset: usize,
+    hash_contents: bool,
+    visit: &mut impl FnMut(LabelledTile) -> Result<()>,
+) -> Result<DatasetInfo> {
+    let d = &cfg.datasets[dataset];
+    let profile = cfg.profile();
+    let root = cfg.resolve(d.path.as_deref().expect("validated"));
+    let mut info = DatasetInfo {
+        name: d.name.clone(),
+        kind: d.kind.clone(),
+        real: d.real,
+        content_sha256: None,
+        pixels: BTreeMap::new(),
+    };
+    let mut files = Vec::new();
+    for (k, (folder, &code)) in d.class_map.iter().enumerate() {
+        let patches = patch_files(&root.join(folder))?;
+        let salt = ((dataset as u64) << 16) | k as u64;
+        for (path, split) in patches.iter().zip(assign_splits(cfg, salt, patches.len())) {
+            let image = UserImage::open(path, profile, d.bands.as_deref(), d.add_offset, "train")?;
+            let grid = JobGrid::for_image(&open_georeferenced(&image.stack.path)?, path)?;
+            for tile in grid.tiles() {
+                let composite = image.composite(&grid, tile.core, None)?;
+                let n = composite.len();
+                *info.pixels.entry(code).or_default() += n as u64;
+                visit(LabelledTile {
+                    dataset,
+                    composite: &composite,
+                    history: &[],
+                    labels: vec![code; n],
+                    split: vec![Some(split); n],
+                })?;
+            }
+        }
+        files.extend(patches);
+    }
+    if files.is_empty() {
+        return Err(Error::input(
+            &root,
+            "holds no patch in the folders of the class map",
+            "give the folder that holds one folder of .tif patches per class",
+        ));
+    }
+    if hash_contents {
+        info.content_sha256 = Some(hash_files(&files)?);
+    }
+    Ok(info)
+}
+
+/// The `.tif` files of a folder, by name; none when the folder is absent.
+fn patch_files(folder: &Path) -> Result<Vec<PathBuf>> {
+    if !folder.is_dir() {
+        return Ok(Vec::new());
+    }
+    let mut files: Vec<PathBuf> = std::fs::read_dir(folder)
+        .map_err(|e| Error::io(folder, e))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "tif"))
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
 /// What a model learned from one dataset.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DatasetInfo {
@@ -424,7 +508,8 @@ pub fn extract(cfg: &TrainConfig, layout: &FeatureLayout) -> Result<(SampleSet, 
             .into_iter()
             .filter(|&i| t.labels[i] != 0 && t.split[i].is_some())
             .collect();
-        layout.push_pixels(t.composite, t.history, &labelled, &identity, &mut set.x);
+        let tile = layout.tile_inputs(t.composite, t.history);
+        layout.push_pixels(&tile, &labelled, &identity, &mut set.x);
         for &i in &labelled {
             set.y.push(i64::from(t.labels[i]) - 1);
             set.weight.push(weight);

@@ -23,6 +23,9 @@ pub struct FitOptions {
     pub epochs: usize,
     pub batch: usize,
     pub learning_rate: f64,
+    /// Adam's L2 penalty on the weights (0: none).
+    #[serde(default)]
+    pub weight_decay: f64,
     pub patience: usize,
 }
 
@@ -34,6 +37,7 @@ impl From<&ModelSection> for FitOptions {
             epochs: m.epochs,
             batch: m.batch,
             learning_rate: m.learning_rate,
+            weight_decay: m.weight_decay,
             patience: m.patience,
         }
     }
@@ -171,7 +175,11 @@ pub fn fit(
         ..Default::default()
     });
     use tch::nn::OptimizerConfig;
-    let mut opt = tch::nn::Adam::default().build(&vs, opts.learning_rate)?;
+    let mut opt = tch::nn::Adam {
+        wd: opts.weight_decay,
+        ..Default::default()
+    }
+    .build(&vs, opts.learning_rate)?;
     let (vx, vy, vw) = tensors(set, &weights, &validation, &normalisation);
     let pb = crate::progress::progress(opts.epochs as u64, "epochs", quiet);
     pb.set_position(state.epochs_done as u64);

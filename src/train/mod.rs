@@ -46,7 +46,7 @@ pub struct TrainReport {
 /// through the pipeline's own classifier.
 pub fn train(cfg: &TrainConfig, quiet: bool) -> Result<TrainReport> {
     let profile = cfg.profile();
-    let names = FeatureLayout::default_names(profile, cfg.model.periods);
+    let names = FeatureLayout::default_names(profile, cfg.model.periods, &cfg.model.neighbourhoods);
     let layout = FeatureLayout::parse(&names, profile).expect("default names parse");
     if !quiet {
         eprintln!(

@@ -41,7 +41,7 @@ impl PointModel<'_> {
         output: &Path,
         quiet: bool,
     ) -> Result<TorchClassifier> {
-        let names = FeatureLayout::default_names(self.profile, 1);
+        let names = FeatureLayout::default_names(self.profile, 1, &[]);
         let layout =
             FeatureLayout::parse(&names, self.profile).expect("the profile provides its own bands");
         let mut set = self.inputs_of(pixels, read, &layout)?;
@@ -53,6 +53,7 @@ impl PointModel<'_> {
             epochs: 300,
             batch: 64,
             learning_rate: 0.003,
+            weight_decay: 0.0,
             patience: 30,
         };
         let fitted = fit(&set, &opts, None, quiet).map_err(|e| match e {
@@ -116,7 +117,12 @@ impl PointModel<'_> {
                     .filter(|(i, _)| observed.binary_search(i).is_ok())
                     .unzip();
                 let mut x = Vec::new();
-                layout.push_pixels(&composite, &[], &pixels, &identity, &mut x);
+                layout.push_pixels(
+                    &layout.tile_inputs(&composite, &[]),
+                    &pixels,
+                    &identity,
+                    &mut x,
+                );
                 Ok((x, y))
             })
             .collect::<Result<_>>()?;

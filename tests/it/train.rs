@@ -53,7 +53,8 @@ fn training_lowers_the_loss_and_a_rerun_resumes_from_the_checkpoint() {
     let tmp = tempfile::tempdir().unwrap();
     let cfg = tiny_config(tmp.path(), 3);
     let profile = cfg.profile();
-    let layout = FeatureLayout::parse(&FeatureLayout::default_names(profile, 3), profile).unwrap();
+    let layout =
+        FeatureLayout::parse(&FeatureLayout::default_names(profile, 3, &[]), profile).unwrap();
     let (set, infos) = extract(&cfg, &layout).unwrap();
     assert!(set.len() > 10_000, "{} labelled pixels", set.len());
     assert!(infos[0].pixels.len() >= 5, "classes {:?}", infos[0].pixels);
@@ -133,7 +134,8 @@ fn a_saved_model_reloads_and_classifies_like_the_trained_network() {
             .unwrap();
         let pixels = layout.observed_pixels(t.composite);
         let mut x = Vec::new();
-        layout.push_pixels(t.composite, t.history, &pixels, &card.normalisation, &mut x);
+        let tile = layout.tile_inputs(t.composite, t.history);
+        layout.push_pixels(&tile, &pixels, &card.normalisation, &mut x);
         let x = tch::Tensor::of_slice(&x).view([pixels.len() as i64, layout.len() as i64]);
         let (prob, idx) = net
             .forward(&x)
