@@ -108,9 +108,7 @@ pub fn eval_real(opts: &EvalRealOptions) -> Result<EvalRealReport> {
         change.push(change::run_scene(scene, &work.join(scene.set))?);
     }
     let land_cover = if opts.land_cover {
-        land_cover::eurosat(&opts.data, &work.join("eurosat-s2"))?
-            .into_iter()
-            .collect()
+        land_cover_sets(&opts.data, &work)?
     } else {
         Vec::new()
     };
@@ -124,6 +122,14 @@ pub fn eval_real(opts: &EvalRealOptions) -> Result<EvalRealReport> {
     };
     write_report(&report, &opts.out)?;
     Ok(report)
+}
+
+/// The land-cover sets found in `data`, each scored on held-out patches (detect's outputs
+/// and the models of each fold under `work`).
+pub fn land_cover_sets(data: &Path, work: &Path) -> Result<Vec<LandCoverSet>> {
+    Ok(land_cover::eurosat(data, &work.join("eurosat-s2"))?
+        .into_iter()
+        .collect())
 }
 
 fn set_means(scenes: &[ChangeScene]) -> Vec<SetMean> {

@@ -11,6 +11,7 @@ mod dispatch;
 mod ledger;
 mod pipeline;
 mod real_change;
+mod real_land_cover;
 mod real_worldcereal;
 mod resume;
 mod timeseries;
