@@ -37,7 +37,7 @@ use crate::geo::layers::{labelled_points, Admin, County, Farmland, FarmlandTile}
 use crate::geo::raster::{open_georeferenced, GridTiff};
 use crate::geo::sensor::SensorProfile;
 use crate::geo::user_image::{profile_of, UserImage};
-use crate::geo::vector::{write_layer, Format};
+use crate::geo::vector::{write_layer, Areas, Format};
 use crate::job::staging::StagingDir;
 use crate::train::PointModel;
 use gdal::vector::Geometry;
@@ -293,6 +293,7 @@ pub fn detect(opts: &DetectOptions) -> Result<DetectSummary> {
         Format::GeoPackage,
         "patches",
         &grid.spatial_ref()?,
+        Areas::MultiPolygons,
         &patch_specs(),
         rows,
         "UTF-8",

@@ -51,6 +51,14 @@ impl ChangeType {
         }
     }
 
+    /// Whether a change of this type happens to a field as a whole: a crop change (FLH) or
+    /// an abandonment (PH) is the field's, so its parts on one parcel are one patch (one
+    /// field, one visit). A conversion to buildings or roads (FNH) may take a corner, and two
+    /// buildings on one field are two cases.
+    pub fn is_whole_field(self) -> bool {
+        matches!(self, ChangeType::FLH | ChangeType::PH)
+    }
+
     pub fn label_zh(self) -> &'static str {
         match self {
             ChangeType::FNH => "非农化",

@@ -3,7 +3,7 @@
 
 use crate::engine::patches::Patch;
 use crate::error::{Error, Result};
-use crate::geo::vector::{field, write_layer, FieldSpec, Format};
+use crate::geo::vector::{field, write_layer, Areas, FieldSpec, Format};
 use gdal::spatial_ref::SpatialRef;
 use gdal::vector::FieldValue;
 use gdal_sys::OGRFieldType::{OFTInteger, OFTReal, OFTString};
@@ -128,7 +128,16 @@ pub(crate) fn write_county(
         });
         let mut specs = patch_specs();
         specs.extend_from_slice(blank);
-        write_layer(&path, format, stem, srs, &specs, rows, shapefile_encoding)?;
+        write_layer(
+            &path,
+            format,
+            stem,
+            srs,
+            Areas::MultiPolygons,
+            &specs,
+            rows,
+            shapefile_encoding,
+        )?;
         written.push(path);
     }
     Ok(written)

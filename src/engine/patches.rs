@@ -243,8 +243,85 @@ pub fn build(
             patches.push(patch);
         }
     }
+    let mut patches = one_patch_per_field(patches, &to_lonlat)?;
     number(&mut patches, &info.period);
     Ok(patches)
+}
+
+/// Joins the parts of a whole-field change ([`ChangeType::is_whole_field`]) that lie on one
+/// parcel into one patch of several parts, in the order the first part came. Areas and
+/// farmland areas add up; the centroid and the confidence are the parts' area-weighted means;
+/// the classes are the largest part's, the persistence and first sighting the oldest part's.
+/// Parts are disjoint (they are different connected areas of one key), so the multipolygon
+/// is their collection, without a geometric union.
+fn one_patch_per_field(patches: Vec<Patch>, to_lonlat: &CoordTransform) -> Result<Vec<Patch>> {
+    let mut out: Vec<Patch> = Vec::with_capacity(patches.len());
+    let mut parts: Vec<Vec<Patch>> = Vec::new();
+    let mut field_of: BTreeMap<(String, ChangeType, i32), usize> = BTreeMap::new();
+    for p in patches {
+        if !(p.change.is_whole_field() && p.parcel != 0) {
+            out.push(p);
+            parts.push(Vec::new());
+            continue;
+        }
+        let key = (p.county_code.clone(), p.change, p.parcel);
+        match field_of.get(&key) {
+            Some(&k) => parts[k].push(p),
+            None => {
+                field_of.insert(key, out.len());
+                out.push(p);
+                parts.push(Vec::new());
+            }
+        }
+    }
+    for (first, more) in out.iter_mut().zip(parts) {
+        if !more.is_empty() {
+            join_parts(first, more, to_lonlat)?;
+        }
+    }
+    Ok(out)
+}
+
+fn join_parts(patch: &mut Patch, more: Vec<Patch>, to_lonlat: &CoordTransform) -> Result<()> {
+    let mut all = vec![std::mem::replace(&mut patch.geometry, no_outline())];
+    let weighted = |p: &Patch| (p.area_m2 * p.centroid.0, p.area_m2 * p.centroid.1);
+    let (mut sx, mut sy) = weighted(patch);
+    let (mut area, mut conf) = (patch.area_m2, patch.area_m2 * patch.confidence);
+    let mut largest = patch.area_m2;
+    for p in more {
+        let (x, y) = weighted(&p);
+        (sx, sy) = (sx + x, sy + y);
+        area += p.area_m2;
+        conf += p.area_m2 * p.confidence;
+        patch.farmland_m2 += p.farmland_m2;
+        patch.basic_farmland_m2 += p.basic_farmland_m2;
+        if p.area_m2 > largest {
+            largest = p.area_m2;
+            (patch.before, patch.after) = (p.before, p.after);
+        }
+        if p.persisted > patch.persisted {
+            patch.persisted = p.persisted;
+            patch.first_seen = p.first_seen.clone();
+            patch.before_period = p.before_period.clone();
+        }
+        all.push(p.geometry);
+    }
+    let mut multi = Geometry::empty(gdal_sys::OGRwkbGeometryType::wkbMultiPolygon)?;
+    for part in all {
+        multi.add_geometry(part)?;
+    }
+    let whole = multi.area();
+    patch.geometry = multi;
+    patch.area_m2 = round2(whole);
+    patch.area_mu = round2(whole / SQM_PER_MU);
+    patch.farmland_m2 = round2(patch.farmland_m2);
+    patch.basic_farmland_m2 = round2(patch.basic_farmland_m2);
+    patch.confidence = (conf / area * 1000.0).round() / 1000.0;
+    patch.centroid = (round2(sx / area), round2(sy / area));
+    let (mut lx, mut ly, mut lz) = ([patch.centroid.0], [patch.centroid.1], [0.0]);
+    to_lonlat.transform_coords(&mut lx, &mut ly, &mut lz)?;
+    patch.lon_lat = ((lx[0] * 1e7).round() / 1e7, (ly[0] * 1e7).round() / 1e7);
+    Ok(())
 }
 
 /// Orders patches north to south, west to east within each county and type, and numbers them.

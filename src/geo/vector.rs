@@ -63,13 +63,26 @@ pub struct FieldSpec {
     pub alias: &'static str,
 }
 
-/// Writes one layer of polygons with attributes into a new file `path`. All vector output of
+/// The geometry type of a layer of areas.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Areas {
+    /// One polygon per feature.
+    Polygons,
+    /// Multipolygons: a feature may be in several parts (a patch of one field whose changed
+    /// pixels are not all connected); single polygons are written as one-part multipolygons,
+    /// so that every feature of the layer has its declared type.
+    MultiPolygons,
+}
+
+/// Writes one layer of areas with attributes into a new file `path`. All vector output of
 /// gengbao goes through here.
+#[allow(clippy::too_many_arguments)]
 pub fn write_layer(
     path: &Path,
     format: Format,
     layer_name: &str,
     srs: &SpatialRef,
+    areas: Areas,
     fields: &[FieldSpec],
     rows: impl IntoIterator<Item = (Geometry, Vec<FieldValue>)>,
     shapefile_encoding: &str,
@@ -91,7 +104,10 @@ pub fn write_layer(
         let layer = ds.create_layer(LayerOptions {
             name: layer_name,
             srs: Some(srs),
-            ty: gdal_sys::OGRwkbGeometryType::wkbPolygon,
+            ty: match areas {
+                Areas::Polygons => gdal_sys::OGRwkbGeometryType::wkbPolygon,
+                Areas::MultiPolygons => gdal_sys::OGRwkbGeometryType::wkbMultiPolygon,
+            },
             options: Some(&opts),
         })?;
         for f in fields {
@@ -131,6 +147,14 @@ pub fn write_layer(
             for (i, v) in values.iter().enumerate() {
                 f.set_field(i, v)?;
             }
+            let polygon = geometry.geometry_type() == gdal_sys::OGRwkbGeometryType::wkbPolygon;
+            let geometry = if areas == Areas::MultiPolygons && polygon {
+                let mut multi = Geometry::empty(gdal_sys::OGRwkbGeometryType::wkbMultiPolygon)?;
+                multi.add_geometry(geometry)?;
+                multi
+            } else {
+                geometry
+            };
             f.set_geometry(geometry)?;
             f.create(&layer)?;
         }

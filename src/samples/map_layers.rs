@@ -8,7 +8,7 @@ use super::land::{Land, PlantedChange};
 use super::{ORIGIN, RES};
 use crate::domain::period::Period;
 use crate::error::{Error, Result};
-use crate::geo::vector::{field, write_layer, Format};
+use crate::geo::vector::{field, write_layer, Areas, Format};
 use gdal::spatial_ref::SpatialRef;
 use gdal::vector::{FieldValue, Geometry};
 use gdal_sys::OGRFieldType::{OFTInteger, OFTString};
@@ -37,6 +37,7 @@ pub(super) fn write_admin_layers(dir: &Path, srs: &SpatialRef, size: usize) -> R
         Format::GeoPackage,
         "counties",
         srs,
+        Areas::Polygons,
         &admin_fields,
         counties
             .iter()
@@ -70,6 +71,7 @@ pub(super) fn write_admin_layers(dir: &Path, srs: &SpatialRef, size: usize) -> R
         Format::GeoPackage,
         "townships",
         srs,
+        Areas::Polygons,
         &admin_fields,
         townships,
         "UTF-8",
@@ -111,6 +113,7 @@ pub(super) fn write_farmland(dir: &Path, srs: &SpatialRef, land: &Land) -> Resul
         Format::GeoPackage,
         "farmland",
         srs,
+        Areas::Polygons,
         &farm_fields,
         parcels,
         "UTF-8",
@@ -144,6 +147,7 @@ pub(super) fn write_truth_layers(
             Format::GeoPackage,
             layer,
             srs,
+            Areas::Polygons,
             &truth_fields,
             truth_rows(list, periods)?,
             "UTF-8",

@@ -8,7 +8,7 @@ use gdal::vector::{FieldValue, Geometry, LayerAccess};
 use gdal_sys::OGRFieldType::OFTInteger;
 use gengbao::detect::{detect, DetectOptions};
 use gengbao::domain::change::ChangeType;
-use gengbao::geo::vector::{write_layer, Format};
+use gengbao::geo::vector::{write_layer, Areas, Format};
 use std::path::Path;
 
 const SIZE: usize = 96;
@@ -133,6 +133,7 @@ fn scene(dir: &Path) {
         Format::GeoPackage,
         "parcels",
         &srs,
+        Areas::Polygons,
         &[],
         parcels,
         "UTF-8",

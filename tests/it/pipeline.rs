@@ -40,6 +40,12 @@ fn planted_changes_are_found_as_patches_of_the_right_type() {
         summary_classifier(&cfg, last) != "index-v1",
         "the learned model is the default"
     );
+    // One field, one patch: a county's FLH and PH patches each lie on their own parcel.
+    for p in &city.periods {
+        let fields = whole_field_patches(cfg.layout().period(*p).dir());
+        let distinct: std::collections::BTreeSet<_> = fields.iter().collect();
+        assert_eq!(distinct.len(), fields.len(), "{p}: a field in two patches");
+    }
 
     // The index rules on the same city, every period: the learned model finds at least as
     // many planted changes of each type.
@@ -322,4 +328,31 @@ fn summary_classifier(
     let summary: serde_json::Value =
         serde_json::from_slice(&fs::read(cfg.layout().period(p).summary()).unwrap()).unwrap();
     summary["classifier"].as_str().unwrap().to_string()
+}
+
+/// (county, type, parcel) of every FLH and PH patch of a period.
+fn whole_field_patches(period_dir: &std::path::Path) -> Vec<(String, String, String)> {
+    let mut out = Vec::new();
+    for county in fs::read_dir(period_dir.join("counties")).unwrap() {
+        let county = county.unwrap().path();
+        for file in fs::read_dir(&county).unwrap() {
+            let file = file.unwrap().path();
+            if file.extension().is_none_or(|e| e != "gpkg") {
+                continue;
+            }
+            let ds = gdal::Dataset::open(&file).unwrap();
+            let mut layer = ds.layer(0).unwrap();
+            for f in layer.features() {
+                let text = |name: &str| {
+                    let i = f.field_index(name).unwrap();
+                    f.field_as_string(i).unwrap().unwrap_or_default()
+                };
+                let kind = text("BHLX");
+                if kind == "FLH" || kind == "PH" {
+                    out.push((text("XZQDM"), kind, text("GDBSM")));
+                }
+            }
+        }
+    }
+    out
 }

@@ -9,7 +9,7 @@ use gdal::vector::{FieldValue, Geometry};
 use gengbao::domain::period::Period;
 use gengbao::evaluate::{class_score, ClassScore};
 use gengbao::geo::raster::read_band_f64;
-use gengbao::geo::vector::{write_layer, FieldSpec, Format};
+use gengbao::geo::vector::{write_layer, Areas, FieldSpec, Format};
 use gengbao::job::config::JobConfig;
 use gengbao::job::run::{run_period, RunOptions};
 use std::path::{Path, PathBuf};
@@ -60,6 +60,7 @@ fn make_job(patch: &Path, dir: &Path) -> JobConfig {
         Format::GeoPackage,
         "counties",
         &srs,
+        Areas::Polygons,
         &[text("XZQDM"), text("XZQMC")],
         [(square(), vec![s("000001"), s("Flanders")])],
         "UTF-8",
@@ -70,6 +71,7 @@ fn make_job(patch: &Path, dir: &Path) -> JobConfig {
         Format::GeoPackage,
         "farmland",
         &srs,
+        Areas::Polygons,
         &[text("BSM"), text("DLBM")],
         [(square(), vec![s("1"), s("0103")])],
         "UTF-8",
