@@ -16,8 +16,9 @@
 //!   A period without any clear observation ends the run: it may have hidden a harvest.
 //!
 //! A signal becomes a flag when it has lasted [`Rules::min_periods`] consecutive periods, now
-//! included (defaults: FNH 1, flagged at once; FLH 2, since one odd period is rotation or
-//! flooding; PH 6, a year without a crop cycle), and only once enough earlier periods are
+//! included (defaults: FNH 2, since one bare period is as often a ploughed field as a
+//! building site; FLH 2, since one odd period is rotation or flooding; PH 6, a year without a
+//! crop cycle), and only once enough earlier periods are
 //! archived for the rule to be decided ([`Rules::history_needed`]). The first of these wins
 //! when several types are due: FNH, FLH, PH. The flag's run is the patch's persistence
 //! (`CXQS`); its first period (`SCQS`) is the period the run began.

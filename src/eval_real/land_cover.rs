@@ -14,7 +14,7 @@
 //! --model`; the forest is grown on the other folds' raw bands (100 trees, seeded,
 //! `smartcore`). The shipped model learned from every patch here, so it is not scored on them.
 
-use super::{digital_numbers, LandCoverSet};
+use super::{digital_numbers, forest_classes, grow_forest, Forest, LandCoverSet};
 use crate::detect::{detect, DetectOptions};
 use crate::error::{Error, Result};
 use crate::evaluate::class_score;
@@ -22,10 +22,6 @@ use crate::geo::grid::JobGrid;
 use crate::geo::raster::{open_georeferenced, read_band_f64};
 use crate::geo::sensor::SensorProfile;
 use crate::train::{train, TrainConfig};
-use smartcore::ensemble::random_forest_classifier::{
-    RandomForestClassifier, RandomForestClassifierParameters,
-};
-use smartcore::linalg::basic::matrix::DenseMatrix;
 use std::path::{Path, PathBuf};
 
 /// EuroSAT's folders and gengbao's class codes.
@@ -247,8 +243,6 @@ fn score(patches: &[Patch], classifier: String) -> Result<LandCoverSet> {
     })
 }
 
-type Forest = RandomForestClassifier<f64, u8, DenseMatrix<f64>, Vec<u8>>;
-
 /// A forest grown on the sampled pixels of the patches outside `fold`.
 fn forest_without(patches: &[Patch], fold: usize) -> Result<Forest> {
     let (mut rows, mut labels) = (Vec::new(), Vec::new());
@@ -264,24 +258,13 @@ fn forest_without(patches: &[Patch], fold: usize) -> Result<Forest> {
             }
         }
     }
-    let x = DenseMatrix::from_2d_vec(&rows).map_err(forest_error)?;
-    let parameters = RandomForestClassifierParameters::default()
-        .with_n_trees(100)
-        .with_seed(2026);
-    RandomForestClassifier::fit(&x, &labels, parameters).map_err(forest_error)
+    grow_forest(rows, labels)
 }
 
 /// The forest's class of every pixel of a patch (0 where a band is missing).
 fn predict(forest: &Forest, p: &Patch) -> Result<Vec<f64>> {
     let observed: Vec<Vec<f64>> = p.pixels.iter().flatten().cloned().collect();
-    let mut classes = if observed.is_empty() {
-        Vec::new()
-    } else {
-        forest
-            .predict(&DenseMatrix::from_2d_vec(&observed).map_err(forest_error)?)
-            .map_err(forest_error)?
-    }
-    .into_iter();
+    let mut classes = forest_classes(forest, observed)?.into_iter();
     Ok(p.pixels
         .iter()
         .map(|px| match px {
@@ -289,11 +272,4 @@ fn predict(forest: &Forest, p: &Patch) -> Result<Vec<f64>> {
             None => 0.0,
         })
         .collect())
-}
-
-fn forest_error(e: smartcore::error::Failed) -> Error {
-    Error::usage(
-        format!("the random-forest yardstick failed: {e}"),
-        "report it with the data folder's EuroSAT patches",
-    )
 }

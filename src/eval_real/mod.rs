@@ -9,10 +9,13 @@
 //! Change pairs ([`change`]): Taizhou (Landsat) and the 14 OSCD cities (Sentinel-2 L1C),
 //! scored on labelled pixels only; OSCD's figure is the mean over cities. Land cover
 //! ([`land_cover`]): the EuroSAT patches, gengbao's single-date classes beside a random forest
-//! on the raw bands. WorldCereal, eo-learn Slovenia and Digital Earth Africa are not run yet.
+//! on the raw bands; ([`worldcereal`]) the Flanders series, gengbao's multi-period classes
+//! beside a forest on the period's raw bands. eo-learn Slovenia and Digital Earth Africa are
+//! not run yet.
 
 mod change;
 mod land_cover;
+mod worldcereal;
 
 use crate::error::{Error, Result};
 use crate::evaluate::{BinaryScore, ClassScore};
@@ -127,9 +130,49 @@ pub fn eval_real(opts: &EvalRealOptions) -> Result<EvalRealReport> {
 /// The land-cover sets found in `data`, each scored on held-out patches (detect's outputs
 /// and the models of each fold under `work`).
 pub fn land_cover_sets(data: &Path, work: &Path) -> Result<Vec<LandCoverSet>> {
-    Ok(land_cover::eurosat(data, &work.join("eurosat-s2"))?
-        .into_iter()
-        .collect())
+    Ok([
+        land_cover::eurosat(data, &work.join("eurosat-s2"))?,
+        worldcereal::worldcereal(data, &work.join("worldcereal-s2"))?,
+    ]
+    .into_iter()
+    .flatten()
+    .collect())
+}
+
+/// The land-cover yardstick: a random forest on raw bands (100 trees, seeded).
+type Forest = smartcore::ensemble::random_forest_classifier::RandomForestClassifier<
+    f64,
+    u8,
+    smartcore::linalg::basic::matrix::DenseMatrix<f64>,
+    Vec<u8>,
+>;
+
+/// A forest grown on `rows` (one pixel's raw bands each) labelled with gengbao codes.
+fn grow_forest(rows: Vec<Vec<f64>>, labels: Vec<u8>) -> Result<Forest> {
+    use smartcore::ensemble::random_forest_classifier::RandomForestClassifierParameters;
+    let x = smartcore::linalg::basic::matrix::DenseMatrix::from_2d_vec(&rows)
+        .map_err(forest_error)?;
+    let parameters = RandomForestClassifierParameters::default()
+        .with_n_trees(100)
+        .with_seed(2026);
+    Forest::fit(&x, &labels, parameters).map_err(forest_error)
+}
+
+/// The forest's class of each row.
+fn forest_classes(forest: &Forest, rows: Vec<Vec<f64>>) -> Result<Vec<u8>> {
+    if rows.is_empty() {
+        return Ok(Vec::new());
+    }
+    let x = smartcore::linalg::basic::matrix::DenseMatrix::from_2d_vec(&rows)
+        .map_err(forest_error)?;
+    forest.predict(&x).map_err(forest_error)
+}
+
+fn forest_error(e: smartcore::error::Failed) -> Error {
+    Error::usage(
+        format!("the random-forest yardstick failed: {e}"),
+        "report it with the data folder's land-cover sets",
+    )
 }
 
 fn set_means(scenes: &[ChangeScene]) -> Vec<SetMean> {
@@ -204,10 +247,13 @@ impl EvalRealReport {
             md += "gengbao / random forest on the raw bands (held-out patches):\n\n";
             md += "| set | patches | macro-F1 | 1 grain | 2 non-grain | 3 built-up | 4 water | 5 grass | 6 forest |\n|---|---|---|---|---|---|---|---|---|\n";
             for l in &self.land_cover {
-                let f = |c: u8| {
-                    let g = l.gengbao.f1.get(&c).copied().unwrap_or(0.0);
-                    let r = l.random_forest.f1.get(&c).copied().unwrap_or(0.0);
-                    format!("{:.2} / {:.2}", zero_if_nan(g), zero_if_nan(r))
+                let f = |c: u8| match (l.gengbao.f1.get(&c), l.random_forest.f1.get(&c)) {
+                    (None, None) => "–".to_string(),
+                    (g, r) => format!(
+                        "{:.2} / {:.2}",
+                        zero_if_nan(g.copied().unwrap_or(0.0)),
+                        zero_if_nan(r.copied().unwrap_or(0.0))
+                    ),
                 };
                 md += &format!(
                     "| {} | {} | {:.3} / {:.3} | {} | {} | {} | {} | {} | {} |\n",

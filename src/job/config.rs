@@ -58,7 +58,8 @@ min_area_m2 = 400.0             # minimum mapping unit for every change type
 # Consecutive bimonthly periods (now included) a change must be seen before it is flagged;
 # a rule also waits until that many periods are archived (FLH: at least 3, since a perennial
 # crop is told from grain over half a year). Runs longer than a year are remembered.
-fnh_min_periods = 1             # 非农化: at once
+fnh_min_periods = 2             # 非农化: one bare period is a ploughed field as often as a
+                                # building site; the next confirms it (1: flag at once)
 flh_min_periods = 2             # 非粮化: one odd period is rotation or flooding
 ph_min_periods = 6              # 撂荒: a year without a sign of cultivation
 
@@ -257,7 +258,7 @@ fn default_min_area() -> f64 {
     400.0
 }
 fn default_fnh_min_periods() -> usize {
-    1
+    2
 }
 fn default_flh_min_periods() -> usize {
     2
