@@ -208,7 +208,7 @@ enum Command {
     },
     /// Run every labelled real set of a data folder through gengbao and the classical
     /// yardsticks on the same pixels: eval-real.json and eval-real.md (change pairs:
-    /// Taizhou and the OSCD cities; land cover: the EuroSAT patches).
+    /// Taizhou and the OSCD cities; land cover: the EuroSAT patches and the WorldCereal Flanders series, on held-out folds).
     EvalReal {
         /// The data folder, laid out as ../shared/data/README.md describes.
         #[arg(long, default_value = "../shared/data")]

@@ -35,7 +35,7 @@ pub struct EvalRealOptions {
     pub out: PathBuf,
     /// Only these OSCD cities (all when `None`).
     pub cities: Option<Vec<String>>,
-    /// Also the land-cover sets (EuroSAT).
+    /// Also the land-cover sets (EuroSAT, WorldCereal Flanders).
     pub land_cover: bool,
 }
 
@@ -150,8 +150,8 @@ type Forest = smartcore::ensemble::random_forest_classifier::RandomForestClassif
 /// A forest grown on `rows` (one pixel's raw bands each) labelled with gengbao codes.
 fn grow_forest(rows: Vec<Vec<f64>>, labels: Vec<u8>) -> Result<Forest> {
     use smartcore::ensemble::random_forest_classifier::RandomForestClassifierParameters;
-    let x = smartcore::linalg::basic::matrix::DenseMatrix::from_2d_vec(&rows)
-        .map_err(forest_error)?;
+    let x =
+        smartcore::linalg::basic::matrix::DenseMatrix::from_2d_vec(&rows).map_err(forest_error)?;
     let parameters = RandomForestClassifierParameters::default()
         .with_n_trees(100)
         .with_seed(2026);
@@ -163,8 +163,8 @@ fn forest_classes(forest: &Forest, rows: Vec<Vec<f64>>) -> Result<Vec<u8>> {
     if rows.is_empty() {
         return Ok(Vec::new());
     }
-    let x = smartcore::linalg::basic::matrix::DenseMatrix::from_2d_vec(&rows)
-        .map_err(forest_error)?;
+    let x =
+        smartcore::linalg::basic::matrix::DenseMatrix::from_2d_vec(&rows).map_err(forest_error)?;
     forest.predict(&x).map_err(forest_error)
 }
 
