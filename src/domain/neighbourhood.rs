@@ -11,7 +11,7 @@
 /// Mean and standard deviation of every pixel's neighbourhood (NaN where it holds no finite
 /// value). `side` must be odd.
 pub fn window_mean_sd(values: &[f32], width: usize, side: usize) -> (Vec<f32>, Vec<f32>) {
-    let sums = SummedArea::of(values, width);
+    let sums = SummedArea::of(values, width, true);
     let mut mean = vec![f32::NAN; values.len()];
     let mut sd = vec![f32::NAN; values.len()];
     sums.each_window(side, |i, n, sum, squares| {
@@ -24,14 +24,14 @@ pub fn window_mean_sd(values: &[f32], width: usize, side: usize) -> (Vec<f32>, V
 
 /// The mean of every pixel's neighbourhood (NaN where it holds no finite value).
 pub fn window_mean(values: &[f32], width: usize, side: usize) -> Vec<f32> {
-    let sums = SummedArea::of(values, width);
+    let sums = SummedArea::of(values, width, false);
     let mut mean = vec![f32::NAN; values.len()];
     sums.each_window(side, |i, n, sum, _| mean[i] = (sum / n) as f32);
     mean
 }
 
-/// Summed-area tables of the finite values, their squares and their count, with a row and
-/// a column of zeros in front.
+/// Summed-area tables of the finite values, their squares (when asked for: a mean does not
+/// need them) and their count, with a row and a column of zeros in front.
 struct SummedArea {
     width: usize,
     height: usize,
@@ -41,7 +41,7 @@ struct SummedArea {
 }
 
 impl SummedArea {
-    fn of(values: &[f32], width: usize) -> Self {
+    fn of(values: &[f32], width: usize, with_squares: bool) -> Self {
         assert!(
             width > 0 && values.len().is_multiple_of(width),
             "whole rows of {width} values"
@@ -49,7 +49,8 @@ impl SummedArea {
         let height = values.len() / width;
         let stride = width + 1;
         let size = stride * (height + 1);
-        let (mut sum, mut squares, mut count) = (vec![0.0; size], vec![0.0; size], vec![0.0; size]);
+        let (mut sum, mut count) = (vec![0.0; size], vec![0.0; size]);
+        let mut squares = vec![0.0; if with_squares { size } else { 0 }];
         for r in 0..height {
             let (mut row_sum, mut row_squares, mut row_count) = (0.0, 0.0, 0.0);
             for c in 0..width {
@@ -62,8 +63,10 @@ impl SummedArea {
                 }
                 let (above, here) = (r * stride + c + 1, (r + 1) * stride + c + 1);
                 sum[here] = sum[above] + row_sum;
-                squares[here] = squares[above] + row_squares;
                 count[here] = count[above] + row_count;
+                if with_squares {
+                    squares[here] = squares[above] + row_squares;
+                }
             }
         }
         SummedArea {
@@ -76,7 +79,7 @@ impl SummedArea {
     }
 
     /// Calls `f(pixel, count, sum, sum of squares)` for each pixel whose neighbourhood holds
-    /// a finite value.
+    /// a finite value (the sum of squares is 0 when the tables were made without them).
     fn each_window(&self, side: usize, mut f: impl FnMut(usize, f64, f64, f64)) {
         assert!(
             !side.is_multiple_of(2),
@@ -93,11 +96,16 @@ impl SummedArea {
                 let (c0, c1) = (c.saturating_sub(half), (c + half + 1).min(self.width));
                 let n = boxed(&self.count, r0, c0, r1, c1);
                 if n > 0.0 {
+                    let squares = if self.squares.is_empty() {
+                        0.0
+                    } else {
+                        boxed(&self.squares, r0, c0, r1, c1)
+                    };
                     f(
                         r * self.width + c,
                         n,
                         boxed(&self.sum, r0, c0, r1, c1),
-                        boxed(&self.squares, r0, c0, r1, c1),
+                        squares,
                     );
                 }
             }
