@@ -817,8 +817,8 @@ fn main_inner(cli: Cli) -> Result<u8> {
             })?;
             for m in &report.change_means {
                 println!(
-                    "{} ({} scenes): F1 gengbao {:.3}, classes alone {:.3}, CVA + Otsu {:.3}",
-                    m.set, m.scenes, m.gengbao_f1, m.classes_only_f1, m.cva_otsu_f1
+                    "{} ({} scenes): F1 gengbao {:.3}, classes alone {:.3}, CVA + Otsu {:.3}, IR-MAD {:.3}",
+                    m.set, m.scenes, m.gengbao_f1, m.classes_only_f1, m.cva_otsu_f1, m.ir_mad_f1
                 );
             }
             for l in &report.land_cover {

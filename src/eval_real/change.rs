@@ -15,7 +15,7 @@
 use super::{digital_numbers, ChangeScene};
 use crate::detect::{detect, DetectOptions};
 use crate::error::{Error, GdalContext, Result};
-use crate::evaluate::{binary_score, change_vector_otsu, BinaryScore};
+use crate::evaluate::{binary_score, change_vector_otsu, ir_mad, BinaryScore};
 use crate::geo::grid::JobGrid;
 use crate::geo::raster::{open_georeferenced, read_band_f64, warp_onto, Resample};
 use crate::geo::sensor::SensorProfile;
@@ -142,7 +142,7 @@ pub(super) fn run_scene(scene: &Scene, work: &Path) -> Result<ChangeScene> {
     let [flags, classes] = detected(&out)?;
     let (gengbao_flags, gengbao_classes) = (score(&flags), score(&classes));
     let [classes_only_flags, classes_only] = detected(&classes_out)?;
-    let yardstick = score(&yardstick_on(scene, &grid)?);
+    let [cva_otsu, ir_mad] = yardsticks_on(scene, &grid)?.map(|changed| score(&changed));
     Ok(ChangeScene {
         set: scene.set.into(),
         scene: scene.name.clone(),
@@ -152,7 +152,8 @@ pub(super) fn run_scene(scene: &Scene, work: &Path) -> Result<ChangeScene> {
         gengbao_flags,
         gengbao_classes,
         classes_only: best(&score(&classes_only_flags), &score(&classes_only)).clone(),
-        cva_otsu: yardstick,
+        cva_otsu,
+        ir_mad,
         threshold: summary.change_threshold,
         classifier: summary.classifier,
     })
@@ -260,12 +261,15 @@ fn georeference_like(map: &Path, like: &Path, out: &Path) -> Result<()> {
     Ok(())
 }
 
-/// The yardstick's changed pixels: both images read onto `grid` as detect reads them (band
-/// stacks, bilinear), then [`change_vector_otsu`].
-fn yardstick_on(scene: &Scene, grid: &JobGrid) -> Result<Vec<bool>> {
+/// The yardsticks' changed pixels: both images read onto `grid` as detect reads them (band
+/// stacks, bilinear), then [`change_vector_otsu`] and [`ir_mad`].
+fn yardsticks_on(scene: &Scene, grid: &JobGrid) -> Result<[Vec<bool>; 2]> {
     let profile = SensorProfile::by_name(scene.sensor)?;
     let read = |path: &Path, name: &str| digital_numbers(path, profile, None, grid, name);
     let before = read(&scene.before, "yardstick-before")?;
     let after = read(&scene.after, "yardstick-after")?;
-    Ok(change_vector_otsu(before.view(), after.view()))
+    Ok([
+        change_vector_otsu(before.view(), after.view()),
+        ir_mad(before.view(), after.view()),
+    ])
 }

@@ -55,6 +55,8 @@ pub struct ChangeScene {
     pub classes_only: BinaryScore,
     /// Change vector analysis of per-image standardised bands with Otsu's threshold.
     pub cva_otsu: BinaryScore,
+    /// IR-MAD with Otsu's threshold ([`crate::evaluate::ir_mad`]).
+    pub ir_mad: BinaryScore,
     /// The scene's change-magnitude threshold gengbao used.
     pub threshold: Option<f32>,
     /// The classifier (version) detect used on the scene.
@@ -69,6 +71,7 @@ pub struct SetMean {
     pub gengbao_f1: f64,
     pub classes_only_f1: f64,
     pub cva_otsu_f1: f64,
+    pub ir_mad_f1: f64,
 }
 
 /// One real land-cover set, scored per pixel over gengbao's classes 1..6.
@@ -191,6 +194,7 @@ fn set_means(scenes: &[ChangeScene]) -> Vec<SetMean> {
                 gengbao_f1: mean(|s| s.gengbao.f1),
                 classes_only_f1: mean(|s| s.classes_only.f1),
                 cva_otsu_f1: mean(|s| s.cva_otsu.f1),
+                ir_mad_f1: mean(|s| s.ir_mad.f1),
             }
         })
         .collect()
@@ -212,15 +216,15 @@ impl EvalRealReport {
             self.date, self.gengbao_version, self.data
         );
         md += "## Change pairs: mean F1 of \"changed\" per set\n\n";
-        md += "| set | scenes | gengbao detect | classes alone | CVA + Otsu |\n|---|---|---|---|---|\n";
+        md += "| set | scenes | gengbao detect | classes alone | CVA + Otsu | IR-MAD |\n|---|---|---|---|---|---|\n";
         for m in &self.change_means {
             md += &format!(
-                "| {} | {} | {:.3} | {:.3} | {:.3} |\n",
-                m.set, m.scenes, m.gengbao_f1, m.classes_only_f1, m.cva_otsu_f1
+                "| {} | {} | {:.3} | {:.3} | {:.3} | {:.3} |\n",
+                m.set, m.scenes, m.gengbao_f1, m.classes_only_f1, m.cva_otsu_f1, m.ir_mad_f1
             );
         }
         md += "\n## Change pairs: every scene (precision / recall / F1)\n\n";
-        md += "| set | scene | labelled px | changed | gengbao detect | classes alone | CVA + Otsu | classifier |\n|---|---|---|---|---|---|---|---|\n";
+        md += "| set | scene | labelled px | changed | gengbao detect | classes alone | CVA + Otsu | IR-MAD | classifier |\n|---|---|---|---|---|---|---|---|---|\n";
         let prf = |s: &BinaryScore| {
             format!(
                 "{:.3} / {:.3} / {:.3}",
@@ -231,7 +235,7 @@ impl EvalRealReport {
         };
         for s in &self.change {
             md += &format!(
-                "| {} | {} | {} | {:.1} % | {} | {} | {} | {} |\n",
+                "| {} | {} | {} | {:.1} % | {} | {} | {} | {} | {} |\n",
                 s.set,
                 s.scene,
                 s.labelled_pixels,
@@ -239,6 +243,7 @@ impl EvalRealReport {
                 prf(&s.gengbao),
                 prf(&s.classes_only),
                 prf(&s.cva_otsu),
+                prf(&s.ir_mad),
                 s.classifier
             );
         }
