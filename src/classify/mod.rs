@@ -375,7 +375,7 @@ enum LocalStat {
 }
 
 /// Neighbourhood sides a model may ask for: odd, up to a few hundred metres at 10 m.
-const LOCAL_SIDES: std::ops::RangeInclusive<usize> = 3..=31;
+pub(crate) const LOCAL_SIDES: std::ops::RangeInclusive<usize> = 3..=31;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum NdviStat {
@@ -532,7 +532,10 @@ impl FeatureLayout {
         for f in &self.features {
             if let Feature::Local { band, side, .. } = *f {
                 if !local.iter().any(|l| (l.0, l.1) == (band, side)) {
-                    let values = bands.row(band).to_vec();
+                    let row = bands.row(band);
+                    let values = row
+                        .as_slice()
+                        .map_or_else(|| row.to_vec().into(), Cow::Borrowed);
                     let (mean, sd) = window_mean_sd(&values, c.width(), side);
                     local.push((band, side, mean, sd));
                 }

@@ -21,7 +21,7 @@ use crate::evaluate::class_score;
 use crate::geo::grid::JobGrid;
 use crate::geo::raster::{open_georeferenced, read_band_f64};
 use crate::geo::sensor::SensorProfile;
-use crate::train::{train, TrainConfig};
+use crate::train::{patch_files, train, TrainConfig};
 use std::path::{Path, PathBuf};
 
 /// EuroSAT's folders and gengbao's class codes.
@@ -81,7 +81,7 @@ pub(super) fn eurosat(data: &Path, work: &Path) -> Result<Option<LandCoverSet>> 
     let order: Vec<String> = EUROSAT_BANDS.iter().map(|b| b.to_string()).collect();
     let mut files = Vec::new();
     for (folder, class) in EUROSAT_CLASSES {
-        for (path, number) in patch_files(&root.join(folder))? {
+        for (path, number) in numbered_patches(&root.join(folder))? {
             files.push(PatchFile {
                 folder,
                 class,
@@ -169,23 +169,13 @@ fn model_without(files: &[PatchFile], fold: usize, work: &Path) -> Result<(PathB
     Ok((report.model, version))
 }
 
-/// The patch files of a class folder with their numbers, by number.
-fn patch_files(folder: &Path) -> Result<Vec<(PathBuf, usize)>> {
-    if !folder.is_dir() {
-        return Ok(Vec::new());
-    }
-    let mut files: Vec<(PathBuf, usize)> = std::fs::read_dir(folder)
-        .map_err(|e| Error::io(folder, e))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
+/// The patch files of a class folder with their numbers (`<Class>_N.tif`), by number.
+fn numbered_patches(folder: &Path) -> Result<Vec<(PathBuf, usize)>> {
+    let mut files: Vec<(PathBuf, usize)> = patch_files(folder)?
+        .into_iter()
         .filter_map(|p| {
-            let number = p
-                .file_stem()?
-                .to_str()?
-                .rsplit('_')
-                .next()?
-                .parse::<usize>()
-                .ok()?;
-            (p.extension()? == "tif").then_some((p, number))
+            let number = p.file_stem()?.to_str()?.rsplit('_').next()?.parse().ok()?;
+            Some((p, number))
         })
         .collect();
     files.sort_by_key(|(_, n)| *n);

@@ -213,7 +213,7 @@ impl TrainConfig {
             .model
             .neighbourhoods
             .iter()
-            .find(|&&s| !(3..=31).contains(&s) || s % 2 == 0)
+            .find(|&&s| !crate::classify::LOCAL_SIDES.contains(&s) || s % 2 == 0)
         {
             return bad(
                 "model.neighbourhoods",

@@ -438,7 +438,7 @@ fn visit_patches(
 }
 
 /// The `.tif` files of a folder, by name; none when the folder is absent.
-fn patch_files(folder: &Path) -> Result<Vec<PathBuf>> {
+pub(crate) fn patch_files(folder: &Path) -> Result<Vec<PathBuf>> {
     if !folder.is_dir() {
         return Ok(Vec::new());
     }

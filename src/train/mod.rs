@@ -24,6 +24,7 @@ pub use data::{extract, unpack_band_stacks, visit_labelled, LabelledTile, Sample
 pub use evaluate::{evaluate_classifier, Evaluation};
 pub use fit::{fit, FitOptions, Fitted};
 
+pub(crate) use data::patch_files;
 pub(crate) use fit::FitState;
 pub(crate) use point_model::PointModel;
 
