@@ -208,7 +208,8 @@ enum Command {
     },
     /// Run every labelled real set of a data folder through gengbao and the classical
     /// yardsticks on the same pixels: eval-real.json and eval-real.md (change pairs:
-    /// Taizhou and the OSCD cities; land cover: the EuroSAT patches and the WorldCereal Flanders series, on held-out folds).
+    /// Taizhou and the OSCD cities; land cover: the EuroSAT patches, the WorldCereal Flanders
+    /// series and Digital Earth Africa's crop points, on held-out folds).
     EvalReal {
         /// The data folder, laid out as ../shared/data/README.md describes.
         #[arg(long, default_value = "../shared/data")]
@@ -222,6 +223,9 @@ enum Command {
         /// Change pairs only, without the land-cover sets.
         #[arg(long)]
         change_only: bool,
+        /// Hold out only these Digital Earth Africa regions (repeat the option); all by default.
+        #[arg(long = "region")]
+        regions: Vec<String>,
     },
     /// List the sensor profiles.
     Sensors,
@@ -808,12 +812,14 @@ fn main_inner(cli: Cli) -> Result<u8> {
             out,
             cities,
             change_only,
+            regions,
         } => {
             let report = eval_real(&EvalRealOptions {
                 data,
                 out: out.clone(),
                 cities: (!cities.is_empty()).then_some(cities),
                 land_cover: !change_only,
+                regions: (!regions.is_empty()).then_some(regions),
             })?;
             for m in &report.change_means {
                 println!(
@@ -823,7 +829,7 @@ fn main_inner(cli: Cli) -> Result<u8> {
             }
             for l in &report.land_cover {
                 println!(
-                    "{} ({} patches): macro-F1 gengbao {:.3}, random forest {:.3}",
+                    "{} ({} held-out patches or regions): macro-F1 gengbao {:.3}, random forest {:.3}",
                     l.set, l.patches, l.gengbao.macro_f1, l.random_forest.macro_f1
                 );
             }

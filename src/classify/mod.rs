@@ -366,6 +366,10 @@ enum Feature {
         side: usize,
         stat: LocalStat,
     },
+    /// Normalised difference (a - b) / (a + b) of two profile bands in the period composite:
+    /// a ratio that holds when illumination, season or the atmosphere scale every band alike
+    /// (MNDWI for water, NDBI for built-up, red-edge indices for canopies).
+    NormalisedDifference { a: usize, b: usize },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -389,17 +393,19 @@ enum NdviStat {
 /// of the period's clear observations), `NDVI_MED-k`, `NDVI_MIN-k`, `NDVI_MAX-k` (the
 /// period k periods back, as archived), and `<band>_MEAN<side>` / `<band>_SD<side>` (the
 /// band's mean and standard deviation over the pixel's side × side neighbourhood within the
-/// tile, [`crate::domain::neighbourhood`]). The same code builds the inputs for training and
+/// tile, [`crate::domain::neighbourhood`]), and `ND_<a>_<b>` (the normalised difference of
+/// bands a and b). The same code builds the inputs for training and
 /// for the pipeline, so a model sees at run time exactly what it learned from.
 #[derive(Debug, Clone)]
 pub struct FeatureLayout {
     features: Vec<Feature>,
+    /// Every profile band an input reads: a pixel is classified only where all are observed.
     bands: Vec<usize>,
 }
 
 impl FeatureLayout {
     pub(crate) const DERIVED_HELP: &'static str =
-        "NDVI_MIN, NDVI_MAX, NDVI_MED-k / NDVI_MIN-k / NDVI_MAX-k for k = 1..5 periods back, and <band>_MEANs / <band>_SDs for an odd neighbourhood side s from 3 to 31";
+        "NDVI_MIN, NDVI_MAX, NDVI_MED-k / NDVI_MIN-k / NDVI_MAX-k for k = 1..5 periods back, <band>_MEANs / <band>_SDs for an odd neighbourhood side s from 3 to 31, and ND_<a>_<b> for the normalised difference of two bands";
 
     /// Parses input names; the error lists the names the profile cannot provide.
     pub fn parse(
@@ -432,8 +438,19 @@ impl FeatureLayout {
                     stat,
                 })
             };
+            // Band names may hold `_` themselves (Landsat's SR_B4): try every split.
+            let normalised_difference = || -> Option<Feature> {
+                let pair = name.strip_prefix("ND_")?;
+                pair.match_indices('_').find_map(|(at, _)| {
+                    let a = profile.band_index(&pair[..at])?;
+                    let b = profile.band_index(&pair[at + 1..])?;
+                    (a != b).then_some(Feature::NormalisedDifference { a, b })
+                })
+            };
             let f = if let Some(b) = profile.band_index(name) {
                 Some(Feature::Band(b))
+            } else if let Some(f) = normalised_difference() {
+                Some(f)
             } else if let Some(f) = local() {
                 Some(f)
             } else if let Some(lag) = stat_lag("NDVI_MED").filter(|&l| l > 0) {
@@ -460,13 +477,16 @@ impl FeatureLayout {
         if !unknown.is_empty() || features.is_empty() {
             return Err(unknown);
         }
-        let bands = features
+        let mut bands: Vec<usize> = features
             .iter()
-            .filter_map(|f| match f {
-                Feature::Band(b) => Some(*b),
-                _ => None,
+            .flat_map(|f| match *f {
+                Feature::Band(b) | Feature::Local { band: b, .. } => vec![b],
+                Feature::NormalisedDifference { a, b } => vec![a, b],
+                Feature::Ndvi { .. } => vec![],
             })
             .collect();
+        bands.sort_unstable();
+        bands.dedup();
         Ok(FeatureLayout { features, bands })
     }
 
@@ -509,7 +529,9 @@ impl FeatureLayout {
             .iter()
             .map(|f| match f {
                 Feature::Ndvi { lag, .. } => *lag,
-                Feature::Band(_) | Feature::Local { .. } => 0,
+                Feature::Band(_) | Feature::Local { .. } | Feature::NormalisedDifference { .. } => {
+                    0
+                }
             })
             .max()
             .unwrap_or(0)
@@ -577,6 +599,10 @@ impl FeatureLayout {
                             .map(|l| pick(&history[l - 1]))
                             .find(|v| v.is_finite())
                             .unwrap_or_else(|| pick(&c.ndvi))
+                    }
+                    Feature::NormalisedDifference { a, b } => {
+                        let (a, b) = (bands[[a, i]], bands[[b, i]]);
+                        (a - b) / (a + b)
                     }
                     Feature::Local { band, side, stat } => {
                         let (_, _, mean, sd) = tile
@@ -942,5 +968,51 @@ impl Classifier for TorchClassifier {
             }
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::Array3;
+
+    #[test]
+    fn a_normalised_difference_is_read_per_pixel_and_needs_both_bands_observed() {
+        let s2 = SensorProfile::by_name("sentinel2-l2a").unwrap();
+        let layout = FeatureLayout::parse(&["ND_B08_B04".into(), "B02".into()], s2).unwrap();
+        let mut bands = Array3::from_elem((s2.bands.len(), 1, 3), 0.1_f32);
+        let nir = s2.band_index("B08").unwrap();
+        bands[[nir, 0, 0]] = 0.5;
+        bands[[nir, 0, 1]] = f32::NAN;
+        bands[[nir, 0, 2]] = 0.3;
+        let c = Composite::single(s2, bands);
+        let observed = layout.observed_pixels(&c);
+        assert_eq!(
+            observed,
+            vec![0, 2],
+            "a pixel without NIR has no NIR/red ratio"
+        );
+        let identity = Normalisation {
+            mean: vec![0.0; 2],
+            std: vec![1.0; 2],
+        };
+        let mut x = Vec::new();
+        layout.push_pixels(&layout.tile_inputs(&c, &[]), &observed, &identity, &mut x);
+        let expected = [0.4 / 0.6, 0.1, 0.2 / 0.4, 0.1];
+        for (got, want) in x.iter().zip(expected) {
+            assert!((got - want).abs() < 1e-6, "{x:?}");
+        }
+    }
+
+    #[test]
+    fn normalised_difference_names_split_band_names_that_hold_underscores() {
+        let tm = SensorProfile::by_name("landsat-tm-sr").unwrap();
+        assert!(FeatureLayout::parse(&["ND_SR_B4_SR_B3".into()], tm).is_ok());
+        for bad in ["ND_SR_B4_SR_B4", "ND_SR_B4", "ND_SR_B4_B3"] {
+            assert_eq!(
+                FeatureLayout::parse(&[bad.into()], tm).unwrap_err(),
+                vec![bad.to_string()]
+            );
+        }
     }
 }

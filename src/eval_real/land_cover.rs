@@ -228,6 +228,7 @@ fn score(patches: &[Patch], classifier: String) -> Result<LandCoverSet> {
         set: "eurosat-s2".into(),
         patches: patches.len(),
         classifier,
+        labels: "AnnualCrop 1, PermanentCrop 2, Residential and Industrial 3, River and SeaLake 4, Pasture and HerbaceousVegetation 5, Forest 6 (Highway left out)".into(),
         gengbao: class_score(&truth, &gengbao),
         random_forest: class_score(&forest_truth, &forest),
     })

@@ -10,10 +10,11 @@
 //! scored on labelled pixels only; OSCD's figure is the mean over cities. Land cover
 //! ([`land_cover`]): the EuroSAT patches, gengbao's single-date classes beside a random forest
 //! on the raw bands; ([`worldcereal`]) the Flanders series, gengbao's multi-period classes
-//! beside a forest on the period's raw bands. eo-learn Slovenia and Digital Earth Africa are
-//! not run yet.
+//! beside a forest on the period's raw bands; ([`deafrica`]) Digital Earth Africa's crop
+//! points, crop against not crop, leaving one region out. eo-learn Slovenia is not run yet.
 
 mod change;
+mod deafrica;
 mod land_cover;
 mod worldcereal;
 
@@ -35,8 +36,10 @@ pub struct EvalRealOptions {
     pub out: PathBuf,
     /// Only these OSCD cities (all when `None`).
     pub cities: Option<Vec<String>>,
-    /// Also the land-cover sets (EuroSAT, WorldCereal Flanders).
+    /// Also the land-cover sets (EuroSAT, WorldCereal Flanders, Digital Earth Africa).
     pub land_cover: bool,
+    /// Only these Digital Earth Africa regions held out (all when `None`).
+    pub regions: Option<Vec<String>>,
 }
 
 /// One real change pair, scored.
@@ -81,6 +84,8 @@ pub struct LandCoverSet {
     pub patches: usize,
     /// How gengbao's classifier was made for the held-out patches.
     pub classifier: String,
+    /// How the set's labels map to gengbao's classes.
+    pub labels: String,
     /// gengbao's single-date land cover (detect's `class_before.tif`).
     pub gengbao: ClassScore,
     /// A random forest on the raw bands, on held-out patches.
@@ -114,7 +119,7 @@ pub fn eval_real(opts: &EvalRealOptions) -> Result<EvalRealReport> {
         change.push(change::run_scene(scene, &work.join(scene.set))?);
     }
     let land_cover = if opts.land_cover {
-        land_cover_sets(&opts.data, &work)?
+        land_cover_sets(&opts.data, &work, opts.regions.as_deref())?
     } else {
         Vec::new()
     };
@@ -130,16 +135,42 @@ pub fn eval_real(opts: &EvalRealOptions) -> Result<EvalRealReport> {
     Ok(report)
 }
 
+/// The land-cover sets eval-real knows, by their folder name under the data folder.
+pub const LAND_COVER_SETS: [&str; 3] = ["eurosat-s2", "worldcereal-s2", "deafrica-cropmask"];
+
 /// The land-cover sets found in `data`, each scored on held-out patches (detect's outputs
-/// and the models of each fold under `work`).
-pub fn land_cover_sets(data: &Path, work: &Path) -> Result<Vec<LandCoverSet>> {
-    Ok([
-        land_cover::eurosat(data, &work.join("eurosat-s2"))?,
-        worldcereal::worldcereal(data, &work.join("worldcereal-s2"))?,
-    ]
-    .into_iter()
-    .flatten()
-    .collect())
+/// and the models of each fold under `work`); `regions` as in [`land_cover_set`].
+pub fn land_cover_sets(
+    data: &Path,
+    work: &Path,
+    regions: Option<&[String]>,
+) -> Result<Vec<LandCoverSet>> {
+    let mut sets = Vec::new();
+    for name in LAND_COVER_SETS {
+        sets.extend(land_cover_set(name, data, work, regions)?);
+    }
+    Ok(sets)
+}
+
+/// One of [`LAND_COVER_SETS`] scored on its held-out folds, its work under `work/<name>`;
+/// `None` when its folder is not in `data`. `regions` holds out only these regions of
+/// Digital Earth Africa's points, one by one (all by default; its forests take minutes each).
+pub fn land_cover_set(
+    name: &str,
+    data: &Path,
+    work: &Path,
+    regions: Option<&[String]>,
+) -> Result<Option<LandCoverSet>> {
+    let work = work.join(name);
+    match name {
+        "eurosat-s2" => land_cover::eurosat(data, &work),
+        "worldcereal-s2" => worldcereal::worldcereal(data, &work),
+        "deafrica-cropmask" => deafrica::deafrica(data, &work, regions),
+        other => Err(Error::usage(
+            format!("no land-cover set `{other}`"),
+            format!("use one of {}", LAND_COVER_SETS.join(", ")),
+        )),
+    }
 }
 
 /// The land-cover yardstick: a random forest on raw bands (100 trees, seeded).
@@ -273,6 +304,10 @@ impl EvalRealReport {
                     f(5),
                     f(6)
                 );
+            }
+            md += "\n";
+            for l in &self.land_cover {
+                md += &format!("- {}: {}; labels: {}\n", l.set, l.classifier, l.labels);
             }
         }
         md

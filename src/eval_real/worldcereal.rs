@@ -79,6 +79,7 @@ pub(super) fn worldcereal(data: &Path, work: &Path) -> Result<Option<LandCoverSe
         classifier: format!(
             "models/gengbao-s2-v1.train.toml retrained without each patch (last fold's version {version})"
         ),
+        labels: "WorldCereal 11 annual crop 1, 60 built-up 3, 13 grassland 5".into(),
         gengbao: class_score(&truth, &gengbao),
         random_forest: class_score(&truth, &forest),
     }))

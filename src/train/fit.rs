@@ -6,7 +6,8 @@
 
 use super::config::ModelSection;
 use super::data::{normalisation_of, SampleSet, Split};
-use crate::classify::{build_mlp, Normalisation};
+use crate::classify::{build_mlp, ModelCard, ModelFormat, Normalisation};
+use crate::domain::land_cover::LandCover;
 use crate::error::{Error, Result};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -70,6 +71,27 @@ impl Fitted {
         let _g = tch::no_grad_guard();
         let (x, y, w) = tensors(set, &set.weight, which, &self.normalisation);
         f64::from(&weighted_loss(&self.net, &x, &y, &w))
+    }
+
+    /// The card of the model as saved by [`save_weights`]: inputs, normalisation, the six
+    /// classes in output order; `extra` starts empty for the caller's provenance.
+    pub fn card(
+        &self,
+        name: &str,
+        input_bands: Vec<String>,
+        periods: usize,
+        hidden: &[i64],
+    ) -> ModelCard {
+        ModelCard {
+            name: name.into(),
+            format: ModelFormat::VarstoreMlp,
+            input_bands,
+            normalisation: self.normalisation.clone(),
+            classes: LandCover::ALL.iter().map(|c| c.code()).collect(),
+            periods,
+            hidden: hidden.to_vec(),
+            extra: serde_json::Map::new(),
+        }
     }
 
     /// Output index per pixel.
@@ -360,7 +382,7 @@ fn save_atomic(vs: &tch::nn::VarStore, path: &Path) -> Result<()> {
 /// Writes the weights in name order. `VarStore::save` writes them in its hash map's order,
 /// which changes from process to process, so the same weights gave different files and a
 /// different model version (MXBB) on every run.
-pub(super) fn save_weights(vs: &tch::nn::VarStore, path: &Path) -> Result<()> {
+pub(crate) fn save_weights(vs: &tch::nn::VarStore, path: &Path) -> Result<()> {
     let mut named: Vec<(String, tch::Tensor)> = vs.variables().into_iter().collect();
     named.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(tch::Tensor::save_multi(&named, path)?)

@@ -25,13 +25,12 @@ pub use evaluate::{evaluate_classifier, Evaluation};
 pub use fit::{fit, FitOptions, Fitted};
 
 pub(crate) use data::patch_files;
-pub(crate) use fit::FitState;
+pub(crate) use fit::{save_weights, FitState};
 pub(crate) use point_model::PointModel;
 
-use crate::classify::{Classifier, FeatureLayout, ModelCard, ModelFormat, TorchClassifier};
+use crate::classify::{Classifier, FeatureLayout, ModelCard, TorchClassifier};
 use crate::domain::land_cover::LandCover;
 use crate::error::{Error, Result};
-use fit::save_weights;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -70,16 +69,7 @@ pub fn train(cfg: &TrainConfig, quiet: bool) -> Result<TrainReport> {
     // `save_weights` does not write): gengbao's VarStore files are `.ot`.
     let partial_model = output.with_extension("partial.ot");
     save_weights(&fitted.vs, &partial_model)?;
-    let mut card = ModelCard {
-        name: cfg.model.name.clone(),
-        format: ModelFormat::VarstoreMlp,
-        input_bands: names,
-        normalisation: fitted.normalisation.clone(),
-        classes: LandCover::ALL.iter().map(|c| c.code()).collect(),
-        periods: cfg.model.periods,
-        hidden: cfg.model.hidden.clone(),
-        extra: serde_json::Map::new(),
-    };
+    let mut card = fitted.card(&cfg.model.name, names, cfg.model.periods, &cfg.model.hidden);
     let partial_card = ModelCard::card_path(&partial_model);
     card.save(&partial_model)?;
     let classifier = TorchClassifier::load(&partial_model, profile)?;

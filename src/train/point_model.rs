@@ -5,8 +5,7 @@
 
 use super::data::{SampleSet, Split};
 use super::fit::{fit, save_weights, FitOptions, Fitted};
-use crate::classify::{FeatureLayout, ModelCard, ModelFormat, Normalisation, TorchClassifier};
-use crate::domain::land_cover::LandCover;
+use crate::classify::{FeatureLayout, ModelCard, Normalisation, TorchClassifier};
 use crate::error::{Error, Result};
 use crate::geo::composite::Composite;
 use crate::geo::grid::{JobGrid, Window};
@@ -161,19 +160,12 @@ impl PointModel<'_> {
             "fit": opts,
             "epochs_run": fitted.state.epochs_done,
         });
-        ModelCard {
-            name: self.name.clone(),
-            format: ModelFormat::VarstoreMlp,
-            input_bands: names,
-            normalisation: fitted.normalisation.clone(),
-            classes: LandCover::ALL.iter().map(|c| c.code()).collect(),
-            periods: 1,
-            hidden: opts.hidden.clone(),
-            extra: match extra {
-                serde_json::Value::Object(map) => map,
-                _ => unreachable!("a JSON object"),
-            },
-        }
+        let mut card = fitted.card(&self.name, names, 1, &opts.hidden);
+        card.extra = match extra {
+            serde_json::Value::Object(map) => map,
+            _ => unreachable!("a JSON object"),
+        };
+        card
     }
 }
 

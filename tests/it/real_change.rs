@@ -21,6 +21,7 @@ fn detect_beats_the_classical_change_detector_on_real_pairs() {
         out: tmp.path().to_path_buf(),
         cities: Some(FAST_CITIES.map(String::from).to_vec()),
         land_cover: false,
+        regions: None,
     })
     .unwrap();
     println!("{}", report.markdown());

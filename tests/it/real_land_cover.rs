@@ -2,10 +2,11 @@
 //! forest on the raw bands of the same folds: the EuroSAT patches (gengbao's single-look L1C
 //! model retrained by its shipped config without each of five folds, run through `detect
 //! --model` on the held-out patches) and the WorldCereal Flanders series (the multi-period
-//! model retrained without each patch, classifying the other as a job does). Skips with a
-//! message when `../shared/data` is absent.
+//! model retrained without each patch, classifying the other as a job does), and Digital
+//! Earth Africa's crop points (gengbao's trainer and classifier without each region). Skips
+//! with a message when `../shared/data` is absent.
 
-use gengbao::eval_real::land_cover_sets;
+use gengbao::eval_real::land_cover_set;
 
 #[test]
 fn the_single_look_model_beats_a_random_forest_on_held_out_patches() {
@@ -15,10 +16,8 @@ fn the_single_look_model_beats_a_random_forest_on_held_out_patches() {
     };
     let data = eurosat.parent().unwrap().to_path_buf();
     let tmp = tempfile::tempdir().unwrap();
-    let sets = land_cover_sets(&data, tmp.path()).unwrap();
-    let eurosat = sets
-        .iter()
-        .find(|s| s.set == "eurosat-s2")
+    let eurosat = land_cover_set("eurosat-s2", &data, tmp.path(), None)
+        .unwrap()
         .expect("EuroSAT is run");
     println!(
         "EuroSAT, {} held-out patches: macro-F1 gengbao {:.3}, random forest {:.3}",
@@ -36,11 +35,19 @@ fn the_single_look_model_beats_a_random_forest_on_held_out_patches() {
         let f1 = eurosat.gengbao.f1.get(&class).copied().unwrap_or(0.0);
         assert!(f1 > 0.3, "class {class}: F1 {f1:.2}");
     }
+}
 
-    let Some(flanders) = sets.iter().find(|s| s.set == "worldcereal-s2") else {
-        eprintln!("SKIPPED: ../shared/data/worldcereal-s2 not found");
+#[test]
+fn the_multi_period_model_beats_a_random_forest_on_a_held_out_flanders_patch() {
+    let Some(data) = crate::common::real_data("worldcereal-s2", "") else {
+        eprintln!("SKIPPED: ../shared/data/worldcereal-s2 not found (set GENGBAO_REAL_DATA to the data folder)");
         return;
     };
+    let data = data.parent().unwrap().to_path_buf();
+    let tmp = tempfile::tempdir().unwrap();
+    let flanders = land_cover_set("worldcereal-s2", &data, tmp.path(), None)
+        .unwrap()
+        .expect("WorldCereal is run");
     println!(
         "WorldCereal Flanders, leave one patch out: macro-F1 gengbao {:.3}, random forest {:.3}",
         flanders.gengbao.macro_f1, flanders.random_forest.macro_f1
@@ -56,5 +63,37 @@ fn the_single_look_model_beats_a_random_forest_on_held_out_patches() {
         flanders.gengbao.f1[&1] > 0.7,
         "annual crop F1 {:.2}",
         flanders.gengbao.f1[&1]
+    );
+}
+
+#[test]
+fn crop_is_told_from_other_land_in_held_out_african_regions() {
+    let Some(data) = crate::common::real_data("deafrica-cropmask", "sahel.txt") else {
+        eprintln!("SKIPPED: ../shared/data/deafrica-cropmask not found (set GENGBAO_REAL_DATA to the data folder)");
+        return;
+    };
+    let data = data.parent().unwrap().to_path_buf();
+    let tmp = tempfile::tempdir().unwrap();
+    // Two of the eight regions, West Africa and the Indian Ocean islands: each fold's forest
+    // takes two minutes here. `gengbao eval-real` holds out all eight.
+    let held_out = ["western".to_string(), "indian_ocean".to_string()];
+    let africa = land_cover_set("deafrica-cropmask", &data, tmp.path(), Some(&held_out))
+        .unwrap()
+        .expect("the crop points are run");
+    println!(
+        "Digital Earth Africa, West Africa and the Indian Ocean held out: macro-F1 gengbao {:.3}, random forest {:.3}",
+        africa.gengbao.macro_f1, africa.random_forest.macro_f1
+    );
+    assert_eq!(africa.patches, 2);
+    assert_eq!(
+        africa.gengbao.pixels,
+        2113 + 1777,
+        "every point of both regions is scored"
+    );
+    assert!(
+        africa.gengbao.macro_f1 >= africa.random_forest.macro_f1,
+        "gengbao {:.3} against the forest's {:.3}",
+        africa.gengbao.macro_f1,
+        africa.random_forest.macro_f1
     );
 }
