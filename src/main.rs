@@ -833,6 +833,16 @@ fn main_inner(cli: Cli) -> Result<u8> {
                     l.set, l.patches, l.gengbao.macro_f1, l.random_forest.macro_f1
                 );
             }
+            for a in &report.abandonment {
+                println!(
+                    "{} ({} series, cultivation_signs {}): PH recall {:.3}, annual crops flagged {:.3}",
+                    a.set,
+                    a.series,
+                    a.cultivation_signs.name(),
+                    a.score.recall,
+                    a.crops_flagged
+                );
+            }
             println!("   report: {}", out.join("eval-real.md").display());
             Ok(0)
         }

@@ -10,10 +10,11 @@
 //! - FNH 非农化: cropland in the baseline (grain or non-grain crop) and built-up/hardened now.
 //! - FLH 非粮化: grain in the baseline and a non-grain perennial crop, tree cover or water now.
 //! - PH 撂荒: cropland in the baseline, vegetated or grain-like now (not built-up or water), and
-//!   no sign of cultivation in the period: no clear observation showed bare soil
-//!   (NDVI <= 0.25: tillage, harvest) nor a dense crop canopy (NDVI >= 0.7). Judged on NDVI,
-//!   not on classes, because in winter abandoned land and dormant fields get the same class.
-//!   A period without any clear observation ends the run: it may have hidden a harvest.
+//!   no sign of cultivation in the period ([`CultivationSigns`]): by default no clear
+//!   observation showed bare soil (NDVI <= 0.25: tillage, sowing, harvest) nor a dense crop
+//!   canopy (NDVI >= 0.7). Judged on NDVI, not on classes, because in winter abandoned land
+//!   and dormant fields get the same class. A period without any clear observation ends the
+//!   run: it may have hidden a harvest.
 //!
 //! A signal becomes a flag when it has lasted [`Rules::min_periods`] consecutive periods, now
 //! included (defaults: FNH 2, since one bare period is as often a ploughed field as a
@@ -94,17 +95,26 @@ pub(crate) const PERENNIAL_MIN_HISTORY: usize = 2;
 /// pixel, indexed by `ChangeType as usize - 1`; saturates at 255.
 pub type Runs = [u8; 3];
 
-/// The persistence each change type needs before it is flagged.
+/// The persistence each change type needs before it is flagged, and what shows cultivation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Rules {
     /// Consecutive periods, now included, indexed like [`Runs`].
     pub min_periods: [usize; 3],
+    pub cultivation: CultivationSigns,
 }
 
 impl Rules {
     pub fn new(fnh: usize, flh: usize, ph: usize) -> Self {
         Rules {
             min_periods: [fnh, flh, ph],
+            cultivation: CultivationSigns::default(),
+        }
+    }
+
+    pub fn with_cultivation(self, cultivation: CultivationSigns) -> Self {
+        Rules {
+            cultivation,
+            ..self
         }
     }
 
@@ -236,13 +246,47 @@ pub(crate) fn extend_runs(before: Runs, signals: [bool; 3]) -> Runs {
 
 /// NDVI of a bare, tilled or harvested field: at or below this, a period shows cultivation.
 pub(crate) const BARE_SOIL_NDVI: f32 = 0.25;
-/// NDVI of a dense crop canopy: at or above this, a period shows cultivation.
+/// NDVI of a dense crop canopy: at or above this, a period shows cultivation when the job
+/// counts a canopy as a sign ([`CultivationSigns::BareSoilOrCanopy`]).
 pub(crate) const CROP_CANOPY_NDVI: f32 = 0.7;
 
-/// Whether a period whose clear observations had NDVI between `min` and `max` showed a sign
-/// of cultivation (bare soil or a dense canopy); `None` without a clear observation.
-pub(crate) fn cultivation_seen(min: f32, max: f32) -> Option<bool> {
-    (min.is_finite() && max.is_finite()).then_some(min <= BARE_SOIL_NDVI || max >= CROP_CANOPY_NDVI)
+/// What a period must show to count as cultivated, for the PH rule (`[rules]
+/// cultivation_signs`). The choice is the region's cropping system's: the bare window of a
+/// worked field must be seen at least once a year, and weeds must not pass for a crop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CultivationSigns {
+    /// Bare soil or a dense canopy. Where fields are double-cropped (wheat then maize, two
+    /// rice crops) the bare days between crops are few and may all pass under clouds, while
+    /// each crop's peak is long; but weeds on abandoned land reach a crop's green too, so much
+    /// real abandoned land goes unflagged (README: 撂荒 on real series).
+    #[default]
+    BareSoilOrCanopy,
+    /// Bare soil only: where fields are single-cropped and lie bare for weeks before sowing or
+    /// after harvest, every worked field shows it within a year and lush weeds do not.
+    BareSoil,
+}
+
+impl CultivationSigns {
+    /// The name a job config gives it.
+    pub fn name(self) -> &'static str {
+        match self {
+            CultivationSigns::BareSoilOrCanopy => "bare-soil-or-canopy",
+            CultivationSigns::BareSoil => "bare-soil",
+        }
+    }
+
+    /// Whether a period whose clear observations had NDVI between `min` and `max` showed a
+    /// sign of cultivation; `None` without a clear observation.
+    pub fn seen(self, min: f32, max: f32) -> Option<bool> {
+        if !(min.is_finite() && max.is_finite()) {
+            return None;
+        }
+        Some(match self {
+            CultivationSigns::BareSoilOrCanopy => min <= BARE_SOIL_NDVI || max >= CROP_CANOPY_NDVI,
+            CultivationSigns::BareSoil => min <= BARE_SOIL_NDVI,
+        })
+    }
 }
 
 #[cfg(test)]
@@ -367,9 +411,21 @@ mod tests {
 
     #[test]
     fn cultivation_signs() {
-        assert_eq!(cultivation_seen(0.33, 0.6), Some(false));
-        assert_eq!(cultivation_seen(0.2, 0.6), Some(true), "tilled");
-        assert_eq!(cultivation_seen(0.4, 0.8), Some(true), "dense canopy");
-        assert_eq!(cultivation_seen(f32::NAN, f32::NAN), None);
+        use CultivationSigns::*;
+        for signs in [BareSoilOrCanopy, BareSoil] {
+            assert_eq!(signs.seen(0.33, 0.6), Some(false));
+            assert_eq!(signs.seen(0.2, 0.6), Some(true), "tilled");
+            assert_eq!(signs.seen(f32::NAN, f32::NAN), None);
+        }
+        assert_eq!(BareSoilOrCanopy.seen(0.4, 0.8), Some(true), "dense canopy");
+        assert_eq!(
+            BareSoil.seen(0.4, 0.8),
+            Some(false),
+            "weeds as green as a crop, never bare"
+        );
+        for signs in [BareSoilOrCanopy, BareSoil] {
+            let quoted = format!("\"{}\"", signs.name());
+            assert_eq!(serde_json::to_string(&signs).unwrap(), quoted);
+        }
     }
 }

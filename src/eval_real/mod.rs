@@ -11,12 +11,17 @@
 //! ([`land_cover`]): the EuroSAT patches, gengbao's single-date classes beside a random forest
 //! on the raw bands; ([`worldcereal`]) the Flanders series, gengbao's multi-period classes
 //! beside a forest on the period's raw bands; ([`deafrica`]) Digital Earth Africa's crop
-//! points, crop against not crop, leaving one region out. eo-learn Slovenia is not run yet.
+//! points, crop against not crop, leaving one region out. 撂荒 ([`abandonment`]): the job's
+//! PH rule on the UCR Crop NDVI series. eo-learn Slovenia is not run: its NDVI alone cannot
+//! feed gengbao's models, and without a snow mask its winters read as bare soil.
 
+mod abandonment;
 mod change;
 mod deafrica;
 mod land_cover;
 mod worldcereal;
+
+pub use abandonment::AbandonmentSet;
 
 use crate::error::{Error, Result};
 use crate::evaluate::{BinaryScore, ClassScore};
@@ -100,6 +105,8 @@ pub struct EvalRealReport {
     pub change: Vec<ChangeScene>,
     pub change_means: Vec<SetMean>,
     pub land_cover: Vec<LandCoverSet>,
+    /// The job's 撂荒 rule on real NDVI series.
+    pub abandonment: Vec<AbandonmentSet>,
 }
 
 /// Runs every labelled change pair found in `opts.data` and writes the report.
@@ -130,9 +137,15 @@ pub fn eval_real(opts: &EvalRealOptions) -> Result<EvalRealReport> {
         change_means: set_means(&change),
         change,
         land_cover,
+        abandonment: abandonment_sets(&opts.data)?,
     };
     write_report(&report, &opts.out)?;
     Ok(report)
+}
+
+/// The sets of real NDVI series with abandoned land found in `data`, through the job's PH rule.
+pub fn abandonment_sets(data: &Path) -> Result<Vec<AbandonmentSet>> {
+    abandonment::ucr_crop(data)
 }
 
 /// The land-cover sets eval-real knows, by their folder name under the data folder.
@@ -308,6 +321,36 @@ impl EvalRealReport {
             md += "\n";
             for l in &self.land_cover {
                 md += &format!("- {}: {}; labels: {}\n", l.set, l.classifier, l.labels);
+            }
+        }
+        if !self.abandonment.is_empty() {
+            md += "\n## 撂荒 (PH): the job's rule on real NDVI series, a year each\n\n";
+            md += "| set | cultivation_signs | series | abandoned flagged (recall) | precision | F1 | annual crops flagged |\n|---|---|---|---|---|---|---|\n";
+            for a in &self.abandonment {
+                md += &format!(
+                    "| {} | {} | {} | {:.3} | {:.3} | {:.3} | {:.3} |\n",
+                    a.set,
+                    a.cultivation_signs.name(),
+                    a.series,
+                    zero_if_nan(a.score.recall),
+                    zero_if_nan(a.score.precision),
+                    zero_if_nan(a.score.f1),
+                    a.crops_flagged
+                );
+            }
+            md += "\nShare flagged per class (series):\n\n";
+            for a in &self.abandonment {
+                let parts: Vec<String> = a
+                    .by_class
+                    .iter()
+                    .map(|(name, (n, share))| format!("{name} {share:.2} ({n})"))
+                    .collect();
+                md += &format!(
+                    "- {}, {}: {}\n",
+                    a.set,
+                    a.cultivation_signs.name(),
+                    parts.join(", ")
+                );
             }
         }
         md

@@ -62,6 +62,10 @@ fnh_min_periods = 2             # 非农化: one bare period is a ploughed field
                                 # building site; the next confirms it (1: flag at once)
 flh_min_periods = 2             # 非粮化: one odd period is rotation or flooding
 ph_min_periods = 6              # 撂荒: a year without a sign of cultivation
+cultivation_signs = "bare-soil-or-canopy"  # what shows a field is worked: bare soil (NDVI <= 0.25)
+                                # or a dense canopy (NDVI >= 0.7), for double-cropped land whose
+                                # bare days may pass under clouds; "bare-soil" where fields are
+                                # single-cropped: lush weeds then do not pass for a crop
 
 [classifier]
 kind = "auto"                   # "auto": the learned model shipped with gengbao when the sensor
@@ -179,6 +183,8 @@ pub struct RulesSection {
     pub flh_min_periods: usize,
     #[serde(default = "default_ph_min_periods")]
     pub ph_min_periods: usize,
+    #[serde(default)]
+    pub cultivation_signs: crate::domain::change::CultivationSigns,
 }
 
 impl RulesSection {
@@ -188,6 +194,7 @@ impl RulesSection {
             self.flh_min_periods,
             self.ph_min_periods,
         )
+        .with_cultivation(self.cultivation_signs)
     }
 }
 
@@ -278,6 +285,7 @@ impl Default for RulesSection {
             fnh_min_periods: default_fnh_min_periods(),
             flh_min_periods: default_flh_min_periods(),
             ph_min_periods: default_ph_min_periods(),
+            cultivation_signs: Default::default(),
         }
     }
 }
@@ -426,7 +434,7 @@ impl JobConfig {
                 return self.refuse(
                     key,
                     format!("{value} is outside 1..{MAX_RULE_PERIODS}"),
-                    "use a number of bimonthly periods (defaults: FNH 1, FLH 2, PH 6)",
+                    "use a number of bimonthly periods (defaults: FNH 2, FLH 2, PH 6)",
                 );
             }
         }
@@ -553,6 +561,33 @@ mod tests {
         assert_eq!(cfg.grid.tile_size, 512);
         assert_eq!(cfg.layout().root(), Path::new("/x/out"));
         assert_eq!(cfg.min_area_for("PH"), 400.0);
+    }
+
+    #[test]
+    fn the_signs_of_cultivation_are_chosen_by_name() {
+        use crate::domain::change::CultivationSigns;
+        let cfg = JobConfig::parse(EXAMPLE, Path::new("job.toml")).unwrap();
+        assert_eq!(
+            cfg.rules.persistence().cultivation,
+            CultivationSigns::BareSoilOrCanopy
+        );
+        let text = EXAMPLE.replace(
+            "cultivation_signs = \"bare-soil-or-canopy\"",
+            "cultivation_signs = \"bare-soil\"",
+        );
+        let cfg = JobConfig::parse(&text, Path::new("job.toml")).unwrap();
+        assert_eq!(
+            cfg.rules.persistence().cultivation,
+            CultivationSigns::BareSoil
+        );
+        let text = EXAMPLE.replace(
+            "cultivation_signs = \"bare-soil-or-canopy\"",
+            "cultivation_signs = \"canopy\"",
+        );
+        let err = JobConfig::parse(&text, Path::new("job.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("cultivation_signs") && err.contains("bare-soil"), "{err}");
     }
 
     #[test]

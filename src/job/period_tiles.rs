@@ -3,7 +3,7 @@
 //! is checkpointed, so an interrupted run redoes only the tiles it had not finished.
 
 use crate::classify::{Classifier, ClassifierInput};
-use crate::domain::change::{cultivation_seen, Rules};
+use crate::domain::change::Rules;
 use crate::domain::land_cover::LandCover;
 use crate::engine::judge::{confidence_to_byte, judge_tile, ChangeTile, History, Observation};
 use crate::engine::patches::attr_band;
@@ -123,7 +123,10 @@ impl PeriodContext<'_> {
             }
             // From the archived bytes, so that a period is judged the same now and when it is
             // read back as history.
-            let cultivation = cultivation_seen(byte_to_ndvi(ndvi[1][i]), byte_to_ndvi(ndvi[2][i]));
+            let cultivation = self
+                .rules
+                .cultivation
+                .seen(byte_to_ndvi(ndvi[1][i]), byte_to_ndvi(ndvi[2][i]));
             Some(Observation {
                 county: county[i],
                 watched: farm.parcel[i] != 0,

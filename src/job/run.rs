@@ -11,7 +11,7 @@
 //! period succeeded, so a failed run leaves the previous results untouched and no half file.
 
 use crate::classify::Classifier;
-use crate::domain::change::{ChangeType, Rules};
+use crate::domain::change::{ChangeType, CultivationSigns, Rules};
 use crate::domain::period::Period;
 use crate::engine::change_rasters::ChangeRasters;
 use crate::engine::patch_record::write_county;
@@ -528,10 +528,14 @@ fn write_counties(
 
 fn rules_text(cfg: &JobConfig, rules: &Rules) -> String {
     format!(
-        "FNH: farmland built-up for {} consecutive periods; FLH: farmland under a non-grain crop, trees or water for {} consecutive periods (decided once {} earlier periods are archived); PH: farmland with no sign of cultivation (bare soil or dense canopy) for {} consecutive periods; minimum area (m2): FNH {}, FLH {}, PH {}",
+        "FNH: farmland built-up for {} consecutive periods; FLH: farmland under a non-grain crop, trees or water for {} consecutive periods (decided once {} earlier periods are archived); PH: farmland with no sign of cultivation ({}) for {} consecutive periods; minimum area (m2): FNH {}, FLH {}, PH {}",
         cfg.rules.fnh_min_periods,
         cfg.rules.flh_min_periods,
         rules.history_needed(ChangeType::FLH),
+        match rules.cultivation {
+            CultivationSigns::BareSoilOrCanopy => "bare soil or a dense canopy",
+            CultivationSigns::BareSoil => "bare soil",
+        },
         cfg.rules.ph_min_periods,
         cfg.min_area_for("FNH"),
         cfg.min_area_for("FLH"),

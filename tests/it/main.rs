@@ -10,6 +10,7 @@ mod detect;
 mod dispatch;
 mod ledger;
 mod pipeline;
+mod real_abandonment;
 mod real_change;
 mod real_land_cover;
 mod real_worldcereal;
