@@ -587,7 +587,10 @@ mod tests {
         let err = JobConfig::parse(&text, Path::new("job.toml"))
             .unwrap_err()
             .to_string();
-        assert!(err.contains("cultivation_signs") && err.contains("bare-soil"), "{err}");
+        assert!(
+            err.contains("cultivation_signs") && err.contains("bare-soil"),
+            "{err}"
+        );
     }
 
     #[test]
