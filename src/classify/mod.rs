@@ -212,6 +212,17 @@ pub struct Normalisation {
     pub std: Vec<f32>,
 }
 
+impl Normalisation {
+    /// Leaves `inputs` values as they are: how raw inputs are gathered before their own
+    /// statistics are known.
+    pub fn identity(inputs: usize) -> Self {
+        Normalisation {
+            mean: vec![0.0; inputs],
+            std: vec![1.0; inputs],
+        }
+    }
+}
+
 /// The model card: everything the pipeline needs to feed a model and trust its output.
 /// Fields beyond these (training data, metrics...) are kept but not interpreted here.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -992,10 +1003,7 @@ mod tests {
             vec![0, 2],
             "a pixel without NIR has no NIR/red ratio"
         );
-        let identity = Normalisation {
-            mean: vec![0.0; 2],
-            std: vec![1.0; 2],
-        };
+        let identity = Normalisation::identity(2);
         let mut x = Vec::new();
         layout.push_pixels(&layout.tile_inputs(&c, &[]), &observed, &identity, &mut x);
         let expected = [0.4 / 0.6, 0.1, 0.2 / 0.4, 0.1];

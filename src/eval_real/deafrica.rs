@@ -12,15 +12,15 @@
 //! against not crop.
 
 use super::{forest_classes, grow_forest, LandCoverSet};
-use crate::classify::{Classifier, ClassifierInput, FeatureLayout, TorchClassifier};
+use crate::classify::{Classifier, ClassifierInput, FeatureLayout, Normalisation, TorchClassifier};
 use crate::error::{Error, Result};
 use crate::evaluate::class_score;
 use crate::geo::composite::Composite;
 use crate::geo::sensor::SensorProfile;
-use crate::train::{fit, FitOptions, SampleSet, Split};
+use crate::train::{files_with_extension, fit, FitOptions, SampleSet, Split};
 use ndarray::Array3;
 use rayon::prelude::*;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// The geomedians' bands as the Sentinel-2 L2A profile names them (B8A is not given).
 const BANDS: [(&str, &str); 9] = [
@@ -69,7 +69,7 @@ pub(super) fn deafrica(
         return Ok(None);
     }
     let profile = SensorProfile::by_name("sentinel2-l2a")?;
-    let regions = region_files(&folder)?
+    let regions = files_with_extension(&folder, "txt")?
         .iter()
         .map(|path| read_region(path, profile))
         .collect::<Result<Vec<_>>>()?;
@@ -203,10 +203,7 @@ fn label(crop: bool) -> u8 {
 }
 
 fn push_inputs(layout: &FeatureLayout, r: &Region, split: Split, set: &mut SampleSet) {
-    let identity = crate::classify::Normalisation {
-        mean: vec![0.0; layout.len()],
-        std: vec![1.0; layout.len()],
-    };
+    let identity = Normalisation::identity(layout.len());
     let history = [r.first_half.ndvi.as_archived()];
     let observed = layout.observed_pixels(&r.second_half);
     layout.push_pixels(
@@ -253,16 +250,6 @@ fn raw_rows(r: &Region) -> Vec<Vec<f64>> {
                 .collect()
         })
         .collect()
-}
-
-fn region_files(folder: &Path) -> Result<Vec<PathBuf>> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(folder)
-        .map_err(|e| Error::io(folder, e))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "txt"))
-        .collect();
-    files.sort();
-    Ok(files)
 }
 
 /// Reads one region's points: a header line `# Class blue_S1 ...`, then one point per line.

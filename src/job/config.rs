@@ -566,27 +566,21 @@ mod tests {
     #[test]
     fn the_signs_of_cultivation_are_chosen_by_name() {
         use crate::domain::change::CultivationSigns;
-        let cfg = JobConfig::parse(EXAMPLE, Path::new("job.toml")).unwrap();
+        let with = |value: &str| {
+            let text = EXAMPLE.replace(
+                "cultivation_signs = \"bare-soil-or-canopy\"",
+                &format!("cultivation_signs = \"{value}\""),
+            );
+            JobConfig::parse(&text, Path::new("job.toml"))
+                .map(|cfg| cfg.rules.persistence().cultivation)
+                .map_err(|e| e.to_string())
+        };
         assert_eq!(
-            cfg.rules.persistence().cultivation,
-            CultivationSigns::BareSoilOrCanopy
+            with("bare-soil-or-canopy"),
+            Ok(CultivationSigns::BareSoilOrCanopy)
         );
-        let text = EXAMPLE.replace(
-            "cultivation_signs = \"bare-soil-or-canopy\"",
-            "cultivation_signs = \"bare-soil\"",
-        );
-        let cfg = JobConfig::parse(&text, Path::new("job.toml")).unwrap();
-        assert_eq!(
-            cfg.rules.persistence().cultivation,
-            CultivationSigns::BareSoil
-        );
-        let text = EXAMPLE.replace(
-            "cultivation_signs = \"bare-soil-or-canopy\"",
-            "cultivation_signs = \"canopy\"",
-        );
-        let err = JobConfig::parse(&text, Path::new("job.toml"))
-            .unwrap_err()
-            .to_string();
+        assert_eq!(with("bare-soil"), Ok(CultivationSigns::BareSoil));
+        let err = with("canopy").unwrap_err();
         assert!(
             err.contains("cultivation_signs") && err.contains("bare-soil"),
             "{err}"

@@ -439,13 +439,19 @@ fn visit_patches(
 
 /// The `.tif` files of a folder, by name; none when the folder is absent.
 pub(crate) fn patch_files(folder: &Path) -> Result<Vec<PathBuf>> {
+    files_with_extension(folder, "tif")
+}
+
+/// The files of a folder whose extension is `extension`, by name; none when the folder is
+/// absent.
+pub(crate) fn files_with_extension(folder: &Path, extension: &str) -> Result<Vec<PathBuf>> {
     if !folder.is_dir() {
         return Ok(Vec::new());
     }
     let mut files: Vec<PathBuf> = std::fs::read_dir(folder)
         .map_err(|e| Error::io(folder, e))?
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|e| e == "tif"))
+        .filter(|p| p.extension().is_some_and(|e| e == extension))
         .collect();
     files.sort();
     Ok(files)
@@ -493,10 +499,7 @@ impl SampleSet {
 
 /// Extracts the model inputs of every labelled pixel of the config's datasets.
 pub fn extract(cfg: &TrainConfig, layout: &FeatureLayout) -> Result<(SampleSet, Vec<DatasetInfo>)> {
-    let identity = Normalisation {
-        mean: vec![0.0; layout.len()],
-        std: vec![1.0; layout.len()],
-    };
+    let identity = Normalisation::identity(layout.len());
     let mut set = SampleSet {
         inputs: layout.len(),
         ..Default::default()

@@ -24,7 +24,7 @@ pub use data::{extract, unpack_band_stacks, visit_labelled, LabelledTile, Sample
 pub use evaluate::{evaluate_classifier, Evaluation};
 pub use fit::{fit, FitOptions, Fitted};
 
-pub(crate) use data::patch_files;
+pub(crate) use data::{files_with_extension, patch_files};
 pub(crate) use fit::{save_weights, FitState};
 pub(crate) use point_model::PointModel;
 

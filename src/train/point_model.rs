@@ -77,10 +77,7 @@ impl PointModel<'_> {
         layout: &FeatureLayout,
     ) -> Result<SampleSet> {
         use rayon::prelude::*;
-        let identity = Normalisation {
-            mean: vec![0.0; layout.len()],
-            std: vec![1.0; layout.len()],
-        };
+        let identity = Normalisation::identity(layout.len());
         // One read per tile that has points: the tile's blocks are decoded once.
         let ts = self.grid.tile_size;
         let mut by_tile: BTreeMap<(usize, usize), Vec<LabelledPixel>> = BTreeMap::new();
