@@ -4,6 +4,7 @@
 //! split and path sections, datasets, with their defaults) and the paths it names, resolved
 //! against the config file.
 
+use crate::classify::FeatureLayout;
 use crate::domain::period::Period;
 use crate::error::{Error, Result};
 use crate::geo::sensor::SensorProfile;
@@ -42,6 +43,10 @@ pub struct ModelSection {
     /// deviation are inputs too: texture and context for models of single looks.
     #[serde(default)]
     pub neighbourhoods: Vec<usize>,
+    /// Inputs beyond those, by the names a card gives them (e.g. `ND_B03_B11`, the
+    /// normalised difference of green and SWIR: open water).
+    #[serde(default)]
+    pub extra_inputs: Vec<String>,
     #[serde(default = "default_hidden")]
     pub hidden: Vec<i64>,
     #[serde(default = "default_seed")]
@@ -221,6 +226,28 @@ impl TrainConfig {
                 "give odd neighbourhood sides from 3 to 31 pixels",
             );
         }
+        if !self.model.extra_inputs.is_empty() {
+            let reach = FeatureLayout::parse(&self.input_names(), self.profile())
+                .map(|l| l.periods())
+                .unwrap_or(0);
+            if reach > self.model.periods {
+                return bad(
+                    "model.extra_inputs",
+                    format!("an input reaches {} periods back", reach - 1),
+                    &format!("raise model.periods to {reach} or drop that input"),
+                );
+            }
+            if let Err(unknown) = FeatureLayout::parse(&self.model.extra_inputs, self.profile()) {
+                return bad(
+                    "model.extra_inputs",
+                    format!("{} cannot read {}", self.model.sensor, unknown.join(", ")),
+                    &format!(
+                        "give band names of the profile or derived inputs: {}",
+                        FeatureLayout::DERIVED_HELP
+                    ),
+                );
+            }
+        }
         let s = &self.split;
         if s.block < 4 || 2 * s.buffer >= s.block {
             return bad(
@@ -324,5 +351,57 @@ impl TrainConfig {
 
     pub fn profile(&self) -> &'static SensorProfile {
         SensorProfile::by_name(&self.model.sensor).expect("validated")
+    }
+
+    /// The model's input names: gengbao's defaults for the periods and neighbourhoods, then
+    /// the extra inputs.
+    pub fn input_names(&self) -> Vec<String> {
+        let mut names = FeatureLayout::default_names(
+            self.profile(),
+            self.model.periods,
+            &self.model.neighbourhoods,
+        );
+        names.extend(self.model.extra_inputs.iter().cloned());
+        names
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SINGLE_LOOK: &str = include_str!("../../models/gengbao-s2-l1c-v1.train.toml");
+
+    fn with_extra(inputs: &str) -> std::result::Result<TrainConfig, String> {
+        let text = SINGLE_LOOK.replace(
+            "hidden = [64, 64]",
+            &format!("hidden = [64, 64]\nextra_inputs = {inputs}"),
+        );
+        TrainConfig::parse(&text, Path::new("/x/train.toml")).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn extra_inputs_follow_the_defaults_and_unknown_ones_are_named() {
+        let cfg = with_extra(r#"["ND_B03_B11"]"#).unwrap();
+        let names = cfg.input_names();
+        assert_eq!(names.last().map(String::as_str), Some("ND_B03_B11"));
+        assert_eq!(
+            names.len(),
+            68,
+            "the 67 defaults of the single-look model, then MNDWI"
+        );
+
+        let err = with_extra(r#"["ND_B03_B99", "B04"]"#).unwrap_err();
+        assert!(
+            err.contains("model.extra_inputs") && err.contains("ND_B03_B99"),
+            "{err}"
+        );
+        assert!(
+            !err.contains("B04,"),
+            "only the unknown input is named: {err}"
+        );
+
+        let err = with_extra(r#"["NDVI_MED-2"]"#).unwrap_err();
+        assert!(err.contains("model.periods"), "{err}");
     }
 }

@@ -46,8 +46,8 @@ pub struct TrainReport {
 /// through the pipeline's own classifier.
 pub fn train(cfg: &TrainConfig, quiet: bool) -> Result<TrainReport> {
     let profile = cfg.profile();
-    let names = FeatureLayout::default_names(profile, cfg.model.periods, &cfg.model.neighbourhoods);
-    let layout = FeatureLayout::parse(&names, profile).expect("default names parse");
+    let names = cfg.input_names();
+    let layout = FeatureLayout::parse(&names, profile).expect("validated with the config");
     if !quiet {
         eprintln!(
             "extracting labelled pixels from {} datasets",
