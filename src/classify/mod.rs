@@ -760,9 +760,9 @@ const BUILTINS: &[Builtin] = &[
     // Single-look land cover on top-of-atmosphere reflectance with neighbourhood texture
     // (real EuroSAT patches): detect's model for L1C pairs.
     Builtin {
-        path: "models/gengbao-s2-l1c-v1.ot",
-        bytes: include_bytes!("../../models/gengbao-s2-l1c-v1.ot"),
-        card: include_str!("../../models/gengbao-s2-l1c-v1.ot.json"),
+        path: "models/gengbao-s2-l1c-v2.ot",
+        bytes: include_bytes!("../../models/gengbao-s2-l1c-v2.ot"),
+        card: include_str!("../../models/gengbao-s2-l1c-v2.ot.json"),
         profiles: &["sentinel2-l1c"],
     },
 ];

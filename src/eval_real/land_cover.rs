@@ -10,7 +10,7 @@
 //! Both are scored on held-out patches: five folds by patch number (patches N and N + 5 of
 //! every class form one fold), each fold predicted by models that never saw it. gengbao's is
 //! its single-look L1C model retrained on the other folds by its own training config
-//! (`models/gengbao-s2-l1c-v1.train.toml`, only the patches changed) and run through `detect
+//! (`models/gengbao-s2-l1c-v2.train.toml`, only the patches changed) and run through `detect
 //! --model`; the forest is grown on the other folds' raw bands (100 trees, seeded,
 //! `smartcore`). The shipped model learned from every patch here, so it is not scored on them.
 
@@ -45,7 +45,7 @@ const EUROSAT_BANDS: [&str; 13] = [
 const FOLDS: usize = 5;
 
 /// The training config of the shipped single-look model, which each fold retrains.
-const SINGLE_LOOK_TRAINING: &str = include_str!("../../models/gengbao-s2-l1c-v1.train.toml");
+const SINGLE_LOOK_TRAINING: &str = include_str!("../../models/gengbao-s2-l1c-v2.train.toml");
 
 /// Every fourth pixel of every fourth row of a patch trains the forest (256 of 4,096): the
 /// pixels of a patch are alike.
@@ -131,7 +131,7 @@ pub(super) fn eurosat(data: &Path, work: &Path) -> Result<Option<LandCoverSet>> 
         }
     }
     let classifier = format!(
-        "models/gengbao-s2-l1c-v1.train.toml retrained without each fold (last fold's version {version})"
+        "models/gengbao-s2-l1c-v2.train.toml retrained without each fold (last fold's version {version})"
     );
     Ok(Some(score(&patches, classifier)?))
 }

@@ -370,13 +370,15 @@ impl TrainConfig {
 mod tests {
     use super::*;
 
-    const SINGLE_LOOK: &str = include_str!("../../models/gengbao-s2-l1c-v1.train.toml");
+    const SINGLE_LOOK: &str = include_str!("../../models/gengbao-s2-l1c-v2.train.toml");
 
+    /// The single-look config with its extra inputs replaced by `inputs` (TOML).
     fn with_extra(inputs: &str) -> std::result::Result<TrainConfig, String> {
-        let text = SINGLE_LOOK.replace(
-            "hidden = [64, 64]",
-            &format!("hidden = [64, 64]\nextra_inputs = {inputs}"),
-        );
+        let shipped = SINGLE_LOOK
+            .lines()
+            .find(|l| l.starts_with("extra_inputs"))
+            .expect("the shipped config has extra inputs");
+        let text = SINGLE_LOOK.replace(shipped, &format!("extra_inputs = {inputs}"));
         TrainConfig::parse(&text, Path::new("/x/train.toml")).map_err(|e| e.to_string())
     }
 
