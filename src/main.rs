@@ -24,6 +24,24 @@ use gengbao::{
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+/// `println!` for standard output through [`gengbao::progress::write_stdout`]: a closed pipe
+/// ends the output, not the command.
+macro_rules! say {
+    () => {
+        gengbao::progress::write_stdout(format_args!("\n"))
+    };
+    ($($arg:tt)*) => {
+        gengbao::progress::write_stdout(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
+/// `print!` for standard output, as [`say!`].
+macro_rules! say_raw {
+    ($($arg:tt)*) => {
+        gengbao::progress::write_stdout(format_args!($($arg)*))
+    };
+}
+
 #[derive(Parser)]
 #[command(
     name = "gengbao",
@@ -398,7 +416,7 @@ fn ledger_command(action: LedgerAction) -> Result<u8> {
                 .map(|a| a.display().to_string())
                 .collect();
             ledger.set_status(&tbbh, &county, to, &who, &note, evidence, &attachments)?;
-            println!("{tbbh}: now {}", to.both());
+            say!("{tbbh}: now {}", to.both());
             Ok(0)
         }
         LedgerAction::History {
@@ -434,12 +452,19 @@ fn evidence_of(e: &str) -> Result<Evidence> {
 
 fn ledger_list(ledger: &Ledger, filter: &Filter) -> Result<u8> {
     let entries = ledger.list(filter)?;
-    println!(
+    say!(
         "{:<20} {:<8} {:<4} {:<10} {:<8} {:<8} {:>10} {:>4}",
-        "TBBH", "XZQDM", "BHLX", "ZT", "first", "last", "mu", "CXQS"
+        "TBBH",
+        "XZQDM",
+        "BHLX",
+        "ZT",
+        "first",
+        "last",
+        "mu",
+        "CXQS"
     );
     for e in &entries {
-        println!(
+        say!(
             "{:<20} {:<8} {:<4} {:<10} {:<8} {:<8} {:>10.2} {:>4}",
             e.tbbh,
             e.county,
@@ -451,13 +476,13 @@ fn ledger_list(ledger: &Ledger, filter: &Filter) -> Result<u8> {
             e.persisted
         );
     }
-    println!("{} patches", entries.len());
+    say!("{} patches", entries.len());
     Ok(0)
 }
 
 fn ledger_show(ledger: &Ledger, tbbh: &str) -> Result<u8> {
     let e = ledger.entry(tbbh)?;
-    println!(
+    say!(
         "{}  county {}  {}  status {}{}",
         e.tbbh,
         e.county,
@@ -467,14 +492,14 @@ fn ledger_show(ledger: &Ledger, tbbh: &str) -> Result<u8> {
             .map(|v| format!("  evidence {}", v.label_zh()))
             .unwrap_or_default()
     );
-    println!("seen:");
+    say!("seen:");
     for (period, area, confidence) in ledger.sightings(tbbh)? {
-        println!(
+        say!(
             "   {period}  {area:.0} m² ({:.2} mu)  confidence {confidence:.2}",
             area / SQM_PER_MU
         );
     }
-    println!("history:");
+    say!("history:");
     print_history(&ledger.history(Some(tbbh), None)?);
     Ok(0)
 }
@@ -502,7 +527,7 @@ fn ledger_import(
         return Ok(1);
     }
     for (tbbh, steps) in &report.applied {
-        println!(
+        say!(
             "{tbbh}: {}",
             steps
                 .iter()
@@ -511,7 +536,7 @@ fn ledger_import(
                 .join(" -> ")
         );
     }
-    println!(
+    say!(
         "{} patches changed, {} rows unchanged, {} bad rows skipped",
         report.applied.len(),
         report.unchanged,
@@ -522,7 +547,7 @@ fn ledger_import(
 
 fn print_history(transitions: &[Transition]) {
     for t in transitions {
-        println!(
+        say!(
             "   {}  {}  {} -> {}  by {}{}{}{}",
             t.at,
             t.tbbh,
@@ -553,11 +578,11 @@ fn run(config: &Path, selector: PeriodSelector, counties: Vec<String>, quiet: bo
     let cfg = JobConfig::load(config)?;
     let opts = RunOptions { counties, quiet };
     let outcome = run_periods(&cfg, selector, &opts, |p, s| {
-        println!("{}", s.human());
-        println!("   results: {}", cfg.layout().period(p).dir().display());
+        say!("{}", s.human());
+        say!("   results: {}", cfg.layout().period(p).dir().display());
     })?;
     if selector == PeriodSelector::Due && outcome.ran.is_empty() && outcome.waiting.is_empty() {
-        println!("nothing is due: every period that is over has been run");
+        say!("nothing is due: every period that is over has been run");
     }
     if let Some(msg) = outcome.waiting_message() {
         eprintln!("{msg}");
@@ -577,15 +602,15 @@ fn parse_today(today: Option<&str>) -> Result<chrono::NaiveDate> {
 fn print_evaluation(e: &Evaluation) {
     for (name, score) in e.pools() {
         match score {
-            Some(s) => println!("   {name} {}: {}", e.split, s.short()),
-            None => println!("   {name} {}: no labelled pixels", e.split),
+            Some(s) => say!("   {name} {}: {}", e.split, s.short()),
+            None => say!("   {name} {}: no labelled pixels", e.split),
         }
     }
 }
 
 fn samples(out: &Path, opts: SampleOptions) -> Result<u8> {
     let city = generate(out, &opts)?;
-    println!(
+    say!(
         "sample city in {}: {} periods ({} to {}), {} planted changes; job config {}",
         city.dir.display(),
         city.periods.len(),
@@ -606,7 +631,7 @@ fn init(path: &Path) -> Result<u8> {
         ));
     }
     std::fs::write(path, EXAMPLE).map_err(|e| Error::io(path, e))?;
-    println!("wrote {}", path.display());
+    say!("wrote {}", path.display());
     Ok(0)
 }
 
@@ -614,11 +639,11 @@ fn schedule_command(config: &Path, today: Option<&str>, emit: Option<Emit>) -> R
     let cfg = JobConfig::load(config)?;
     let exe = std::env::current_exe().map_err(|e| Error::io("gengbao", e))?;
     match emit {
-        Some(Emit::Cron) => print!("{}", schedule::cron_entry(&cfg, &exe)),
-        Some(Emit::Systemd) => print!("{}", schedule::systemd_units(&cfg, &exe)),
+        Some(Emit::Cron) => say_raw!("{}", schedule::cron_entry(&cfg, &exe)),
+        Some(Emit::Systemd) => say_raw!("{}", schedule::systemd_units(&cfg, &exe)),
         None => {
             let today = parse_today(today)?;
-            println!("{}", schedule::plan(&cfg, today)?.human(&cfg));
+            say!("{}", schedule::plan(&cfg, today)?.human(&cfg));
         }
     }
     Ok(0)
@@ -640,15 +665,15 @@ fn demo(out: &Path, size: usize) -> Result<u8> {
     run(&city.job_config, PeriodSelector::All, Vec::new(), false)?;
     let cfg = JobConfig::load(&city.job_config)?;
     let last = *city.periods.last().expect("periods");
-    println!("\ndispatch packages of the latest period ({last}):");
+    say!("\ndispatch packages of the latest period ({last}):");
     for s in export_packages(&cfg, last, &[], false)? {
-        println!(
+        say!(
             "   {} ({} patches, open report.html)",
             s.dir.display(),
             s.patches
         );
     }
-    println!(
+    say!(
         "planted truth for comparison: {}",
         city_dir.join("truth").join("changes.gpkg").display()
     );
@@ -657,7 +682,7 @@ fn demo(out: &Path, size: usize) -> Result<u8> {
 
 fn score(city: &Path, results: &Path, period: Period) -> Result<u8> {
     let report = score_period(city, results, period)?;
-    println!(
+    say!(
         "{}",
         serde_json::to_string_pretty(&report).expect("serialisable")
     );
@@ -667,7 +692,7 @@ fn score(city: &Path, results: &Path, period: Period) -> Result<u8> {
 fn train_command(config: &Path, quiet: bool) -> Result<u8> {
     let cfg = TrainConfig::load(config)?;
     let r = train(&cfg, quiet)?;
-    println!(
+    say!(
         "trained {} epochs (best {}{}), model {} version {}",
         r.state.epochs_done,
         r.state.best_epoch,
@@ -695,14 +720,14 @@ fn eval(model: &str, data: &Path, split: Split, out: &Path) -> Result<u8> {
     let name = format!("{} ({})", classifier.card().name, classifier.version());
     e.write_report(&name, data, out)?;
     print_evaluation(&e);
-    println!("   report: {}", out.display());
+    say!("   report: {}", out.display());
     Ok(0)
 }
 
 fn export(config: &Path, period: Period, counties: &[String], zip: bool) -> Result<u8> {
     let cfg = JobConfig::load(config)?;
     for s in export_packages(&cfg, period, counties, zip)? {
-        println!(
+        say!(
             "{} {period}: {} patches -> {}{}",
             s.county,
             s.patches,
@@ -784,8 +809,8 @@ fn main_inner(cli: Cli) -> Result<u8> {
                 classes_only,
                 quiet,
             })?;
-            println!("{}", s.human());
-            println!("   results: {}", out.display());
+            say!("{}", s.human());
+            say!("   results: {}", out.display());
             Ok(0)
         }
         Command::Score {
@@ -822,19 +847,19 @@ fn main_inner(cli: Cli) -> Result<u8> {
                 regions: (!regions.is_empty()).then_some(regions),
             })?;
             for m in &report.change_means {
-                println!(
+                say!(
                     "{} ({} scenes): F1 gengbao {:.3}, classes alone {:.3}, CVA + Otsu {:.3}, IR-MAD {:.3}",
                     m.set, m.scenes, m.gengbao_f1, m.classes_only_f1, m.cva_otsu_f1, m.ir_mad_f1
                 );
             }
             for l in &report.land_cover {
-                println!(
+                say!(
                     "{} ({} held-out patches or regions): macro-F1 gengbao {:.3}, random forest {:.3}",
                     l.set, l.patches, l.gengbao.macro_f1, l.random_forest.macro_f1
                 );
             }
             for a in &report.abandonment {
-                println!(
+                say!(
                     "{} ({} series, cultivation_signs {}): PH recall {:.3}, annual crops flagged {:.3}",
                     a.set,
                     a.series,
@@ -843,12 +868,12 @@ fn main_inner(cli: Cli) -> Result<u8> {
                     a.crops_flagged
                 );
             }
-            println!("   report: {}", out.join("eval-real.md").display());
+            say!("   report: {}", out.join("eval-real.md").display());
             Ok(0)
         }
         Command::Sensors => {
             for p in PROFILES {
-                println!("{:18} {}", p.name, p.description);
+                say!("{:18} {}", p.name, p.description);
             }
             Ok(0)
         }

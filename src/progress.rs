@@ -32,3 +32,29 @@ pub(crate) fn spinner(what: &str, doing: &str, quiet: bool) -> ProgressBar {
     pb.enable_steady_tick(std::time::Duration::from_millis(200));
     pb
 }
+
+/// Set once standard output's reader has gone.
+static STDOUT_CLOSED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Writes `text` on standard output. When the reader has gone (`gengbao ledger history … |
+/// head -1`), output stops quietly and the command goes on to its normal end and exit code:
+/// a closed pipe changes nothing gengbao does. Any other write error (a full disk behind a
+/// redirection) ends the process with an error rather than leave a silently cut listing.
+pub fn write_stdout(text: std::fmt::Arguments) {
+    use std::io::Write;
+    use std::sync::atomic::Ordering;
+    if STDOUT_CLOSED.load(Ordering::Relaxed) {
+        return;
+    }
+    let mut out = std::io::stdout().lock();
+    match out.write_fmt(text).and_then(|()| out.flush()) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+            STDOUT_CLOSED.store(true, Ordering::Relaxed);
+        }
+        Err(e) => {
+            eprintln!("error: cannot write to standard output: {e}\n  fix: free space or write access where the output is redirected, then run the command again");
+            std::process::exit(74);
+        }
+    }
+}

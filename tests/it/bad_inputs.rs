@@ -293,3 +293,37 @@ fn county_codes_are_checked_and_parts_of_a_county_are_merged() {
         s.aoi_pixels
     );
 }
+
+#[test]
+fn a_listing_into_a_closed_pipe_ends_quietly_with_success() {
+    // The reader is gone before gengbao writes its first line, as with `… | head -1` once
+    // head has its line.
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = Command::new(env!("CARGO_BIN_EXE_gengbao"))
+        .arg("sensors")
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{:?}: {stderr}", out.status);
+    assert!(stderr.is_empty(), "nothing on stderr: {stderr}");
+
+    // A full disk behind a redirection is an error, never a silently cut listing.
+    let full = fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_gengbao"))
+        .arg("sensors")
+        .stdout(full)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(74), "{stderr}");
+    assert!(
+        stderr.contains("standard output") && stderr.contains("fix:"),
+        "{stderr}"
+    );
+}
