@@ -133,8 +133,41 @@ const RUN_MONTHS: [u32; 6] = [1, 3, 5, 7, 9, 11];
 /// the months as `format` writes each, and the config's absolute path.
 fn timer(cfg: &JobConfig, month: impl Fn(u32) -> String) -> (u32, String, PathBuf) {
     let months: Vec<String> = RUN_MONTHS.iter().map(|&m| month(m)).collect();
-    let config = cfg.source.canonicalize().unwrap_or(cfg.source.clone());
-    (cfg.schedule.delay_days + 1, months.join(","), config)
+    (
+        cfg.schedule.delay_days + 1,
+        months.join(","),
+        absolute(&cfg.source),
+    )
+}
+
+/// `path` from the root: cron starts in the user's home, systemd in `/`.
+fn absolute(path: &Path) -> PathBuf {
+    path.canonicalize()
+        .or_else(|_| std::path::absolute(path))
+        .unwrap_or_else(|_| path.to_path_buf())
+}
+
+/// The job's unit name: the ASCII of its name (runs of anything else become one `-`) and a
+/// hash of its config's path, so that two jobs never share a unit whatever their names
+/// (a Chinese name has no ASCII at all).
+fn unit_name(cfg: &JobConfig) -> String {
+    use sha2::{Digest, Sha256};
+    let mut slug = String::new();
+    for c in cfg.job.name.chars() {
+        if c.is_ascii_alphanumeric() {
+            slug.push(c.to_ascii_lowercase());
+        } else if !slug.ends_with('-') {
+            slug.push('-');
+        }
+    }
+    let slug = slug.trim_matches('-');
+    let hash = Sha256::digest(absolute(&cfg.source).to_string_lossy().as_bytes());
+    let hash: String = hash[..4].iter().map(|b| format!("{b:02x}")).collect();
+    if slug.is_empty() {
+        format!("gengbao-{hash}")
+    } else {
+        format!("gengbao-{slug}-{hash}")
+    }
 }
 
 fn quoted(p: &Path) -> String {
@@ -154,13 +187,13 @@ pub enum Emit {
 /// 02:30, appending to the job's log.
 pub fn cron_entry(cfg: &JobConfig, exe: &Path) -> String {
     let (day, months, config) = timer(cfg, |m| m.to_string());
-    let log = cfg.layout().log_file();
+    let log = absolute(&cfg.layout().log_file());
     format!(
         "# gengbao job {}: runs every period that is due, {} days after each period ends\n\
          30 2 {day} {months} * {} run --config {} --period due --quiet >> {} 2>&1\n",
         cfg.job.name,
         cfg.schedule.delay_days,
-        quoted(exe),
+        quoted(&absolute(exe)),
         quoted(&config),
         quoted(&log)
     )
@@ -170,19 +203,10 @@ pub fn cron_entry(cfg: &JobConfig, exe: &Path) -> String {
 /// was off.
 pub fn systemd_units(cfg: &JobConfig, exe: &Path) -> String {
     let (day, months, config) = timer(cfg, |m| format!("{m:02}"));
-    let unit = format!(
-        "gengbao-{}",
-        cfg.job
-            .name
-            .chars()
-            .map(|c| if c.is_ascii_alphanumeric() || c == '-' {
-                c
-            } else {
-                '-'
-            })
-            .collect::<String>()
-    );
+    let unit = unit_name(cfg);
     let workdir = config.parent().unwrap_or(Path::new("/"));
+    // systemd splits ExecStart at spaces unless the word is quoted.
+    let quote = |p: &Path| format!("\"{}\"", p.display().to_string().replace('"', "\\\""));
     format!(
         "# /etc/systemd/system/{unit}.service\n\
          [Unit]\n\
@@ -207,8 +231,8 @@ pub fn systemd_units(cfg: &JobConfig, exe: &Path) -> String {
          # then: systemctl daemon-reload && systemctl enable --now {unit}.timer\n",
         name = cfg.job.name,
         wd = workdir.display(),
-        exe = exe.display(),
-        cfgp = config.display(),
+        exe = quote(&absolute(exe)),
+        cfgp = quote(&config),
         delay = cfg.schedule.delay_days,
     )
 }
@@ -232,4 +256,54 @@ pub fn log(cfg: &JobConfig, line: &str) -> Result<()> {
         line.replace('\n', " | ")
     )
     .map_err(|e| Error::io(&path, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::job::config::EXAMPLE;
+
+    fn job(name: &str, path: &str) -> JobConfig {
+        let text = EXAMPLE.replace("name = \"sample-city\"", &format!("name = \"{name}\""));
+        JobConfig::parse(&text, Path::new(path)).unwrap()
+    }
+
+    #[test]
+    fn timer_entries_name_every_path_from_the_root() {
+        // As `gengbao schedule --config job.toml` is typed: a path relative to where it is typed.
+        let cfg = job("sample-city", "job.toml");
+        let exe = Path::new("/usr/local/bin/gengbao");
+        let cron = cron_entry(&cfg, exe);
+        let here = std::env::current_dir().unwrap();
+        let config = format!("'{}'", here.join("job.toml").display());
+        let log = format!("'{}'", here.join("out").join("gengbao.log").display());
+        assert!(cron.contains(&config) && cron.contains(&log), "{cron}");
+        let units = systemd_units(&cfg, exe);
+        assert!(
+            units.contains(&format!("WorkingDirectory={}", here.display())),
+            "{units}"
+        );
+        assert!(
+            units.contains(&format!(
+                "ExecStart=\"/usr/local/bin/gengbao\" run --config \"{}\"",
+                here.join("job.toml").display()
+            )),
+            "{units}"
+        );
+    }
+
+    #[test]
+    fn unit_names_are_ascii_and_differ_between_jobs() {
+        let a = unit_name(&job("泰州耕地监测", "/srv/taizhou/job.toml"));
+        let b = unit_name(&job("泰州耕地监测", "/srv/jiangyan/job.toml"));
+        let c = unit_name(&job("Taizhou 2025 耕地", "/srv/taizhou/job.toml"));
+        for u in [&a, &b, &c] {
+            assert!(
+                u.starts_with("gengbao-") && u.is_ascii() && !u.contains("--"),
+                "{u}"
+            );
+        }
+        assert_ne!(a, b, "two jobs of one name");
+        assert!(c.starts_with("gengbao-taizhou-2025-"), "{c}");
+    }
 }
