@@ -40,6 +40,13 @@ pub enum Error {
     /// Another run holds the job's lock.
     #[error("{}: another gengbao run is working on this job: {holder}\n  fix: wait for it to finish (`gengbao schedule` shows what is left); a run that died releases the lock by itself", path.display())]
     Locked { path: PathBuf, holder: String },
+    /// Not one pixel of the counties was seen clear in the period: nothing is committed.
+    #[error("{}: period {period}: none of the {pixels} pixels of the counties had a clear observation (clouds or cloud shadow, nodata, or imagery that does not cover them)\n  fix: nothing was written: the period's earlier results, if any, are kept and it is not marked done. Check that the imagery covers the counties, or wait for clearer acquisitions: `run --period due` tries the period again", imagery.display())]
+    NoUsableImagery {
+        imagery: PathBuf,
+        period: String,
+        pixels: u64,
+    },
     #[error("GDAL: {0}")]
     Gdal(#[from] gdal::errors::GdalError),
     #[error("libtorch: {0}")]

@@ -16,11 +16,14 @@ pub(crate) const EXIT_WAITING_FOR_IMAGERY: u8 = 4;
 pub(crate) const EXIT_LOCKED: u8 = 3;
 /// Exit code of a command that failed (the message names the file and the fix).
 pub(crate) const EXIT_FAILED: u8 = 1;
+/// A period had no clear observation of the counties: nothing was committed.
+pub(crate) const EXIT_NO_USABLE_IMAGERY: u8 = 5;
 
 /// The exit code of a failed command.
 pub fn exit_code_of(e: &Error) -> u8 {
     match e {
         Error::Locked { .. } => EXIT_LOCKED,
+        Error::NoUsableImagery { .. } => EXIT_NO_USABLE_IMAGERY,
         _ => EXIT_FAILED,
     }
 }

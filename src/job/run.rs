@@ -135,6 +135,15 @@ pub fn run_period(cfg: &JobConfig, period: Period, opts: &RunOptions) -> Result<
     let mut tile_stage = tile_stage(&inputs, &plan, &staged, &checkpoints, &mut change, opts)?;
     tile_stage.resume.checkpoints_discarded = earlier == Earlier::Discarded;
     seconds.insert("tiles", t_tiles.elapsed().as_secs_f64());
+    // An empty look is no result: committing it would replace the period's earlier results
+    // with an empty map and mark the period done, so that it is never tried again.
+    if tile_stage.aoi_pixels > 0 && tile_stage.aoi_without_clear >= tile_stage.aoi_pixels {
+        return Err(Error::NoUsableImagery {
+            imagery: cfg.resolve(&cfg.imagery.folder),
+            period: period.to_string(),
+            pixels: tile_stage.aoi_pixels,
+        });
+    }
 
     let t_vec = Instant::now();
     let info = PeriodInfo {

@@ -327,3 +327,59 @@ fn a_listing_into_a_closed_pipe_ends_quietly_with_success() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_period_seen_only_through_clouds_is_not_committed_and_keeps_earlier_results() {
+    let tmp = tempfile::tempdir().unwrap();
+    let template = city(&tmp.path().join("template"), 128, 3, 64);
+    let c = fresh(&template, tmp.path(), "all_cloud");
+    let cfg = JobConfig::load(&c.config).unwrap();
+    let p1 = "2025-P1".parse().unwrap();
+    run_period(&cfg, p1, &RunOptions::quiet()).unwrap();
+    let out = c.dir.join("out");
+    let before: Vec<(PathBuf, Vec<u8>)> = files_below(&out)
+        .into_iter()
+        .filter(|f| f.components().any(|part| part.as_os_str() == "2025-P1"))
+        .map(|f| {
+            let f = out.join(f);
+            let bytes = fs::read(&f).unwrap();
+            (f, bytes)
+        })
+        .collect();
+    assert!(!before.is_empty());
+
+    // Every look of the period turns to cloud (SCL 9), as a wrong or late delivery would.
+    let mut clouded = 0;
+    for acq in fs::read_dir(c.dir.join("imagery")).unwrap() {
+        let acq = acq.unwrap().path();
+        let name = acq.file_name().unwrap().to_string_lossy().into_owned();
+        if !(name.contains("202501") || name.contains("202502")) {
+            continue;
+        }
+        let ds = gdal::Dataset::open_ex(
+            band_file(&acq, "SCL"),
+            gdal::DatasetOptions {
+                open_flags: gdal::GdalOpenFlags::GDAL_OF_UPDATE,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let mut band = ds.rasterband(1).unwrap();
+        let (w, h) = band.size();
+        let mut cloud = gdal::raster::Buffer::new((w, h), vec![9u8; w * h]);
+        band.write((0, 0), (w, h), &mut cloud).unwrap();
+        clouded += 1;
+    }
+    assert!(clouded > 0, "the city has looks in 2025-P1");
+
+    let err = run_period(&cfg, p1, &RunOptions::quiet()).unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("2025-P1") && text.contains("clear observation") && text.contains("fix:"),
+        "{text}"
+    );
+    assert_eq!(gengbao::job::cycle::exit_code_of(&err), 5);
+    for (f, bytes) in &before {
+        assert!(&fs::read(f).unwrap() == bytes, "{} changed", f.display());
+    }
+}
