@@ -27,18 +27,8 @@ use std::process::ExitCode;
 /// `println!` for standard output through [`gengbao::progress::write_stdout`]: a closed pipe
 /// ends the output, not the command.
 macro_rules! say {
-    () => {
-        gengbao::progress::write_stdout(format_args!("\n"))
-    };
     ($($arg:tt)*) => {
         gengbao::progress::write_stdout(format_args!("{}\n", format_args!($($arg)*)))
-    };
-}
-
-/// `print!` for standard output, as [`say!`].
-macro_rules! say_raw {
-    ($($arg:tt)*) => {
-        gengbao::progress::write_stdout(format_args!($($arg)*))
     };
 }
 
@@ -639,8 +629,8 @@ fn schedule_command(config: &Path, today: Option<&str>, emit: Option<Emit>) -> R
     let cfg = JobConfig::load(config)?;
     let exe = std::env::current_exe().map_err(|e| Error::io("gengbao", e))?;
     match emit {
-        Some(Emit::Cron) => say_raw!("{}", schedule::cron_entry(&cfg, &exe)),
-        Some(Emit::Systemd) => say_raw!("{}", schedule::systemd_units(&cfg, &exe)),
+        Some(Emit::Cron) => say!("{}", schedule::cron_entry(&cfg, &exe).trim_end()),
+        Some(Emit::Systemd) => say!("{}", schedule::systemd_units(&cfg, &exe).trim_end()),
         None => {
             let today = parse_today(today)?;
             say!("{}", schedule::plan(&cfg, today)?.human(&cfg));

@@ -33,6 +33,9 @@ pub(crate) fn spinner(what: &str, doing: &str, quiet: bool) -> ProgressBar {
     pb
 }
 
+/// Exit code when standard output cannot be written (BSD's EX_IOERR).
+const EXIT_CANNOT_WRITE_STDOUT: i32 = 74;
+
 /// Set once standard output's reader has gone.
 static STDOUT_CLOSED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
@@ -54,7 +57,7 @@ pub fn write_stdout(text: std::fmt::Arguments) {
         }
         Err(e) => {
             eprintln!("error: cannot write to standard output: {e}\n  fix: free space or write access where the output is redirected, then run the command again");
-            std::process::exit(74);
+            std::process::exit(EXIT_CANNOT_WRITE_STDOUT);
         }
     }
 }

@@ -268,11 +268,24 @@ pub enum CultivationSigns {
 }
 
 impl CultivationSigns {
+    pub const ALL: [CultivationSigns; 2] = [
+        CultivationSigns::BareSoilOrCanopy,
+        CultivationSigns::BareSoil,
+    ];
+
     /// The name a job config gives it.
     pub fn name(self) -> &'static str {
         match self {
             CultivationSigns::BareSoilOrCanopy => "bare-soil-or-canopy",
             CultivationSigns::BareSoil => "bare-soil",
+        }
+    }
+
+    /// What counts, in words (the run summary's rule text).
+    pub fn describe(self) -> &'static str {
+        match self {
+            CultivationSigns::BareSoilOrCanopy => "bare soil or a dense canopy",
+            CultivationSigns::BareSoil => "bare soil",
         }
     }
 
@@ -412,7 +425,7 @@ mod tests {
     #[test]
     fn cultivation_signs() {
         use CultivationSigns::*;
-        for signs in [BareSoilOrCanopy, BareSoil] {
+        for signs in CultivationSigns::ALL {
             assert_eq!(signs.seen(0.33, 0.6), Some(false));
             assert_eq!(signs.seen(0.2, 0.6), Some(true), "tilled");
             assert_eq!(signs.seen(f32::NAN, f32::NAN), None);
@@ -423,7 +436,7 @@ mod tests {
             Some(false),
             "weeds as green as a crop, never bare"
         );
-        for signs in [BareSoilOrCanopy, BareSoil] {
+        for signs in CultivationSigns::ALL {
             let quoted = format!("\"{}\"", signs.name());
             assert_eq!(serde_json::to_string(&signs).unwrap(), quoted);
         }

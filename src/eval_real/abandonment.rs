@@ -2,12 +2,12 @@
 //! year in south-west France (46 dates each), labelled with 24 covers among which wasteland
 //! (friche) and fallow (jachère), the abandoned land, and eleven annual crops.
 //!
-//! Each series goes through the job's own rule, period by period: the year cut into six
-//! periods (the set gives no dates; its 46 images are spread over the year, so each period
-//! takes a sixth of them in order), each period's lowest and highest NDVI rounded as the
-//! archive stores them, the sign of cultivation, the signals of a watched field of grain land
-//! that still looks like vegetation, the runs, and the flag with the job's default
-//! persistence; once with each choice of [`CultivationSigns`]. A series is flagged when the
+//! Each series goes through the job's own change step ([`judge_tile`]), period by period: the
+//! year cut into six periods (the set gives no dates; its 46 images are spread over the year,
+//! so each period takes a sixth of them in order), each period's lowest and highest NDVI
+//! rounded as the archive stores them, the sign of cultivation, the signals of a watched
+//! field of grain land that still looks like vegetation, the runs, and the flag with the
+//! job's default persistence; once with each choice of [`CultivationSigns`]. A series is flagged when the
 //! rule flags PH in the year's last period. Scored: abandoned land flagged
 //! (recall) against annual crops flagged (false alarms); meadows are shown, not scored.
 //! Nothing is trained or tuned here.
@@ -16,8 +16,9 @@
 //!
 //! [`ParcelShares`]: crate::domain::change::ParcelShares
 
-use crate::domain::change::{extend_runs, signals, ChangeType, CultivationSigns, Rules, Runs};
+use crate::domain::change::{ChangeType, CultivationSigns, Rules, Runs};
 use crate::domain::land_cover::LandCover;
+use crate::engine::judge::{judge_tile, History, Observation};
 use crate::error::{Error, Result};
 use crate::evaluate::{binary_score, BinaryScore};
 use crate::geo::composite::{byte_to_ndvi, ndvi_to_byte};
@@ -97,18 +98,11 @@ pub(super) fn ucr_crop(data: &Path) -> Result<Vec<AbandonmentSet>> {
     let is_in = |list: &[(u8, &str)], class: u8| list.iter().any(|&(c, _)| c == class);
     let changed: Vec<bool> = series.iter().map(|s| is_in(&ABANDONED, s.0)).collect();
     let unchanged: Vec<bool> = series.iter().map(|s| is_in(&ANNUAL_CROPS, s.0)).collect();
-    let sets = [
-        CultivationSigns::BareSoilOrCanopy,
-        CultivationSigns::BareSoil,
-    ]
-    .map(|signs| {
+    let sets = CultivationSigns::ALL.map(|signs| {
         let rules = RulesSection::default()
             .persistence()
             .with_cultivation(signs);
-        let flagged: Vec<bool> = series
-            .iter()
-            .map(|(_, ndvi)| abandoned(ndvi, &rules))
-            .collect();
+        let flagged = flagged_abandoned(&series, &rules);
         let share = |keep: &dyn Fn(u8) -> bool| {
             let of: Vec<bool> = series
                 .iter()
@@ -138,20 +132,46 @@ pub(super) fn ucr_crop(data: &Path) -> Result<Vec<AbandonmentSet>> {
     Ok(sets.into())
 }
 
-/// Whether the job's rule flags a watched field of grain land with this year of NDVI as
-/// abandoned at the year's end.
-fn abandoned(ndvi: &[f32], rules: &Rules) -> bool {
+/// Which of `series` (a year of NDVI each) the job's change step flags as abandoned at the
+/// year's end, each a watched field of grain land that still looks like grain: period after
+/// period, the lowest and highest NDVI as the archive stores them give the sign of
+/// cultivation, and [`judge_tile`] extends the runs and flags, exactly as a job's tile.
+fn flagged_abandoned(series: &[(u8, Vec<f32>)], rules: &Rules) -> Vec<bool> {
     let grain = LandCover::Grain.code();
-    let per_period = ndvi.len().div_ceil(PERIODS);
-    let mut runs: Runs = [0; 3];
-    let mut flag = 0;
-    for (k, dates) in ndvi.chunks(per_period).enumerate() {
-        let archived = |v: f32| byte_to_ndvi(ndvi_to_byte(v));
-        let lowest = dates.iter().copied().fold(f32::INFINITY, f32::min);
-        let highest = dates.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        let cultivation = rules.cultivation.seen(archived(lowest), archived(highest));
-        runs = extend_runs(runs, signals(grain, grain, cultivation));
-        flag = rules.flag(true, grain, runs, k).0;
+    let archived = |v: f32| byte_to_ndvi(ndvi_to_byte(v));
+    let mut runs: Vec<Runs> = vec![[0; 3]; series.len()];
+    let mut flags = vec![0; series.len()];
+    for period in 0..PERIODS {
+        let judged = judge_tile(
+            series.len(),
+            rules,
+            History {
+                classes: &[],
+                confidences: &[],
+                periods: period,
+            },
+            |i| {
+                let ndvi = &series[i].1;
+                let dates = ndvi.chunks(ndvi.len().div_ceil(PERIODS)).nth(period)?;
+                let lowest = dates.iter().copied().fold(f32::INFINITY, f32::min);
+                let highest = dates.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                Some(Observation {
+                    county: 1,
+                    watched: true,
+                    basic: false,
+                    baseline: grain,
+                    now: grain,
+                    confidence: 1.0,
+                    cultivation: rules.cultivation.seen(archived(lowest), archived(highest)),
+                    runs_before: runs[i],
+                    sure: true,
+                })
+            },
+        );
+        for (i, r) in runs.iter_mut().enumerate() {
+            *r = std::array::from_fn(|k| judged.runs[k][i]);
+        }
+        flags = judged.flag;
     }
-    flag == ChangeType::PH.flag()
+    flags.iter().map(|&f| f == ChangeType::PH.flag()).collect()
 }

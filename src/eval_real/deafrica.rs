@@ -15,7 +15,7 @@ use super::{forest_classes, grow_forest, LandCoverSet};
 use crate::classify::{Classifier, ClassifierInput, FeatureLayout, Normalisation, TorchClassifier};
 use crate::error::{Error, Result};
 use crate::evaluate::class_score;
-use crate::geo::composite::Composite;
+use crate::geo::composite::{Composite, NdviStats};
 use crate::geo::sensor::SensorProfile;
 use crate::train::{files_with_extension, fit, FitOptions, SampleSet, Split};
 use ndarray::Array3;
@@ -57,6 +57,40 @@ struct Region {
     second_half: Composite,
 }
 
+/// What every fold reads of a region, made once: the first half-year as the archive keeps
+/// it, the model's inputs of the points observed in every band it reads (unnormalised) with
+/// their output indices, and the forest's rows.
+struct RegionInputs {
+    history: [NdviStats; 1],
+    x: Vec<f32>,
+    y: Vec<i64>,
+    rows: Vec<Vec<f64>>,
+}
+
+impl RegionInputs {
+    fn of(r: &Region, layout: &FeatureLayout) -> Self {
+        let history = [r.first_half.ndvi.as_archived()];
+        let observed = layout.observed_pixels(&r.second_half);
+        let mut x = Vec::new();
+        layout.push_pixels(
+            &layout.tile_inputs(&r.second_half, &history),
+            &observed,
+            &Normalisation::identity(layout.len()),
+            &mut x,
+        );
+        let y = observed
+            .iter()
+            .map(|&i| i64::from(label(r.crop[i])) - 1)
+            .collect();
+        RegionInputs {
+            history,
+            x,
+            y,
+            rows: raw_rows(r),
+        }
+    }
+}
+
 /// Runs the eight regions under `data`, when present; `None` when the folder is absent.
 /// `held_out` names the regions to hold out one by one (all by default).
 pub(super) fn deafrica(
@@ -85,6 +119,10 @@ pub(super) fn deafrica(
     }
     let names = input_names(profile);
     let layout = FeatureLayout::parse(&names, profile).expect("the profile's own bands");
+    let inputs: Vec<RegionInputs> = regions
+        .iter()
+        .map(|r| RegionInputs::of(r, &layout))
+        .collect();
     std::fs::create_dir_all(work).map_err(|e| Error::io(work, e))?;
     let folds: Vec<usize> = match held_out {
         None => (0..regions.len()).collect(),
@@ -119,24 +157,28 @@ pub(super) fn deafrica(
             inputs: layout.len(),
             ..Default::default()
         };
-        for (k, r) in regions.iter().enumerate().filter(|&(k, _)| k != fold) {
+        for (k, r) in inputs.iter().enumerate().filter(|&(k, _)| k != fold) {
             let split = if k == stopper {
                 Split::Validation
             } else {
                 Split::Train
             };
-            push_inputs(&layout, r, split, &mut set);
+            set.x.extend_from_slice(&r.x);
+            set.y.extend_from_slice(&r.y);
+            set.weight.extend(std::iter::repeat_n(1.0, r.y.len()));
+            set.split.extend(std::iter::repeat_n(split, r.y.len()));
         }
         let model = fit_model(
             &set,
             &names,
+            profile,
             &work.join(format!("without-{}.ot", region.name)),
         )?;
         version = model.version().to_string();
         let classified = model.classify(&ClassifierInput {
             profile,
             composite: &region.second_half,
-            history: &[region.first_half.ndvi.as_archived()],
+            history: &inputs[fold].history,
             runner_up: false,
         })?;
         // An unclassified point (a band missing) counts as not crop, never as left out.
@@ -144,18 +186,18 @@ pub(super) fn deafrica(
             classified
                 .classes
                 .iter()
-                .map(|&c| f64::from(if c == CROP { CROP } else { NOT_CROP })),
+                .map(|&c| f64::from(label(c == CROP))),
         );
     }
     let forest = folds
         .par_iter()
         .map(|&fold| {
             let (mut rows, mut labels) = (Vec::new(), Vec::new());
-            for r in regions.iter().enumerate().filter(|&(k, _)| k != fold) {
-                rows.extend(raw_rows(r.1));
-                labels.extend(r.1.crop.iter().map(|&c| label(c)));
+            for k in (0..regions.len()).filter(|&k| k != fold) {
+                rows.extend(inputs[k].rows.iter().cloned());
+                labels.extend(regions[k].crop.iter().map(|&c| label(c)));
             }
-            forest_classes(&grow_forest(rows, labels)?, raw_rows(&regions[fold]))
+            forest_classes(&grow_forest(rows, labels)?, inputs[fold].rows.clone())
         })
         .collect::<Result<Vec<Vec<u8>>>>()?
         .into_iter()
@@ -202,24 +244,12 @@ fn label(crop: bool) -> u8 {
     }
 }
 
-fn push_inputs(layout: &FeatureLayout, r: &Region, split: Split, set: &mut SampleSet) {
-    let identity = Normalisation::identity(layout.len());
-    let history = [r.first_half.ndvi.as_archived()];
-    let observed = layout.observed_pixels(&r.second_half);
-    layout.push_pixels(
-        &layout.tile_inputs(&r.second_half, &history),
-        &observed,
-        &identity,
-        &mut set.x,
-    );
-    for &i in &observed {
-        set.y.push(i64::from(label(r.crop[i])) - 1);
-        set.weight.push(1.0);
-        set.split.push(split);
-    }
-}
-
-fn fit_model(set: &SampleSet, names: &[String], output: &Path) -> Result<TorchClassifier> {
+fn fit_model(
+    set: &SampleSet,
+    names: &[String],
+    profile: &'static SensorProfile,
+    output: &Path,
+) -> Result<TorchClassifier> {
     let opts = FitOptions {
         hidden: vec![64, 64],
         seed: 1,
@@ -234,7 +264,7 @@ fn fit_model(set: &SampleSet, names: &[String], output: &Path) -> Result<TorchCl
     fitted
         .card("deafrica-fold", names.to_vec(), 2, &opts.hidden)
         .save(output)?;
-    TorchClassifier::load(output, SensorProfile::by_name("sentinel2-l2a")?)
+    TorchClassifier::load(output, profile)
 }
 
 /// The raw bands of both half-years, one row per point: the forest's inputs.

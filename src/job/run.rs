@@ -11,7 +11,7 @@
 //! period succeeded, so a failed run leaves the previous results untouched and no half file.
 
 use crate::classify::Classifier;
-use crate::domain::change::{ChangeType, CultivationSigns, Rules};
+use crate::domain::change::{ChangeType, Rules};
 use crate::domain::period::Period;
 use crate::engine::change_rasters::ChangeRasters;
 use crate::engine::patch_record::write_county;
@@ -541,10 +541,7 @@ fn rules_text(cfg: &JobConfig, rules: &Rules) -> String {
         cfg.rules.fnh_min_periods,
         cfg.rules.flh_min_periods,
         rules.history_needed(ChangeType::FLH),
-        match rules.cultivation {
-            CultivationSigns::BareSoilOrCanopy => "bare soil or a dense canopy",
-            CultivationSigns::BareSoil => "bare soil",
-        },
+        rules.cultivation.describe(),
         cfg.rules.ph_min_periods,
         cfg.min_area_for("FNH"),
         cfg.min_area_for("FLH"),

@@ -150,7 +150,8 @@ fn absolute(path: &Path) -> PathBuf {
 /// The job's unit name: the ASCII of its name (runs of anything else become one `-`) and a
 /// hash of its config's path, so that two jobs never share a unit whatever their names
 /// (a Chinese name has no ASCII at all).
-fn unit_name(cfg: &JobConfig) -> String {
+/// `config` is the config's path from the root.
+fn unit_name(cfg: &JobConfig, config: &Path) -> String {
     use sha2::{Digest, Sha256};
     let mut slug = String::new();
     for c in cfg.job.name.chars() {
@@ -161,7 +162,7 @@ fn unit_name(cfg: &JobConfig) -> String {
         }
     }
     let slug = slug.trim_matches('-');
-    let hash = Sha256::digest(absolute(&cfg.source).to_string_lossy().as_bytes());
+    let hash = Sha256::digest(config.to_string_lossy().as_bytes());
     let hash: String = hash[..4].iter().map(|b| format!("{b:02x}")).collect();
     if slug.is_empty() {
         format!("gengbao-{hash}")
@@ -203,7 +204,7 @@ pub fn cron_entry(cfg: &JobConfig, exe: &Path) -> String {
 /// was off.
 pub fn systemd_units(cfg: &JobConfig, exe: &Path) -> String {
     let (day, months, config) = timer(cfg, |m| format!("{m:02}"));
-    let unit = unit_name(cfg);
+    let unit = unit_name(cfg, &config);
     let workdir = config.parent().unwrap_or(Path::new("/"));
     // systemd splits ExecStart at spaces unless the word is quoted.
     let quote = |p: &Path| format!("\"{}\"", p.display().to_string().replace('"', "\\\""));
@@ -268,6 +269,10 @@ mod tests {
         JobConfig::parse(&text, Path::new(path)).unwrap()
     }
 
+    fn unit_of(name: &str, path: &str) -> String {
+        unit_name(&job(name, path), &absolute(Path::new(path)))
+    }
+
     #[test]
     fn timer_entries_name_every_path_from_the_root() {
         // As `gengbao schedule --config job.toml` is typed: a path relative to where it is typed.
@@ -294,9 +299,9 @@ mod tests {
 
     #[test]
     fn unit_names_are_ascii_and_differ_between_jobs() {
-        let a = unit_name(&job("泰州耕地监测", "/srv/taizhou/job.toml"));
-        let b = unit_name(&job("泰州耕地监测", "/srv/jiangyan/job.toml"));
-        let c = unit_name(&job("Taizhou 2025 耕地", "/srv/taizhou/job.toml"));
+        let a = unit_of("泰州耕地监测", "/srv/taizhou/job.toml");
+        let b = unit_of("泰州耕地监测", "/srv/jiangyan/job.toml");
+        let c = unit_of("Taizhou 2025 耕地", "/srv/taizhou/job.toml");
         for u in [&a, &b, &c] {
             assert!(
                 u.starts_with("gengbao-") && u.is_ascii() && !u.contains("--"),

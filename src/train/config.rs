@@ -227,24 +227,25 @@ impl TrainConfig {
             );
         }
         if !self.model.extra_inputs.is_empty() {
-            let reach = FeatureLayout::parse(&self.input_names(), self.profile())
-                .map(|l| l.periods())
-                .unwrap_or(0);
+            // The default inputs reach `periods` exactly; only an extra one can reach further.
+            let reach = match FeatureLayout::parse(&self.model.extra_inputs, self.profile()) {
+                Ok(extra) => extra.periods(),
+                Err(unknown) => {
+                    return bad(
+                        "model.extra_inputs",
+                        format!("{} cannot read {}", self.model.sensor, unknown.join(", ")),
+                        &format!(
+                            "give band names of the profile or derived inputs: {}",
+                            FeatureLayout::DERIVED_HELP
+                        ),
+                    )
+                }
+            };
             if reach > self.model.periods {
                 return bad(
                     "model.extra_inputs",
                     format!("an input reaches {} periods back", reach - 1),
                     &format!("raise model.periods to {reach} or drop that input"),
-                );
-            }
-            if let Err(unknown) = FeatureLayout::parse(&self.model.extra_inputs, self.profile()) {
-                return bad(
-                    "model.extra_inputs",
-                    format!("{} cannot read {}", self.model.sensor, unknown.join(", ")),
-                    &format!(
-                        "give band names of the profile or derived inputs: {}",
-                        FeatureLayout::DERIVED_HELP
-                    ),
                 );
             }
         }

@@ -46,6 +46,17 @@ fn band_file(acq: &Path, band: &str) -> PathBuf {
         .unwrap()
 }
 
+/// Every file below `dir` (relative to it) with its bytes.
+fn contents_below(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    files_below(dir)
+        .into_iter()
+        .map(|f| {
+            let bytes = fs::read(dir.join(&f)).unwrap();
+            (f, bytes)
+        })
+        .collect()
+}
+
 /// Runs the first period; expects failure naming `must_name`, and no output left behind.
 fn expect_failure(case: &Case, must_name: &[&str]) -> String {
     let text = match JobConfig::load(&case.config) {
@@ -149,16 +160,10 @@ fn a_failed_rerun_keeps_the_previous_results_intact() {
     let p = "2025-P1".parse().unwrap();
     run_period(&cfg, p, &RunOptions::quiet()).unwrap();
     let out = c.dir.join("out").join("2025-P1");
-    let before: Vec<_> = files_below(&out)
-        .iter()
-        .map(|f| (f.clone(), fs::read(out.join(f)).unwrap()))
-        .collect();
+    let before = contents_below(&out);
     fs::remove_file(band_file(&first_acquisition(&c.dir), "B12")).unwrap();
     assert!(run_period(&cfg, p, &RunOptions::quiet()).is_err());
-    let after: Vec<_> = files_below(&out)
-        .iter()
-        .map(|f| (f.clone(), fs::read(out.join(f)).unwrap()))
-        .collect();
+    let after = contents_below(&out);
     assert_eq!(
         before, after,
         "a failed re-run changed the previous results"
@@ -336,16 +341,8 @@ fn a_period_seen_only_through_clouds_is_not_committed_and_keeps_earlier_results(
     let cfg = JobConfig::load(&c.config).unwrap();
     let p1 = "2025-P1".parse().unwrap();
     run_period(&cfg, p1, &RunOptions::quiet()).unwrap();
-    let out = c.dir.join("out");
-    let before: Vec<(PathBuf, Vec<u8>)> = files_below(&out)
-        .into_iter()
-        .filter(|f| f.components().any(|part| part.as_os_str() == "2025-P1"))
-        .map(|f| {
-            let f = out.join(f);
-            let bytes = fs::read(&f).unwrap();
-            (f, bytes)
-        })
-        .collect();
+    let out = c.dir.join("out").join("2025-P1");
+    let before = contents_below(&out);
     assert!(!before.is_empty());
 
     // Every look of the period turns to cloud (SCL 9), as a wrong or late delivery would.
@@ -380,6 +377,10 @@ fn a_period_seen_only_through_clouds_is_not_committed_and_keeps_earlier_results(
     );
     assert_eq!(gengbao::job::cycle::exit_code_of(&err), 5);
     for (f, bytes) in &before {
-        assert!(&fs::read(f).unwrap() == bytes, "{} changed", f.display());
+        assert!(
+            &fs::read(out.join(f)).unwrap() == bytes,
+            "{} changed",
+            f.display()
+        );
     }
 }
