@@ -6,7 +6,7 @@
 //! below; a cycle between layers is a bug.
 //!
 //! - [`error`], [`progress`]: the error type every layer returns (each error names the file
-//!   or key and the fix) and terminal progress bars.
+//!   or key and the fix), terminal progress bars and the writer of standard output.
 //! - [`domain`]: periods, land-cover codes, change signals and persistence rules, the patch
 //!   lifecycle. Plain values and pure functions: no GDAL, no files, no threads.
 //! - [`geo`]: the GDAL adapters. The job [`geo::grid`] and its tiles, rasters read onto the

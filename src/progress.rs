@@ -1,5 +1,6 @@
-//! Progress on the terminal: bars with an ETA for counted work, a spinner for the rest. Hidden
-//! when quiet (tests, logs, cron).
+//! The terminal: progress bars with an ETA for counted work, a spinner for the rest (hidden
+//! when quiet: tests, logs, cron), and the one writer of standard output, which a closed pipe
+//! does not turn into a failure ([`write_stdout`]).
 
 use indicatif::{ProgressBar, ProgressStyle};
 
