@@ -11,7 +11,8 @@ packages=(
   libtorch-dev    # libtorch 1.13: the learned classifier (tch 0.10)
   python3-torch   # makes TorchScript fixtures in tests (/usr/bin/python3)
   clang libclang-dev  # needed by crates that generate bindings at build time
-  fonts-dejavu-core   # text in images: `gengbao eval` plots, dispatch-package chips
+  fonts-wqy-microhei  # text in images (Chinese and Latin): maps, chips, `gengbao eval` plots
+  chromium            # tests look at the dispatch report in a real browser (headless)
   libopenblas0-openmp # fast BLAS for libtorch's matrix products (see below)
 )
 

@@ -30,9 +30,38 @@ type TrueColour = ([Vec<f32>; 3], String);
 const PANEL: usize = 240;
 
 impl ChipImagery<'_> {
-    /// True colour of `period` over `window` (NaN where nothing clear was seen) and the
-    /// dates composited, or None when the period has no imagery there.
-    fn true_colour(&self, period: Period, window: Window) -> Result<Option<TrueColour>> {
+    /// First and last image date of `period` (`YYYYMMDD-YYYYMMDD`), or "无影像".
+    pub(super) fn image_dates(&self, period: Period) -> String {
+        let acquisitions = self.catalog.in_period(period);
+        match (acquisitions.first(), acquisitions.last()) {
+            (Some(first), Some(last)) => format!(
+                "{}-{}",
+                first.date.format("%Y%m%d"),
+                last.date.format("%Y%m%d")
+            ),
+            _ => "无影像".to_string(),
+        }
+    }
+
+    /// The earliest acquisition up to `period` that covers `window`, as a one-image
+    /// composite: the before view of a patch whose period before has no imagery (a patch
+    /// seen in the job's first period).
+    fn earliest_image(&self, period: Period, window: Window) -> Result<Option<TrueColour>> {
+        for p in self.catalog.periods().into_iter().filter(|&p| p <= period) {
+            let Some(&first) = self.covering(p, window)?.first() else {
+                continue;
+            };
+            let comp =
+                composite::build(&[first], self.profile, self.add_offset, self.grid, window)?;
+            let [blue, green, red, ..] = comp.canonical(self.profile);
+            let date = first.date.format("%Y%m%d").to_string();
+            return Ok(Some(([red.to_vec(), green.to_vec(), blue.to_vec()], date)));
+        }
+        Ok(None)
+    }
+
+    /// The acquisitions of `period` whose extent overlaps `window`, in date order.
+    fn covering(&self, period: Period, window: Window) -> Result<Vec<&Acquisition>> {
         let acquisitions = self.catalog.in_period(period);
         let mut located = self.located.borrow_mut();
         let extents = match located.entry(period) {
@@ -46,11 +75,17 @@ impl ChipImagery<'_> {
             ),
         };
         let bounds = self.grid.window_bounds(window);
-        let covering: Vec<&Acquisition> = extents
+        Ok(extents
             .iter()
             .filter(|(_, e)| overlaps(*e, bounds))
             .map(|&(i, _)| acquisitions[i])
-            .collect();
+            .collect())
+    }
+
+    /// True colour of `period` over `window` (NaN where nothing clear was seen) and the
+    /// dates composited, or None when the period has no imagery there.
+    fn true_colour(&self, period: Period, window: Window) -> Result<Option<TrueColour>> {
+        let covering = self.covering(period, window)?;
         let (Some(first), Some(last)) = (covering.first(), covering.last()) else {
             return Ok(None);
         };
@@ -82,7 +117,21 @@ impl ChipImagery<'_> {
             .map(|f| f.prev())
             .unwrap_or(period.prev());
         let after = self.true_colour(period, window)?;
-        let before = self.true_colour(before_period, window)?;
+        // A patch seen in the job's first period has no period before it with imagery: the
+        // earliest image up to now shows the ground as first seen, and the caption says so.
+        let (before, before_caption) = match self.true_colour(before_period, window)? {
+            Some(composite) => {
+                let caption = format!("前时相 {before_period}  {}", composite.1);
+                (Some(composite), caption)
+            }
+            None => match self.earliest_image(period, window)? {
+                Some(image) => {
+                    let caption = format!("前：最早影像 {}（{before_period} 无影像）", image.1);
+                    (Some(image), caption)
+                }
+                None => (None, format!("前时相 {before_period}  无影像")),
+            },
+        };
         let stretch = stretch_of([&before, &after]);
         let scale = PANEL.div_ceil(side).max(1);
         let panel = side * scale;
@@ -103,19 +152,17 @@ impl ChipImagery<'_> {
             }
             draw_outline(&mut img, &inside, side, scale, x0, top);
         }
-        let dates = |layer: &Option<TrueColour>| {
-            layer
-                .as_ref()
-                .map_or("no imagery".to_string(), |(_, d)| d.clone())
-        };
         let captions = [
-            format!("before {before_period}  {}", dates(&before)),
-            format!("after {period}  {}", dates(&after)),
+            before_caption,
+            format!(
+                "后时相 {period}  {}",
+                after.as_ref().map_or("无影像", |(_, d)| d.as_str())
+            ),
         ];
         let title = format!(
-            "{}  {} {:.2} mu  conf {:.2}",
+            "{}  {} {:.2} 亩  置信度 {:.2}",
             p.tbbh,
-            p.change.code(),
+            p.change.label_zh(),
             p.area_mu,
             p.confidence
         );

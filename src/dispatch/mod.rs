@@ -27,7 +27,7 @@ use crate::job::config::JobConfig;
 use crate::job::layout::PeriodFiles;
 use crate::job::staging::StagingDir;
 use crate::ledger::Ledger;
-use crate::render::{text_font, write_quicklook};
+use crate::render::{text_font, MapSheet};
 use gdal_sys::OGRFieldType::OFTString;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -86,7 +86,7 @@ pub fn export_packages(
         ));
     }
     let class_tif = archive.class();
-    let flags_tif = archive.flags();
+    let ndvi_tif = archive.ndvi();
     let class_ds = gdal::Dataset::open(&class_tif).in_file(&class_tif, "re-run the period")?;
     let grid = JobGrid::of_dataset(&class_ds, &class_tif)?;
     drop(class_ds);
@@ -117,7 +117,7 @@ pub fn export_packages(
         let mut files = Vec::new();
         let patches = ledger.dispatch(period, &c.code, |patches| {
             files = write_package(
-                &package, cfg, period, c, patches, &imagery, &class_tif, &flags_tif,
+                &package, cfg, period, c, patches, &imagery, &class_tif, &ndvi_tif,
             )?;
             if zip_target.is_some() {
                 zip_folder(&package, &c.code, period, &staging.path().join(STAGED_ZIP))?;
@@ -204,7 +204,7 @@ fn write_package(
     patches: &[Patch],
     imagery: &ChipImagery,
     class_tif: &Path,
-    flags_tif: &Path,
+    ndvi_tif: &Path,
 ) -> Result<Vec<String>> {
     let stem = PeriodFiles::county_stem(&county.code, period);
     write_county(
@@ -229,13 +229,25 @@ fn write_package(
         MinY: miny,
         MaxY: maxy,
     };
-    write_quicklook(
+    MapSheet {
+        title: format!(
+            "{} {} · {period} 耕地变化图斑总览",
+            county.name, county.code
+        ),
+        subtitle: format!(
+            "影像 {} · 下发图斑 {} 处 · 模型 {}",
+            imagery.image_dates(period),
+            patches.len(),
+            patches.first().map_or("-", |p| p.model_version.as_str())
+        ),
+        grid: imagery.grid,
+        window: imagery.grid.window_around(&envelope, 4),
         class_tif,
-        flags_tif,
-        &dir.join("overview.png"),
-        1200,
-        Some(imagery.grid.window_around(&envelope, 4)),
-    )?;
+        ndvi_tif,
+        patches,
+        counties: std::slice::from_ref(county),
+    }
+    .write(&dir.join("overview.png"), 1200)?;
     write_report(
         &dir.join("report.html"),
         county,

@@ -5,7 +5,6 @@ use crate::domain::period::Period;
 use crate::engine::patches::{Patch, SQM_PER_MU};
 use crate::error::{Error, Result};
 use crate::geo::layers::County;
-use crate::render::flag_colour;
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -97,7 +96,7 @@ pub(super) fn write_report(
         escape(&county.name),
         period
     );
-    h += "<style>body{font-family:sans-serif;margin:2em;color:#222}table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #bbb;padding:4px 8px;text-align:left;vertical-align:top}th{background:#ddebf7}td.n{text-align:right}.legend span{display:inline-block;width:1em;height:1em;margin:0 .3em 0 1em;vertical-align:middle}</style>\n</head>\n<body>\n";
+    h += "<style>body{font-family:sans-serif;margin:2em;color:#222}table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #bbb;padding:4px 8px;text-align:left;vertical-align:top}th{background:#ddebf7}td.n{text-align:right}</style>\n</head>\n<body>\n";
     h += &format!(
         "<h1>{}（{}）{} 耕地变化图斑核查报告</h1>\n",
         escape(&county.name),
@@ -129,12 +128,8 @@ pub(super) fn write_report(
         mu(total.3)
     );
     h += &township_table(patches, townships_given);
-    h += "<h2>总览图</h2>\n<p class=\"legend\">";
-    for (flag, label) in [(1u8, "非农化"), (2, "非粮化"), (3, "撂荒")] {
-        let [r, g, b] = flag_colour(flag).expect("a change flag");
-        h += &format!("<span style=\"background:rgb({r},{g},{b})\"></span>{label}");
-    }
-    h += "</p>\n<img src=\"overview.png\" alt=\"总览图\" style=\"max-width:100%\">\n";
+    // The map carries its own legend, scale bar and north arrow.
+    h += "<h2>总览图</h2>\n<img src=\"overview.png\" alt=\"总览图\" style=\"max-width:100%\">\n";
     h += "<h2>图斑清单</h2>\n<table>\n<tr><th>图斑编号</th><th>乡镇</th><th>变化类型</th><th>前地类 → 后地类</th><th>面积（亩）</th><th>首次发现</th><th>持续期次</th><th>置信度</th><th>经度, 纬度</th><th>状态</th><th>影像（前 / 后）</th></tr>\n";
     for p in patches {
         h += &format!(

@@ -287,9 +287,34 @@ pub(crate) fn rasterize(
     geometries: &[Geometry],
     values: &[f64],
 ) -> Result<Vec<i32>> {
+    burn(grid, window, geometries, values, false)
+}
+
+/// As [`rasterize`], but every pixel a geometry touches is burnt: for drawing, where a patch
+/// smaller than a screen pixel must still show and a boundary line must not break up.
+pub(crate) fn rasterize_touched(
+    grid: &JobGrid,
+    window: Window,
+    geometries: &[Geometry],
+    values: &[f64],
+) -> Result<Vec<i32>> {
+    burn(grid, window, geometries, values, true)
+}
+
+fn burn(
+    grid: &JobGrid,
+    window: Window,
+    geometries: &[Geometry],
+    values: &[f64],
+    all_touched: bool,
+) -> Result<Vec<i32>> {
     let mut ds = mem_dataset::<i32>(grid, window, 1)?;
     if !geometries.is_empty() {
-        gdal::raster::rasterize(&mut ds, &[1], geometries, values, None)?;
+        let options = gdal::raster::RasterizeOptions {
+            all_touched,
+            ..Default::default()
+        };
+        gdal::raster::rasterize(&mut ds, &[1], geometries, values, Some(options))?;
     }
     let band = ds.rasterband(1)?;
     let buf = band.read_as::<i32>(

@@ -33,7 +33,7 @@ use crate::job::staging::{clean_stale, StagingDir};
 use crate::job::summary::{CountySummary, GridSummary, Inputs, ResumeSummary, RunSummary};
 use crate::ledger::{grain_share, Ledger, PeriodLedger};
 use crate::progress::{progress, spinner};
-use crate::render::write_quicklook;
+use crate::render::MapSheet;
 use gdal::spatial_ref::SpatialRef;
 use gdal::Dataset;
 use std::collections::BTreeMap;
@@ -170,13 +170,22 @@ pub fn run_period(cfg: &JobConfig, period: Period, opts: &RunOptions) -> Result<
     }
     let ledger = record_in_ledger(&inputs, &layout, &staged, &mut all_patches)?;
     spinner.finish_and_clear();
-    write_quicklook(
-        &staged.class(),
-        &staged.flags(),
-        &staged.quicklook(),
-        1024,
-        None,
-    )?;
+    MapSheet {
+        title: format!("{} {period} 快视图", cfg.job.name),
+        subtitle: format!(
+            "影像 {} · 图斑 {} 处 · 模型 {}",
+            info.image_dates,
+            all_patches.len(),
+            info.model_version
+        ),
+        grid: &inputs.grid,
+        window: inputs.grid.full_window(),
+        class_tif: &staged.class(),
+        ndvi_tif: &staged.ndvi(),
+        patches: &all_patches,
+        counties: &inputs.admin.counties,
+    }
+    .write(&staged.quicklook(), 1024)?;
     seconds.insert("vectorise", t_vec.elapsed().as_secs_f64());
 
     let t_exp = Instant::now();

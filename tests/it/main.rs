@@ -9,6 +9,7 @@ mod classifier_torch;
 mod detect;
 mod dispatch;
 mod ledger;
+mod maps;
 mod pipeline;
 mod real_abandonment;
 mod real_change;

@@ -1,0 +1,123 @@
+//! Maps an inspector reads: the period quicklook hatches ground that no clear image saw, and
+//! the county report, opened in a real browser (headless Chromium), shows its map with the
+//! patches in their type's colours.
+
+use crate::common::{city, seeded_city};
+use gengbao::dispatch::export_packages;
+use gengbao::geo::imagery::Catalog;
+use gengbao::job::config::JobConfig;
+use gengbao::job::run::{run_period, RunOptions};
+use std::path::Path;
+use std::process::Command;
+
+/// The map's colours (src/render): hatching of unobserved ground, and 非农化.
+const HATCH_LINE: [u8; 3] = [110, 110, 110];
+const FNH_RED: [u8; 3] = [220, 20, 30];
+
+fn pixels_of(png: &Path, colour: [u8; 3]) -> usize {
+    image::open(png)
+        .unwrap()
+        .to_rgb8()
+        .pixels()
+        .filter(|p| p.0 == colour)
+        .count()
+}
+
+#[test]
+fn ground_no_clear_image_saw_is_hatched_on_the_quicklook() {
+    let tmp = tempfile::tempdir().unwrap();
+    let c = city(&tmp.path().join("city"), 128, 3, 64);
+    let cfg = JobConfig::load(&c.job_config).unwrap();
+    let (p1, p2) = (c.periods[0], c.periods[1]);
+    run_period(&cfg, p1, &RunOptions::quiet()).unwrap();
+    let clear = pixels_of(&cfg.layout().period(p1).quicklook(), HATCH_LINE);
+
+    // The western half of every look of the second period is under cloud (SCL 9).
+    let profile = gengbao::geo::sensor::SensorProfile::by_name(&cfg.imagery.sensor).unwrap();
+    let catalog = Catalog::scan(&c.dir.join("imagery"), profile).unwrap();
+    assert!(!catalog.in_period(p2).is_empty());
+    for acq in catalog.in_period(p2) {
+        let ds = gdal::Dataset::open_ex(
+            &acq.files["SCL"],
+            gdal::DatasetOptions {
+                open_flags: gdal::GdalOpenFlags::GDAL_OF_UPDATE,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let mut band = ds.rasterband(1).unwrap();
+        let (w, h) = band.size();
+        let mut cloud = gdal::raster::Buffer::new((w / 2, h), vec![9u8; w / 2 * h]);
+        band.write((0, 0), (w / 2, h), &mut cloud).unwrap();
+    }
+    run_period(&cfg, p2, &RunOptions::quiet()).unwrap();
+    let clouded = pixels_of(&cfg.layout().period(p2).quicklook(), HATCH_LINE);
+    // The legend's swatch is hatched in both; half the map only in the clouded period.
+    assert!(clear < 500, "{clear} hatch pixels on a clear period's map");
+    assert!(
+        clouded > 20 * clear.max(100),
+        "half the map unobserved, yet {clouded} hatch pixels (clear period: {clear})"
+    );
+}
+
+#[test]
+fn the_county_report_shows_its_map_in_a_browser() {
+    let Some(chromium) = ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+    else {
+        eprintln!("skipped: no chromium (scripts/setup.sh installs it)");
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let c = seeded_city(&tmp.path().join("city"), 512, 3, 256, 1);
+    let config = std::fs::read_to_string(&c.job_config)
+        .unwrap()
+        .replace("fnh_min_periods = 2", "fnh_min_periods = 1");
+    std::fs::write(&c.job_config, config).unwrap();
+    let cfg = JobConfig::load(&c.job_config).unwrap();
+    for p in &c.periods[..2] {
+        run_period(&cfg, *p, &RunOptions::quiet()).unwrap();
+    }
+    let packages = export_packages(&cfg, c.periods[1], &[], false).unwrap();
+    let package = packages
+        .iter()
+        .find(|p| pixels_of(&p.dir.join("overview.png"), FNH_RED) > 0)
+        .expect("a county with 非农化 patches on its overview");
+    let overview = image::open(package.dir.join("overview.png")).unwrap();
+    assert!(
+        overview.width() >= 560 && overview.height() >= 560,
+        "overview of {}x{} px",
+        overview.width(),
+        overview.height()
+    );
+
+    let shot = tmp.path().join("report.png");
+    let out = Command::new(chromium)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--hide-scrollbars",
+            "--window-size=1400,2400",
+        ])
+        .arg(format!("--screenshot={}", shot.display()))
+        .arg(format!(
+            "file://{}",
+            package.dir.join("report.html").display()
+        ))
+        .output()
+        .unwrap();
+    assert!(
+        shot.exists(),
+        "chromium wrote no screenshot: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The page shows the map as drawn: its 非农化 patches, unscaled, in the browser's image.
+    let in_browser = pixels_of(&shot, FNH_RED);
+    let on_map = pixels_of(&package.dir.join("overview.png"), FNH_RED);
+    assert!(
+        in_browser >= on_map,
+        "the report in Chromium shows {in_browser} 非农化 pixels, its map has {on_map}"
+    );
+}
