@@ -40,12 +40,15 @@ pub enum Error {
     /// Another run holds the job's lock.
     #[error("{}: another gengbao run is working on this job: {holder}\n  fix: wait for it to finish (`gengbao schedule` shows what is left); a run that died releases the lock by itself", path.display())]
     Locked { path: PathBuf, holder: String },
-    /// Not one pixel of the counties was seen clear in the period: nothing is committed.
-    #[error("{}: period {period}: none of the {pixels} pixels of the counties had a clear observation (clouds or cloud shadow, nodata, or imagery that does not cover them)\n  fix: nothing was written: the period's earlier results, if any, are kept and it is not marked done. Check that the imagery covers the counties, or wait for clearer acquisitions: `run --period due` tries the period again", imagery.display())]
+    /// Counties whose watched land was not seen clear enough in the period: nothing is
+    /// committed.
+    #[error("{}: period {period}: too little of the watched land was seen clear (clouds or cloud shadow, nodata, or imagery that does not cover it) in {}\n  fix: nothing was written: the period's earlier results, if any, are kept and it is not marked done. Add imagery that covers these counties or wait for clearer acquisitions (`run --period due` tries the period again); or run the other counties with --county; or lower [imagery] min_clear_share (now {floor})", imagery.display(), counties.join("; "))]
     NoUsableImagery {
         imagery: PathBuf,
         period: String,
-        pixels: u64,
+        /// `<name> <code>: <share> of <pixels> watched pixels seen clear`, per county.
+        counties: Vec<String>,
+        floor: f64,
     },
     #[error("GDAL: {0}")]
     Gdal(#[from] gdal::errors::GdalError),

@@ -87,6 +87,7 @@ pub fn export_packages(
     }
     let class_tif = archive.class();
     let ndvi_tif = archive.ndvi();
+    let clear_shares = crate::job::summary::clear_shares(&archive.summary())?;
     let class_ds = gdal::Dataset::open(&class_tif).in_file(&class_tif, "re-run the period")?;
     let grid = JobGrid::of_dataset(&class_ds, &class_tif)?;
     drop(class_ds);
@@ -117,7 +118,14 @@ pub fn export_packages(
         let mut files = Vec::new();
         let patches = ledger.dispatch(period, &c.code, |patches| {
             files = write_package(
-                &package, cfg, period, c, patches, &imagery, &class_tif, &ndvi_tif,
+                &package,
+                cfg,
+                period,
+                c,
+                patches,
+                &imagery,
+                (&class_tif, &ndvi_tif),
+                clear_shares.get(&c.code).copied().flatten(),
             )?;
             if zip_target.is_some() {
                 zip_folder(&package, &c.code, period, &staging.path().join(STAGED_ZIP))?;
@@ -203,8 +211,8 @@ fn write_package(
     county: &County,
     patches: &[Patch],
     imagery: &ChipImagery,
-    class_tif: &Path,
-    ndvi_tif: &Path,
+    (class_tif, ndvi_tif): (&Path, &Path),
+    clear_share: Option<f64>,
 ) -> Result<Vec<String>> {
     let stem = PeriodFiles::county_stem(&county.code, period);
     write_county(
@@ -235,8 +243,9 @@ fn write_package(
             county.name, county.code
         ),
         subtitle: format!(
-            "影像 {} · 下发图斑 {} 处 · 模型 {}",
+            "影像 {} · 晴空覆盖监测耕地 {} · 下发图斑 {} 处 · 模型 {}",
             imagery.image_dates(period),
+            clear_share.map_or("-".to_string(), |s| format!("{:.1}%", 100.0 * s)),
             patches.len(),
             patches.first().map_or("-", |p| p.model_version.as_str())
         ),
@@ -255,6 +264,7 @@ fn write_package(
         &stem,
         patches,
         cfg.townships.is_some(),
+        clear_share,
     )?;
     let mut files: Vec<String> = std::fs::read_dir(dir)
         .map_err(|e| Error::io(dir, e))?

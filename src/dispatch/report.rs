@@ -74,6 +74,7 @@ pub(super) fn write_report(
     stem: &str,
     patches: &[Patch],
     townships_given: bool,
+    clear_share: Option<f64>,
 ) -> Result<()> {
     let mut by_type: BTreeMap<(u8, &str), (usize, f64, f64, f64)> = BTreeMap::new();
     for p in patches {
@@ -96,7 +97,7 @@ pub(super) fn write_report(
         escape(&county.name),
         period
     );
-    h += "<style>body{font-family:sans-serif;margin:2em;color:#222}table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #bbb;padding:4px 8px;text-align:left;vertical-align:top}th{background:#ddebf7}td.n{text-align:right}</style>\n</head>\n<body>\n";
+    h += "<style>body{font-family:sans-serif;margin:2em;color:#222}table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #bbb;padding:4px 8px;text-align:left;vertical-align:top}th{background:#ddebf7}td.n{text-align:right}.warn{background:#fff3cd;border-left:4px solid #e0a800;padding:6px 10px}</style>\n</head>\n<body>\n";
     h += &format!(
         "<h1>{}（{}）{} 耕地变化图斑核查报告</h1>\n",
         escape(&county.name),
@@ -108,6 +109,17 @@ pub(super) fn write_report(
         patches.len(),
         if models.is_empty() { "—".to_string() } else { escape(&models.join(", ")) }
     );
+    match clear_share {
+        Some(s) if s < 1.0 => {
+            h += &format!(
+                "<p class=\"warn\">本期晴空影像看到本县监测耕地的 {:.1}%；其余 {:.1}% 被云、云影遮挡或无影像覆盖（总览图上的斜线部分）：那里的变化本期无法发现，不代表没有变化。</p>\n",
+                100.0 * s,
+                100.0 * (1.0 - s)
+            );
+        }
+        Some(_) => h += "<p>本期晴空影像看到本县全部监测耕地。</p>\n",
+        None => {}
+    }
     h += "<h2>按类型汇总</h2>\n<table>\n<tr><th>变化类型</th><th>图斑数</th><th>面积（亩）</th><th>其中耕地（亩）</th><th>其中永久基本农田（亩）</th></tr>\n";
     let mut total = (0usize, 0.0, 0.0, 0.0);
     for ((_, label), t) in &by_type {

@@ -44,6 +44,9 @@ folder = "imagery"              # scanned recursively: one sub-folder per acquis
 sensor = "sentinel2-l2a"        # see `gengbao sensors`
 # add_offset = 0                # DN offset, overriding the profile's: Sentinel-2 products of
                                 # processing baseline 04.00+ (2022 on) carry -1000, older ones 0
+# min_clear_share = 0.0         # a period is committed only when every county's watched land
+                                # was seen clear at least this much (0..1); a county of which
+                                # nothing was seen always stops it, keeping earlier results
 
 [grid]
 crs = "EPSG:32650"              # the job's CRS (e.g. EPSG:4527 for CGCS2000 GK zone 39)
@@ -157,6 +160,10 @@ pub struct ImagerySection {
     /// DN offset of the products, overriding the profile's (e.g. 0 for Sentinel-2 processed
     /// before baseline 04.00).
     pub add_offset: Option<f32>,
+    /// Share of a county's watched land that must be seen clear for a period to be committed;
+    /// a county of which nothing was seen always stops it.
+    #[serde(default)]
+    pub min_clear_share: f64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -378,6 +385,13 @@ impl JobConfig {
     }
 
     fn validate_grid_and_rules(&self) -> Result<()> {
+        if !(0.0..=1.0).contains(&self.imagery.min_clear_share) {
+            return self.refuse(
+                "imagery.min_clear_share",
+                format!("{} is not a share in 0..1", self.imagery.min_clear_share),
+                "use e.g. 0.5 (half of each county's watched land seen clear), or 0",
+            );
+        }
         if self.grid.resolution.is_nan() || self.grid.resolution <= 0.0 {
             return self.refuse(
                 "grid.resolution",

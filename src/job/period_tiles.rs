@@ -4,6 +4,7 @@
 
 use crate::classify::{Classifier, ClassifierInput};
 use crate::domain::change::Rules;
+use crate::domain::coverage::Coverage;
 use crate::domain::land_cover::LandCover;
 use crate::engine::judge::{confidence_to_byte, judge_tile, ChangeTile, History, Observation};
 use crate::engine::patches::attr_band;
@@ -142,15 +143,19 @@ impl PeriodContext<'_> {
                 sure: true,
             })
         });
-        let inside = || county.iter().zip(&clear).filter(|(&c, _)| c != 0);
+        let mut coverage = Coverage::default();
+        for (i, &c) in county.iter().enumerate() {
+            if c != 0 && farm.parcel[i] != 0 {
+                coverage.add(c, clear[i] > 0);
+            }
+        }
         Ok(TileOutput {
             confidence: confidence.iter().map(|&c| confidence_to_byte(c)).collect(),
             class,
             ndvi,
             change,
             parcel: farm.parcel,
-            aoi_pixels: inside().count() as u64,
-            aoi_without_clear: inside().filter(|(_, &n)| n == 0).count() as u64,
+            coverage,
         })
     }
 
@@ -214,16 +219,18 @@ pub(crate) struct TileOutput {
     pub change: ChangeTile,
     /// Farmland parcel under each pixel (feature id + 1, 0 = none).
     pub parcel: Vec<i32>,
-    pub aoi_pixels: u64,
-    pub aoi_without_clear: u64,
+    /// Watched pixels per county and those seen clear.
+    pub coverage: Coverage,
 }
+
+/// The first bytes of a tile checkpoint: checkpoints of another layout are redone.
+const CHECKPOINT_FORMAT: u64 = 2;
 
 impl TileOutput {
     /// Lossless bytes for a checkpoint.
     fn to_bytes(&self) -> Vec<u8> {
-        let mut out = Vec::new();
-        out.extend_from_slice(&self.aoi_pixels.to_le_bytes());
-        out.extend_from_slice(&self.aoi_without_clear.to_le_bytes());
+        let mut out = CHECKPOINT_FORMAT.to_le_bytes().to_vec();
+        out.extend(self.coverage.to_bytes());
         for v in self.byte_layers() {
             out.extend_from_slice(v);
         }
@@ -244,11 +251,14 @@ impl TileOutput {
     fn from_bytes(tile: &Tile, b: &[u8]) -> Option<TileOutput> {
         let n = tile.core.len();
         let layers = 3 + 3 + 3 + attr_band::COUNT;
-        if b.len() != 16 + layers * n + 2 * n + 4 * n {
+        if b.get(..8)? != CHECKPOINT_FORMAT.to_le_bytes() {
             return None;
         }
-        let u64_at = |o: usize| u64::from_le_bytes(b[o..o + 8].try_into().expect("8 bytes"));
-        let mut at = 16;
+        let (coverage, used) = Coverage::from_bytes(&b[8..])?;
+        let mut at = 8 + used;
+        if b.len() != at + layers * n + 2 * n + 4 * n {
+            return None;
+        }
         let mut take = |len: usize| {
             let s = &b[at..at + len];
             at += len;
@@ -278,8 +288,7 @@ impl TileOutput {
                 attrs,
             },
             parcel,
-            aoi_pixels: u64_at(0),
-            aoi_without_clear: u64_at(8),
+            coverage,
         })
     }
 }

@@ -12,6 +12,7 @@
 
 use crate::classify::Classifier;
 use crate::domain::change::{ChangeType, Rules};
+use crate::domain::coverage::Coverage;
 use crate::domain::period::Period;
 use crate::engine::change_rasters::ChangeRasters;
 use crate::engine::patch_record::write_county;
@@ -30,7 +31,9 @@ use crate::job::layout::{OutputLayout, PeriodFiles};
 use crate::job::lock::JobLock;
 use crate::job::period_tiles::{Located, PeriodContext, TileOutput, TileSource};
 use crate::job::staging::{clean_stale, StagingDir};
-use crate::job::summary::{CountySummary, GridSummary, Inputs, ResumeSummary, RunSummary};
+use crate::job::summary::{
+    CountySummary, CoverageSummary, GridSummary, Inputs, ResumeSummary, RunSummary,
+};
 use crate::ledger::{grain_share, Ledger, PeriodLedger};
 use crate::progress::{progress, spinner};
 use crate::render::MapSheet;
@@ -104,8 +107,7 @@ struct ArchivePlan {
 #[derive(Default)]
 struct TileStage {
     tiles: usize,
-    aoi_pixels: u64,
-    aoi_without_clear: u64,
+    coverage: Coverage,
     tiles_with_gaps: Vec<String>,
     resume: ResumeSummary,
 }
@@ -137,11 +139,27 @@ pub fn run_period(cfg: &JobConfig, period: Period, opts: &RunOptions) -> Result<
     seconds.insert("tiles", t_tiles.elapsed().as_secs_f64());
     // An empty look is no result: committing it would replace the period's earlier results
     // with an empty map and mark the period done, so that it is never tried again.
-    if tile_stage.aoi_pixels > 0 && tile_stage.aoi_without_clear >= tile_stage.aoi_pixels {
+    let short = tile_stage.coverage.short_of(cfg.imagery.min_clear_share);
+    if !short.is_empty() {
+        let counties = short
+            .iter()
+            .map(|&k| {
+                let c = &inputs.admin.counties[usize::from(k) - 1];
+                let seen = tile_stage.coverage.county(k);
+                format!(
+                    "{} {}: {:.1}% of {} watched pixels seen clear",
+                    c.name,
+                    c.code,
+                    100.0 * seen.share().unwrap_or(0.0),
+                    seen.watched
+                )
+            })
+            .collect();
         return Err(Error::NoUsableImagery {
             imagery: cfg.resolve(&cfg.imagery.folder),
             period: period.to_string(),
-            pixels: tile_stage.aoi_pixels,
+            counties,
+            floor: cfg.imagery.min_clear_share,
         });
     }
 
@@ -173,8 +191,13 @@ pub fn run_period(cfg: &JobConfig, period: Period, opts: &RunOptions) -> Result<
     MapSheet {
         title: format!("{} {period} 快视图", cfg.job.name),
         subtitle: format!(
-            "影像 {} · 图斑 {} 处 · 模型 {}",
+            "影像 {} · 晴空覆盖监测耕地 {} · 图斑 {} 处 · 模型 {}",
             info.image_dates,
+            tile_stage
+                .coverage
+                .total()
+                .share()
+                .map_or("-".to_string(), |s| format!("{:.1}%", 100.0 * s)),
             all_patches.len(),
             info.model_version
         ),
@@ -189,7 +212,7 @@ pub fn run_period(cfg: &JobConfig, period: Period, opts: &RunOptions) -> Result<
     seconds.insert("vectorise", t_vec.elapsed().as_secs_f64());
 
     let t_exp = Instant::now();
-    let counties = write_counties(&inputs, &staged, &all_patches, opts)?;
+    let counties = write_counties(&inputs, &staged, &all_patches, &tile_stage.coverage, opts)?;
     seconds.insert("export", t_exp.elapsed().as_secs_f64());
     seconds.insert("total", t_start.elapsed().as_secs_f64());
 
@@ -221,8 +244,7 @@ pub fn run_period(cfg: &JobConfig, period: Period, opts: &RunOptions) -> Result<
         resume: tile_stage.resume,
         tiles: tile_stage.tiles,
         tiles_with_gaps: tile_stage.tiles_with_gaps,
-        aoi_pixels: tile_stage.aoi_pixels,
-        aoi_pixels_without_clear_observation: tile_stage.aoi_without_clear,
+        coverage: CoverageSummary::of(tile_stage.coverage.total()),
         counties,
         totals: totals_by_type(&all_patches),
         seconds,
@@ -448,9 +470,9 @@ fn tile_stage(
                 ndvi_tif.write(b + 1, w, data)?;
             }
             change.write(w, o.change, o.parcel)?;
-            stage.aoi_pixels += o.aoi_pixels;
-            stage.aoi_without_clear += o.aoi_without_clear;
-            if o.aoi_without_clear > 0 {
+            stage.coverage.merge(&o.coverage);
+            let seen = o.coverage.total();
+            if seen.clear < seen.watched {
                 stage.tiles_with_gaps.push(tile.id());
             }
             pb.inc(1);
@@ -507,11 +529,12 @@ fn write_counties(
     inputs: &PeriodInputs,
     staged: &PeriodFiles,
     all_patches: &[Patch],
+    coverage: &Coverage,
     opts: &RunOptions,
 ) -> Result<Vec<CountySummary>> {
     let mut counties = Vec::new();
     let pb = progress(inputs.admin.counties.len() as u64, "export", opts.quiet);
-    for county in &inputs.admin.counties {
+    for (k, county) in inputs.admin.counties.iter().enumerate() {
         let mine: Vec<Patch> = all_patches
             .iter()
             .filter(|p| p.county_code == county.code)
@@ -530,6 +553,7 @@ fn write_counties(
             code: county.code.clone(),
             name: county.name.clone(),
             patches: totals_by_type(&mine),
+            coverage: CoverageSummary::of(coverage.county(k as u16 + 1)),
             files: files
                 .iter()
                 .map(|f| {

@@ -1,17 +1,62 @@
 //! What a period's run reports: `summary.json` and the few lines printed at the end.
 
+use crate::domain::coverage::Seen;
 use crate::domain::period::Period;
 use crate::engine::patches::TypeTotals;
+use crate::error::{Error, Result};
 use crate::ledger::PeriodLedger;
 use serde::Serialize;
 use std::collections::BTreeMap;
+use std::path::Path;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct CountySummary {
     pub code: String,
     pub name: String,
     pub patches: BTreeMap<&'static str, TypeTotals>,
+    /// How much of the county's watched land the period saw clear.
+    pub coverage: CoverageSummary,
     pub files: Vec<String>,
+}
+
+/// Watched pixels (farmland of the watched classes) and the share seen clear.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct CoverageSummary {
+    pub watched_pixels: u64,
+    pub clear_pixels: u64,
+    /// `clear_pixels / watched_pixels`; null without watched land.
+    pub clear_share: Option<f64>,
+}
+
+/// Each county's clear share as the period's `summary.json` records it, by county code.
+pub(crate) fn clear_shares(summary: &Path) -> Result<BTreeMap<String, Option<f64>>> {
+    let text = std::fs::read_to_string(summary).map_err(|e| Error::io(summary, e))?;
+    let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
+        Error::input(
+            summary,
+            format!("is not a run summary: {e}"),
+            "re-run the period",
+        )
+    })?;
+    Ok(value["counties"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| {
+            let code = c["code"].as_str()?.to_string();
+            Some((code, c["coverage"]["clear_share"].as_f64()))
+        })
+        .collect())
+}
+
+impl CoverageSummary {
+    pub(crate) fn of(seen: Seen) -> Self {
+        CoverageSummary {
+            watched_pixels: seen.watched,
+            clear_pixels: seen.clear,
+            clear_share: seen.share(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -35,10 +80,10 @@ pub struct RunSummary {
     /// What the run did to the job's ledger: new and continued patches, re-checks.
     pub ledger: PeriodLedger,
     pub tiles: usize,
-    /// Tiles in which some pixels of the area of interest had no clear observation.
+    /// Tiles in which some watched pixels had no clear observation.
     pub tiles_with_gaps: Vec<String>,
-    pub aoi_pixels: u64,
-    pub aoi_pixels_without_clear_observation: u64,
+    /// How much of the job's watched land the period saw clear (per county in `counties`).
+    pub coverage: CoverageSummary,
     pub counties: Vec<CountySummary>,
     pub totals: BTreeMap<&'static str, TypeTotals>,
     pub seconds: BTreeMap<&'static str, f64>,
@@ -150,13 +195,25 @@ impl RunSummary {
                 self.later_periods_to_rerun.join(" ")
             );
         }
-        if self.aoi_pixels_without_clear_observation > 0 {
-            s += &format!(
-                "   warning: {} of {} pixels had no clear observation (tiles {})\n",
-                self.aoi_pixels_without_clear_observation,
-                self.aoi_pixels,
-                self.tiles_with_gaps.join(" ")
-            );
+        for c in &self.counties {
+            let CoverageSummary {
+                watched_pixels,
+                clear_pixels,
+                clear_share: Some(share),
+            } = c.coverage
+            else {
+                continue;
+            };
+            if clear_pixels < watched_pixels {
+                s += &format!(
+                    "   warning: {} {}: {:.1}% of its watched land seen clear; {} pixels unobserved (hatched on the quicklook, tiles {})\n",
+                    c.code,
+                    c.name,
+                    100.0 * share,
+                    watched_pixels - clear_pixels,
+                    self.tiles_with_gaps.join(" ")
+                );
+            }
         }
         s.trim_end().to_string()
     }

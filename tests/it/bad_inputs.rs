@@ -1,7 +1,7 @@
 //! Bad inputs stop the run with a message naming the file (or config key) and the fix, and
 //! leave no partial output: neither a period folder nor a staging folder.
 
-use crate::common::{city, copy_dir, files_below};
+use crate::common::{city, cloud_west, copy_dir, files_below};
 use gengbao::job::config::JobConfig;
 use gengbao::job::run::{run_period, RunOptions};
 use gengbao::samples::SampleCity;
@@ -292,10 +292,12 @@ fn county_codes_are_checked_and_parts_of_a_county_are_merged() {
     let cfg = JobConfig::load(&c.config).unwrap();
     let s = run_period(&cfg, "2025-P1".parse().unwrap(), &RunOptions::quiet()).unwrap();
     assert_eq!(s.counties.len(), 1);
-    assert!(
-        s.aoi_pixels >= 128 * 128,
-        "the merged county covers both parts: {}",
-        s.aoi_pixels
+    let whole = fresh(&template, tmp.path(), "two_counties");
+    let cfg = JobConfig::load(&whole.config).unwrap();
+    let two = run_period(&cfg, "2025-P1".parse().unwrap(), &RunOptions::quiet()).unwrap();
+    assert_eq!(
+        s.counties[0].coverage.watched_pixels, two.coverage.watched_pixels,
+        "the merged county holds the watched land of both parts"
     );
 }
 
@@ -345,34 +347,20 @@ fn a_period_seen_only_through_clouds_is_not_committed_and_keeps_earlier_results(
     let before = contents_below(&out);
     assert!(!before.is_empty());
 
-    // Every look of the period turns to cloud (SCL 9), as a wrong or late delivery would.
-    let mut clouded = 0;
-    for acq in fs::read_dir(c.dir.join("imagery")).unwrap() {
-        let acq = acq.unwrap().path();
-        let name = acq.file_name().unwrap().to_string_lossy().into_owned();
-        if !(name.contains("202501") || name.contains("202502")) {
-            continue;
-        }
-        let ds = gdal::Dataset::open_ex(
-            band_file(&acq, "SCL"),
-            gdal::DatasetOptions {
-                open_flags: gdal::GdalOpenFlags::GDAL_OF_UPDATE,
-                ..Default::default()
-            },
-        )
-        .unwrap();
-        let mut band = ds.rasterband(1).unwrap();
-        let (w, h) = band.size();
-        let mut cloud = gdal::raster::Buffer::new((w, h), vec![9u8; w * h]);
-        band.write((0, 0), (w, h), &mut cloud).unwrap();
-        clouded += 1;
-    }
-    assert!(clouded > 0, "the city has looks in 2025-P1");
+    // Every look of the period turns to cloud, as a wrong or late delivery would.
+    assert!(
+        cloud_west(&c.dir, &cfg, p1, 1.0) > 0,
+        "the city has looks in 2025-P1"
+    );
 
     let err = run_period(&cfg, p1, &RunOptions::quiet()).unwrap_err();
     let text = err.to_string();
     assert!(
-        text.contains("2025-P1") && text.contains("clear observation") && text.contains("fix:"),
+        text.contains("2025-P1")
+            && text.contains("0.0% of")
+            && text.contains("320901")
+            && text.contains("320902")
+            && text.contains("fix:"),
         "{text}"
     );
     assert_eq!(gengbao::job::cycle::exit_code_of(&err), 5);
@@ -383,4 +371,46 @@ fn a_period_seen_only_through_clouds_is_not_committed_and_keeps_earlier_results(
             f.display()
         );
     }
+}
+
+#[test]
+fn a_county_no_clear_image_saw_stops_the_period_and_is_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    // A city whose western county (320901) ends before x = 1000 m of 1920.
+    let template = city(&tmp.path().join("template"), 192, 3, 64);
+    let c = fresh(&template, tmp.path(), "west_clouded");
+    let cfg = JobConfig::load(&c.config).unwrap();
+    let p1 = "2025-P1".parse().unwrap();
+    // Clouds over the western county and part of the eastern one.
+    cloud_west(&c.dir, &cfg, p1, 0.53);
+    let err = run_period(&cfg, p1, &RunOptions::quiet()).unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("320901") && !text.contains("320902") && text.contains("--county"),
+        "{text}"
+    );
+    assert_eq!(gengbao::job::cycle::exit_code_of(&err), 5);
+    assert!(!c.dir.join("out").join("2025-P1").exists());
+
+    // The county that was seen can be run alone; its partial view is stated.
+    let opts = RunOptions {
+        counties: vec!["320902".into()],
+        ..RunOptions::quiet()
+    };
+    let s = run_period(&cfg, p1, &opts).unwrap();
+    let share = s.counties[0].coverage.clear_share.unwrap();
+    assert!(share > 0.0 && share < 1.0, "{share}");
+
+    // A floor above what was seen stops it too, naming the key to lower.
+    let c = fresh(&template, tmp.path(), "floor");
+    edit_config(&c, "[imagery]\n", "[imagery]\nmin_clear_share = 0.95\n");
+    let cfg = JobConfig::load(&c.config).unwrap();
+    cloud_west(&c.dir, &cfg, p1, 0.2);
+    let err = run_period(&cfg, p1, &RunOptions::quiet())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("320901") && err.contains("min_clear_share"),
+        "{err}"
+    );
 }

@@ -146,3 +146,27 @@ pub fn covered_area(
         .map(|g| g.area())
         .sum()
 }
+
+/// Turns the western `share` of every look of `period` in the city's imagery to cloud (SCL 9),
+/// as a late or wrong delivery would; returns how many looks were clouded.
+pub fn cloud_west(city_dir: &Path, cfg: &JobConfig, period: gengbao::Period, share: f64) -> usize {
+    let profile = gengbao::geo::sensor::SensorProfile::by_name(&cfg.imagery.sensor).unwrap();
+    let catalog = gengbao::geo::imagery::Catalog::scan(&city_dir.join("imagery"), profile).unwrap();
+    let looks = catalog.in_period(period);
+    for acq in &looks {
+        let ds = gdal::Dataset::open_ex(
+            &acq.files["SCL"],
+            gdal::DatasetOptions {
+                open_flags: gdal::GdalOpenFlags::GDAL_OF_UPDATE,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let mut band = ds.rasterband(1).unwrap();
+        let (w, h) = band.size();
+        let west = ((w as f64 * share).round() as usize).min(w);
+        let mut cloud = gdal::raster::Buffer::new((west, h), vec![9u8; west * h]);
+        band.write((0, 0), (west, h), &mut cloud).unwrap();
+    }
+    looks.len()
+}

@@ -2,9 +2,8 @@
 //! the county report, opened in a real browser (headless Chromium), shows its map with the
 //! patches in their type's colours.
 
-use crate::common::{city, seeded_city};
+use crate::common::{city, cloud_west, seeded_city};
 use gengbao::dispatch::export_packages;
-use gengbao::geo::imagery::Catalog;
 use gengbao::job::config::JobConfig;
 use gengbao::job::run::{run_period, RunOptions};
 use std::path::Path;
@@ -32,31 +31,21 @@ fn ground_no_clear_image_saw_is_hatched_on_the_quicklook() {
     run_period(&cfg, p1, &RunOptions::quiet()).unwrap();
     let clear = pixels_of(&cfg.layout().period(p1).quicklook(), HATCH_LINE);
 
-    // The western half of every look of the second period is under cloud (SCL 9).
-    let profile = gengbao::geo::sensor::SensorProfile::by_name(&cfg.imagery.sensor).unwrap();
-    let catalog = Catalog::scan(&c.dir.join("imagery"), profile).unwrap();
-    assert!(!catalog.in_period(p2).is_empty());
-    for acq in catalog.in_period(p2) {
-        let ds = gdal::Dataset::open_ex(
-            &acq.files["SCL"],
-            gdal::DatasetOptions {
-                open_flags: gdal::GdalOpenFlags::GDAL_OF_UPDATE,
-                ..Default::default()
-            },
-        )
-        .unwrap();
-        let mut band = ds.rasterband(1).unwrap();
-        let (w, h) = band.size();
-        let mut cloud = gdal::raster::Buffer::new((w / 2, h), vec![9u8; w / 2 * h]);
-        band.write((0, 0), (w / 2, h), &mut cloud).unwrap();
-    }
-    run_period(&cfg, p2, &RunOptions::quiet()).unwrap();
+    // The western quarter of every look of the second period is under cloud.
+    assert!(cloud_west(&c.dir, &cfg, p2, 0.25) > 0);
+    let summary = run_period(&cfg, p2, &RunOptions::quiet()).unwrap();
+    let share = summary.coverage.clear_share.unwrap();
+    assert!(
+        (0.1..0.9).contains(&share),
+        "part of the watched land seen clear, the summary says {share}"
+    );
+    assert!(summary.human().contains("% of its watched land seen clear"));
     let clouded = pixels_of(&cfg.layout().period(p2).quicklook(), HATCH_LINE);
     // The legend's swatch is hatched in both; half the map only in the clouded period.
     assert!(clear < 500, "{clear} hatch pixels on a clear period's map");
     assert!(
         clouded > 20 * clear.max(100),
-        "half the map unobserved, yet {clouded} hatch pixels (clear period: {clear})"
+        "part of the map unobserved, yet {clouded} hatch pixels (clear period: {clear})"
     );
 }
 
@@ -90,6 +79,12 @@ fn the_county_report_shows_its_map_in_a_browser() {
         "overview of {}x{} px",
         overview.width(),
         overview.height()
+    );
+
+    let report = std::fs::read_to_string(package.dir.join("report.html")).unwrap();
+    assert!(
+        report.contains("本期晴空影像看到本县全部监测耕地"),
+        "the report states what the period saw"
     );
 
     let shot = tmp.path().join("report.png");
