@@ -15,10 +15,12 @@
 //!   paths and plain parameters, never the job's config.
 //! - [`classify`]: land cover of a composite. One trait, the index rules and libtorch models
 //!   described by a model card.
-//! - [`render`]: pictures for people (the quicklook, the font for text in images).
 //! - [`engine`]: the tile engine, written once for `run` and `detect`: tiles in parallel with
 //!   an ordered writer ([`engine::tiles`]), the per-pixel change step ([`engine::judge`]), the
 //!   change rasters and the patches they become, and the patch record as files.
+//! - [`render`]: pictures for people: map sheets of a period (the job's quicklook, a county's
+//!   overview) with the reported patches, the colours pages share, the font for text in
+//!   images.
 //! - [`ledger`]: every patch's life in one SQLite file: stable numbers (TBBH), statuses and
 //!   their history, matching a period's patches to known ones, county returns.
 //! - [`job`]: the bimonthly job. Its config, the output folder ([`job::layout`], the only
@@ -105,8 +107,8 @@ mod tests {
         "domain",
         "geo",
         "classify",
-        "render",
         "engine",
+        "render",
         "ledger",
         "job",
         "dispatch",

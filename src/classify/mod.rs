@@ -914,16 +914,45 @@ struct Batch {
     second_probability: Vec<f32>,
 }
 
+/// libtorch's message without the C++ stack trace it appends (which names libtorch's own
+/// source files, not the user's problem).
+fn torch_message(e: &tch::TchError) -> String {
+    let text = e.to_string();
+    let head = text.split("Exception raised from").next().unwrap_or(&text);
+    head.lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .unwrap_or("unknown libtorch error")
+        .to_string()
+}
+
+/// A model file libtorch cannot open as an archive at all: cut short or overwritten.
+fn damaged(path: &Path, e: &tch::TchError) -> Option<Error> {
+    let text = e.to_string();
+    (text.contains("zip archive") || text.contains("PytorchStreamReader")).then(|| {
+        Error::input(
+            path,
+            format!(
+                "is damaged or incomplete, not a whole model file ({})",
+                torch_message(e)
+            ),
+            "copy the model file again from models/ of the release (or retrain it with `gengbao train`)",
+        )
+    })
+}
+
 /// Loads the model file's bytes as the card describes them.
 fn load_model(card: &ModelCard, path: &Path, bytes: &[u8]) -> Result<TorchModel> {
     Ok(match card.format {
         ModelFormat::Torchscript => {
             let mut m = tch::CModule::load_data(&mut std::io::Cursor::new(bytes)).map_err(|e| {
-                Error::input(
-                    path,
-                    format!("not a loadable TorchScript module: {e}"),
-                    "export it with torch.jit.trace or torch.jit.script and torch.jit.save",
-                )
+                damaged(path, &e).unwrap_or_else(|| {
+                    Error::input(
+                        path,
+                        format!("not a loadable TorchScript module: {}", torch_message(&e)),
+                        "export it with torch.jit.trace or torch.jit.script and torch.jit.save",
+                    )
+                })
             })?;
             m.set_eval();
             TorchModel::Script(m)
@@ -938,11 +967,16 @@ fn load_model(card: &ModelCard, path: &Path, bytes: &[u8]) -> Result<TorchModel>
             );
             vs.load_from_stream(std::io::Cursor::new(bytes))
                 .map_err(|e| {
-                    Error::input(
-                        path,
-                        format!("the weights do not fit the card's architecture: {e}"),
-                        "check `hidden` and `input_bands` in the card",
-                    )
+                    damaged(path, &e).unwrap_or_else(|| {
+                        Error::input(
+                            path,
+                            format!(
+                                "the weights do not fit the card's architecture: {}",
+                                torch_message(&e)
+                            ),
+                            "check `hidden` and `input_bands` in the card",
+                        )
+                    })
                 })?;
             TorchModel::Mlp(seq, vs)
         }

@@ -53,6 +53,39 @@ fn to_row(row: usize, cells: &[String], tbbh: usize, fields: &[Option<usize>; 5]
     }
 }
 
+/// A spreadsheet cell as the inspector typed it. A date typed into a text column (备注) is
+/// stored by Excel as a day number: it reads back as `YYYY-MM-DD`, not `46145`.
+fn cell_text(cell: &calamine::Data) -> String {
+    use calamine::DataType;
+    if cell.is_datetime() || cell.is_datetime_iso() {
+        if let Some(at) = cell.as_datetime() {
+            return if at.time() == chrono::NaiveTime::MIN {
+                at.format("%Y-%m-%d").to_string()
+            } else {
+                at.format("%Y-%m-%d %H:%M").to_string()
+            };
+        }
+    }
+    cell.to_string()
+}
+
+/// The text of a returned CSV: UTF-8 (with or without a BOM), or GBK as Chinese Excel saves
+/// "CSV (逗号分隔)"; anything else is refused rather than read as mojibake.
+fn csv_text(path: &Path, bytes: &[u8]) -> Result<String> {
+    if let Ok(text) = std::str::from_utf8(bytes) {
+        return Ok(text.to_string());
+    }
+    let (text, _, malformed) = encoding_rs::GB18030.decode(bytes);
+    if malformed {
+        return Err(Error::input(
+            path,
+            "is neither UTF-8 nor GBK text",
+            "save it from Excel as \"CSV UTF-8 (逗号分隔)\" or as .xlsx",
+        ));
+    }
+    Ok(text.into_owned())
+}
+
 /// Reads a county's returned results: the package's Excel list, its CSV twin, or its
 /// GeoPackage, filled in. Rows are numbered as the spreadsheet shows them (header = row 1);
 /// a GeoPackage's by feature id.
@@ -81,7 +114,7 @@ pub fn read_returns(path: &Path) -> Result<Vec<ReturnRow>> {
                 .map_err(|e| unreadable(e.to_string()))?;
             let mut lines = range
                 .rows()
-                .map(|r| r.iter().map(|c| c.to_string()).collect::<Vec<String>>());
+                .map(|r| r.iter().map(cell_text).collect::<Vec<String>>());
             let headers = lines.next().unwrap_or_default();
             let (tbbh, fields) = columns(&headers, path)?;
             for (k, cells) in lines.enumerate() {
@@ -92,11 +125,12 @@ pub fn read_returns(path: &Path) -> Result<Vec<ReturnRow>> {
             }
         }
         "csv" => {
+            let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+            let text = csv_text(path, &bytes)?;
             let mut reader = csv::ReaderBuilder::new()
                 .flexible(true)
                 .has_headers(false)
-                .from_path(path)
-                .map_err(|e| unreadable(e.to_string()))?;
+                .from_reader(text.as_bytes());
             let mut records = reader.records();
             let headers: Vec<String> = match records.next() {
                 Some(r) => r

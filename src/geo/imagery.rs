@@ -75,10 +75,15 @@ pub(crate) fn is_raster_file(p: &Path) -> bool {
 impl Catalog {
     pub fn scan(folder: &Path, profile: &'static SensorProfile) -> Result<Self> {
         if !folder.is_dir() {
+            let problem = if folder.exists() {
+                "is a file, not the imagery folder"
+            } else {
+                "the imagery folder does not exist"
+            };
             return Err(Error::input(
                 folder,
-                "the imagery folder does not exist",
-                "set [imagery] folder in the job config to the folder holding the acquisitions",
+                problem,
+                "set imagery.folder ([imagery] folder in the job config) to the folder holding the acquisitions",
             ));
         }
         let mut acquisitions = Vec::new();

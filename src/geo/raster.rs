@@ -38,15 +38,30 @@ pub(crate) fn open_georeferenced(path: &Path) -> Result<Dataset> {
             "re-download or re-export the file; check it with `gdalinfo`",
         )
     })?;
+    let gt = ds.geo_transform().unwrap_or([0.0, 1.0, 0.0, 0.0, 0.0, 1.0]);
+    let placed = gt != [0.0, 1.0, 0.0, 0.0, 0.0, 1.0];
+    let format = ds.driver().short_name();
+    // A picture (a PNG or JPEG saved from a viewer, renamed .tif) carries neither: it is not
+    // imagery with a missing attribute, and assigning a CRS would not place it.
+    if !placed && ds.projection().trim().is_empty() && !["GTiff", "COG"].contains(&format.as_str())
+    {
+        return Err(Error::input(
+            path,
+            format!(
+                "is a {} picture ({format}), not a georeferenced raster: it has no map coordinates",
+                ds.driver().long_name()
+            ),
+            "use the band file as the product delivers it (GeoTIFF or JPEG 2000 with its georeferencing), not an image exported from a viewer",
+        ));
+    }
     if ds.projection().trim().is_empty() {
         return Err(Error::input(
             path,
             "has no coordinate reference system",
-            "assign the right one, e.g. `gdal_edit.py -a_srs EPSG:32650 FILE`",
+            "assign the product's CRS (its metadata names it, e.g. the UTM zone of a Sentinel-2 tile): `gdal_edit.py -a_srs EPSG:<code> FILE`",
         ));
     }
-    let gt = ds.geo_transform().unwrap_or([0.0, 1.0, 0.0, 0.0, 0.0, 1.0]);
-    if gt == [0.0, 1.0, 0.0, 0.0, 0.0, 1.0] {
+    if !placed {
         return Err(Error::input(
             path,
             "has no geotransform (pixel-to-map georeferencing)",

@@ -339,14 +339,29 @@ impl JobConfig {
     }
 
     pub fn load(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
+        let bytes = std::fs::read(path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => Error::input(
+                path,
+                "no such job config",
+                "pass an existing file to --config; `gengbao init JOB.toml` writes an example",
+            ),
+            _ => Error::io(path, e),
+        })?;
+        let text = std::str::from_utf8(&bytes).map_err(|_| {
+            let (_, _, malformed) = encoding_rs::GB18030.decode(&bytes);
+            let problem = if malformed {
+                "is not UTF-8 text"
+            } else {
+                "is saved as GBK (Chinese Windows' default), not UTF-8 as TOML files must be"
+            };
             Error::input(
                 path,
-                format!("cannot read the job config: {e}"),
-                "pass an existing file to --config; `gengbao init JOB.toml` writes an example",
+                problem,
+                "save it as UTF-8 (the editor's Save As, encoding UTF-8; or `iconv -f GBK -t UTF-8 OLD > NEW`)",
             )
         })?;
-        Self::parse(&text, path)
+        // Windows Notepad starts UTF-8 files with a byte-order mark.
+        Self::parse(text.trim_start_matches('\u{feff}'), path)
     }
 
     pub fn parse(text: &str, path: &Path) -> Result<Self> {
@@ -456,6 +471,14 @@ impl JobConfig {
     }
 
     fn validate_schedule_and_outputs(&self) -> Result<()> {
+        let output = self.resolve(&self.job.output);
+        if output.exists() && !output.is_dir() {
+            return self.refuse(
+                "job.output",
+                format!("{} is a file, not a folder", output.display()),
+                "name a folder (new or existing) for the results",
+            );
+        }
         if let Some(start) = &self.schedule.start {
             if let Err(e) = start.parse::<crate::domain::period::Period>() {
                 return self.refuse(

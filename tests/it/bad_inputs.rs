@@ -414,3 +414,79 @@ fn a_county_no_clear_image_saw_stops_the_period_and_is_named() {
         "{err}"
     );
 }
+
+#[test]
+fn files_that_are_not_what_they_claim_are_named_for_what_they_are() {
+    let tmp = tempfile::tempdir().unwrap();
+    let template = city(&tmp.path().join("template"), 128, 3, 64);
+
+    // A picture saved from a viewer and renamed to a band file.
+    let c = fresh(&template, tmp.path(), "png_as_tif");
+    let bad = band_file(&first_acquisition(&c.dir), "B03");
+    image::RgbImage::from_pixel(32, 32, image::Rgb([90, 120, 60]))
+        .save_with_format(&bad, image::ImageFormat::Png)
+        .unwrap();
+    let err = expect_failure(&c, &[bad.file_name().unwrap().to_str().unwrap(), "PNG"]);
+    assert!(
+        err.contains("not a georeferenced raster") && !err.contains("EPSG:32650"),
+        "{err}"
+    );
+
+    // An empty band file (a download cut off at its start).
+    let c = fresh(&template, tmp.path(), "zero_bytes");
+    let bad = band_file(&first_acquisition(&c.dir), "B02");
+    fs::write(&bad, b"").unwrap();
+    expect_failure(&c, &[bad.file_name().unwrap().to_str().unwrap()]);
+
+    // A job config saved as GBK by a Chinese Windows editor.
+    let c = fresh(&template, tmp.path(), "gbk_config");
+    let text = fs::read_to_string(&c.config).unwrap() + "# 西河县 耕地监测\n";
+    let (gbk, _, _) = encoding_rs::GBK.encode(&text);
+    fs::write(&c.config, &gbk).unwrap();
+    let err = JobConfig::load(&c.config).unwrap_err().to_string();
+    assert!(
+        err.contains("job.toml") && err.contains("GBK") && err.contains("UTF-8"),
+        "{err}"
+    );
+    // The same file saved as UTF-8 with Notepad's byte-order mark is read.
+    fs::write(&c.config, format!("\u{feff}{text}")).unwrap();
+    JobConfig::load(&c.config).unwrap();
+
+    // A model file cut short: named as damaged, without libtorch's C++ trace.
+    let c = fresh(&template, tmp.path(), "cut_model");
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
+    let bytes = fs::read(shipped.join("gengbao-s2-v1.ot")).unwrap();
+    let model = c.dir.join("model.ot");
+    fs::write(&model, &bytes[..bytes.len() / 2]).unwrap();
+    fs::copy(
+        shipped.join("gengbao-s2-v1.ot.json"),
+        c.dir.join("model.ot.json"),
+    )
+    .unwrap();
+    edit_config(
+        &c,
+        "kind = \"auto\"",
+        &format!("kind = \"torch\"\nmodel = \"{}\"", model.display()),
+    );
+    let err = expect_failure(&c, &["model.ot", "damaged", "fix:"]);
+    assert!(
+        !err.contains("Exception raised") && !err.contains("frame #") && err.lines().count() <= 3,
+        "{err}"
+    );
+
+    // A folder key that names a file.
+    let c = fresh(&template, tmp.path(), "folder_is_a_file");
+    edit_config(&c, "folder = \"imagery\"", "folder = \"job.toml\"");
+    expect_failure(&c, &["job.toml", "imagery.folder"]);
+
+    // An output folder that is a file.
+    let c = fresh(&template, tmp.path(), "output_is_a_file");
+    fs::write(c.dir.join("results"), b"not a folder").unwrap();
+    edit_config(&c, "output = \"out\"", "output = \"results\"");
+    let err = JobConfig::load(&c.config).unwrap_err().to_string();
+    assert!(
+        err.contains("results") && err.contains("job.output") && err.contains("fix:"),
+        "{err}"
+    );
+    assert_eq!(fs::read(c.dir.join("results")).unwrap(), b"not a folder");
+}

@@ -1,9 +1,11 @@
 //! The patch ledger on hand-made patches: every allowed transition works and every other is
 //! refused with the allowed ones listed; a later detection of the same place keeps its number;
 //! accepted patches go out again only when they grow; rectified patches are re-checked; a
-//! returned file with one bad row changes nothing.
+//! returned file with one bad row changes nothing; returns saved as GBK CSV or with dates in
+//! text columns read as the county typed them.
 
 use gdal::vector::Geometry;
+use gengbao::dispatch::read_returns;
 use gengbao::domain::change::ChangeType;
 use gengbao::domain::land_cover::LandCover;
 use gengbao::domain::period::Period;
@@ -440,4 +442,50 @@ fn a_returned_file_with_one_bad_row_changes_nothing() {
         (last.note.as_str(), last.attachments.as_slice()),
         ("大棚", ["photo.jpg".to_string()].as_slice())
     );
+}
+
+#[test]
+fn returns_are_read_as_county_officers_save_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let header = "图斑编号,核查结果,举证类型,整改状态,备注,附件\n";
+    let row = "3209012026P100001,举证,设施农业,,大棚（已备案）,photo.jpg\n";
+
+    // Chinese Excel's "CSV (逗号分隔)" is GBK.
+    let gbk_csv = tmp.path().join("gbk.csv");
+    let text = format!("{header}{row}");
+    let (bytes, _, unmappable) = encoding_rs::GBK.encode(&text);
+    assert!(!unmappable);
+    std::fs::write(&gbk_csv, &bytes).unwrap();
+    let rows = read_returns(&gbk_csv).unwrap();
+    assert_eq!(
+        (
+            rows[0].tbbh.as_str(),
+            rows[0].result.as_str(),
+            rows[0].note.as_str()
+        ),
+        ("3209012026P100001", "举证", "大棚（已备案）")
+    );
+
+    // A date typed into 备注 is a day number inside the workbook.
+    let xlsx = tmp.path().join("dates.xlsx");
+    let mut book = rust_xlsxwriter::Workbook::new();
+    let sheet = book.add_worksheet();
+    for (c, h) in ["图斑编号", "核查结果", "备注"].iter().enumerate() {
+        sheet.write_string(0, c as u16, *h).unwrap();
+    }
+    sheet.write_string(1, 0, "3209012026P100001").unwrap();
+    sheet.write_string(1, 1, "举证").unwrap();
+    let day = rust_xlsxwriter::ExcelDateTime::from_ymd(2026, 5, 1).unwrap();
+    let format = rust_xlsxwriter::Format::new().set_num_format("yyyy/m/d");
+    sheet
+        .write_datetime_with_format(1, 2, &day, &format)
+        .unwrap();
+    book.save(&xlsx).unwrap();
+    assert_eq!(read_returns(&xlsx).unwrap()[0].note, "2026-05-01");
+
+    // Bytes that are no text at all are refused with the way to save the list.
+    let junk = tmp.path().join("junk.csv");
+    std::fs::write(&junk, [0xff, 0xfe, 0x80, 0x81, 0xff, 0x00, 0xff]).unwrap();
+    let err = read_returns(&junk).unwrap_err().to_string();
+    assert!(err.contains("junk.csv") && err.contains("UTF-8"), "{err}");
 }
