@@ -12,7 +12,19 @@ use gdal::vector::{FieldValue, Geometry, Layer, LayerAccess};
 use gdal::Dataset;
 use std::path::{Path, PathBuf};
 
-fn open_vector(path: &Path) -> Result<Dataset> {
+/// How a layer's text is to be read: the encoding the job config names for it (`key`), or
+/// none (what the file declares, checked by [`undeclared_shapefile_text`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct TextEncoding<'a> {
+    pub encoding: Option<&'a str>,
+    /// The config key that names it, for the fix (`[aoi] encoding`); None for files given
+    /// on the command line.
+    pub key: Option<&'a str>,
+}
+
+/// Opens a vector file, its text read as `text` says; also gives the encoding it was opened
+/// with (None: as the file declares), to open it again the same way.
+fn open_vector(path: &Path, text: TextEncoding) -> Result<(Dataset, Option<String>)> {
     if !path.exists() {
         return Err(Error::input(
             path,
@@ -20,10 +32,130 @@ fn open_vector(path: &Path) -> Result<Dataset> {
             "check the path in the job config",
         ));
     }
-    Dataset::open(path).in_file(
+    let encoding = match text.encoding {
+        Some(e) => Some(e.to_string()),
+        None => undeclared_shapefile_text(path, text.key)?.map(str::to_string),
+    };
+    Ok((open_vector_as(path, encoding.as_deref())?, encoding))
+}
+
+/// Opens a vector file already checked by [`open_vector`], with the encoding it gave.
+fn open_vector_as(path: &Path, encoding: Option<&str>) -> Result<Dataset> {
+    let option = encoding.map(|e| format!("ENCODING={e}"));
+    let options: Vec<&str> = option.iter().map(String::as_str).collect();
+    Dataset::open_ex(
+        path,
+        gdal::DatasetOptions {
+            open_flags: gdal::GdalOpenFlags::GDAL_OF_VECTOR,
+            open_options: (!options.is_empty()).then_some(options.as_slice()),
+            ..Default::default()
+        },
+    )
+    .in_file(
         path,
         "check that it is a GeoPackage or Shapefile GDAL can read (`ogrinfo`)",
     )
+}
+
+/// The encoding to read a Shapefile's text with when the file does not declare one (no
+/// `.cpg`, no language id in the `.dbf`): GDAL would read such text as Latin-1, and Chinese
+/// names would come out as mojibake in every output. ASCII text needs nothing, UTF-8 text is
+/// read as UTF-8, and anything else (GBK written by a Chinese desktop GIS, most often) is an
+/// error naming the key or file that fixes it.
+fn undeclared_shapefile_text(path: &Path, key: Option<&str>) -> Result<Option<&'static str>> {
+    let is_shp = path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("shp"));
+    let sibling = |ext: &str| {
+        [ext.to_string(), ext.to_ascii_uppercase()]
+            .iter()
+            .map(|e| path.with_extension(e))
+            .find(|p| p.exists())
+    };
+    if !is_shp || sibling("cpg").is_some() {
+        return Ok(None);
+    }
+    let Some(dbf) = sibling("dbf") else {
+        return Ok(None);
+    };
+    // The first records tell: a layer's text is written in one encoding.
+    let mut head = Vec::new();
+    std::io::Read::read_to_end(
+        &mut std::io::Read::take(
+            std::fs::File::open(&dbf).map_err(|e| Error::io(&dbf, e))?,
+            16 << 20,
+        ),
+        &mut head,
+    )
+    .map_err(|e| Error::io(&dbf, e))?;
+    if head.len() < 32 || head[29] != 0 {
+        return Ok(None);
+    }
+    let mut utf8 = false;
+    for value in dbf_text_values(&head) {
+        if value.is_ascii() {
+            continue;
+        }
+        if std::str::from_utf8(value).is_ok() {
+            utf8 = true;
+            continue;
+        }
+        let (_, _, malformed) = encoding_rs::GBK.decode(value);
+        let guess = if malformed { "" } else { " (it reads as GBK)" };
+        let stem = path.file_stem().unwrap_or_default().to_string_lossy();
+        let fix = match key {
+            Some(key) => format!(
+                "set {key} = \"GBK\" (or the encoding the layer was saved in), or put a file {stem}.cpg containing GBK beside it"
+            ),
+            None => format!(
+                "put a file {stem}.cpg beside it containing its encoding, e.g. GBK"
+            ),
+        };
+        return Err(Error::input(
+            path,
+            format!(
+                "its text is not UTF-8 and the layer does not say which encoding it is in (no .cpg, no language id in the .dbf){guess}"
+            ),
+            fix,
+        ));
+    }
+    Ok(utf8.then_some("UTF-8"))
+}
+
+/// The values of the character fields of the records in `dbf` (a `.dbf` file's first
+/// bytes), trailing blanks removed.
+fn dbf_text_values(dbf: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let u16_at = |o: usize| usize::from(u16::from_le_bytes([dbf[o], dbf[o + 1]]));
+    let (header, record) = (u16_at(8), u16_at(10));
+    // Field descriptors: 32 bytes each from byte 32 up to the 0x0D terminator.
+    let mut fields = Vec::new();
+    let mut at = 1; // every record starts with its deletion flag
+    for d in dbf[32..header.min(dbf.len())].chunks_exact(32) {
+        if d[0] == 0x0d {
+            break;
+        }
+        let len = usize::from(d[16]);
+        if d[11] == b'C' {
+            fields.push((at, len));
+        }
+        at += len;
+    }
+    dbf.get(header..)
+        .unwrap_or_default()
+        .chunks_exact(record.max(1))
+        .flat_map(move |r| {
+            fields
+                .clone()
+                .into_iter()
+                .filter_map(move |(o, len)| r.get(o..o + len))
+        })
+        .map(|v| {
+            let end = v
+                .iter()
+                .rposition(|&b| b != b' ' && b != 0)
+                .map_or(0, |e| e + 1);
+            &v[..end]
+        })
 }
 
 fn layer<'a>(ds: &'a Dataset, path: &Path, name: Option<&str>) -> Result<Layer<'a>> {
@@ -81,7 +213,7 @@ pub(crate) fn labelled_points(
     class_field: &str,
     grid: &JobGrid,
 ) -> Result<Vec<LabelledPixel>> {
-    let ds = open_vector(path)?;
+    let (ds, _) = open_vector(path, TextEncoding::default())?;
     let mut lyr = layer(&ds, path, None)?;
     require_field(&lyr, path, class_field, "--sample-class-field")?;
     let to_grid = CoordTransform::new(&layer_srs(&lyr, path)?, &grid.spatial_ref()?).in_file(
@@ -190,6 +322,8 @@ pub struct AdminSource<'a> {
     pub code_field: &'a str,
     pub name_field: &'a str,
     pub level: AdminLevel,
+    /// The encoding of the layer's text when the file does not say (`[aoi] encoding`).
+    pub encoding: Option<&'a str>,
 }
 
 /// The counties of the job, in the grid CRS.
@@ -209,9 +343,15 @@ impl Admin {
             code_field,
             name_field,
             level,
+            encoding,
         } = source;
         let (section, unit, example) = level.names();
-        let ds = open_vector(path)?;
+        let key = format!("[{section}] encoding");
+        let text = TextEncoding {
+            encoding,
+            key: Some(&key),
+        };
+        let (ds, _) = open_vector(path, text)?;
         let mut lyr = layer(&ds, path, layer_name)?;
         require_field(&lyr, path, code_field, &format!("[{section}] code_field"))?;
         require_field(&lyr, path, name_field, &format!("[{section}] name_field"))?;
@@ -390,6 +530,17 @@ pub(crate) struct FarmlandTile {
     pub basic: Vec<bool>,
 }
 
+/// What a job does with watched parcels whose geometry is invalid (a ring crossing itself,
+/// as a bow-tie drawn by a wrong vertex order): GEOS MakeValid repairs them, listed in the
+/// run summary, or the run is refused with their list.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum InvalidGeometries {
+    #[default]
+    Repair,
+    Refuse,
+}
+
 /// The cultivated-land parcel layer.
 #[derive(Debug, Clone)]
 pub(crate) struct Farmland {
@@ -400,6 +551,10 @@ pub(crate) struct Farmland {
     /// (class field, watched class code prefixes); None = every feature is watched.
     class_filter: Option<(String, Vec<String>)>,
     pub parcel_count: u64,
+    /// Watched parcels with an invalid geometry, by id (or `fid N`), repaired when burnt.
+    pub repaired: Vec<String>,
+    /// The encoding the layer was opened with (None: as the file declares).
+    encoding: Option<String>,
 }
 
 fn is_yes(v: Option<String>) -> bool {
@@ -409,16 +564,46 @@ fn is_yes(v: Option<String>) -> bool {
     )
 }
 
+/// Up to 20 ids, and how many more.
+pub(crate) fn listed(ids: &[String]) -> String {
+    let shown = ids.iter().take(20).cloned().collect::<Vec<_>>().join(", ");
+    match ids.len() {
+        n if n > 20 => format!("{shown} and {} more", n - 20),
+        _ => shown,
+    }
+}
+
+/// Where a job's farmland layer is and how to read it: the `[farmland]` section.
+pub struct FarmlandSource<'a> {
+    pub path: &'a Path,
+    pub layer: Option<&'a str>,
+    pub id_field: &'a str,
+    pub class_field: &'a str,
+    pub basic_field: Option<&'a str>,
+    /// Class code prefixes of cultivated land.
+    pub classes: &'a [String],
+    pub invalid_geometries: InvalidGeometries,
+    /// The encoding of the layer's text when the file does not say.
+    pub encoding: Option<&'a str>,
+}
+
 impl Farmland {
-    pub fn open(
-        path: &Path,
-        layer_name: Option<&str>,
-        id_field: &str,
-        class_field: &str,
-        basic_field: Option<&str>,
-        classes: &[String],
-    ) -> Result<Self> {
-        let ds = open_vector(path)?;
+    pub fn open(source: FarmlandSource) -> Result<Self> {
+        let FarmlandSource {
+            path,
+            layer: layer_name,
+            id_field,
+            class_field,
+            basic_field,
+            classes,
+            invalid_geometries: invalid,
+            encoding,
+        } = source;
+        let text = TextEncoding {
+            encoding,
+            key: Some("[farmland] encoding"),
+        };
+        let (ds, encoding) = open_vector(path, text)?;
         let lyr = layer(&ds, path, layer_name)?;
         require_field(&lyr, path, id_field, "[farmland] id_field")?;
         require_field(&lyr, path, class_field, "[farmland] class_field")?;
@@ -433,11 +618,36 @@ impl Farmland {
             id_field: Some(id_field.to_string()),
             class_filter: Some((class_field.to_string(), classes.to_vec())),
             parcel_count: 0,
+            repaired: Vec::new(),
+            encoding,
         };
         // Count the watched parcels once, so that a filter matching nothing stops the run
-        // instead of silently watching no land.
+        // instead of silently watching no land; find the invalid ones on the way.
         let mut lyr = lyr;
-        farmland.parcel_count = lyr.features().filter(|f| farmland.is_watched(f)).count() as u64;
+        let (mut count, mut invalid_ids) = (0, Vec::new());
+        for f in lyr.features().filter(|f| farmland.is_watched(f)) {
+            count += 1;
+            if f.geometry().is_some_and(|g| !g.is_valid()) {
+                let id = field_string(&f, id_field).filter(|s| !s.trim().is_empty());
+                invalid_ids.push(
+                    id.unwrap_or_else(|| format!("fid {}", f.fid().map_or(-1, |v| v as i64))),
+                );
+            }
+        }
+        farmland.parcel_count = count;
+        farmland.repaired = invalid_ids;
+        if invalid == InvalidGeometries::Refuse && !farmland.repaired.is_empty() {
+            return Err(Error::input(
+                path,
+                format!(
+                    "{} watched parcels have invalid geometries (a ring crossing itself, e.g. a bow-tie): {} {}",
+                    farmland.repaired.len(),
+                    id_field,
+                    listed(&farmland.repaired)
+                ),
+                "fix them in the layer (QGIS: Fix geometries; or `ogr2ogr -makevalid`), or set [farmland] invalid_geometries = \"repair\"",
+            ));
+        }
         if farmland.parcel_count == 0 {
             return Err(Error::input(
                 path,
@@ -467,7 +677,7 @@ impl Farmland {
     /// Any polygon layer as the watched area, without the attribute checks of a job
     /// (two-date detection on a user's own parcels).
     pub(crate) fn open_polygons(path: &Path) -> Result<Self> {
-        let ds = open_vector(path)?;
+        let (ds, encoding) = open_vector(path, TextEncoding::default())?;
         let lyr = layer(&ds, path, None)?;
         layer_srs(&lyr, path)?;
         Ok(Farmland {
@@ -477,6 +687,8 @@ impl Farmland {
             id_field: None,
             class_filter: None,
             parcel_count: lyr.feature_count(),
+            repaired: Vec::new(),
+            encoding,
         })
     }
 
@@ -487,7 +699,7 @@ impl Farmland {
         let Some(field) = &self.id_field else {
             return Ok(None);
         };
-        let ds = open_vector(&self.path)?;
+        let ds = open_vector_as(&self.path, self.encoding.as_deref())?;
         let lyr = layer(&ds, &self.path, Some(&self.layer))?;
         let id = |parcel: i32| {
             if parcel <= 0 {
@@ -508,7 +720,7 @@ impl Farmland {
         grid_srs: &SpatialRef,
         window: Window,
     ) -> Result<FarmlandTile> {
-        let ds = open_vector(&self.path)?;
+        let ds = open_vector_as(&self.path, self.encoding.as_deref())?;
         let mut lyr = layer(&ds, &self.path, Some(&self.layer))?;
         let srs = layer_srs(&lyr, &self.path)?;
         let fix = "the layer's CRS cannot be transformed to the job CRS: check both";
@@ -527,10 +739,13 @@ impl Farmland {
             if !self.is_watched(&f) {
                 continue;
             }
-            geoms.push(
+            let g = if g.is_valid() {
                 g.transform(&to_grid)
-                    .in_file(&self.path, "check the layer's CRS")?,
-            );
+            } else {
+                g.make_valid(&Default::default())
+                    .and_then(|v| v.transform(&to_grid))
+            };
+            geoms.push(g.in_file(&self.path, "check the layer's CRS and its geometries")?);
             // fid 0 would read as "no parcel"; shapefile fids start at 0.
             let id = i32::try_from(fid + 1).map_err(|_| {
                 Error::input(

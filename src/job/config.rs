@@ -22,6 +22,8 @@ path = "admin.gpkg"
 layer = "counties"              # optional: the first layer when omitted
 code_field = "XZQDM"            # 6-digit county code (行政区代码)
 name_field = "XZQMC"            # county name (行政区名称)
+# encoding = "GBK"              # a Shapefile's text encoding when it has no .cpg (read from
+                                # the .cpg or the .dbf otherwise; also in [townships], [farmland])
 
 # [townships]                   # optional: township (乡镇) boundaries; patches then carry
 # path = "townships.gpkg"       # their township (XZDM/XZMC), reports total by township
@@ -37,6 +39,8 @@ class_field = "DLBM"            # land class: 0101 paddy, 0102 irrigated, 0103 d
 classes = ["01"]                # class codes (prefixes) that are cultivated land: a full
                                 # land-use layer can be given, only these are watched
 basic_field = "JBNT"            # optional: permanent basic farmland flag (1/Y = yes)
+# invalid_geometries = "repair" # parcels whose ring crosses itself: "repair" (GEOS MakeValid,
+                                # listed as a warning) or "refuse" (the run stops with the list)
 
 [imagery]
 folder = "imagery"              # scanned recursively: one sub-folder per acquisition,
@@ -134,6 +138,8 @@ pub struct AoiSection {
     pub code_field: String,
     #[serde(default = "default_name_field")]
     pub name_field: String,
+    /// The encoding of a Shapefile's text when it has no `.cpg` (e.g. "GBK").
+    pub encoding: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -150,6 +156,11 @@ pub struct FarmlandSection {
     /// layer are not watched.
     #[serde(default = "default_farmland_classes")]
     pub classes: Vec<String>,
+    /// Parcels whose geometry is invalid: repaired (default) or refused.
+    #[serde(default)]
+    pub invalid_geometries: crate::geo::layers::InvalidGeometries,
+    /// The encoding of a Shapefile's text when it has no `.cpg` (e.g. "GBK").
+    pub encoding: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -334,6 +345,7 @@ impl JobConfig {
             code_field: &section.code_field,
             name_field: &section.name_field,
             level,
+            encoding: section.encoding.as_deref(),
         };
         Admin::open(source, srs)
     }

@@ -22,7 +22,7 @@ use crate::error::{Error, GdalContext, Result};
 use crate::geo::composite::NDVI_NODATA;
 use crate::geo::grid::{JobGrid, Tile};
 use crate::geo::imagery::Catalog;
-use crate::geo::layers::{Admin, Farmland};
+use crate::geo::layers::{Admin, Farmland, FarmlandSource};
 use crate::geo::raster::{rasterize, read_grid_window, GridTiff};
 use crate::geo::sensor::SensorProfile;
 use crate::job::checkpoint::{acquisition_identity, file_identity, key_of, Checkpoints, Earlier};
@@ -253,6 +253,7 @@ pub fn run_period(cfg: &JobConfig, period: Period, opts: &RunOptions) -> Result<
             admin: inputs.admin.path.display().to_string(),
             farmland: inputs.farmland.path.display().to_string(),
             farmland_parcels: inputs.farmland.parcel_count,
+            farmland_repaired: inputs.farmland.repaired.clone(),
             imagery: cfg.resolve(&cfg.imagery.folder).display().to_string(),
         },
         rules: rules_text(cfg, &plan.rules),
@@ -315,14 +316,17 @@ fn check_inputs<'c>(
         cfg.grid.halo,
     )?;
     let admin = all_counties.only(&opts.counties)?;
-    let farmland = Farmland::open(
-        &cfg.resolve(&cfg.farmland.path),
-        cfg.farmland.layer.as_deref(),
-        &cfg.farmland.id_field,
-        &cfg.farmland.class_field,
-        cfg.farmland.basic_field.as_deref(),
-        &cfg.farmland.classes,
-    )?;
+    let farmland_path = cfg.resolve(&cfg.farmland.path);
+    let farmland = Farmland::open(FarmlandSource {
+        path: &farmland_path,
+        layer: cfg.farmland.layer.as_deref(),
+        id_field: &cfg.farmland.id_field,
+        class_field: &cfg.farmland.class_field,
+        basic_field: cfg.farmland.basic_field.as_deref(),
+        classes: &cfg.farmland.classes,
+        invalid_geometries: cfg.farmland.invalid_geometries,
+        encoding: cfg.farmland.encoding.as_deref(),
+    })?;
     let classifier = load_classifier(cfg, profile)?;
     Ok(PeriodInputs {
         period,

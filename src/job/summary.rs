@@ -108,6 +108,8 @@ pub struct Inputs {
     pub admin: String,
     pub farmland: String,
     pub farmland_parcels: u64,
+    /// Watched parcels whose invalid geometry was repaired (GEOS MakeValid), by id.
+    pub farmland_repaired: Vec<String>,
     pub imagery: String,
 }
 
@@ -193,6 +195,14 @@ impl RunSummary {
             s += &format!(
                 "   warning: later periods were judged against the replaced archive, re-run them: {}\n",
                 self.later_periods_to_rerun.join(" ")
+            );
+        }
+        if !self.inputs.farmland_repaired.is_empty() {
+            s += &format!(
+                "   warning: {}: {} parcels with invalid geometries were repaired (MakeValid): {}; fix them in the layer, or set [farmland] invalid_geometries = \"refuse\" to stop on them\n",
+                self.inputs.farmland,
+                self.inputs.farmland_repaired.len(),
+                crate::geo::layers::listed(&self.inputs.farmland_repaired)
             );
         }
         for c in &self.counties {

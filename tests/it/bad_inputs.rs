@@ -490,3 +490,128 @@ fn files_that_are_not_what_they_claim_are_named_for_what_they_are() {
     );
     assert_eq!(fs::read(c.dir.join("results")).unwrap(), b"not a folder");
 }
+
+/// Turns the largest watched parcel of the case's farmland into a bow-tie over its extent;
+/// returns its BSM.
+fn bow_tie_parcel(case: &Case) -> String {
+    use gdal::vector::LayerAccess;
+    let path = case.dir.join("farmland.gpkg");
+    let ds = gdal::Dataset::open_ex(
+        &path,
+        gdal::DatasetOptions {
+            open_flags: gdal::GdalOpenFlags::GDAL_OF_UPDATE | gdal::GdalOpenFlags::GDAL_OF_VECTOR,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let mut layer = ds.layer(0).unwrap();
+    let (fid, envelope) = layer
+        .features()
+        .filter(|f| {
+            f.field_as_string(f.field_index("DLBM").unwrap())
+                .unwrap()
+                .is_some_and(|c| c.starts_with("01"))
+        })
+        .map(|f| {
+            let g = f.geometry().unwrap();
+            (f.fid().unwrap(), g.envelope(), g.area())
+        })
+        .max_by(|a, b| a.2.total_cmp(&b.2))
+        .map(|(fid, e, _)| (fid, e))
+        .unwrap();
+    let mut feature = layer.feature(fid).unwrap();
+    let (x0, y0, x1, y1) = (envelope.MinX, envelope.MinY, envelope.MaxX, envelope.MaxY);
+    let bow_tie = gdal::vector::Geometry::from_wkt(&format!(
+        "POLYGON(({x0} {y0},{x1} {y1},{x1} {y0},{x0} {y1},{x0} {y0}))"
+    ))
+    .unwrap();
+    assert!(!bow_tie.is_valid());
+    feature.set_geometry(bow_tie).unwrap();
+    layer.set_feature(feature).unwrap();
+    let f = layer.feature(fid).unwrap();
+    let bsm = f.field_as_string(f.field_index("BSM").unwrap()).unwrap();
+    bsm.unwrap()
+}
+
+#[test]
+fn self_intersecting_parcels_are_repaired_and_listed_or_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let template = city(&tmp.path().join("template"), 128, 3, 64);
+    let c = fresh(&template, tmp.path(), "bow_tie");
+    let bsm = bow_tie_parcel(&c);
+    let cfg = JobConfig::load(&c.config).unwrap();
+    let s = run_period(&cfg, "2025-P1".parse().unwrap(), &RunOptions::quiet()).unwrap();
+    assert_eq!(s.inputs.farmland_repaired, std::slice::from_ref(&bsm));
+    assert!(
+        s.human().contains("invalid geometries were repaired") && s.human().contains(&bsm),
+        "{}",
+        s.human()
+    );
+
+    let c = fresh(&template, tmp.path(), "bow_tie_refused");
+    let bsm = bow_tie_parcel(&c);
+    edit_config(
+        &c,
+        "[imagery]\n",
+        "invalid_geometries = \"refuse\"\n\n[imagery]\n",
+    );
+    expect_failure(&c, &["farmland.gpkg", &bsm, "invalid_geometries"]);
+}
+
+/// The case's county layer as a Shapefile written in `encoding` by a tool that records no
+/// encoding (no .cpg, no language id in the .dbf); the config points at it.
+fn undeclared_shapefile(case: &Case, encoding: &str) {
+    let status = Command::new("ogr2ogr")
+        .current_dir(&case.dir)
+        .args(["-f", "ESRI Shapefile", "admin.shp", "admin.gpkg", "-lco"])
+        .arg(format!("ENCODING={encoding}"))
+        .status()
+        .expect("ogr2ogr (gdal-bin, installed by scripts/setup.sh)");
+    assert!(status.success());
+    let _ = fs::remove_file(case.dir.join("admin.cpg"));
+    let dbf = case.dir.join("admin.dbf");
+    let mut bytes = fs::read(&dbf).unwrap();
+    bytes[29] = 0;
+    fs::write(&dbf, bytes).unwrap();
+    edit_config(case, "path = \"admin.gpkg\"", "path = \"admin.shp\"");
+    edit_config(case, "layer = \"counties\" ", "layer = \"admin\" ");
+}
+
+#[test]
+fn county_names_are_never_mojibake() {
+    let tmp = tempfile::tempdir().unwrap();
+    let template = city(&tmp.path().join("template"), 128, 3, 64);
+    let p1 = "2025-P1".parse().unwrap();
+
+    // GBK text, no word of which encoding: refused with the key that fixes it.
+    let c = fresh(&template, tmp.path(), "gbk_shp");
+    undeclared_shapefile(&c, "CP936");
+    let err = expect_failure(&c, &["admin.shp", "[aoi] encoding", "GBK"]);
+    assert!(err.contains("not UTF-8"), "{err}");
+    // With the key set, the names read right.
+    edit_config(
+        &c,
+        "name_field = \"XZQMC\" ",
+        "encoding = \"GBK\"\nname_field = \"XZQMC\" ",
+    );
+    let s = run_period(
+        &JobConfig::load(&c.config).unwrap(),
+        p1,
+        &RunOptions::quiet(),
+    )
+    .unwrap();
+    let names: Vec<&str> = s.counties.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, ["西河县", "东湖县"]);
+
+    // UTF-8 text without a .cpg is read as UTF-8, not as Latin-1.
+    let c = fresh(&template, tmp.path(), "utf8_shp");
+    undeclared_shapefile(&c, "UTF-8");
+    let s = run_period(
+        &JobConfig::load(&c.config).unwrap(),
+        p1,
+        &RunOptions::quiet(),
+    )
+    .unwrap();
+    let names: Vec<&str> = s.counties.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, ["西河县", "东湖县"]);
+}
