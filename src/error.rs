@@ -93,11 +93,54 @@ impl Error {
     }
 
     pub fn io(path: impl AsRef<Path>, source: std::io::Error) -> Self {
+        let path = path.as_ref();
+        if source.raw_os_error() == Some(libc::ENOSPC) {
+            if let Some(full) = disk_full(path) {
+                return full;
+            }
+        }
         Error::Io {
-            path: path.as_ref().to_path_buf(),
+            path: path.to_path_buf(),
             source,
         }
     }
+}
+
+/// Below this much free space a failed write is taken for a full disk.
+const NEARLY_FULL: u64 = 16 << 20;
+
+/// Bytes free for this user on the file system holding `path` (or its nearest existing
+/// parent folder).
+pub(crate) fn free_bytes(path: &Path) -> Option<u64> {
+    let existing = path.ancestors().find(|p| p.exists())?;
+    let c_path = std::ffi::CString::new(existing.as_os_str().as_encoded_bytes()).ok()?;
+    let mut stat = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: c_path is a NUL-terminated path and stat points to writable memory of the
+    // struct statvfs fills in; it is read only when the call succeeded.
+    let stat = unsafe {
+        if libc::statvfs(c_path.as_ptr(), stat.as_mut_ptr()) != 0 {
+            return None;
+        }
+        stat.assume_init()
+    };
+    Some(u64::from(stat.f_bavail).saturating_mul(u64::from(stat.f_frsize)))
+}
+
+/// The error to give when a write under `path` failed on a (nearly) full disk: the call's own
+/// words (GDAL's "NULL pointer", libtiff's "write error") do not say so.
+fn disk_full(path: &Path) -> Option<Error> {
+    let free = free_bytes(path)?;
+    (free < NEARLY_FULL).then(|| {
+        Error::input(
+            path,
+            format!(
+                "no space left on the disk holding it ({} KiB free, os error {})",
+                free >> 10,
+                libc::ENOSPC
+            ),
+            "free space on that disk, or set [job] output to a folder on a disk with room; results already committed are unchanged",
+        )
+    })
 }
 
 /// Attaches the file name to GDAL errors, which otherwise only say what failed.
@@ -107,6 +150,6 @@ pub(crate) trait GdalContext<T> {
 
 impl<T> GdalContext<T> for std::result::Result<T, gdal::errors::GdalError> {
     fn in_file(self, path: &Path, fix: &str) -> Result<T> {
-        self.map_err(|e| Error::input(path, e.to_string(), fix))
+        self.map_err(|e| disk_full(path).unwrap_or_else(|| Error::input(path, e.to_string(), fix)))
     }
 }

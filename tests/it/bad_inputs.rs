@@ -615,3 +615,59 @@ fn county_names_are_never_mojibake() {
     let names: Vec<&str> = s.counties.iter().map(|c| c.name.as_str()).collect();
     assert_eq!(names, ["西河县", "东湖县"]);
 }
+
+/// A small tmpfs mounted for the length of a test (needs root; None where mounting is not
+/// allowed, as in unprivileged containers).
+struct SmallDisk(PathBuf);
+
+impl SmallDisk {
+    fn mount(at: &Path, kib: usize) -> Option<SmallDisk> {
+        fs::create_dir_all(at).unwrap();
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={kib}k"), "tmpfs"])
+            .arg(at)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then(|| SmallDisk(at.to_path_buf()))
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_full_disk_is_named_as_a_full_disk() {
+    let tmp = tempfile::tempdir().unwrap();
+    let template = city(&tmp.path().join("template"), 128, 3, 64);
+    let c = fresh(&template, tmp.path(), "full_disk");
+    let Some(_disk) = SmallDisk::mount(&c.dir.join("small"), 256) else {
+        eprintln!("skipped: cannot mount a small tmpfs here (needs root)");
+        return;
+    };
+    edit_config(&c, "output = \"out\"", "output = \"small/out\"");
+    let out = Command::new(env!("CARGO_BIN_EXE_gengbao"))
+        .args([
+            "run",
+            "--config",
+            c.config.to_str().unwrap(),
+            "--period",
+            "2025-P1",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("no space left on the disk") && stderr.contains("[job] output"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("NULL pointer"), "{stderr}");
+    assert!(
+        !c.dir.join("small/out/2025-P1").exists(),
+        "nothing committed"
+    );
+}
