@@ -123,7 +123,7 @@ pub(crate) fn free_bytes(path: &Path) -> Option<u64> {
         }
         stat.assume_init()
     };
-    Some(u64::from(stat.f_bavail).saturating_mul(u64::from(stat.f_frsize)))
+    Some(stat.f_bavail.saturating_mul(stat.f_frsize))
 }
 
 /// The error to give when a write under `path` failed on a (nearly) full disk: the call's own
