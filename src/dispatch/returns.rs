@@ -176,3 +176,31 @@ pub fn read_returns(path: &Path) -> Result<Vec<ReturnRow>> {
     }
     Ok(rows)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(100))]
+        /// Any bytes saved as a returned CSV give rows or a clean error naming the file.
+        #[test]
+        fn any_returned_csv_gives_rows_or_a_clean_error(
+            body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300),
+            header in proptest::bool::ANY,
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("returns.csv");
+            let mut bytes = if header {
+                "图斑编号,核查结果,备注\n".as_bytes().to_vec()
+            } else {
+                Vec::new()
+            };
+            bytes.extend(body);
+            std::fs::write(&path, &bytes).unwrap();
+            if let Err(e) = read_returns(&path) {
+                proptest::prop_assert!(e.to_string().contains("returns.csv"), "{}", e);
+            }
+        }
+    }
+}

@@ -95,6 +95,21 @@ impl serde::Serialize for Period {
 mod tests {
     use super::*;
 
+    proptest::proptest! {
+        /// Any text is a period or a clean error; a period prints back as it was read.
+        #[test]
+        fn any_text_is_a_period_or_a_clean_error(s in "\\PC{0,12}") {
+            if let Ok(p) = s.parse::<Period>() {
+                proptest::prop_assert_eq!(p.to_string().parse::<Period>().unwrap(), p);
+            }
+        }
+
+        #[test]
+        fn period_like_text_never_panics(y in 0u32..100_000, n in 0u32..100) {
+            let _ = format!("{y}-P{n}").parse::<Period>();
+        }
+    }
+
     #[test]
     fn parses_and_prints() {
         let p: Period = "2026-P3".parse().unwrap();

@@ -342,6 +342,19 @@ pub fn dark_objects(path: &Path, profile: &SensorProfile) -> Result<Vec<f32>> {
 mod tests {
     use super::*;
 
+    proptest::proptest! {
+        /// Any file name gives a date or none, and a band token answer, never a panic; a
+        /// date found is the date its eight digits spell.
+        #[test]
+        fn any_file_name_is_read_without_panic(name in "\\PC{0,40}", band in "[A-Za-z0-9_]{0,6}") {
+            if let Some(d) = date_in(&name) {
+                let spelled = d.format("%Y%m%d").to_string();
+                proptest::prop_assert!(name.contains(&spelled));
+            }
+            let _ = has_band_token(&name, &band);
+        }
+    }
+
     #[test]
     fn dates_come_from_tokens() {
         assert_eq!(date_in("S2_20250115"), NaiveDate::from_ymd_opt(2025, 1, 15));

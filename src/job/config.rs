@@ -604,6 +604,29 @@ impl JobConfig {
 mod tests {
     use super::*;
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(200))]
+        /// Any text is a config or a clean error naming the file.
+        #[test]
+        fn any_text_is_a_config_or_a_clean_error(s in "\\PC{0,200}") {
+            if let Err(e) = JobConfig::parse(&s, Path::new("/x/job.toml")) {
+                proptest::prop_assert!(e.to_string().contains("job.toml"));
+            }
+        }
+
+        /// The example with one line replaced by any text (a typo, a wrong type, a stray
+        /// character) is a config or an error naming the file, never a panic.
+        #[test]
+        fn the_example_with_a_line_changed_never_panics(line in 0usize..120, text in "\\PC{0,40}") {
+            let mut lines: Vec<&str> = EXAMPLE.lines().collect();
+            let at = line % lines.len();
+            lines[at] = &text;
+            if let Err(e) = JobConfig::parse(&lines.join("\n"), Path::new("/x/job.toml")) {
+                proptest::prop_assert!(e.to_string().contains("job.toml"));
+            }
+        }
+    }
+
     #[test]
     fn example_parses() {
         let cfg = JobConfig::parse(EXAMPLE, Path::new("/x/job.toml")).unwrap();
