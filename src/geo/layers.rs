@@ -553,6 +553,9 @@ pub(crate) struct Farmland {
     pub parcel_count: u64,
     /// Watched parcels with an invalid geometry, by id (or `fid N`), repaired when burnt.
     pub repaired: Vec<String>,
+    /// Ids (id field) that more than one watched parcel carries: patches on them name an
+    /// ambiguous parcel.
+    pub duplicate_ids: Vec<String>,
     /// The encoding the layer was opened with (None: as the file declares).
     encoding: Option<String>,
 }
@@ -619,16 +622,24 @@ impl Farmland {
             class_filter: Some((class_field.to_string(), classes.to_vec())),
             parcel_count: 0,
             repaired: Vec::new(),
+            duplicate_ids: Vec::new(),
             encoding,
         };
         // Count the watched parcels once, so that a filter matching nothing stops the run
         // instead of silently watching no land; find the invalid ones on the way.
         let mut lyr = lyr;
         let (mut count, mut invalid_ids) = (0, Vec::new());
+        let mut seen = std::collections::HashSet::new();
+        let mut duplicates = std::collections::BTreeSet::new();
         for f in lyr.features().filter(|f| farmland.is_watched(f)) {
             count += 1;
+            let id = field_string(&f, id_field).filter(|s| !s.trim().is_empty());
+            if let Some(id) = &id {
+                if !seen.insert(id.clone()) {
+                    duplicates.insert(id.clone());
+                }
+            }
             if f.geometry().is_some_and(|g| !g.is_valid()) {
-                let id = field_string(&f, id_field).filter(|s| !s.trim().is_empty());
                 invalid_ids.push(
                     id.unwrap_or_else(|| format!("fid {}", f.fid().map_or(-1, |v| v as i64))),
                 );
@@ -636,6 +647,7 @@ impl Farmland {
         }
         farmland.parcel_count = count;
         farmland.repaired = invalid_ids;
+        farmland.duplicate_ids = duplicates.into_iter().collect();
         if invalid == InvalidGeometries::Refuse && !farmland.repaired.is_empty() {
             return Err(Error::input(
                 path,
@@ -688,6 +700,7 @@ impl Farmland {
             class_filter: None,
             parcel_count: lyr.feature_count(),
             repaired: Vec::new(),
+            duplicate_ids: Vec::new(),
             encoding,
         })
     }

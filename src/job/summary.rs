@@ -110,6 +110,8 @@ pub struct Inputs {
     pub farmland_parcels: u64,
     /// Watched parcels whose invalid geometry was repaired (GEOS MakeValid), by id.
     pub farmland_repaired: Vec<String>,
+    /// Parcel ids carried by more than one watched parcel.
+    pub farmland_duplicate_ids: Vec<String>,
     pub imagery: String,
 }
 
@@ -203,6 +205,14 @@ impl RunSummary {
                 self.inputs.farmland,
                 self.inputs.farmland_repaired.len(),
                 crate::geo::layers::listed(&self.inputs.farmland_repaired)
+            );
+        }
+        if !self.inputs.farmland_duplicate_ids.is_empty() {
+            s += &format!(
+                "   warning: {}: {} parcel ids are carried by more than one parcel (patches on them name an ambiguous parcel): {}\n",
+                self.inputs.farmland,
+                self.inputs.farmland_duplicate_ids.len(),
+                crate::geo::layers::listed(&self.inputs.farmland_duplicate_ids)
             );
         }
         for c in &self.counties {

@@ -158,14 +158,13 @@ impl Ledger {
     }
 
     fn open_file(path: &Path) -> Result<Ledger> {
-        let fix = "check that the file is a gengbao ledger and the folder is writable";
-        let conn = Connection::open(path).map_err(|e| Error::input(path, e.to_string(), fix))?;
+        let conn = Connection::open(path).map_err(db_error(path))?;
         conn.execute_batch(
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;",
         )
         .and_then(|_| conn.busy_timeout(std::time::Duration::from_secs(30)))
         .and_then(|_| conn.execute_batch(SCHEMA))
-        .map_err(|e| Error::input(path, e.to_string(), fix))?;
+        .map_err(db_error(path))?;
         Ok(Ledger {
             conn,
             path: path.to_path_buf(),

@@ -62,11 +62,21 @@ pub(super) fn now() -> String {
 /// A failed read or write of the ledger.
 pub(super) fn db_error(path: &Path) -> impl Fn(rusqlite::Error) -> Error + Copy + '_ {
     move |e| {
-        Error::input(
-            path,
-            e.to_string(),
-            "check free disk space and that no other program holds the ledger",
-        )
+        use rusqlite::ErrorCode::*;
+        let fix = match e.sqlite_error_code() {
+            Some(DatabaseCorrupt | NotADatabase) => {
+                "the ledger file is damaged (cut short or overwritten): put back a copy from a backup; `sqlite3 ledger.sqlite .recover` salvages what is left into a new file"
+            }
+            Some(DatabaseBusy | DatabaseLocked) => {
+                "another program holds the ledger (a SQLite browser, a copy in progress): close it and retry"
+            }
+            Some(DiskFull) => "free space on the disk holding the ledger and retry",
+            Some(ReadOnly | CannotOpen | PermissionDenied) => {
+                "make the ledger file and its folder writable by this user"
+            }
+            _ => "check free disk space and that no other program holds the ledger",
+        };
+        Error::input(path, e.to_string(), fix)
     }
 }
 

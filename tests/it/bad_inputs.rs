@@ -671,3 +671,41 @@ fn a_full_disk_is_named_as_a_full_disk() {
         "nothing committed"
     );
 }
+
+#[test]
+fn a_damaged_ledger_is_named_and_the_period_is_not_committed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let template = city(&tmp.path().join("template"), 128, 3, 64);
+    let c = fresh(&template, tmp.path(), "cut_ledger");
+    let cfg = JobConfig::load(&c.config).unwrap();
+    run_period(&cfg, "2025-P1".parse().unwrap(), &RunOptions::quiet()).unwrap();
+    let p1 = c.dir.join("out").join("2025-P1");
+    let before = contents_below(&p1);
+    let ledger = c.dir.join("out").join("ledger.sqlite");
+    let bytes = fs::read(&ledger).unwrap();
+    fs::write(&ledger, &bytes[..bytes.len() / 2]).unwrap();
+    let err = run_period(&cfg, "2025-P2".parse().unwrap(), &RunOptions::quiet())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("ledger.sqlite") && err.contains("damaged") && err.contains("backup"),
+        "{err}"
+    );
+    assert!(!c.dir.join("out").join("2025-P2").exists());
+    assert_eq!(contents_below(&p1), before, "the earlier period changed");
+}
+
+#[test]
+fn parcel_ids_carried_twice_are_listed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let template = city(&tmp.path().join("template"), 128, 3, 64);
+    let c = fresh(&template, tmp.path(), "duplicate_ids");
+    sql(
+        &c.dir.join("farmland.gpkg"),
+        "UPDATE farmland SET BSM = 'DUP-1' WHERE fid IN (SELECT fid FROM farmland WHERE DLBM LIKE '01%' LIMIT 2)",
+    );
+    let cfg = JobConfig::load(&c.config).unwrap();
+    let s = run_period(&cfg, "2025-P1".parse().unwrap(), &RunOptions::quiet()).unwrap();
+    assert_eq!(s.inputs.farmland_duplicate_ids, ["DUP-1"]);
+    assert!(s.human().contains("DUP-1"), "{}", s.human());
+}
