@@ -1,6 +1,6 @@
 //! Maps an inspector reads: the period quicklook hatches ground that no clear image saw, and
 //! the county report, opened in a real browser (headless Chromium), shows its map with the
-//! patches in their type's colours.
+//! patches in their type's colours; a patch of the job's first period gets a before-chip.
 
 use crate::common::{city, cloud_west, seeded_city};
 use gengbao::dispatch::export_packages;
@@ -12,6 +12,8 @@ use std::process::Command;
 /// The map's colours (src/render): hatching of unobserved ground, and 非农化.
 const HATCH_LINE: [u8; 3] = [110, 110, 110];
 const FNH_RED: [u8; 3] = [220, 20, 30];
+/// A chip panel without imagery (src/dispatch/chips.rs).
+const NO_IMAGERY_GREY: [u8; 3] = [90, 90, 90];
 
 fn pixels_of(png: &Path, colour: [u8; 3]) -> usize {
     image::open(png)
@@ -115,4 +117,33 @@ fn the_county_report_shows_its_map_in_a_browser() {
         in_browser >= on_map,
         "the report in Chromium shows {in_browser} 非农化 pixels, its map has {on_map}"
     );
+
+    // A job whose first period is the second: the period before it has no imagery, so the
+    // before-chip shows the earliest image there is, not an empty grey panel.
+    let profile = gengbao::geo::sensor::SensorProfile::by_name(&cfg.imagery.sensor).unwrap();
+    let catalog = gengbao::geo::imagery::Catalog::scan(&c.dir.join("imagery"), profile).unwrap();
+    for acq in catalog.in_period(c.periods[0]) {
+        std::fs::remove_dir_all(&acq.folder).unwrap();
+    }
+    let text = std::fs::read_to_string(&c.job_config)
+        .unwrap()
+        .replace("output = \"out\"", "output = \"out-later-start\"");
+    std::fs::write(&c.job_config, text).unwrap();
+    let cfg = JobConfig::load(&c.job_config).unwrap();
+    run_period(&cfg, c.periods[1], &RunOptions::quiet()).unwrap();
+    let chips: Vec<_> = export_packages(&cfg, c.periods[1], &[], false)
+        .unwrap()
+        .iter()
+        .flat_map(|p| std::fs::read_dir(p.dir.join("chips")).unwrap())
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert!(!chips.is_empty(), "patches in the job's first period");
+    for chip in &chips {
+        let empty_panel = pixels_of(chip, NO_IMAGERY_GREY);
+        assert!(
+            empty_panel < 1000,
+            "{}: {empty_panel} pixels of an empty panel",
+            chip.display()
+        );
+    }
 }
