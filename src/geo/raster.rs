@@ -188,11 +188,14 @@ pub fn warp_onto(
         )
     };
     if rv != gdal_sys::CPLErr::CE_None {
-        return Err(Error::input(
-            path,
-            format!("cannot be warped onto the job grid: {}", last_gdal_error()),
-            "check that the file's CRS can be transformed to the job CRS (`gdalinfo`)",
-        ));
+        let message = last_gdal_error();
+        return Err(damaged_blocks(path, &message).unwrap_or_else(|| {
+            Error::input(
+                path,
+                format!("cannot be warped onto the job grid: {message}"),
+                "check that the file's CRS can be transformed to the job CRS (`gdalinfo`)",
+            )
+        }));
     }
     let mut out = Vec::new();
     for b in 1..=bands {
@@ -267,9 +270,9 @@ fn read_aligned(
     for b in 1..=bands {
         let mut values =
             read_grid_window::<f32>(file, b, in_file, f32::NAN).map_err(|e| match e {
-                Error::Gdal(e) => {
+                Error::Gdal(e) => damaged_blocks(path, &e.to_string()).unwrap_or_else(|| {
                     Error::input(path, e.to_string(), "check the file with `gdalinfo`")
-                }
+                }),
                 other => other,
             })?;
         let band = file.rasterband(b)?;
@@ -281,6 +284,28 @@ fn read_aligned(
         append_band(&mut out, values);
     }
     Ok(band_stack(bands, window, out))
+}
+
+/// A raster whose header reads but whose blocks do not decode: a download cut short or a
+/// file overwritten in part. GDAL's own words name the block, not the cause.
+fn damaged_blocks(path: &Path, gdal_message: &str) -> Option<Error> {
+    let damaged = [
+        "IReadBlock failed",
+        "TIFFRead",
+        "Read error",
+        "ZIPDecode",
+        "LZWDecode",
+    ]
+    .iter()
+    .any(|m| gdal_message.contains(m));
+    damaged.then(|| {
+        let detail = gdal_message.rsplit(": ").next().unwrap_or(gdal_message).trim_end_matches(['\'', '.']);
+        Error::input(
+            path,
+            format!("is damaged or cut short: its pixel blocks cannot be decoded ({detail})"),
+            "download or export the file again (`gdalinfo -checksum FILE` reads every block and shows the damage)",
+        )
+    })
 }
 
 pub(crate) fn last_gdal_error() -> String {

@@ -438,6 +438,29 @@ fn files_that_are_not_what_they_claim_are_named_for_what_they_are() {
     fs::write(&bad, b"").unwrap();
     expect_failure(&c, &[bad.file_name().unwrap().to_str().unwrap()]);
 
+    // A band file cut short by an interrupted download: its header reads, its blocks do not.
+    let c = fresh(&template, tmp.path(), "cut_band");
+    let bad = band_file(&first_acquisition(&c.dir), "B04");
+    let bytes = fs::read(&bad).unwrap();
+    fs::write(&bad, &bytes[..bytes.len() * 2 / 3]).unwrap();
+    let cfg = JobConfig::load(&c.config).unwrap();
+    let err = run_period(&cfg, "2025-P1".parse().unwrap(), &RunOptions::quiet())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains(bad.file_name().unwrap().to_str().unwrap())
+            && err.contains("damaged or cut short")
+            && err.contains("fix:"),
+        "{err}"
+    );
+    // Found in the tile that reads it: the tiles done before are kept to resume, nothing
+    // else is written.
+    let left: Vec<_> = files_below(&c.dir.join("out"))
+        .into_iter()
+        .filter(|f| !f.starts_with(".checkpoints") && f != Path::new("gengbao.lock"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+
     // A job config saved as GBK by a Chinese Windows editor.
     let c = fresh(&template, tmp.path(), "gbk_config");
     let text = fs::read_to_string(&c.config).unwrap() + "# 西河县 耕地监测\n";
