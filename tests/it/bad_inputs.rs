@@ -57,16 +57,19 @@ fn contents_below(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
         .collect()
 }
 
+/// The error of running `period` of the case's job, which must fail.
+fn run_error(case: &Case, period: gengbao::Period) -> String {
+    let cfg = JobConfig::load(&case.config).unwrap();
+    run_period(&cfg, period, &RunOptions::quiet())
+        .expect_err("the run must fail")
+        .to_string()
+}
+
 /// Runs the first period; expects failure naming `must_name`, and no output left behind.
 fn expect_failure(case: &Case, must_name: &[&str]) -> String {
     let text = match JobConfig::load(&case.config) {
         Err(e) => e.to_string(),
-        Ok(cfg) => {
-            let p = "2025-P1".parse().unwrap();
-            run_period(&cfg, p, &RunOptions::quiet())
-                .expect_err("the run must fail")
-                .to_string()
-        }
+        Ok(_) => run_error(case, "2025-P1".parse().unwrap()),
     };
     for m in must_name {
         assert!(text.contains(m), "error does not name `{m}`:\n{text}");
@@ -141,10 +144,7 @@ fn each_bad_input_is_named_with_a_fix_and_leaves_nothing_behind() {
 
     // A period without imagery.
     let c = fresh(&template, tmp.path(), "no_imagery");
-    let cfg = JobConfig::load(&c.config).unwrap();
-    let err = run_period(&cfg, "2030-P1".parse().unwrap(), &RunOptions::quiet())
-        .unwrap_err()
-        .to_string();
+    let err = run_error(&c, "2030-P1".parse().unwrap());
     assert!(
         err.contains("no acquisitions dated inside 2030-P1") && err.contains("2025-P1"),
         "{err}"
@@ -406,9 +406,7 @@ fn a_county_no_clear_image_saw_stops_the_period_and_is_named() {
     edit_config(&c, "[imagery]\n", "[imagery]\nmin_clear_share = 0.95\n");
     let cfg = JobConfig::load(&c.config).unwrap();
     cloud_west(&c.dir, &cfg, p1, 0.2);
-    let err = run_period(&cfg, p1, &RunOptions::quiet())
-        .unwrap_err()
-        .to_string();
+    let err = run_error(&c, p1);
     assert!(
         err.contains("320901") && err.contains("min_clear_share"),
         "{err}"
@@ -443,10 +441,7 @@ fn files_that_are_not_what_they_claim_are_named_for_what_they_are() {
     let bad = band_file(&first_acquisition(&c.dir), "B04");
     let bytes = fs::read(&bad).unwrap();
     fs::write(&bad, &bytes[..bytes.len() * 2 / 3]).unwrap();
-    let cfg = JobConfig::load(&c.config).unwrap();
-    let err = run_period(&cfg, "2025-P1".parse().unwrap(), &RunOptions::quiet())
-        .unwrap_err()
-        .to_string();
+    let err = run_error(&c, "2025-P1".parse().unwrap());
     assert!(
         err.contains(bad.file_name().unwrap().to_str().unwrap())
             && err.contains("damaged or cut short")
@@ -707,9 +702,7 @@ fn a_damaged_ledger_is_named_and_the_period_is_not_committed() {
     let ledger = c.dir.join("out").join("ledger.sqlite");
     let bytes = fs::read(&ledger).unwrap();
     fs::write(&ledger, &bytes[..bytes.len() / 2]).unwrap();
-    let err = run_period(&cfg, "2025-P2".parse().unwrap(), &RunOptions::quiet())
-        .unwrap_err()
-        .to_string();
+    let err = run_error(&c, "2025-P2".parse().unwrap());
     assert!(
         err.contains("ledger.sqlite") && err.contains("damaged") && err.contains("backup"),
         "{err}"
