@@ -357,6 +357,7 @@ fn open_pair<'o>(opts: &'o DetectOptions) -> Result<Pair<'o>> {
             "检测范围".into(),
             &Geometry::bbox(x0, y0, x1, y1)?,
         )?],
+        repaired: Vec::new(),
     };
     let image = |image, name, samples: &'o Option<PathBuf>| Image {
         image,

@@ -331,6 +331,8 @@ pub struct AdminSource<'a> {
 pub struct Admin {
     pub path: PathBuf,
     pub counties: Vec<County>,
+    /// Codes of units whose boundary was invalid (a ring crossing itself) and was repaired.
+    pub repaired: Vec<String>,
 }
 
 impl Admin {
@@ -362,6 +364,7 @@ impl Admin {
         // A county stored as several features (exclaves, islands) becomes one county.
         let mut by_code: std::collections::BTreeMap<String, (String, Geometry)> =
             Default::default();
+        let mut repaired = std::collections::BTreeSet::new();
         for f in lyr.features() {
             let Some(g) = f.geometry() else { continue };
             let code = field_string(&f, code_field)
@@ -379,9 +382,16 @@ impl Admin {
                     format!("give every {unit} its administrative code (XZQDM), e.g. {example}"),
                 ));
             }
-            let g = g
-                .transform(&to_grid)
-                .in_file(path, "check the layer's CRS")?;
+            // A boundary crossing itself would burn and cut patches wrongly: repaired, and
+            // named in the run summary.
+            let g = if g.is_valid() {
+                g.transform(&to_grid)
+            } else {
+                repaired.insert(code.clone());
+                g.make_valid(&Default::default())
+                    .and_then(|v| v.transform(&to_grid))
+            }
+            .in_file(path, "check the layer's CRS and repair its geometries")?;
             let name = field_string(&f, name_field).unwrap_or_default();
             match by_code.remove(&code) {
                 Some((n, prev)) => {
@@ -415,6 +425,7 @@ impl Admin {
         Ok(Admin {
             path: path.to_path_buf(),
             counties,
+            repaired: repaired.into_iter().collect(),
         })
     }
 
@@ -444,6 +455,7 @@ impl Admin {
         Ok(Admin {
             path: self.path.clone(),
             counties,
+            repaired: self.repaired.clone(),
         })
     }
 

@@ -254,6 +254,7 @@ pub fn run_period(cfg: &JobConfig, period: Period, opts: &RunOptions) -> Result<
             farmland: inputs.farmland.path.display().to_string(),
             farmland_parcels: inputs.farmland.parcel_count,
             farmland_repaired: inputs.farmland.repaired.clone(),
+            admin_repaired: inputs.admin.repaired.clone(),
             farmland_duplicate_ids: inputs.farmland.duplicate_ids.clone(),
             imagery: cfg.resolve(&cfg.imagery.folder).display().to_string(),
         },

@@ -110,6 +110,8 @@ pub struct Inputs {
     pub farmland_parcels: u64,
     /// Watched parcels whose invalid geometry was repaired (GEOS MakeValid), by id.
     pub farmland_repaired: Vec<String>,
+    /// Counties whose invalid boundary was repaired (GEOS MakeValid), by code.
+    pub admin_repaired: Vec<String>,
     /// Parcel ids carried by more than one watched parcel.
     pub farmland_duplicate_ids: Vec<String>,
     pub imagery: String,
@@ -205,6 +207,13 @@ impl RunSummary {
                 self.inputs.farmland,
                 self.inputs.farmland_repaired.len(),
                 crate::geo::layers::listed(&self.inputs.farmland_repaired)
+            );
+        }
+        if !self.inputs.admin_repaired.is_empty() {
+            s += &format!(
+                "   warning: {}: the boundaries of {} cross themselves and were repaired (MakeValid); fix them in the layer\n",
+                self.inputs.admin,
+                self.inputs.admin_repaired.join(", ")
             );
         }
         if !self.inputs.farmland_duplicate_ids.is_empty() {

@@ -509,13 +509,12 @@ fn files_that_are_not_what_they_claim_are_named_for_what_they_are() {
     assert_eq!(fs::read(c.dir.join("results")).unwrap(), b"not a folder");
 }
 
-/// Turns the largest watched parcel of the case's farmland into a bow-tie over its extent;
-/// returns its BSM.
-fn bow_tie_parcel(case: &Case) -> String {
+/// Turns the largest feature of the vector file at `path` for which `chosen` holds into a
+/// bow-tie over its extent (a ring crossing itself); returns its `field`.
+fn bow_tie(path: &Path, chosen: impl Fn(&str) -> bool, field: &str) -> String {
     use gdal::vector::LayerAccess;
-    let path = case.dir.join("farmland.gpkg");
     let ds = gdal::Dataset::open_ex(
-        &path,
+        path,
         gdal::DatasetOptions {
             open_flags: gdal::GdalOpenFlags::GDAL_OF_UPDATE | gdal::GdalOpenFlags::GDAL_OF_VECTOR,
             ..Default::default()
@@ -523,13 +522,14 @@ fn bow_tie_parcel(case: &Case) -> String {
     )
     .unwrap();
     let mut layer = ds.layer(0).unwrap();
+    let value = |f: &gdal::vector::Feature| {
+        f.field_as_string(f.field_index(field).unwrap())
+            .unwrap()
+            .unwrap_or_default()
+    };
     let (fid, envelope) = layer
         .features()
-        .filter(|f| {
-            f.field_as_string(f.field_index("DLBM").unwrap())
-                .unwrap()
-                .is_some_and(|c| c.starts_with("01"))
-        })
+        .filter(|f| chosen(&value(f)))
         .map(|f| {
             let g = f.geometry().unwrap();
             (f.fid().unwrap(), g.envelope(), g.area())
@@ -546,13 +546,34 @@ fn bow_tie_parcel(case: &Case) -> String {
     assert!(!bow_tie.is_valid());
     feature.set_geometry(bow_tie).unwrap();
     layer.set_feature(feature).unwrap();
-    let f = layer.feature(fid).unwrap();
-    let bsm = f.field_as_string(f.field_index("BSM").unwrap()).unwrap();
-    bsm.unwrap()
+    let back = value(&layer.feature(fid).unwrap());
+    back
+}
+
+/// The largest watched parcel of the case's farmland as a bow-tie; returns its BSM.
+fn bow_tie_parcel(case: &Case) -> String {
+    let path = case.dir.join("farmland.gpkg");
+    let ds = gdal::Dataset::open(&path).unwrap();
+    let watched: std::collections::HashSet<String> = {
+        use gdal::vector::LayerAccess;
+        let mut layer = ds.layer(0).unwrap();
+        let field = |f: &gdal::vector::Feature, n: &str| {
+            f.field_as_string(f.field_index(n).unwrap())
+                .unwrap()
+                .unwrap_or_default()
+        };
+        layer
+            .features()
+            .filter(|f| field(f, "DLBM").starts_with("01"))
+            .map(|f| field(&f, "BSM"))
+            .collect()
+    };
+    drop(ds);
+    bow_tie(&path, |bsm| watched.contains(bsm), "BSM")
 }
 
 #[test]
-fn self_intersecting_parcels_are_repaired_and_listed_or_refused() {
+fn self_intersecting_parcels_and_boundaries_are_repaired_and_listed_or_refused() {
     let tmp = tempfile::tempdir().unwrap();
     let template = city(&tmp.path().join("template"), 128, 3, 64);
     let c = fresh(&template, tmp.path(), "bow_tie");
@@ -562,6 +583,18 @@ fn self_intersecting_parcels_are_repaired_and_listed_or_refused() {
     assert_eq!(s.inputs.farmland_repaired, std::slice::from_ref(&bsm));
     assert!(
         s.human().contains("invalid geometries were repaired") && s.human().contains(&bsm),
+        "{}",
+        s.human()
+    );
+
+    // A county boundary crossing itself: repaired and named.
+    let c = fresh(&template, tmp.path(), "county_bow_tie");
+    bow_tie(&c.dir.join("admin.gpkg"), |code| code == "320901", "XZQDM");
+    let cfg = JobConfig::load(&c.config).unwrap();
+    let s = run_period(&cfg, "2025-P1".parse().unwrap(), &RunOptions::quiet()).unwrap();
+    assert_eq!(s.inputs.admin_repaired, ["320901"]);
+    assert!(
+        s.human().contains("320901 cross themselves"),
         "{}",
         s.human()
     );
