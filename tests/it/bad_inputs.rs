@@ -127,6 +127,11 @@ fn each_bad_input_is_named_with_a_fix_and_leaves_nothing_behind() {
     empty_layer(&c.dir.join("admin.gpkg"), "counties");
     expect_failure(&c, &["admin.gpkg", "area of interest is empty"]);
 
+    // The farmland layer holds no parcels.
+    let c = fresh(&template, tmp.path(), "empty_farmland");
+    empty_layer(&c.dir.join("farmland.gpkg"), "farmland");
+    expect_failure(&c, &["farmland.gpkg", "[farmland] classes"]);
+
     // The farmland layer lacks the id field named in the config.
     let c = fresh(&template, tmp.path(), "no_id_field");
     edit_config(&c, "id_field = \"BSM\"", "id_field = \"PARCEL_ID\"");
@@ -371,6 +376,42 @@ fn a_period_seen_only_through_clouds_is_not_committed_and_keeps_earlier_results(
             f.display()
         );
     }
+}
+
+#[test]
+fn imagery_that_misses_the_counties_is_no_result() {
+    let tmp = tempfile::tempdir().unwrap();
+    let template = city(&tmp.path().join("template"), 128, 3, 64);
+    let c = fresh(&template, tmp.path(), "far_away");
+    let cfg = JobConfig::load(&c.config).unwrap();
+    let p1 = "2025-P1".parse().unwrap();
+    // Every band of the period placed 100 km east, as a wrong tile of a delivery would be.
+    let profile = gengbao::geo::sensor::SensorProfile::by_name(&cfg.imagery.sensor).unwrap();
+    let catalog = gengbao::geo::imagery::Catalog::scan(&c.dir.join("imagery"), profile).unwrap();
+    for acq in catalog.in_period(p1) {
+        for file in acq.files.values() {
+            let mut ds = gdal::Dataset::open_ex(
+                file,
+                gdal::DatasetOptions {
+                    open_flags: gdal::GdalOpenFlags::GDAL_OF_UPDATE,
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+            let mut gt = ds.geo_transform().unwrap();
+            gt[0] += 100_000.0;
+            ds.set_geo_transform(&gt).unwrap();
+        }
+    }
+    let err =
+        gengbao::job::cycle::exit_code_of(&run_period(&cfg, p1, &RunOptions::quiet()).unwrap_err());
+    assert_eq!(err, 5, "imagery beside the counties is no usable imagery");
+    let text = run_error(&c, p1);
+    assert!(
+        text.contains("0.0% of") && text.contains("320901"),
+        "{text}"
+    );
+    assert!(!c.dir.join("out").join("2025-P1").exists());
 }
 
 #[test]
