@@ -1,5 +1,6 @@
 //! Bad inputs stop the run with a message naming the file (or config key) and the fix, and
-//! leave no partial output: neither a period folder nor a staging folder.
+//! leave no partial output: neither a period folder nor a staging folder. Most cases break a
+//! copy of a job that already has results; those results and its ledger stay byte for byte.
 
 use crate::common::{city, cloud_west, copy_dir, files_below};
 use gengbao::job::config::JobConfig;
@@ -12,6 +13,8 @@ use std::process::Command;
 struct Case {
     dir: PathBuf,
     config: PathBuf,
+    /// The job's results before the input was broken (files below `out/`), when it had any.
+    results: Option<Vec<(PathBuf, Vec<u8>)>>,
 }
 
 fn fresh(template: &SampleCity, root: &Path, name: &str) -> Case {
@@ -20,7 +23,27 @@ fn fresh(template: &SampleCity, root: &Path, name: &str) -> Case {
     Case {
         config: dir.join("job.toml"),
         dir,
+        results: None,
     }
+}
+
+/// A copy of the city whose first period has been run: a bad input found on a re-run must
+/// leave those results and the ledger as they were.
+fn with_results(template: &SampleCity, root: &Path, name: &str) -> Case {
+    let mut case = fresh(template, root, name);
+    let cfg = JobConfig::load(&case.config).unwrap();
+    run_period(&cfg, "2025-P1".parse().unwrap(), &RunOptions::quiet()).unwrap();
+    case.results = Some(job_results(&case));
+    case
+}
+
+/// What a failed run must not change: every file below `out/` but the checkpoints a run
+/// keeps to resume.
+fn job_results(case: &Case) -> Vec<(PathBuf, Vec<u8>)> {
+    contents_below(&case.dir.join("out"))
+        .into_iter()
+        .filter(|(f, _)| !f.starts_with(".checkpoints"))
+        .collect()
 }
 
 fn edit_config(case: &Case, from: &str, to: &str) {
@@ -75,12 +98,26 @@ fn expect_failure(case: &Case, must_name: &[&str]) -> String {
         assert!(text.contains(m), "error does not name `{m}`:\n{text}");
     }
     assert!(text.contains("fix:"), "error gives no fix:\n{text}");
-    let out = case.dir.join("out");
-    assert!(
-        files_below(&out).is_empty(),
-        "partial output left: {:?}",
-        files_below(&out)
-    );
+    match &case.results {
+        Some(before) => {
+            let after = job_results(case);
+            let changed: Vec<_> = before
+                .iter()
+                .filter(|b| !after.contains(b))
+                .map(|(f, _)| f)
+                .chain(after.iter().filter(|a| !before.contains(a)).map(|(f, _)| f))
+                .collect();
+            assert!(changed.is_empty(), "the failed run changed {changed:?}");
+        }
+        None => {
+            let out = case.dir.join("out");
+            assert!(
+                files_below(&out).is_empty(),
+                "partial output left: {:?}",
+                files_below(&out)
+            );
+        }
+    }
     text
 }
 
@@ -90,7 +127,7 @@ fn each_bad_input_is_named_with_a_fix_and_leaves_nothing_behind() {
     let template = city(&tmp.path().join("template"), 128, 3, 64);
 
     // A band file is missing from an acquisition.
-    let c = fresh(&template, tmp.path(), "missing_band");
+    let c = with_results(&template, tmp.path(), "missing_band");
     let acq = first_acquisition(&c.dir);
     fs::remove_file(band_file(&acq, "B11")).unwrap();
     expect_failure(
@@ -102,7 +139,7 @@ fn each_bad_input_is_named_with_a_fix_and_leaves_nothing_behind() {
     );
 
     // A band file is not a readable raster.
-    let c = fresh(&template, tmp.path(), "corrupt");
+    let c = with_results(&template, tmp.path(), "corrupt");
     let bad = band_file(&first_acquisition(&c.dir), "B04");
     fs::write(&bad, b"II*\0 this is not really a tiff").unwrap();
     expect_failure(
@@ -111,7 +148,7 @@ fn each_bad_input_is_named_with_a_fix_and_leaves_nothing_behind() {
     );
 
     // A band file has no CRS.
-    let c = fresh(&template, tmp.path(), "no_crs");
+    let c = with_results(&template, tmp.path(), "no_crs");
     let bad = band_file(&first_acquisition(&c.dir), "B08");
     strip_crs(&bad);
     expect_failure(
@@ -123,32 +160,32 @@ fn each_bad_input_is_named_with_a_fix_and_leaves_nothing_behind() {
     );
 
     // The admin layer holds no polygons: the area of interest is empty.
-    let c = fresh(&template, tmp.path(), "empty_aoi");
+    let c = with_results(&template, tmp.path(), "empty_aoi");
     empty_layer(&c.dir.join("admin.gpkg"), "counties");
     expect_failure(&c, &["admin.gpkg", "area of interest is empty"]);
 
     // The farmland layer holds no parcels.
-    let c = fresh(&template, tmp.path(), "empty_farmland");
+    let c = with_results(&template, tmp.path(), "empty_farmland");
     empty_layer(&c.dir.join("farmland.gpkg"), "farmland");
     expect_failure(&c, &["farmland.gpkg", "[farmland] classes"]);
 
     // The farmland layer lacks the id field named in the config.
-    let c = fresh(&template, tmp.path(), "no_id_field");
+    let c = with_results(&template, tmp.path(), "no_id_field");
     edit_config(&c, "id_field = \"BSM\"", "id_field = \"PARCEL_ID\"");
     expect_failure(&c, &["farmland.gpkg", "PARCEL_ID"]);
 
     // A class filter that matches no feature of the farmland layer.
-    let c = fresh(&template, tmp.path(), "no_watched_class");
+    let c = with_results(&template, tmp.path(), "no_watched_class");
     edit_config(&c, "classes = [\"01\"]", "classes = [\"02\"]");
     expect_failure(&c, &["farmland.gpkg", "DLBM", "[farmland] classes"]);
 
     // A typo in the config.
-    let c = fresh(&template, tmp.path(), "typo");
+    let c = with_results(&template, tmp.path(), "typo");
     edit_config(&c, "resolution = 10.0", "resolutoin = 10.0");
     expect_failure(&c, &["job.toml", "resolutoin"]);
 
     // A period without imagery.
-    let c = fresh(&template, tmp.path(), "no_imagery");
+    let c = with_results(&template, tmp.path(), "no_imagery");
     let err = run_error(&c, "2030-P1".parse().unwrap());
     assert!(
         err.contains("no acquisitions dated inside 2030-P1") && err.contains("2025-P1"),
@@ -460,7 +497,7 @@ fn files_that_are_not_what_they_claim_are_named_for_what_they_are() {
     let template = city(&tmp.path().join("template"), 128, 3, 64);
 
     // A picture saved from a viewer and renamed to a band file.
-    let c = fresh(&template, tmp.path(), "png_as_tif");
+    let c = with_results(&template, tmp.path(), "png_as_tif");
     let bad = band_file(&first_acquisition(&c.dir), "B03");
     image::RgbImage::from_pixel(32, 32, image::Rgb([90, 120, 60]))
         .save_with_format(&bad, image::ImageFormat::Png)
@@ -472,13 +509,13 @@ fn files_that_are_not_what_they_claim_are_named_for_what_they_are() {
     );
 
     // An empty band file (a download cut off at its start).
-    let c = fresh(&template, tmp.path(), "zero_bytes");
+    let c = with_results(&template, tmp.path(), "zero_bytes");
     let bad = band_file(&first_acquisition(&c.dir), "B02");
     fs::write(&bad, b"").unwrap();
     expect_failure(&c, &[bad.file_name().unwrap().to_str().unwrap()]);
 
     // A band file cut short by an interrupted download: its header reads, its blocks do not.
-    let c = fresh(&template, tmp.path(), "cut_band");
+    let c = with_results(&template, tmp.path(), "cut_band");
     let bad = band_file(&first_acquisition(&c.dir), "B04");
     let bytes = fs::read(&bad).unwrap();
     fs::write(&bad, &bytes[..bytes.len() * 2 / 3]).unwrap();
@@ -489,16 +526,15 @@ fn files_that_are_not_what_they_claim_are_named_for_what_they_are() {
             && err.contains("fix:"),
         "{err}"
     );
-    // Found in the tile that reads it: the tiles done before are kept to resume, nothing
-    // else is written.
-    let left: Vec<_> = files_below(&c.dir.join("out"))
-        .into_iter()
-        .filter(|f| !f.starts_with(".checkpoints") && f != Path::new("gengbao.lock"))
-        .collect();
-    assert!(left.is_empty(), "{left:?}");
+    // Found in the tile that reads it: the tiles done before are kept to resume, the
+    // results the job had are unchanged.
+    assert!(
+        Some(job_results(&c)) == c.results,
+        "the failed run changed the job's results"
+    );
 
     // A job config saved as GBK by a Chinese Windows editor.
-    let c = fresh(&template, tmp.path(), "gbk_config");
+    let c = with_results(&template, tmp.path(), "gbk_config");
     let text = fs::read_to_string(&c.config).unwrap() + "# 西河县 耕地监测\n";
     let (gbk, _, _) = encoding_rs::GBK.encode(&text);
     fs::write(&c.config, &gbk).unwrap();
@@ -512,7 +548,7 @@ fn files_that_are_not_what_they_claim_are_named_for_what_they_are() {
     JobConfig::load(&c.config).unwrap();
 
     // A model file cut short: named as damaged, without libtorch's C++ trace.
-    let c = fresh(&template, tmp.path(), "cut_model");
+    let c = with_results(&template, tmp.path(), "cut_model");
     let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
     let bytes = fs::read(shipped.join("gengbao-s2-v1.ot")).unwrap();
     let model = c.dir.join("model.ot");
@@ -534,12 +570,12 @@ fn files_that_are_not_what_they_claim_are_named_for_what_they_are() {
     );
 
     // A folder key that names a file.
-    let c = fresh(&template, tmp.path(), "folder_is_a_file");
+    let c = with_results(&template, tmp.path(), "folder_is_a_file");
     edit_config(&c, "folder = \"imagery\"", "folder = \"job.toml\"");
     expect_failure(&c, &["job.toml", "imagery.folder"]);
 
     // An output folder that is a file.
-    let c = fresh(&template, tmp.path(), "output_is_a_file");
+    let c = with_results(&template, tmp.path(), "output_is_a_file");
     fs::write(c.dir.join("results"), b"not a folder").unwrap();
     edit_config(&c, "output = \"out\"", "output = \"results\"");
     let err = JobConfig::load(&c.config).unwrap_err().to_string();
