@@ -835,3 +835,29 @@ fn parcel_ids_carried_twice_are_listed() {
     assert_eq!(s.inputs.farmland_duplicate_ids, ["DUP-1"]);
     assert!(s.human().contains("DUP-1"), "{}", s.human());
 }
+
+#[test]
+fn an_unusable_temporary_folder_does_not_matter() {
+    // Scratch files live in the staging folder beside the results, never in TMPDIR.
+    let tmp = tempfile::tempdir().unwrap();
+    let template = city(&tmp.path().join("template"), 128, 3, 64);
+    let c = fresh(&template, tmp.path(), "no_tmpdir");
+    let out = Command::new(env!("CARGO_BIN_EXE_gengbao"))
+        .args([
+            "run",
+            "--config",
+            c.config.to_str().unwrap(),
+            "--period",
+            "2025-P1",
+        ])
+        .env("TMPDIR", tmp.path().join("does-not-exist"))
+        .env("CPL_TMPDIR", tmp.path().join("does-not-exist"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(c.dir.join("out/2025-P1/summary.json").exists());
+}

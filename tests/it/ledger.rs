@@ -489,3 +489,45 @@ fn returns_are_read_as_county_officers_save_them() {
     let err = read_returns(&junk).unwrap_err().to_string();
     assert!(err.contains("junk.csv") && err.contains("UTF-8"), "{err}");
 }
+
+#[test]
+fn a_return_of_ten_thousand_rows_with_one_bad_row_changes_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let mut patches: Vec<Patch> = (0..10_000)
+        .map(|i| {
+            patch(
+                (i % 100) as f64 * 50.0,
+                (i / 100) as f64 * 50.0,
+                20.0,
+                "2026-P1",
+            )
+        })
+        .collect();
+    let numbers = record(dir, "2026-P1", &mut patches, None);
+    let mut rows: Vec<ReturnRow> = numbers
+        .iter()
+        .enumerate()
+        .map(|(k, tbbh)| ReturnRow {
+            row: k + 2,
+            tbbh: tbbh.clone(),
+            result: "举证".into(),
+            evidence: "设施农业".into(),
+            ..Default::default()
+        })
+        .collect();
+    rows[7_777].evidence = "不知道".into();
+    let mut ledger = Ledger::open_existing(&OutputLayout::new(dir).ledger_file()).unwrap();
+    let before = ledger.history(None, None).unwrap().len();
+    let report = ledger.import(&rows, COUNTY, "county", dir, false).unwrap();
+    assert_eq!(
+        report.bad_rows.iter().map(|(r, _)| *r).collect::<Vec<_>>(),
+        [7_779]
+    );
+    assert!(report.applied.is_empty());
+    assert_eq!(
+        ledger.history(None, None).unwrap().len(),
+        before,
+        "nothing applied"
+    );
+}
