@@ -861,3 +861,60 @@ fn an_unusable_temporary_folder_does_not_matter() {
     );
     assert!(c.dir.join("out/2025-P1/summary.json").exists());
 }
+
+#[test]
+fn acquisitions_in_another_crs_are_warped_onto_the_grid() {
+    let tmp = tempfile::tempdir().unwrap();
+    let template = city(&tmp.path().join("template"), 128, 3, 64);
+    let p1 = "2025-P1".parse().unwrap();
+    let classes = |c: &Case| -> Vec<u8> {
+        let cfg = JobConfig::load(&c.config).unwrap();
+        run_period(&cfg, p1, &RunOptions::quiet()).unwrap();
+        let ds = gdal::Dataset::open(c.dir.join("out/2025-P1/class.tif")).unwrap();
+        let band = ds.rasterband(1).unwrap();
+        band.read_band_as::<u8>().unwrap().into_shape_and_vec().1
+    };
+    // The period seen by its first look alone, so that a look put in the wrong place could
+    // not be made up for by the others.
+    let first_look_only = |c: &Case| {
+        let cfg = JobConfig::load(&c.config).unwrap();
+        let profile = gengbao::geo::sensor::SensorProfile::by_name(&cfg.imagery.sensor).unwrap();
+        let catalog =
+            gengbao::geo::imagery::Catalog::scan(&c.dir.join("imagery"), profile).unwrap();
+        let looks = catalog.in_period(p1);
+        for acq in &looks[1..] {
+            fs::remove_dir_all(&acq.folder).unwrap();
+        }
+        looks[0].folder.clone()
+    };
+    let same = fresh(&template, tmp.path(), "one_crs");
+    first_look_only(&same);
+    let expected = classes(&same);
+
+    // The look delivered in the next UTM zone (EPSG:32651).
+    let c = fresh(&template, tmp.path(), "other_crs");
+    let acq = first_look_only(&c);
+    for band in fs::read_dir(&acq).unwrap().map(|e| e.unwrap().path()) {
+        let warped = band.with_extension("warped.tif");
+        let resampling = if band.to_string_lossy().contains("SCL") {
+            "near"
+        } else {
+            "bilinear"
+        };
+        let status = Command::new("gdalwarp")
+            .args(["-q", "-t_srs", "EPSG:32651", "-r", resampling])
+            .arg(&band)
+            .arg(&warped)
+            .status()
+            .expect("gdalwarp (gdal-bin, installed by scripts/setup.sh)");
+        assert!(status.success());
+        fs::rename(&warped, &band).unwrap();
+    }
+    let got = classes(&c);
+    let agree = got.iter().zip(&expected).filter(|(a, b)| a == b).count();
+    assert!(
+        agree as f64 >= 0.9 * expected.len() as f64,
+        "{agree} of {} pixels keep their class",
+        expected.len()
+    );
+}
