@@ -159,11 +159,15 @@ impl Ledger {
 
     fn open_file(path: &Path) -> Result<Ledger> {
         let conn = Connection::open(path).map_err(db_error(path))?;
-        conn.execute_batch(
-            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;",
-        )
-        .and_then(|_| conn.busy_timeout(std::time::Duration::from_secs(30)))
-        .and_then(|_| conn.execute_batch(SCHEMA))
+        // The wait comes first: another command's short write (a status set, an import)
+        // must not fail this one, even while the journal mode is being read.
+        conn.busy_timeout(std::time::Duration::from_secs(30))
+            .and_then(|_| {
+                conn.execute_batch(
+                    "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;",
+                )
+            })
+            .and_then(|_| conn.execute_batch(SCHEMA))
         .map_err(db_error(path))?;
         Ok(Ledger {
             conn,
@@ -171,15 +175,13 @@ impl Ledger {
         })
     }
 
+    /// A write transaction, its lock taken at once: a transaction that read first and asked
+    /// for the lock later would fail at once while another program writes, instead of
+    /// waiting its turn.
     fn begin(&mut self) -> Result<Transaction<'_>> {
-        let path = &self.path;
-        self.conn.transaction().map_err(|e| {
-            Error::input(
-                path,
-                e.to_string(),
-                "another program holds the ledger: close it and retry",
-            )
-        })
+        self.conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(db_error(&self.path))
     }
 
     fn db<T>(&self, r: rusqlite::Result<T>) -> Result<T> {

@@ -918,3 +918,30 @@ fn acquisitions_in_another_crs_are_warped_onto_the_grid() {
         expected.len()
     );
 }
+
+#[test]
+fn a_ledger_held_by_another_program_is_named_and_nothing_is_committed() {
+    let tmp = tempfile::tempdir().unwrap();
+    // A city with patches to record in the second period.
+    let template = crate::common::seeded_city(&tmp.path().join("template"), 512, 3, 256, 1);
+    let mut c = fresh(&template, tmp.path(), "held_ledger");
+    edit_config(&c, "fnh_min_periods = 2", "fnh_min_periods = 1");
+    let cfg = JobConfig::load(&c.config).unwrap();
+    run_period(&cfg, "2025-P1".parse().unwrap(), &RunOptions::quiet()).unwrap();
+    c.results = Some(job_results(&c));
+    // A SQLite browser in the middle of a write (SQLite waits 30 s for it, then gives up).
+    let other = rusqlite::Connection::open(c.dir.join("out").join("ledger.sqlite")).unwrap();
+    other.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    let err = run_error(&c, "2025-P2".parse().unwrap());
+    assert!(
+        err.contains("ledger.sqlite") && err.contains("another program holds the ledger"),
+        "{err}"
+    );
+    other.execute_batch("ROLLBACK").unwrap();
+    drop(other);
+    assert!(!c.dir.join("out").join("2025-P2").exists());
+    assert!(
+        Some(job_results(&c)) == c.results,
+        "the failed run changed the job's results"
+    );
+}
