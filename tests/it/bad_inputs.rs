@@ -945,3 +945,35 @@ fn a_ledger_held_by_another_program_is_named_and_nothing_is_committed() {
         "the failed run changed the job's results"
     );
 }
+
+#[test]
+fn a_province_wide_farmland_layer_of_a_million_parcels_gives_the_same_results() {
+    let tmp = tempfile::tempdir().unwrap();
+    let template = city(&tmp.path().join("template"), 128, 3, 64);
+    let p1 = "2025-P1".parse().unwrap();
+    let c = fresh(&template, tmp.path(), "county_layer");
+    let cfg = JobConfig::load(&c.config).unwrap();
+    let small = run_period(&cfg, p1, &RunOptions::quiet()).unwrap();
+    let flags = fs::read(c.dir.join("out/2025-P1/flags.tif")).unwrap();
+
+    // The same parcels inside a layer of a million more, elsewhere in the province.
+    let c = fresh(&template, tmp.path(), "province_layer");
+    sql(
+        &c.dir.join("farmland.gpkg"),
+        "INSERT INTO farmland (geom, BSM, DLBM) \
+         WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 1000000) \
+         SELECT AsGPB(BuildMbr(600000 + (i % 1000) * 20, 3600000 + (i / 1000) * 20, \
+                               600010 + (i % 1000) * 20, 3600010 + (i / 1000) * 20, 32650)), \
+                'P' || i, '0101' FROM n",
+    );
+    let cfg = JobConfig::load(&c.config).unwrap();
+    let huge = run_period(&cfg, p1, &RunOptions::quiet()).unwrap();
+    assert_eq!(
+        huge.inputs.farmland_parcels,
+        small.inputs.farmland_parcels + 1_000_000
+    );
+    assert!(
+        fs::read(c.dir.join("out/2025-P1/flags.tif")).unwrap() == flags,
+        "the far parcels changed the flags"
+    );
+}
