@@ -880,10 +880,28 @@ fn main() -> ExitCode {
     if std::env::var_os("GDAL_CACHEMAX").is_none() {
         let _ = gdal::config::set_config_option("GDAL_CACHEMAX", "128");
     }
+    gengbao::progress::keep_library_messages();
     match main_inner(Cli::parse()) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             eprintln!("error: {e}");
+            // First lines only: a libtorch trace's C++ frames are in the run log.
+            let mut details: Vec<String> = Vec::new();
+            for d in gengbao::progress::take_library_messages() {
+                let first = d.lines().next().unwrap_or("").trim_end().to_string();
+                if !details.contains(&first) {
+                    details.push(first);
+                }
+            }
+            if !details.is_empty() {
+                eprintln!("  details from the libraries:");
+                for d in details.iter().take(6) {
+                    eprintln!("    {d}");
+                }
+                if details.len() > 6 {
+                    eprintln!("    ({} more)", details.len() - 6);
+                }
+            }
             ExitCode::from(exit_code_of(&e))
         }
     }

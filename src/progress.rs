@@ -1,8 +1,47 @@
 //! The terminal: progress bars with an ETA for counted work, a spinner for the rest (hidden
-//! when quiet: tests, logs, cron), and the one writer of standard output, which a closed pipe
-//! does not turn into a failure ([`write_stdout`]).
+//! when quiet: tests, logs, cron), the one writer of standard output, which a closed pipe
+//! does not turn into a failure ([`write_stdout`]), and the libraries' own messages
+//! ([`keep_library_messages`]).
 
 use indicatif::{ProgressBar, ProgressStyle};
+use std::sync::Mutex;
+
+/// The libraries' own words (GDAL's errors and warnings, libtorch's traces), kept rather
+/// than printed between gengbao's lines: what a user reads first is gengbao's message, which
+/// names the file and the fix; these follow it on failure and go to the run log.
+static LIBRARY_MESSAGES: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+/// At most this many are kept between two reads (a damaged file can repeat one per block).
+const MAX_LIBRARY_MESSAGES: usize = 100;
+
+/// Routes GDAL's messages into [`library_message`] instead of GDAL's printing to stderr.
+/// The command line calls it once; a program using the library keeps GDAL's own handler.
+pub fn keep_library_messages() {
+    gdal::config::set_error_handler(|class, number, message| {
+        library_message(format!("GDAL {class:?} {number}: {message}"));
+    });
+}
+
+/// Keeps a library's message for the run log and the end of a failure's report.
+pub fn library_message(text: String) {
+    let mut kept = LIBRARY_MESSAGES.lock().unwrap_or_else(|p| p.into_inner());
+    if kept.len() < MAX_LIBRARY_MESSAGES {
+        kept.push(text);
+    }
+}
+
+/// The messages kept since the last [`take_library_messages`].
+pub fn library_messages() -> Vec<String> {
+    LIBRARY_MESSAGES
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone()
+}
+
+/// The messages kept, forgotten from here on.
+pub fn take_library_messages() -> Vec<String> {
+    std::mem::take(&mut *LIBRARY_MESSAGES.lock().unwrap_or_else(|p| p.into_inner()))
+}
 
 /// A bar of `len` steps named `what`.
 pub fn progress(len: u64, what: &str, quiet: bool) -> ProgressBar {

@@ -918,6 +918,7 @@ struct Batch {
 /// source files, not the user's problem).
 fn torch_message(e: &tch::TchError) -> String {
     let text = e.to_string();
+    crate::progress::library_message(format!("libtorch: {text}"));
     let head = text.split("Exception raised from").next().unwrap_or(&text);
     head.lines()
         .map(str::trim)

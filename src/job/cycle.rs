@@ -137,11 +137,18 @@ pub fn run_periods(
                     s.seconds.get("total").copied().unwrap_or(0.0),
                     totals.join(", ")
                 ));
+                for d in crate::progress::take_library_messages() {
+                    log(&format!("{p}: library: {}", d.replace('\n', " | ")));
+                }
                 done(p, &s);
                 outcome.ran.push(p);
             }
             Err(e) => {
                 log(&format!("{p}: failed: {e}"));
+                // Whole, traces included; the command line prints their first lines.
+                for d in crate::progress::library_messages() {
+                    log(&format!("{p}: library: {}", d.replace('\n', " | ")));
+                }
                 return Err(e);
             }
         }

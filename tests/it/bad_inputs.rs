@@ -977,3 +977,54 @@ fn a_province_wide_farmland_layer_of_a_million_parcels_gives_the_same_results() 
         "the far parcels changed the flags"
     );
 }
+
+#[test]
+fn the_libraries_own_words_follow_gengbaos_message_and_go_to_the_run_log() {
+    let tmp = tempfile::tempdir().unwrap();
+    let template = city(&tmp.path().join("template"), 128, 3, 64);
+    let c = fresh(&template, tmp.path(), "cut_model_cli");
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
+    let bytes = fs::read(shipped.join("gengbao-s2-v1.ot")).unwrap();
+    let model = c.dir.join("model.ot");
+    fs::write(&model, &bytes[..bytes.len() / 2]).unwrap();
+    fs::copy(
+        shipped.join("gengbao-s2-v1.ot.json"),
+        c.dir.join("model.ot.json"),
+    )
+    .unwrap();
+    edit_config(
+        &c,
+        "kind = \"auto\"",
+        &format!("kind = \"torch\"\nmodel = \"{}\"", model.display()),
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_gengbao"))
+        .args([
+            "run",
+            "--config",
+            c.config.to_str().unwrap(),
+            "--period",
+            "2025-P1",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let first_error = stderr
+        .lines()
+        .position(|l| l.starts_with("error:"))
+        .unwrap();
+    assert!(
+        stderr
+            .lines()
+            .take(first_error)
+            .all(|l| !l.contains("GDAL") && !l.contains("libtorch")),
+        "library words before gengbao's message:\n{stderr}"
+    );
+    assert!(stderr.contains("damaged or incomplete"), "{stderr}");
+    assert!(
+        !stderr.contains("Exception raised from") && !stderr.contains("frame #"),
+        "a C++ trace on stderr:\n{stderr}"
+    );
+    let log = fs::read_to_string(c.dir.join("out/gengbao.log")).unwrap();
+    assert!(log.contains("library: libtorch:"), "{log}");
+}
