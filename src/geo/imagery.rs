@@ -32,6 +32,22 @@ pub struct Catalog {
     pub profile: &'static SensorProfile,
     /// Sorted by date, then folder, so processing order never depends on the file system.
     pub acquisitions: Vec<Acquisition>,
+    /// Imagery-like files that are in no acquisition: rasters in folders where no band of the
+    /// profile was found, and packed products (zip, tar). Sorted.
+    pub unplaced: Vec<PathBuf>,
+}
+
+/// A packed product (a zipped SAFE, a Landsat or Gaofen tar), which the catalog does not
+/// open.
+fn is_packed_product(p: &Path) -> bool {
+    let name = p
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    [".zip", ".tar", ".tar.gz", ".tgz"]
+        .iter()
+        .any(|e| name.ends_with(e))
 }
 
 fn tokens(name: &str) -> impl Iterator<Item = &str> {
@@ -87,6 +103,7 @@ impl Catalog {
             ));
         }
         let mut acquisitions = Vec::new();
+        let mut unplaced = Vec::new();
         let mut stack = vec![folder.to_path_buf()];
         while let Some(dir) = stack.pop() {
             let mut entries: Vec<PathBuf> = std::fs::read_dir(&dir)
@@ -95,14 +112,19 @@ impl Catalog {
                 .collect();
             entries.sort();
             let mut files = BTreeMap::new();
+            let mut rasters = Vec::new();
             for p in &entries {
                 if p.is_dir() {
                     stack.push(p.clone());
                     continue;
                 }
+                if is_packed_product(p) {
+                    unplaced.push(p.clone());
+                }
                 if !is_raster_file(p) {
                     continue;
                 }
+                rasters.push(p.clone());
                 let stem = p.file_stem().and_then(|s| s.to_str()).unwrap_or("");
                 let wanted = profile.bands.iter().copied().chain(profile.mask_band);
                 for band in wanted {
@@ -122,6 +144,7 @@ impl Catalog {
                 }
             }
             if files.is_empty() {
+                unplaced.extend(rasters);
                 continue;
             }
             let dir_name = dir.file_name().and_then(|s| s.to_str()).unwrap_or("");
@@ -167,9 +190,37 @@ impl Catalog {
             });
         }
         acquisitions.sort_by(|a, b| (a.date, &a.folder).cmp(&(b.date, &b.folder)));
+        unplaced.sort();
+        if acquisitions.is_empty() && !unplaced.is_empty() {
+            let shown: Vec<String> = unplaced
+                .iter()
+                .take(3)
+                .map(|p| p.strip_prefix(folder).unwrap_or(p).display().to_string())
+                .collect();
+            return Err(Error::input(
+                folder,
+                format!(
+                    "holds {} imagery files but no acquisition gengbao can read for sensor {} (e.g. {})",
+                    unplaced.len(),
+                    profile.name,
+                    shown.join(", ")
+                ),
+                format!(
+                    "lay each acquisition out as a folder with its date (YYYYMMDD) in the name and one GeoTIFF per band, the band name a token of the file name (e.g. T50SKE_20250115_B02_10m.tif); bands: {}. Packed products (SAFE zips, tars) and SAFE folders are not read yet: unpack and flatten them, or check `[imagery] sensor` (`gengbao sensors`)",
+                    profile
+                        .bands
+                        .iter()
+                        .chain(&profile.mask_band)
+                        .copied()
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                ),
+            ));
+        }
         Ok(Catalog {
             profile,
             acquisitions,
+            unplaced,
         })
     }
 

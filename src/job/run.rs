@@ -84,6 +84,8 @@ struct PeriodInputs<'c> {
     period: Period,
     /// The period's acquisitions in date order, located in the grid CRS.
     acquisitions: Vec<Located>,
+    /// Imagery files of the folder in no acquisition (relative to it).
+    unplaced: Vec<String>,
     profile: &'static SensorProfile,
     grid_srs: SpatialRef,
     grid: JobGrid,
@@ -255,6 +257,7 @@ pub fn run_period(cfg: &JobConfig, period: Period, opts: &RunOptions) -> Result<
             farmland_parcels: inputs.farmland.parcel_count,
             farmland_repaired: inputs.farmland.repaired.clone(),
             admin_repaired: inputs.admin.repaired.clone(),
+            imagery_unplaced: inputs.unplaced.clone(),
             farmland_duplicate_ids: inputs.farmland.duplicate_ids.clone(),
             imagery: cfg.resolve(&cfg.imagery.folder).display().to_string(),
         },
@@ -330,9 +333,21 @@ fn check_inputs<'c>(
         encoding: cfg.farmland.encoding.as_deref(),
     })?;
     let classifier = load_classifier(cfg, profile)?;
+    let imagery_folder = cfg.resolve(&cfg.imagery.folder);
+    let unplaced = catalog
+        .unplaced
+        .iter()
+        .map(|p| {
+            p.strip_prefix(&imagery_folder)
+                .unwrap_or(p)
+                .display()
+                .to_string()
+        })
+        .collect();
     Ok(PeriodInputs {
         period,
         acquisitions,
+        unplaced,
         profile,
         grid_srs,
         grid,

@@ -114,6 +114,9 @@ pub struct Inputs {
     pub admin_repaired: Vec<String>,
     /// Parcel ids carried by more than one watched parcel.
     pub farmland_duplicate_ids: Vec<String>,
+    /// Imagery files in no acquisition (packed products, rasters without a band of the
+    /// profile), relative to the imagery folder.
+    pub imagery_unplaced: Vec<String>,
     pub imagery: String,
 }
 
@@ -207,6 +210,14 @@ impl RunSummary {
                 self.inputs.farmland,
                 self.inputs.farmland_repaired.len(),
                 crate::geo::layers::listed(&self.inputs.farmland_repaired)
+            );
+        }
+        if !self.inputs.imagery_unplaced.is_empty() {
+            s += &format!(
+                "   warning: {}: {} files are in no acquisition and were not read: {}\n",
+                self.inputs.imagery,
+                self.inputs.imagery_unplaced.len(),
+                crate::geo::layers::listed(&self.inputs.imagery_unplaced)
             );
         }
         if !self.inputs.admin_repaired.is_empty() {

@@ -1028,3 +1028,53 @@ fn the_libraries_own_words_follow_gengbaos_message_and_go_to_the_run_log() {
     let log = fs::read_to_string(c.dir.join("out/gengbao.log")).unwrap();
     assert!(log.contains("library: libtorch:"), "{log}");
 }
+
+#[test]
+fn imagery_gengbao_cannot_place_is_named_never_silently_skipped() {
+    let tmp = tempfile::tempdir().unwrap();
+    let template = city(&tmp.path().join("template"), 128, 3, 64);
+
+    // Products as the hubs deliver them, and nothing gengbao reads: not "0 periods, exit 0".
+    let c = fresh(&template, tmp.path(), "only_products");
+    let imagery = c.dir.join("imagery");
+    fs::remove_dir_all(&imagery).unwrap();
+    fs::create_dir_all(imagery.join("GF2_PMS1_E120.1_N32.2_20250105_L1A0003000001")).unwrap();
+    fs::write(
+        imagery.join("S2A_MSIL2A_20250115T030551_N0511_R075_T50SKE_20250115T061534.zip"),
+        b"PK",
+    )
+    .unwrap();
+    fs::write(
+        imagery
+            .join("GF2_PMS1_E120.1_N32.2_20250105_L1A0003000001")
+            .join("GF2_PMS1_E120.1_N32.2_20250105_L1A0003000001-MSS1.tif"),
+        b"II*\0",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_gengbao"))
+        .args([
+            "run",
+            "--config",
+            c.config.to_str().unwrap(),
+            "--period",
+            "all",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "exit 0 with nothing run:\n{stderr}");
+    assert!(
+        stderr.contains("no acquisition gengbao can read")
+            && stderr.contains("MSS1.tif")
+            && stderr.contains("fix:"),
+        "{stderr}"
+    );
+
+    // Beside readable acquisitions, a packed product is run without and named.
+    let c = fresh(&template, tmp.path(), "stray_zip");
+    fs::write(c.dir.join("imagery").join("S2B_MSIL2A_20250301.zip"), b"PK").unwrap();
+    let cfg = JobConfig::load(&c.config).unwrap();
+    let s = run_period(&cfg, "2025-P1".parse().unwrap(), &RunOptions::quiet()).unwrap();
+    assert_eq!(s.inputs.imagery_unplaced, ["S2B_MSIL2A_20250301.zip"]);
+    assert!(s.human().contains("not read"), "{}", s.human());
+}
