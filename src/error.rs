@@ -52,7 +52,9 @@ pub enum Error {
     },
     #[error("GDAL: {0}")]
     Gdal(#[from] gdal::errors::GdalError),
-    #[error("libtorch: {0}")]
+    /// libtorch's message without the C++ stack trace it appends (the command line keeps the
+    /// whole text for the run log).
+    #[error("libtorch: {}", torch_head(.0))]
     Torch(#[from] tch::TchError),
 }
 
@@ -106,12 +108,24 @@ impl Error {
     }
 }
 
+/// The first line of libtorch's message: the C++ frames after it name libtorch's own
+/// source files, not the user's problem.
+pub(crate) fn torch_head(e: &tch::TchError) -> String {
+    let text = e.to_string();
+    let head = text.split("Exception raised from").next().unwrap_or(&text);
+    head.lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .unwrap_or("unknown libtorch error")
+        .to_string()
+}
+
 /// Below this much free space a failed write is taken for a full disk.
 const NEARLY_FULL: u64 = 16 << 20;
 
 /// Bytes free for this user on the file system holding `path` (or its nearest existing
 /// parent folder).
-pub(crate) fn free_bytes(path: &Path) -> Option<u64> {
+fn free_bytes(path: &Path) -> Option<u64> {
     let existing = path.ancestors().find(|p| p.exists())?;
     let c_path = std::ffi::CString::new(existing.as_os_str().as_encoded_bytes()).ok()?;
     let mut stat = std::mem::MaybeUninit::<libc::statvfs>::uninit();
@@ -150,6 +164,33 @@ pub(crate) trait GdalContext<T> {
 
 impl<T> GdalContext<T> for std::result::Result<T, gdal::errors::GdalError> {
     fn in_file(self, path: &Path, fix: &str) -> Result<T> {
-        self.map_err(|e| disk_full(path).unwrap_or_else(|| Error::input(path, e.to_string(), fix)))
+        self.map_err(|e| {
+            let full = if could_be_a_failed_write(&e) {
+                disk_full(path)
+            } else {
+                None
+            };
+            full.unwrap_or_else(|| Error::input(path, e.to_string(), fix))
+        })
+    }
+}
+
+/// CPLE_FileIO of GDAL's cpl_error.h (a macro, not in the bindings).
+const CPLE_FILE_IO: i32 = 3;
+
+/// GDAL errors a full disk gives (a file that cannot be created, an I/O error, SQLite's
+/// "disk is full"), as opposed to a file GDAL could read but not understand: only these are
+/// put down to a nearly full disk.
+fn could_be_a_failed_write(e: &gdal::errors::GdalError) -> bool {
+    use gdal::errors::GdalError;
+    match e {
+        GdalError::NullPointer { .. } => true,
+        GdalError::CplError { number, msg, .. } => {
+            *number == CPLE_FILE_IO
+                || ["disk is full", "No space left", "write"]
+                    .iter()
+                    .any(|m| msg.contains(m))
+        }
+        _ => false,
     }
 }

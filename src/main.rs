@@ -886,20 +886,14 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("error: {e}");
             // First lines only: a libtorch trace's C++ frames are in the run log.
-            let mut details: Vec<String> = Vec::new();
-            for d in gengbao::progress::take_library_messages() {
-                let first = d.lines().next().unwrap_or("").trim_end().to_string();
-                if !details.contains(&first) {
-                    details.push(first);
-                }
-            }
+            let (details, more) = gengbao::progress::take_library_message_heads(6);
             if !details.is_empty() {
                 eprintln!("  details from the libraries:");
-                for d in details.iter().take(6) {
+                for d in &details {
                     eprintln!("    {d}");
                 }
-                if details.len() > 6 {
-                    eprintln!("    ({} more)", details.len() - 6);
+                if more > 0 {
+                    eprintln!("    ({more} more)");
                 }
             }
             ExitCode::from(exit_code_of(&e))

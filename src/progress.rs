@@ -38,6 +38,21 @@ pub fn library_messages() -> Vec<String> {
         .clone()
 }
 
+/// The first lines of the messages kept, each once, at most `most` of them, and how many
+/// more there were; forgotten from here on. What a failed command prints after its message.
+pub fn take_library_message_heads(most: usize) -> (Vec<String>, usize) {
+    let mut heads: Vec<String> = Vec::new();
+    for m in take_library_messages() {
+        let first = m.lines().next().unwrap_or("").trim_end().to_string();
+        if !heads.contains(&first) {
+            heads.push(first);
+        }
+    }
+    let more = heads.len().saturating_sub(most);
+    heads.truncate(most);
+    (heads, more)
+}
+
 /// The messages kept, forgotten from here on.
 pub fn take_library_messages() -> Vec<String> {
     std::mem::take(&mut *LIBRARY_MESSAGES.lock().unwrap_or_else(|p| p.into_inner()))

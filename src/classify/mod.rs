@@ -914,17 +914,17 @@ struct Batch {
     second_probability: Vec<f32>,
 }
 
-/// libtorch's message without the C++ stack trace it appends (which names libtorch's own
-/// source files, not the user's problem).
+/// libtorch's message for the user (its first line), the whole text kept for the run log.
 fn torch_message(e: &tch::TchError) -> String {
-    let text = e.to_string();
-    crate::progress::library_message(format!("libtorch: {text}"));
-    let head = text.split("Exception raised from").next().unwrap_or(&text);
-    head.lines()
-        .map(str::trim)
-        .find(|l| !l.is_empty())
-        .unwrap_or("unknown libtorch error")
-        .to_string()
+    crate::progress::library_message(format!("libtorch: {e}"));
+    crate::error::torch_head(e)
+}
+
+/// A model file libtorch could not load: damaged when it is not even an archive (cut short
+/// or overwritten), else `problem` with libtorch's first line and `fix`.
+fn model_error(path: &Path, e: &tch::TchError, problem: &str, fix: &str) -> Error {
+    damaged(path, e)
+        .unwrap_or_else(|| Error::input(path, format!("{problem}: {}", torch_message(e)), fix))
 }
 
 /// A model file libtorch cannot open as an archive at all: cut short or overwritten.
@@ -947,13 +947,12 @@ fn load_model(card: &ModelCard, path: &Path, bytes: &[u8]) -> Result<TorchModel>
     Ok(match card.format {
         ModelFormat::Torchscript => {
             let mut m = tch::CModule::load_data(&mut std::io::Cursor::new(bytes)).map_err(|e| {
-                damaged(path, &e).unwrap_or_else(|| {
-                    Error::input(
-                        path,
-                        format!("not a loadable TorchScript module: {}", torch_message(&e)),
-                        "export it with torch.jit.trace or torch.jit.script and torch.jit.save",
-                    )
-                })
+                model_error(
+                    path,
+                    &e,
+                    "not a loadable TorchScript module",
+                    "export it with torch.jit.trace or torch.jit.script and torch.jit.save",
+                )
             })?;
             m.set_eval();
             TorchModel::Script(m)
@@ -968,16 +967,12 @@ fn load_model(card: &ModelCard, path: &Path, bytes: &[u8]) -> Result<TorchModel>
             );
             vs.load_from_stream(std::io::Cursor::new(bytes))
                 .map_err(|e| {
-                    damaged(path, &e).unwrap_or_else(|| {
-                        Error::input(
-                            path,
-                            format!(
-                                "the weights do not fit the card's architecture: {}",
-                                torch_message(&e)
-                            ),
-                            "check `hidden` and `input_bands` in the card",
-                        )
-                    })
+                    model_error(
+                        path,
+                        &e,
+                        "the weights do not fit the card's architecture",
+                        "check `hidden` and `input_bands` in the card",
+                    )
                 })?;
             TorchModel::Mlp(seq, vs)
         }

@@ -5,7 +5,7 @@ use crate::engine::patches::Patch;
 use crate::error::{Error, Result};
 use crate::geo::composite;
 use crate::geo::grid::{overlaps, Bounds, JobGrid, Window};
-use crate::geo::imagery::{Acquisition, Catalog};
+use crate::geo::imagery::{date_span, Acquisition, Catalog};
 use crate::geo::raster::rasterize;
 use crate::geo::sensor::SensorProfile;
 use gdal::spatial_ref::SpatialRef;
@@ -32,15 +32,7 @@ const PANEL: usize = 240;
 impl ChipImagery<'_> {
     /// First and last image date of `period` (`YYYYMMDD-YYYYMMDD`), or "无影像".
     pub(super) fn image_dates(&self, period: Period) -> String {
-        let acquisitions = self.catalog.in_period(period);
-        match (acquisitions.first(), acquisitions.last()) {
-            (Some(first), Some(last)) => format!(
-                "{}-{}",
-                first.date.format("%Y%m%d"),
-                last.date.format("%Y%m%d")
-            ),
-            _ => "无影像".to_string(),
-        }
+        date_span(self.catalog.in_period(period)).unwrap_or_else(|| "无影像".to_string())
     }
 
     /// The earliest acquisition up to `period` that covers `window`, as a one-image
@@ -86,14 +78,9 @@ impl ChipImagery<'_> {
     /// dates composited, or None when the period has no imagery there.
     fn true_colour(&self, period: Period, window: Window) -> Result<Option<TrueColour>> {
         let covering = self.covering(period, window)?;
-        let (Some(first), Some(last)) = (covering.first(), covering.last()) else {
+        let Some(dates) = date_span(covering.iter().copied()) else {
             return Ok(None);
         };
-        let dates = format!(
-            "{}-{}",
-            first.date.format("%Y%m%d"),
-            last.date.format("%Y%m%d")
-        );
         let comp = composite::build(&covering, self.profile, self.add_offset, self.grid, window)?;
         let [blue, green, red, ..] = comp.canonical(self.profile);
         Ok(Some(([red.to_vec(), green.to_vec(), blue.to_vec()], dates)))

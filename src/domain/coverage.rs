@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 
 /// Watched pixels of a county and those a clear observation saw.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Seen {
     pub watched: u64,
     pub clear: u64,

@@ -33,8 +33,23 @@ pub struct Catalog {
     /// Sorted by date, then folder, so processing order never depends on the file system.
     pub acquisitions: Vec<Acquisition>,
     /// Imagery-like files that are in no acquisition: rasters in folders where no band of the
-    /// profile was found, and packed products (zip, tar). Sorted.
+    /// profile was found, and packed products (zip, tar). Relative to the folder, sorted.
     pub unplaced: Vec<PathBuf>,
+}
+
+/// First and last date of acquisitions in date order, `YYYYMMDD-YYYYMMDD` (as patches and
+/// maps state them); None without any.
+pub(crate) fn date_span<'a>(
+    acquisitions: impl IntoIterator<Item = &'a Acquisition>,
+) -> Option<String> {
+    let mut dates = acquisitions.into_iter().map(|a| a.date);
+    let first = dates.next()?;
+    let last = dates.last().unwrap_or(first);
+    Some(format!(
+        "{}-{}",
+        first.format("%Y%m%d"),
+        last.format("%Y%m%d")
+    ))
 }
 
 /// A packed product (a zipped SAFE, a Landsat or Gaofen tar), which the catalog does not
@@ -190,12 +205,16 @@ impl Catalog {
             });
         }
         acquisitions.sort_by(|a, b| (a.date, &a.folder).cmp(&(b.date, &b.folder)));
+        let mut unplaced: Vec<PathBuf> = unplaced
+            .iter()
+            .map(|p| p.strip_prefix(folder).unwrap_or(p).to_path_buf())
+            .collect();
         unplaced.sort();
         if acquisitions.is_empty() && !unplaced.is_empty() {
             let shown: Vec<String> = unplaced
                 .iter()
                 .take(3)
-                .map(|p| p.strip_prefix(folder).unwrap_or(p).display().to_string())
+                .map(|p| p.display().to_string())
                 .collect();
             return Err(Error::input(
                 folder,

@@ -130,7 +130,11 @@ fn dbf_text_values(dbf: &[u8]) -> impl Iterator<Item = &[u8]> {
     // Field descriptors: 32 bytes each from byte 32 up to the 0x0D terminator.
     let mut fields = Vec::new();
     let mut at = 1; // every record starts with its deletion flag
-    for d in dbf[32..header.min(dbf.len())].chunks_exact(32) {
+    for d in dbf
+        .get(32..header.min(dbf.len()))
+        .unwrap_or_default()
+        .chunks_exact(32)
+    {
         if d[0] == 0x0d {
             break;
         }
@@ -384,14 +388,12 @@ impl Admin {
             }
             // A boundary crossing itself would burn and cut patches wrongly: repaired, and
             // named in the run summary.
-            let g = if g.is_valid() {
-                g.transform(&to_grid)
-            } else {
+            let invalid = !g.is_valid();
+            if invalid {
                 repaired.insert(code.clone());
-                g.make_valid(&Default::default())
-                    .and_then(|v| v.transform(&to_grid))
             }
-            .in_file(path, "check the layer's CRS and repair its geometries")?;
+            let g = onto_grid(g, invalid, &to_grid)
+                .in_file(path, "check the layer's CRS and repair its geometries")?;
             let name = field_string(&f, name_field).unwrap_or_default();
             match by_code.remove(&code) {
                 Some((n, prev)) => {
@@ -517,21 +519,31 @@ impl Admin {
 
     /// County index (1-based, in `counties` order) of each pixel of `window`; 0 outside.
     pub(crate) fn rasterize(&self, grid: &JobGrid, window: Window) -> Result<Vec<u16>> {
-        let b = grid.window_bounds(window);
-        let bbox = Geometry::bbox(b.0, b.1, b.2, b.3)?;
-        let mut geoms = Vec::new();
-        let mut values = Vec::new();
-        for (i, c) in self.counties.iter().enumerate() {
-            if let Some(g) = c.geometry_near(b)?.filter(|g| g.intersects(&bbox)) {
-                geoms.push(g);
-                values.push((i + 1) as f64);
-            }
-        }
-        Ok(rasterize(grid, window, &geoms, &values)?
-            .into_iter()
-            .map(|v| v as u16)
-            .collect())
+        rasterize_counties(&self.counties, grid, window)
     }
+}
+
+/// The index (1-based, in the slice's order) of the county under each pixel of `window`; 0
+/// outside every county.
+pub(crate) fn rasterize_counties(
+    counties: &[County],
+    grid: &JobGrid,
+    window: Window,
+) -> Result<Vec<u16>> {
+    let b = grid.window_bounds(window);
+    let bbox = Geometry::bbox(b.0, b.1, b.2, b.3)?;
+    let mut geoms = Vec::new();
+    let mut values = Vec::new();
+    for (i, c) in counties.iter().enumerate() {
+        if let Some(g) = c.geometry_near(b)?.filter(|g| g.intersects(&bbox)) {
+            geoms.push(g);
+            values.push((i + 1) as f64);
+        }
+    }
+    Ok(rasterize(grid, window, &geoms, &values)?
+        .into_iter()
+        .map(|v| v as u16)
+        .collect())
 }
 
 /// Farmland rasters of a tile window.
@@ -565,6 +577,8 @@ pub(crate) struct Farmland {
     pub parcel_count: u64,
     /// Watched parcels with an invalid geometry, by id (or `fid N`), repaired when burnt.
     pub repaired: Vec<String>,
+    /// Feature ids of the invalid parcels, repaired as they are burnt (found once, on opening).
+    invalid_fids: std::collections::HashSet<u64>,
     /// Ids (id field) that more than one watched parcel carries: patches on them name an
     /// ambiguous parcel.
     pub duplicate_ids: Vec<String>,
@@ -577,6 +591,19 @@ fn is_yes(v: Option<String>) -> bool {
         v.as_deref().map(str::trim),
         Some("1" | "Y" | "y" | "YES" | "yes" | "是" | "true")
     )
+}
+
+/// `g` in the grid CRS, repaired first (GEOS MakeValid) when it is `invalid`.
+fn onto_grid(
+    g: &Geometry,
+    invalid: bool,
+    to_grid: &CoordTransform,
+) -> gdal::errors::Result<Geometry> {
+    if invalid {
+        g.make_valid(&Default::default())?.transform(to_grid)
+    } else {
+        g.transform(to_grid)
+    }
 }
 
 /// Up to 20 ids, and how many more.
@@ -634,6 +661,7 @@ impl Farmland {
             class_filter: Some((class_field.to_string(), classes.to_vec())),
             parcel_count: 0,
             repaired: Vec::new(),
+            invalid_fids: Default::default(),
             duplicate_ids: Vec::new(),
             encoding,
         };
@@ -641,6 +669,7 @@ impl Farmland {
         // instead of silently watching no land; find the invalid ones on the way.
         let mut lyr = lyr;
         let (mut count, mut invalid_ids) = (0, Vec::new());
+        let mut invalid_fids = std::collections::HashSet::new();
         let mut seen = std::collections::HashSet::new();
         let mut duplicates = std::collections::BTreeSet::new();
         for f in lyr.features().filter(|f| farmland.is_watched(f)) {
@@ -652,6 +681,7 @@ impl Farmland {
                 }
             }
             if f.geometry().is_some_and(|g| !g.is_valid()) {
+                invalid_fids.extend(f.fid());
                 invalid_ids.push(
                     id.unwrap_or_else(|| format!("fid {}", f.fid().map_or(-1, |v| v as i64))),
                 );
@@ -659,6 +689,7 @@ impl Farmland {
         }
         farmland.parcel_count = count;
         farmland.repaired = invalid_ids;
+        farmland.invalid_fids = invalid_fids;
         farmland.duplicate_ids = duplicates.into_iter().collect();
         if invalid == InvalidGeometries::Refuse && !farmland.repaired.is_empty() {
             return Err(Error::input(
@@ -702,8 +733,13 @@ impl Farmland {
     /// (two-date detection on a user's own parcels).
     pub(crate) fn open_polygons(path: &Path) -> Result<Self> {
         let (ds, encoding) = open_vector(path, TextEncoding::default())?;
-        let lyr = layer(&ds, path, None)?;
+        let mut lyr = layer(&ds, path, None)?;
         layer_srs(&lyr, path)?;
+        let invalid_fids = lyr
+            .features()
+            .filter(|f| f.geometry().is_some_and(|g| !g.is_valid()))
+            .filter_map(|f| f.fid())
+            .collect();
         Ok(Farmland {
             path: path.to_path_buf(),
             layer: lyr.name(),
@@ -712,6 +748,7 @@ impl Farmland {
             class_filter: None,
             parcel_count: lyr.feature_count(),
             repaired: Vec::new(),
+            invalid_fids,
             duplicate_ids: Vec::new(),
             encoding,
         })
@@ -764,13 +801,9 @@ impl Farmland {
             if !self.is_watched(&f) {
                 continue;
             }
-            let g = if g.is_valid() {
-                g.transform(&to_grid)
-            } else {
-                g.make_valid(&Default::default())
-                    .and_then(|v| v.transform(&to_grid))
-            };
-            geoms.push(g.in_file(&self.path, "check the layer's CRS and its geometries")?);
+            let g = onto_grid(g, self.invalid_fids.contains(&fid), &to_grid)
+                .in_file(&self.path, "check the layer's CRS and its geometries")?;
+            geoms.push(g);
             // fid 0 would read as "no parcel"; shapefile fids start at 0.
             let id = i32::try_from(fid + 1).map_err(|_| {
                 Error::input(

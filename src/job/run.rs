@@ -21,7 +21,7 @@ use crate::engine::tiles::{for_each_tile, pool};
 use crate::error::{Error, GdalContext, Result};
 use crate::geo::composite::NDVI_NODATA;
 use crate::geo::grid::{JobGrid, Tile};
-use crate::geo::imagery::Catalog;
+use crate::geo::imagery::{date_span, Catalog};
 use crate::geo::layers::{Admin, Farmland, FarmlandSource};
 use crate::geo::raster::{rasterize, read_grid_window, GridTiff};
 use crate::geo::sensor::SensorProfile;
@@ -168,7 +168,8 @@ pub fn run_period(cfg: &JobConfig, period: Period, opts: &RunOptions) -> Result<
     let t_vec = Instant::now();
     let info = PeriodInfo {
         period: period.to_string(),
-        image_dates: image_dates(&inputs.acquisitions),
+        image_dates: date_span(inputs.acquisitions.iter().map(|a| &a.acquisition))
+            .expect("a period runs with acquisitions"),
         model_version: inputs.classifier.version(),
         timeline: Timeline::Job {
             period,
@@ -333,16 +334,10 @@ fn check_inputs<'c>(
         encoding: cfg.farmland.encoding.as_deref(),
     })?;
     let classifier = load_classifier(cfg, profile)?;
-    let imagery_folder = cfg.resolve(&cfg.imagery.folder);
     let unplaced = catalog
         .unplaced
         .iter()
-        .map(|p| {
-            p.strip_prefix(&imagery_folder)
-                .unwrap_or(p)
-                .display()
-                .to_string()
-        })
+        .map(|p| p.display().to_string())
         .collect();
     Ok(PeriodInputs {
         period,
@@ -505,12 +500,6 @@ fn tile_stage(
     ndvi_tif.close()?;
     signals_tif.close()?;
     Ok(stage)
-}
-
-/// First and last image date of the period: `YYYYMMDD-YYYYMMDD`.
-fn image_dates(acquisitions: &[Located]) -> String {
-    let day = |a: Option<&Located>| a.expect("non-empty").acquisition.date.format("%Y%m%d");
-    format!("{}-{}", day(acquisitions.first()), day(acquisitions.last()))
 }
 
 /// Stable numbers and statuses from the ledger, which also re-checks rectified patches

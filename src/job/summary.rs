@@ -30,22 +30,33 @@ pub struct CoverageSummary {
 
 /// Each county's clear share as the period's `summary.json` records it, by county code.
 pub(crate) fn clear_shares(summary: &Path) -> Result<BTreeMap<String, Option<f64>>> {
+    #[derive(serde::Deserialize)]
+    struct Written {
+        counties: Vec<County>,
+    }
+    #[derive(serde::Deserialize)]
+    struct County {
+        code: String,
+        /// Absent from periods run before coverage was recorded.
+        #[serde(default)]
+        coverage: Option<Coverage>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Coverage {
+        clear_share: Option<f64>,
+    }
     let text = std::fs::read_to_string(summary).map_err(|e| Error::io(summary, e))?;
-    let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
+    let written: Written = serde_json::from_str(&text).map_err(|e| {
         Error::input(
             summary,
             format!("is not a run summary: {e}"),
             "re-run the period",
         )
     })?;
-    Ok(value["counties"]
-        .as_array()
+    Ok(written
+        .counties
         .into_iter()
-        .flatten()
-        .filter_map(|c| {
-            let code = c["code"].as_str()?.to_string();
-            Some((code, c["coverage"]["clear_share"].as_f64()))
-        })
+        .map(|c| (c.code, c.coverage.and_then(|v| v.clear_share)))
         .collect())
 }
 

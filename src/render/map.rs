@@ -19,8 +19,8 @@ use crate::engine::patches::Patch;
 use crate::error::{Error, GdalContext, Result};
 use crate::geo::composite::NDVI_NODATA;
 use crate::geo::grid::{JobGrid, Window};
-use crate::geo::layers::County;
-use crate::geo::raster::{rasterize, rasterize_touched};
+use crate::geo::layers::{rasterize_counties, County};
+use crate::geo::raster::rasterize_touched;
 use gdal::raster::ResampleAlg;
 use gdal::vector::Geometry;
 use std::path::Path;
@@ -106,13 +106,7 @@ impl MapSheet<'_> {
             ..self.grid.clone()
         };
         let whole = screen.full_window();
-        let outlines = self
-            .counties
-            .iter()
-            .map(|c| Geometry::from_wkb(&c.wkb).in_file(self.class_tif, "re-run the period"))
-            .collect::<Result<Vec<_>>>()?;
-        let ids: Vec<f64> = (1..=outlines.len()).map(|i| i as f64).collect();
-        let county = rasterize(&screen, whole, &outlines, &ids)?;
+        let county = rasterize_counties(self.counties, &screen, whole)?;
         // The most urgent type is burnt last, on top.
         let mut drawn: Vec<&Patch> = self.patches.iter().collect();
         drawn.sort_by_key(|p| std::cmp::Reverse(p.change.flag()));

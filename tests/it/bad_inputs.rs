@@ -2,7 +2,7 @@
 //! leave no partial output: neither a period folder nor a staging folder. Most cases break a
 //! copy of a job that already has results; those results and its ledger stay byte for byte.
 
-use crate::common::{city, cloud_west, copy_dir, files_below};
+use crate::common::{city, cloud_west, copy_dir, files_below, looks, open_for_update};
 use gengbao::job::config::JobConfig;
 use gengbao::job::run::{run_period, RunOptions};
 use gengbao::samples::SampleCity;
@@ -78,6 +78,25 @@ fn contents_below(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
             (f, bytes)
         })
         .collect()
+}
+
+/// Points the case's job at the shipped model cut in half (a download stopped midway), its
+/// card beside it.
+fn cut_model(case: &Case) {
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
+    let bytes = fs::read(shipped.join("gengbao-s2-v1.ot")).unwrap();
+    let model = case.dir.join("model.ot");
+    fs::write(&model, &bytes[..bytes.len() / 2]).unwrap();
+    fs::copy(
+        shipped.join("gengbao-s2-v1.ot.json"),
+        case.dir.join("model.ot.json"),
+    )
+    .unwrap();
+    edit_config(
+        case,
+        "kind = \"auto\"",
+        &format!("kind = \"torch\"\nmodel = \"{}\"", model.display()),
+    );
 }
 
 /// The error of running `period` of the case's job, which must fail.
@@ -294,14 +313,7 @@ fn detect_refuses_images_whose_bands_fit_no_profile() {
 }
 
 fn sql(path: &Path, statement: &str) {
-    let ds = gdal::Dataset::open_ex(
-        path,
-        gdal::DatasetOptions {
-            open_flags: gdal::GdalOpenFlags::GDAL_OF_UPDATE | gdal::GdalOpenFlags::GDAL_OF_VECTOR,
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let ds = open_for_update(path);
     ds.execute_sql(statement, None, gdal::vector::sql::Dialect::SQLITE)
         .unwrap();
 }
@@ -423,27 +435,21 @@ fn imagery_that_misses_the_counties_is_no_result() {
     let cfg = JobConfig::load(&c.config).unwrap();
     let p1 = "2025-P1".parse().unwrap();
     // Every band of the period placed 100 km east, as a wrong tile of a delivery would be.
-    let profile = gengbao::geo::sensor::SensorProfile::by_name(&cfg.imagery.sensor).unwrap();
-    let catalog = gengbao::geo::imagery::Catalog::scan(&c.dir.join("imagery"), profile).unwrap();
-    for acq in catalog.in_period(p1) {
+    for acq in looks(&c.dir, &cfg, p1) {
         for file in acq.files.values() {
-            let mut ds = gdal::Dataset::open_ex(
-                file,
-                gdal::DatasetOptions {
-                    open_flags: gdal::GdalOpenFlags::GDAL_OF_UPDATE,
-                    ..Default::default()
-                },
-            )
-            .unwrap();
+            let mut ds = open_for_update(file);
             let mut gt = ds.geo_transform().unwrap();
             gt[0] += 100_000.0;
             ds.set_geo_transform(&gt).unwrap();
         }
     }
-    let err =
-        gengbao::job::cycle::exit_code_of(&run_period(&cfg, p1, &RunOptions::quiet()).unwrap_err());
-    assert_eq!(err, 5, "imagery beside the counties is no usable imagery");
-    let text = run_error(&c, p1);
+    let err = run_period(&cfg, p1, &RunOptions::quiet()).unwrap_err();
+    assert_eq!(
+        gengbao::job::cycle::exit_code_of(&err),
+        5,
+        "imagery beside the counties is no usable imagery"
+    );
+    let text = err.to_string();
     assert!(
         text.contains("0.0% of") && text.contains("320901"),
         "{text}"
@@ -549,20 +555,7 @@ fn files_that_are_not_what_they_claim_are_named_for_what_they_are() {
 
     // A model file cut short: named as damaged, without libtorch's C++ trace.
     let c = with_results(&template, tmp.path(), "cut_model");
-    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
-    let bytes = fs::read(shipped.join("gengbao-s2-v1.ot")).unwrap();
-    let model = c.dir.join("model.ot");
-    fs::write(&model, &bytes[..bytes.len() / 2]).unwrap();
-    fs::copy(
-        shipped.join("gengbao-s2-v1.ot.json"),
-        c.dir.join("model.ot.json"),
-    )
-    .unwrap();
-    edit_config(
-        &c,
-        "kind = \"auto\"",
-        &format!("kind = \"torch\"\nmodel = \"{}\"", model.display()),
-    );
+    cut_model(&c);
     let err = expect_failure(&c, &["model.ot", "damaged", "fix:"]);
     assert!(
         !err.contains("Exception raised") && !err.contains("frame #") && err.lines().count() <= 3,
@@ -590,14 +583,7 @@ fn files_that_are_not_what_they_claim_are_named_for_what_they_are() {
 /// bow-tie over its extent (a ring crossing itself); returns its `field`.
 fn bow_tie(path: &Path, chosen: impl Fn(&str) -> bool, field: &str) -> String {
     use gdal::vector::LayerAccess;
-    let ds = gdal::Dataset::open_ex(
-        path,
-        gdal::DatasetOptions {
-            open_flags: gdal::GdalOpenFlags::GDAL_OF_UPDATE | gdal::GdalOpenFlags::GDAL_OF_VECTOR,
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let ds = open_for_update(path);
     let mut layer = ds.layer(0).unwrap();
     let value = |f: &gdal::vector::Feature| {
         f.field_as_string(f.field_index(field).unwrap())
@@ -878,10 +864,7 @@ fn acquisitions_in_another_crs_are_warped_onto_the_grid() {
     // not be made up for by the others.
     let first_look_only = |c: &Case| {
         let cfg = JobConfig::load(&c.config).unwrap();
-        let profile = gengbao::geo::sensor::SensorProfile::by_name(&cfg.imagery.sensor).unwrap();
-        let catalog =
-            gengbao::geo::imagery::Catalog::scan(&c.dir.join("imagery"), profile).unwrap();
-        let looks = catalog.in_period(p1);
+        let looks = looks(&c.dir, &cfg, p1);
         for acq in &looks[1..] {
             fs::remove_dir_all(&acq.folder).unwrap();
         }
@@ -983,20 +966,7 @@ fn the_libraries_own_words_follow_gengbaos_message_and_go_to_the_run_log() {
     let tmp = tempfile::tempdir().unwrap();
     let template = city(&tmp.path().join("template"), 128, 3, 64);
     let c = fresh(&template, tmp.path(), "cut_model_cli");
-    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
-    let bytes = fs::read(shipped.join("gengbao-s2-v1.ot")).unwrap();
-    let model = c.dir.join("model.ot");
-    fs::write(&model, &bytes[..bytes.len() / 2]).unwrap();
-    fs::copy(
-        shipped.join("gengbao-s2-v1.ot.json"),
-        c.dir.join("model.ot.json"),
-    )
-    .unwrap();
-    edit_config(
-        &c,
-        "kind = \"auto\"",
-        &format!("kind = \"torch\"\nmodel = \"{}\"", model.display()),
-    );
+    cut_model(&c);
     let out = Command::new(env!("CARGO_BIN_EXE_gengbao"))
         .args([
             "run",

@@ -147,21 +147,35 @@ pub fn covered_area(
         .sum()
 }
 
+/// The acquisitions of `period` in the city's imagery, as the job's catalog finds them.
+pub fn looks(
+    city_dir: &Path,
+    cfg: &JobConfig,
+    period: gengbao::Period,
+) -> Vec<gengbao::geo::imagery::Acquisition> {
+    let profile = gengbao::geo::sensor::SensorProfile::by_name(&cfg.imagery.sensor).unwrap();
+    let catalog = gengbao::geo::imagery::Catalog::scan(&city_dir.join("imagery"), profile).unwrap();
+    catalog.in_period(period).into_iter().cloned().collect()
+}
+
+/// A raster or vector file opened for writing in place.
+pub fn open_for_update(path: &Path) -> gdal::Dataset {
+    gdal::Dataset::open_ex(
+        path,
+        gdal::DatasetOptions {
+            open_flags: gdal::GdalOpenFlags::GDAL_OF_UPDATE,
+            ..Default::default()
+        },
+    )
+    .unwrap()
+}
+
 /// Turns the western `share` of every look of `period` in the city's imagery to cloud (SCL 9),
 /// as a late or wrong delivery would; returns how many looks were clouded.
 pub fn cloud_west(city_dir: &Path, cfg: &JobConfig, period: gengbao::Period, share: f64) -> usize {
-    let profile = gengbao::geo::sensor::SensorProfile::by_name(&cfg.imagery.sensor).unwrap();
-    let catalog = gengbao::geo::imagery::Catalog::scan(&city_dir.join("imagery"), profile).unwrap();
-    let looks = catalog.in_period(period);
+    let looks = looks(city_dir, cfg, period);
     for acq in &looks {
-        let ds = gdal::Dataset::open_ex(
-            &acq.files["SCL"],
-            gdal::DatasetOptions {
-                open_flags: gdal::GdalOpenFlags::GDAL_OF_UPDATE,
-                ..Default::default()
-            },
-        )
-        .unwrap();
+        let ds = open_for_update(&acq.files["SCL"]);
         let mut band = ds.rasterband(1).unwrap();
         let (w, h) = band.size();
         let west = ((w as f64 * share).round() as usize).min(w);

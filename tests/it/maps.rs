@@ -2,7 +2,7 @@
 //! the county report, opened in a real browser (headless Chromium), shows its map with the
 //! patches in their type's colours; a patch of the job's first period gets a before-chip.
 
-use crate::common::{city, cloud_west, seeded_city};
+use crate::common::{city, cloud_west, config_text, looks, seeded_city};
 use gengbao::dispatch::export_packages;
 use gengbao::job::config::JobConfig;
 use gengbao::job::run::{run_period, RunOptions};
@@ -62,9 +62,7 @@ fn the_county_report_shows_its_map_in_a_browser() {
     };
     let tmp = tempfile::tempdir().unwrap();
     let c = seeded_city(&tmp.path().join("city"), 512, 3, 256, 1);
-    let config = std::fs::read_to_string(&c.job_config)
-        .unwrap()
-        .replace("fnh_min_periods = 2", "fnh_min_periods = 1");
+    let config = config_text(&c).replace("fnh_min_periods = 2", "fnh_min_periods = 1");
     std::fs::write(&c.job_config, config).unwrap();
     let cfg = JobConfig::load(&c.job_config).unwrap();
     for p in &c.periods[..2] {
@@ -120,14 +118,10 @@ fn the_county_report_shows_its_map_in_a_browser() {
 
     // A job whose first period is the second: the period before it has no imagery, so the
     // before-chip shows the earliest image there is, not an empty grey panel.
-    let profile = gengbao::geo::sensor::SensorProfile::by_name(&cfg.imagery.sensor).unwrap();
-    let catalog = gengbao::geo::imagery::Catalog::scan(&c.dir.join("imagery"), profile).unwrap();
-    for acq in catalog.in_period(c.periods[0]) {
+    for acq in looks(&c.dir, &cfg, c.periods[0]) {
         std::fs::remove_dir_all(&acq.folder).unwrap();
     }
-    let text = std::fs::read_to_string(&c.job_config)
-        .unwrap()
-        .replace("output = \"out\"", "output = \"out-later-start\"");
+    let text = config_text(&c).replace("output = \"out\"", "output = \"out-later-start\"");
     std::fs::write(&c.job_config, text).unwrap();
     let cfg = JobConfig::load(&c.job_config).unwrap();
     run_period(&cfg, c.periods[1], &RunOptions::quiet()).unwrap();

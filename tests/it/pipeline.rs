@@ -282,15 +282,7 @@ fn only_cultivated_classes_of_a_land_use_layer_are_watched() {
     let plain = geojson(&run_all(&city, None));
     // A full land-use layer: add a forest feature (0301) over the whole city.
     {
-        let ds = gdal::Dataset::open_ex(
-            city.dir.join("farmland.gpkg"),
-            gdal::DatasetOptions {
-                open_flags: gdal::GdalOpenFlags::GDAL_OF_UPDATE
-                    | gdal::GdalOpenFlags::GDAL_OF_VECTOR,
-                ..Default::default()
-            },
-        )
-        .unwrap();
+        let ds = crate::common::open_for_update(&city.dir.join("farmland.gpkg"));
         let layer = ds.layer(0).unwrap();
         let mut f = gdal::vector::Feature::new(layer.defn()).unwrap();
         f.set_field_string(f.field_index("BSM").unwrap(), "FOREST1")
