@@ -103,6 +103,7 @@ fn change_rules(c: &mut Criterion) {
                     cultivation: Some(i % 3 == 0),
                     runs_before: [1; 3],
                     sure: true,
+                    departed: Some(i % 5 != 0),
                 })
             });
             let mut shares = ParcelShares::default();

@@ -16,8 +16,10 @@
 //! - [`classify`]: land cover of a composite. One trait, the index rules and libtorch models
 //!   described by a model card.
 //! - [`engine`]: the tile engine, written once for `run` and `detect`: tiles in parallel with
-//!   an ordered writer ([`engine::tiles`]), the per-pixel change step ([`engine::judge`]), the
-//!   change rasters and the patches they become, and the patch record as files.
+//!   an ordered writer ([`engine::tiles`]), the scene's decision whether the ground changed
+//!   between two looks ([`engine::scene_change`]: detect's two images, a period and its look
+//!   a year before), the per-pixel change step ([`engine::judge`]), the change rasters and
+//!   the patches they become, and the patch record as files.
 //! - [`render`]: pictures for people: map sheets of a period (the job's quicklook, a county's
 //!   overview) with the reported patches, the colours pages share, the font for text in
 //!   images.

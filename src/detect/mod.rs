@@ -22,14 +22,12 @@
 
 use crate::classify::{Classified, Classifier, ClassifierInput, ClassifierKind};
 use crate::domain::change::{pair_cultivation, ParcelShares, Rules, DEFAULT_MIN_PARCEL_SHARE};
-use crate::domain::spectral_change::{
-    minimum_error_threshold, smooth_3x3, BandMoments, Standardisation,
-};
 use crate::engine::change_rasters::ChangeRasters;
 use crate::engine::judge::{judge_tile, ChangeTile, History, Observation};
 use crate::engine::patch_record::{patch_specs, patch_values};
 use crate::engine::patches::{totals_by_type, PeriodInfo, Timeline, TypeTotals};
-use crate::engine::tiles::{for_each_tile, in_tile};
+use crate::engine::scene_change::{departed, SceneChange, TileLooks, UNOBSERVED};
+use crate::engine::tiles::for_each_tile;
 use crate::error::{Error, Result};
 use crate::geo::composite::Composite;
 use crate::geo::grid::{JobGrid, Tile, Window};
@@ -41,7 +39,6 @@ use crate::geo::vector::{write_layer, Areas, Format};
 use crate::job::staging::StagingDir;
 use crate::train::PointModel;
 use gdal::vector::Geometry;
-use rayon::prelude::*;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -181,22 +178,6 @@ impl Pair<'_> {
     }
 }
 
-/// The scene's spectral change decision: how each band is standardised, and the threshold
-/// of the smoothed magnitude above which the ground changed. `None` threshold: the scene
-/// showed no spread of magnitudes (e.g. the same image twice), so nothing changed.
-struct SceneChange {
-    standardisation: Standardisation,
-    threshold: Option<f32>,
-}
-
-/// `change.tif` where a look did not see the pixel.
-const UNOBSERVED: u8 = 255;
-
-/// Pixels seen in both looks that teach the scene's change statistics: every tile of a scene
-/// up to this size, tiles spread over the scene beyond (a million pixels give band moments
-/// and a 256-bin histogram to well under a per cent).
-const SCENE_SAMPLE_PIXELS: usize = 1_000_000;
-
 /// The classifier of each date, and the confidence both classes of a pixel need to change.
 struct PairClassifiers {
     before: Box<dyn Classifier>,
@@ -310,7 +291,7 @@ pub fn detect(opts: &DetectOptions) -> Result<DetectSummary> {
             .as_ref()
             .map_or("whole image".into(), |f| f.display().to_string()),
         patches: totals_by_type(&patches),
-        change_threshold: scene.as_ref().and_then(|s| s.threshold),
+        change_threshold: scene.as_ref().and_then(SceneChange::threshold),
         seconds: t0.elapsed().as_secs_f64(),
         rules: rules_text(opts),
     };
@@ -445,81 +426,29 @@ fn read_looks(pair: &Pair, tile: &Tile) -> Result<Looks> {
 }
 
 impl Looks {
-    /// Whether each pixel changed, by the scene's decision: 1 changed, 0 not, [`UNOBSERVED`]
-    /// where a look did not see it.
-    fn changed(&self, scene: &SceneChange) -> Vec<u8> {
-        let magnitude = self.smoothed_magnitude(scene);
-        let threshold = scene.threshold.unwrap_or(f32::INFINITY);
-        magnitude
-            .iter()
-            .map(|&m| match m {
-                m if m.is_nan() => UNOBSERVED,
-                m => u8::from(m > threshold),
-            })
-            .collect()
-    }
-
-    /// The smoothed change magnitude of each pixel (NaN where unobserved).
-    fn smoothed_magnitude(&self, scene: &SceneChange) -> Vec<f32> {
-        let m = scene
-            .standardisation
-            .magnitude(self.before.pixels(), self.after.pixels());
-        smooth_3x3(&m, self.before.width())
+    /// Both looks as the scene's change decision reads them.
+    fn for_change(&self) -> TileLooks {
+        TileLooks {
+            before: self.before.pixels().to_owned(),
+            after: self.after.pixels().to_owned(),
+            width: self.before.width(),
+        }
     }
 }
 
-/// Learns the scene's change statistics from a sample of tiles: the band moments of both
-/// looks, then the threshold of the smoothed magnitudes they give. Tiles are taken in an
-/// order that spreads them over the scene, a round at a time, until the pixels seen in both
-/// images (on the watched parcels, when there are parcels) reach [`SCENE_SAMPLE_PIXELS`] or
-/// every tile is read.
+/// Learns the scene's change statistics from a sample of tiles
+/// ([`SceneChange::learn`]), on the watched parcels when there are parcels.
 fn scene_change(pair: &Pair) -> Result<SceneChange> {
-    let tiles = pair.grid.tiles();
-    let order = spread_order(tiles.len());
-    let tile_pixels = pair.grid.tile_size * pair.grid.tile_size;
-    let per_round = SCENE_SAMPLE_PIXELS.div_ceil(tile_pixels).max(1);
-    let (mut all, mut sample) = (BandMoments::default(), Vec::new());
-    for round in order.chunks(per_round) {
-        if all.pixels() >= SCENE_SAMPLE_PIXELS as u64 {
-            break;
-        }
-        let moments = round
-            .par_iter()
-            .map(|&i| {
-                let looks = read_looks(pair, &tiles[i]).map_err(in_tile(&tiles[i]))?;
-                let mut m = BandMoments::default();
-                m.add(looks.before.pixels(), looks.after.pixels());
-                Ok(m)
-            })
-            .collect::<Result<Vec<_>>>()?;
-        for m in moments {
-            all.merge(m);
-        }
-        sample.extend(round.iter().map(|&i| &tiles[i]));
-    }
-    let Some(standardisation) = all.standardisation() else {
-        return Err(Error::input(
+    let (scene, seen) = SceneChange::learn(&pair.grid.tiles(), |tile| {
+        Ok(read_looks(pair, tile)?.for_change())
+    })?;
+    scene.ok_or_else(|| {
+        Error::input(
             &pair.opts.before,
-            format!(
-                "fewer than two pixels observed in both images ({} pixels)",
-                all.pixels()
-            ),
+            format!("fewer than two pixels observed in both images ({seen} pixels)"),
             "check that the two images overlap and hold data (and the parcels, if given, lie on them)",
-        ));
-    };
-    let mut scene = SceneChange {
-        standardisation,
-        threshold: None,
-    };
-    let magnitudes = sample
-        .par_iter()
-        .map(|tile| {
-            let looks = read_looks(pair, tile).map_err(in_tile(tile))?;
-            Ok(looks.smoothed_magnitude(&scene))
-        })
-        .collect::<Result<Vec<_>>>()?;
-    scene.threshold = minimum_error_threshold(&magnitudes.concat());
-    Ok(scene)
+        )
+    })
 }
 
 /// The land cover after, and its confidence, of pixel `i`: the before class where the ground
@@ -539,29 +468,6 @@ fn after_class(before: &Classified, after: &Classified, changed: bool, i: usize)
             (second, after.runner_up_confidence[i])
         }
     }
-}
-
-/// The indices `0..count` in an order whose every prefix spreads over the range: evenly
-/// spaced indices first, then those halfway between, and so on. Over a row-major tile list
-/// this spreads a sample over rows and, unless the spacing is a multiple of the row length,
-/// columns.
-fn spread_order(count: usize) -> Vec<usize> {
-    let mut taken = vec![false; count];
-    let mut order = Vec::with_capacity(count);
-    let mut points = 2usize;
-    while order.len() < count && points <= 2 * count {
-        let last = count.saturating_sub(1) as f64;
-        for j in 0..points {
-            let i = (j as f64 * last / (points - 1) as f64).round() as usize;
-            if !taken[i] {
-                taken[i] = true;
-                order.push(i);
-            }
-        }
-        points = 2 * points - 1;
-    }
-    order.extend((0..count).filter(|&i| !taken[i]));
-    order
 }
 
 /// Classifies one tile at both dates and judges its pixels through the engine's change step.
@@ -585,7 +491,7 @@ fn pair_tile(
     let before = classify(&looks.before, classifiers.before.as_ref())?;
     let after = classify(&looks.after, classifiers.after.as_ref())?;
     let n = tile.core.len();
-    let spectral = scene.map(|scene| looks.changed(scene));
+    let spectral = scene.map(|scene| scene.changed(&looks.for_change()));
     let farm = looks.farm;
     let (class_after, confidence_after): (Vec<u8>, Vec<f32>) = (0..n)
         .map(|i| match &spectral {
@@ -607,6 +513,7 @@ fn pair_tile(
             cultivation: pair_cultivation(now),
             runs_before: [0; 3],
             sure: confidence >= classifiers.min_confidence,
+            departed: spectral.as_ref().and_then(|c| departed(c[i])),
         })
     });
     let mut shares = ParcelShares::default();
@@ -680,20 +587,4 @@ fn move_results(pair: &Pair, staging: &StagingDir) -> Result<()> {
         staging.move_entry(&name, &pair.opts.out.join(&name))?;
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::spread_order;
-
-    #[test]
-    fn the_spread_order_visits_every_tile_once_and_starts_at_both_ends() {
-        for count in [1, 2, 3, 7, 16, 256] {
-            let order = spread_order(count);
-            let mut sorted = order.clone();
-            sorted.sort();
-            assert_eq!(sorted, (0..count).collect::<Vec<_>>(), "{count}");
-        }
-        assert_eq!(&spread_order(256)[..3], &[0, 255, 128]);
-    }
 }

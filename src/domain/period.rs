@@ -13,6 +13,9 @@ pub struct Period {
 }
 
 impl Period {
+    /// Periods in a year.
+    pub const PER_YEAR: i32 = 6;
+
     pub fn new(year: i32, index: u8) -> Result<Self> {
         if !(1..=6).contains(&index) {
             return Err(Error::usage(

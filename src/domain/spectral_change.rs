@@ -9,7 +9,10 @@
 //! together:
 //! - **Relative normalisation.** Each band of each look is standardised by its own scene mean
 //!   and standard deviation ([`Standardisation`]): a hazier, brighter or differently
-//!   calibrated look does not read as change, and no sensor's scale is assumed.
+//!   calibrated look does not read as change, and no sensor's scale is assumed. The moments
+//!   can be taken over the pixels a first decision found unchanged
+//!   ([`BandMoments::add_where`]), so that the changes do not widen the spread they are
+//!   measured against.
 //! - **Magnitude.** The Euclidean length of the difference of the standardised band vectors
 //!   (change vector analysis), averaged over each pixel's 3 × 3 neighbourhood
 //!   ([`smooth_3x3`]): one odd pixel at a field edge, or a half-pixel misregistration, is not
@@ -37,13 +40,23 @@ pub struct BandMoments {
 impl BandMoments {
     /// Adds the pixels of one window (`before` and `after`: band × pixel, same shape).
     pub fn add(&mut self, before: ArrayView2<f32>, after: ArrayView2<f32>) {
+        self.add_where(before, after, |_| true);
+    }
+
+    /// Adds the pixels `i` of one window for which `keep(i)` holds.
+    pub fn add_where(
+        &mut self,
+        before: ArrayView2<f32>,
+        after: ArrayView2<f32>,
+        keep: impl Fn(usize) -> bool,
+    ) {
         assert_eq!(before.dim(), after.dim(), "both looks on one window");
         let bands = before.nrows();
         if self.sums.is_empty() {
             self.sums = vec![[0.0; 4]; bands];
         }
         assert_eq!(self.sums.len(), bands, "moments of one band layout");
-        for i in (0..before.ncols()).filter(|&i| observed_both(&before, &after, i)) {
+        for i in (0..before.ncols()).filter(|&i| keep(i) && observed_both(&before, &after, i)) {
             self.pixels += 1;
             for (b, s) in self.sums.iter_mut().enumerate() {
                 let (x, y) = (f64::from(before[[b, i]]), f64::from(after[[b, i]]));

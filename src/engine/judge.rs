@@ -26,6 +26,10 @@ pub struct Observation {
     pub runs_before: Runs,
     /// Whether the classes are sure enough for a signal to be raised at all.
     pub sure: bool,
+    /// Whether the ground departed from the look it is compared with (the scene's spectral
+    /// decision, [`crate::engine::scene_change`]); `None` where there is no such look or a
+    /// look did not see the pixel.
+    pub departed: Option<bool>,
 }
 
 /// The archived classes and confidences (as bytes) of the earlier periods over one tile, most
@@ -73,7 +77,7 @@ pub fn judge_tile(
     for i in 0..len {
         let Some(o) = observe(i) else { continue };
         let runs = if o.watched && o.sure {
-            extend_runs(o.runs_before, signals(o.baseline, o.now, o.cultivation))
+            extend_runs(o.runs_before, gated(&o))
         } else {
             [0; 3]
         };
@@ -88,6 +92,22 @@ pub fn judge_tile(
         }
     }
     out
+}
+
+/// The change signals of a pixel, of which FNH and FLH may begin only where the ground
+/// departed from its compared look: a class that differs from the baseline over ground that
+/// looks as it did is a classification error, not a change. Once begun, a change goes on as
+/// long as the classes show it: built ground stays built without departing again. PH is not
+/// gated: abandonment shows as a year without signs of cultivation, which its own rule reads.
+fn gated(o: &Observation) -> [bool; 3] {
+    let mut s = signals(o.baseline, o.now, o.cultivation);
+    for t in [ChangeType::FNH, ChangeType::FLH] {
+        let k = t as usize - 1;
+        if o.runs_before[k] == 0 && o.departed == Some(false) {
+            s[k] = false;
+        }
+    }
+    s
 }
 
 struct Judgement {
@@ -136,4 +156,50 @@ pub(crate) fn confidence_to_byte(c: f32) -> u8 {
 
 pub(crate) fn byte_to_confidence(b: u8) -> f32 {
     f32::from(b) / 250.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::change::FLAG_NONE;
+    use crate::domain::land_cover::LandCover;
+
+    /// A watched grain pixel the classes now call built-up.
+    fn built(departed: Option<bool>, runs_before: Runs) -> Observation {
+        Observation {
+            county: 1,
+            watched: true,
+            basic: false,
+            baseline: LandCover::Grain.code(),
+            now: LandCover::Built.code(),
+            confidence: 0.9,
+            cultivation: Some(true),
+            runs_before,
+            sure: true,
+            departed,
+        }
+    }
+
+    fn judged(o: Observation) -> (u8, u8) {
+        let j = judge_tile(1, &Rules::new(1, 1, 6), History::PAIR, |_| Some(o));
+        (j.flag[0], j.runs[0][0])
+    }
+
+    #[test]
+    fn a_change_begins_only_where_the_ground_departed_from_its_compared_look() {
+        let fnh = ChangeType::FNH.flag();
+        assert_eq!(judged(built(Some(false), [0; 3])), (FLAG_NONE, 0));
+        assert_eq!(judged(built(Some(true), [0; 3])), (fnh, 1));
+        // Without a look to compare with (a job's first year, a cloud in either look), the
+        // classes alone begin it.
+        assert_eq!(judged(built(None, [0; 3])), (fnh, 1));
+    }
+
+    #[test]
+    fn a_change_under_way_goes_on_while_the_classes_show_it() {
+        assert_eq!(
+            judged(built(Some(false), [3, 0, 0])),
+            (ChangeType::FNH.flag(), 4)
+        );
+    }
 }

@@ -165,6 +165,8 @@ fn flagged_abandoned(series: &[(u8, Vec<f32>)], rules: &Rules) -> Vec<bool> {
                     cultivation: rules.cultivation.seen(archived(lowest), archived(highest)),
                     runs_before: runs[i],
                     sure: true,
+                    // PH is not gated by the look (see `engine::judge`).
+                    departed: None,
                 })
             },
         );

@@ -53,6 +53,27 @@ pub(crate) fn byte_to_ndvi(b: u8) -> f32 {
     }
 }
 
+/// The archived look of a period stores each band's reflectance × 10,000 as a 16-bit
+/// integer (−3.27 to 3.27, steps of 0.0001, finer than any sensor's noise); this value where
+/// no clear observation was made.
+pub(crate) const LOOK_NODATA: i16 = i16::MIN;
+
+pub(crate) fn reflectance_to_look(v: f32) -> i16 {
+    if v.is_finite() {
+        (v * 10_000.0).round().clamp(-32_767.0, 32_767.0) as i16
+    } else {
+        LOOK_NODATA
+    }
+}
+
+pub(crate) fn look_to_reflectance(v: i16) -> f32 {
+    if v == LOOK_NODATA {
+        f32::NAN
+    } else {
+        f32::from(v) / 10_000.0
+    }
+}
+
 impl NdviStats {
     /// The statistics as a later period reads them back from the archive.
     pub(crate) fn as_archived(&self) -> NdviStats {
@@ -298,6 +319,20 @@ pub fn ndvi(red: f32, nir: f32) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_archived_look_keeps_reflectance_to_a_ten_thousandth_and_gaps_as_gaps() {
+        for v in [0.0f32, 0.0312, 0.4567, 1.2, -0.05] {
+            assert!(
+                (look_to_reflectance(reflectance_to_look(v)) - v).abs() < 0.5e-4,
+                "{v}"
+            );
+        }
+        assert!(look_to_reflectance(reflectance_to_look(f32::NAN)).is_nan());
+        // Beyond the range the value saturates rather than becoming a gap.
+        assert_eq!(reflectance_to_look(9.0), 32_767);
+        assert!(look_to_reflectance(reflectance_to_look(-9.0)).is_finite());
+    }
 
     #[test]
     fn picks_the_median_blue_and_leans_away_from_haze() {

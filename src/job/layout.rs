@@ -85,6 +85,12 @@ impl PeriodFiles {
         self.dir.join("ndvi.tif")
     }
 
+    /// The period's composite, each band's reflectance × 10,000 (16-bit): archived for the
+    /// change decision of later periods (the look they are compared with).
+    pub fn look(&self) -> PathBuf {
+        self.dir.join("composite.tif")
+    }
+
     /// Runs of the FNH, FLH and PH signals: archived for later periods.
     pub fn signals(&self) -> PathBuf {
         self.dir.join("signals.tif")
@@ -106,6 +112,12 @@ impl PeriodFiles {
     /// Scratch rasters of the patch stage, removed before the period is committed.
     pub fn work(&self) -> PathBuf {
         self.dir.join("work")
+    }
+
+    /// Scratch raster of where each pixel lies (parcel, county, basic farmland), from the
+    /// first pass over the tiles to the change step.
+    pub(crate) fn ground(&self) -> PathBuf {
+        self.work().join("ground.tif")
     }
 
     pub fn counties(&self) -> PathBuf {

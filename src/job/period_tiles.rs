@@ -1,23 +1,33 @@
-//! One tile of a period: composite the acquisitions that cover it, classify, read the archive
-//! of earlier periods, and judge every pixel through the engine's change step. A finished tile
-//! is checkpointed, so an interrupted run redoes only the tiles it had not finished.
+//! One tile of a period, in two passes. First from its imagery: composite the acquisitions
+//! that cover it, classify (with the archived NDVI of earlier periods), place it among the
+//! counties and parcels; a finished tile is checkpointed, so an interrupted run redoes only
+//! the tiles it had not finished. Then, once the scene's change statistics are known
+//! ([`ComparedLook`]): judge every pixel through the engine's change step, from the first
+//! pass's rasters and the archive.
 
 use crate::classify::{Classifier, ClassifierInput};
 use crate::domain::change::Rules;
 use crate::domain::coverage::Coverage;
 use crate::domain::land_cover::LandCover;
-use crate::engine::judge::{confidence_to_byte, judge_tile, ChangeTile, History, Observation};
-use crate::engine::patches::attr_band;
+use crate::domain::period::Period;
+use crate::engine::judge::{
+    byte_to_confidence, confidence_to_byte, judge_tile, ChangeTile, History, Observation,
+};
+use crate::engine::scene_change::{self, SceneChange, TileLooks};
 use crate::error::{Error, Result};
-use crate::geo::composite::{self, byte_to_ndvi, ndvi_to_byte, NdviStats, NDVI_NODATA};
-use crate::geo::grid::{overlaps, Bounds, JobGrid, Tile};
+use crate::geo::composite::{
+    self, byte_to_ndvi, look_to_reflectance, ndvi_to_byte, reflectance_to_look, NdviStats,
+    LOOK_NODATA, NDVI_NODATA,
+};
+use crate::geo::grid::{overlaps, Bounds, JobGrid, Tile, Window};
 use crate::geo::imagery::Acquisition;
 use crate::geo::layers::{Admin, Farmland};
-use crate::geo::raster::read_grid_window;
+use crate::geo::raster::{read_grid_window, GridTiff};
 use crate::geo::sensor::SensorProfile;
 use crate::job::checkpoint::{key_of, Checkpoints, Saved};
-use crate::job::layout::PeriodFiles;
+use crate::job::layout::{OutputLayout, PeriodFiles};
 use gdal::Dataset;
+use ndarray::Array2;
 use std::path::Path;
 
 /// Everything a tile needs, shared read-only by the workers.
@@ -85,15 +95,16 @@ impl PeriodContext<'_> {
         Ok((out, source))
     }
 
-    /// Composites, classifies and judges one tile from the acquisitions that cover it.
+    /// Composites and classifies one tile from the acquisitions that cover it, and places
+    /// it among the counties and parcels.
     fn process(&self, tile: &Tile, covering: &[&Acquisition]) -> Result<TileOutput> {
         let grid = self.grid;
         let comp = composite::build(covering, self.profile, self.add_offset, grid, tile.read)?;
-        let archive = self.read_archive(tile)?;
+        let history = self.read_ndvi_history(tile)?;
         let classified = self.classifier.classify(&ClassifierInput {
             profile: self.profile,
             composite: &comp,
-            history: &archive.ndvi,
+            history: &history,
             runner_up: false,
         })?;
         let class = tile.crop_core(&classified.classes);
@@ -105,44 +116,20 @@ impl PeriodContext<'_> {
             to_bytes(&comp.ndvi.min),
             to_bytes(&comp.ndvi.max),
         ];
+        let look = comp
+            .bands
+            .outer_iter()
+            .flat_map(|band| {
+                let values: Vec<f32> = band.iter().copied().collect();
+                tile.crop_core(&values)
+            })
+            .map(reflectance_to_look)
+            .collect();
         let clear = tile.crop_core(&comp.clear_count);
         let county = self.admin.rasterize(grid, tile.core)?;
         let farm = self
             .farmland
             .rasterize(grid, &grid.spatial_ref()?, tile.core)?;
-
-        // The farmland layer is the baseline: 耕地 parcels are grain land.
-        let baseline = LandCover::Grain.code();
-        let history = History {
-            classes: &archive.classes,
-            confidences: &archive.confidences,
-            periods: self.archived,
-        };
-        let change = judge_tile(tile.core.len(), &self.rules, history, |i| {
-            if county[i] == 0 {
-                return None;
-            }
-            // From the archived bytes, so that a period is judged the same now and when it is
-            // read back as history.
-            let cultivation = self
-                .rules
-                .cultivation
-                .seen(byte_to_ndvi(ndvi[1][i]), byte_to_ndvi(ndvi[2][i]));
-            Some(Observation {
-                county: county[i],
-                watched: farm.parcel[i] != 0,
-                basic: farm.basic[i],
-                baseline,
-                now: class[i],
-                confidence: confidence[i],
-                cultivation,
-                runs_before: archive
-                    .runs
-                    .as_ref()
-                    .map_or([0; 3], |b| std::array::from_fn(|k| b[k][i])),
-                sure: true,
-            })
-        });
         let mut coverage = Coverage::default();
         for (i, &c) in county.iter().enumerate() {
             if c != 0 && farm.parcel[i] != 0 {
@@ -153,38 +140,100 @@ impl PeriodContext<'_> {
             confidence: confidence.iter().map(|&c| confidence_to_byte(c)).collect(),
             class,
             ndvi,
-            change,
-            parcel: farm.parcel,
+            look,
+            ground: Ground {
+                county,
+                parcel: farm.parcel,
+                basic: farm.basic,
+            },
             coverage,
         })
     }
 
-    /// The archive of the earlier periods over a tile: NDVI statistics over its read window
-    /// (for the classifier), classes and confidences over its core, and the signal runs of the
-    /// period before.
-    fn read_archive(&self, tile: &Tile) -> Result<TileArchive> {
-        let open = |p: &Path| {
-            Dataset::open(p).map_err(|e| {
-                Error::input(
-                    p,
-                    e.to_string(),
-                    "the archive of an earlier period is damaged: re-run that period",
-                )
+    /// The NDVI statistics of the earlier periods over a tile's read window, for the
+    /// classifier.
+    fn read_ndvi_history(&self, tile: &Tile) -> Result<Vec<NdviStats>> {
+        self.history
+            .iter()
+            .map(|entry| {
+                let ds = open_archived(&entry.ndvi())?;
+                let band = |b| -> Result<Vec<f32>> {
+                    let raw = read_grid_window::<u8>(&ds, b, tile.read, NDVI_NODATA)?;
+                    Ok(raw.into_iter().map(byte_to_ndvi).collect())
+                };
+                Ok(NdviStats {
+                    median: band(1)?,
+                    min: band(2)?,
+                    max: band(3)?,
+                })
             })
+            .collect()
+    }
+
+    /// Judges every pixel of a tile's core through the engine's change step, from what the
+    /// tile stage wrote into `staged` (classes, NDVI, the ground), the archive of the earlier
+    /// periods, and the scene's change decision against the compared look.
+    pub fn judge(
+        &self,
+        tile: &Tile,
+        staged: &PeriodFiles,
+        compared: Option<&ComparedLook>,
+    ) -> Result<(ChangeTile, Vec<i32>)> {
+        let w = tile.core;
+        let ds = open_archived(&staged.class())?;
+        let class = read_grid_window::<u8>(&ds, 1, w, 0)?;
+        let confidence = read_grid_window::<u8>(&ds, 2, w, 0)?;
+        let ds = open_archived(&staged.ndvi())?;
+        let ndvi_min = read_grid_window::<u8>(&ds, 2, w, NDVI_NODATA)?;
+        let ndvi_max = read_grid_window::<u8>(&ds, 3, w, NDVI_NODATA)?;
+        let ground = Ground::read(staged, w)?;
+        let archive = self.read_archive(tile)?;
+        let departed = match compared {
+            Some(c) => Some(c.scene.changed(&c.looks(staged, &ground.parcel, w)?)),
+            None => None,
         };
+
+        // The farmland layer is the baseline: 耕地 parcels are grain land.
+        let baseline = LandCover::Grain.code();
+        let history = History {
+            classes: &archive.classes,
+            confidences: &archive.confidences,
+            periods: self.archived,
+        };
+        let change = judge_tile(w.len(), &self.rules, history, |i| {
+            if ground.county[i] == 0 {
+                return None;
+            }
+            // From the archived bytes, so that a period is judged the same now and when it is
+            // read back as history.
+            let cultivation = self
+                .rules
+                .cultivation
+                .seen(byte_to_ndvi(ndvi_min[i]), byte_to_ndvi(ndvi_max[i]));
+            Some(Observation {
+                county: ground.county[i],
+                watched: ground.parcel[i] != 0,
+                basic: ground.basic[i],
+                baseline,
+                now: class[i],
+                confidence: byte_to_confidence(confidence[i]),
+                cultivation,
+                runs_before: archive
+                    .runs
+                    .as_ref()
+                    .map_or([0; 3], |b| std::array::from_fn(|k| b[k][i])),
+                sure: true,
+                departed: departed.as_ref().and_then(|d| scene_change::departed(d[i])),
+            })
+        });
+        Ok((change, ground.parcel))
+    }
+
+    /// The classes, confidences and signal runs of the earlier periods over a tile's core.
+    fn read_archive(&self, tile: &Tile) -> Result<TileArchive> {
         let mut archive = TileArchive::default();
         for entry in self.history {
-            let ds = open(&entry.ndvi())?;
-            let band = |b| -> Result<Vec<f32>> {
-                let raw = read_grid_window::<u8>(&ds, b, tile.read, NDVI_NODATA)?;
-                Ok(raw.into_iter().map(byte_to_ndvi).collect())
-            };
-            archive.ndvi.push(NdviStats {
-                median: band(1)?,
-                min: band(2)?,
-                max: band(3)?,
-            });
-            let ds = open(&entry.class())?;
+            let ds = open_archived(&entry.class())?;
             archive
                 .classes
                 .push(read_grid_window::<u8>(&ds, 1, tile.core, 0)?);
@@ -193,7 +242,7 @@ impl PeriodContext<'_> {
                 .push(read_grid_window::<u8>(&ds, 2, tile.core, 0)?);
         }
         if let Some(entry) = self.history.first() {
-            let ds = open(&entry.signals())?;
+            let ds = open_archived(&entry.signals())?;
             let band = |b| read_grid_window::<u8>(&ds, b, tile.core, 0);
             archive.runs = Some([band(1)?, band(2)?, band(3)?]);
         }
@@ -201,62 +250,173 @@ impl PeriodContext<'_> {
     }
 }
 
+fn open_archived(p: &Path) -> Result<Dataset> {
+    Dataset::open(p).map_err(|e| {
+        Error::input(
+            p,
+            e.to_string(),
+            "the archive of an earlier period is damaged: re-run that period",
+        )
+    })
+}
+
+/// The look a period is compared with (the same season a year before) and the scene's
+/// change decision between the two.
+pub(crate) struct ComparedLook {
+    pub period: Period,
+    pub files: PeriodFiles,
+    pub scene: SceneChange,
+}
+
+impl ComparedLook {
+    /// The archived look a period is compared with: the same period a year before, when it
+    /// was archived with its look. The seasons match, so a ploughed field compares with last
+    /// year's ploughed field, and a change whose classes lag its first sign (a young orchard
+    /// called grain for a period) still compares with the ground before it. The period before
+    /// would not do: sowing and harvest make every field depart from it. `None` in a job's
+    /// first year.
+    pub fn archived_for(layout: &OutputLayout, period: Period) -> Option<(Period, PeriodFiles)> {
+        let p = period.offset(-Period::PER_YEAR);
+        let files = layout.period(p);
+        (files.summary().exists() && files.look().exists()).then_some((p, files))
+    }
+
+    /// Learns the scene's change decision between `files` and this period's look (written
+    /// into `staged`) over the watched parcels of `tiles`. `None` when fewer than two watched
+    /// pixels were seen in both.
+    pub fn learn(
+        period: Period,
+        files: PeriodFiles,
+        staged: &PeriodFiles,
+        tiles: &[Tile],
+    ) -> Result<Option<ComparedLook>> {
+        let (scene, _) = SceneChange::learn(tiles, |t| {
+            let parcel = Ground::read(staged, t.core)?.parcel;
+            Ok(TileLooks {
+                before: read_look(&files, &parcel, t.core)?,
+                after: read_look(staged, &parcel, t.core)?,
+                width: t.core.width,
+            })
+        })?;
+        Ok(scene.map(|scene| ComparedLook {
+            period,
+            files,
+            scene,
+        }))
+    }
+
+    fn looks(&self, staged: &PeriodFiles, parcel: &[i32], w: Window) -> Result<TileLooks> {
+        Ok(TileLooks {
+            before: read_look(&self.files, parcel, w)?,
+            after: read_look(staged, parcel, w)?,
+            width: w.width,
+        })
+    }
+}
+
+/// A period's look over a window, band × pixel, NaN where it saw nothing clear or off the
+/// watched parcels.
+fn read_look(files: &PeriodFiles, parcel: &[i32], w: Window) -> Result<Array2<f32>> {
+    let ds = open_archived(&files.look())?;
+    let bands = ds.raster_count();
+    let mut out = Array2::from_elem((bands, w.len()), f32::NAN);
+    for (b, mut row) in out.outer_iter_mut().enumerate() {
+        let raw = read_grid_window::<i16>(&ds, b + 1, w, LOOK_NODATA)?;
+        for (i, v) in raw.into_iter().enumerate() {
+            if parcel[i] != 0 {
+                row[i] = look_to_reflectance(v);
+            }
+        }
+    }
+    Ok(out)
+}
+
 #[derive(Default)]
 struct TileArchive {
-    ndvi: Vec<NdviStats>,
     classes: Vec<Vec<u8>>,
     confidences: Vec<Vec<u8>>,
     runs: Option<[Vec<u8>; 3]>,
 }
 
-/// The core outputs of one tile.
+/// Where each pixel of a tile's core lies: its county (1-based, 0 = outside), its farmland
+/// parcel (feature id + 1, 0 = none) and whether that is permanent basic farmland. Written
+/// by the tile stage to a scratch raster the change step reads.
+pub(crate) struct Ground {
+    pub county: Vec<u16>,
+    pub parcel: Vec<i32>,
+    pub basic: Vec<bool>,
+}
+
+impl Ground {
+    /// Bands of the scratch raster: parcel, county, basic.
+    pub const BANDS: usize = 3;
+
+    pub fn write(self, tiff: &mut GridTiff, w: Window) -> Result<()> {
+        tiff.write(2, w, self.county.iter().map(|&c| i32::from(c)).collect())?;
+        tiff.write(3, w, self.basic.iter().map(|&b| i32::from(b)).collect())?;
+        tiff.write(1, w, self.parcel)
+    }
+
+    fn read(staged: &PeriodFiles, w: Window) -> Result<Ground> {
+        let ds = open_archived(&staged.ground())?;
+        let band = |b| read_grid_window::<i32>(&ds, b, w, 0);
+        Ok(Ground {
+            parcel: band(1)?,
+            county: band(2)?.into_iter().map(|c| c as u16).collect(),
+            basic: band(3)?.into_iter().map(|b| b != 0).collect(),
+        })
+    }
+}
+
+/// The core outputs of one tile from its imagery (the change step comes after the scene's
+/// statistics: [`PeriodContext::judge`]).
 pub(crate) struct TileOutput {
     pub class: Vec<u8>,
     /// Classifier confidence as bytes.
     pub confidence: Vec<u8>,
     /// median, min, max
     pub ndvi: [Vec<u8>; 3],
-    pub change: ChangeTile,
-    /// Farmland parcel under each pixel (feature id + 1, 0 = none).
-    pub parcel: Vec<i32>,
+    /// The composite's bands, band after band, as archived ([`reflectance_to_look`]).
+    pub look: Vec<i16>,
+    pub ground: Ground,
     /// Watched pixels per county and those seen clear.
     pub coverage: Coverage,
 }
 
 /// The first bytes of a tile checkpoint: checkpoints of another layout are redone.
-const CHECKPOINT_FORMAT: u64 = 2;
+const CHECKPOINT_FORMAT: u64 = 3;
 
 impl TileOutput {
     /// Lossless bytes for a checkpoint.
     fn to_bytes(&self) -> Vec<u8> {
         let mut out = CHECKPOINT_FORMAT.to_le_bytes().to_vec();
         out.extend(self.coverage.to_bytes());
-        for v in self.byte_layers() {
-            out.extend_from_slice(v);
-        }
-        out.extend(self.change.key.iter().flat_map(|k| k.to_le_bytes()));
-        out.extend(self.parcel.iter().flat_map(|k| k.to_le_bytes()));
-        out
-    }
-
-    fn byte_layers(&self) -> impl Iterator<Item = &Vec<u8>> {
-        [&self.class, &self.confidence, &self.change.flag]
+        for v in [&self.class, &self.confidence]
             .into_iter()
             .chain(&self.ndvi)
-            .chain(&self.change.runs)
-            .chain(&self.change.attrs)
+        {
+            out.extend_from_slice(v);
+        }
+        out.extend(self.ground.basic.iter().map(|&b| u8::from(b)));
+        out.extend(self.ground.county.iter().flat_map(|k| k.to_le_bytes()));
+        out.extend(self.ground.parcel.iter().flat_map(|k| k.to_le_bytes()));
+        out.extend(self.look.iter().flat_map(|k| k.to_le_bytes()));
+        out
     }
 
     /// The inverse of `to_bytes` for `tile`; `None` when the bytes do not fit the tile.
     fn from_bytes(tile: &Tile, b: &[u8]) -> Option<TileOutput> {
         let n = tile.core.len();
-        let layers = 3 + 3 + 3 + attr_band::COUNT;
         if b.get(..8)? != CHECKPOINT_FORMAT.to_le_bytes() {
             return None;
         }
         let (coverage, used) = Coverage::from_bytes(&b[8..])?;
         let mut at = 8 + used;
-        if b.len() != at + layers * n + 2 * n + 4 * n {
+        // class, confidence, three NDVI layers and basic (bytes), county (2), parcel (4), and
+        // a whole number of look bands (2 bytes a pixel each).
+        let fixed = 6 * n + 2 * n + 4 * n;
+        let rest = b.len().checked_sub(at + fixed)?;
+        if n == 0 || rest % (2 * n) != 0 {
             return None;
         }
         let mut take = |len: usize| {
@@ -265,11 +425,10 @@ impl TileOutput {
             s
         };
         let mut layer = || take(n).to_vec();
-        let (class, confidence, flag) = (layer(), layer(), layer());
+        let (class, confidence) = (layer(), layer());
         let ndvi = [layer(), layer(), layer()];
-        let runs = [layer(), layer(), layer()];
-        let attrs = std::array::from_fn(|_| layer());
-        let key = take(2 * n)
+        let basic = layer().into_iter().map(|v| v != 0).collect();
+        let county = take(2 * n)
             .chunks_exact(2)
             .map(|c| u16::from_le_bytes([c[0], c[1]]))
             .collect();
@@ -277,17 +436,20 @@ impl TileOutput {
             .chunks_exact(4)
             .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]))
             .collect();
+        let look = take(rest)
+            .chunks_exact(2)
+            .map(|c| i16::from_le_bytes([c[0], c[1]]))
+            .collect();
         Some(TileOutput {
             class,
             confidence,
             ndvi,
-            change: ChangeTile {
-                runs,
-                flag,
-                key,
-                attrs,
+            look,
+            ground: Ground {
+                county,
+                parcel,
+                basic,
             },
-            parcel,
             coverage,
         })
     }

@@ -15,11 +15,12 @@ use crate::domain::change::{ChangeType, Rules};
 use crate::domain::coverage::Coverage;
 use crate::domain::period::Period;
 use crate::engine::change_rasters::ChangeRasters;
+use crate::engine::judge::ChangeTile;
 use crate::engine::patch_record::write_county;
 use crate::engine::patches::{self, totals_by_type, Patch, PeriodInfo, Timeline};
 use crate::engine::tiles::{for_each_tile, pool};
 use crate::error::{Error, GdalContext, Result};
-use crate::geo::composite::NDVI_NODATA;
+use crate::geo::composite::{LOOK_NODATA, NDVI_NODATA};
 use crate::geo::grid::{JobGrid, Tile};
 use crate::geo::imagery::{date_span, Catalog};
 use crate::geo::layers::{Admin, Farmland, FarmlandSource};
@@ -29,10 +30,12 @@ use crate::job::checkpoint::{acquisition_identity, file_identity, key_of, Checkp
 use crate::job::config::JobConfig;
 use crate::job::layout::{OutputLayout, PeriodFiles};
 use crate::job::lock::JobLock;
-use crate::job::period_tiles::{Located, PeriodContext, TileOutput, TileSource};
+use crate::job::period_tiles::{
+    ComparedLook, Ground, Located, PeriodContext, TileOutput, TileSource,
+};
 use crate::job::staging::{clean_stale, StagingDir};
 use crate::job::summary::{
-    CountySummary, CoverageSummary, GridSummary, Inputs, ResumeSummary, RunSummary,
+    ChangeDecision, CountySummary, CoverageSummary, GridSummary, Inputs, ResumeSummary, RunSummary,
 };
 use crate::ledger::{grain_share, Ledger, PeriodLedger};
 use crate::progress::{progress, spinner};
@@ -108,7 +111,8 @@ struct ArchivePlan {
 /// What the tile stage gives besides the rasters.
 #[derive(Default)]
 struct TileStage {
-    tiles: usize,
+    /// The tiles that touch a county, in grid order.
+    tiles: Vec<Tile>,
     coverage: Coverage,
     tiles_with_gaps: Vec<String>,
     resume: ResumeSummary,
@@ -135,8 +139,16 @@ pub fn run_period(cfg: &JobConfig, period: Period, opts: &RunOptions) -> Result<
     let t_tiles = Instant::now();
     let run_key = run_key(&inputs, &plan, opts)?;
     let (checkpoints, earlier) = Checkpoints::open(&layout, period, &run_key)?;
-    let mut change = ChangeRasters::create(&staged.flags(), &work, &inputs.grid)?;
-    let mut tile_stage = tile_stage(&inputs, &plan, &staged, &checkpoints, &mut change, opts)?;
+    let ctx = period_context(&inputs, &plan);
+    let pool = pool(cfg.output.threads).map_err(|e| {
+        Error::config(
+            &cfg.source,
+            "output.threads",
+            e.to_string(),
+            "use 0 (all cores) or a smaller number",
+        )
+    })?;
+    let mut tile_stage = tile_stage(&inputs, &ctx, &pool, &staged, &checkpoints, opts)?;
     tile_stage.resume.checkpoints_discarded = earlier == Earlier::Discarded;
     seconds.insert("tiles", t_tiles.elapsed().as_secs_f64());
     // An empty look is no result: committing it would replace the period's earlier results
@@ -164,6 +176,24 @@ pub fn run_period(cfg: &JobConfig, period: Period, opts: &RunOptions) -> Result<
             floor: cfg.imagery.min_clear_share,
         });
     }
+
+    let t_change = Instant::now();
+    let compared = match ComparedLook::archived_for(&layout, period) {
+        Some((p, files)) => {
+            pool.install(|| ComparedLook::learn(p, files, &staged, &tile_stage.tiles))?
+        }
+        None => None,
+    };
+    let mut change = ChangeRasters::create(&staged.flags(), &work, &inputs.grid)?;
+    change_stage(
+        &ctx,
+        &pool,
+        &tile_stage.tiles,
+        &staged,
+        compared.as_ref(),
+        &mut change,
+    )?;
+    seconds.insert("change", t_change.elapsed().as_secs_f64());
 
     let t_vec = Instant::now();
     let info = PeriodInfo {
@@ -241,11 +271,15 @@ pub fn run_period(cfg: &JobConfig, period: Period, opts: &RunOptions) -> Result<
             .collect(),
         archived_periods: plan.archived,
         rules_not_yet_decidable: plan.not_yet_decidable,
+        change_decision: ChangeDecision {
+            compared_with: compared.as_ref().map(|c| c.period.to_string()),
+            threshold: compared.as_ref().and_then(|c| c.scene.threshold()),
+        },
         later_periods_to_rerun: plan.later_to_rerun,
         took_over_lock_of: lock.took_over.clone(),
         ledger,
         resume: tile_stage.resume,
-        tiles: tile_stage.tiles,
+        tiles: tile_stage.tiles.len(),
         tiles_with_gaps: tile_stage.tiles_with_gaps,
         coverage: CoverageSummary::of(tile_stage.coverage.total()),
         counties,
@@ -420,23 +454,11 @@ fn run_key(inputs: &PeriodInputs, plan: &ArchivePlan, opts: &RunOptions) -> Resu
 
 /// Classifies and judges every tile that touches the counties run, through the engine, and
 /// writes the period's rasters into `staged`.
-fn tile_stage(
-    inputs: &PeriodInputs,
-    plan: &ArchivePlan,
-    staged: &PeriodFiles,
-    checkpoints: &Checkpoints,
-    change: &mut ChangeRasters,
-    opts: &RunOptions,
-) -> Result<TileStage> {
-    let (cfg, grid) = (inputs.cfg, &inputs.grid);
-    let mut tiles: Vec<Tile> = Vec::new();
-    for t in grid.tiles() {
-        if inputs.admin.touches(grid, t.core)? {
-            tiles.push(t);
-        }
-    }
-    let ctx = PeriodContext {
-        grid,
+/// What every tile of the period shares.
+fn period_context<'a>(inputs: &'a PeriodInputs, plan: &'a ArchivePlan) -> PeriodContext<'a> {
+    let cfg = inputs.cfg;
+    PeriodContext {
+        grid: &inputs.grid,
         profile: inputs.profile,
         acquisitions: &inputs.acquisitions,
         add_offset: cfg.imagery.add_offset.unwrap_or(inputs.profile.add_offset),
@@ -446,29 +468,42 @@ fn tile_stage(
         history: &plan.history,
         archived: plan.archived,
         rules: plan.rules,
-    };
-    let pool = pool(cfg.output.threads).map_err(|e| {
-        Error::config(
-            &cfg.source,
-            "output.threads",
-            e.to_string(),
-            "use 0 (all cores) or a smaller number",
-        )
-    })?;
+    }
+}
+
+/// The first pass over the tiles, from the imagery: the classes, the NDVI and the look
+/// (archived), where each pixel lies (a scratch raster for the change step), and what the
+/// period saw.
+fn tile_stage(
+    inputs: &PeriodInputs,
+    ctx: &PeriodContext,
+    pool: &rayon::ThreadPool,
+    staged: &PeriodFiles,
+    checkpoints: &Checkpoints,
+    opts: &RunOptions,
+) -> Result<TileStage> {
+    let grid = &inputs.grid;
+    let mut tiles: Vec<Tile> = Vec::new();
+    for t in grid.tiles() {
+        if inputs.admin.touches(grid, t.core)? {
+            tiles.push(t);
+        }
+    }
     let mut class_tif = GridTiff::create::<u8>(&staged.class(), grid, 2, Some(0.0))?;
-    let mut signals_tif = GridTiff::create::<u8>(&staged.signals(), grid, 3, None)?;
     let ndvi_nodata = Some(f64::from(NDVI_NODATA));
     let mut ndvi_tif = GridTiff::create::<u8>(&staged.ndvi(), grid, 3, ndvi_nodata)?;
+    let bands = inputs.profile.bands.len();
+    let look_nodata = Some(f64::from(LOOK_NODATA));
+    let mut look_tif = GridTiff::create::<i16>(&staged.look(), grid, bands, look_nodata)?;
+    let mut ground_tif =
+        GridTiff::create_scratch::<i32>(&staged.ground(), grid, Ground::BANDS, None)?;
     let pb = progress(tiles.len() as u64, "tiles", opts.quiet);
-    let mut stage = TileStage {
-        tiles: tiles.len(),
-        ..Default::default()
-    };
+    let mut stage = TileStage::default();
     for_each_tile(
-        Some(&pool),
+        Some(pool),
         &tiles,
         |t| ctx.tile(t, checkpoints),
-        |tile, (mut o, source): (TileOutput, TileSource)| {
+        |tile, (o, source): (TileOutput, TileSource)| {
             match source {
                 TileSource::Resumed => stage.resume.tiles_resumed += 1,
                 TileSource::ImageryChanged => {
@@ -479,13 +514,13 @@ fn tile_stage(
             let w = tile.core;
             class_tif.write(1, w, o.class)?;
             class_tif.write(2, w, o.confidence)?;
-            for (b, data) in std::mem::take(&mut o.change.runs).into_iter().enumerate() {
-                signals_tif.write(b + 1, w, data)?;
-            }
             for (b, data) in o.ndvi.into_iter().enumerate() {
                 ndvi_tif.write(b + 1, w, data)?;
             }
-            change.write(w, o.change, o.parcel)?;
+            for (b, data) in o.look.chunks_exact(w.len()).enumerate() {
+                look_tif.write(b + 1, w, data.to_vec())?;
+            }
+            o.ground.write(&mut ground_tif, w)?;
             stage.coverage.merge(&o.coverage);
             let seen = o.coverage.total();
             if seen.clear < seen.watched {
@@ -498,8 +533,36 @@ fn tile_stage(
     pb.finish_and_clear();
     class_tif.close()?;
     ndvi_tif.close()?;
-    signals_tif.close()?;
+    look_tif.close()?;
+    ground_tif.close()?;
+    stage.tiles = tiles;
     Ok(stage)
+}
+
+/// The second pass over the tiles: every pixel judged through the engine's change step, the
+/// signal runs archived and the change rasters written.
+fn change_stage(
+    ctx: &PeriodContext,
+    pool: &rayon::ThreadPool,
+    tiles: &[Tile],
+    staged: &PeriodFiles,
+    compared: Option<&ComparedLook>,
+    change: &mut ChangeRasters,
+) -> Result<()> {
+    let mut signals_tif = GridTiff::create::<u8>(&staged.signals(), ctx.grid, 3, None)?;
+    for_each_tile(
+        Some(pool),
+        tiles,
+        |t| ctx.judge(t, staged, compared),
+        |tile, (mut judged, parcel): (ChangeTile, Vec<i32>)| {
+            let w = tile.core;
+            for (b, data) in std::mem::take(&mut judged.runs).into_iter().enumerate() {
+                signals_tif.write(b + 1, w, data)?;
+            }
+            change.write(w, judged, parcel)
+        },
+    )?;
+    signals_tif.close()
 }
 
 /// Stable numbers and statuses from the ledger, which also re-checks rectified patches

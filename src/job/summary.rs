@@ -83,6 +83,8 @@ pub struct RunSummary {
     pub archived_periods: usize,
     /// Rules that cannot fire yet for lack of archived periods, and why.
     pub rules_not_yet_decidable: Vec<String>,
+    /// The look the period was compared with, and the threshold of the change decision.
+    pub change_decision: ChangeDecision,
     /// Later periods already run against the archive entry this run replaced: re-run them.
     pub later_periods_to_rerun: Vec<String>,
     /// The lock record of a run that died holding this job, when this run found one.
@@ -100,6 +102,18 @@ pub struct RunSummary {
     pub seconds: BTreeMap<&'static str, f64>,
     pub rules: String,
     pub inputs: Inputs,
+}
+
+/// What FNH and FLH were compared with before they could begin (see `engine::judge`).
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct ChangeDecision {
+    /// The archived period whose look this period was compared with; null when none was
+    /// archived with its look (the first period, or an archive from before looks were kept):
+    /// then the classes alone begin a change, as against the farmland layer.
+    pub compared_with: Option<String>,
+    /// The scene's threshold of the smoothed change magnitude (standardised units); null
+    /// without a compared look or when the two looks showed no spread of change.
+    pub threshold: Option<f32>,
 }
 
 /// What a run took over from an interrupted attempt at the same period.
@@ -205,6 +219,9 @@ impl RunSummary {
         }
         if let Some(dead) = &self.took_over_lock_of {
             s += &format!("   note: took over the lock of a run that died: {dead}\n");
+        }
+        if let Some(p) = &self.change_decision.compared_with {
+            s += &format!("   FNH and FLH begin where the ground departed from its look of {p}\n");
         }
         for r in &self.rules_not_yet_decidable {
             s += &format!("   not yet decidable: {r}\n");

@@ -226,24 +226,31 @@ fn ploughed_fields_are_not_flagged_as_built_on_a_real_series() {
             .replace("kind = \"index\"", "kind = \"auto\"");
         std::fs::write(&cfg.source, text).unwrap();
         let cfg = JobConfig::load(&cfg.source).unwrap();
+        // From the series' first whole period to its last: a year and a bit, so that the
+        // last three periods are compared with the same season a year before.
         let first = Period {
             year: year - 1,
-            index: 5,
+            index: 4,
         };
-        for k in 0..8 {
+        for k in 0..9 {
             let p = first.offset(k);
-            if run_period(&cfg, p, &RunOptions::quiet()).is_err() {
+            let Ok(summary) = run_period(&cfg, p, &RunOptions::quiet()) else {
                 continue;
-            }
+            };
             periods += 1;
             let dir = cfg.layout().period(p).dir().to_path_buf();
+            let mut counts = [0usize; 3];
             for (kind, geometry) in gengbao::evaluate::read_period_patches(&dir).unwrap() {
+                counts[kind as usize - 1] += 1;
                 if kind == gengbao::domain::change::ChangeType::FNH {
                     patches += 1;
                     area += geometry.area();
-                    println!("{patch} {p}: FNH patch of {:.0} m²", geometry.area());
                 }
             }
+            println!(
+                "{patch} {p}: FNH {} FLH {} PH {} patches; compared with {:?}",
+                counts[0], counts[1], counts[2], summary.change_decision.compared_with
+            );
         }
     }
     println!("{periods} periods: {patches} FNH patches, {area:.0} m²");

@@ -128,3 +128,164 @@ fn persistence_rules_over_a_year_and_a_half() {
     }
     assert!(seen > 0);
 }
+
+/// Built-up ground as the generator's L2A files store it (reflectance × 10,000 + 1,000): low
+/// NDVI, red close to blue, so the index rules call it built-up.
+const BUILT_UP: [(&str, f32); 10] = [
+    ("B02", 0.12),
+    ("B03", 0.13),
+    ("B04", 0.15),
+    ("B05", 0.16),
+    ("B06", 0.17),
+    ("B07", 0.17),
+    ("B08", 0.19),
+    ("B8A", 0.19),
+    ("B11", 0.24),
+    ("B12", 0.22),
+];
+
+/// Paints the square `(x0, y0, x1, y1)` (job CRS) built-up and clear in every look of `period`.
+fn paint_built_up(
+    city_dir: &std::path::Path,
+    cfg: &gengbao::job::config::JobConfig,
+    period: gengbao::Period,
+    square: (f64, f64, f64, f64),
+) {
+    for look in crate::common::looks(city_dir, cfg, period) {
+        for (band, path) in &look.files {
+            let dn = match BUILT_UP.iter().find(|(b, _)| b == band) {
+                Some((_, reflectance)) => (reflectance * 10_000.0 + 1_000.0) as u16,
+                None => 5, // SCL: not vegetated, clear
+            };
+            let ds = crate::common::open_for_update(path);
+            let gt = ds.geo_transform().unwrap();
+            let col = |x: f64| ((x - gt[0]) / gt[1]).round() as isize;
+            let row = |y: f64| ((y - gt[3]) / gt[5]).round() as isize;
+            let (c0, c1, r0, r1) = (col(square.0), col(square.2), row(square.3), row(square.1));
+            let size = ((c1 - c0) as usize, (r1 - r0) as usize);
+            let mut band = ds.rasterband(1).unwrap();
+            if band.band_type() == gdal::raster::GdalDataType::UInt8 {
+                let mut buf = gdal::raster::Buffer::new(size, vec![dn as u8; size.0 * size.1]);
+                band.write((c0, r0), size, &mut buf).unwrap();
+            } else {
+                let mut buf = gdal::raster::Buffer::new(size, vec![dn; size.0 * size.1]);
+                band.write((c0, r0), size, &mut buf).unwrap();
+            }
+        }
+    }
+}
+
+/// The top-left pixels of two 8 × 8 px squares of grain that stays grain and unchanged in
+/// both periods, on different rows of the city, from the generator's truth.
+fn steady_grain_squares(
+    city: &gengbao::samples::SampleCity,
+    periods: [gengbao::Period; 2],
+) -> Vec<(usize, usize)> {
+    let read = |name: String| {
+        gengbao::geo::raster::read_band_f64(&city.dir.join("truth").join(name), 1).unwrap()
+    };
+    let layers: Vec<_> = periods
+        .iter()
+        .flat_map(|p| {
+            [
+                read(format!("class_{p}.tif")),
+                read(format!("change_{p}.tif")),
+            ]
+        })
+        .collect();
+    let (w, h) = (layers[0].0, layers[0].1);
+    let steady = |i: usize| {
+        layers[0].2[i] == 1.0
+            && layers[2].2[i] == 1.0
+            && layers[1].2[i] == 0.0
+            && layers[3].2[i] == 0.0
+    };
+    let mut found: Vec<(usize, usize)> = Vec::new();
+    for r in (8..h - 16).step_by(4) {
+        for c in (8..w - 16).step_by(4) {
+            let clear_of_others = found
+                .iter()
+                .all(|&(fr, fc)| fr.abs_diff(r) > 24 || fc.abs_diff(c) > 24);
+            if clear_of_others && (0..64).all(|k| steady((r + k / 8) * w + c + k % 8)) {
+                found.push((r, c));
+            }
+        }
+    }
+    found
+}
+
+/// `run` decides change as `detect` does, against the look of the same period a year
+/// before: ground the classes call built-up that looked the same a year ago (a field under
+/// plastic mulch every spring, a classifier's steady error) begins no change; ground that
+/// departed from last year's look does. In a job's first year there is no such look and the
+/// classes alone decide, so the first square is flagged then.
+#[test]
+fn a_change_is_a_departure_from_last_years_look() {
+    use gengbao::job::run::{run_period, RunOptions};
+    let tmp = tempfile::tempdir().unwrap();
+    let city = seeded_city(&tmp.path().join("city"), 128, 8, 64, 7);
+    let text = crate::common::config_text(&city)
+        .replace("kind = \"auto\"", "kind = \"index\"")
+        .replace("fnh_min_periods = 2 ", "fnh_min_periods = 1 ");
+    assert!(
+        text.contains("fnh_min_periods = 1 "),
+        "the example config changed"
+    );
+    std::fs::write(&city.job_config, text).unwrap();
+    let cfg = gengbao::job::config::JobConfig::load(&city.job_config).unwrap();
+    let (last_year, now) = (city.periods[1], city.periods[7]);
+    assert_eq!(now, last_year.offset(6));
+
+    let squares = steady_grain_squares(&city, [last_year, now]);
+    assert!(
+        squares.len() >= 2,
+        "two squares of steady grain: {squares:?}"
+    );
+    let grid =
+        gdal::Dataset::open(city.dir.join("truth").join(format!("class_{now}.tif"))).unwrap();
+    let gt = grid.geo_transform().unwrap();
+    let square = |(r, c): (usize, usize)| {
+        let (x0, y1) = (gt[0] + c as f64 * gt[1], gt[3] + r as f64 * gt[5]);
+        (x0, y1 + 8.0 * gt[5], x0 + 8.0 * gt[1], y1)
+    };
+    let footprint = |s: (f64, f64, f64, f64)| {
+        Geometry::from_wkt(&format!(
+            "POLYGON(({0} {1},{2} {1},{2} {3},{0} {3},{0} {1}))",
+            s.0, s.1, s.2, s.3
+        ))
+        .unwrap()
+    };
+    let (same, new) = (square(squares[0]), square(squares[1]));
+    paint_built_up(&city.dir, &cfg, last_year, same);
+    paint_built_up(&city.dir, &cfg, now, same);
+    paint_built_up(&city.dir, &cfg, now, new);
+
+    let built_share = |period, s| {
+        let patches = read_period_patches(cfg.layout().period(period).dir()).unwrap();
+        let f = footprint(s);
+        crate::common::covered_area(&patches, ChangeType::FNH, &f) / f.area()
+    };
+    let first = run_period(&cfg, last_year, &RunOptions::quiet()).unwrap();
+    assert_eq!(first.change_decision.compared_with, None);
+    assert!(
+        built_share(last_year, same) > 0.5,
+        "first year: the classes alone flag it"
+    );
+
+    let summary = run_period(&cfg, now, &RunOptions::quiet()).unwrap();
+    assert_eq!(
+        summary.change_decision.compared_with.as_deref(),
+        Some(last_year.to_string().as_str())
+    );
+    assert!(summary.change_decision.threshold.is_some());
+    let (same_share, new_share) = (built_share(now, same), built_share(now, new));
+    println!("a year later: square built both years {same_share:.2} flagged, built this year {new_share:.2}");
+    assert!(
+        new_share > 0.5,
+        "ground that departed from last year's look: {new_share:.2} flagged"
+    );
+    assert!(
+        same_share < 0.1,
+        "ground that looks as last year: {same_share:.2} flagged"
+    );
+}
