@@ -66,10 +66,7 @@ fn imagery_stages(c: &mut Criterion) {
         });
     }
     group.bench_function("composite_4_acquisitions", |b| {
-        b.iter(|| {
-            gengbao::geo::composite::build(&acquisitions, profile, profile.add_offset, &grid, w)
-                .unwrap()
-        })
+        b.iter(|| gengbao::geo::composite::build(&acquisitions, profile, None, &grid, w).unwrap())
     });
     group.finish();
 }

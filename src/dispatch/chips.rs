@@ -16,7 +16,8 @@ use std::path::Path;
 pub(super) struct ChipImagery<'a> {
     pub(super) catalog: &'a Catalog,
     pub(super) profile: &'static SensorProfile,
-    pub(super) add_offset: f32,
+    /// The job's DN offset, overriding the products' own.
+    pub(super) add_offset: Option<f32>,
     pub(super) grid: &'a JobGrid,
     pub(super) srs: &'a SpatialRef,
     /// Extents of each period's acquisitions in the grid CRS, found once per period.

@@ -99,7 +99,7 @@ pub fn export_packages(
     let imagery = ChipImagery {
         catalog: &catalog,
         profile,
-        add_offset: cfg.imagery.add_offset.unwrap_or(profile.add_offset),
+        add_offset: cfg.imagery.add_offset,
         grid: &grid,
         srs: &srs,
         located: Default::default(),

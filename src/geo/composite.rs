@@ -179,11 +179,12 @@ fn pick_observations(blue: &[&[f32]], clear: &[Vec<bool>], n: usize) -> Vec<u16>
 }
 
 /// Builds the composite of `acquisitions` (those covering the window) on `window`. Memory: one
-/// band of each of them at a time.
+/// band of each of them at a time. `add_offset`: the job's DN offset, overriding each
+/// product's ([`Acquisition::dn_offset`]).
 pub fn build(
     acquisitions: &[&Acquisition],
     profile: &'static SensorProfile,
-    add_offset: f32,
+    add_offset: Option<f32>,
     grid: &JobGrid,
     window: Window,
 ) -> Result<Composite> {
@@ -205,7 +206,10 @@ pub fn build(
     let read_all = |name: &str| -> Result<Vec<Array2<f32>>> {
         acquisitions
             .iter()
-            .map(|a| a.read_reflectance(profile, add_offset, name, grid, window))
+            .map(|a| {
+                let offset = a.dn_offset(profile, add_offset);
+                a.read_reflectance(profile, offset, name, grid, window)
+            })
             .collect()
     };
     let mut blue = read_all(blue_name)?;

@@ -4,7 +4,9 @@
 //! Folder convention: one sub-folder (at any depth) per acquisition, whose name or file names
 //! carry the date as `YYYYMMDD`; one single-band GeoTIFF (or any GDAL raster) per band, whose
 //! file name contains the band name as a token, e.g. `T50RKV_20250115_B02_10m.tif`. Bands may have
-//! different resolutions and CRSs: they are warped onto the job grid when read.
+//! different resolutions and CRSs: they are warped onto the job grid when read. Sentinel-2
+//! products are also read as delivered, SAFE folders and zips ([`crate::geo::safe`]), with
+//! the DN offset their metadata states.
 
 use crate::domain::period::Period;
 use crate::error::{Error, Result};
@@ -12,6 +14,7 @@ use crate::geo::grid::{Bounds, JobGrid, Window};
 use crate::geo::raster::{
     open_georeferenced, transform_between, transform_bounds, warp_onto, Resample,
 };
+use crate::geo::safe;
 use crate::geo::sensor::SensorProfile;
 use chrono::NaiveDate;
 use gdal::spatial_ref::{AxisMappingStrategy, SpatialRef};
@@ -23,8 +26,14 @@ use std::path::{Path, PathBuf};
 pub struct Acquisition {
     pub date: NaiveDate,
     pub folder: PathBuf,
-    /// Band name -> file, for every band of the profile (and its mask band).
+    /// Band name -> file, for every band of the profile (and its mask band): a path GDAL
+    /// opens (inside a zipped product, a `/vsizip/` path).
     pub files: BTreeMap<String, PathBuf>,
+    /// The DN offset the product's metadata states (SAFE products); `None` for band folders,
+    /// which take the profile's.
+    pub offset: Option<f32>,
+    /// The zip the band files are read from, when they are.
+    pub container: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -80,7 +89,7 @@ pub(crate) fn has_band_token(name: &str, band: &str) -> bool {
             .any(|w| w.iter().zip(&b).all(|(x, y)| x.eq_ignore_ascii_case(y)))
 }
 
-fn date_in(name: &str) -> Option<NaiveDate> {
+pub(crate) fn date_in(name: &str) -> Option<NaiveDate> {
     tokens(name).find_map(|t| {
         let digits = t
             .get(..8)
@@ -129,6 +138,11 @@ impl Catalog {
             let mut files = BTreeMap::new();
             let mut rasters = Vec::new();
             for p in &entries {
+                let sentinel2 = profile.name.starts_with("sentinel2");
+                if sentinel2 && (safe::is_safe_folder(p) || safe::is_safe_zip(p)) {
+                    acquisitions.extend(safe::acquisitions(p, profile)?);
+                    continue;
+                }
                 if p.is_dir() {
                     stack.push(p.clone());
                     continue;
@@ -202,6 +216,8 @@ impl Catalog {
                 date,
                 folder: dir,
                 files,
+                offset: None,
+                container: None,
             });
         }
         acquisitions.sort_by(|a, b| (a.date, &a.folder).cmp(&(b.date, &b.folder)));
@@ -225,7 +241,7 @@ impl Catalog {
                     shown.join(", ")
                 ),
                 format!(
-                    "lay each acquisition out as a folder with its date (YYYYMMDD) in the name and one GeoTIFF per band, the band name a token of the file name (e.g. T50SKE_20250115_B02_10m.tif); bands: {}. Packed products (SAFE zips, tars) and SAFE folders are not read yet: unpack and flatten them, or check `[imagery] sensor` (`gengbao sensors`)",
+                    "lay each acquisition out as a folder with its date (YYYYMMDD) in the name and one GeoTIFF per band, the band name a token of the file name (e.g. T50SKE_20250115_B02_10m.tif); bands: {}. Sentinel-2 SAFE folders and zips are read as delivered; other packed products (Landsat and Gaofen tars) are not read yet: unpack and flatten them, or check `[imagery] sensor` (`gengbao sensors`)",
                     profile
                         .bands
                         .iter()
@@ -262,6 +278,21 @@ impl Catalog {
 }
 
 impl Acquisition {
+    /// The files on disk the acquisition is read from: its band files, or the zip that holds
+    /// them.
+    pub fn source_files(&self) -> Vec<PathBuf> {
+        match &self.container {
+            Some(zip) => vec![zip.clone()],
+            None => self.files.values().cloned().collect(),
+        }
+    }
+
+    /// The DN offset of this acquisition's bands: the job's `[imagery] add_offset` when set,
+    /// else the product's own, else the profile's.
+    pub fn dn_offset(&self, profile: &SensorProfile, job: Option<f32>) -> f32 {
+        job.or(self.offset).unwrap_or(profile.add_offset)
+    }
+
     /// Opens every file once, so that unreadable or ungeoreferenced files stop the run before
     /// any tile is processed, and returns the acquisition's extent in the grid CRS
     /// (min x, min y, max x, max y): tiles only read the acquisitions that cover them.

@@ -1,7 +1,8 @@
 //! GDAL adapters: everything that reads or writes geodata, and nothing that decides.
 //!
 //! Owns: the job [`grid`] and its tiles, [`raster`] reads onto the grid and tiled GeoTIFF
-//! writes, [`vector`] layer writes, [`imagery`] catalogs of acquisitions, [`sensor`] profiles,
+//! writes, [`vector`] layer writes, [`imagery`] catalogs of acquisitions (with Sentinel-2
+//! [`safe`] products read as delivered), [`sensor`] profiles,
 //! per-period [`composite`]s, the administrative and farmland [`layers`], and [`vectorise`]
 //! (polygons from a key raster), and one date's [`user_image`] as users have it (a
 //! multi-band file or a folder of band files) read onto a grid as a composite.
@@ -13,6 +14,7 @@ pub mod grid;
 pub mod imagery;
 pub mod layers;
 pub mod raster;
+pub mod safe;
 pub mod sensor;
 pub mod user_image;
 pub mod vector;

@@ -58,13 +58,17 @@ pub(crate) fn file_identity(path: &Path) -> Result<String> {
     Ok(format!("{}|{}|{mtime}", path.display(), m.len()))
 }
 
-/// Identity of an acquisition: that of every file it has.
+/// Identity of an acquisition: that of every file it has (of the zip they are read from,
+/// for a zipped product), and the DN offset its product states.
 pub(crate) fn acquisition_identity(a: &Acquisition) -> Result<String> {
-    let ids = a
-        .files
-        .values()
+    let mut ids = a
+        .source_files()
+        .iter()
         .map(|f| file_identity(f))
         .collect::<Result<Vec<_>>>()?;
+    if let Some(offset) = a.offset {
+        ids.push(format!("offset {offset}"));
+    }
     Ok(ids.join("\n"))
 }
 

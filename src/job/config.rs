@@ -43,11 +43,13 @@ basic_field = "JBNT"            # optional: permanent basic farmland flag (1/Y =
                                 # listed as a warning) or "refuse" (the run stops with the list)
 
 [imagery]
-folder = "imagery"              # scanned recursively: one sub-folder per acquisition,
+folder = "imagery"              # scanned recursively: Sentinel-2 SAFE products as downloaded
+                                # (.SAFE folders or zips), or one sub-folder per acquisition
                                 # named with its date (YYYYMMDD), one GeoTIFF per band
 sensor = "sentinel2-l2a"        # see `gengbao sensors`
-# add_offset = 0                # DN offset, overriding the profile's: Sentinel-2 products of
-                                # processing baseline 04.00+ (2022 on) carry -1000, older ones 0
+# add_offset = 0                # DN offset, overriding the profile's and the products' own:
+                                # SAFE products state theirs; band files of processing
+                                # baseline 04.00+ (2022 on) carry -1000, older ones 0
 # min_clear_share = 0.0         # a period is committed only when every county's watched land
                                 # was seen clear at least this much (0..1); a county of which
                                 # nothing was seen always stops it, keeping earlier results

@@ -36,8 +36,8 @@ pub(crate) struct PeriodContext<'a> {
     pub profile: &'static SensorProfile,
     /// The period's acquisitions with their extents in the grid CRS.
     pub acquisitions: &'a [Located],
-    /// DN offset of the imagery.
-    pub add_offset: f32,
+    /// The job's DN offset of the imagery, overriding the products' own.
+    pub add_offset: Option<f32>,
     pub classifier: &'a dyn Classifier,
     pub admin: &'a Admin,
     pub farmland: &'a Farmland,

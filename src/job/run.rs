@@ -293,6 +293,7 @@ pub fn run_period(cfg: &JobConfig, period: Period, opts: &RunOptions) -> Result<
             farmland_repaired: inputs.farmland.repaired.clone(),
             admin_repaired: inputs.admin.repaired.clone(),
             imagery_unplaced: inputs.unplaced.clone(),
+            imagery_offset_overridden: offset_overridden(cfg, &inputs.acquisitions),
             farmland_duplicate_ids: inputs.farmland.duplicate_ids.clone(),
             imagery: cfg.resolve(&cfg.imagery.folder).display().to_string(),
         },
@@ -388,6 +389,21 @@ fn check_inputs<'c>(
     })
 }
 
+/// The period's products whose stated DN offset the job's `[imagery] add_offset` overrides.
+fn offset_overridden(cfg: &JobConfig, acquisitions: &[Located]) -> Vec<String> {
+    let Some(job) = cfg.imagery.add_offset else {
+        return Vec::new();
+    };
+    acquisitions
+        .iter()
+        .filter_map(|a| {
+            let stated = a.acquisition.offset.filter(|&o| o != job)?;
+            let name = a.acquisition.folder.file_name()?.to_string_lossy();
+            Some(format!("{name}: metadata {stated}, job {job}"))
+        })
+        .collect()
+}
+
 /// The earlier periods this run reads, the rules it can decide, and the later periods that
 /// were judged against the archive entry this run replaces.
 fn plan_against_archive(
@@ -452,8 +468,6 @@ fn run_key(inputs: &PeriodInputs, plan: &ArchivePlan, opts: &RunOptions) -> Resu
     Ok(key_of(&key_parts))
 }
 
-/// Classifies and judges every tile that touches the counties run, through the engine, and
-/// writes the period's rasters into `staged`.
 /// What every tile of the period shares.
 fn period_context<'a>(inputs: &'a PeriodInputs, plan: &'a ArchivePlan) -> PeriodContext<'a> {
     let cfg = inputs.cfg;
@@ -461,7 +475,7 @@ fn period_context<'a>(inputs: &'a PeriodInputs, plan: &'a ArchivePlan) -> Period
         grid: &inputs.grid,
         profile: inputs.profile,
         acquisitions: &inputs.acquisitions,
-        add_offset: cfg.imagery.add_offset.unwrap_or(inputs.profile.add_offset),
+        add_offset: cfg.imagery.add_offset,
         classifier: inputs.classifier.as_ref(),
         admin: &inputs.admin,
         farmland: &inputs.farmland,
@@ -471,9 +485,9 @@ fn period_context<'a>(inputs: &'a PeriodInputs, plan: &'a ArchivePlan) -> Period
     }
 }
 
-/// The first pass over the tiles, from the imagery: the classes, the NDVI and the look
-/// (archived), where each pixel lies (a scratch raster for the change step), and what the
-/// period saw.
+/// The first pass over the tiles that touch the counties run, from the imagery: the classes,
+/// the NDVI and the look (archived), where each pixel lies (a scratch raster for the change
+/// step), and what the period saw.
 fn tile_stage(
     inputs: &PeriodInputs,
     ctx: &PeriodContext,

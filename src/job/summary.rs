@@ -142,6 +142,9 @@ pub struct Inputs {
     /// Imagery files in no acquisition (packed products, rasters without a band of the
     /// profile), relative to the imagery folder.
     pub imagery_unplaced: Vec<String>,
+    /// Products of the period whose metadata states another DN offset than the job's
+    /// `[imagery] add_offset`, which was applied: `product: metadata X, job Y`.
+    pub imagery_offset_overridden: Vec<String>,
     pub imagery: String,
 }
 
@@ -246,6 +249,13 @@ impl RunSummary {
                 self.inputs.imagery,
                 self.inputs.imagery_unplaced.len(),
                 crate::geo::layers::listed(&self.inputs.imagery_unplaced)
+            );
+        }
+        if !self.inputs.imagery_offset_overridden.is_empty() {
+            s += &format!(
+                "   warning: [imagery] add_offset overrides the DN offset {} products state: {}; remove add_offset to use each product's own\n",
+                self.inputs.imagery_offset_overridden.len(),
+                crate::geo::layers::listed(&self.inputs.imagery_offset_overridden)
             );
         }
         if !self.inputs.admin_repaired.is_empty() {

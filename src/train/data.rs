@@ -53,7 +53,7 @@ struct Prepared {
     labelled: Vec<(Period, Dataset)>,
     /// Label value -> gengbao class code.
     class_map: BTreeMap<i64, u8>,
-    add_offset: f32,
+    add_offset: Option<f32>,
     /// The label rasters, then the imagery files the catalog reads: what a model learns from.
     files: Vec<PathBuf>,
 }
@@ -229,14 +229,9 @@ fn prepare(cfg: &TrainConfig, d: &DatasetSpec) -> Result<Prepared> {
     // What the model is trained on: the labels in period order, then the imagery files the
     // catalog reads, in its (date, folder, band) order.
     let mut files = label_paths;
-    files.extend(
-        catalog
-            .acquisitions
-            .iter()
-            .flat_map(|a| a.files.values().cloned()),
-    );
+    files.extend(catalog.acquisitions.iter().flat_map(|a| a.source_files()));
     Ok(Prepared {
-        add_offset: d.add_offset.unwrap_or(profile.add_offset),
+        add_offset: d.add_offset,
         files,
         catalog,
         grid,

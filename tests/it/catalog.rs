@@ -145,3 +145,217 @@ fn fill_values_of_untagged_band_files_never_blend_into_real_pixels() {
         "the valid half is kept"
     );
 }
+
+/// The generated city's acquisitions repackaged as Sentinel-2 Level-2A products as the hubs
+/// deliver them: `<product>.SAFE/GRANULE/<granule>/IMG_DATA/R10m|R20m|R60m/*.jp2` (lossless
+/// JPEG 2000) with `MTD_MSIL2A.xml`, a zip of it for the products `zipped` picks, and a
+/// product of processing baseline 02.06 (no offset in its DNs or its metadata) for those
+/// `old` picks. Every product also holds a 60 m blue band of nonsense, which the 10 m one
+/// must win over.
+fn as_safe_products(
+    from: &Path,
+    to: &Path,
+    zipped: impl Fn(usize) -> bool,
+    old: impl Fn(usize) -> bool,
+) -> usize {
+    let jp2 = gdal::DriverManager::get_driver_by_name("JP2OpenJPEG").unwrap();
+    let mem = gdal::DriverManager::get_driver_by_name("MEM").unwrap();
+    let mut folders: Vec<_> = fs::read_dir(from)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    folders.sort();
+    fs::create_dir_all(to).unwrap();
+    for (k, folder) in folders.iter().enumerate() {
+        // S2B_MSIL2A_20250107T030549_T50SKE
+        let name = folder.file_name().unwrap().to_str().unwrap();
+        let parts: Vec<&str> = name.split('_').collect();
+        let (sensing, tile) = (parts[2], parts[3]);
+        let baseline = if old(k) { "N0206" } else { "N0511" };
+        let product = format!(
+            "S2B_MSIL2A_{sensing}_{baseline}_R075_{tile}_{}T062334",
+            &sensing[..8]
+        );
+        let safe = to.join(format!("{product}.SAFE"));
+        let img = safe.join(format!("GRANULE/L2A_{tile}_A000{k:03}_{sensing}/IMG_DATA"));
+        let metadata = if old(k) {
+            "<n1:Level-2A_User_Product xmlns:n1=\"https://psd-14.sentinel2.eo.esa.int/PSD/User_Product_Level-2A.xsd\"><n1:General_Info><Product_Info><PROCESSING_BASELINE>02.06</PROCESSING_BASELINE></Product_Info></n1:General_Info></n1:Level-2A_User_Product>".to_string()
+        } else {
+            let offsets: String = (0..13)
+                .map(|b| format!("<BOA_ADD_OFFSET band_id=\"{b}\">-1000</BOA_ADD_OFFSET>"))
+                .collect();
+            format!("<n1:Level-2A_User_Product xmlns:n1=\"https://psd-14.sentinel2.eo.esa.int/PSD/User_Product_Level-2A.xsd\"><n1:General_Info><Product_Info><PROCESSING_BASELINE>05.11</PROCESSING_BASELINE></Product_Info><Product_Image_Characteristics><BOA_ADD_OFFSET_VALUES_LIST>{offsets}</BOA_ADD_OFFSET_VALUES_LIST></Product_Image_Characteristics></n1:General_Info></n1:Level-2A_User_Product>")
+        };
+        fs::create_dir_all(&safe).unwrap();
+        fs::write(safe.join("MTD_MSIL2A.xml"), metadata).unwrap();
+        let mut bands: Vec<_> = fs::read_dir(folder)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        bands.sort();
+        for band_file in bands {
+            // T50SKE_20250107_B02_10m.tif
+            let stem = band_file.file_stem().unwrap().to_str().unwrap().to_string();
+            let band = stem.split('_').nth(2).unwrap().to_string();
+            let res = stem.split('_').nth(3).unwrap().to_string();
+            let src = gdal::Dataset::open(&band_file).unwrap();
+            let (w, h) = src.raster_size();
+            let mut values: Vec<u16> = src
+                .rasterband(1)
+                .unwrap()
+                .read_as::<u16>((0, 0), (w, h), (w, h), None)
+                .unwrap()
+                .into_shape_and_vec()
+                .1;
+            if old(k) && band != "SCL" {
+                for v in values.iter_mut().filter(|v| **v > 0) {
+                    *v = v.saturating_sub(1000).max(1);
+                }
+            }
+            let copy = |dir: &str, values: Vec<u16>| {
+                let mut m = mem.create_with_band_type::<u16, _>("", w, h, 1).unwrap();
+                m.set_geo_transform(&src.geo_transform().unwrap()).unwrap();
+                m.set_projection(&src.projection()).unwrap();
+                let mut buf = gdal::raster::Buffer::new((w, h), values);
+                m.rasterband(1)
+                    .unwrap()
+                    .write((0, 0), (w, h), &mut buf)
+                    .unwrap();
+                let out = img.join(dir);
+                fs::create_dir_all(&out).unwrap();
+                let file = out.join(format!("{tile}_{sensing}_{band}_{res}.jp2"));
+                let options = gdal::raster::RasterCreationOptions::from_iter([
+                    "REVERSIBLE=YES",
+                    "QUALITY=100",
+                ]);
+                m.create_copy(&jp2, &file, &options).unwrap();
+            };
+            let dir = format!("R{res}");
+            if band == "B02" {
+                copy("R60m", vec![9999; w * h]);
+            }
+            copy(&dir, values);
+        }
+        if zipped(k) {
+            zip_folder(&safe, &to.join(format!("{product}.zip")));
+            fs::remove_dir_all(&safe).unwrap();
+        }
+    }
+    folders.len()
+}
+
+/// Zips `folder` as the hubs do: entries under the folder's own name.
+fn zip_folder(folder: &Path, zip_path: &Path) {
+    let mut zip = zip::ZipWriter::new(fs::File::create(zip_path).unwrap());
+    let root = folder.parent().unwrap();
+    let mut stack = vec![folder.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let mut entries: Vec<_> = fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        entries.sort();
+        for p in entries {
+            if p.is_dir() {
+                stack.push(p);
+                continue;
+            }
+            let name = p.strip_prefix(root).unwrap().to_str().unwrap().to_string();
+            zip.start_file(name, zip::write::SimpleFileOptions::default())
+                .unwrap();
+            std::io::Write::write_all(&mut zip, &fs::read(&p).unwrap()).unwrap();
+        }
+    }
+    zip.finish().unwrap();
+}
+
+/// A technician points the job at the products as downloaded (SAFE folders and zips, of old
+/// and new processing baselines) and gets the same results as from per-band GeoTIFFs: each
+/// band at its finest resolution, each product with the DN offset its metadata states.
+#[test]
+fn sentinel2_products_are_read_as_delivered() {
+    use gengbao::job::config::JobConfig;
+    use gengbao::job::run::{run_period, RunOptions};
+    let tmp = tempfile::tempdir().unwrap();
+    let city = crate::common::city(&tmp.path().join("city"), 128, 3, 64);
+    let cfg = JobConfig::load(&city.job_config).unwrap();
+    let safe_dir = tmp.path().join("safe");
+    let products = as_safe_products(
+        &city.dir.join("imagery"),
+        &safe_dir,
+        |k| k % 2 == 0,
+        |k| k == 1,
+    );
+    assert!(products >= 4);
+    let text = crate::common::config_text(&city)
+        .replace(
+            "folder = \"imagery\"",
+            &format!("folder = {:?}", safe_dir.display().to_string()),
+        )
+        .replace("output = \"out\"", "output = \"out-safe\"");
+    assert!(text.contains("out-safe"), "the example config changed");
+    let safe_config = city.dir.join("job-safe.toml");
+    fs::write(&safe_config, text).unwrap();
+    let safe_cfg = JobConfig::load(&safe_config).unwrap();
+
+    let catalog =
+        Catalog::scan(&safe_dir, SensorProfile::by_name("sentinel2-l2a").unwrap()).unwrap();
+    assert_eq!(catalog.acquisitions.len(), products);
+    assert!(catalog.unplaced.is_empty(), "{:?}", catalog.unplaced);
+    assert_eq!(catalog.acquisitions[1].offset, Some(0.0), "baseline 02.06");
+    assert_eq!(
+        catalog.acquisitions[0].offset,
+        Some(-1000.0),
+        "metadata's BOA_ADD_OFFSET"
+    );
+
+    for p in &city.periods {
+        let from_tifs = run_period(&cfg, *p, &RunOptions::quiet()).unwrap();
+        let from_products = run_period(&safe_cfg, *p, &RunOptions::quiet()).unwrap();
+        assert_eq!(
+            from_tifs.acquisitions.len(),
+            from_products.acquisitions.len()
+        );
+        for file in ["class.tif", "flags.tif", "composite.tif"] {
+            let a = fs::read(cfg.layout().period(*p).dir().join(file)).unwrap();
+            let b = fs::read(safe_cfg.layout().period(*p).dir().join(file)).unwrap();
+            assert!(a == b, "{p} {file} differs between band files and products");
+        }
+    }
+}
+
+/// Products that cannot be read are named with what to do: a Level-1C product in a Level-2A
+/// job, a zip cut short by an interrupted download.
+#[test]
+fn unreadable_products_are_named_with_the_fix() {
+    let tmp = tempfile::tempdir().unwrap();
+    let l2a = SensorProfile::by_name("sentinel2-l2a").unwrap();
+    let l1c = tmp
+        .path()
+        .join("l1c/S2A_MSIL1C_20180505T103021_N0206_R108_T31UFS_20180505T133040.SAFE");
+    fs::create_dir_all(l1c.join("GRANULE/L1C_T31UFS_A015000_20180505T103021/IMG_DATA")).unwrap();
+    let e = Catalog::scan(&tmp.path().join("l1c"), l2a)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("Level-1C") && e.contains("sentinel2-l1c"), "{e}");
+    // Unzipped under another name, a product is still known by its metadata file.
+    let renamed = tmp.path().join("renamed/download");
+    fs::create_dir_all(renamed.join("GRANULE/L1C_T31UFS_A015000_20180505T103021/IMG_DATA"))
+        .unwrap();
+    fs::write(renamed.join("MTD_MSIL1C.xml"), "<x/>").unwrap();
+    let e = Catalog::scan(&tmp.path().join("renamed"), l2a)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("Level-1C") && e.contains("sentinel2-l1c"), "{e}");
+
+    let cut = tmp.path().join("cut");
+    fs::create_dir_all(&cut).unwrap();
+    let zip = cut.join("S2B_MSIL2A_20250107T030549_N0511_R075_T50SKE_20250107T062334.zip");
+    fs::write(&zip, b"PK\x03\x04 interrupted").unwrap();
+    let e = Catalog::scan(&cut, l2a).unwrap_err().to_string();
+    assert!(
+        e.contains("not a readable zip") && e.contains("download the product again"),
+        "{e}"
+    );
+    assert!(e.contains("S2B_MSIL2A_20250107T030549"), "{e}");
+}
