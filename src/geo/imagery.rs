@@ -44,6 +44,9 @@ pub struct Catalog {
     /// Imagery-like files that are in no acquisition: rasters in folders where no band of the
     /// profile was found, and packed products (zip, tar). Relative to the folder, sorted.
     pub unplaced: Vec<PathBuf>,
+    /// Products that cannot be read as delivered (a cut zip, an incomplete product), relative
+    /// to the folder, with what is wrong: left out of the catalog, listed and warned.
+    pub damaged: Vec<(PathBuf, String)>,
 }
 
 /// First and last date of acquisitions in date order, `YYYYMMDD-YYYYMMDD` (as patches and
@@ -128,6 +131,7 @@ impl Catalog {
         }
         let mut acquisitions = Vec::new();
         let mut unplaced = Vec::new();
+        let mut damaged = Vec::new();
         let mut stack = vec![folder.to_path_buf()];
         while let Some(dir) = stack.pop() {
             let mut entries: Vec<PathBuf> = std::fs::read_dir(&dir)
@@ -140,7 +144,12 @@ impl Catalog {
             for p in &entries {
                 let sentinel2 = profile.name.starts_with("sentinel2");
                 if sentinel2 && (safe::is_safe_folder(p) || safe::is_safe_zip(p)) {
-                    acquisitions.extend(safe::acquisitions(p, profile)?);
+                    match safe::acquisitions(p, profile)? {
+                        Ok(found) => acquisitions.extend(found),
+                        Err(why) => {
+                            damaged.push((p.strip_prefix(folder).unwrap_or(p).to_path_buf(), why))
+                        }
+                    }
                     continue;
                 }
                 if p.is_dir() {
@@ -226,6 +235,17 @@ impl Catalog {
             .map(|p| p.strip_prefix(folder).unwrap_or(p).to_path_buf())
             .collect();
         unplaced.sort();
+        if acquisitions.is_empty() && !damaged.is_empty() {
+            let (product, why) = &damaged[0];
+            return Err(Error::input(
+                folder.join(product),
+                format!(
+                    "{why}; no other product in the imagery folder is readable ({} damaged)",
+                    damaged.len()
+                ),
+                "download the damaged products again (an interrupted download leaves a cut zip)",
+            ));
+        }
         if acquisitions.is_empty() && !unplaced.is_empty() {
             let shown: Vec<String> = unplaced
                 .iter()
@@ -256,6 +276,7 @@ impl Catalog {
             profile,
             acquisitions,
             unplaced,
+            damaged,
         })
     }
 

@@ -51,13 +51,15 @@ struct Listing {
 }
 
 impl Listing {
-    fn of(product: &Path) -> Result<Listing> {
+    fn of(product: &Path) -> std::result::Result<Listing, Damage> {
+        let unlisted =
+            |dir: &Path, e: std::io::Error| format!("{} cannot be listed ({e})", dir.display());
         if product.is_dir() {
             let mut entries = Vec::new();
             let mut stack = vec![product.to_path_buf()];
             while let Some(dir) = stack.pop() {
-                for e in std::fs::read_dir(&dir).map_err(|e| Error::io(&dir, e))? {
-                    let p = e.map_err(|e| Error::io(&dir, e))?.path();
+                for e in std::fs::read_dir(&dir).map_err(|e| unlisted(&dir, e))? {
+                    let p = e.map_err(|e| unlisted(&dir, e))?.path();
                     if p.is_dir() {
                         stack.push(p);
                     } else if let Ok(rel) = p.strip_prefix(product) {
@@ -97,40 +99,40 @@ impl Listing {
         }
     }
 
-    fn read_text(&self, entry: &str) -> Result<String> {
+    fn read_text(&self, entry: &str) -> std::result::Result<String, Damage> {
+        let unreadable = |e: &dyn std::fmt::Display| format!("{entry} cannot be read ({e})");
         if !self.zipped {
-            let p = self.product.join(entry);
-            return std::fs::read_to_string(&p).map_err(|e| Error::io(&p, e));
+            return std::fs::read_to_string(self.product.join(entry)).map_err(|e| unreadable(&e));
         }
         let mut archive = open_zip(&self.product)?;
-        let mut file = archive
-            .by_name(entry)
-            .map_err(|e| damaged(&self.product, e))?;
+        let mut file = archive.by_name(entry).map_err(|e| unreadable(&e))?;
         let mut text = String::new();
-        file.read_to_string(&mut text)
-            .map_err(|e| damaged(&self.product, e))?;
+        file.read_to_string(&mut text).map_err(|e| unreadable(&e))?;
         Ok(text)
     }
 }
 
-fn open_zip(path: &Path) -> Result<zip::ZipArchive<std::fs::File>> {
-    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-    zip::ZipArchive::new(file).map_err(|e| damaged(path, e))
+fn open_zip(path: &Path) -> std::result::Result<zip::ZipArchive<std::fs::File>, Damage> {
+    let file = std::fs::File::open(path).map_err(|e| format!("cannot be opened ({e})"))?;
+    zip::ZipArchive::new(file).map_err(|e| format!("is not a readable zip ({e})"))
 }
 
-fn damaged(path: &Path, e: impl std::fmt::Display) -> Error {
-    Error::input(
-        path,
-        format!("is not a readable zip ({e})"),
-        "download the product again (an interrupted download leaves a cut zip), or move it out of the imagery folder",
-    )
-}
+/// A product that cannot be read as delivered (a zip cut by an interrupted download, an
+/// incomplete product): what is wrong with it.
+pub(crate) type Damage = String;
 
 /// The acquisitions of one SAFE product (a folder or a zip), one per granule, for a
-/// Sentinel-2 `profile`.
-pub(crate) fn acquisitions(product: &Path, profile: &SensorProfile) -> Result<Vec<Acquisition>> {
+/// Sentinel-2 `profile`; what is wrong with it when it is damaged. An error is a product the
+/// job must not run with (another level than its sensor).
+pub(crate) fn acquisitions(
+    product: &Path,
+    profile: &SensorProfile,
+) -> Result<std::result::Result<Vec<Acquisition>, Damage>> {
     let name = name_of(product);
-    let listing = Listing::of(product)?;
+    let listing = match Listing::of(product) {
+        Ok(listing) => listing,
+        Err(damage) => return Ok(Err(damage)),
+    };
     let level = product_level(name)
         .or_else(|| listing.entries.iter().find_map(|e| product_level(e)))
         .ok_or_else(|| {
@@ -176,7 +178,10 @@ pub(crate) fn acquisitions(product: &Path, profile: &SensorProfile) -> Result<Ve
                 "keep the product's name as delivered (S2X_MSIL2A_YYYYMMDDTHHMMSS_…)",
             )
         })?;
-    let offset = product_offset(&listing, name)?;
+    let offset = match product_offset(&listing, name) {
+        Ok(offset) => offset,
+        Err(damage) => return Ok(Err(damage)),
+    };
 
     // Band files by granule: GRANULE/<granule>/IMG_DATA/[R10m|R20m|R60m/]<file>.jp2.
     let mut granules: BTreeMap<&str, BTreeMap<String, (u32, &str)>> = BTreeMap::new();
@@ -207,47 +212,42 @@ pub(crate) fn acquisitions(product: &Path, profile: &SensorProfile) -> Result<Ve
         }
     }
     if granules.is_empty() {
-        return Err(Error::input(
-            product,
-            "holds no band files (GRANULE/*/IMG_DATA/…/*.jp2)",
-            "download the product again: it is incomplete",
+        return Ok(Err(
+            "holds no band files (GRANULE/*/IMG_DATA/…/*.jp2): it is incomplete".into(),
         ));
     }
     // A product of one granule (every product since December 2016) is its acquisition.
     let several = granules.len() > 1;
-    granules
-        .into_iter()
-        .map(|(granule, bands)| {
-            let mut needed = profile.bands.iter().copied().chain(profile.mask_band);
-            if let Some(missing) = needed.find(|b| !bands.contains_key(*b)) {
-                return Err(Error::input(
-                    product,
-                    format!("granule {granule} has no {missing} band file"),
-                    "download the product again: it is incomplete",
-                ));
-            }
-            Ok(Acquisition {
-                date,
-                folder: if several {
-                    product.join(granule)
-                } else {
-                    product.to_path_buf()
-                },
-                files: bands
-                    .into_iter()
-                    .map(|(band, (_, entry))| (band, listing.gdal_path(entry)))
-                    .collect(),
-                offset: Some(offset),
-                container: listing.zipped.then(|| product.to_path_buf()),
-            })
-        })
-        .collect()
+    let mut found = Vec::new();
+    for (granule, bands) in granules {
+        let mut needed = profile.bands.iter().copied().chain(profile.mask_band);
+        if let Some(missing) = needed.find(|b| !bands.contains_key(*b)) {
+            return Ok(Err(format!(
+                "granule {granule} has no {missing} band file: it is incomplete"
+            )));
+        }
+        found.push(Acquisition {
+            date,
+            folder: if several {
+                product.join(granule)
+            } else {
+                product.to_path_buf()
+            },
+            files: bands
+                .into_iter()
+                .map(|(band, (_, entry))| (band, listing.gdal_path(entry)))
+                .collect(),
+            offset: Some(offset),
+            container: listing.zipped.then(|| product.to_path_buf()),
+        });
+    }
+    Ok(Ok(found))
 }
 
 /// The product's DN offset: its metadata's `BOA_ADD_OFFSET` (Level-2A) or `RADIO_ADD_OFFSET`
 /// (Level-1C); 0 when the metadata states none (baselines before 04.00). Without a metadata
 /// file, the processing baseline in the name decides (`N0400` and later: −1000).
-fn product_offset(listing: &Listing, name: &str) -> Result<f32> {
+fn product_offset(listing: &Listing, name: &str) -> std::result::Result<f32, Damage> {
     let metadata = listing.entries.iter().find(|e| {
         let depth = e.matches('/').count();
         let file = e.rsplit('/').next().unwrap_or(e);
@@ -255,13 +255,8 @@ fn product_offset(listing: &Listing, name: &str) -> Result<f32> {
     });
     if let Some(entry) = metadata {
         let text = listing.read_text(entry)?;
-        return offset_in_metadata(&text).map_err(|e| {
-            Error::input(
-                listing.gdal_path(entry),
-                format!("is not a readable product metadata file ({e})"),
-                "download the product again, or set `[imagery] add_offset` to the products' DN offset",
-            )
-        });
+        return offset_in_metadata(&text)
+            .map_err(|e| format!("{entry} is not a readable product metadata file ({e})"));
     }
     let baseline = name
         .split('_')

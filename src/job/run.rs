@@ -89,6 +89,8 @@ struct PeriodInputs<'c> {
     acquisitions: Vec<Located>,
     /// Imagery files of the folder in no acquisition (relative to it).
     unplaced: Vec<String>,
+    /// Damaged products left out: `path: what is wrong`.
+    damaged: Vec<String>,
     profile: &'static SensorProfile,
     grid_srs: SpatialRef,
     grid: JobGrid,
@@ -293,6 +295,7 @@ pub fn run_period(cfg: &JobConfig, period: Period, opts: &RunOptions) -> Result<
             farmland_repaired: inputs.farmland.repaired.clone(),
             admin_repaired: inputs.admin.repaired.clone(),
             imagery_unplaced: inputs.unplaced.clone(),
+            imagery_damaged: inputs.damaged.clone(),
             imagery_offset_overridden: offset_overridden(cfg, &inputs.acquisitions),
             farmland_duplicate_ids: inputs.farmland.duplicate_ids.clone(),
             imagery: cfg.resolve(&cfg.imagery.folder).display().to_string(),
@@ -374,10 +377,16 @@ fn check_inputs<'c>(
         .iter()
         .map(|p| p.display().to_string())
         .collect();
+    let damaged = catalog
+        .damaged
+        .iter()
+        .map(|(p, why)| format!("{}: {why}", p.display()))
+        .collect();
     Ok(PeriodInputs {
         period,
         acquisitions,
         unplaced,
+        damaged,
         profile,
         grid_srs,
         grid,

@@ -142,6 +142,9 @@ pub struct Inputs {
     /// Imagery files in no acquisition (packed products, rasters without a band of the
     /// profile), relative to the imagery folder.
     pub imagery_unplaced: Vec<String>,
+    /// Products in the imagery folder that cannot be read as delivered (a cut zip, an
+    /// incomplete product), left out: `path: what is wrong`.
+    pub imagery_damaged: Vec<String>,
     /// Products of the period whose metadata states another DN offset than the job's
     /// `[imagery] add_offset`, which was applied: `product: metadata X, job Y`.
     pub imagery_offset_overridden: Vec<String>,
@@ -249,6 +252,14 @@ impl RunSummary {
                 self.inputs.imagery,
                 self.inputs.imagery_unplaced.len(),
                 crate::geo::layers::listed(&self.inputs.imagery_unplaced)
+            );
+        }
+        if !self.inputs.imagery_damaged.is_empty() {
+            s += &format!(
+                "   warning: {}: {} damaged products were left out: {}; download them again\n",
+                self.inputs.imagery,
+                self.inputs.imagery_damaged.len(),
+                crate::geo::layers::listed(&self.inputs.imagery_damaged)
             );
         }
         if !self.inputs.imagery_offset_overridden.is_empty() {

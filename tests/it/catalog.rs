@@ -298,10 +298,15 @@ fn sentinel2_products_are_read_as_delivered() {
     fs::write(&safe_config, text).unwrap();
     let safe_cfg = JobConfig::load(&safe_config).unwrap();
 
+    // A download cut short beside them is left out, listed and warned, not fatal.
+    let cut = "S2B_MSIL2A_20250109T030549_N0511_R075_T50SKE_20250109T062334.zip";
+    fs::write(safe_dir.join(cut), b"PK\x03\x04 interrupted").unwrap();
     let catalog =
         Catalog::scan(&safe_dir, SensorProfile::by_name("sentinel2-l2a").unwrap()).unwrap();
     assert_eq!(catalog.acquisitions.len(), products);
     assert!(catalog.unplaced.is_empty(), "{:?}", catalog.unplaced);
+    assert_eq!(catalog.damaged.len(), 1, "{:?}", catalog.damaged);
+    assert_eq!(catalog.damaged[0].0, Path::new(cut));
     assert_eq!(catalog.acquisitions[1].offset, Some(0.0), "baseline 02.06");
     assert_eq!(
         catalog.acquisitions[0].offset,
@@ -316,6 +321,10 @@ fn sentinel2_products_are_read_as_delivered() {
             from_tifs.acquisitions.len(),
             from_products.acquisitions.len()
         );
+        assert!(from_products.inputs.imagery_damaged[0].starts_with(cut));
+        assert!(from_products
+            .human()
+            .contains("damaged products were left out"));
         for file in ["class.tif", "flags.tif", "composite.tif"] {
             let a = fs::read(cfg.layout().period(*p).dir().join(file)).unwrap();
             let b = fs::read(safe_cfg.layout().period(*p).dir().join(file)).unwrap();
@@ -354,7 +363,7 @@ fn unreadable_products_are_named_with_the_fix() {
     fs::write(&zip, b"PK\x03\x04 interrupted").unwrap();
     let e = Catalog::scan(&cut, l2a).unwrap_err().to_string();
     assert!(
-        e.contains("not a readable zip") && e.contains("download the product again"),
+        e.contains("not a readable zip") && e.contains("download the damaged products again"),
         "{e}"
     );
     assert!(e.contains("S2B_MSIL2A_20250107T030549"), "{e}");
