@@ -422,7 +422,20 @@ impl GridTiff {
         bands: usize,
         nodata: Option<f64>,
     ) -> Result<Self> {
-        Self::create_with::<T>(path, grid, bands, nodata, "ZLEVEL=6")
+        Self::create_with::<T>(path, grid, bands, nodata, &["ZLEVEL=6"])
+    }
+
+    /// Integer measurements kept in the archive (a period's composite): horizontal
+    /// differencing before DEFLATE's fastest level. On the demo's 768 px composite (10 bands of
+    /// 16 bits) this wrote 67 % of the raw size in 0.28 s, against 72 % in 0.42 s at level 6
+    /// without differencing.
+    pub(crate) fn create_measurements<T: GdalType>(
+        path: &Path,
+        grid: &JobGrid,
+        bands: usize,
+        nodata: Option<f64>,
+    ) -> Result<Self> {
+        Self::create_with::<T>(path, grid, bands, nodata, &["ZLEVEL=1", "PREDICTOR=2"])
     }
 
     /// A work file read once by a later stage, at DEFLATE's fastest level: an 8192² detection
@@ -433,7 +446,7 @@ impl GridTiff {
         bands: usize,
         nodata: Option<f64>,
     ) -> Result<Self> {
-        Self::create_with::<T>(path, grid, bands, nodata, "ZLEVEL=1")
+        Self::create_with::<T>(path, grid, bands, nodata, &["ZLEVEL=1"])
     }
 
     fn create_with<T: GdalType>(
@@ -441,7 +454,7 @@ impl GridTiff {
         grid: &JobGrid,
         bands: usize,
         nodata: Option<f64>,
-        level: &str,
+        compression: &[&str],
     ) -> Result<Self> {
         let driver = DriverManager::get_driver_by_name("GTiff")?;
         let block = block_side(grid.tile_size);
@@ -451,15 +464,18 @@ impl GridTiff {
         // With GDAL's default pixel interleaving, a block flushed before all its bands were
         // written is decoded and encoded again for each later band: 15 % of an 8192² two-date
         // detection's time went there.
-        let options = RasterCreationOptions::from_iter([
-            "TILED=YES",
-            block_x.as_str(),
-            block_y.as_str(),
-            "COMPRESS=DEFLATE",
-            "INTERLEAVE=BAND",
-            "BIGTIFF=IF_SAFER",
-            level,
-        ]);
+        let options = RasterCreationOptions::from_iter(
+            [
+                "TILED=YES",
+                block_x.as_str(),
+                block_y.as_str(),
+                "COMPRESS=DEFLATE",
+                "INTERLEAVE=BAND",
+                "BIGTIFF=IF_SAFER",
+            ]
+            .into_iter()
+            .chain(compression.iter().copied()),
+        );
         let mut ds = driver
             .create_with_band_type_with_options::<T, _>(
                 path,
@@ -522,6 +538,32 @@ impl GridTiff {
         self.ds.close()?;
         Ok(())
     }
+}
+
+/// Rewrites a finished GeoTIFF of codes (classes, flags) as a Cloud-Optimized GeoTIFF in
+/// place (GDAL's COG driver: 256 px blocks, DEFLATE, overviews by nearest code, the layout
+/// web maps and QGIS read over HTTP by range requests). The same raster gives the same bytes.
+/// The copy is written beside the file and renamed over it, so a failure leaves the original.
+pub fn to_cog(path: &Path) -> Result<()> {
+    let fix = "check that the output folder is writable and has free space";
+    let src = Dataset::open(path).in_file(path, fix)?;
+    let driver = DriverManager::get_driver_by_name("COG")?;
+    let options = RasterCreationOptions::from_iter([
+        "COMPRESS=DEFLATE",
+        "LEVEL=6",
+        "BLOCKSIZE=256",
+        "BIGTIFF=IF_SAFER",
+        "RESAMPLING=NEAREST",
+    ]);
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("raster");
+    let tmp = path.with_file_name(format!(".{name}.cog"));
+    src.create_copy(&driver, &tmp, &options)
+        .in_file(&tmp, fix)?;
+    drop(src);
+    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
 }
 
 /// Reads a whole single-band raster (small rasters only: labels, reference masks).

@@ -3,6 +3,7 @@
 
 use crate::common::{city, config_text, run_all, snapshot};
 use gdal::vector::LayerAccess;
+use gdal::Metadata;
 use gengbao::evaluate::{read_period_patches, score_against_truth};
 use gengbao::geo::raster::read_band_f64;
 use gengbao::job::run::{run_period, RunOptions};
@@ -172,6 +173,13 @@ fn tile_seams_do_not_change_or_split_patches_and_runs_repeat_exactly() {
             );
         }
         let rasters = ["flags.tif", "class.tif"].map(|f| dir.join(f));
+        // Cloud-Optimized, so that web maps and QGIS read them over HTTP.
+        for r in &rasters {
+            let layout = gdal::Dataset::open(r)
+                .unwrap()
+                .metadata_item("LAYOUT", "IMAGE_STRUCTURE");
+            assert_eq!(layout.as_deref(), Some("COG"), "{}", r.display());
+        }
         outputs.push((
             bytes,
             rasters.clone().map(|r| read_band_f64(&r, 1).unwrap().2),
@@ -180,7 +188,7 @@ fn tile_seams_do_not_change_or_split_patches_and_runs_repeat_exactly() {
     }
     // 16 tiles of 64 px against a single tile: the same patches, byte for byte, so no patch
     // was cut at a seam (changes are planted across multiples of 128 px), and the same
-    // rasters (their files differ: blocks are as wide as the tiles).
+    // rasters.
     assert_eq!(outputs[0].0, outputs[2].0, "tiling changed the patches");
     assert!(outputs[0].1 == outputs[2].1, "tiling changed the rasters");
     assert_eq!(outputs[0], outputs[1], "two identical runs differ");
