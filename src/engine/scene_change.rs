@@ -55,23 +55,29 @@ impl SceneChange {
         let tile_pixels = tiles.first().map_or(1, |t| t.core.len().max(1));
         let per_round = SCENE_SAMPLE_PIXELS.div_ceil(tile_pixels).max(1);
         let (mut all, mut sample) = (BandMoments::default(), Vec::new());
+        let mut cached = 0;
         for round in order.chunks(per_round) {
             if all.pixels() >= SCENE_SAMPLE_PIXELS as u64 {
                 break;
             }
-            let moments = round
+            let read = round
                 .par_iter()
                 .map(|&i| {
                     let l = looks(&tiles[i]).map_err(in_tile(&tiles[i]))?;
                     let mut m = BandMoments::default();
                     m.add(l.before.view(), l.after.view());
-                    Ok(m)
+                    Ok((m, l))
                 })
                 .collect::<Result<Vec<_>>>()?;
-            for m in moments {
+            for (&i, (m, l)) in round.iter().zip(read) {
                 all.merge(m);
+                let keep = cached + tiles[i].core.len() <= CACHED_SAMPLE_PIXELS;
+                cached += if keep { tiles[i].core.len() } else { 0 };
+                sample.push(Sampled {
+                    tile: &tiles[i],
+                    looks: keep.then_some(l),
+                });
             }
-            sample.extend(round.iter().map(|&i| &tiles[i]));
         }
         let seen = all.pixels();
         let Some(standardisation) = all.standardisation() else {
@@ -89,21 +95,17 @@ impl SceneChange {
         // ground which did not change reads as changed through the standardisation alone.
         // Learnt again from the pixels the first decision found unchanged, the statistics
         // are those of the ground both looks share.
-        let unchanged = sample
-            .par_iter()
-            .map(|tile| {
-                let l = looks(tile).map_err(in_tile(tile))?;
-                let changed = scene.changed(&l);
-                let mut m = BandMoments::default();
-                m.add_where(l.before.view(), l.after.view(), |i| changed[i] == 0);
-                Ok(m)
-            })
-            .collect::<Result<Vec<_>>>()?
-            .into_iter()
-            .fold(BandMoments::default(), |mut all, m| {
-                all.merge(m);
-                all
-            });
+        let unchanged = each_sampled(&sample, &looks, |l| {
+            let changed = scene.changed(l);
+            let mut m = BandMoments::default();
+            m.add_where(l.before.view(), l.after.view(), |i| changed[i] == 0);
+            m
+        })?
+        .into_iter()
+        .fold(BandMoments::default(), |mut all, m| {
+            all.merge(m);
+            all
+        });
         if let Some(standardisation) = unchanged.standardisation() {
             scene.standardisation = standardisation;
             scene.threshold = scene.sample_threshold(&sample, &looks)?;
@@ -114,13 +116,10 @@ impl SceneChange {
     /// The minimum-error threshold of the smoothed magnitudes of the sampled tiles.
     fn sample_threshold(
         &self,
-        sample: &[&Tile],
+        sample: &[Sampled],
         looks: &(impl Fn(&Tile) -> Result<TileLooks> + Sync),
     ) -> Result<Option<f32>> {
-        let magnitudes = sample
-            .par_iter()
-            .map(|tile| Ok(self.smoothed_magnitude(&looks(tile).map_err(in_tile(tile))?)))
-            .collect::<Result<Vec<_>>>()?;
+        let magnitudes = each_sampled(sample, looks, |l| self.smoothed_magnitude(l))?;
         Ok(minimum_error_threshold(&magnitudes.concat()))
     }
 
@@ -149,6 +148,31 @@ impl SceneChange {
             .magnitude(looks.before.view(), looks.after.view());
         smooth_3x3(&m, looks.width)
     }
+}
+
+/// Tile pixels of the sample kept in memory between its passes (both looks, band × pixel:
+/// 160 MB at 10 bands); the tiles beyond are read again for each pass.
+const CACHED_SAMPLE_PIXELS: usize = 2 * SCENE_SAMPLE_PIXELS;
+
+/// A tile of the sample, with its looks when they are kept.
+struct Sampled<'t> {
+    tile: &'t Tile,
+    looks: Option<TileLooks>,
+}
+
+/// `f` of the looks of every sampled tile, in sample order.
+fn each_sampled<T: Send>(
+    sample: &[Sampled],
+    looks: &(impl Fn(&Tile) -> Result<TileLooks> + Sync),
+    f: impl Fn(&TileLooks) -> T + Sync,
+) -> Result<Vec<T>> {
+    sample
+        .par_iter()
+        .map(|s| match &s.looks {
+            Some(l) => Ok(f(l)),
+            None => Ok(f(&looks(s.tile).map_err(in_tile(s.tile))?)),
+        })
+        .collect()
 }
 
 /// A pixel's decision as the change step reads it: `None` where unobserved.

@@ -422,20 +422,26 @@ impl GridTiff {
         bands: usize,
         nodata: Option<f64>,
     ) -> Result<Self> {
-        Self::create_with::<T>(path, grid, bands, nodata, &["ZLEVEL=6"])
+        Self::create_with::<T>(path, grid, bands, nodata, &["COMPRESS=DEFLATE", "ZLEVEL=6"])
     }
 
     /// Integer measurements kept in the archive (a period's composite): horizontal
-    /// differencing before DEFLATE's fastest level. On the demo's 768 px composite (10 bands of
-    /// 16 bits) this wrote 67 % of the raw size in 0.28 s, against 72 % in 0.42 s at level 6
-    /// without differencing.
+    /// differencing, then Zstandard's fastest level. A 2048 px composite (10 bands of 16 bits)
+    /// copied with GDAL took 0.59 s to 69 % of its raw size this way, 1.34 s to 68 % with
+    /// DEFLATE's fastest level, 0.48 s uncompressed.
     pub(crate) fn create_measurements<T: GdalType>(
         path: &Path,
         grid: &JobGrid,
         bands: usize,
         nodata: Option<f64>,
     ) -> Result<Self> {
-        Self::create_with::<T>(path, grid, bands, nodata, &["ZLEVEL=1", "PREDICTOR=2"])
+        Self::create_with::<T>(
+            path,
+            grid,
+            bands,
+            nodata,
+            &["COMPRESS=ZSTD", "ZSTD_LEVEL=1", "PREDICTOR=2"],
+        )
     }
 
     /// A work file read once by a later stage, at DEFLATE's fastest level: an 8192² detection
@@ -446,7 +452,13 @@ impl GridTiff {
         bands: usize,
         nodata: Option<f64>,
     ) -> Result<Self> {
-        Self::create_with::<T>(path, grid, bands, nodata, &["ZLEVEL=1"])
+        Self::create_with::<T>(
+            path,
+            grid,
+            bands,
+            nodata,
+            &["COMPRESS=ZSTD", "ZSTD_LEVEL=1"],
+        )
     }
 
     fn create_with<T: GdalType>(
@@ -469,7 +481,6 @@ impl GridTiff {
                 "TILED=YES",
                 block_x.as_str(),
                 block_y.as_str(),
-                "COMPRESS=DEFLATE",
                 "INTERLEAVE=BAND",
                 "BIGTIFF=IF_SAFER",
             ]

@@ -14,12 +14,12 @@ use crate::domain::period::Period;
 use crate::error::{Error, Result};
 use crate::geo::imagery::Acquisition;
 use crate::job::layout::OutputLayout;
-use flate2::read::DeflateDecoder;
-use flate2::write::DeflateEncoder;
-use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
-const MAGIC: &[u8; 8] = b"GBCKPT1\n";
+/// Checkpoints are Zstandard frames (level 1): a tile's composite, 20 bytes a pixel of
+/// reflectance that hardly compresses, took the 2048 px city's tile stage 0.6 s longer to
+/// deflate than to write.
+const MAGIC: &[u8; 8] = b"GBCKPT2\n";
 
 pub(crate) struct Checkpoints {
     dir: PathBuf,
@@ -111,19 +111,14 @@ impl Checkpoints {
         if &bytes[MAGIC.len()..header] != fingerprint.as_bytes() {
             return Ok(Saved::Stale);
         }
-        let mut out = Vec::new();
-        Ok(
-            match DeflateDecoder::new(&bytes[header..]).read_to_end(&mut out) {
-                Ok(_) => Saved::Found(out),
-                Err(_) => Saved::Missing,
-            },
-        )
+        Ok(match zstd::stream::decode_all(&bytes[header..]) {
+            Ok(out) => Saved::Found(out),
+            Err(_) => Saved::Missing,
+        })
     }
 
     pub fn save(&self, tile: &str, fingerprint: &str, data: &[u8]) -> Result<()> {
-        let mut enc = DeflateEncoder::new(Vec::new(), flate2::Compression::fast());
-        enc.write_all(data).expect("writing to memory");
-        let compressed = enc.finish().expect("writing to memory");
+        let compressed = zstd::bulk::compress(data, 1).expect("compressing in memory");
         let mut bytes = Vec::with_capacity(MAGIC.len() + fingerprint.len() + compressed.len());
         bytes.extend_from_slice(MAGIC);
         bytes.extend_from_slice(fingerprint.as_bytes());
