@@ -157,6 +157,17 @@ fn disk_full(path: &Path) -> Option<Error> {
     })
 }
 
+impl Error {
+    /// A write under `path` that failed with `problem`: on a (nearly) full disk, said so.
+    pub(crate) fn failed_write(
+        path: &Path,
+        problem: impl Into<String>,
+        fix: impl Into<String>,
+    ) -> Error {
+        disk_full(path).unwrap_or_else(|| Error::input(path, problem, fix))
+    }
+}
+
 /// Attaches the file name to GDAL errors, which otherwise only say what failed.
 pub(crate) trait GdalContext<T> {
     fn in_file(self, path: &Path, fix: &str) -> Result<T>;
@@ -165,12 +176,11 @@ pub(crate) trait GdalContext<T> {
 impl<T> GdalContext<T> for std::result::Result<T, gdal::errors::GdalError> {
     fn in_file(self, path: &Path, fix: &str) -> Result<T> {
         self.map_err(|e| {
-            let full = if could_be_a_failed_write(&e) {
-                disk_full(path)
+            if could_be_a_failed_write(&e) {
+                Error::failed_write(path, e.to_string(), fix)
             } else {
-                None
-            };
-            full.unwrap_or_else(|| Error::input(path, e.to_string(), fix))
+                Error::input(path, e.to_string(), fix)
+            }
         })
     }
 }

@@ -520,12 +520,15 @@ impl GridTiff {
         data: Vec<T>,
     ) -> Result<()> {
         let mut buf = Buffer::new((window.width, window.height), data);
+        let fix = "check that the output folder has free space";
         let mut raster_band = self.ds.rasterband(band)?;
-        raster_band.write(
-            (window.x, window.y),
-            (window.width, window.height),
-            &mut buf,
-        )?;
+        raster_band
+            .write(
+                (window.x, window.y),
+                (window.width, window.height),
+                &mut buf,
+            )
+            .in_file(&self.path, fix)?;
         // Blocks land in the file in the order they are flushed. Left to the block cache,
         // that order follows the reader threads' timing, and the same run wrote different
         // bytes; flushed here, they land in write order. Tiles that do not cover whole
@@ -536,10 +539,10 @@ impl GridTiff {
         // SAFETY: the band handle is valid while `self.ds` lives.
         let rv = unsafe { gdal_sys::GDALFlushRasterCache(raster_band.c_rasterband()) };
         if rv != gdal_sys::CPLErr::CE_None {
-            return Err(Error::input(
+            return Err(Error::failed_write(
                 &self.path,
                 format!("writing failed: {}", last_gdal_error()),
-                "check that the output folder has free space",
+                fix,
             ));
         }
         Ok(())

@@ -1010,8 +1010,8 @@ fn imagery_gengbao_cannot_place_is_named_never_silently_skipped() {
     fs::remove_dir_all(&imagery).unwrap();
     fs::create_dir_all(imagery.join("GF2_PMS1_E120.1_N32.2_20250105_L1A0003000001")).unwrap();
     fs::write(
-        imagery.join("S2A_MSIL2A_20250115T030551_N0511_R075_T50SKE_20250115T061534.zip"),
-        b"PK",
+        imagery.join("LC08_L2SP_119038_20250115_20250125_02_T1.tar"),
+        b"ustar",
     )
     .unwrap();
     fs::write(
@@ -1040,11 +1040,15 @@ fn imagery_gengbao_cannot_place_is_named_never_silently_skipped() {
         "{stderr}"
     );
 
-    // Beside readable acquisitions, a packed product is run without and named.
+    // Beside readable acquisitions, a packed product gengbao does not read is run without
+    // and named, and so is a Sentinel-2 zip it cannot open.
     let c = fresh(&template, tmp.path(), "stray_zip");
+    let tar = "LC08_L2SP_119038_20250115_20250125_02_T1.tar";
+    fs::write(c.dir.join("imagery").join(tar), b"ustar").unwrap();
     fs::write(c.dir.join("imagery").join("S2B_MSIL2A_20250301.zip"), b"PK").unwrap();
     let cfg = JobConfig::load(&c.config).unwrap();
     let s = run_period(&cfg, "2025-P1".parse().unwrap(), &RunOptions::quiet()).unwrap();
-    assert_eq!(s.inputs.imagery_unplaced, ["S2B_MSIL2A_20250301.zip"]);
+    assert_eq!(s.inputs.imagery_unplaced, [tar]);
+    assert!(s.inputs.imagery_damaged[0].starts_with("S2B_MSIL2A_20250301.zip: "));
     assert!(s.human().contains("not read"), "{}", s.human());
 }
