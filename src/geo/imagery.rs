@@ -6,7 +6,8 @@
 //! file name contains the band name as a token, e.g. `T50RKV_20250115_B02_10m.tif`. Bands may have
 //! different resolutions and CRSs: they are warped onto the job grid when read. Sentinel-2
 //! products are also read as delivered, SAFE folders and zips ([`crate::geo::safe`]), with
-//! the DN offset their metadata states.
+//! the DN offset their metadata states, and so are Landsat Collection 2 Level-2 tars
+//! ([`crate::geo::landsat`]).
 
 use crate::domain::period::Period;
 use crate::error::{Error, Result};
@@ -14,8 +15,8 @@ use crate::geo::grid::{Bounds, JobGrid, Window};
 use crate::geo::raster::{
     open_georeferenced, transform_between, transform_bounds, warp_onto, Resample,
 };
-use crate::geo::safe;
 use crate::geo::sensor::SensorProfile;
+use crate::geo::{landsat, safe};
 use chrono::NaiveDate;
 use gdal::spatial_ref::{AxisMappingStrategy, SpatialRef};
 use ndarray::{Array2, Axis};
@@ -48,6 +49,10 @@ pub struct Catalog {
     /// to the folder, with what is wrong: left out of the catalog, listed and warned.
     pub damaged: Vec<(PathBuf, String)>,
 }
+
+/// A product that cannot be read as delivered (a zip or tar cut by an interrupted download,
+/// an incomplete product): what is wrong with it.
+pub(crate) type Damage = String;
 
 /// First and last date of acquisitions in date order, `YYYYMMDD-YYYYMMDD` (as patches and
 /// maps state them); None without any.
@@ -142,15 +147,25 @@ impl Catalog {
             let mut files = BTreeMap::new();
             let mut rasters = Vec::new();
             for p in &entries {
-                let sentinel2 = profile.name.starts_with("sentinel2");
-                if sentinel2 && (safe::is_safe_folder(p) || safe::is_safe_zip(p)) {
-                    match safe::acquisitions(p, profile)? {
-                        Ok(found) => acquisitions.extend(found),
-                        Err(why) => {
-                            damaged.push((p.strip_prefix(folder).unwrap_or(p).to_path_buf(), why))
-                        }
+                let product = if profile.name.starts_with("sentinel2")
+                    && (safe::is_safe_folder(p) || safe::is_safe_zip(p))
+                {
+                    Some(safe::acquisitions(p, profile)?)
+                } else if profile.name.starts_with("landsat") && landsat::is_landsat_tar(p) {
+                    Some(landsat::acquisitions(p, profile)?)
+                } else {
+                    None
+                };
+                match product {
+                    Some(Ok(found)) => {
+                        acquisitions.extend(found);
+                        continue;
                     }
-                    continue;
+                    Some(Err(why)) => {
+                        damaged.push((p.strip_prefix(folder).unwrap_or(p).to_path_buf(), why));
+                        continue;
+                    }
+                    None => {}
                 }
                 if p.is_dir() {
                     stack.push(p.clone());
@@ -261,7 +276,7 @@ impl Catalog {
                     shown.join(", ")
                 ),
                 format!(
-                    "lay each acquisition out as a folder with its date (YYYYMMDD) in the name and one GeoTIFF per band, the band name a token of the file name (e.g. T50SKE_20250115_B02_10m.tif); bands: {}. Sentinel-2 SAFE folders and zips are read as delivered; other packed products (Landsat and Gaofen tars) are not read yet: unpack and flatten them, or check `[imagery] sensor` (`gengbao sensors`)",
+                    "lay each acquisition out as a folder with its date (YYYYMMDD) in the name and one GeoTIFF per band, the band name a token of the file name (e.g. T50SKE_20250115_B02_10m.tif); bands: {}. Sentinel-2 SAFE folders and zips and Landsat Collection 2 Level-2 tars are read as delivered; other packed products (Gaofen tars) are not read yet: unpack and flatten them, or check `[imagery] sensor` (`gengbao sensors`)",
                     profile
                         .bands
                         .iter()

@@ -9,7 +9,7 @@
 //! (from 25 January 2022) carry an offset of −1000; older ones carry none and state none.
 
 use crate::error::{Error, Result};
-use crate::geo::imagery::{date_in, has_band_token, Acquisition};
+use crate::geo::imagery::{date_in, has_band_token, Acquisition, Damage};
 use crate::geo::sensor::SensorProfile;
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -116,10 +116,6 @@ fn open_zip(path: &Path) -> std::result::Result<zip::ZipArchive<std::fs::File>, 
     let file = std::fs::File::open(path).map_err(|e| format!("cannot be opened ({e})"))?;
     zip::ZipArchive::new(file).map_err(|e| format!("is not a readable zip ({e})"))
 }
-
-/// A product that cannot be read as delivered (a zip cut by an interrupted download, an
-/// incomplete product): what is wrong with it.
-pub(crate) type Damage = String;
 
 /// The acquisitions of one SAFE product (a folder or a zip), one per granule, for a
 /// Sentinel-2 `profile`; what is wrong with it when it is damaged. An error is a product the

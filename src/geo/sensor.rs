@@ -110,6 +110,23 @@ pub const PROFILES: &[SensorProfile] = &[
         cloud_rule: CloudRule::QaBits(0b11_1010),
     },
     SensorProfile {
+        name: "landsat-oli-sr",
+        description: "Landsat 8-9 OLI Collection 2 L2 surface reflectance, bands 1 to 7 (coastal aerosol to SWIR 2), QA_PIXEL mask",
+        bands: &[
+            "SR_B1", "SR_B2", "SR_B3", "SR_B4", "SR_B5", "SR_B6", "SR_B7",
+        ],
+        canonical: ["SR_B2", "SR_B3", "SR_B4", "SR_B5", "SR_B6", "SR_B7"],
+        scale: 2.75e-5,
+        band_scale: &[],
+        // -0.2 reflectance, as for TM
+        add_offset: -0.2 / 2.75e-5,
+        dark_object_subtraction: false,
+        nodata: 0.0,
+        mask_band: Some("QA_PIXEL"),
+        // bit 1 dilated cloud, 2 cirrus, 3 cloud, 4 cloud shadow, 5 snow
+        cloud_rule: CloudRule::QaBits(0b11_1110),
+    },
+    SensorProfile {
         name: "landsat-tm-dn",
         description: "Landsat TM/ETM+ 8-bit digital numbers, bands 1 2 3 4 5 7 (e.g. classic ENVI scenes), no mask",
         bands: &["B1", "B2", "B3", "B4", "B5", "B7"],

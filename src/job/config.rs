@@ -43,8 +43,8 @@ basic_field = "JBNT"            # optional: permanent basic farmland flag (1/Y =
                                 # listed as a warning) or "refuse" (the run stops with the list)
 
 [imagery]
-folder = "imagery"              # scanned recursively: Sentinel-2 SAFE products as downloaded
-                                # (.SAFE folders or zips), or one sub-folder per acquisition
+folder = "imagery"              # scanned recursively: products as downloaded (Sentinel-2
+                                # .SAFE folders or zips, Landsat C2 L2 tars), or one sub-folder per acquisition
                                 # named with its date (YYYYMMDD), one GeoTIFF per band
 sensor = "sentinel2-l2a"        # see `gengbao sensors`
 # add_offset = 0                # DN offset, overriding the profile's and the products' own:

@@ -368,3 +368,100 @@ fn unreadable_products_are_named_with_the_fix() {
     );
     assert!(e.contains("S2B_MSIL2A_20250107T030549"), "{e}");
 }
+
+/// A Landsat Collection 2 Level-2 scene's tar as USGS delivers it: the band files at its root.
+fn landsat_tar(dir: &Path, scene: &str, bands: &[&str]) -> std::path::PathBuf {
+    let files = dir.join(format!("{scene}_files"));
+    fs::create_dir_all(&files).unwrap();
+    let mut names = Vec::new();
+    for band in bands {
+        let name = format!("{scene}_{band}.TIF");
+        tiny_tif(&files.join(&name));
+        names.push(name);
+    }
+    fs::write(
+        files.join(format!("{scene}_MTL.txt")),
+        "GROUP = LANDSAT_METADATA_FILE\n",
+    )
+    .unwrap();
+    names.push(format!("{scene}_MTL.txt"));
+    let tar = dir.join(format!("{scene}.tar"));
+    let status = std::process::Command::new("tar")
+        .arg("-cf")
+        .arg(&tar)
+        .arg("-C")
+        .arg(&files)
+        .args(&names)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    fs::remove_dir_all(&files).unwrap();
+    tar
+}
+
+/// Landsat scenes are read as downloaded, in their tars: Landsat 8/9 with the OLI profile's
+/// band numbers, TM and ETM+ with theirs; a scene of the other sensor is refused with the
+/// profile to set, and a cut tar is left out and named.
+#[test]
+fn landsat_scenes_are_read_in_their_tars() {
+    let tmp = tempfile::tempdir().unwrap();
+    let oli = SensorProfile::by_name("landsat-oli-sr").unwrap();
+    let tm = SensorProfile::by_name("landsat-tm-sr").unwrap();
+    let folder = tmp.path().join("oli");
+    fs::create_dir_all(&folder).unwrap();
+    let scene = "LC09_L2SP_119038_20250115_20250125_02_T1";
+    let bands = [
+        "SR_B1", "SR_B2", "SR_B3", "SR_B4", "SR_B5", "SR_B6", "SR_B7", "QA_PIXEL",
+    ];
+    landsat_tar(&folder, scene, &bands);
+
+    let cat = Catalog::scan(&folder, oli).unwrap();
+    assert_eq!(cat.acquisitions.len(), 1);
+    let a = &cat.acquisitions[0];
+    assert_eq!(
+        a.date.to_string(),
+        "2025-01-15",
+        "the acquisition date, not the processing date"
+    );
+    assert_eq!(a.files.len(), 8);
+    for (band, path) in &a.files {
+        assert!(
+            path.to_str().unwrap().starts_with("/vsitar/"),
+            "{band}: {}",
+            path.display()
+        );
+        assert!(path.to_str().unwrap().ends_with(&format!("_{band}.TIF")));
+        let ds = gdal::Dataset::open(path).unwrap();
+        assert_eq!(ds.raster_size(), (4, 4));
+    }
+
+    let e = Catalog::scan(&folder, tm).unwrap_err().to_string();
+    assert!(e.contains("LC09") && e.contains("landsat-oli-sr"), "{e}");
+
+    // A tar cut short beside a good scene is left out and named; alone, it is refused.
+    fs::write(
+        folder.join("LC08_L2SP_119038_20250107_20250117_02_T1.tar"),
+        b"interrupted",
+    )
+    .unwrap();
+    let cat = Catalog::scan(&folder, oli).unwrap();
+    assert_eq!(cat.acquisitions.len(), 1);
+    assert_eq!(cat.damaged.len(), 1, "{:?}", cat.damaged);
+    fs::remove_file(folder.join(format!("{scene}.tar"))).unwrap();
+    let e = Catalog::scan(&folder, oli).unwrap_err().to_string();
+    assert!(
+        e.contains("LC08_L2SP_119038_20250107") && e.contains("download"),
+        "{e}"
+    );
+
+    // A scene without one of its bands is incomplete.
+    let partial = tmp.path().join("partial");
+    fs::create_dir_all(&partial).unwrap();
+    landsat_tar(
+        &partial,
+        "LT05_L2SP_119038_20050713_20200902_02_T1",
+        &["SR_B1", "SR_B2", "QA_PIXEL"],
+    );
+    let e = Catalog::scan(&partial, tm).unwrap_err().to_string();
+    assert!(e.contains("has no SR_B3 file"), "{e}");
+}
