@@ -19,7 +19,6 @@ use crate::engine::patch_record::write_county;
 use crate::engine::patches::Patch;
 use crate::error::{Error, GdalContext, Result};
 use crate::geo::grid::JobGrid;
-use crate::geo::imagery::Catalog;
 use crate::geo::layers::County;
 use crate::geo::sensor::SensorProfile;
 use crate::geo::vector::{field, FieldSpec};
@@ -95,7 +94,7 @@ pub fn export_packages(
     let admin = cfg.counties(&srs)?;
     let admin = admin.only(counties)?;
     let profile = SensorProfile::by_name(&cfg.imagery.sensor)?;
-    let catalog = Catalog::scan(&cfg.resolve(&cfg.imagery.folder), profile)?;
+    let catalog = cfg.catalog(profile)?;
     let imagery = ChipImagery {
         catalog: &catalog,
         profile,

@@ -16,7 +16,7 @@ use crate::geo::raster::{
     open_georeferenced, transform_between, transform_bounds, warp_onto, Resample,
 };
 use crate::geo::sensor::SensorProfile;
-use crate::geo::{landsat, safe};
+use crate::geo::{landsat, safe, stac};
 use chrono::NaiveDate;
 use gdal::spatial_ref::{AxisMappingStrategy, SpatialRef};
 use ndarray::{Array2, Axis};
@@ -47,12 +47,16 @@ pub struct Catalog {
     pub unplaced: Vec<PathBuf>,
     /// Products that cannot be read as delivered (a cut zip, an incomplete product), relative
     /// to the folder, with what is wrong: left out of the catalog, listed and warned.
-    pub damaged: Vec<(PathBuf, String)>,
+    pub damaged: Vec<Damaged>,
 }
 
 /// A product that cannot be read as delivered (a zip or tar cut by an interrupted download,
 /// an incomplete product): what is wrong with it.
-pub(crate) type Damage = String;
+pub type Damage = String;
+
+/// A damaged product, relative to the imagery folder (an item id for STAC), with what is
+/// wrong.
+pub type Damaged = (PathBuf, Damage);
 
 /// First and last date of acquisitions in date order, `YYYYMMDD-YYYYMMDD` (as patches and
 /// maps state them); None without any.
@@ -291,6 +295,19 @@ impl Catalog {
             profile,
             acquisitions,
             unplaced,
+            damaged,
+        })
+    }
+
+    /// The acquisitions of a STAC file ([`crate::geo::stac`]); items that cannot be read
+    /// are listed as damaged.
+    pub fn from_stac(source: &Path, profile: &'static SensorProfile) -> Result<Self> {
+        let (mut acquisitions, damaged) = stac::acquisitions(source, profile)?;
+        acquisitions.sort_by(|a, b| (a.date, &a.folder).cmp(&(b.date, &b.folder)));
+        Ok(Catalog {
+            profile,
+            acquisitions,
+            unplaced: Vec::new(),
             damaged,
         })
     }

@@ -2,7 +2,8 @@
 //!
 //! Owns: the job [`grid`] and its tiles, [`raster`] reads onto the grid and tiled GeoTIFF
 //! writes, [`vector`] layer writes, [`imagery`] catalogs of acquisitions (with Sentinel-2
-//! [`safe`] products and [`landsat`] tars read as delivered), [`sensor`] profiles,
+//! [`safe`] products and [`landsat`] tars read as delivered, or
+//! [`stac`] items), [`sensor`] profiles,
 //! per-period [`composite`]s, the administrative and farmland [`layers`], and [`vectorise`]
 //! (polygons from a key raster), and one date's [`user_image`] as users have it (a
 //! multi-band file or a folder of band files) read onto a grid as a composite.
@@ -17,6 +18,7 @@ pub mod layers;
 pub mod raster;
 pub mod safe;
 pub mod sensor;
+pub mod stac;
 pub mod user_image;
 pub mod vector;
 pub mod vectorise;

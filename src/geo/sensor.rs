@@ -145,6 +145,55 @@ pub const PROFILES: &[SensorProfile] = &[
 ];
 
 impl SensorProfile {
+    /// The name catalogs give band `band` besides its own: its common name in STAC's
+    /// electro-optical extension (`blue`, `nir08`, `swir16`…), by which Earth Search and
+    /// Planetary Computer key their assets, or the key they give the quality band (`scl`,
+    /// `qa_pixel`).
+    pub fn common_name(&self, band: &str) -> Option<&'static str> {
+        let table: &[(&str, &str)] = if self.name.starts_with("sentinel2") {
+            &[
+                ("B01", "coastal"),
+                ("B02", "blue"),
+                ("B03", "green"),
+                ("B04", "red"),
+                ("B05", "rededge1"),
+                ("B06", "rededge2"),
+                ("B07", "rededge3"),
+                ("B08", "nir"),
+                ("B8A", "nir08"),
+                ("B09", "nir09"),
+                ("B10", "cirrus"),
+                ("B11", "swir16"),
+                ("B12", "swir22"),
+                ("SCL", "scl"),
+            ]
+        } else if self.name == "landsat-oli-sr" {
+            &[
+                ("SR_B1", "coastal"),
+                ("SR_B2", "blue"),
+                ("SR_B3", "green"),
+                ("SR_B4", "red"),
+                ("SR_B5", "nir08"),
+                ("SR_B6", "swir16"),
+                ("SR_B7", "swir22"),
+                ("QA_PIXEL", "qa_pixel"),
+            ]
+        } else if self.name == "landsat-tm-sr" {
+            &[
+                ("SR_B1", "blue"),
+                ("SR_B2", "green"),
+                ("SR_B3", "red"),
+                ("SR_B4", "nir08"),
+                ("SR_B5", "swir16"),
+                ("SR_B7", "swir22"),
+                ("QA_PIXEL", "qa_pixel"),
+            ]
+        } else {
+            &[]
+        };
+        table.iter().find(|(b, _)| *b == band).map(|(_, c)| *c)
+    }
+
     pub fn by_name(name: &str) -> Result<&'static SensorProfile> {
         PROFILES.iter().find(|p| p.name == name).ok_or_else(|| {
             Error::usage(

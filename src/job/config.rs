@@ -4,7 +4,9 @@
 
 use crate::classify::ClassifierKind;
 use crate::error::{Error, Result};
+use crate::geo::imagery::Catalog;
 use crate::geo::layers::{Admin, AdminLevel, AdminSource};
+use crate::geo::sensor::SensorProfile;
 use crate::job::layout::OutputLayout;
 use gdal::spatial_ref::SpatialRef;
 use serde::Deserialize;
@@ -46,6 +48,8 @@ basic_field = "JBNT"            # optional: permanent basic farmland flag (1/Y =
 folder = "imagery"              # scanned recursively: products as downloaded (Sentinel-2
                                 # .SAFE folders or zips, Landsat C2 L2 tars), or one sub-folder per acquisition
                                 # named with its date (YYYYMMDD), one GeoTIFF per band
+# stac = "items.json"          # instead of folder: a saved STAC API search (item collection),
+                                # a static catalog or collection; assets local or http(s) COGs
 sensor = "sentinel2-l2a"        # see `gengbao sensors`
 # add_offset = 0                # DN offset, overriding the profile's and the products' own:
                                 # SAFE products state theirs; band files of processing
@@ -168,7 +172,12 @@ pub struct FarmlandSection {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ImagerySection {
+    /// The folder scanned for products and acquisition folders; empty when `stac` is given.
+    #[serde(default)]
     pub folder: PathBuf,
+    /// A STAC file (item collection, catalog, collection or item) instead of a folder.
+    #[serde(default)]
+    pub stac: Option<PathBuf>,
     pub sensor: String,
     /// DN offset of the products, overriding the profile's (e.g. 0 for Sentinel-2 processed
     /// before baseline 04.00).
@@ -414,6 +423,23 @@ impl JobConfig {
     }
 
     fn validate_grid_and_rules(&self) -> Result<()> {
+        match (self.imagery.folder.as_os_str().is_empty(), &self.imagery.stac) {
+            (true, None) => {
+                return self.refuse(
+                    "imagery.folder",
+                    "no imagery source: neither `folder` nor `stac` is set".into(),
+                    "set `folder = \"imagery\"` (the folder holding the products) or `stac = \"items.json\"` in [imagery]",
+                )
+            }
+            (false, Some(_)) => {
+                return self.refuse(
+                    "imagery.stac",
+                    "both `folder` and `stac` are set; a job reads one imagery source".into(),
+                    "keep one of them in [imagery]",
+                )
+            }
+            _ => {}
+        }
         if !(0.0..=1.0).contains(&self.imagery.min_clear_share) {
             return self.refuse(
                 "imagery.min_clear_share",
@@ -578,6 +604,19 @@ impl JobConfig {
             );
         }
         Ok(())
+    }
+
+    /// The imagery source: the STAC file or the folder, resolved.
+    pub(crate) fn imagery_source(&self) -> PathBuf {
+        self.resolve(self.imagery.stac.as_deref().unwrap_or(&self.imagery.folder))
+    }
+
+    /// The catalog of the job's imagery, from its folder or its STAC file.
+    pub(crate) fn catalog(&self, profile: &'static SensorProfile) -> Result<Catalog> {
+        match &self.imagery.stac {
+            Some(stac) => Catalog::from_stac(&self.resolve(stac), profile),
+            None => Catalog::scan(&self.resolve(&self.imagery.folder), profile),
+        }
     }
 
     pub(crate) fn resolve(&self, p: &Path) -> PathBuf {

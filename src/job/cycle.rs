@@ -102,7 +102,7 @@ pub fn run_periods(
     mut done: impl FnMut(Period, &RunSummary),
 ) -> Result<CycleOutcome> {
     let mut outcome = CycleOutcome {
-        imagery: cfg.resolve(&cfg.imagery.folder).display().to_string(),
+        imagery: cfg.imagery_source().display().to_string(),
         ..Default::default()
     };
     let periods: Vec<Period> = match selector {

@@ -22,7 +22,7 @@ use crate::engine::tiles::{for_each_tile, pool};
 use crate::error::{Error, GdalContext, Result};
 use crate::geo::composite::{LOOK_NODATA, NDVI_NODATA};
 use crate::geo::grid::{JobGrid, Tile};
-use crate::geo::imagery::{date_span, Catalog};
+use crate::geo::imagery::date_span;
 use crate::geo::layers::{Admin, Farmland, FarmlandSource};
 use crate::geo::raster::{rasterize, read_grid_window, to_cog, GridTiff};
 use crate::geo::sensor::SensorProfile;
@@ -79,7 +79,7 @@ pub(crate) fn load_classifier(
 /// The periods that have imagery in the job's folder, in order.
 pub(crate) fn periods_with_imagery(cfg: &JobConfig) -> Result<Vec<Period>> {
     let profile = SensorProfile::by_name(&cfg.imagery.sensor)?;
-    Ok(Catalog::scan(&cfg.resolve(&cfg.imagery.folder), profile)?.periods())
+    Ok(cfg.catalog(profile)?.periods())
 }
 
 /// The checked inputs of a period: nothing is written before they are all read.
@@ -172,7 +172,7 @@ pub fn run_period(cfg: &JobConfig, period: Period, opts: &RunOptions) -> Result<
             })
             .collect();
         return Err(Error::NoUsableImagery {
-            imagery: cfg.resolve(&cfg.imagery.folder),
+            imagery: cfg.imagery_source(),
             period: period.to_string(),
             counties,
             floor: cfg.imagery.min_clear_share,
@@ -298,7 +298,7 @@ pub fn run_period(cfg: &JobConfig, period: Period, opts: &RunOptions) -> Result<
             imagery_damaged: inputs.damaged.clone(),
             imagery_offset_overridden: offset_overridden(cfg, &inputs.acquisitions),
             farmland_duplicate_ids: inputs.farmland.duplicate_ids.clone(),
-            imagery: cfg.resolve(&cfg.imagery.folder).display().to_string(),
+            imagery: cfg.imagery_source().display().to_string(),
         },
         rules: rules_text(cfg, &plan.rules),
     };
@@ -324,11 +324,11 @@ fn check_inputs<'c>(
     opts: &RunOptions,
 ) -> Result<PeriodInputs<'c>> {
     let profile = SensorProfile::by_name(&cfg.imagery.sensor)?;
-    let catalog = Catalog::scan(&cfg.resolve(&cfg.imagery.folder), profile)?;
+    let catalog = cfg.catalog(profile)?;
     let in_period = catalog.in_period(period);
     if in_period.is_empty() {
         return Err(Error::input(
-            cfg.resolve(&cfg.imagery.folder),
+            cfg.imagery_source(),
             format!(
                 "no acquisitions dated inside {period} ({} to {})",
                 period.first_day(),

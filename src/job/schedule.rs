@@ -60,7 +60,7 @@ pub fn plan(cfg: &JobConfig, today: NaiveDate) -> Result<Plan> {
                 "schedule.start",
                 format!(
                     "no start period given and no imagery in {}",
-                    cfg.resolve(&cfg.imagery.folder).display()
+                    cfg.imagery_source().display()
                 ),
                 "set start = \"YYYY-Pn\" under [schedule], or add the first period's imagery",
             )
@@ -109,10 +109,9 @@ impl Plan {
             let what = match p.state {
                 State::Done => "done".to_string(),
                 State::Due => "due".to_string(),
-                State::NoImagery => format!(
-                    "missing: no imagery in {}",
-                    cfg.resolve(&cfg.imagery.folder).display()
-                ),
+                State::NoImagery => {
+                    format!("missing: no imagery in {}", cfg.imagery_source().display())
+                }
             };
             s += &format!("  {}  {what}\n", p.period);
         }

@@ -465,3 +465,137 @@ fn landsat_scenes_are_read_in_their_tars() {
     let e = Catalog::scan(&partial, tm).unwrap_err().to_string();
     assert!(e.contains("has no SR_B3 file"), "{e}");
 }
+
+/// A technician who searched a STAC API (Earth Search's Sentinel-2 L2A collection) and saved
+/// the answer points `[imagery] stac` at it: the items' assets are found by their common
+/// names, the offset comes from their `raster:bands`, and the results are those of the same
+/// imagery in band folders. A true-colour asset of three bands is never taken for one of them,
+/// and an item without one of its bands is left out and named.
+#[test]
+fn a_saved_stac_search_is_an_imagery_source() {
+    use gengbao::job::config::JobConfig;
+    use gengbao::job::run::{run_period, RunOptions};
+    let tmp = tempfile::tempdir().unwrap();
+    let city = crate::common::city(&tmp.path().join("city"), 128, 3, 64);
+    let cfg = JobConfig::load(&city.job_config).unwrap();
+    let common = [
+        ("B02", "blue"),
+        ("B03", "green"),
+        ("B04", "red"),
+        ("B05", "rededge1"),
+        ("B06", "rededge2"),
+        ("B07", "rededge3"),
+        ("B08", "nir"),
+        ("B8A", "nir08"),
+        ("B11", "swir16"),
+        ("B12", "swir22"),
+        ("SCL", "scl"),
+    ];
+    let mut folders: Vec<_> = fs::read_dir(city.dir.join("imagery"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    folders.sort();
+    let mut items = Vec::new();
+    for (k, folder) in folders.iter().enumerate() {
+        let name = folder.file_name().unwrap().to_str().unwrap();
+        let sensing = name.split('_').nth(2).unwrap(); // 20250107T030549
+        let datetime = format!(
+            "{}-{}-{}T{}:{}:{}Z",
+            &sensing[..4],
+            &sensing[4..6],
+            &sensing[6..8],
+            &sensing[9..11],
+            &sensing[11..13],
+            &sensing[13..15]
+        );
+        let mut assets = serde_json::Map::new();
+        for (band, key) in common {
+            if k == 0 && band == "B11" {
+                continue;
+            }
+            let file = fs::read_dir(folder)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().into_string().unwrap())
+                .find(|f| f.contains(&format!("_{band}_")))
+                .unwrap();
+            let mut asset = serde_json::json!({
+                "href": format!("imagery/{name}/{file}"),
+                "type": "image/tiff; application=geotiff; profile=cloud-optimized",
+                "eo:bands": [{"name": band, "common_name": key}],
+                "roles": ["data"],
+            });
+            if band != "SCL" {
+                asset["raster:bands"] = serde_json::json!([{"scale": 0.0001, "offset": -0.1}]);
+            }
+            assets.insert(key.to_string(), asset);
+        }
+        let b04 = assets["red"]["href"].clone();
+        assets.insert(
+            "visual".into(),
+            serde_json::json!({"href": b04, "eo:bands": [
+                {"name": "red", "common_name": "red"}, {"name": "green", "common_name": "green"},
+                {"name": "blue", "common_name": "blue"}]}),
+        );
+        items.push(serde_json::json!({
+            "type": "Feature", "stac_version": "1.0.0", "id": name,
+            "geometry": null,
+            "properties": {"datetime": datetime, "s2:processing_baseline": "05.11"},
+            "links": [], "assets": assets,
+        }));
+    }
+    let collection = serde_json::json!({"type": "FeatureCollection", "features": items});
+    fs::write(city.dir.join("items.json"), collection.to_string()).unwrap();
+    let text = crate::common::config_text(&city)
+        .replace("folder = \"imagery\"", "stac = \"items.json\"")
+        .replace("output = \"out\"", "output = \"out-stac\"");
+    fs::write(city.dir.join("job-stac.toml"), &text).unwrap();
+    let stac_cfg = JobConfig::load(&city.dir.join("job-stac.toml")).unwrap();
+
+    let catalog = Catalog::from_stac(
+        &city.dir.join("items.json"),
+        SensorProfile::by_name("sentinel2-l2a").unwrap(),
+    )
+    .unwrap();
+    assert_eq!(catalog.acquisitions.len(), folders.len() - 1);
+    assert_eq!(catalog.damaged.len(), 1);
+    assert!(
+        catalog.damaged[0].1.contains("no asset for band B11"),
+        "{:?}",
+        catalog.damaged
+    );
+    assert!(catalog
+        .acquisitions
+        .iter()
+        .all(|a| a.offset == Some(-1000.0)));
+    assert!(catalog.acquisitions[0].files["B04"]
+        .to_str()
+        .unwrap()
+        .ends_with("_B04_10m.tif"));
+
+    // The folder job without the item the STAC answer lacks, beside the STAC job.
+    fs::remove_dir_all(&folders[0]).unwrap();
+    for p in &city.periods {
+        run_period(&cfg, *p, &RunOptions::quiet()).unwrap();
+        let s = run_period(&stac_cfg, *p, &RunOptions::quiet()).unwrap();
+        assert!(s.inputs.imagery.ends_with("items.json"));
+        for file in ["class.tif", "flags.tif", "composite.tif"] {
+            let a = fs::read(cfg.layout().period(*p).dir().join(file)).unwrap();
+            let b = fs::read(stac_cfg.layout().period(*p).dir().join(file)).unwrap();
+            assert!(a == b, "{p} {file} differs between band folders and STAC");
+        }
+    }
+
+    let both = text.replace(
+        "stac = \"items.json\"",
+        "stac = \"items.json\"\nfolder = \"imagery\"",
+    );
+    fs::write(city.dir.join("job-both.toml"), both).unwrap();
+    let e = JobConfig::load(&city.dir.join("job-both.toml"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("imagery.stac") && e.contains("one imagery source"),
+        "{e}"
+    );
+}
