@@ -587,8 +587,8 @@ fn a_saved_stac_search_is_an_imagery_source() {
     }
 
     let both = text.replace(
-        "stac = \"items.json\"",
-        "stac = \"items.json\"\nfolder = \"imagery\"",
+        "\nstac = \"items.json\"",
+        "\nstac = \"items.json\"\nfolder = \"imagery\"",
     );
     fs::write(city.dir.join("job-both.toml"), both).unwrap();
     let e = JobConfig::load(&city.dir.join("job-both.toml"))
