@@ -16,9 +16,9 @@ use crate::geo::imagery::Acquisition;
 use crate::job::layout::OutputLayout;
 use std::path::{Path, PathBuf};
 
-/// Checkpoints are Zstandard frames (level 1): a tile's composite, 20 bytes a pixel of
-/// reflectance that hardly compresses, took the 2048 px city's tile stage 0.6 s longer to
-/// deflate than to write.
+/// Checkpoints are Zstandard frames at its fastest level: most of their bytes are a tile's
+/// composite, reflectance that hardly compresses, on which DEFLATE spent more time than the
+/// write saved.
 const MAGIC: &[u8; 8] = b"GBCKPT2\n";
 
 pub(crate) struct Checkpoints {
