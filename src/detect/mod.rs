@@ -426,7 +426,7 @@ fn read_looks(pair: &Pair, tile: &Tile) -> Result<Looks> {
 }
 
 impl Looks {
-    /// Both looks as the scene's change decision reads them.
+    /// Both looks as the scene's change decision learns from them (a copy it may keep).
     fn for_change(&self) -> TileLooks {
         TileLooks {
             before: self.before.pixels().to_owned(),
@@ -491,7 +491,13 @@ fn pair_tile(
     let before = classify(&looks.before, classifiers.before.as_ref())?;
     let after = classify(&looks.after, classifiers.after.as_ref())?;
     let n = tile.core.len();
-    let spectral = scene.map(|scene| scene.changed(&looks.for_change()));
+    let spectral = scene.map(|scene| {
+        scene.changed(
+            looks.before.pixels(),
+            looks.after.pixels(),
+            looks.before.width(),
+        )
+    });
     let farm = looks.farm;
     let (class_after, confidence_after): (Vec<u8>, Vec<f32>) = (0..n)
         .map(|i| match &spectral {

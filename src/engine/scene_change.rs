@@ -14,7 +14,7 @@ use crate::domain::spectral_change::{
 use crate::engine::tiles::in_tile;
 use crate::error::Result;
 use crate::geo::grid::Tile;
-use ndarray::Array2;
+use ndarray::{Array2, ArrayView2};
 use rayon::prelude::*;
 
 /// Both looks of one tile's core: band × pixel, `width` pixels a row.
@@ -96,7 +96,7 @@ impl SceneChange {
         // Learnt again from the pixels the first decision found unchanged, the statistics
         // are those of the ground both looks share.
         let unchanged = each_sampled(&sample, &looks, |l| {
-            let changed = scene.changed(l);
+            let changed = scene.changed(l.before.view(), l.after.view(), l.width);
             let mut m = BandMoments::default();
             m.add_where(l.before.view(), l.after.view(), |i| changed[i] == 0);
             m
@@ -119,7 +119,9 @@ impl SceneChange {
         sample: &[Sampled],
         looks: &(impl Fn(&Tile) -> Result<TileLooks> + Sync),
     ) -> Result<Option<f32>> {
-        let magnitudes = each_sampled(sample, looks, |l| self.smoothed_magnitude(l))?;
+        let magnitudes = each_sampled(sample, looks, |l| {
+            self.smoothed_magnitude(l.before.view(), l.after.view(), l.width)
+        })?;
         Ok(minimum_error_threshold(&magnitudes.concat()))
     }
 
@@ -128,11 +130,16 @@ impl SceneChange {
         self.threshold
     }
 
-    /// Whether each pixel of a tile changed: 1 changed, 0 not, [`UNOBSERVED`] where a look
-    /// did not see it.
-    pub fn changed(&self, looks: &TileLooks) -> Vec<u8> {
+    /// Whether each pixel of a tile changed between its two looks (band × pixel, `width`
+    /// pixels a row): 1 changed, 0 not, [`UNOBSERVED`] where a look did not see it.
+    pub fn changed(
+        &self,
+        before: ArrayView2<f32>,
+        after: ArrayView2<f32>,
+        width: usize,
+    ) -> Vec<u8> {
         let threshold = self.threshold.unwrap_or(f32::INFINITY);
-        self.smoothed_magnitude(looks)
+        self.smoothed_magnitude(before, after, width)
             .iter()
             .map(|&m| match m {
                 m if m.is_nan() => UNOBSERVED,
@@ -142,11 +149,13 @@ impl SceneChange {
     }
 
     /// The smoothed change magnitude of each pixel (NaN where unobserved).
-    fn smoothed_magnitude(&self, looks: &TileLooks) -> Vec<f32> {
-        let m = self
-            .standardisation
-            .magnitude(looks.before.view(), looks.after.view());
-        smooth_3x3(&m, looks.width)
+    fn smoothed_magnitude(
+        &self,
+        before: ArrayView2<f32>,
+        after: ArrayView2<f32>,
+        width: usize,
+    ) -> Vec<f32> {
+        smooth_3x3(&self.standardisation.magnitude(before, after), width)
     }
 }
 

@@ -30,10 +30,10 @@ pub struct Acquisition {
     /// Band name -> file, for every band of the profile (and its mask band): a path GDAL
     /// opens (inside a zipped product, a `/vsizip/` path).
     pub files: BTreeMap<String, PathBuf>,
-    /// The DN offset the product's metadata states (SAFE products); `None` for band folders,
-    /// which take the profile's.
+    /// The DN offset the product's metadata states (SAFE products, STAC items); `None` for
+    /// band folders and Landsat tars, which take the profile's.
     pub offset: Option<f32>,
-    /// The zip the band files are read from, when they are.
+    /// The zip or tar the band files are read from, when they are.
     pub container: Option<PathBuf>,
 }
 
@@ -160,16 +160,14 @@ impl Catalog {
                 } else {
                     None
                 };
-                match product {
-                    Some(Ok(found)) => {
-                        acquisitions.extend(found);
-                        continue;
+                if let Some(product) = product {
+                    match product {
+                        Ok(found) => acquisitions.extend(found),
+                        Err(why) => {
+                            damaged.push((p.strip_prefix(folder).unwrap_or(p).to_path_buf(), why))
+                        }
                     }
-                    Some(Err(why)) => {
-                        damaged.push((p.strip_prefix(folder).unwrap_or(p).to_path_buf(), why));
-                        continue;
-                    }
-                    None => {}
+                    continue;
                 }
                 if p.is_dir() {
                     stack.push(p.clone());

@@ -254,14 +254,23 @@ fn product_offset(listing: &Listing, name: &str) -> std::result::Result<f32, Dam
         return offset_in_metadata(&text)
             .map_err(|e| format!("{entry} is not a readable product metadata file ({e})"));
     }
+    // N0206 is baseline 02.06.
     let baseline = name
         .split('_')
         .find_map(|t| t.strip_prefix('N').filter(|d| d.len() == 4))
-        .and_then(|d| d.parse::<u32>().ok());
-    Ok(match baseline {
-        Some(b) if b >= 400 => -1000.0,
-        _ => 0.0,
-    })
+        .and_then(|d| d.parse::<f32>().ok())
+        .map(|b| b / 100.0);
+    Ok(baseline.map_or(0.0, baseline_offset))
+}
+
+/// The DN offset of a Sentinel-2 product of processing baseline `baseline` (e.g. 4.0 for
+/// 04.00): −1000 from 04.00 on (25 January 2022), none before.
+pub(crate) fn baseline_offset(baseline: f32) -> f32 {
+    if baseline >= 4.0 {
+        -1000.0
+    } else {
+        0.0
+    }
 }
 
 /// The first `BOA_ADD_OFFSET` or `RADIO_ADD_OFFSET` value of a product metadata file

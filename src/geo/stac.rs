@@ -12,6 +12,7 @@
 
 use crate::error::{Error, Result};
 use crate::geo::imagery::{Acquisition, Damaged};
+use crate::geo::safe::baseline_offset;
 use crate::geo::sensor::SensorProfile;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -133,11 +134,9 @@ fn acquisition(
         .get("s2:processing_baseline")
         .and_then(|v| v.as_str())
         .and_then(|b| b.parse::<f32>().ok());
-    let offset = offset.or(match (profile.name.starts_with("sentinel2"), baseline) {
-        (true, Some(b)) if b >= 4.0 => Some(-1000.0),
-        (true, Some(_)) => Some(0.0),
-        _ => None,
-    });
+    let offset = offset.or(baseline
+        .filter(|_| profile.name.starts_with("sentinel2"))
+        .map(baseline_offset));
     Ok(Acquisition {
         date,
         folder: PathBuf::from(&item.id),

@@ -120,8 +120,7 @@ impl PeriodContext<'_> {
             .bands
             .outer_iter()
             .flat_map(|band| {
-                let values: Vec<f32> = band.iter().copied().collect();
-                tile.crop_core(&values)
+                tile.crop_core(band.as_slice().expect("a composite band is contiguous"))
             })
             .map(reflectance_to_look)
             .collect();
@@ -189,7 +188,10 @@ impl PeriodContext<'_> {
         let ground = Ground::read(staged, w)?;
         let archive = self.read_archive(tile)?;
         let departed = match compared {
-            Some(c) => Some(c.scene.changed(&c.looks(staged, &ground.parcel, w)?)),
+            Some(c) => {
+                let l = c.looks(staged, &ground.parcel, w)?;
+                Some(c.scene.changed(l.before.view(), l.after.view(), l.width))
+            }
             None => None,
         };
 
