@@ -6,13 +6,13 @@
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use gengbao::classify::{Classifier, ClassifierInput, IndexBaseline, TorchClassifier};
-use gengbao::geo::composite::{Composite, NdviStats};
+use gengbao::geo::composite::{ArchivedPeriod, Composite, NdviStats};
 use gengbao::geo::sensor::SensorProfile;
 use rand::{Rng, SeedableRng};
 
 const SIDE: usize = 512;
 
-fn tile(profile: &SensorProfile) -> (Composite, Vec<NdviStats>) {
+fn tile(profile: &SensorProfile) -> (Composite, Vec<ArchivedPeriod>) {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
     let n = SIDE * SIDE;
     let bands = ndarray::Array3::from_shape_simple_fn((profile.bands.len(), SIDE, SIDE), || {
@@ -21,10 +21,13 @@ fn tile(profile: &SensorProfile) -> (Composite, Vec<NdviStats>) {
     let history = (0..5)
         .map(|_| {
             let v: Vec<f32> = (0..n).map(|_| rng.gen_range(-0.1f32..0.9)).collect();
-            NdviStats {
-                median: v.clone(),
-                min: v.iter().map(|x| x - 0.1).collect(),
-                max: v.iter().map(|x| x + 0.1).collect(),
+            ArchivedPeriod {
+                ndvi: NdviStats {
+                    median: v.clone(),
+                    min: v.iter().map(|x| x - 0.1).collect(),
+                    max: v.iter().map(|x| x + 0.1).collect(),
+                },
+                bands: None,
             }
         })
         .collect();

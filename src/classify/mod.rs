@@ -2,13 +2,14 @@
 //! implementations: [`IndexBaseline`], documented spectral-temporal index rules, and
 //! [`TorchClassifier`], a libtorch model described by a model card.
 //!
-//! Takes: a [`Composite`] (reflectance of every profile band) and the NDVI of earlier periods.
+//! Takes: a [`Composite`] (reflectance of every profile band) and the earlier periods as the
+//! archive keeps them (their NDVI statistics, and their bands for models that read them).
 //! Gives: a class code per pixel ([`LandCover`]) and a confidence in 0..1.
 
 use crate::domain::land_cover::LandCover;
 use crate::domain::neighbourhood::window_mean_sd;
 use crate::error::{Error, Result};
-use crate::geo::composite::{ndvi, Composite, NdviStats};
+use crate::geo::composite::{ndvi, ArchivedPeriod, Composite, NdviStats};
 use crate::geo::sensor::SensorProfile;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -20,8 +21,9 @@ use std::sync::Mutex;
 pub struct ClassifierInput<'a> {
     pub profile: &'static SensorProfile,
     pub composite: &'a Composite,
-    /// NDVI statistics of the previous periods, most recent first; may be empty.
-    pub history: &'a [NdviStats],
+    /// The previous periods as archived, most recent first; may be empty. Their bands are
+    /// needed only by a classifier that [`Classifier::reads_earlier_bands`].
+    pub history: &'a [ArchivedPeriod],
     /// Also give each pixel's runner-up class (detect's spectral decision uses it; it costs
     /// the learned models a tenth of their time).
     pub runner_up: bool,
@@ -60,6 +62,11 @@ pub trait Classifier: Send + Sync {
     /// Whether the confidence is the model's probability of the class (a learned model), not
     /// a rule's margin: only a probability can be held to a threshold such as detect's.
     fn probabilistic(&self) -> bool {
+        false
+    }
+    /// Whether the classifier reads the bands of earlier periods, not only their NDVI: the
+    /// caller then reads them back from the archive.
+    fn reads_earlier_bands(&self) -> bool {
         false
     }
 }
@@ -104,7 +111,7 @@ impl Classifier for IndexBaseline {
         let [blue, green, red, nir, swir1, _] = c.canonical(input.profile);
         let n = c.len();
         let mut out = Classified::unclassified(n, input.runner_up);
-        let recent = &input.history[..input.history.len().min(2)];
+        let recent: Vec<&NdviStats> = input.history.iter().take(2).map(|p| &p.ndvi).collect();
         for i in 0..n {
             let (b, g, r, nr, s1) = (blue[i], green[i], red[i], nir[i], swir1[i]);
             if [b, g, r, nr, s1].iter().any(|v| !v.is_finite()) {
@@ -366,8 +373,9 @@ pub(crate) const MAX_PERIODS: usize = 6;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Feature {
-    /// Reflectance of a profile band in the period composite.
-    Band(usize),
+    /// Reflectance of a profile band in the composite of the period `lag` periods back
+    /// (0 = this period).
+    Band { band: usize, lag: usize },
     /// NDVI statistic of the period `lag` periods back (0 = this period).
     Ndvi { lag: usize, stat: NdviStat },
     /// Mean or standard deviation of a profile band over the `side` × `side` neighbourhood
@@ -377,10 +385,22 @@ enum Feature {
         side: usize,
         stat: LocalStat,
     },
-    /// Normalised difference (a - b) / (a + b) of two profile bands in the period composite:
-    /// a ratio that holds when illumination, season or the atmosphere scale every band alike
-    /// (MNDWI for water, NDBI for built-up, red-edge indices for canopies).
-    NormalisedDifference { a: usize, b: usize },
+    /// Normalised difference (a - b) / (a + b) of two profile bands in the composite of the
+    /// period `lag` periods back: a ratio that holds when illumination, season or the
+    /// atmosphere scale every band alike (MNDWI for water, NDBI for built-up, red-edge
+    /// indices for canopies).
+    NormalisedDifference { a: usize, b: usize, lag: usize },
+}
+
+impl Feature {
+    fn lag(&self) -> usize {
+        match *self {
+            Feature::Band { lag, .. }
+            | Feature::Ndvi { lag, .. }
+            | Feature::NormalisedDifference { lag, .. } => lag,
+            Feature::Local { .. } => 0,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -401,22 +421,26 @@ enum NdviStat {
 
 /// The per-pixel inputs of a learned model, parsed from the names in its card: profile band
 /// names (reflectance of the composite), `NDVI_MIN` and `NDVI_MAX` (lowest and highest NDVI
-/// of the period's clear observations), `NDVI_MED-k`, `NDVI_MIN-k`, `NDVI_MAX-k` (the
-/// period k periods back, as archived), and `<band>_MEAN<side>` / `<band>_SD<side>` (the
-/// band's mean and standard deviation over the pixel's side × side neighbourhood within the
-/// tile, [`crate::domain::neighbourhood`]), and `ND_<a>_<b>` (the normalised difference of
-/// bands a and b). The same code builds the inputs for training and
-/// for the pipeline, so a model sees at run time exactly what it learned from.
+/// of the period's clear observations), `<band>_MEAN<side>` / `<band>_SD<side>` (the band's
+/// mean and standard deviation over the pixel's side × side neighbourhood within the tile,
+/// [`crate::domain::neighbourhood`]), and `ND_<a>_<b>` (the normalised difference of bands a
+/// and b). A suffix `-k` reads a band, a normalised difference or an NDVI statistic of the
+/// period k periods back, as archived (`B04-1`, `ND_B03_B11-2`, `NDVI_MED-1`; the median NDVI
+/// only from earlier periods, since the period's own is its bands' ratio). The same code
+/// builds the inputs for training and for the pipeline, so a model sees at run time exactly
+/// what it learned from.
 #[derive(Debug, Clone)]
 pub struct FeatureLayout {
     features: Vec<Feature>,
-    /// Every profile band an input reads: a pixel is classified only where all are observed.
+    /// Every profile band an input reads of the period itself: a pixel is classified only
+    /// where all are observed (earlier periods stand in for each other, see
+    /// [`FeatureLayout::push_pixels`]).
     bands: Vec<usize>,
 }
 
 impl FeatureLayout {
     pub(crate) const DERIVED_HELP: &'static str =
-        "NDVI_MIN, NDVI_MAX, NDVI_MED-k / NDVI_MIN-k / NDVI_MAX-k for k = 1..5 periods back, <band>_MEANs / <band>_SDs for an odd neighbourhood side s from 3 to 31, and ND_<a>_<b> for the normalised difference of two bands";
+        "NDVI_MIN, NDVI_MAX, <band>_MEANs / <band>_SDs for an odd neighbourhood side s from 3 to 31, ND_<a>_<b> for the normalised difference of two bands, and <band>-k, ND_<a>_<b>-k, NDVI_MED-k, NDVI_MIN-k, NDVI_MAX-k for the period k = 1..5 periods back";
 
     /// Parses input names; the error lists the names the profile cannot provide.
     pub fn parse(
@@ -426,16 +450,18 @@ impl FeatureLayout {
         let mut features = Vec::with_capacity(names.len());
         let mut unknown = Vec::new();
         for name in names {
-            let stat_lag = |prefix: &str| -> Option<usize> {
-                let rest = name.strip_prefix(prefix)?;
-                if rest.is_empty() {
-                    return Some(0);
-                }
-                let lag: usize = rest.strip_prefix('-')?.parse().ok()?;
-                (1..MAX_PERIODS).contains(&lag).then_some(lag)
+            let (base, lag) = match name.rsplit_once('-') {
+                Some((base, k)) => match k.parse::<usize>() {
+                    Ok(lag) if (1..MAX_PERIODS).contains(&lag) => (base, lag),
+                    _ => {
+                        unknown.push(name.clone());
+                        continue;
+                    }
+                },
+                None => (name.as_str(), 0),
             };
             let local = || -> Option<Feature> {
-                let (band, stat) = name.rsplit_once('_')?;
+                let (band, stat) = base.rsplit_once('_')?;
                 let band = profile.band_index(band)?;
                 let (stat, side) = if let Some(side) = stat.strip_prefix("MEAN") {
                     (LocalStat::Mean, side)
@@ -451,34 +477,26 @@ impl FeatureLayout {
             };
             // Band names may hold `_` themselves (Landsat's SR_B4): try every split.
             let normalised_difference = || -> Option<Feature> {
-                let pair = name.strip_prefix("ND_")?;
+                let pair = base.strip_prefix("ND_")?;
                 pair.match_indices('_').find_map(|(at, _)| {
                     let a = profile.band_index(&pair[..at])?;
                     let b = profile.band_index(&pair[at + 1..])?;
-                    (a != b).then_some(Feature::NormalisedDifference { a, b })
+                    (a != b).then_some(Feature::NormalisedDifference { a, b, lag })
                 })
             };
-            let f = if let Some(b) = profile.band_index(name) {
-                Some(Feature::Band(b))
+            let ndvi = |stat| Some(Feature::Ndvi { lag, stat });
+            let f = if let Some(band) = profile.band_index(base) {
+                Some(Feature::Band { band, lag })
             } else if let Some(f) = normalised_difference() {
                 Some(f)
-            } else if let Some(f) = local() {
-                Some(f)
-            } else if let Some(lag) = stat_lag("NDVI_MED").filter(|&l| l > 0) {
-                Some(Feature::Ndvi {
-                    lag,
-                    stat: NdviStat::Median,
-                })
-            } else if let Some(lag) = stat_lag("NDVI_MIN") {
-                Some(Feature::Ndvi {
-                    lag,
-                    stat: NdviStat::Min,
-                })
             } else {
-                stat_lag("NDVI_MAX").map(|lag| Feature::Ndvi {
-                    lag,
-                    stat: NdviStat::Max,
-                })
+                match base {
+                    "NDVI_MED" if lag > 0 => ndvi(NdviStat::Median),
+                    "NDVI_MIN" => ndvi(NdviStat::Min),
+                    "NDVI_MAX" => ndvi(NdviStat::Max),
+                    _ if lag == 0 => local(),
+                    _ => None,
+                }
             };
             match f {
                 Some(f) => features.push(f),
@@ -491,9 +509,13 @@ impl FeatureLayout {
         let mut bands: Vec<usize> = features
             .iter()
             .flat_map(|f| match *f {
-                Feature::Band(b) | Feature::Local { band: b, .. } => vec![b],
-                Feature::NormalisedDifference { a, b } => vec![a, b],
-                Feature::Ndvi { .. } => vec![],
+                Feature::Band { band, lag: 0 } | Feature::Local { band, .. } => vec![band],
+                Feature::NormalisedDifference { a, b, lag: 0 } => vec![a, b],
+                Feature::Band { .. }
+                | Feature::NormalisedDifference { .. }
+                | Feature::Ndvi { .. } => {
+                    vec![]
+                }
             })
             .collect();
         bands.sort_unstable();
@@ -535,17 +557,17 @@ impl FeatureLayout {
 
     /// The current period and as many earlier ones as the inputs reach back to.
     pub fn periods(&self) -> usize {
-        1 + self
-            .features
-            .iter()
-            .map(|f| match f {
-                Feature::Ndvi { lag, .. } => *lag,
-                Feature::Band(_) | Feature::Local { .. } | Feature::NormalisedDifference { .. } => {
-                    0
-                }
-            })
-            .max()
-            .unwrap_or(0)
+        1 + self.features.iter().map(Feature::lag).max().unwrap_or(0)
+    }
+
+    /// Whether an input reads an earlier period's bands (not only its NDVI).
+    pub fn reads_earlier_bands(&self) -> bool {
+        self.features.iter().any(|f| {
+            matches!(
+                f,
+                Feature::Band { .. } | Feature::NormalisedDifference { .. }
+            ) && f.lag() > 0
+        })
     }
 
     /// The pixels of `c` observed in every band the model reads, in row-major order.
@@ -559,7 +581,11 @@ impl FeatureLayout {
     /// What the inputs of a tile's pixels are made from: the composite, the earlier periods
     /// (most recent first) and the neighbourhood statistics the layout reads, computed once
     /// per tile.
-    pub fn tile_inputs<'a>(&self, c: &'a Composite, history: &'a [NdviStats]) -> TileInputs<'a> {
+    pub fn tile_inputs<'a>(
+        &self,
+        c: &'a Composite,
+        history: &'a [ArchivedPeriod],
+    ) -> TileInputs<'a> {
         let bands = c.pixels();
         let mut local: Vec<(usize, usize, Vec<f32>, Vec<f32>)> = Vec::new();
         for f in &self.features {
@@ -582,9 +608,9 @@ impl FeatureLayout {
     }
 
     /// Appends the inputs of each of `pixels` of a tile, normalised, one row per pixel. An
-    /// earlier period that is not archived yet, or had no clear view of the pixel, is stood
-    /// in for by the nearest later one (at worst the current period): the model then sees
-    /// "no change", never a made-up value.
+    /// earlier period that is not archived yet, had no clear view of the pixel, or whose
+    /// bands were not kept, is stood in for by the nearest later one (at worst the current
+    /// period): the model then sees "no change", never a made-up value.
     pub fn push_pixels(
         &self,
         tile: &TileInputs,
@@ -594,27 +620,38 @@ impl FeatureLayout {
     ) {
         let (c, history) = (tile.composite, tile.history);
         let bands = c.pixels();
+        // The value of `read` in the period `lag` back, or the nearest later one that has it.
+        let back = |lag: usize, read: &dyn Fn(&ArchivedPeriod) -> f32, now: f32| {
+            (1..=lag.min(history.len()))
+                .rev()
+                .map(|l| read(&history[l - 1]))
+                .find(|v| v.is_finite())
+                .unwrap_or(now)
+        };
+        let earlier_band = |p: &ArchivedPeriod, b: usize, i: usize| {
+            p.bands.as_ref().map_or(f32::NAN, |bands| bands[[b, i]])
+        };
+        let nd = |a: f32, b: f32| (a - b) / (a + b);
         out.reserve(pixels.len() * self.features.len());
         for &i in pixels {
             for (k, f) in self.features.iter().enumerate() {
                 let v = match *f {
-                    Feature::Band(b) => bands[[b, i]],
+                    Feature::Band { band, lag } => {
+                        back(lag, &|p| earlier_band(p, band, i), bands[[band, i]])
+                    }
                     Feature::Ndvi { lag, stat } => {
                         let pick = |s: &NdviStats| match stat {
                             NdviStat::Median => s.median[i],
                             NdviStat::Min => s.min[i],
                             NdviStat::Max => s.max[i],
                         };
-                        (1..=lag.min(history.len()))
-                            .rev()
-                            .map(|l| pick(&history[l - 1]))
-                            .find(|v| v.is_finite())
-                            .unwrap_or_else(|| pick(&c.ndvi))
+                        back(lag, &|p| pick(&p.ndvi), pick(&c.ndvi))
                     }
-                    Feature::NormalisedDifference { a, b } => {
-                        let (a, b) = (bands[[a, i]], bands[[b, i]]);
-                        (a - b) / (a + b)
-                    }
+                    Feature::NormalisedDifference { a, b, lag } => back(
+                        lag,
+                        &|p| nd(earlier_band(p, a, i), earlier_band(p, b, i)),
+                        nd(bands[[a, i]], bands[[b, i]]),
+                    ),
                     Feature::Local { band, side, stat } => {
                         let (_, _, mean, sd) = tile
                             .local
@@ -637,7 +674,7 @@ impl FeatureLayout {
 /// A tile made ready for [`FeatureLayout::push_pixels`].
 pub struct TileInputs<'a> {
     composite: &'a Composite,
-    history: &'a [NdviStats],
+    history: &'a [ArchivedPeriod],
     /// (band, side, mean, standard deviation) of every neighbourhood the layout reads.
     local: Vec<(usize, usize, Vec<f32>, Vec<f32>)>,
 }
@@ -988,6 +1025,10 @@ impl Classifier for TorchClassifier {
         true
     }
 
+    fn reads_earlier_bands(&self) -> bool {
+        self.layout.reads_earlier_bands()
+    }
+
     fn classify(&self, input: &ClassifierInput) -> Result<Classified> {
         let c = input.composite;
         let mut out = Classified::unclassified(c.len(), input.runner_up);
@@ -1039,6 +1080,64 @@ mod tests {
         let expected = [0.4 / 0.6, 0.1, 0.2 / 0.4, 0.1];
         for (got, want) in x.iter().zip(expected) {
             assert!((got - want).abs() < 1e-6, "{x:?}");
+        }
+    }
+
+    #[test]
+    fn an_earlier_band_is_read_from_the_archive_or_stood_in_for_by_a_later_period() {
+        let s2 = SensorProfile::by_name("sentinel2-l2a").unwrap();
+        let names = ["B04-2", "ND_B08_B04-1", "B04"].map(String::from);
+        let layout = FeatureLayout::parse(&names, s2).unwrap();
+        assert_eq!(layout.periods(), 3);
+        assert!(layout.reads_earlier_bands());
+        let (red, nir) = (s2.band_index("B04").unwrap(), s2.band_index("B08").unwrap());
+        let now = |r: f32| {
+            let mut bands = Array3::from_elem((s2.bands.len(), 1, 3), 0.2_f32);
+            bands.slice_mut(ndarray::s![red, .., ..]).fill(r);
+            Composite::single(s2, bands)
+        };
+        let (c, one_back, two_back) = (now(0.1), now(0.3), now(0.05));
+        // Pixel 1 was not seen two periods back; pixel 2 in neither earlier period.
+        let mut two = two_back.as_archived(true);
+        two.bands.as_mut().unwrap()[[red, 1]] = f32::NAN;
+        let mut one = one_back.as_archived(true);
+        one.bands.as_mut().unwrap()[[red, 2]] = f32::NAN;
+        one.bands.as_mut().unwrap()[[nir, 2]] = f32::NAN;
+        let two_missing_2 = {
+            let mut t = two.clone();
+            t.bands.as_mut().unwrap()[[red, 2]] = f32::NAN;
+            t
+        };
+        let history = [one, two_missing_2];
+        let mut x = Vec::new();
+        let identity = Normalisation::identity(3);
+        layout.push_pixels(
+            &layout.tile_inputs(&c, &history),
+            &[0, 1, 2],
+            &identity,
+            &mut x,
+        );
+        let nd = |r: f32| (0.2 - r) / (0.2 + r);
+        let expected = [
+            [0.05, nd(0.3), 0.1],
+            [0.3, nd(0.3), 0.1],
+            [0.1, nd(0.1), 0.1],
+        ];
+        for (got, want) in x.chunks(3).zip(expected) {
+            for (g, w) in got.iter().zip(want) {
+                assert!((g - w).abs() < 1e-4, "{x:?}");
+            }
+        }
+        // An archive without looks (kept before they were): the period itself stands in.
+        let no_looks = [one_back.as_archived(false), two.clone()];
+        x.clear();
+        layout.push_pixels(&layout.tile_inputs(&c, &no_looks), &[0], &identity, &mut x);
+        assert!((x[1] - nd(0.1)).abs() < 1e-4, "{x:?}");
+        for bad in ["B04-0", "B04-6", "B04_MEAN3-1", "NDVI_MED"] {
+            assert_eq!(
+                FeatureLayout::parse(&[bad.into()], s2).unwrap_err(),
+                vec![bad.to_string()]
+            );
         }
     }
 

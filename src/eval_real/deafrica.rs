@@ -6,7 +6,8 @@
 //! Leave one region out: for each region, gengbao's trainer fits its per-pixel MLP on the
 //! other seven (one of them held back whole for early stopping), and the saved model
 //! classifies the region as a job classifies a tile: July-December is the period composite,
-//! January-June the period before it, read back as the archive keeps it (its NDVI). Beside
+//! January-June the period before it, read back as the archive keeps it (its NDVI and its
+//! bands). Beside
 //! it, a random forest on the raw bands of both half-years, grown on all seven regions.
 //! Crop is gengbao's class 1; every other point is trained as class 5, and scoring is crop
 //! against not crop.
@@ -15,7 +16,7 @@ use super::{forest_classes, grow_forest, LandCoverSet};
 use crate::classify::{Classifier, ClassifierInput, FeatureLayout, Normalisation, TorchClassifier};
 use crate::error::{Error, Result};
 use crate::evaluate::class_score;
-use crate::geo::composite::{Composite, NdviStats};
+use crate::geo::composite::{ArchivedPeriod, Composite};
 use crate::geo::sensor::SensorProfile;
 use crate::train::{files_with_extension, fit, FitOptions, SampleSet, Split};
 use ndarray::Array3;
@@ -61,7 +62,7 @@ struct Region {
 /// it, the model's inputs of the points observed in every band it reads (unnormalised) with
 /// their output indices, and the forest's rows.
 struct RegionInputs {
-    history: [NdviStats; 1],
+    history: [ArchivedPeriod; 1],
     x: Vec<f32>,
     y: Vec<i64>,
     rows: Vec<Vec<f64>>,
@@ -69,7 +70,7 @@ struct RegionInputs {
 
 impl RegionInputs {
     fn of(r: &Region, layout: &FeatureLayout) -> Self {
-        let history = [r.first_half.ndvi.as_archived()];
+        let history = [r.first_half.as_archived(true)];
         let observed = layout.observed_pixels(&r.second_half);
         let mut x = Vec::new();
         layout.push_pixels(
@@ -221,18 +222,21 @@ pub(super) fn deafrica(
     }))
 }
 
-/// The model inputs: the nine bands, the period's NDVI range, the ratios, and the NDVI of the
-/// half-year before.
+/// The model inputs: the nine bands, the period's NDVI range and the ratios, and the same
+/// of the half-year before, as the archive keeps it.
 fn input_names(profile: &SensorProfile) -> Vec<String> {
-    let mut names: Vec<String> = profile
+    let bands: Vec<&str> = profile
         .bands
         .iter()
-        .filter(|b| BANDS.iter().any(|(_, name)| name == *b))
-        .map(|b| b.to_string())
+        .copied()
+        .filter(|b| BANDS.iter().any(|(_, name)| name == b))
         .collect();
+    let mut names: Vec<String> = bands.iter().map(|b| b.to_string()).collect();
     names.extend(["NDVI_MIN", "NDVI_MAX"].map(String::from));
     names.extend(RATIOS.map(String::from));
+    names.extend(bands.iter().map(|b| format!("{b}-1")));
     names.extend(["NDVI_MED-1", "NDVI_MIN-1", "NDVI_MAX-1"].map(String::from));
+    names.extend(RATIOS.map(|r| format!("{r}-1")));
     names
 }
 

@@ -74,6 +74,15 @@ pub(crate) fn look_to_reflectance(v: i16) -> f32 {
     }
 }
 
+/// An earlier period as the archive gives it back to a classifier: its NDVI statistics and,
+/// for models that read them, its bands (band × pixel, profile order, as
+/// [`look_to_reflectance`] reads them; `None` when not asked for or not archived).
+#[derive(Debug, Clone, Default)]
+pub struct ArchivedPeriod {
+    pub ndvi: NdviStats,
+    pub bands: Option<Array2<f32>>,
+}
+
 impl NdviStats {
     /// The statistics as a later period reads them back from the archive.
     pub(crate) fn as_archived(&self) -> NdviStats {
@@ -106,6 +115,18 @@ impl Composite {
                 min: v.clone(),
                 max: v,
             },
+        }
+    }
+
+    /// The period as a later one reads it back from the archive, its bands too when
+    /// `with_bands`.
+    pub(crate) fn as_archived(&self, with_bands: bool) -> ArchivedPeriod {
+        ArchivedPeriod {
+            ndvi: self.ndvi.as_archived(),
+            bands: with_bands.then(|| {
+                self.pixels()
+                    .mapv(|v| look_to_reflectance(reflectance_to_look(v)))
+            }),
         }
     }
 

@@ -16,8 +16,8 @@ use crate::engine::judge::{
 use crate::engine::scene_change::{self, SceneChange, TileLooks};
 use crate::error::{Error, Result};
 use crate::geo::composite::{
-    self, byte_to_ndvi, look_to_reflectance, ndvi_to_byte, reflectance_to_look, NdviStats,
-    LOOK_NODATA, NDVI_NODATA,
+    self, byte_to_ndvi, look_to_reflectance, ndvi_to_byte, reflectance_to_look, ArchivedPeriod,
+    NdviStats, LOOK_NODATA, NDVI_NODATA,
 };
 use crate::geo::grid::{overlaps, Bounds, JobGrid, Tile, Window};
 use crate::geo::imagery::Acquisition;
@@ -100,7 +100,7 @@ impl PeriodContext<'_> {
     fn process(&self, tile: &Tile, covering: &[&Acquisition]) -> Result<TileOutput> {
         let grid = self.grid;
         let comp = composite::build(covering, self.profile, self.add_offset, grid, tile.read)?;
-        let history = self.read_ndvi_history(tile)?;
+        let history = self.read_history(tile)?;
         let classified = self.classifier.classify(&ClassifierInput {
             profile: self.profile,
             composite: &comp,
@@ -149,9 +149,11 @@ impl PeriodContext<'_> {
         })
     }
 
-    /// The NDVI statistics of the earlier periods over a tile's read window, for the
-    /// classifier.
-    fn read_ndvi_history(&self, tile: &Tile) -> Result<Vec<NdviStats>> {
+    /// The earlier periods over a tile's read window, for the classifier: their NDVI
+    /// statistics, and their looks when the classifier reads earlier bands (a period
+    /// archived before looks were kept has none: the classifier stands in the later one).
+    fn read_history(&self, tile: &Tile) -> Result<Vec<ArchivedPeriod>> {
+        let with_bands = self.classifier.reads_earlier_bands();
         self.history
             .iter()
             .map(|entry| {
@@ -160,10 +162,18 @@ impl PeriodContext<'_> {
                     let raw = read_grid_window::<u8>(&ds, b, tile.read, NDVI_NODATA)?;
                     Ok(raw.into_iter().map(byte_to_ndvi).collect())
                 };
-                Ok(NdviStats {
-                    median: band(1)?,
-                    min: band(2)?,
-                    max: band(3)?,
+                let bands = if with_bands && entry.look().exists() {
+                    Some(read_look(entry, tile.read)?)
+                } else {
+                    None
+                };
+                Ok(ArchivedPeriod {
+                    ndvi: NdviStats {
+                        median: band(1)?,
+                        min: band(2)?,
+                        max: band(3)?,
+                    },
+                    bands,
                 })
             })
             .collect()
@@ -294,11 +304,7 @@ impl ComparedLook {
     ) -> Result<Option<ComparedLook>> {
         let (scene, _) = SceneChange::learn(tiles, |t| {
             let parcel = Ground::read(staged, t.core)?.parcel;
-            Ok(TileLooks {
-                before: read_look(&files, &parcel, t.core)?,
-                after: read_look(staged, &parcel, t.core)?,
-                width: t.core.width,
-            })
+            watched_looks(&files, staged, &parcel, t.core)
         })?;
         Ok(scene.map(|scene| ComparedLook {
             period,
@@ -308,26 +314,44 @@ impl ComparedLook {
     }
 
     fn looks(&self, staged: &PeriodFiles, parcel: &[i32], w: Window) -> Result<TileLooks> {
-        Ok(TileLooks {
-            before: read_look(&self.files, parcel, w)?,
-            after: read_look(staged, parcel, w)?,
-            width: w.width,
-        })
+        watched_looks(&self.files, staged, parcel, w)
     }
 }
 
-/// A period's look over a window, band × pixel, NaN where it saw nothing clear or off the
-/// watched parcels.
-fn read_look(files: &PeriodFiles, parcel: &[i32], w: Window) -> Result<Array2<f32>> {
+/// The compared look and this period's over a window, NaN off the watched parcels: the
+/// decision is the farmland's.
+fn watched_looks(
+    before: &PeriodFiles,
+    staged: &PeriodFiles,
+    parcel: &[i32],
+    w: Window,
+) -> Result<TileLooks> {
+    let watched = |mut look: Array2<f32>| {
+        for mut band in look.outer_iter_mut() {
+            for (v, &p) in band.iter_mut().zip(parcel) {
+                if p == 0 {
+                    *v = f32::NAN;
+                }
+            }
+        }
+        look
+    };
+    Ok(TileLooks {
+        before: watched(read_look(before, w)?),
+        after: watched(read_look(staged, w)?),
+        width: w.width,
+    })
+}
+
+/// A period's look over a window, band × pixel, NaN where it saw nothing clear.
+fn read_look(files: &PeriodFiles, w: Window) -> Result<Array2<f32>> {
     let ds = open_archived(&files.look())?;
     let bands = ds.raster_count();
     let mut out = Array2::from_elem((bands, w.len()), f32::NAN);
     for (b, mut row) in out.outer_iter_mut().enumerate() {
         let raw = read_grid_window::<i16>(&ds, b + 1, w, LOOK_NODATA)?;
-        for (i, v) in raw.into_iter().enumerate() {
-            if parcel[i] != 0 {
-                row[i] = look_to_reflectance(v);
-            }
+        for (v, r) in raw.into_iter().zip(row.iter_mut()) {
+            *r = look_to_reflectance(v);
         }
     }
     Ok(out)

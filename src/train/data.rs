@@ -9,7 +9,7 @@ use super::config::{DatasetSpec, TrainConfig};
 use crate::classify::{FeatureLayout, Normalisation};
 use crate::domain::period::Period;
 use crate::error::{Error, Result};
-use crate::geo::composite::{self, Composite, NdviStats};
+use crate::geo::composite::{self, ArchivedPeriod, Composite};
 use crate::geo::grid::{overlaps, JobGrid, Window};
 use crate::geo::imagery::Catalog;
 use crate::geo::raster::{open_georeferenced, read_grid_window};
@@ -245,7 +245,7 @@ pub struct LabelledTile<'a> {
     pub dataset: usize,
     pub composite: &'a Composite,
     /// Earlier periods, most recent first, as the archive stores them.
-    pub history: &'a [NdviStats],
+    pub history: &'a [ArchivedPeriod],
     /// gengbao class per pixel of the composite (0 = unlabelled or left out by the buffer).
     pub labels: Vec<u8>,
     pub split: Vec<Option<Split>>,
@@ -323,7 +323,7 @@ pub fn visit_labelled(
         for tile in prep.grid.tiles() {
             let w: Window = tile.read;
             let tile_bounds = prep.grid.window_bounds(w);
-            let mut history: Vec<NdviStats> = Vec::new();
+            let mut history: Vec<ArchivedPeriod> = Vec::new();
             let mut p = first.offset(-(lookback as i32));
             while p <= last {
                 let covering: Vec<_> = located
@@ -367,7 +367,7 @@ pub fn visit_labelled(
                         split,
                     })?;
                 }
-                history.insert(0, comp.ndvi.as_archived());
+                history.insert(0, comp.as_archived(true));
                 history.truncate(lookback);
                 p = p.next();
             }

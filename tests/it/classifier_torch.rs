@@ -29,13 +29,23 @@ fn save_mlp(
 }
 
 fn write_card(model: &Path, format: &str, bands: &[&str], hidden: &[i64]) {
+    write_card_of_periods(model, format, bands, hidden, 1);
+}
+
+fn write_card_of_periods(
+    model: &Path,
+    format: &str,
+    bands: &[&str],
+    hidden: &[i64],
+    periods: usize,
+) {
     let card = serde_json::json!({
         "name": "test-model",
         "format": format,
         "input_bands": bands,
         "normalisation": { "mean": vec![0.0; bands.len()], "std": vec![1.0; bands.len()] },
         "classes": [1, 2, 3, 4, 5, 6],
-        "periods": 1,
+        "periods": periods,
         "hidden": hidden,
         "training_data": "none: a test fixture"
     });
@@ -151,14 +161,23 @@ fn a_card_that_does_not_match_the_imagery_is_refused() {
     assert!(err.contains("l1c.ot") && err.contains("fix:"), "{err}");
 }
 
+/// A job config that classifies with the model file `model` beside it.
+fn with_model(config: &str, model: &str) -> String {
+    let auto = "kind = \"auto\"";
+    assert!(
+        config.contains(auto),
+        "the sample config picks its classifier"
+    );
+    config.replace(auto, &format!("kind = \"torch\"\nmodel = \"{model}\""))
+}
+
 #[test]
 fn the_job_runs_with_a_torch_model() {
     let tmp = tempfile::tempdir().unwrap();
     let city = crate::common::city(&tmp.path().join("city"), 128, 3, 64);
     let model = city.dir.join("mlp.ot");
     save_mlp(&model, &S2, &[8]);
-    let text = crate::common::config_text(&city)
-        .replace("kind = \"index\"", "kind = \"torch\"\nmodel = \"mlp.ot\"");
+    let text = with_model(&crate::common::config_text(&city), "mlp.ot");
     std::fs::write(&city.job_config, text).unwrap();
     let cfg = JobConfig::load(&city.job_config).unwrap();
     let s = run_period(&cfg, city.periods[0], &RunOptions::quiet()).unwrap();
@@ -168,6 +187,90 @@ fn the_job_runs_with_a_torch_model() {
             .unwrap()
             .2;
     assert!(class.iter().all(|&c| (0.0..=6.0).contains(&c)) && class.iter().any(|&c| c > 0.0));
+}
+
+#[test]
+fn a_model_that_reads_the_period_before_sees_its_archived_bands_in_a_job() {
+    let tmp = tempfile::tempdir().unwrap();
+    let city = crate::common::city(&tmp.path().join("city"), 128, 3, 64);
+    let job = |p| {
+        let cfg = JobConfig::load(&city.job_config).unwrap();
+        run_period(&cfg, p, &RunOptions::quiet()).unwrap();
+        cfg.layout().period(p)
+    };
+    let text = crate::common::config_text(&city);
+    std::fs::write(&city.job_config, &text).unwrap();
+    let before = job(city.periods[0]);
+    // The red band of the period before, as archived (B04 is the third band of the look).
+    let red_before: Vec<f32> = gengbao::geo::raster::read_band_f64(&before.look(), 3)
+        .unwrap()
+        .2
+        .iter()
+        .map(|&v| {
+            if v == -32768.0 {
+                f32::NAN
+            } else {
+                v as f32 / 10_000.0
+            }
+        })
+        .collect();
+    let mut seen: Vec<f32> = red_before
+        .iter()
+        .copied()
+        .filter(|v| v.is_finite())
+        .collect();
+    seen.sort_by(f32::total_cmp);
+    // Half a step of the archive's 0.0001 between two values: no pixel sits on the cut.
+    let cut = seen[seen.len() / 2] + 0.5e-4;
+
+    // A linear model of one input, B04-1: class 1 where last period's red is above `cut`,
+    // class 2 below it.
+    let model = city.dir.join("red-before.ot");
+    let vs = tch::nn::VarStore::new(tch::Device::Cpu);
+    let _net = build_mlp(&vs.root(), 1, &[], 6);
+    tch::no_grad(|| {
+        let mut vars = vs.variables();
+        let mut w = vec![0f32; 6];
+        w[0] = 1000.0;
+        let mut b = vec![-1000.0f32; 6];
+        b[0] = 0.0;
+        b[1] = 1000.0 * cut;
+        let mut set = |name: &str, values: tch::Tensor| {
+            vars.get_mut(name).expect("a linear layer").copy_(&values);
+        };
+        set("out.weight", tch::Tensor::of_slice(&w).view([6, 1]));
+        set("out.bias", tch::Tensor::of_slice(&b));
+    });
+    vs.save(&model).unwrap();
+    write_card_of_periods(&model, "varstore-mlp", &["B04-1"], &[], 2);
+    std::fs::write(&city.job_config, with_model(&text, "red-before.ot")).unwrap();
+    let now = job(city.periods[1]);
+    let class = gengbao::geo::raster::read_band_f64(&now.class(), 1)
+        .unwrap()
+        .2;
+    let red_now = gengbao::geo::raster::read_band_f64(&now.look(), 3)
+        .unwrap()
+        .2;
+    let (mut checked, mut now_differs) = (0, 0);
+    for i in 0..class.len() {
+        if class[i] == 0.0 || !red_before[i].is_finite() {
+            continue;
+        }
+        let want = if red_before[i] > cut { 1.0 } else { 2.0 };
+        assert_eq!(class[i], want, "pixel {i}: red before {}", red_before[i]);
+        checked += 1;
+        let from_now = if red_now[i] as f32 / 10_000.0 > cut {
+            1.0
+        } else {
+            2.0
+        };
+        now_differs += usize::from(from_now != want);
+    }
+    assert!(checked > 10_000, "{checked} pixels classified");
+    assert!(
+        now_differs > 100,
+        "this period's red would give other classes on {now_differs} pixels: the test needs both"
+    );
 }
 
 #[test]
