@@ -99,6 +99,16 @@ pub struct IndexBaseline;
 
 impl IndexBaseline {
     pub(crate) const VERSION: &'static str = "index-v1";
+
+    fn needs_swir(profile: &SensorProfile) -> Error {
+        Error::usage(
+            format!(
+                "the index rules read shortwave infrared, which the sensor profile `{}` lacks",
+                profile.name
+            ),
+            "classify with a learned model: `kind = \"auto\"` (the shipped four-band model) or a model file",
+        )
+    }
 }
 
 impl Classifier for IndexBaseline {
@@ -108,7 +118,10 @@ impl Classifier for IndexBaseline {
 
     fn classify(&self, input: &ClassifierInput) -> Result<Classified> {
         let c = input.composite;
-        let [blue, green, red, nir, swir1, _] = c.canonical(input.profile);
+        let [blue, green, red, nir] = c.canonical(input.profile);
+        let Some([swir1, _]) = c.swir(input.profile) else {
+            return Err(IndexBaseline::needs_swir(input.profile));
+        };
         let n = c.len();
         let mut out = Classified::unclassified(n, input.runner_up);
         let recent: Vec<&NdviStats> = input.history.iter().take(2).map(|p| &p.ndvi).collect();
@@ -462,7 +475,7 @@ impl FeatureLayout {
             };
             let local = || -> Option<Feature> {
                 let (band, stat) = base.rsplit_once('_')?;
-                let band = profile.band_index(band)?;
+                let band = profile.input_band(band)?;
                 let (stat, side) = if let Some(side) = stat.strip_prefix("MEAN") {
                     (LocalStat::Mean, side)
                 } else {
@@ -479,13 +492,13 @@ impl FeatureLayout {
             let normalised_difference = || -> Option<Feature> {
                 let pair = base.strip_prefix("ND_")?;
                 pair.match_indices('_').find_map(|(at, _)| {
-                    let a = profile.band_index(&pair[..at])?;
-                    let b = profile.band_index(&pair[at + 1..])?;
+                    let a = profile.input_band(&pair[..at])?;
+                    let b = profile.input_band(&pair[at + 1..])?;
                     (a != b).then_some(Feature::NormalisedDifference { a, b, lag })
                 })
             };
             let ndvi = |stat| Some(Feature::Ndvi { lag, stat });
-            let f = if let Some(band) = profile.band_index(base) {
+            let f = if let Some(band) = profile.input_band(base) {
                 Some(Feature::Band { band, lag })
             } else if let Some(f) = normalised_difference() {
                 Some(f)
@@ -523,15 +536,12 @@ impl FeatureLayout {
         Ok(FeatureLayout { features, bands })
     }
 
-    /// The inputs gengbao's own models use: every profile band, the period's NDVI range, the
-    /// NDVI statistics of `periods - 1` earlier periods, and each band's neighbourhood mean
-    /// and standard deviation for each side of `neighbourhoods`.
-    pub fn default_names(
-        profile: &SensorProfile,
-        periods: usize,
-        neighbourhoods: &[usize],
-    ) -> Vec<String> {
-        let mut names: Vec<String> = profile.bands.iter().map(|b| b.to_string()).collect();
+    /// The inputs gengbao's own models use: `bands` (every band of a profile, or the common
+    /// names of those a model reads on every sensor), the period's NDVI range, the NDVI
+    /// statistics of `periods - 1` earlier periods, and each band's neighbourhood mean and
+    /// standard deviation for each side of `neighbourhoods`.
+    pub fn default_names(bands: &[&str], periods: usize, neighbourhoods: &[usize]) -> Vec<String> {
+        let mut names: Vec<String> = bands.iter().map(|b| b.to_string()).collect();
         names.extend(["NDVI_MIN".to_string(), "NDVI_MAX".to_string()]);
         for k in 1..periods {
             for stat in ["NDVI_MED", "NDVI_MIN", "NDVI_MAX"] {
@@ -539,7 +549,7 @@ impl FeatureLayout {
             }
         }
         for side in neighbourhoods {
-            for band in profile.bands {
+            for band in bands {
                 names.push(format!("{band}_MEAN{side}"));
                 names.push(format!("{band}_SD{side}"));
             }
@@ -769,6 +779,9 @@ pub fn select(
                 "give the model (its card is <model>.json), or use the auto kind",
             ))
         }
+        (ClassifierKind::Auto | ClassifierKind::Index, None) if profile.swir.is_none() => {
+            return Err(IndexBaseline::needs_swir(profile))
+        }
         (ClassifierKind::Auto | ClassifierKind::Index, None) => Box::new(IndexBaseline),
     })
 }
@@ -801,6 +814,14 @@ const BUILTINS: &[Builtin] = &[
         bytes: include_bytes!("../../models/gengbao-s2-l1c-v2.ot"),
         card: include_str!("../../models/gengbao-s2-l1c-v2.ot.json"),
         profiles: &["sentinel2-l1c"],
+    },
+    // Single-look land cover from blue, green, red and NIR alone, named by their common
+    // names (real EuroSAT patches): the model of sensors without shortwave infrared.
+    Builtin {
+        path: "models/gengbao-4band-v1.ot",
+        bytes: include_bytes!("../../models/gengbao-4band-v1.ot"),
+        card: include_str!("../../models/gengbao-4band-v1.ot.json"),
+        profiles: &["gf1-wfv", "gf2-pms", "gf6-wfv"],
     },
 ];
 
@@ -1139,6 +1160,30 @@ mod tests {
                 vec![bad.to_string()]
             );
         }
+    }
+
+    #[test]
+    fn a_model_of_common_band_names_reads_sentinel_2_and_gaofen_alike() {
+        let names = ["blue", "nir_MEAN5", "ND_green_nir", "red-1"].map(String::from);
+        for sensor in ["sentinel2-l1c", "gf2-pms", "gf6-wfv"] {
+            let p = SensorProfile::by_name(sensor).unwrap();
+            let layout = FeatureLayout::parse(&names, p).unwrap();
+            assert_eq!(layout.periods(), 2, "{sensor}");
+        }
+        let gf1 = SensorProfile::by_name("gf1-wfv").unwrap();
+        assert_eq!(
+            FeatureLayout::parse(&["ND_green_swir16".into()], gf1).unwrap_err(),
+            vec!["ND_green_swir16".to_string()]
+        );
+        // The index rules need SWIR: refused by name, never a map of unclassified pixels.
+        let err = select(ClassifierKind::Index, None, gf1)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.contains("gf1-wfv") && err.contains("shortwave"),
+            "{err}"
+        );
     }
 
     #[test]

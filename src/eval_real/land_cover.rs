@@ -9,10 +9,12 @@
 //!
 //! Both are scored on held-out patches: five folds by patch number (patches N and N + 5 of
 //! every class form one fold), each fold predicted by models that never saw it. gengbao's is
-//! its single-look L1C model retrained on the other folds by its own training config
-//! (`models/gengbao-s2-l1c-v2.train.toml`, only the patches changed) and run through `detect
-//! --model`; the forest is grown on the other folds' raw bands (100 trees, seeded,
-//! `smartcore`). The shipped model learned from every patch here, so it is not scored on them.
+//! a shipped single-look model retrained on the other folds by its own training config (only
+//! the patches changed) and run through `detect --model`: the L1C model on every band
+//! (`models/gengbao-s2-l1c-v2.train.toml`), and the four-band model on blue, green, red and
+//! NIR (`models/gengbao-4band-v1.train.toml`). The forest is grown on the other folds' raw
+//! bands, the same bands the model reads (100 trees, seeded, `smartcore`). The shipped models
+//! learned from every patch here, so they are not scored on them.
 
 use super::{digital_numbers, forest_classes, grow_forest, Forest, LandCoverSet};
 use crate::detect::{detect, DetectOptions};
@@ -44,8 +46,30 @@ const EUROSAT_BANDS: [&str; 13] = [
 
 const FOLDS: usize = 5;
 
-/// The training config of the shipped single-look model, which each fold retrains.
-const SINGLE_LOOK_TRAINING: &str = include_str!("../../models/gengbao-s2-l1c-v2.train.toml");
+/// A shipped single-look model the folds retrain, and the bands the forest beside it reads.
+pub(super) struct SingleLook {
+    set: &'static str,
+    config: &'static str,
+    training: &'static str,
+    /// Band names (or common names) of the forest's inputs; every band when empty.
+    forest_bands: &'static [&'static str],
+}
+
+/// The L1C model on every band.
+pub(super) const EVERY_BAND: SingleLook = SingleLook {
+    set: "eurosat-s2",
+    config: "models/gengbao-s2-l1c-v2.train.toml",
+    training: include_str!("../../models/gengbao-s2-l1c-v2.train.toml"),
+    forest_bands: &[],
+};
+
+/// The four-band model of the sensors without shortwave infrared (Gaofen).
+pub(super) const FOUR_BANDS: SingleLook = SingleLook {
+    set: "eurosat-s2-four-bands",
+    config: "models/gengbao-4band-v1.train.toml",
+    training: include_str!("../../models/gengbao-4band-v1.train.toml"),
+    forest_bands: &["blue", "green", "red", "nir"],
+};
 
 /// Every fourth pixel of every fourth row of a patch trains the forest (256 of 4,096): the
 /// pixels of a patch are alike.
@@ -72,12 +96,20 @@ struct Patch {
 }
 
 /// Runs the EuroSAT patches under `data`, when present; `None` when the folder is absent.
-pub(super) fn eurosat(data: &Path, work: &Path) -> Result<Option<LandCoverSet>> {
+pub(super) fn eurosat(data: &Path, work: &Path, look: &SingleLook) -> Result<Option<LandCoverSet>> {
     let root = data.join("eurosat-s2");
     if !root.is_dir() {
         return Ok(None);
     }
     let profile = SensorProfile::by_name("sentinel2-l1c")?;
+    let forest_bands: Vec<usize> = if look.forest_bands.is_empty() {
+        (0..profile.bands.len()).collect()
+    } else {
+        look.forest_bands
+            .iter()
+            .map(|b| profile.input_band(b).expect("an L1C band"))
+            .collect()
+    };
     let order: Vec<String> = EUROSAT_BANDS.iter().map(|b| b.to_string()).collect();
     let mut files = Vec::new();
     for (folder, class) in EUROSAT_CLASSES {
@@ -102,7 +134,7 @@ pub(super) fn eurosat(data: &Path, work: &Path) -> Result<Option<LandCoverSet>> 
     let mut version = String::new();
     for fold in 0..FOLDS {
         let fold_work = work.join(format!("fold-{fold}"));
-        let (model, fold_version) = model_without(&files, fold, &fold_work)?;
+        let (model, fold_version) = model_without(look, &files, fold, &fold_work)?;
         version = fold_version;
         for f in files.iter().filter(|f| f.fold == fold) {
             let out = work.join(format!("{}_{}", f.folder, f.number));
@@ -126,19 +158,25 @@ pub(super) fn eurosat(data: &Path, work: &Path) -> Result<Option<LandCoverSet>> 
                 class: f.class,
                 fold,
                 gengbao,
-                pixels: raw_pixels(&f.path, profile, &order, &grid)?,
+                pixels: raw_pixels(&f.path, profile, &order, &grid, &forest_bands)?,
             });
         }
     }
     let classifier = format!(
-        "models/gengbao-s2-l1c-v2.train.toml retrained without each fold (last fold's version {version})"
+        "{} retrained without each fold (last fold's version {version})",
+        look.config
     );
-    Ok(Some(score(&patches, classifier)?))
+    Ok(Some(score(look.set, &patches, classifier)?))
 }
 
 /// gengbao's single-look model trained by its shipped config on the patches outside `fold`
 /// (linked into a folder of their own under `work`); gives the model file and its version.
-fn model_without(files: &[PatchFile], fold: usize, work: &Path) -> Result<(PathBuf, String)> {
+fn model_without(
+    look: &SingleLook,
+    files: &[PatchFile],
+    fold: usize,
+    work: &Path,
+) -> Result<(PathBuf, String)> {
     if work.exists() {
         std::fs::remove_dir_all(work).map_err(|e| Error::io(work, e))?;
     }
@@ -150,7 +188,7 @@ fn model_without(files: &[PatchFile], fold: usize, work: &Path) -> Result<(PathB
         let link = dir.join(f.path.file_name().expect("a patch file has a name"));
         std::os::unix::fs::symlink(&target, &link).map_err(|e| Error::io(&link, e))?;
     }
-    let mut cfg = TrainConfig::parse(SINGLE_LOOK_TRAINING, &work.join("train.toml"))?;
+    let mut cfg = TrainConfig::parse(look.training, &work.join("train.toml"))?;
     let absolute = |p: PathBuf| std::path::absolute(&p).map_err(|e| Error::io(&p, e));
     cfg.model.output = absolute(work.join("model.ot"))?;
     cfg.model.work_dir = Some(absolute(work.join("train"))?);
@@ -182,28 +220,30 @@ fn numbered_patches(folder: &Path) -> Result<Vec<(PathBuf, usize)>> {
     Ok(files)
 }
 
-/// The patch's digital numbers per pixel in the profile's band order, read onto `grid` as
+/// The patch's digital numbers per pixel of the profile bands `keep`, read onto `grid` as
 /// detect reads them.
 fn raw_pixels(
     path: &Path,
     profile: &SensorProfile,
     order: &[String],
     grid: &JobGrid,
+    keep: &[usize],
 ) -> Result<Vec<Option<Vec<f64>>>> {
     let bands = digital_numbers(path, profile, Some(order), grid, "forest")?;
     Ok(bands
         .columns()
         .into_iter()
         .map(|px| {
-            px.iter()
+            let kept: Vec<f32> = keep.iter().map(|&b| px[b]).collect();
+            kept.iter()
                 .all(|v| v.is_finite())
-                .then(|| px.iter().map(|&v| f64::from(v)).collect())
+                .then(|| kept.iter().map(|&v| f64::from(v)).collect())
         })
         .collect())
 }
 
 /// gengbao's and the forest's scores over all patches, in fold order.
-fn score(patches: &[Patch], classifier: String) -> Result<LandCoverSet> {
+fn score(set: &str, patches: &[Patch], classifier: String) -> Result<LandCoverSet> {
     let truth: Vec<f64> = patches
         .iter()
         .flat_map(|p| std::iter::repeat_n(f64::from(p.class), p.gengbao.len()))
@@ -225,7 +265,7 @@ fn score(patches: &[Patch], classifier: String) -> Result<LandCoverSet> {
         .flat_map(|p| std::iter::repeat_n(f64::from(p.class), p.pixels.len()))
         .collect();
     Ok(LandCoverSet {
-        set: "eurosat-s2".into(),
+        set: set.into(),
         patches: patches.len(),
         classifier,
         labels: "AnnualCrop 1, PermanentCrop 2, Residential and Industrial 3, River and SeaLake 4, Pasture and HerbaceousVegetation 5, Forest 6 (Highway left out)".into(),

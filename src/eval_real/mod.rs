@@ -149,7 +149,13 @@ pub fn abandonment_sets(data: &Path) -> Result<Vec<AbandonmentSet>> {
 }
 
 /// The land-cover sets eval-real knows, by their folder name under the data folder.
-pub const LAND_COVER_SETS: [&str; 3] = ["eurosat-s2", "worldcereal-s2", "deafrica-cropmask"];
+/// (`eurosat-s2-four-bands` is EuroSAT again, with the four-band model.)
+pub const LAND_COVER_SETS: [&str; 4] = [
+    "eurosat-s2",
+    "eurosat-s2-four-bands",
+    "worldcereal-s2",
+    "deafrica-cropmask",
+];
 
 /// The land-cover sets found in `data`, each scored on held-out patches (detect's outputs
 /// and the models of each fold under `work`); `regions` as in [`land_cover_set`].
@@ -176,7 +182,8 @@ pub fn land_cover_set(
 ) -> Result<Option<LandCoverSet>> {
     let work = work.join(name);
     match name {
-        "eurosat-s2" => land_cover::eurosat(data, &work),
+        "eurosat-s2" => land_cover::eurosat(data, &work, &land_cover::EVERY_BAND),
+        "eurosat-s2-four-bands" => land_cover::eurosat(data, &work, &land_cover::FOUR_BANDS),
         "worldcereal-s2" => worldcereal::worldcereal(data, &work),
         "deafrica-cropmask" => deafrica::deafrica(data, &work, regions),
         other => Err(Error::usage(

@@ -164,11 +164,18 @@ impl Composite {
             .expect("a composite is in standard layout")
     }
 
-    /// The six canonical bands (blue, green, red, nir, swir1, swir2) of `profile`.
-    pub(crate) fn canonical<'a>(&'a self, profile: &SensorProfile) -> [&'a [f32]; 6] {
+    /// The canonical bands (blue, green, red, NIR) of `profile`.
+    pub(crate) fn canonical<'a>(&'a self, profile: &SensorProfile) -> [&'a [f32]; 4] {
         profile
             .canonical
             .map(|n| self.band(n).expect("composite has all profile bands"))
+    }
+
+    /// Shortwave infrared 1 and 2, when the sensor has them.
+    pub(crate) fn swir<'a>(&'a self, profile: &SensorProfile) -> Option<[&'a [f32]; 2]> {
+        profile
+            .swir
+            .map(|names| names.map(|n| self.band(n).expect("composite has all profile bands")))
     }
 }
 
@@ -223,7 +230,7 @@ pub fn build(
         .iter()
         .map(|a| a.read_clear(profile, grid, window))
         .collect::<Result<_>>()?;
-    let [blue_name, _, red_name, nir_name, _, _] = profile.canonical;
+    let [blue_name, _, red_name, nir_name] = profile.canonical;
     let read_all = |name: &str| -> Result<Vec<Array2<f32>>> {
         acquisitions
             .iter()

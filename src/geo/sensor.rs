@@ -1,8 +1,9 @@
 //! Sensor profiles: what a product's bands are called, how digital numbers become reflectance,
 //! which value is nodata, and which pixels the product's own quality band marks as cloud or
-//! shadow. The classifier only sees the six canonical bands (blue, green, red,
-//! near infrared, shortwave infrared 1 and 2, in that order), so one rule set serves
-//! Sentinel-2 and Landsat alike.
+//! shadow. The index rules see only the canonical bands (blue, green, red, near infrared,
+//! and shortwave infrared 1 and 2 where the sensor has them), so one rule set serves
+//! Sentinel-2 and Landsat alike; learned models may name bands by their common names
+//! (`blue`, `nir`…) and so serve every sensor that has those bands.
 
 use crate::error::{Error, Result};
 
@@ -23,8 +24,11 @@ pub struct SensorProfile {
     pub description: &'static str,
     /// Band names in the order a multi-band image of this profile stores them.
     pub bands: &'static [&'static str],
-    /// Band name for each canonical band, in canonical order (blue, green, red, NIR, SWIR1, SWIR2).
-    pub canonical: [&'static str; 6],
+    /// Band name of each canonical band, in canonical order: blue, green, red, NIR.
+    pub canonical: [&'static str; 4],
+    /// Band names of shortwave infrared 1 and 2, when the sensor has them (Gaofen's cameras
+    /// do not: the index rules need them, the learned models do not).
+    pub swir: Option<[&'static str; 2]>,
     /// reflectance = (dn - dark + add_offset) * scale, with `band_scale[i]` instead of `scale`
     /// when given (uncalibrated products whose bands have different gains)
     pub scale: f32,
@@ -44,7 +48,8 @@ pub struct SensorProfile {
 /// SCL: 0 no data, 1 saturated/defective, 3 cloud shadow, 8/9 cloud, 10 cirrus, 11 snow.
 const SCL_NOT_CLEAR: &[u16] = &[0, 1, 3, 8, 9, 10, 11];
 
-const S2_CANONICAL: [&str; 6] = ["B02", "B03", "B04", "B08", "B11", "B12"];
+const S2_CANONICAL: [&str; 4] = ["B02", "B03", "B04", "B08"];
+const S2_SWIR: Option<[&str; 2]> = Some(["B11", "B12"]);
 
 pub const PROFILES: &[SensorProfile] = &[
     SensorProfile {
@@ -52,6 +57,7 @@ pub const PROFILES: &[SensorProfile] = &[
         description: "Sentinel-2 L2A, 10 bands B02 B03 B04 B05 B06 B07 B08 B8A B11 B12 ((DN-1000)/10000), SCL mask",
         bands: &["B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B11", "B12"],
         canonical: S2_CANONICAL,
+        swir: S2_SWIR,
         scale: 1e-4,
         band_scale: &[],
         // Processing baseline 04.00 and later (from 25 January 2022); older products: 0.
@@ -68,6 +74,7 @@ pub const PROFILES: &[SensorProfile] = &[
             "B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B11", "B12",
         ],
         canonical: S2_CANONICAL,
+        swir: S2_SWIR,
         scale: 1e-4,
         band_scale: &[],
         // Processing baseline 04.00 and later (from 25 January 2022); older products: 0.
@@ -85,6 +92,7 @@ pub const PROFILES: &[SensorProfile] = &[
             "B12",
         ],
         canonical: S2_CANONICAL,
+        swir: S2_SWIR,
         scale: 1e-4,
         band_scale: &[],
         // Processing baseline 04.00 and later (from 25 January 2022); older products: 0.
@@ -98,7 +106,8 @@ pub const PROFILES: &[SensorProfile] = &[
         name: "landsat-tm-sr",
         description: "Landsat 4-7 TM/ETM+ Collection 2 L2 surface reflectance, bands 1 2 3 4 5 7, QA_PIXEL mask",
         bands: &["SR_B1", "SR_B2", "SR_B3", "SR_B4", "SR_B5", "SR_B7"],
-        canonical: ["SR_B1", "SR_B2", "SR_B3", "SR_B4", "SR_B5", "SR_B7"],
+        canonical: ["SR_B1", "SR_B2", "SR_B3", "SR_B4"],
+        swir: Some(["SR_B5", "SR_B7"]),
         scale: 2.75e-5,
         band_scale: &[],
         // -0.2 reflectance
@@ -115,7 +124,8 @@ pub const PROFILES: &[SensorProfile] = &[
         bands: &[
             "SR_B1", "SR_B2", "SR_B3", "SR_B4", "SR_B5", "SR_B6", "SR_B7",
         ],
-        canonical: ["SR_B2", "SR_B3", "SR_B4", "SR_B5", "SR_B6", "SR_B7"],
+        canonical: ["SR_B2", "SR_B3", "SR_B4", "SR_B5"],
+        swir: Some(["SR_B6", "SR_B7"]),
         scale: 2.75e-5,
         band_scale: &[],
         // -0.2 reflectance, as for TM
@@ -130,7 +140,8 @@ pub const PROFILES: &[SensorProfile] = &[
         name: "landsat-tm-dn",
         description: "Landsat TM/ETM+ 8-bit digital numbers, bands 1 2 3 4 5 7 (e.g. classic ENVI scenes), no mask",
         bands: &["B1", "B2", "B3", "B4", "B5", "B7"],
-        canonical: ["B1", "B2", "B3", "B4", "B5", "B7"],
+        canonical: ["B1", "B2", "B3", "B4"],
+        swir: Some(["B5", "B7"]),
         scale: 1.0,
         // Nominal top-of-atmosphere reflectance per DN: ETM+ high-gain radiance per DN divided
         // by the band's solar irradiance, times pi / cos(40 deg sun zenith). Without the
@@ -142,7 +153,48 @@ pub const PROFILES: &[SensorProfile] = &[
         mask_band: None,
         cloud_rule: CloudRule::None,
     },
+    gaofen(
+        "gf1-wfv",
+        "GF-1 WFV (16 m), bands 1 to 4 (blue, green, red, NIR) as orthorectified, calibrated reflectance x 10000, no mask",
+        GF_BANDS,
+    ),
+    gaofen(
+        "gf2-pms",
+        "GF-2 PMS multispectral (4 m), bands 1 to 4 (blue, green, red, NIR) as orthorectified, calibrated reflectance x 10000, no mask",
+        GF_BANDS,
+    ),
+    gaofen(
+        "gf6-wfv",
+        "GF-6 WFV (16 m), bands 1 to 8 (blue, green, red, NIR, red edge 1 and 2, purple, yellow) as orthorectified, calibrated reflectance x 10000, no mask",
+        &["B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8"],
+    ),
 ];
+
+/// Gaofen's four multispectral bands: blue, green, red, near infrared.
+const GF_BANDS: &[&str] = &["B1", "B2", "B3", "B4"];
+
+/// A Gaofen camera's profile: bands 1 to 4 are blue, green, red and NIR, without shortwave
+/// infrared, read as orthorectified, calibrated reflectance × 10,000 without a mask band.
+const fn gaofen(
+    name: &'static str,
+    description: &'static str,
+    bands: &'static [&'static str],
+) -> SensorProfile {
+    SensorProfile {
+        name,
+        description,
+        bands,
+        canonical: ["B1", "B2", "B3", "B4"],
+        swir: None,
+        scale: 1e-4,
+        band_scale: &[],
+        add_offset: 0.0,
+        dark_object_subtraction: false,
+        nodata: 0.0,
+        mask_band: None,
+        cloud_rule: CloudRule::None,
+    }
+}
 
 impl SensorProfile {
     /// The name catalogs give band `band` besides its own: its common name in STAC's
@@ -177,6 +229,17 @@ impl SensorProfile {
                 ("SR_B6", "swir16"),
                 ("SR_B7", "swir22"),
                 ("QA_PIXEL", "qa_pixel"),
+            ]
+        } else if self.name.starts_with("gf") {
+            &[
+                ("B1", "blue"),
+                ("B2", "green"),
+                ("B3", "red"),
+                ("B4", "nir"),
+                ("B5", "rededge1"),
+                ("B6", "rededge2"),
+                ("B7", "coastal"),
+                ("B8", "yellow"),
             ]
         } else if self.name == "landsat-tm-sr" {
             &[
@@ -224,6 +287,17 @@ impl SensorProfile {
         self.bands.iter().position(|b| *b == name)
     }
 
+    /// Position of the band a model input names: by the profile's own name, or by its
+    /// common name ([`SensorProfile::common_name`]), so that a model of `blue`, `green`,
+    /// `red` and `nir` reads every sensor that has them.
+    pub(crate) fn input_band(&self, name: &str) -> Option<usize> {
+        self.band_index(name).or_else(|| {
+            self.bands
+                .iter()
+                .position(|b| self.common_name(b) == Some(name))
+        })
+    }
+
     /// Reflectance per DN of band `index` (profile order).
     pub(crate) fn scale_of(&self, index: usize) -> f32 {
         self.band_scale.get(index).copied().unwrap_or(self.scale)
@@ -248,6 +322,9 @@ mod tests {
             let idx = p
                 .canonical
                 .map(|n| p.band_index(n).expect("canonical bands are profile bands"));
+            for n in p.swir.iter().flatten() {
+                assert!(p.band_index(n).is_some(), "{}: SWIR band {n}", p.name);
+            }
             // Per-observation NDVI in the composite needs red before NIR.
             assert!(idx[2] < idx[3], "{}", p.name);
             assert!(
@@ -256,6 +333,23 @@ mod tests {
                 p.name
             );
         }
+    }
+
+    #[test]
+    fn a_band_is_found_by_its_common_name_on_every_sensor_that_has_it() {
+        let s2 = SensorProfile::by_name("sentinel2-l1c").unwrap();
+        let gf2 = SensorProfile::by_name("gf2-pms").unwrap();
+        let gf6 = SensorProfile::by_name("gf6-wfv").unwrap();
+        for (common, s2_band, gf_band) in [("blue", "B02", "B1"), ("nir", "B08", "B4")] {
+            assert_eq!(s2.input_band(common), s2.band_index(s2_band));
+            assert_eq!(gf2.input_band(common), gf2.band_index(gf_band));
+            assert_eq!(gf6.input_band(common), gf6.band_index(gf_band));
+        }
+        assert_eq!(gf6.input_band("rededge1"), gf6.band_index("B5"));
+        assert_eq!(gf2.input_band("swir16"), None, "Gaofen has no SWIR");
+        assert!(gf2.swir.is_none() && s2.swir.is_some());
+        // Own names first: Landsat TM's DN profile calls its bands B1.. too.
+        assert_eq!(gf2.input_band("B3"), Some(2));
     }
 
     #[test]

@@ -39,6 +39,11 @@ pub struct ModelSection {
     /// Periods consumed: the current one and `periods - 1` earlier ones.
     #[serde(default = "default_periods")]
     pub periods: usize,
+    /// The bands the default inputs read, by profile or common name (`["blue", "green",
+    /// "red", "nir"]`: a model for every sensor with those four); every profile band when
+    /// empty.
+    #[serde(default)]
+    pub bands: Vec<String>,
     /// Sides (odd, 3..31 pixels) of the neighbourhoods whose per-band mean and standard
     /// deviation are inputs too: texture and context for models of single looks.
     #[serde(default)]
@@ -226,6 +231,21 @@ impl TrainConfig {
                 "give odd neighbourhood sides from 3 to 31 pixels",
             );
         }
+        if let Some(band) = self
+            .model
+            .bands
+            .iter()
+            .find(|b| self.profile().input_band(b).is_none())
+        {
+            return bad(
+                "model.bands",
+                format!("{} has no band `{band}`", self.model.sensor),
+                &format!(
+                    "name bands of the profile ({}) or their common names (blue, green, red, nir...)",
+                    self.profile().bands.join(" ")
+                ),
+            );
+        }
         if !self.model.extra_inputs.is_empty() {
             // The default inputs reach `periods` exactly; only an extra one can reach further.
             let reach = match FeatureLayout::parse(&self.model.extra_inputs, self.profile()) {
@@ -357,11 +377,13 @@ impl TrainConfig {
     /// The model's input names: gengbao's defaults for the periods and neighbourhoods, then
     /// the extra inputs.
     pub fn input_names(&self) -> Vec<String> {
-        let mut names = FeatureLayout::default_names(
-            self.profile(),
-            self.model.periods,
-            &self.model.neighbourhoods,
-        );
+        let bands: Vec<&str> = if self.model.bands.is_empty() {
+            self.profile().bands.to_vec()
+        } else {
+            self.model.bands.iter().map(String::as_str).collect()
+        };
+        let mut names =
+            FeatureLayout::default_names(&bands, self.model.periods, &self.model.neighbourhoods);
         names.extend(self.model.extra_inputs.iter().cloned());
         names
     }

@@ -40,7 +40,7 @@ impl PointModel<'_> {
         output: &Path,
         quiet: bool,
     ) -> Result<TorchClassifier> {
-        let names = FeatureLayout::default_names(self.profile, 1, &[]);
+        let names = FeatureLayout::default_names(self.profile.bands, 1, &[]);
         let layout =
             FeatureLayout::parse(&names, self.profile).expect("the profile provides its own bands");
         let mut set = self.inputs_of(pixels, read, &layout)?;

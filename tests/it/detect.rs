@@ -404,3 +404,56 @@ fn an_after_image_in_degrees_as_band_files_is_warped_onto_the_before_grid() {
     );
     assert_found(&read_patches(&out), ChangeType::FNH, BUILT);
 }
+
+#[test]
+fn a_gaofen_pair_without_shortwave_infrared_is_read_by_the_four_band_model() {
+    let tmp = tempfile::tempdir().unwrap();
+    // Bands 1 to 4 of a Gaofen camera: blue, green, red and NIR of the spectra above.
+    const GF_BANDS: [usize; 4] = [0, 1, 2, 6];
+    for (file, class_of) in [
+        ("gf_t1.tif", land as fn(usize, usize) -> u8),
+        ("gf_t2.tif", land_after),
+    ] {
+        crate::common::geotiff(&tmp.path().join(file), SIZE, 4, 10.0, |b, i| {
+            let class = class_of(i % SIZE, i / SIZE);
+            let band = GF_BANDS[b - 1];
+            (f32::from(SPECTRA[class as usize - 1][band]) * texture(b, i)).round() as u16
+        });
+    }
+    let out = tmp.path().join("out");
+    let summary = detect(&DetectOptions {
+        sensor: Some("gf2-pms".into()),
+        quiet: true,
+        ..DetectOptions::new(
+            tmp.path().join("gf_t1.tif"),
+            tmp.path().join("gf_t2.tif"),
+            out.clone(),
+        )
+    })
+    .unwrap();
+    let card: serde_json::Value =
+        serde_json::from_str(include_str!("../../models/gengbao-4band-v1.ot.json")).unwrap();
+    assert_eq!(
+        summary.classifier,
+        card["version"].as_str().unwrap(),
+        "the shipped four-band model, not the index rules (which need SWIR)"
+    );
+    let (change, after) = (pixels(&out, "change.tif"), pixels(&out, "class_after.tif"));
+    let block: Vec<usize> = (0..SIZE * SIZE)
+        .filter(|&i| inside(BUILT, i % SIZE, i / SIZE))
+        .collect();
+    let share = |hits: usize| hits as f64 / block.len() as f64;
+    let changed = block.iter().filter(|&&i| change[i] == 1.0).count();
+    assert!(share(changed) > 0.8, "{changed} of the block changed");
+    // The classes name the change: these spectra are surface reflectance made up for the
+    // tests, not the top-of-atmosphere looks the model learned, so which class is not asked.
+    let before = pixels(&out, "class_before.tif");
+    let renamed = block
+        .iter()
+        .filter(|&&i| after[i] != before[i] && after[i] > 0.0)
+        .count();
+    assert!(
+        share(renamed) > 0.8,
+        "{renamed} of the block took another class"
+    );
+}

@@ -53,8 +53,11 @@ fn training_lowers_the_loss_and_a_rerun_resumes_from_the_checkpoint() {
     let tmp = tempfile::tempdir().unwrap();
     let cfg = tiny_config(tmp.path(), 3);
     let profile = cfg.profile();
-    let layout =
-        FeatureLayout::parse(&FeatureLayout::default_names(profile, 3, &[]), profile).unwrap();
+    let layout = FeatureLayout::parse(
+        &FeatureLayout::default_names(profile.bands, 3, &[]),
+        profile,
+    )
+    .unwrap();
     let (set, infos) = extract(&cfg, &layout).unwrap();
     assert!(set.len() > 10_000, "{} labelled pixels", set.len());
     assert!(infos[0].pixels.len() >= 5, "classes {:?}", infos[0].pixels);
