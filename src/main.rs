@@ -10,6 +10,7 @@ use gengbao::dispatch::read_returns;
 use gengbao::domain::change::DEFAULT_MIN_PARCEL_SHARE;
 use gengbao::engine::patches::SQM_PER_MU;
 use gengbao::evaluate::score_period;
+use gengbao::geo::rpc::Elevation;
 use gengbao::geo::sensor::PROFILES;
 use gengbao::job::config::EXAMPLE;
 use gengbao::job::cycle::exit_code_of;
@@ -120,6 +121,13 @@ enum Command {
         /// before baseline 04.00, whose DNs carry no -1000 offset).
         #[arg(long, allow_hyphen_values = true)]
         add_offset: Option<f32>,
+        /// A DEM (GeoTIFF or any raster GDAL reads, heights in metres) for images placed by
+        /// RPCs (Gaofen L1A), which are orthorectified onto it.
+        #[arg(long, conflicts_with = "height")]
+        dem: Option<PathBuf>,
+        /// The scene's mean height in metres, for images placed by RPCs, without a DEM.
+        #[arg(long, allow_hyphen_values = true)]
+        height: Option<f64>,
         /// The folder for the results (class rasters, flags, patches.gpkg, summary.json).
         #[arg(long)]
         out: PathBuf,
@@ -768,6 +776,8 @@ fn main_inner(cli: Cli) -> Result<u8> {
             farmland,
             sensor,
             add_offset,
+            dem,
+            height,
             out,
             min_area,
             model,
@@ -787,6 +797,11 @@ fn main_inner(cli: Cli) -> Result<u8> {
                 farmland,
                 sensor,
                 add_offset,
+                elevation: match (dem, height) {
+                    (Some(dem), _) => Elevation::Dem(dem),
+                    (None, Some(h)) => Elevation::Height(h),
+                    (None, None) => Elevation::Unknown,
+                },
                 out: out.clone(),
                 min_area_m2: min_area,
                 model,

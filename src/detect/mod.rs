@@ -33,6 +33,7 @@ use crate::geo::composite::Composite;
 use crate::geo::grid::{JobGrid, Tile, Window};
 use crate::geo::layers::{labelled_points, Admin, County, Farmland, FarmlandTile};
 use crate::geo::raster::{open_georeferenced, GridTiff};
+use crate::geo::rpc::Elevation;
 use crate::geo::sensor::SensorProfile;
 use crate::geo::user_image::{profile_of, UserImage};
 use crate::geo::vector::{write_layer, Areas, Format};
@@ -58,6 +59,8 @@ pub struct DetectOptions {
     pub sensor: Option<String>,
     /// DN offset of the images, overriding the profile's.
     pub add_offset: Option<f32>,
+    /// The ground's elevation, for images placed by RPCs ([`crate::geo::rpc`]).
+    pub elevation: Elevation,
     pub out: PathBuf,
     pub min_area_m2: f64,
     /// A learned model (with its card) instead of the index baseline.
@@ -94,6 +97,7 @@ impl DetectOptions {
             farmland: None,
             sensor: None,
             add_offset: None,
+            elevation: Elevation::Unknown,
             out,
             min_area_m2: DEFAULT_MIN_AREA_M2,
             model: None,
@@ -319,7 +323,9 @@ fn open_pair<'o>(opts: &'o DetectOptions) -> Result<Pair<'o>> {
     }
     let order = opts.band_order.as_deref();
     let profile = profile_of(&opts.before, opts.sensor.as_deref(), order)?;
-    let open = |path: &Path, name| UserImage::open(path, profile, order, opts.add_offset, name);
+    let open = |path: &Path, name| {
+        UserImage::open(path, profile, order, opts.add_offset, &opts.elevation, name)
+    };
     let (before, after) = (open(&opts.before, "before")?, open(&opts.after, "after")?);
     // No halo: a halo's strips decode the neighbouring blocks of every band of both images
     // (a 2048 scene took 6.2 s instead of 4.5), so the smoothing of a tile's edge pixels

@@ -27,6 +27,7 @@ use crate::error::{Error, Result};
 use crate::evaluate::{BinaryScore, ClassScore};
 use crate::geo::grid::JobGrid;
 use crate::geo::raster::{warp_onto, Resample};
+use crate::geo::rpc::Elevation;
 use crate::geo::sensor::SensorProfile;
 use crate::geo::user_image;
 use ndarray::Array2;
@@ -374,7 +375,7 @@ fn digital_numbers(
     grid: &JobGrid,
     name: &str,
 ) -> Result<Array2<f32>> {
-    let stack = user_image::band_stack(path, profile, band_order, name)?;
+    let stack = user_image::band_stack(path, profile, band_order, &Elevation::Unknown, name)?;
     let bands = warp_onto(
         &stack.path,
         grid,

@@ -3,7 +3,9 @@
 //! Takes: each date as one multi-band raster, or as a folder with one file per band (the band
 //! named as a token of the file name, e.g. `..._B02.tif`, at any resolution, as Sentinel-2
 //! tiles and OSCD come); optionally the names of a file's bands in its own order, for files
-//! that keep a non-standard one (EuroSAT stores B8A last). Gives: per date, one raster with the
+//! that keep a non-standard one (EuroSAT stores B8A last); an image placed by RPCs (Gaofen's
+//! L1A) with the ground's elevation, orthorectified first ([`crate::geo::rpc`]). Gives: per
+//! date, one raster with the
 //! profile's bands in the profile's order (the file itself, or a virtual raster held in GDAL's
 //! memory file system for as long as the pair is open), and [`UserImage`], which reads it onto
 //! a grid as a single-look composite: what `detect` classifies, and what a model trained on
@@ -14,6 +16,7 @@ use crate::geo::composite::Composite;
 use crate::geo::grid::{JobGrid, Window};
 use crate::geo::imagery::{dark_objects, has_band_token, is_raster_file, to_reflectance};
 use crate::geo::raster::{open_georeferenced, warp_onto, Resample};
+use crate::geo::rpc::{self, Elevation};
 use crate::geo::sensor::{SensorProfile, PROFILES};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -25,6 +28,8 @@ pub(crate) struct BandStack {
     pub path: PathBuf,
     /// A virtual raster in GDAL's memory file system, removed on drop.
     virtual_raster: bool,
+    /// The orthorectified image `path` reads, kept for as long as it does.
+    _orthorectified: Option<Box<BandStack>>,
 }
 
 impl Drop for BandStack {
@@ -56,9 +61,10 @@ impl UserImage {
         profile: &'static SensorProfile,
         band_order: Option<&[String]>,
         add_offset: Option<f32>,
+        elevation: &Elevation,
         name: &str,
     ) -> Result<Self> {
-        let stack = band_stack(path, profile, band_order, name)?;
+        let stack = band_stack(path, profile, band_order, elevation, name)?;
         let dark = if profile.dark_object_subtraction {
             dark_objects(&stack.path, profile)?
         } else {
@@ -145,7 +151,10 @@ pub(crate) fn profile_of(
             )
         });
     } else {
-        let bands = open_georeferenced(path)?.raster_count();
+        let bands = match gdal::Dataset::open(path) {
+            Ok(ds) if rpc::placed_by_rpcs(&ds) => ds.raster_count(),
+            _ => open_georeferenced(path)?.raster_count(),
+        };
         return SensorProfile::for_band_count(bands).ok_or_else(|| {
             Error::input(
                 path,
@@ -164,15 +173,33 @@ pub(crate) fn profile_of(
 }
 
 /// The image at `path` with `profile`'s bands in order: a file as it is, a file's bands
-/// reordered by `band_order`, or a folder's band files stacked.
+/// reordered by `band_order`, or a folder's band files stacked; a file placed by RPCs is
+/// orthorectified first on `elevation`.
 pub(crate) fn band_stack(
     path: &Path,
     profile: &SensorProfile,
     band_order: Option<&[String]>,
+    elevation: &Elevation,
     name: &str,
 ) -> Result<BandStack> {
     if path.is_dir() {
         return stack_band_files(path, profile, name);
+    }
+    if let Ok(ds) = gdal::Dataset::open(path) {
+        if rpc::placed_by_rpcs(&ds) {
+            let ortho = BandStack {
+                path: virtual_path(&format!("{name}-orthorectified")),
+                virtual_raster: true,
+                _orthorectified: None,
+            };
+            rpc::orthorectify(path, &ds, elevation, &ortho.path)?;
+            let mut stack = band_stack(&ortho.path, profile, band_order, elevation, name)?;
+            if stack.path == ortho.path {
+                return Ok(ortho);
+            }
+            stack._orthorectified = Some(Box::new(ortho));
+            return Ok(stack);
+        }
     }
     let ds = open_georeferenced(path)?;
     let count = ds.raster_count();
@@ -192,6 +219,7 @@ pub(crate) fn band_stack(
         return Ok(BandStack {
             path: path.to_path_buf(),
             virtual_raster: false,
+            _orthorectified: None,
         });
     };
     if order.len() != count {
@@ -309,5 +337,6 @@ fn build_virtual(
     Ok(BandStack {
         path,
         virtual_raster: true,
+        _orthorectified: None,
     })
 }

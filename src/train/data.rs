@@ -13,6 +13,7 @@ use crate::geo::composite::{self, ArchivedPeriod, Composite};
 use crate::geo::grid::{overlaps, JobGrid, Window};
 use crate::geo::imagery::Catalog;
 use crate::geo::raster::{open_georeferenced, read_grid_window};
+use crate::geo::rpc::Elevation;
 use crate::geo::sensor::SensorProfile;
 use crate::geo::user_image::UserImage;
 use crate::samples::{generate, SampleOptions};
@@ -402,7 +403,14 @@ fn visit_patches(
         let patches = patch_files(&root.join(folder))?;
         let salt = ((dataset as u64) << 16) | k as u64;
         for (path, split) in patches.iter().zip(assign_splits(cfg, salt, patches.len())) {
-            let image = UserImage::open(path, profile, d.bands.as_deref(), d.add_offset, "train")?;
+            let image = UserImage::open(
+                path,
+                profile,
+                d.bands.as_deref(),
+                d.add_offset,
+                &Elevation::Unknown,
+                "train",
+            )?;
             let grid = JobGrid::for_image(&open_georeferenced(&image.stack.path)?, path)?;
             for tile in grid.tiles() {
                 let composite = image.composite(&grid, tile.core, None)?;

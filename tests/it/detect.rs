@@ -457,3 +457,148 @@ fn a_gaofen_pair_without_shortwave_infrared_is_read_by_the_four_band_model() {
         "{renamed} of the block took another class"
     );
 }
+
+/// RPCs of a 64 × 64 px image near Guangzhou at about 4 m whose view leans east: a point
+/// `RELIEF_PX` pixels further along a row per 500 m of height (an affine model is enough).
+const RPC_LON: f64 = 113.5;
+const RPC_LAT: f64 = 23.1;
+const RPC_LAT_SCALE: f64 = 32.0 * 4.0 / 110_574.0;
+const RPC_LON_SCALE: f64 = 32.0 * 4.0 / 102_430.0;
+const RELIEF_PX: f64 = 8.0;
+
+fn rpc_image(path: &Path, block: Option<(usize, usize, usize, usize)>) {
+    use gdal::Metadata;
+    const GF_BANDS: [usize; 4] = [0, 1, 2, 6];
+    let size = 64;
+    let drv = gdal::DriverManager::get_driver_by_name("GTiff").unwrap();
+    let mut ds = drv
+        .create_with_band_type::<u16, _>(path, size, size, 4)
+        .unwrap();
+    let coeffs = |set: &[(usize, f64)]| {
+        let mut c = [0.0; 20];
+        for &(k, v) in set {
+            c[k] = v;
+        }
+        c.map(|v| v.to_string()).join(" ")
+    };
+    // Terms in RPC00B order: 1, L(on), P (lat), H(eight), ...
+    for (key, value) in [
+        ("LINE_OFF", "32".to_string()),
+        ("SAMP_OFF", "32".into()),
+        ("LINE_SCALE", "32".into()),
+        ("SAMP_SCALE", "32".into()),
+        ("LAT_OFF", RPC_LAT.to_string()),
+        ("LONG_OFF", RPC_LON.to_string()),
+        ("LAT_SCALE", RPC_LAT_SCALE.to_string()),
+        ("LONG_SCALE", RPC_LON_SCALE.to_string()),
+        ("HEIGHT_OFF", "0".into()),
+        ("HEIGHT_SCALE", "500".into()),
+        ("LINE_NUM_COEFF", coeffs(&[(2, -1.0)])),
+        ("LINE_DEN_COEFF", coeffs(&[(0, 1.0)])),
+        ("SAMP_NUM_COEFF", coeffs(&[(1, 1.0), (3, RELIEF_PX / 32.0)])),
+        ("SAMP_DEN_COEFF", coeffs(&[(0, 1.0)])),
+    ] {
+        ds.set_metadata_item(key, &value, "RPC").unwrap();
+    }
+    for b in 1..=4 {
+        let values = (0..size * size)
+            .map(|i| {
+                let (col, row) = (i % size, i / size);
+                let class = match block {
+                    Some(r) if inside(r, col, row) => 3,
+                    _ => 1,
+                };
+                let band = GF_BANDS[b - 1];
+                (f32::from(SPECTRA[class - 1][band]) * texture(b, i)).round() as u16
+            })
+            .collect();
+        let mut buf = gdal::raster::Buffer::new((size, size), values);
+        ds.rasterband(b)
+            .unwrap()
+            .write((0, 0), (size, size), &mut buf)
+            .unwrap();
+    }
+}
+
+/// The changed pixels' centre in degrees (longitude, latitude).
+fn changed_centre(out: &Path) -> (f64, f64) {
+    let path = out.join("change.tif");
+    let ds = gdal::Dataset::open(&path).unwrap();
+    let gt = ds.geo_transform().unwrap();
+    let (w, _, change) = gengbao::geo::raster::read_band_f64(&path, 1).unwrap();
+    let (mut sx, mut sy, mut n) = (0.0, 0.0, 0.0);
+    for (i, &v) in change.iter().enumerate() {
+        if v == 1.0 {
+            sx += gt[0] + ((i % w) as f64 + 0.5) * gt[1];
+            sy += gt[3] + ((i / w) as f64 + 0.5) * gt[5];
+            n += 1.0;
+        }
+    }
+    assert!(n > 20.0, "{n} changed pixels");
+    let mut utm = ds.spatial_ref().unwrap();
+    utm.set_axis_mapping_strategy(gdal::spatial_ref::AxisMappingStrategy::TraditionalGisOrder);
+    let mut wgs = SpatialRef::from_epsg(4326).unwrap();
+    wgs.set_axis_mapping_strategy(gdal::spatial_ref::AxisMappingStrategy::TraditionalGisOrder);
+    let t = gdal::spatial_ref::CoordTransform::new(&utm, &wgs).unwrap();
+    let (mut x, mut y, mut z) = ([sx / n], [sy / n], [0.0]);
+    t.transform_coords(&mut x, &mut y, &mut z).unwrap();
+    (x[0], y[0])
+}
+
+#[test]
+fn a_gaofen_image_placed_by_rpcs_lands_on_the_ground_its_dem_gives() {
+    let tmp = tempfile::tempdir().unwrap();
+    // A block built over between the dates: image rows and columns 20 to 30.
+    let block = (20, 20, 30, 30);
+    rpc_image(&tmp.path().join("before.tif"), None);
+    rpc_image(&tmp.path().join("after.tif"), Some(block));
+    // Flat ground at 500 m, in degrees as DEMs come.
+    let dem = tmp.path().join("dem.tif");
+    {
+        let drv = gdal::DriverManager::get_driver_by_name("GTiff").unwrap();
+        let mut ds = drv
+            .create_with_band_type::<f32, _>(&dem, 40, 40, 1)
+            .unwrap();
+        ds.set_geo_transform(&[113.49, 0.0005, 0.0, 23.11, 0.0, -0.0005])
+            .unwrap();
+        ds.set_spatial_ref(&SpatialRef::from_epsg(4326).unwrap())
+            .unwrap();
+        let mut buf = gdal::raster::Buffer::new((40, 40), vec![500f32; 1600]);
+        ds.rasterband(1)
+            .unwrap()
+            .write((0, 0), (40, 40), &mut buf)
+            .unwrap();
+    }
+    let run = |elevation: gengbao::geo::rpc::Elevation, out: &str| {
+        let out = tmp.path().join(out);
+        detect(&DetectOptions {
+            sensor: Some("gf2-pms".into()),
+            elevation,
+            quiet: true,
+            ..DetectOptions::new(
+                tmp.path().join("before.tif"),
+                tmp.path().join("after.tif"),
+                out.clone(),
+            )
+        })
+        .map(|_| out)
+    };
+    use gengbao::geo::rpc::Elevation;
+    let err = run(Elevation::Unknown, "none").unwrap_err().to_string();
+    assert!(err.contains("before.tif") && err.contains("--dem"), "{err}");
+
+    let (lon, lat) = changed_centre(&run(Elevation::Dem(dem), "dem").unwrap());
+    // The block's centre, row and column 25, solved from the RPCs at 500 m.
+    let (line, samp) = (((25.0 - 32.0) / 32.0), ((25.0 - 32.0) / 32.0));
+    let want_lat = RPC_LAT - line * RPC_LAT_SCALE;
+    let want_lon = RPC_LON + (samp - RELIEF_PX / 32.0) * RPC_LON_SCALE;
+    let metres =
+        |dlon: f64, dlat: f64| ((dlon * 102_430.0).powi(2) + (dlat * 110_574.0).powi(2)).sqrt();
+    let off = metres(lon - want_lon, lat - want_lat);
+    assert!(off < 4.0, "landed {off:.1} m from where the DEM puts it");
+    // At sea level the same pixels land 8 pixels (32 m) west: the elevation is what places
+    // them.
+    let (lon0, lat0) = changed_centre(&run(Elevation::Height(0.0), "sea-level").unwrap());
+    let moved = metres(lon0 - lon, lat0 - lat);
+    assert!((moved - 32.0).abs() < 4.0, "moved {moved:.1} m");
+}

@@ -1,0 +1,128 @@
+//! Images placed by rational polynomial coefficients (RPCs) instead of a map grid: Gaofen's
+//! and other high-resolution cameras' L1A products, whose `.rpb` / `_rpc.txt` sidecar (or TIFF
+//! tag) GDAL reads into the image's `RPC` metadata.
+//!
+//! Takes: such an image and the ground's elevation (a DEM raster, or one mean height in
+//! metres). Gives: the image orthorectified by GDAL's warper with its RPC transformer onto
+//! the local UTM zone at the resolution GDAL derives from the RPCs, as a virtual raster in
+//! GDAL's memory file system (warped as it is read, nothing written to disk). Relief moves
+//! a pixel by its height times the view's obliquity, so an elevation is required: GDAL's
+//! default of height 0 would shift a mountain county's fields silently.
+
+use crate::error::{Error, Result};
+use crate::geo::grid::utm_epsg;
+use gdal::{Dataset, Metadata};
+use std::ffi::CString;
+use std::path::{Path, PathBuf};
+
+/// The ground's elevation for orthorectification.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub enum Elevation {
+    /// Not given: an image placed by RPCs is refused.
+    #[default]
+    Unknown,
+    /// A DEM raster (any CRS GDAL can read; heights in metres above the ellipsoid, as the
+    /// RPC model expects them).
+    Dem(PathBuf),
+    /// One height in metres for the whole image.
+    Height(f64),
+}
+
+/// Whether `ds` is placed by RPCs alone (no geotransform, no CRS).
+pub(crate) fn placed_by_rpcs(ds: &Dataset) -> bool {
+    let unplaced = ds.geo_transform().is_err() && ds.projection().trim().is_empty();
+    unplaced && ds.metadata_item("LINE_OFF", "RPC").is_some()
+}
+
+/// The image at `path` (placed by RPCs) orthorectified onto its UTM zone, as a virtual
+/// raster at `out` (a `/vsimem/` path).
+pub(crate) fn orthorectify(
+    path: &Path,
+    ds: &Dataset,
+    elevation: &Elevation,
+    out: &Path,
+) -> Result<()> {
+    let rpc = |key: &str| -> Result<f64> {
+        ds.metadata_item(key, "RPC")
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .ok_or_else(|| {
+                Error::input(
+                    path,
+                    format!("has RPCs without a readable {key}"),
+                    "keep the product's .rpb or _rpc.txt file beside the image, as delivered",
+                )
+            })
+    };
+    let (lon, lat) = (rpc("LONG_OFF")?, rpc("LAT_OFF")?);
+    let height = match elevation {
+        Elevation::Unknown => {
+            return Err(Error::input(
+                path,
+                "is placed by RPCs, which need the ground's elevation to land on the map",
+                "give a DEM (`--dem DEM.tif`, or `[grid] dem` in a job) or the scene's mean height in metres (`--height 50`)",
+            ))
+        }
+        Elevation::Dem(dem) => {
+            if !dem.is_file() {
+                return Err(Error::input(
+                    dem,
+                    "is not a file",
+                    "give the path of a DEM raster GDAL reads (e.g. SRTM or ASTER GDEM GeoTIFF)",
+                ));
+            }
+            format!("RPC_DEM={}", dem.display())
+        }
+        Elevation::Height(h) => format!("RPC_HEIGHT={h}"),
+    };
+    let epsg = format!("EPSG:{}", utm_epsg(lon, lat));
+    let args = [
+        "-of",
+        "VRT",
+        "-rpc",
+        "-to",
+        height.as_str(),
+        "-t_srs",
+        epsg.as_str(),
+        "-r",
+        "bilinear",
+        "-et",
+        "0",
+    ];
+    let mut argv = gdal::cpl::CslStringList::new();
+    for a in args {
+        argv.add_string(a)?;
+    }
+    let fix = "check the image and its RPCs with `gdalinfo`, and the DEM's coverage";
+    let dest = CString::new(out.to_string_lossy().as_bytes()).expect("a /vsimem/ path");
+    // SAFETY: the options list and the destination name outlive the calls; the source handle
+    // is a valid open dataset; the returned dataset is closed here and the options freed.
+    unsafe {
+        let opts = gdal_sys::GDALWarpAppOptionsNew(argv.as_ptr() as *mut _, std::ptr::null_mut());
+        if opts.is_null() {
+            return Err(Error::input(path, "GDAL refused the warp options", fix));
+        }
+        let mut sources = [ds.c_dataset()];
+        let mut usage_error = 0;
+        let warped = gdal_sys::GDALWarp(
+            dest.as_ptr(),
+            std::ptr::null_mut(),
+            1,
+            sources.as_mut_ptr(),
+            opts,
+            &mut usage_error,
+        );
+        gdal_sys::GDALWarpAppOptionsFree(opts);
+        if warped.is_null() {
+            return Err(Error::input(
+                path,
+                format!(
+                    "could not be orthorectified ({})",
+                    crate::geo::raster::last_gdal_error()
+                ),
+                fix,
+            ));
+        }
+        gdal_sys::GDALClose(warped);
+    }
+    Ok(())
+}
