@@ -646,6 +646,7 @@ impl FeatureLayout {
         for &i in pixels {
             for (k, f) in self.features.iter().enumerate() {
                 let v = match *f {
+                    Feature::Band { band, lag: 0 } => bands[[band, i]],
                     Feature::Band { band, lag } => {
                         back(lag, &|p| earlier_band(p, band, i), bands[[band, i]])
                     }
@@ -656,6 +657,9 @@ impl FeatureLayout {
                             NdviStat::Max => s.max[i],
                         };
                         back(lag, &|p| pick(&p.ndvi), pick(&c.ndvi))
+                    }
+                    Feature::NormalisedDifference { a, b, lag: 0 } => {
+                        nd(bands[[a, i]], bands[[b, i]])
                     }
                     Feature::NormalisedDifference { a, b, lag } => back(
                         lag,
