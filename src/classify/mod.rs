@@ -630,14 +630,6 @@ impl FeatureLayout {
     ) {
         let (c, history) = (tile.composite, tile.history);
         let bands = c.pixels();
-        // The value of `read` in the period `lag` back, or the nearest later one that has it.
-        let back = |lag: usize, read: &dyn Fn(&ArchivedPeriod) -> f32, now: f32| {
-            (1..=lag.min(history.len()))
-                .rev()
-                .map(|l| read(&history[l - 1]))
-                .find(|v| v.is_finite())
-                .unwrap_or(now)
-        };
         let earlier_band = |p: &ArchivedPeriod, b: usize, i: usize| {
             p.bands.as_ref().map_or(f32::NAN, |bands| bands[[b, i]])
         };
@@ -648,7 +640,7 @@ impl FeatureLayout {
                 let v = match *f {
                     Feature::Band { band, lag: 0 } => bands[[band, i]],
                     Feature::Band { band, lag } => {
-                        back(lag, &|p| earlier_band(p, band, i), bands[[band, i]])
+                        stand_in(history, lag, |p| earlier_band(p, band, i), bands[[band, i]])
                     }
                     Feature::Ndvi { lag, stat } => {
                         let pick = |s: &NdviStats| match stat {
@@ -656,14 +648,15 @@ impl FeatureLayout {
                             NdviStat::Min => s.min[i],
                             NdviStat::Max => s.max[i],
                         };
-                        back(lag, &|p| pick(&p.ndvi), pick(&c.ndvi))
+                        stand_in(history, lag, |p| pick(&p.ndvi), pick(&c.ndvi))
                     }
                     Feature::NormalisedDifference { a, b, lag: 0 } => {
                         nd(bands[[a, i]], bands[[b, i]])
                     }
-                    Feature::NormalisedDifference { a, b, lag } => back(
+                    Feature::NormalisedDifference { a, b, lag } => stand_in(
+                        history,
                         lag,
-                        &|p| nd(earlier_band(p, a, i), earlier_band(p, b, i)),
+                        |p| nd(earlier_band(p, a, i), earlier_band(p, b, i)),
                         nd(bands[[a, i]], bands[[b, i]]),
                     ),
                     Feature::Local { band, side, stat } => {
@@ -683,6 +676,21 @@ impl FeatureLayout {
             }
         }
     }
+}
+
+/// The value `read` gives of the period `lag` back, or of the nearest later one that has it,
+/// or `now`.
+fn stand_in(
+    history: &[ArchivedPeriod],
+    lag: usize,
+    read: impl Fn(&ArchivedPeriod) -> f32,
+    now: f32,
+) -> f32 {
+    (1..=lag.min(history.len()))
+        .rev()
+        .map(|l| read(&history[l - 1]))
+        .find(|v| v.is_finite())
+        .unwrap_or(now)
 }
 
 /// A tile made ready for [`FeatureLayout::push_pixels`].
