@@ -268,10 +268,19 @@ impl SensorProfile {
 
     /// The profile for a multi-band image with `band_count` bands, when only one fits.
     pub(crate) fn for_band_count(band_count: usize) -> Option<&'static SensorProfile> {
-        let mut fits = PROFILES.iter().filter(|p| p.bands.len() == band_count);
+        let mut fits = PROFILES
+            .iter()
+            .filter(|p| p.guessable() && p.bands.len() == band_count);
         let first = fits.next()?;
         // Several 6-band profiles exist; the caller must name one.
         fits.next().is_none().then_some(first)
+    }
+
+    /// Whether the profile may be guessed from a file's band count or a folder's band names.
+    /// Gaofen's bands are plain numbers (B1..B8), which other sensors' files share
+    /// (Landsat's L1 band files, any 8-band image): they must be named with `--sensor`.
+    pub(crate) fn guessable(&self) -> bool {
+        !self.name.starts_with("gf")
     }
 
     pub(crate) fn is_clear(&self, mask_value: u16) -> bool {
@@ -374,6 +383,9 @@ mod tests {
             "sentinel2-l1c"
         );
         assert!(SensorProfile::for_band_count(6).is_none());
+        // Gaofen is named, never guessed: an 8-band file of another camera is not GF-6.
+        assert!(SensorProfile::for_band_count(8).is_none());
+        assert!(SensorProfile::for_band_count(4).is_none());
         assert!(SensorProfile::by_name("spot").is_err());
     }
 }

@@ -137,12 +137,13 @@ pub(crate) fn profile_of(
         // The profile with the most bands that all have a file.
         PROFILES
             .iter()
+            .filter(|p| p.guessable())
             .filter(|p| p.bands.iter().all(|b| files.iter().any(|f| stem_has(f, b))))
             .max_by_key(|p| p.bands.len())
     } else if let Some(order) = band_order {
         let named = PROFILES
             .iter()
-            .filter(|p| p.bands.len() == order.len())
+            .filter(|p| p.guessable() && p.bands.len() == order.len())
             .find(|p| p.bands.iter().all(|b| order.iter().any(|o| o == b)));
         return named.ok_or_else(|| {
             Error::usage(
