@@ -46,13 +46,12 @@ const EUROSAT_BANDS: [&str; 13] = [
 
 const FOLDS: usize = 5;
 
-/// A shipped single-look model the folds retrain, and the bands the forest beside it reads.
+/// A shipped single-look model the folds retrain; the forest beside it reads the bands its
+/// config's `[model] bands` names (every band when empty).
 pub(super) struct SingleLook {
     set: &'static str,
     config: &'static str,
     training: &'static str,
-    /// Band names (or common names) of the forest's inputs; every band when empty.
-    forest_bands: &'static [&'static str],
 }
 
 /// The L1C model on every band.
@@ -60,7 +59,6 @@ pub(super) const EVERY_BAND: SingleLook = SingleLook {
     set: "eurosat-s2",
     config: "models/gengbao-s2-l1c-v2.train.toml",
     training: include_str!("../../models/gengbao-s2-l1c-v2.train.toml"),
-    forest_bands: &[],
 };
 
 /// The four-band model of the sensors without shortwave infrared (Gaofen).
@@ -68,7 +66,6 @@ pub(super) const FOUR_BANDS: SingleLook = SingleLook {
     set: "eurosat-s2-four-bands",
     config: "models/gengbao-4band-v1.train.toml",
     training: include_str!("../../models/gengbao-4band-v1.train.toml"),
-    forest_bands: &["blue", "green", "red", "nir"],
 };
 
 /// Every fourth pixel of every fourth row of a patch trains the forest (256 of 4,096): the
@@ -102,12 +99,15 @@ pub(super) fn eurosat(data: &Path, work: &Path, look: &SingleLook) -> Result<Opt
         return Ok(None);
     }
     let profile = SensorProfile::by_name("sentinel2-l1c")?;
-    let forest_bands: Vec<usize> = if look.forest_bands.is_empty() {
+    let model_bands = TrainConfig::parse(look.training, &root.join("train.toml"))?
+        .model
+        .bands;
+    let forest_bands: Vec<usize> = if model_bands.is_empty() {
         (0..profile.bands.len()).collect()
     } else {
-        look.forest_bands
+        model_bands
             .iter()
-            .map(|b| profile.input_band(b).expect("an L1C band"))
+            .map(|b| profile.input_band(b).expect("a validated band"))
             .collect()
     };
     let order: Vec<String> = EUROSAT_BANDS.iter().map(|b| b.to_string()).collect();

@@ -292,6 +292,9 @@ pub fn visit_labelled(
 ) -> Result<Vec<DatasetInfo>> {
     let profile = cfg.profile();
     let lookback = cfg.model.periods - 1;
+    // Earlier periods' bands are kept only for a model that reads them.
+    let keep_bands = FeatureLayout::parse(&cfg.input_names(), profile)
+        .is_ok_and(|layout| layout.reads_earlier_bands());
     let mut infos = Vec::new();
     for (di, d) in cfg.datasets.iter().enumerate() {
         if d.kind == "patches" {
@@ -368,7 +371,7 @@ pub fn visit_labelled(
                         split,
                     })?;
                 }
-                history.insert(0, comp.as_archived(true));
+                history.insert(0, comp.as_archived(keep_bands));
                 history.truncate(lookback);
                 p = p.next();
             }
