@@ -126,7 +126,7 @@ enum Command {
         #[arg(long, conflicts_with = "height")]
         dem: Option<PathBuf>,
         /// The scene's mean height in metres, for images placed by RPCs, without a DEM.
-        #[arg(long, allow_hyphen_values = true)]
+        #[arg(long, allow_hyphen_values = true, value_parser = ground_height)]
         height: Option<f64>,
         /// The folder for the results (class rasters, flags, patches.gpkg, summary.json).
         #[arg(long)]
@@ -645,6 +645,20 @@ fn schedule_command(config: &Path, today: Option<&str>, emit: Option<Emit>) -> R
         }
     }
     Ok(0)
+}
+
+/// A height on Earth's land surface, in metres: the Dead Sea shore to above Everest.
+fn ground_height(s: &str) -> std::result::Result<f64, String> {
+    let h: f64 = s
+        .parse()
+        .map_err(|_| format!("`{s}` is not a number of metres"))?;
+    if (-500.0..=9000.0).contains(&h) {
+        Ok(h)
+    } else {
+        Err(format!(
+            "{s} m is not a ground height; give the scene's mean height in metres, -500 to 9000"
+        ))
+    }
 }
 
 fn demo(out: &Path, size: usize) -> Result<u8> {

@@ -64,10 +64,10 @@ pub trait Classifier: Send + Sync {
     fn probabilistic(&self) -> bool {
         false
     }
-    /// Whether the classifier reads the bands of earlier periods, not only their NDVI: the
-    /// caller then reads them back from the archive.
-    fn reads_earlier_bands(&self) -> bool {
-        false
+    /// How many earlier periods' bands (not only their NDVI) the classifier reads, most
+    /// recent first: the caller reads that many back from the archive, and no more.
+    fn earlier_bands_reach(&self) -> usize {
+        0
     }
 }
 
@@ -445,9 +445,10 @@ enum NdviStat {
 #[derive(Debug, Clone)]
 pub struct FeatureLayout {
     features: Vec<Feature>,
-    /// Every profile band an input reads of the period itself: a pixel is classified only
-    /// where all are observed (earlier periods stand in for each other, see
-    /// [`FeatureLayout::push_pixels`]).
+    /// Every profile band an input reads, of any period, and red and NIR when it reads the
+    /// period's own NDVI: a pixel is classified only where the period itself observed all
+    /// of them (a pixel the period did not see is not classified from its history alone;
+    /// earlier periods stand in for each other, see [`FeatureLayout::push_pixels`]).
     bands: Vec<usize>,
 }
 
@@ -519,16 +520,14 @@ impl FeatureLayout {
         if !unknown.is_empty() || features.is_empty() {
             return Err(unknown);
         }
+        let ndvi_bands = [2, 3].map(|k| profile.band_index(profile.canonical[k]));
         let mut bands: Vec<usize> = features
             .iter()
             .flat_map(|f| match *f {
-                Feature::Band { band, lag: 0 } | Feature::Local { band, .. } => vec![band],
-                Feature::NormalisedDifference { a, b, lag: 0 } => vec![a, b],
-                Feature::Band { .. }
-                | Feature::NormalisedDifference { .. }
-                | Feature::Ndvi { .. } => {
-                    vec![]
-                }
+                Feature::Band { band, .. } | Feature::Local { band, .. } => vec![band],
+                Feature::NormalisedDifference { a, b, .. } => vec![a, b],
+                Feature::Ndvi { lag: 0, .. } => ndvi_bands.iter().flatten().copied().collect(),
+                Feature::Ndvi { .. } => vec![],
             })
             .collect();
         bands.sort_unstable();
@@ -570,14 +569,19 @@ impl FeatureLayout {
         1 + self.features.iter().map(Feature::lag).max().unwrap_or(0)
     }
 
-    /// Whether an input reads an earlier period's bands (not only its NDVI).
-    pub fn reads_earlier_bands(&self) -> bool {
-        self.features.iter().any(|f| {
-            matches!(
-                f,
-                Feature::Band { .. } | Feature::NormalisedDifference { .. }
-            ) && f.lag() > 0
-        })
+    /// How many periods back an input reads bands (not only NDVI); 0 when none does.
+    pub fn earlier_bands_reach(&self) -> usize {
+        self.features
+            .iter()
+            .filter(|f| {
+                matches!(
+                    f,
+                    Feature::Band { .. } | Feature::NormalisedDifference { .. }
+                )
+            })
+            .map(Feature::lag)
+            .max()
+            .unwrap_or(0)
     }
 
     /// The pixels of `c` observed in every band the model reads, in row-major order.
@@ -1058,8 +1062,8 @@ impl Classifier for TorchClassifier {
         true
     }
 
-    fn reads_earlier_bands(&self) -> bool {
-        self.layout.reads_earlier_bands()
+    fn earlier_bands_reach(&self) -> usize {
+        self.layout.earlier_bands_reach()
     }
 
     fn classify(&self, input: &ClassifierInput) -> Result<Classified> {
@@ -1117,12 +1121,25 @@ mod tests {
     }
 
     #[test]
+    fn a_model_of_earlier_bands_alone_does_not_classify_a_pixel_the_period_did_not_see() {
+        let s2 = SensorProfile::by_name("sentinel2-l2a").unwrap();
+        let names = ["B04-1", "NDVI_MIN"].map(String::from);
+        let layout = FeatureLayout::parse(&names, s2).unwrap();
+        let mut bands = Array3::from_elem((s2.bands.len(), 1, 3), 0.2_f32);
+        bands[[s2.band_index("B04").unwrap(), 0, 1]] = f32::NAN;
+        bands[[s2.band_index("B08").unwrap(), 0, 2]] = f32::NAN;
+        let c = Composite::single(s2, bands);
+        // Pixel 1 lacks red, pixel 2 NIR (the period's NDVI).
+        assert_eq!(layout.observed_pixels(&c), vec![0]);
+    }
+
+    #[test]
     fn an_earlier_band_is_read_from_the_archive_or_stood_in_for_by_a_later_period() {
         let s2 = SensorProfile::by_name("sentinel2-l2a").unwrap();
         let names = ["B04-2", "ND_B08_B04-1", "B04"].map(String::from);
         let layout = FeatureLayout::parse(&names, s2).unwrap();
         assert_eq!(layout.periods(), 3);
-        assert!(layout.reads_earlier_bands());
+        assert_eq!(layout.earlier_bands_reach(), 2);
         let (red, nir) = (s2.band_index("B04").unwrap(), s2.band_index("B08").unwrap());
         let now = |r: f32| {
             let mut bands = Array3::from_elem((s2.bands.len(), 1, 3), 0.2_f32);

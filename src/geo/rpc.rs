@@ -21,8 +21,11 @@ pub enum Elevation {
     /// Not given: an image placed by RPCs is refused.
     #[default]
     Unknown,
-    /// A DEM raster (any CRS GDAL can read; heights in metres above the ellipsoid, as the
-    /// RPC model expects them).
+    /// A DEM raster (any CRS GDAL can read; heights in metres). GDAL takes them as heights
+    /// above the WGS 84 ellipsoid, which the RPC model expects, unless the DEM declares a
+    /// geoid vertical datum: SRTM's heights are above the EGM96 geoid without saying so, a
+    /// few tens of metres off in China, which moves a pixel by that times the view's
+    /// obliquity (a few metres at Gaofen's angles).
     Dem(PathBuf),
     /// One height in metres for the whole image.
     Height(f64),
@@ -59,7 +62,7 @@ pub(crate) fn orthorectify(
             return Err(Error::input(
                 path,
                 "is placed by RPCs, which need the ground's elevation to land on the map",
-                "give a DEM (`--dem DEM.tif`, or `[grid] dem` in a job) or the scene's mean height in metres (`--height 50`)",
+                "give `gengbao detect` the ground's elevation: a DEM (`--dem DEM.tif`) or the scene's mean height in metres (`--height 50`); elsewhere (training patches, jobs) orthorectify the image first, e.g. `gdalwarp -rpc -to RPC_DEM=DEM.tif IMAGE.tif OUT.tif`",
             ))
         }
         Elevation::Dem(dem) => {
@@ -97,6 +100,8 @@ pub(crate) fn orthorectify(
     // SAFETY: the options list and the destination name outlive the calls; the source handle
     // is a valid open dataset; the returned dataset is closed here and the options freed.
     unsafe {
+        // A warning left by an earlier call must not be reported as this warp's failure.
+        gdal_sys::CPLErrorReset();
         let opts = gdal_sys::GDALWarpAppOptionsNew(argv.as_ptr() as *mut _, std::ptr::null_mut());
         if opts.is_null() {
             return Err(Error::input(path, "GDAL refused the warp options", fix));

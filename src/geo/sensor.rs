@@ -298,13 +298,17 @@ impl SensorProfile {
 
     /// Position of the band a model input names: by the profile's own name, or by its
     /// common name ([`SensorProfile::common_name`]), so that a model of `blue`, `green`,
-    /// `red` and `nir` reads every sensor that has them.
+    /// `red` and `nir` reads every sensor that has them. `nir` is the broad near infrared:
+    /// STAC names Landsat's `nir08` (0.85-0.88 µm on OLI), which is the band NDVI uses there.
     pub(crate) fn input_band(&self, name: &str) -> Option<usize> {
-        self.band_index(name).or_else(|| {
+        let by_common = |name: &str| {
             self.bands
                 .iter()
                 .position(|b| self.common_name(b) == Some(name))
-        })
+        };
+        self.band_index(name)
+            .or_else(|| by_common(name))
+            .or_else(|| (name == "nir").then(|| by_common("nir08")).flatten())
     }
 
     /// Reflectance per DN of band `index` (profile order).
@@ -356,6 +360,12 @@ mod tests {
         }
         assert_eq!(gf6.input_band("rededge1"), gf6.band_index("B5"));
         assert_eq!(gf2.input_band("swir16"), None, "Gaofen has no SWIR");
+        // Landsat's NIR is STAC's `nir08`; Sentinel-2's `nir08` (B8A) is not its `nir`.
+        for landsat in ["landsat-oli-sr", "landsat-tm-sr"] {
+            let l = SensorProfile::by_name(landsat).unwrap();
+            assert_eq!(l.input_band("nir"), l.input_band("nir08"), "{landsat}");
+            assert!(l.input_band("nir").is_some(), "{landsat}");
+        }
         assert!(gf2.swir.is_none() && s2.swir.is_some());
         // Own names first: Landsat TM's DN profile calls its bands B1.. too.
         assert_eq!(gf2.input_band("B3"), Some(2));

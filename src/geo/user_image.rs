@@ -194,7 +194,19 @@ pub(crate) fn band_stack(
                 _orthorectified: None,
             };
             rpc::orthorectify(path, &ds, elevation, &ortho.path)?;
-            let mut stack = band_stack(&ortho.path, profile, band_order, elevation, name)?;
+            // The user knows the file they gave, not GDAL's memory file system.
+            let mut stack = band_stack(&ortho.path, profile, band_order, elevation, name).map_err(
+                |e| match e {
+                    Error::Input {
+                        path: p,
+                        problem,
+                        fix,
+                    } if p == ortho.path => {
+                        Error::input(path, format!("orthorectified, {problem}"), fix)
+                    }
+                    other => other,
+                },
+            )?;
             if stack.path == ortho.path {
                 return Ok(ortho);
             }

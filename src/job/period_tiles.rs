@@ -150,20 +150,22 @@ impl PeriodContext<'_> {
     }
 
     /// The earlier periods over a tile's read window, for the classifier: their NDVI
-    /// statistics, and their looks when the classifier reads earlier bands (a period
-    /// archived before looks were kept has none: the classifier stands in the later one).
+    /// statistics, and their looks as far back as the classifier reads earlier bands (a
+    /// period archived before looks were kept has none: the classifier stands in the later
+    /// one).
     fn read_history(&self, tile: &Tile) -> Result<Vec<ArchivedPeriod>> {
-        let with_bands = self.classifier.reads_earlier_bands();
+        let bands_reach = self.classifier.earlier_bands_reach();
         self.history
             .iter()
-            .map(|entry| {
+            .enumerate()
+            .map(|(k, entry)| {
                 let ds = open_archived(&entry.ndvi())?;
                 let band = |b| -> Result<Vec<f32>> {
                     let raw = read_grid_window::<u8>(&ds, b, tile.read, NDVI_NODATA)?;
                     Ok(raw.into_iter().map(byte_to_ndvi).collect())
                 };
-                let bands = if with_bands && entry.look().exists() {
-                    Some(read_look(entry, tile.read)?)
+                let bands = if k < bands_reach && entry.look().exists() {
+                    Some(read_look(entry, self.profile, tile.read)?)
                 } else {
                     None
                 };
@@ -277,6 +279,7 @@ fn open_archived(p: &Path) -> Result<Dataset> {
 pub(crate) struct ComparedLook {
     pub period: Period,
     pub files: PeriodFiles,
+    pub profile: &'static SensorProfile,
     pub scene: SceneChange,
 }
 
@@ -299,22 +302,24 @@ impl ComparedLook {
     pub fn learn(
         period: Period,
         files: PeriodFiles,
+        profile: &'static SensorProfile,
         staged: &PeriodFiles,
         tiles: &[Tile],
     ) -> Result<Option<ComparedLook>> {
         let (scene, _) = SceneChange::learn(tiles, |t| {
             let parcel = Ground::read(staged, t.core)?.parcel;
-            watched_looks(&files, staged, &parcel, t.core)
+            watched_looks(&files, staged, profile, &parcel, t.core)
         })?;
         Ok(scene.map(|scene| ComparedLook {
             period,
             files,
+            profile,
             scene,
         }))
     }
 
     fn looks(&self, staged: &PeriodFiles, parcel: &[i32], w: Window) -> Result<TileLooks> {
-        watched_looks(&self.files, staged, parcel, w)
+        watched_looks(&self.files, staged, self.profile, parcel, w)
     }
 }
 
@@ -323,6 +328,7 @@ impl ComparedLook {
 fn watched_looks(
     before: &PeriodFiles,
     staged: &PeriodFiles,
+    profile: &SensorProfile,
     parcel: &[i32],
     w: Window,
 ) -> Result<TileLooks> {
@@ -337,16 +343,27 @@ fn watched_looks(
         look
     };
     Ok(TileLooks {
-        before: watched(read_look(before, w)?),
-        after: watched(read_look(staged, w)?),
+        before: watched(read_look(before, profile, w)?),
+        after: watched(read_look(staged, profile, w)?),
         width: w.width,
     })
 }
 
 /// A period's look over a window, band × pixel, NaN where it saw nothing clear.
-fn read_look(files: &PeriodFiles, w: Window) -> Result<Array2<f32>> {
+fn read_look(files: &PeriodFiles, profile: &SensorProfile, w: Window) -> Result<Array2<f32>> {
     let ds = open_archived(&files.look())?;
     let bands = ds.raster_count();
+    if bands != profile.bands.len() {
+        return Err(Error::input(
+            files.look(),
+            format!(
+                "holds {bands} bands, the job's sensor profile `{}` has {}",
+                profile.name,
+                profile.bands.len()
+            ),
+            "run the job with the sensor profile its archive was made with, or start a new archive (another `[output] folder`) for the new sensor",
+        ));
+    }
     let mut out = Array2::from_elem((bands, w.len()), f32::NAN);
     for (b, mut row) in out.outer_iter_mut().enumerate() {
         let raw = read_grid_window::<i16>(&ds, b + 1, w, LOOK_NODATA)?;
@@ -478,5 +495,37 @@ impl TileOutput {
             },
             coverage,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_archived_look_of_another_sensor_is_named_not_misread() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = PeriodFiles::in_dir(dir.path());
+        let driver = gdal::DriverManager::get_driver_by_name("GTiff").unwrap();
+        // A four-band look (a Gaofen job's) where a Sentinel-2 job expects eleven bands.
+        driver
+            .create_with_band_type::<i16, _>(files.look(), 4, 4, 4)
+            .unwrap();
+        let s2 = SensorProfile::by_name("sentinel2-l2a").unwrap();
+        let w = Window {
+            x: 0,
+            y: 0,
+            width: 4,
+            height: 4,
+        };
+        match read_look(&files, s2, w) {
+            Err(Error::Input { path, problem, .. }) => {
+                assert_eq!(path, files.look());
+                assert!(problem.contains("4 bands"), "{problem}");
+            }
+            other => panic!("expected an input error, got {other:?}"),
+        }
+        let gf2 = SensorProfile::by_name("gf2-pms").unwrap();
+        assert_eq!(read_look(&files, gf2, w).unwrap().dim(), (4, 16));
     }
 }

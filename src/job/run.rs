@@ -181,9 +181,9 @@ pub fn run_period(cfg: &JobConfig, period: Period, opts: &RunOptions) -> Result<
 
     let t_change = Instant::now();
     let compared = match ComparedLook::archived_for(&layout, period) {
-        Some((p, files)) => {
-            pool.install(|| ComparedLook::learn(p, files, &staged, &tile_stage.tiles))?
-        }
+        Some((p, files)) => pool.install(|| {
+            ComparedLook::learn(p, files, inputs.profile, &staged, &tile_stage.tiles)
+        })?,
         None => None,
     };
     let mut change = ChangeRasters::create(&staged.flags(), &work, &inputs.grid)?;

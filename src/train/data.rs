@@ -292,9 +292,9 @@ pub fn visit_labelled(
 ) -> Result<Vec<DatasetInfo>> {
     let profile = cfg.profile();
     let lookback = cfg.model.periods - 1;
-    // Earlier periods' bands are kept only for a model that reads them.
-    let keep_bands = FeatureLayout::parse(&cfg.input_names(), profile)
-        .is_ok_and(|layout| layout.reads_earlier_bands());
+    // Earlier periods' bands are kept only as far back as the model reads them.
+    let bands_reach = FeatureLayout::parse(&cfg.input_names(), profile)
+        .map_or(0, |layout| layout.earlier_bands_reach());
     let mut infos = Vec::new();
     for (di, d) in cfg.datasets.iter().enumerate() {
         if d.kind == "patches" {
@@ -371,8 +371,11 @@ pub fn visit_labelled(
                         split,
                     })?;
                 }
-                history.insert(0, comp.as_archived(keep_bands));
+                history.insert(0, comp.as_archived(bands_reach > 0));
                 history.truncate(lookback);
+                for older in history.iter_mut().skip(bands_reach) {
+                    older.bands = None;
+                }
                 p = p.next();
             }
         }
