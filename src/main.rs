@@ -128,6 +128,10 @@ enum Command {
         /// The scene's mean height in metres, for images placed by RPCs, without a DEM.
         #[arg(long, allow_hyphen_values = true, value_parser = ground_height)]
         height: Option<f64>,
+        /// A table of Gaofen calibration coefficients (TOML, the format of the built-in
+        /// src/geo/gaofen_calibration.toml) adding cameras or years to the built-in one.
+        #[arg(long)]
+        calibration: Option<PathBuf>,
         /// The folder for the results (class rasters, flags, patches.gpkg, summary.json).
         #[arg(long)]
         out: PathBuf,
@@ -792,6 +796,7 @@ fn main_inner(cli: Cli) -> Result<u8> {
             add_offset,
             dem,
             height,
+            calibration,
             out,
             min_area,
             model,
@@ -816,6 +821,7 @@ fn main_inner(cli: Cli) -> Result<u8> {
                     (None, Some(h)) => Elevation::Height(h),
                     (None, None) => Elevation::Unknown,
                 },
+                calibration,
                 out: out.clone(),
                 min_area_m2: min_area,
                 model,

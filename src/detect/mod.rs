@@ -30,6 +30,7 @@ use crate::engine::scene_change::{departed, SceneChange, TileLooks, UNOBSERVED};
 use crate::engine::tiles::for_each_tile;
 use crate::error::{Error, Result};
 use crate::geo::composite::Composite;
+use crate::geo::gaofen::{Calibration, CalibrationTable};
 use crate::geo::grid::{JobGrid, Tile, Window};
 use crate::geo::layers::{labelled_points, Admin, County, Farmland, FarmlandTile};
 use crate::geo::raster::{open_georeferenced, GridTiff};
@@ -61,6 +62,9 @@ pub struct DetectOptions {
     pub add_offset: Option<f32>,
     /// The ground's elevation, for images placed by RPCs ([`crate::geo::rpc`]).
     pub elevation: Elevation,
+    /// A calibration table file extending the built-in one, for Gaofen L1A products
+    /// ([`crate::geo::gaofen`]).
+    pub calibration: Option<PathBuf>,
     pub out: PathBuf,
     pub min_area_m2: f64,
     /// A learned model (with its card) instead of the index baseline.
@@ -98,6 +102,7 @@ impl DetectOptions {
             sensor: None,
             add_offset: None,
             elevation: Elevation::Unknown,
+            calibration: None,
             out,
             min_area_m2: DEFAULT_MIN_AREA_M2,
             model: None,
@@ -137,6 +142,10 @@ pub struct DetectSummary {
     /// The scene's change-magnitude threshold (standardised units), when the spectral
     /// decision was used and the scene gave one.
     pub change_threshold: Option<f32>,
+    /// How each Gaofen L1A image's DNs became reflectance (`None` for an image read as
+    /// reflectance).
+    pub calibration_before: Option<Calibration>,
+    pub calibration_after: Option<Calibration>,
     pub seconds: f64,
     pub rules: String,
 }
@@ -149,6 +158,18 @@ impl DetectSummary {
         );
         for (t, v) in &self.patches {
             s += &format!("  {t} {} ({:.0} m²)", v.count, v.area_m2);
+        }
+        for c in [&self.calibration_before, &self.calibration_after]
+            .into_iter()
+            .flatten()
+        {
+            s += &format!(
+                "\n   calibrated {} of {} with {}'s coefficients, sun {:.1}° from the zenith",
+                c.camera, c.date, c.coefficients_year, c.solar_zenith_deg
+            );
+            if let Some(note) = &c.note {
+                s += &format!("\n   note: {note}");
+            }
         }
         s
     }
@@ -296,6 +317,8 @@ pub fn detect(opts: &DetectOptions) -> Result<DetectSummary> {
             .map_or("whole image".into(), |f| f.display().to_string()),
         patches: totals_by_type(&patches),
         change_threshold: scene.as_ref().and_then(SceneChange::threshold),
+        calibration_before: pair.before.image.calibration.clone(),
+        calibration_after: pair.after.image.calibration.clone(),
         seconds: t0.elapsed().as_secs_f64(),
         rules: rules_text(opts),
     };
@@ -323,8 +346,20 @@ fn open_pair<'o>(opts: &'o DetectOptions) -> Result<Pair<'o>> {
     }
     let order = opts.band_order.as_deref();
     let profile = profile_of(&opts.before, opts.sensor.as_deref(), order)?;
+    let table = match &opts.calibration {
+        Some(file) => CalibrationTable::builtin().extended_by(file)?,
+        None => CalibrationTable::builtin(),
+    };
     let open = |path: &Path, name| {
-        UserImage::open(path, profile, order, opts.add_offset, &opts.elevation, name)
+        UserImage::open(
+            path,
+            profile,
+            order,
+            opts.add_offset,
+            &opts.elevation,
+            &table,
+            name,
+        )
     };
     let (before, after) = (open(&opts.before, "before")?, open(&opts.after, "after")?);
     // No halo: a halo's strips decode the neighbouring blocks of every band of both images

@@ -417,8 +417,8 @@ impl Acquisition {
         let index = profile.band_index(name).expect("profile band");
         to_reflectance(
             profile,
-            index,
             add_offset,
+            profile.scale_of(index),
             dn.as_slice_mut().expect("a read band"),
         );
         Ok(dn)
@@ -448,10 +448,10 @@ impl Acquisition {
     }
 }
 
-/// DN of band `index` -> reflectance in place: (DN + shift) x scale, where `shift` is the
-/// product's add-offset minus any dark-object value. The profile's nodata becomes NaN.
-pub fn to_reflectance(profile: &SensorProfile, index: usize, shift: f32, dn: &mut [f32]) {
-    let scale = profile.scale_of(index);
+/// DNs of one band -> reflectance in place: (DN + shift) x scale, where `shift` is the
+/// product's add-offset minus any dark-object value, and `scale` the band's (the profile's,
+/// or a calibration's). The profile's nodata becomes NaN.
+pub fn to_reflectance(profile: &SensorProfile, shift: f32, scale: f32, dn: &mut [f32]) {
     for v in dn.iter_mut() {
         *v = if profile.is_nodata(f64::from(*v)) {
             f32::NAN

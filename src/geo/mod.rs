@@ -12,6 +12,7 @@
 //! geometries. Must not touch: change rules, the ledger, the job's output layout.
 
 pub mod composite;
+pub mod gaofen;
 pub mod grid;
 pub mod imagery;
 pub mod landsat;

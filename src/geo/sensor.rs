@@ -155,17 +155,17 @@ pub const PROFILES: &[SensorProfile] = &[
     },
     gaofen(
         "gf1-wfv",
-        "GF-1 WFV (16 m), bands 1 to 4 (blue, green, red, NIR) as orthorectified, calibrated reflectance x 10000, no mask",
+        "GF-1 WFV (16 m), bands 1 to 4 (blue, green, red, NIR) as reflectance x 10000, or L1A DNs calibrated from the product's .xml, no mask",
         GF_BANDS,
     ),
     gaofen(
         "gf2-pms",
-        "GF-2 PMS multispectral (4 m), bands 1 to 4 (blue, green, red, NIR) as orthorectified, calibrated reflectance x 10000, no mask",
+        "GF-2 PMS multispectral (4 m), bands 1 to 4 (blue, green, red, NIR) as reflectance x 10000, or L1A DNs calibrated from the product's .xml, no mask",
         GF_BANDS,
     ),
     gaofen(
         "gf6-wfv",
-        "GF-6 WFV (16 m), bands 1 to 8 (blue, green, red, NIR, red edge 1 and 2, purple, yellow) as orthorectified, calibrated reflectance x 10000, no mask",
+        "GF-6 WFV (16 m), bands 1 to 8 (blue, green, red, NIR, red edge 1 and 2, purple, yellow) as reflectance x 10000, or L1A DNs calibrated from the product's .xml, no mask",
         &["B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8"],
     ),
 ];
@@ -174,7 +174,8 @@ pub const PROFILES: &[SensorProfile] = &[
 const GF_BANDS: &[&str] = &["B1", "B2", "B3", "B4"];
 
 /// A Gaofen camera's profile: bands 1 to 4 are blue, green, red and NIR, without shortwave
-/// infrared, read as orthorectified, calibrated reflectance × 10,000 without a mask band.
+/// infrared, read as reflectance × 10,000 without a mask band, or, for an L1A product with
+/// its `.xml`, as DNs calibrated by [`crate::geo::gaofen`].
 const fn gaofen(
     name: &'static str,
     description: &'static str,

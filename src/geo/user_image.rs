@@ -13,6 +13,7 @@
 
 use crate::error::{Error, GdalContext, Result};
 use crate::geo::composite::Composite;
+use crate::geo::gaofen::{self, Calibration, CalibrationTable, ProductMetadata};
 use crate::geo::grid::{JobGrid, Window};
 use crate::geo::imagery::{dark_objects, has_band_token, is_raster_file, to_reflectance};
 use crate::geo::raster::{open_georeferenced, warp_onto, Resample};
@@ -47,34 +48,72 @@ impl Drop for BandStack {
 pub(crate) struct UserImage {
     pub stack: BandStack,
     pub profile: &'static SensorProfile,
-    /// DN offset: the profile's unless overridden.
-    add_offset: f32,
-    /// Per-band dark objects: zeros unless the profile subtracts them.
-    dark: Vec<f32>,
+    /// Per band: reflectance = (DN + shift) × scale. The profile's scale and DN offset (the
+    /// offset overridden on request) less the dark object where the profile subtracts it, or
+    /// a Gaofen L1A product's calibration.
+    shift: Vec<f32>,
+    scale: Vec<f32>,
+    /// The calibration of a Gaofen product read with its `.xml`.
+    pub calibration: Option<Calibration>,
 }
 
 impl UserImage {
     /// The image at `path` (a file or a folder of band files, see [`band_stack`]); `name`
-    /// tells apart the virtual rasters of one process.
+    /// tells apart the virtual rasters of one process. A Gaofen image with its product
+    /// `.xml` beside it is calibrated from `table` ([`crate::geo::gaofen`]).
     pub fn open(
         path: &Path,
         profile: &'static SensorProfile,
         band_order: Option<&[String]>,
         add_offset: Option<f32>,
         elevation: &Elevation,
+        table: &CalibrationTable,
         name: &str,
     ) -> Result<Self> {
         let stack = band_stack(path, profile, band_order, elevation, name)?;
-        let dark = if profile.dark_object_subtraction {
-            dark_objects(&stack.path, profile)?
+        let offset = add_offset.unwrap_or(profile.add_offset);
+        let n = profile.bands.len();
+        let calibration = if profile.guessable() {
+            None
         } else {
-            vec![0.0; profile.bands.len()]
+            match gaofen::product_xml(path) {
+                Some(xml) => Some(table.calibration(&ProductMetadata::read(&xml)?, n, &xml)?),
+                None if is_l1a(path) => {
+                    return Err(Error::input(
+                        path,
+                        "is placed by RPCs, so it holds an L1A product's raw DNs, and its product .xml is not beside it (the date, camera and sun angle that calibrate them)",
+                        format!(
+                            "keep {} beside the image, as delivered",
+                            path.with_extension("xml").display()
+                        ),
+                    ))
+                }
+                None => None,
+            }
+        };
+        let (shift, scale) = match &calibration {
+            Some(c) => (
+                (0..n).map(|b| offset + c.dn_offset[b] as f32).collect(),
+                c.reflectance_per_dn.iter().map(|&k| k as f32).collect(),
+            ),
+            None => {
+                let dark = if profile.dark_object_subtraction {
+                    dark_objects(&stack.path, profile)?
+                } else {
+                    vec![0.0; n]
+                };
+                (
+                    dark.iter().map(|d| offset - d).collect(),
+                    (0..n).map(|b| profile.scale_of(b)).collect(),
+                )
+            }
         };
         Ok(UserImage {
             stack,
             profile,
-            add_offset: add_offset.unwrap_or(profile.add_offset),
-            dark,
+            shift,
+            scale,
+            calibration,
         })
     }
 
@@ -98,7 +137,7 @@ impl UserImage {
             let b = b
                 .as_slice_mut()
                 .expect("a read stack is in standard layout");
-            to_reflectance(profile, i, self.add_offset - self.dark[i], b);
+            to_reflectance(profile, self.shift[i], self.scale[i], b);
             if let Some(parcels) = watched {
                 for (v, &parcel) in b.iter_mut().zip(parcels) {
                     if parcel == 0 {
@@ -109,6 +148,11 @@ impl UserImage {
         }
         Ok(Composite::single(profile, bands))
     }
+}
+
+/// Whether the file at `path` is placed by RPCs alone: an L1A product, whose values are DNs.
+fn is_l1a(path: &Path) -> bool {
+    path.is_file() && gdal::Dataset::open(path).is_ok_and(|ds| rpc::placed_by_rpcs(&ds))
 }
 
 /// Names the virtual rasters of this process apart.

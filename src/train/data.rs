@@ -10,6 +10,7 @@ use crate::classify::{FeatureLayout, Normalisation};
 use crate::domain::period::Period;
 use crate::error::{Error, Result};
 use crate::geo::composite::{self, ArchivedPeriod, Composite};
+use crate::geo::gaofen::CalibrationTable;
 use crate::geo::grid::{overlaps, JobGrid, Window};
 use crate::geo::imagery::Catalog;
 use crate::geo::raster::{open_georeferenced, read_grid_window};
@@ -415,6 +416,7 @@ fn visit_patches(
                 d.bands.as_deref(),
                 d.add_offset,
                 &Elevation::Unknown,
+                &CalibrationTable::builtin(),
                 "train",
             )?;
             let grid = JobGrid::for_image(&open_georeferenced(&image.stack.path)?, path)?;

@@ -466,7 +466,11 @@ const RPC_LAT_SCALE: f64 = 32.0 * 4.0 / 110_574.0;
 const RPC_LON_SCALE: f64 = 32.0 * 4.0 / 102_430.0;
 const RELIEF_PX: f64 = 8.0;
 
-fn rpc_image(path: &Path, block: Option<(usize, usize, usize, usize)>) {
+/// A GF-2 PMS1 L1A product of 5 May 2018 as delivered: the TIFF of raw DNs placed by the
+/// RPCs above, and its `.xml` (camera, time, sun). The DNs are those that the camera's 2018
+/// gains and the sun `sun_zenith` degrees from the zenith turn into the test spectra's
+/// reflectance.
+fn rpc_image(path: &Path, class_of: impl Fn(usize, usize) -> usize, sun_zenith: f64) {
     use gdal::Metadata;
     const GF_BANDS: [usize; 4] = [0, 1, 2, 6];
     let size = 64;
@@ -500,16 +504,32 @@ fn rpc_image(path: &Path, block: Option<(usize, usize, usize, usize)>) {
     ] {
         ds.set_metadata_item(key, &value, "RPC").unwrap();
     }
+    // CRESDA's 2018 gains of GF-2 PMS1 and the bands' solar irradiance; 5 May is day 125.
+    let (gains, esun) = (
+        [0.1356, 0.1736, 0.1644, 0.1788],
+        [1941.76, 1853.73, 1541.79, 1086.47],
+    );
+    let d = 1.0 - 0.01672 * (0.9856f64 * (125.0 - 4.0)).to_radians().cos();
+    let per_dn: Vec<f64> = (0..4)
+        .map(|b| {
+            std::f64::consts::PI * gains[b] * d * d / (esun[b] * sun_zenith.to_radians().cos())
+        })
+        .collect();
+    std::fs::write(
+        path.with_extension("xml"),
+        format!(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<ProductMetaData>\n<SatelliteID>GF2</SatelliteID>\n<SensorID>PMS1</SensorID>\n<ProductLevel>LEVEL1A</ProductLevel>\n<CenterTime>2018-05-05 11:26:43</CenterTime>\n<SolarAzimuth>120.0</SolarAzimuth>\n<SolarZenith>{sun_zenith}</SolarZenith>\n</ProductMetaData>\n"
+        ),
+    )
+    .unwrap();
     for b in 1..=4 {
         let values = (0..size * size)
             .map(|i| {
                 let (col, row) = (i % size, i / size);
-                let class = match block {
-                    Some(r) if inside(r, col, row) => 3,
-                    _ => 1,
-                };
                 let band = GF_BANDS[b - 1];
-                (f32::from(SPECTRA[class - 1][band]) * texture(b, i)).round() as u16
+                let reflectance = f64::from(SPECTRA[class_of(col, row) - 1][band]) / 1e4
+                    * f64::from(texture(b, i));
+                (reflectance / per_dn[b - 1]).round() as u16
             })
             .collect();
         let mut buf = gdal::raster::Buffer::new((size, size), values);
@@ -550,8 +570,12 @@ fn a_gaofen_image_placed_by_rpcs_lands_on_the_ground_its_dem_gives() {
     let tmp = tempfile::tempdir().unwrap();
     // A block built over between the dates: image rows and columns 20 to 30.
     let block = (20, 20, 30, 30);
-    rpc_image(&tmp.path().join("before.tif"), None);
-    rpc_image(&tmp.path().join("after.tif"), Some(block));
+    rpc_image(&tmp.path().join("before.tif"), |_, _| 1, 30.0);
+    rpc_image(
+        &tmp.path().join("after.tif"),
+        |col, row| if inside(block, col, row) { 3 } else { 1 },
+        30.0,
+    );
     // Flat ground at 500 m, in degrees as DEMs come.
     let dem = tmp.path().join("dem.tif");
     {
@@ -601,4 +625,127 @@ fn a_gaofen_image_placed_by_rpcs_lands_on_the_ground_its_dem_gives() {
     let (lon0, lat0) = changed_centre(&run(Elevation::Height(0.0), "sea-level").unwrap());
     let moved = metres(lon0 - lon, lat0 - lat);
     assert!((moved - 32.0).abs() < 4.0, "moved {moved:.1} m");
+}
+
+#[test]
+fn a_gaofen_l1a_pair_is_calibrated_from_its_xml_whatever_the_sun() {
+    let tmp = tempfile::tempdir().unwrap();
+    // The same ground (the test landscape, shrunk to 64 px) under a high sun and a low one:
+    // the low sun's DNs are 0.94 / 0.64 = 1.46 times smaller.
+    let ground = |col: usize, row: usize| usize::from(land(col * 3 / 2, row * 3 / 2));
+    rpc_image(&tmp.path().join("high_sun.tif"), ground, 20.0);
+    rpc_image(&tmp.path().join("low_sun.tif"), ground, 50.0);
+    let out = tmp.path().join("out");
+    let summary = detect(&DetectOptions {
+        sensor: Some("gf2-pms".into()),
+        elevation: gengbao::geo::rpc::Elevation::Height(0.0),
+        quiet: true,
+        ..DetectOptions::new(
+            tmp.path().join("high_sun.tif"),
+            tmp.path().join("low_sun.tif"),
+            out.clone(),
+        )
+    })
+    .unwrap();
+    let (before, after) = (
+        summary.calibration_before.as_ref().unwrap(),
+        summary.calibration_after.as_ref().unwrap(),
+    );
+    assert_eq!(
+        (before.camera.as_str(), before.coefficients_year),
+        ("GF2-PMS1", 2018)
+    );
+    assert_eq!(
+        (before.solar_zenith_deg, after.solar_zenith_deg),
+        (20.0, 50.0)
+    );
+    assert!(before.note.is_none());
+    let ratio = after.reflectance_per_dn[3] / before.reflectance_per_dn[3];
+    assert!((ratio - 20f64.to_radians().cos() / 50f64.to_radians().cos()).abs() < 1e-9);
+    // Once calibrated the two looks are one ground: the same classes, nothing changed.
+    let (class_before, class_after) = (
+        pixels(&out, "class_before.tif"),
+        pixels(&out, "class_after.tif"),
+    );
+    let seen: Vec<usize> = (0..class_before.len())
+        .filter(|&i| class_before[i] > 0.0 && class_after[i] > 0.0)
+        .collect();
+    assert!(
+        seen.len() > 3000,
+        "{} pixels classified in both",
+        seen.len()
+    );
+    let same = seen
+        .iter()
+        .filter(|&&i| class_before[i] == class_after[i])
+        .count();
+    assert!(
+        same as f64 > 0.98 * seen.len() as f64,
+        "{same} of {} pixels kept their class",
+        seen.len()
+    );
+    let patches: usize = summary.patches.values().map(|t| t.count).sum();
+    assert_eq!(patches, 0, "{:?}", summary.patches);
+
+    // And they are the ground's reflectance: the classes' shares are those of the same
+    // landscape given as calibrated reflectance × 10,000.
+    const GF_BANDS: [usize; 4] = [0, 1, 2, 6];
+    let reflectance = tmp.path().join("reflectance.tif");
+    crate::common::geotiff(&reflectance, 64, 4, 4.0, |b, i| {
+        let class = ground(i % 64, i / 64);
+        (f32::from(SPECTRA[class - 1][GF_BANDS[b - 1]]) * texture(b, i)).round() as u16
+    });
+    let reference = tmp.path().join("reference");
+    detect(&DetectOptions {
+        sensor: Some("gf2-pms".into()),
+        quiet: true,
+        ..DetectOptions::new(reflectance.clone(), reflectance, reference.clone())
+    })
+    .unwrap();
+    let shares = |classes: &[f64]| {
+        let seen: Vec<f64> = classes.iter().copied().filter(|&c| c > 0.0).collect();
+        (1..=6)
+            .map(|k| seen.iter().filter(|&&c| c == f64::from(k)).count() as f64 / seen.len() as f64)
+            .collect::<Vec<f64>>()
+    };
+    let (calibrated, wanted) = (
+        shares(&class_before),
+        shares(&pixels(&reference, "class_before.tif")),
+    );
+    let apart: f64 = calibrated
+        .iter()
+        .zip(&wanted)
+        .map(|(a, b)| (a - b).abs())
+        .sum();
+    assert!(
+        apart < 0.1,
+        "class shares {calibrated:?}, of the reflectance {wanted:?}"
+    );
+}
+
+#[test]
+fn a_gaofen_l1a_image_without_its_xml_is_refused_not_read_as_reflectance() {
+    let tmp = tempfile::tempdir().unwrap();
+    for name in ["before.tif", "after.tif"] {
+        rpc_image(&tmp.path().join(name), |_, _| 1, 30.0);
+    }
+    std::fs::remove_file(tmp.path().join("after.xml")).unwrap();
+    let out = tmp.path().join("out");
+    let err = detect(&DetectOptions {
+        sensor: Some("gf2-pms".into()),
+        elevation: gengbao::geo::rpc::Elevation::Height(0.0),
+        quiet: true,
+        ..DetectOptions::new(
+            tmp.path().join("before.tif"),
+            tmp.path().join("after.tif"),
+            out.clone(),
+        )
+    })
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("after.tif") && err.contains("after.xml"),
+        "{err}"
+    );
+    assert!(!out.exists(), "nothing written");
 }

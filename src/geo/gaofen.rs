@@ -1,0 +1,403 @@
+//! Radiometric calibration of Gaofen L1A products (GF-1 WFV, GF-2 PMS, GF-6 WFV), whose
+//! TIFFs hold raw digital numbers.
+//!
+//! Takes: the product's `.xml` beside the image (`SatelliteID`, `SensorID`, the acquisition
+//! time and `SolarZenith`) and a calibration table: per camera, the bands' solar irradiance
+//! (ESUN) and CRESDA's yearly gains and offsets (`gaofen_calibration.toml`, which a user file
+//! of the same format extends). Gives: per band, the linear map from DN to top-of-atmosphere
+//! reflectance, ρ = π (gain·DN + offset) d² / (ESUN cos θz), with the coefficients used,
+//! for the detect summary.
+//!
+//! A Gaofen image without the `.xml` is taken as calibrated reflectance × 10,000 (an
+//! orthorectified, calibrated product); one placed by RPCs is an L1A product by definition
+//! and is refused without it: its DNs are not reflectance.
+
+use crate::error::{Error, Result};
+use chrono::{Datelike, NaiveDate};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+const BUILTIN: &str = include_str!("gaofen_calibration.toml");
+
+/// One camera's coefficients as a table file gives them.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Camera {
+    /// Required in the built-in table; a user file may give only new years.
+    esun: Option<Vec<f64>>,
+    #[serde(default)]
+    years: BTreeMap<String, Coefficients>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Coefficients {
+    gains: Vec<f64>,
+    offsets: Option<Vec<f64>>,
+}
+
+/// Per camera (`GF2-PMS1`, …) its ESUN and its coefficients by year.
+#[derive(Debug, Clone)]
+pub struct CalibrationTable {
+    cameras: BTreeMap<String, Camera>,
+}
+
+impl CalibrationTable {
+    /// The coefficients gengbao ships (their sources are in the table file).
+    pub fn builtin() -> Self {
+        Self::parse(BUILTIN, Path::new("gaofen_calibration.toml"))
+            .expect("the shipped calibration table parses")
+    }
+
+    /// This table with the cameras and years of the file at `path` added (a year already
+    /// present is replaced).
+    pub fn extended_by(mut self, path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        for (name, camera) in Self::parse(&text, path)?.cameras {
+            match self.cameras.get_mut(&name) {
+                Some(known) => {
+                    known.esun = camera.esun.or(known.esun.take());
+                    known.years.extend(camera.years);
+                }
+                None => {
+                    self.cameras.insert(name, camera);
+                }
+            }
+        }
+        Ok(self)
+    }
+
+    fn parse(text: &str, path: &Path) -> Result<Self> {
+        let fix = "write one table per camera: [GF2-PMS1] esun = [...] and years.2024 = { gains = [...] } (the format of gengbao's src/geo/gaofen_calibration.toml)";
+        let cameras: BTreeMap<String, Camera> =
+            toml::from_str(text).map_err(|e| Error::input(path, e.to_string(), fix))?;
+        for (name, camera) in &cameras {
+            for (year, c) in &camera.years {
+                let offsets_fit = c.offsets.as_ref().is_none_or(|o| o.len() == c.gains.len());
+                if year.parse::<i32>().is_err() || !offsets_fit {
+                    return Err(Error::input(
+                        path,
+                        format!("[{name}] years.{year}: a year needs four digits and as many offsets as gains"),
+                        fix,
+                    ));
+                }
+            }
+        }
+        Ok(CalibrationTable { cameras })
+    }
+
+    /// The calibration of a product of `camera` seen as `meta` says, for an image of
+    /// `bands` bands; `xml` names the metadata file in errors.
+    pub fn calibration(
+        &self,
+        meta: &ProductMetadata,
+        bands: usize,
+        xml: &Path,
+    ) -> Result<Calibration> {
+        let fix_table = "add the camera's coefficients (CRESDA publishes them yearly) in a table file and give it with --calibration FILE";
+        let camera = self.cameras.get(&meta.camera).ok_or_else(|| {
+            Error::input(
+                xml,
+                format!(
+                    "is a {} product, which the calibration table does not hold (it holds {})",
+                    meta.camera,
+                    self.cameras.keys().cloned().collect::<Vec<_>>().join(", ")
+                ),
+                fix_table,
+            )
+        })?;
+        let year = meta.date.year();
+        let by_year: BTreeMap<i32, &Coefficients> = camera
+            .years
+            .iter()
+            .filter_map(|(y, c)| Some((y.parse().ok()?, c)))
+            .collect();
+        // The latest year not after the acquisition's, else the earliest there is.
+        let (used, coefficients) = by_year
+            .range(..=year)
+            .next_back()
+            .or_else(|| by_year.iter().next())
+            .map(|(y, c)| (*y, *c))
+            .ok_or_else(|| {
+                Error::input(
+                    xml,
+                    format!("{}: the table has no year", meta.camera),
+                    fix_table,
+                )
+            })?;
+        let esun = camera.esun.clone().ok_or_else(|| {
+            Error::input(
+                xml,
+                format!("{}: the table has no esun", meta.camera),
+                fix_table,
+            )
+        })?;
+        let gains = coefficients.gains.clone();
+        let offsets = coefficients
+            .offsets
+            .clone()
+            .unwrap_or_else(|| vec![0.0; gains.len()]);
+        if gains.len() != bands || esun.len() != bands {
+            return Err(Error::input(
+                xml,
+                format!(
+                    "{}: the table gives {} gains and {} ESUN values, the image has {bands} bands",
+                    meta.camera,
+                    gains.len(),
+                    esun.len()
+                ),
+                "give the camera's coefficients for every band of its multispectral file",
+            ));
+        }
+        let earth_sun_au = earth_sun_distance(meta.date);
+        let cos_zenith = meta.solar_zenith_deg.to_radians().cos();
+        let reflectance_per_radiance: Vec<f64> = esun
+            .iter()
+            .map(|e| std::f64::consts::PI * earth_sun_au.powi(2) / (e * cos_zenith))
+            .collect();
+        let note = (used != year).then(|| {
+            format!(
+                "{}: no coefficients for {year} in the table, {used}'s were used; add CRESDA's {year} coefficients with --calibration FILE",
+                meta.camera
+            )
+        });
+        Ok(Calibration {
+            camera: meta.camera.clone(),
+            date: meta.date.to_string(),
+            coefficients_year: used,
+            solar_zenith_deg: meta.solar_zenith_deg,
+            earth_sun_au,
+            reflectance_per_dn: gains
+                .iter()
+                .zip(&reflectance_per_radiance)
+                .map(|(g, k)| g * k)
+                .collect(),
+            dn_offset: offsets.iter().zip(&gains).map(|(o, g)| o / g).collect(),
+            gains,
+            offsets,
+            esun,
+            note,
+        })
+    }
+}
+
+/// What calibration needs of a product's `.xml`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProductMetadata {
+    /// `<SatelliteID>-<SensorID>`, e.g. `GF2-PMS1`.
+    pub camera: String,
+    pub date: NaiveDate,
+    pub solar_zenith_deg: f64,
+}
+
+impl ProductMetadata {
+    pub fn read(xml: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(xml).map_err(|e| Error::io(xml, e))?;
+        let fields = top_level_fields(&text).map_err(|e| {
+            Error::input(
+                xml,
+                format!("is not readable XML ({e})"),
+                "restore the .xml delivered with the product",
+            )
+        })?;
+        let field = |names: &[&str]| {
+            names
+                .iter()
+                .find_map(|n| fields.get(*n))
+                .map(String::as_str)
+                .ok_or_else(|| {
+                    Error::input(
+                        xml,
+                        format!("has no <{}>", names.join("> or <")),
+                        "give the .xml delivered with the Gaofen product (ProductMetaData with SatelliteID, SensorID, CenterTime and SolarZenith)",
+                    )
+                })
+        };
+        let camera = format!(
+            "{}-{}",
+            field(&["SatelliteID"])?.trim(),
+            field(&["SensorID"])?.trim()
+        );
+        let time = field(&["CenterTime", "StartTime", "ReceiveTime"])?;
+        let date = time
+            .trim()
+            .get(..10)
+            .and_then(|d| NaiveDate::parse_from_str(d, "%Y-%m-%d").ok())
+            .ok_or_else(|| {
+                Error::input(
+                    xml,
+                    format!("has an acquisition time `{time}` that is not YYYY-MM-DD hh:mm:ss"),
+                    "restore the .xml delivered with the product",
+                )
+            })?;
+        let zenith = field(&["SolarZenith"])?;
+        let solar_zenith_deg = zenith
+            .trim()
+            .parse::<f64>()
+            .ok()
+            .filter(|z| (0.0..85.0).contains(z))
+            .ok_or_else(|| {
+                Error::input(
+                    xml,
+                    format!("has a solar zenith `{zenith}` that is not an angle from 0 to 85 degrees"),
+                    "restore the .xml delivered with the product (a sun this low gives no usable reflectance)",
+                )
+            })?;
+        Ok(ProductMetadata {
+            camera,
+            date,
+            solar_zenith_deg,
+        })
+    }
+}
+
+/// The linear map from an image's DNs to top-of-atmosphere reflectance, and what it came
+/// from.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Calibration {
+    pub camera: String,
+    pub date: String,
+    /// The year whose coefficients were used (the acquisition's, or the latest before it).
+    pub coefficients_year: i32,
+    pub solar_zenith_deg: f64,
+    pub earth_sun_au: f64,
+    pub gains: Vec<f64>,
+    pub offsets: Vec<f64>,
+    pub esun: Vec<f64>,
+    /// Per band: reflectance = (DN + `dn_offset`) × `reflectance_per_dn`.
+    pub reflectance_per_dn: Vec<f64>,
+    pub dn_offset: Vec<f64>,
+    /// Set when the coefficients are not the acquisition year's.
+    pub note: Option<String>,
+}
+
+/// The product `.xml` of a Gaofen image: the same name with `.xml`, as delivered.
+pub fn product_xml(image: &Path) -> Option<PathBuf> {
+    let xml = image.with_extension("xml");
+    xml.is_file().then_some(xml)
+}
+
+/// Earth-Sun distance in astronomical units on `date` (the usual first-harmonic
+/// approximation, within 0.0002 AU).
+fn earth_sun_distance(date: NaiveDate) -> f64 {
+    let day = f64::from(date.ordinal());
+    1.0 - 0.01672 * (0.9856 * (day - 4.0)).to_radians().cos()
+}
+
+/// The text of the root element's children (`<SatelliteID>GF2</SatelliteID>`, …) by name.
+fn top_level_fields(xml: &str) -> std::result::Result<BTreeMap<String, String>, String> {
+    use quick_xml::events::Event;
+    let mut reader = quick_xml::Reader::from_str(xml);
+    let mut fields = BTreeMap::new();
+    let (mut depth, mut open) = (0usize, None::<String>);
+    loop {
+        match reader.read_event().map_err(|e| e.to_string())? {
+            Event::Start(e) => {
+                depth += 1;
+                open = (depth == 2)
+                    .then(|| String::from_utf8_lossy(e.local_name().as_ref()).into_owned());
+            }
+            Event::Text(t) => {
+                if let Some(name) = &open {
+                    let text = t.unescape().map_err(|e| e.to_string())?;
+                    fields.entry(name.clone()).or_insert(text.into_owned());
+                }
+            }
+            Event::End(_) => {
+                depth = depth.saturating_sub(1);
+                open = None;
+            }
+            Event::Eof => return Ok(fields),
+            _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const XML: &str = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<ProductMetaData>\n  <SatelliteID>GF2</SatelliteID>\n  <SensorID>PMS1</SensorID>\n  <ProductLevel>LEVEL1A</ProductLevel>\n  <CenterTime>2018-05-05 11:26:43</CenterTime>\n  <SolarZenith>30.0</SolarZenith>\n</ProductMetaData>\n";
+
+    fn metadata(text: &str) -> Result<ProductMetadata> {
+        let dir = tempfile::tempdir().unwrap();
+        let xml = dir
+            .path()
+            .join("GF2_PMS1_E113.5_N23.1_20180505_L1A0003167897-MSS1.xml");
+        std::fs::write(&xml, text).unwrap();
+        ProductMetadata::read(&xml)
+    }
+
+    #[test]
+    fn a_gf2_product_of_2018_is_calibrated_with_that_years_gains_and_its_sun() {
+        let meta = metadata(XML).unwrap();
+        assert_eq!(meta.camera, "GF2-PMS1");
+        let c = CalibrationTable::builtin()
+            .calibration(&meta, 4, Path::new("x.xml"))
+            .unwrap();
+        assert_eq!(c.coefficients_year, 2018);
+        assert!(c.note.is_none());
+        // 5 May is day 125: the Earth is 1.0085 AU from the Sun.
+        assert!(
+            (c.earth_sun_au - 1.0085).abs() < 0.0005,
+            "{}",
+            c.earth_sun_au
+        );
+        // Red: 0.1644 W/m²/sr/µm per DN; ESUN 1541.79; sun 30° from the zenith.
+        let want = std::f64::consts::PI * 0.1644 * c.earth_sun_au.powi(2)
+            / (1541.79 * 30f64.to_radians().cos());
+        assert!((c.reflectance_per_dn[2] - want).abs() < 1e-9);
+        // A DN of 1000 in red is then about 0.39 reflectance (a bright field in May).
+        assert!((1000.0 * c.reflectance_per_dn[2] - 0.393).abs() < 0.005);
+        assert_eq!(c.dn_offset, vec![0.0; 4]);
+    }
+
+    #[test]
+    fn a_year_the_table_lacks_uses_the_latest_before_it_and_says_so_and_a_user_table_adds_it() {
+        let meta = metadata(&XML.replace("2018-05-05", "2023-07-01")).unwrap();
+        let builtin = CalibrationTable::builtin();
+        let c = builtin.calibration(&meta, 4, Path::new("x.xml")).unwrap();
+        assert_eq!(c.coefficients_year, 2020);
+        assert!(c.note.as_deref().unwrap().contains("2023"), "{:?}", c.note);
+
+        let dir = tempfile::tempdir().unwrap();
+        let user = dir.path().join("cresda-2023.toml");
+        std::fs::write(
+            &user,
+            "[GF2-PMS1]\nyears.2023 = { gains = [0.2, 0.2, 0.2, 0.2], offsets = [-1.0, 0, 0, 0] }\n",
+        )
+        .unwrap();
+        let c = builtin
+            .extended_by(&user)
+            .unwrap()
+            .calibration(&meta, 4, Path::new("x.xml"))
+            .unwrap();
+        assert_eq!((c.coefficients_year, c.note.clone()), (2023, None));
+        assert_eq!(c.esun[0], 1941.76, "the built-in ESUN stays");
+        assert_eq!(c.dn_offset[0], -5.0);
+    }
+
+    #[test]
+    fn a_camera_or_band_count_the_table_lacks_is_named() {
+        let meta = metadata(&XML.replace("PMS1", "PMS9")).unwrap();
+        let err = CalibrationTable::builtin()
+            .calibration(&meta, 4, Path::new("p.xml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("GF2-PMS9") && err.contains("--calibration"),
+            "{err}"
+        );
+        let meta = metadata(XML).unwrap();
+        let err = CalibrationTable::builtin()
+            .calibration(&meta, 8, Path::new("p.xml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("8 bands"), "{err}");
+        let err = metadata(&XML.replace("<SolarZenith>30.0</SolarZenith>", ""))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("SolarZenith"), "{err}");
+    }
+}
