@@ -13,6 +13,7 @@
 //! and is refused without it: its DNs are not reflectance.
 
 use crate::error::{Error, Result};
+use crate::geo::raster::read_small_file;
 use chrono::{Datelike, NaiveDate};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -192,8 +193,17 @@ pub struct ProductMetadata {
 }
 
 impl ProductMetadata {
+    /// Reads `xml` (a plain path, or one inside the product's archive).
     pub fn read(xml: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(xml).map_err(|e| Error::io(xml, e))?;
+        let text = read_small_file(xml)
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .ok_or_else(|| {
+                Error::input(
+                    xml,
+                    "cannot be read",
+                    "restore the .xml delivered with the product",
+                )
+            })?;
         let fields = top_level_fields(&text).map_err(|e| {
             Error::input(
                 xml,
@@ -272,10 +282,74 @@ pub struct Calibration {
     pub note: Option<String>,
 }
 
-/// The product `.xml` of a Gaofen image: the same name with `.xml`, as delivered.
+/// The product `.xml` of a Gaofen image: the same name with `.xml`, as delivered (beside
+/// the TIFF, or beside it inside the archive).
 pub fn product_xml(image: &Path) -> Option<PathBuf> {
     let xml = image.with_extension("xml");
-    xml.is_file().then_some(xml)
+    read_small_file(&xml).map(|_| xml)
+}
+
+/// The image to read of what the user gave: the multispectral TIFF inside a delivered
+/// `.tar.gz` (read in place through GDAL's `/vsitar/`, nothing unpacked), else `path` as it
+/// is. GF-2 PMS products hold a panchromatic TIFF (`-PAN1`) beside the multispectral one
+/// (`-MSS1`), which is the one read.
+pub fn product_image(path: &Path) -> Result<PathBuf> {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().to_ascii_lowercase())
+        .unwrap_or_default();
+    if !(name.ends_with(".tar.gz") || name.ends_with(".tgz") || name.ends_with(".tar")) {
+        return Ok(path.to_path_buf());
+    }
+    let fix = "give the product's .tar.gz as delivered (GF1_WFV1_…_L1A….tar.gz, GF2_PMS1_…_L1A….tar.gz), or the extracted multispectral TIFF with its .xml and .rpb beside it";
+    let absolute = std::path::absolute(path).unwrap_or(path.to_path_buf());
+    let root = PathBuf::from(format!("/vsitar/{}", absolute.display()));
+    let entries = gdal::vsi::read_dir(&root, true)
+        .map_err(|e| Error::input(path, format!("is not a readable tar ({e})"), fix))?;
+    let multispectral: Vec<&PathBuf> = entries
+        .iter()
+        .filter(|e| {
+            let file = e
+                .file_name()
+                .map(|f| f.to_string_lossy().to_ascii_lowercase())
+                .unwrap_or_default();
+            (file.ends_with(".tif") || file.ends_with(".tiff")) && !file.contains("-pan")
+        })
+        .collect();
+    match multispectral.as_slice() {
+        [one] => Ok(root.join(one)),
+        [] => Err(Error::input(
+            path,
+            format!(
+                "holds no multispectral TIFF (it holds {})",
+                listed(&entries)
+            ),
+            fix,
+        )),
+        _ => Err(Error::input(
+            path,
+            format!(
+                "holds {} multispectral TIFFs ({}): a product split into pieces (GF-6 WFV) is not mosaicked by gengbao",
+                multispectral.len(),
+                listed(&multispectral)
+            ),
+            "mosaic the pieces' orthorectified images first (gdalwarp -rpc -to RPC_DEM=DEM.tif piece-*.tiff out.tif), or give one piece with its .xml",
+        )),
+    }
+}
+
+fn listed(entries: &[impl AsRef<Path>]) -> String {
+    let names: Vec<String> = entries
+        .iter()
+        .take(6)
+        .map(|e| e.as_ref().display().to_string())
+        .collect();
+    let more = entries.len().saturating_sub(names.len());
+    if more > 0 {
+        format!("{}, and {more} more", names.join(", "))
+    } else {
+        names.join(", ")
+    }
 }
 
 /// Earth-Sun distance in astronomical units on `date` (the usual first-harmonic

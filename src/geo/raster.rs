@@ -308,6 +308,31 @@ fn damaged_blocks(path: &Path, gdal_message: &str) -> Option<Error> {
     })
 }
 
+/// The bytes of a small file GDAL reaches: a plain path, or one inside an archive
+/// (`/vsitar/…`, `/vsizip/…`) read in place. `None` when there is no such file.
+pub(crate) fn read_small_file(path: &Path) -> Option<Vec<u8>> {
+    let name = std::ffi::CString::new(path.to_string_lossy().as_bytes()).ok()?;
+    let (mut bytes, mut size): (*mut u8, gdal_sys::vsi_l_offset) = (std::ptr::null_mut(), 0);
+    // SAFETY: a NUL-terminated name; the handle GDAL opens is closed here; GDAL allocates
+    // the file's buffer (at most 16 MiB), which is copied and then freed with VSIFree, as its
+    // documentation requires.
+    unsafe {
+        // Opened first: a missing file is an answer here, not an error for GDAL to print.
+        let file = gdal_sys::VSIFOpenL(name.as_ptr(), c"rb".as_ptr());
+        if file.is_null() {
+            return None;
+        }
+        let read = gdal_sys::VSIIngestFile(file, name.as_ptr(), &mut bytes, &mut size, 16 << 20);
+        gdal_sys::VSIFCloseL(file);
+        if read == 0 || bytes.is_null() {
+            return None;
+        }
+        let copy = std::slice::from_raw_parts(bytes, size as usize).to_vec();
+        gdal_sys::VSIFree(bytes.cast());
+        Some(copy)
+    }
+}
+
 pub(crate) fn last_gdal_error() -> String {
     // SAFETY: CPLGetLastErrorMsg returns a pointer to a thread-local, NUL-terminated string.
     unsafe {

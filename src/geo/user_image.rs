@@ -70,7 +70,19 @@ impl UserImage {
         table: &CalibrationTable,
         name: &str,
     ) -> Result<Self> {
-        let stack = band_stack(path, profile, band_order, elevation, name)?;
+        let (stack, path) = if profile.guessable() {
+            (
+                band_stack(path, profile, band_order, elevation, name)?,
+                path.to_path_buf(),
+            )
+        } else {
+            let image = gaofen::product_image(path)?;
+            (
+                band_stack(&image, profile, band_order, elevation, name)?,
+                image,
+            )
+        };
+        let path = path.as_path();
         let offset = add_offset.unwrap_or(profile.add_offset);
         let n = profile.bands.len();
         let calibration = if profile.guessable() {
@@ -152,7 +164,7 @@ impl UserImage {
 
 /// Whether the file at `path` is placed by RPCs alone: an L1A product, whose values are DNs.
 fn is_l1a(path: &Path) -> bool {
-    path.is_file() && gdal::Dataset::open(path).is_ok_and(|ds| rpc::placed_by_rpcs(&ds))
+    !path.is_dir() && gdal::Dataset::open(path).is_ok_and(|ds| rpc::placed_by_rpcs(&ds))
 }
 
 /// Names the virtual rasters of this process apart.

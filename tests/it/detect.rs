@@ -749,3 +749,72 @@ fn a_gaofen_l1a_image_without_its_xml_is_refused_not_read_as_reflectance() {
     );
     assert!(!out.exists(), "nothing written");
 }
+
+#[test]
+fn a_gaofen_product_is_read_from_its_tar_gz_as_delivered() {
+    let tmp = tempfile::tempdir().unwrap();
+    let product = "GF2_PMS1_E113.5_N23.1_20180505_L1A0003167897";
+    let folder = tmp.path().join(product);
+    std::fs::create_dir(&folder).unwrap();
+    let ground = |col: usize, row: usize| usize::from(land(col * 3 / 2, row * 3 / 2));
+    rpc_image(&folder.join(format!("{product}-MSS1.tiff")), ground, 30.0);
+    // The panchromatic image beside it is not the one read.
+    crate::common::geotiff(
+        &folder.join(format!("{product}-PAN1.tiff")),
+        8,
+        1,
+        1.0,
+        |_, _| 1,
+    );
+    let tar = tmp.path().join(format!("{product}.tar.gz"));
+    let packed = std::process::Command::new("tar")
+        .arg("czf")
+        .arg(&tar)
+        .arg("-C")
+        .arg(&folder)
+        .args(
+            std::fs::read_dir(&folder)
+                .unwrap()
+                .map(|e| e.unwrap().file_name()),
+        )
+        .status()
+        .unwrap();
+    assert!(packed.success());
+    let run = |before: &Path, out: &str| {
+        let out = tmp.path().join(out);
+        detect(&DetectOptions {
+            sensor: Some("gf2-pms".into()),
+            elevation: gengbao::geo::rpc::Elevation::Height(0.0),
+            quiet: true,
+            ..DetectOptions::new(before.to_path_buf(), before.to_path_buf(), out.clone())
+        })
+        .map(|summary| (summary, pixels(&out, "class_before.tif")))
+    };
+    let (summary, from_tar) = run(&tar, "from-tar").unwrap();
+    assert_eq!(
+        summary
+            .calibration_before
+            .as_ref()
+            .map(|c| c.camera.as_str()),
+        Some("GF2-PMS1")
+    );
+    // The same classes as from the extracted TIFF.
+    let (_, extracted) = run(&folder.join(format!("{product}-MSS1.tiff")), "extracted").unwrap();
+    assert!(from_tar.iter().filter(|&&c| c > 0.0).count() > 3000);
+    assert_eq!(from_tar, extracted);
+    // A tar without a multispectral image is named with what it holds.
+    let empty = tmp.path().join("GF2_PMS1_X_L1A0.tar.gz");
+    std::process::Command::new("tar")
+        .arg("czf")
+        .arg(&empty)
+        .arg("-C")
+        .arg(&folder)
+        .arg(format!("{product}-PAN1.tiff"))
+        .status()
+        .unwrap();
+    let err = run(&empty, "empty").unwrap_err().to_string();
+    assert!(
+        err.contains("GF2_PMS1_X_L1A0.tar.gz") && err.contains("no multispectral"),
+        "{err}"
+    );
+}
