@@ -12,8 +12,9 @@
 //! - [`geo`]: the GDAL adapters. The job [`geo::grid`] and its tiles, rasters read onto the
 //!   grid and written as tiled GeoTIFFs, vector layers, imagery catalogs and sensor profiles,
 //!   per-period composites, the county and farmland layers, polygons from a key raster,
-//!   images placed by RPCs orthorectified ([`geo::rpc`]). Takes paths and plain parameters,
-//!   never the job's config.
+//!   images placed by RPCs orthorectified ([`geo::rpc`]), Gaofen L1A DNs calibrated from the
+//!   product's metadata ([`geo::gaofen`]). Takes paths and plain parameters, never the job's
+//!   config.
 //! - [`classify`]: land cover of a composite. One trait, the index rules and libtorch models
 //!   described by a model card.
 //! - [`engine`]: the tile engine, written once for `run` and `detect`: tiles in parallel with

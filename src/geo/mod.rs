@@ -6,8 +6,8 @@
 //! [`stac`] items), [`sensor`] profiles,
 //! per-period [`composite`]s, the administrative and farmland [`layers`], and [`vectorise`]
 //! (polygons from a key raster), and one date's [`user_image`] as users have it (a
-//! multi-band file or a folder of band files, or an image placed by [`rpc`]s, orthorectified)
-//! read onto a grid as a composite.
+//! multi-band file or a folder of band files, or an image placed by [`rpc`]s, orthorectified,
+//! a [`gaofen`] L1A product's DNs calibrated) read onto a grid as a composite.
 //! Takes paths and plain parameters (never the job's config); gives arrays, grids and
 //! geometries. Must not touch: change rules, the ledger, the job's output layout.
 
