@@ -22,7 +22,7 @@ pub struct ClassifierInput<'a> {
     pub profile: &'static SensorProfile,
     pub composite: &'a Composite,
     /// The previous periods as archived, most recent first; may be empty. Their bands are
-    /// needed only by a classifier that [`Classifier::reads_earlier_bands`].
+    /// needed only as far back as [`Classifier::earlier_bands_reach`].
     pub history: &'a [ArchivedPeriod],
     /// Also give each pixel's runner-up class (detect's spectral decision uses it; it costs
     /// the learned models a tenth of their time).
