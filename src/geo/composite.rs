@@ -66,6 +66,16 @@ pub(crate) fn reflectance_to_look(v: f32) -> i16 {
     }
 }
 
+/// Marks a band's pixels off the watched parcels (`parcels` 0) unobserved (NaN): the decision
+/// is the farmland's.
+pub(crate) fn hide_unwatched(band: &mut [f32], parcels: &[i32]) {
+    for (v, &parcel) in band.iter_mut().zip(parcels) {
+        if parcel == 0 {
+            *v = f32::NAN;
+        }
+    }
+}
+
 pub(crate) fn look_to_reflectance(v: i16) -> f32 {
     if v == LOOK_NODATA {
         f32::NAN

@@ -12,7 +12,7 @@
 //! labelled image patches learns from.
 
 use crate::error::{Error, GdalContext, Result};
-use crate::geo::composite::Composite;
+use crate::geo::composite::{hide_unwatched, Composite};
 use crate::geo::gaofen::{self, Calibration, CalibrationTable, ProductMetadata};
 use crate::geo::grid::{JobGrid, Window};
 use crate::geo::imagery::{dark_objects, has_band_token, is_raster_file, to_reflectance};
@@ -151,11 +151,7 @@ impl UserImage {
                 .expect("a read stack is in standard layout");
             to_reflectance(profile, self.shift[i], self.scale[i], b);
             if let Some(parcels) = watched {
-                for (v, &parcel) in b.iter_mut().zip(parcels) {
-                    if parcel == 0 {
-                        *v = f32::NAN;
-                    }
-                }
+                hide_unwatched(b, parcels);
             }
         }
         Ok(Composite::single(profile, bands))

@@ -16,8 +16,8 @@ use crate::engine::judge::{
 use crate::engine::scene_change::{self, SceneChange, TileLooks};
 use crate::error::{Error, Result};
 use crate::geo::composite::{
-    self, byte_to_ndvi, look_to_reflectance, ndvi_to_byte, reflectance_to_look, ArchivedPeriod,
-    NdviStats, LOOK_NODATA, NDVI_NODATA,
+    self, byte_to_ndvi, hide_unwatched, look_to_reflectance, ndvi_to_byte, reflectance_to_look,
+    ArchivedPeriod, NdviStats, LOOK_NODATA, NDVI_NODATA,
 };
 use crate::geo::grid::{overlaps, Bounds, JobGrid, Tile, Window};
 use crate::geo::imagery::Acquisition;
@@ -334,11 +334,10 @@ fn watched_looks(
 ) -> Result<TileLooks> {
     let watched = |mut look: Array2<f32>| {
         for mut band in look.outer_iter_mut() {
-            for (v, &p) in band.iter_mut().zip(parcel) {
-                if p == 0 {
-                    *v = f32::NAN;
-                }
-            }
+            hide_unwatched(
+                band.as_slice_mut().expect("a look is in standard layout"),
+                parcel,
+            );
         }
         look
     };
