@@ -445,10 +445,10 @@ enum NdviStat {
 #[derive(Debug, Clone)]
 pub struct FeatureLayout {
     features: Vec<Feature>,
-    /// Every profile band an input reads, of any period, and red and NIR when it reads the
-    /// period's own NDVI: a pixel is classified only where the period itself observed all
-    /// of them (a pixel the period did not see is not classified from its history alone;
-    /// earlier periods stand in for each other, see [`FeatureLayout::push_pixels`]).
+    /// Every profile band an input reads, of any period, and red and NIR (the period's
+    /// NDVI): a pixel is classified only where the period itself observed all of them (a
+    /// pixel the period did not see is not classified from its history alone; earlier
+    /// periods stand in for each other, see [`FeatureLayout::push_pixels`]).
     bands: Vec<usize>,
 }
 
@@ -526,9 +526,9 @@ impl FeatureLayout {
             .flat_map(|f| match *f {
                 Feature::Band { band, .. } | Feature::Local { band, .. } => vec![band],
                 Feature::NormalisedDifference { a, b, .. } => vec![a, b],
-                Feature::Ndvi { lag: 0, .. } => ndvi_bands.iter().flatten().copied().collect(),
                 Feature::Ndvi { .. } => vec![],
             })
+            .chain(ndvi_bands.into_iter().flatten())
             .collect();
         bands.sort_unstable();
         bands.dedup();

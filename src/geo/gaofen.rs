@@ -13,7 +13,8 @@
 //! and is refused without it: its DNs are not reflectance.
 
 use crate::error::{Error, Result};
-use crate::geo::raster::read_small_file;
+use crate::geo::layers::listed;
+use crate::geo::raster::{read_small_file, tar_entries};
 use chrono::{Datelike, NaiveDate};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -61,11 +62,21 @@ impl CalibrationTable {
                     known.esun = camera.esun.or(known.esun.take());
                     known.years.extend(camera.years);
                 }
+                None if camera.esun.is_none() => {
+                    return Err(Error::input(
+                        path,
+                        format!(
+                            "[{name}] is a camera the built-in table lacks, and it has no esun"
+                        ),
+                        "give the camera's esun (one value per band, W m⁻² µm⁻¹) beside its years",
+                    ))
+                }
                 None => {
                     self.cameras.insert(name, camera);
                 }
             }
         }
+        self.check(path)?;
         Ok(self)
     }
 
@@ -73,19 +84,33 @@ impl CalibrationTable {
         let fix = "write one table per camera: [GF2-PMS1] esun = [...] and years.2024 = { gains = [...] } (the format of gengbao's src/geo/gaofen_calibration.toml)";
         let cameras: BTreeMap<String, Camera> =
             toml::from_str(text).map_err(|e| Error::input(path, e.to_string(), fix))?;
-        for (name, camera) in &cameras {
+        let table = CalibrationTable { cameras };
+        table.check(path)?;
+        Ok(table)
+    }
+
+    /// Every year of four digits, and as many gains and offsets as the camera has ESUN
+    /// values; `path` is the file that made the table as it is.
+    fn check(&self, path: &Path) -> Result<()> {
+        let fix = "give each camera its esun and, for each year, one gain (and offset) per band, in band order";
+        for (name, camera) in &self.cameras {
             for (year, c) in &camera.years {
-                let offsets_fit = c.offsets.as_ref().is_none_or(|o| o.len() == c.gains.len());
-                if year.parse::<i32>().is_err() || !offsets_fit {
+                let four_digits = year.len() == 4 && year.bytes().all(|b| b.is_ascii_digit());
+                let bands = camera.esun.as_ref().map_or(c.gains.len(), Vec::len);
+                let fits =
+                    c.gains.len() == bands && c.offsets.as_ref().is_none_or(|o| o.len() == bands);
+                if !four_digits || !fits {
                     return Err(Error::input(
                         path,
-                        format!("[{name}] years.{year}: a year needs four digits and as many offsets as gains"),
+                        format!(
+                            "[{name}] years.{year}: a year of four digits with {bands} gains (and offsets), one per ESUN value, is needed"
+                        ),
                         fix,
                     ));
                 }
             }
         }
-        Ok(CalibrationTable { cameras })
+        Ok(())
     }
 
     /// The calibration of a product of `camera` seen as `meta` says, for an image of
@@ -282,30 +307,49 @@ pub struct Calibration {
     pub note: Option<String>,
 }
 
-/// The product `.xml` of a Gaofen image: the same name with `.xml`, as delivered (beside
-/// the TIFF, or beside it inside the archive).
+/// The product `.xml` of a Gaofen image, as delivered beside the TIFF (or beside it inside
+/// the archive): the same name with `.xml`, or, for a piece of a split product
+/// (`…_L1A1119838015-2.tiff`), the product's name without the piece number.
 pub fn product_xml(image: &Path) -> Option<PathBuf> {
-    let xml = image.with_extension("xml");
-    read_small_file(&xml).map(|_| xml)
+    let own = image.with_extension("xml");
+    let product =
+        piece_number(image).and_then(|(stem, _)| Some(image.parent()?.join(format!("{stem}.xml"))));
+    [Some(own), product]
+        .into_iter()
+        .flatten()
+        .find(|xml| read_small_file(xml).is_some())
 }
 
-/// The image to read of what the user gave: the multispectral TIFF inside a delivered
-/// `.tar.gz` (read in place through GDAL's `/vsitar/`, nothing unpacked), else `path` as it
-/// is. GF-2 PMS products hold a panchromatic TIFF (`-PAN1`) beside the multispectral one
-/// (`-MSS1`), which is the one read.
-pub fn product_image(path: &Path) -> Result<PathBuf> {
+/// The product name and piece number of a piece's file (`…-2.tiff` → (`…`, 2)).
+fn piece_number(image: &Path) -> Option<(&str, u32)> {
+    let stem = image.file_stem()?.to_str()?;
+    let (product, n) = stem.rsplit_once('-')?;
+    Some((product, n.parse().ok()?))
+}
+
+/// Whether `path` names a packed product (`.tar.gz`, `.tgz`, `.tar`), as Gaofen's are
+/// delivered.
+pub fn is_archive(path: &Path) -> bool {
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().to_ascii_lowercase())
         .unwrap_or_default();
-    if !(name.ends_with(".tar.gz") || name.ends_with(".tgz") || name.ends_with(".tar")) {
-        return Ok(path.to_path_buf());
+    [".tar.gz", ".tgz", ".tar"]
+        .iter()
+        .any(|e| name.ends_with(e))
+}
+
+/// The images to read of what the user gave: the multispectral TIFF inside a delivered
+/// `.tar.gz` (read in place through GDAL's `/vsitar/`, nothing unpacked), or the pieces of a
+/// product split into several (GF-6 WFV: `…-1.tiff`, `…-2.tiff`, mosaicked by the caller),
+/// else `path` as it is. GF-2 PMS products hold a panchromatic TIFF (`-PAN1`) beside the
+/// multispectral one (`-MSS1`), which is the one read.
+pub fn product_pieces(path: &Path) -> Result<Vec<PathBuf>> {
+    if !is_archive(path) {
+        return Ok(vec![path.to_path_buf()]);
     }
     let fix = "give the product's .tar.gz as delivered (GF1_WFV1_…_L1A….tar.gz, GF2_PMS1_…_L1A….tar.gz), or the extracted multispectral TIFF with its .xml and .rpb beside it";
-    let absolute = std::path::absolute(path).unwrap_or(path.to_path_buf());
-    let root = PathBuf::from(format!("/vsitar/{}", absolute.display()));
-    let entries = gdal::vsi::read_dir(&root, true)
-        .map_err(|e| Error::input(path, format!("is not a readable tar ({e})"), fix))?;
+    let (root, entries) = tar_entries(path).map_err(|damage| Error::input(path, damage, fix))?;
     let multispectral: Vec<&PathBuf> = entries
         .iter()
         .filter(|e| {
@@ -316,44 +360,43 @@ pub fn product_image(path: &Path) -> Result<PathBuf> {
             (file.ends_with(".tif") || file.ends_with(".tiff")) && !file.contains("-pan")
         })
         .collect();
+    let pieces = multispectral.len() > 1
+        && multispectral
+            .iter()
+            .all(|p| piece_number(p).is_some_and(|(_, n)| n >= 1));
     match multispectral.as_slice() {
-        [one] => Ok(root.join(one)),
+        [one] => Ok(vec![root.join(one)]),
         [] => Err(Error::input(
             path,
             format!(
                 "holds no multispectral TIFF (it holds {})",
-                listed(&entries)
+                listed_paths(&entries)
             ),
             fix,
         )),
+        _ if pieces => Ok(multispectral.iter().map(|p| root.join(p)).collect()),
         _ => Err(Error::input(
             path,
             format!(
-                "holds {} multispectral TIFFs ({}): a product split into pieces (GF-6 WFV) is not mosaicked by gengbao",
+                "holds {} multispectral TIFFs that are not the numbered pieces of one product ({})",
                 multispectral.len(),
-                listed(&multispectral)
+                listed_paths(&multispectral)
             ),
-            "mosaic the pieces' orthorectified images first (gdalwarp -rpc -to RPC_DEM=DEM.tif piece-*.tiff out.tif), or give one piece with its .xml",
+            fix,
         )),
     }
 }
 
-fn listed(entries: &[impl AsRef<Path>]) -> String {
-    let names: Vec<String> = entries
+fn listed_paths(paths: &[impl AsRef<Path>]) -> String {
+    let names: Vec<String> = paths
         .iter()
-        .take(6)
-        .map(|e| e.as_ref().display().to_string())
+        .map(|p| p.as_ref().display().to_string())
         .collect();
-    let more = entries.len().saturating_sub(names.len());
-    if more > 0 {
-        format!("{}, and {more} more", names.join(", "))
-    } else {
-        names.join(", ")
-    }
+    listed(&names)
 }
 
 /// Earth-Sun distance in astronomical units on `date` (the usual first-harmonic
-/// approximation, within 0.0002 AU).
+/// approximation, within 0.0005 AU: under 0.1 % of reflectance).
 fn earth_sun_distance(date: NaiveDate) -> f64 {
     let day = f64::from(date.ordinal());
     1.0 - 0.01672 * (0.9856 * (day - 4.0)).to_radians().cos()
@@ -412,7 +455,8 @@ mod tests {
             .unwrap();
         assert_eq!(c.coefficients_year, 2018);
         assert!(c.note.is_none());
-        // 5 May is day 125: the Earth is 1.0085 AU from the Sun.
+        // 5 May is day 125: the Earth is 1.0085 AU from the Sun (the approximation is within
+        // 0.0005).
         assert!(
             (c.earth_sun_au - 1.0085).abs() < 0.0005,
             "{}",
@@ -450,6 +494,34 @@ mod tests {
         assert_eq!((c.coefficients_year, c.note.clone()), (2023, None));
         assert_eq!(c.esun[0], 1941.76, "the built-in ESUN stays");
         assert_eq!(c.dn_offset[0], -5.0);
+    }
+
+    #[test]
+    fn a_user_table_that_cannot_serve_is_named_with_what_is_missing() {
+        let dir = tempfile::tempdir().unwrap();
+        let user = dir.path().join("mine.toml");
+        for (text, says) in [
+            (
+                "[GF1-PMS1]\nyears.2019 = { gains = [0.2, 0.2, 0.2, 0.2] }\n",
+                "no esun",
+            ),
+            (
+                "[GF2-PMS1]\nyears.24 = { gains = [0.2, 0.2, 0.2, 0.2] }\n",
+                "four digits",
+            ),
+            (
+                "[GF2-PMS1]\nyears.2024 = { gains = [0.2, 0.2, 0.2] }\n",
+                "4 gains",
+            ),
+            ("[GF2-PMS1]\ngain = 1\n", "unknown field"),
+        ] {
+            std::fs::write(&user, text).unwrap();
+            let err = CalibrationTable::builtin()
+                .extended_by(&user)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("mine.toml") && err.contains(says), "{err}");
+        }
     }
 
     #[test]

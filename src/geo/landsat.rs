@@ -12,6 +12,7 @@
 
 use crate::error::{Error, Result};
 use crate::geo::imagery::{date_in, has_band_token, Acquisition, Damage};
+use crate::geo::raster::tar_entries;
 use crate::geo::sensor::SensorProfile;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -61,12 +62,9 @@ pub(crate) fn acquisitions(
             "the scene's name carries no acquisition date: keep the name as delivered".into(),
         ));
     };
-    let absolute = std::path::absolute(tar).unwrap_or(tar.to_path_buf());
-    let root = format!("/vsitar/{}", absolute.display());
-    let entries = match gdal::vsi::read_dir(&root, true) {
-        Ok(entries) if !entries.is_empty() => entries,
-        Ok(_) => return Ok(Err("is not a readable tar (no files in it)".into())),
-        Err(e) => return Ok(Err(format!("is not a readable tar ({e})"))),
+    let (root, entries) = match tar_entries(tar) {
+        Ok(listed) => listed,
+        Err(damage) => return Ok(Err(damage)),
     };
     let mut files: BTreeMap<String, PathBuf> = BTreeMap::new();
     for entry in &entries {
@@ -80,7 +78,7 @@ pub(crate) fn acquisitions(
         let stem = file.rsplit_once('.').map_or(file, |(s, _)| s);
         for band in profile.bands.iter().copied().chain(profile.mask_band) {
             if has_band_token(stem, band) {
-                files.insert(band.to_string(), Path::new(&root).join(entry));
+                files.insert(band.to_string(), root.join(entry));
             }
         }
     }

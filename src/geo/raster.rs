@@ -308,6 +308,19 @@ fn damaged_blocks(path: &Path, gdal_message: &str) -> Option<Error> {
     })
 }
 
+/// The files inside a tar (plain or gzipped), read in place through GDAL's `/vsitar/`: the
+/// root every entry joins onto, and the entries (relative, at any depth). The error says why
+/// the archive cannot be read.
+pub(crate) fn tar_entries(tar: &Path) -> std::result::Result<(PathBuf, Vec<PathBuf>), String> {
+    let absolute = std::path::absolute(tar).unwrap_or(tar.to_path_buf());
+    let root = PathBuf::from(format!("/vsitar/{}", absolute.display()));
+    match gdal::vsi::read_dir(&root, true) {
+        Ok(entries) if !entries.is_empty() => Ok((root, entries)),
+        Ok(_) => Err("is not a readable tar (no files in it)".into()),
+        Err(e) => Err(format!("is not a readable tar ({e})")),
+    }
+}
+
 /// The bytes of a small file GDAL reaches: a plain path, or one inside an archive
 /// (`/vsitar/…`, `/vsizip/…`) read in place. `None` when there is no such file.
 pub(crate) fn read_small_file(path: &Path) -> Option<Vec<u8>> {

@@ -37,14 +37,8 @@ pub(crate) fn placed_by_rpcs(ds: &Dataset) -> bool {
     unplaced && ds.metadata_item("LINE_OFF", "RPC").is_some()
 }
 
-/// The image at `path` (placed by RPCs) orthorectified onto its UTM zone, as a virtual
-/// raster at `out` (a `/vsimem/` path).
-pub(crate) fn orthorectify(
-    path: &Path,
-    ds: &Dataset,
-    elevation: &Elevation,
-    out: &Path,
-) -> Result<()> {
+/// The UTM zone (EPSG code) of the centre of an image placed by RPCs.
+pub(crate) fn utm_zone_of(path: &Path, ds: &Dataset) -> Result<u32> {
     let rpc = |key: &str| -> Result<f64> {
         ds.metadata_item(key, "RPC")
             .and_then(|v| v.split_whitespace().next()?.parse().ok())
@@ -56,13 +50,25 @@ pub(crate) fn orthorectify(
                 )
             })
     };
-    let (lon, lat) = (rpc("LONG_OFF")?, rpc("LAT_OFF")?);
+    Ok(utm_epsg(rpc("LONG_OFF")?, rpc("LAT_OFF")?))
+}
+
+/// The image at `path` (placed by RPCs) orthorectified onto the UTM zone `epsg` (its own,
+/// [`utm_zone_of`], or its product's other pieces'), as a virtual raster at `out` (a
+/// `/vsimem/` path).
+pub(crate) fn orthorectify(
+    path: &Path,
+    ds: &Dataset,
+    elevation: &Elevation,
+    epsg: u32,
+    out: &Path,
+) -> Result<()> {
     let height = match elevation {
         Elevation::Unknown => {
             return Err(Error::input(
                 path,
                 "is placed by RPCs, which need the ground's elevation to land on the map",
-                "give `gengbao detect` the ground's elevation: a DEM (`--dem DEM.tif`) or the scene's mean height in metres (`--height 50`); elsewhere (training patches, jobs) orthorectify the image first, e.g. `gdalwarp -rpc -to RPC_DEM=DEM.tif IMAGE.tif OUT.tif`",
+                "give `gengbao detect` the ground's elevation: a DEM (`--dem DEM.tif`) or the scene's mean height in metres (`--height 50`); for training patches, orthorectify the image first (`gdalwarp -rpc -to RPC_DEM=DEM.tif IMAGE.tif OUT.tif`) and copy IMAGE.xml to OUT.xml, which calibrates it",
             ))
         }
         Elevation::Dem(dem) => {
@@ -77,7 +83,7 @@ pub(crate) fn orthorectify(
         }
         Elevation::Height(h) => format!("RPC_HEIGHT={h}"),
     };
-    let epsg = format!("EPSG:{}", utm_epsg(lon, lat));
+    let epsg = format!("EPSG:{epsg}");
     let args = [
         "-of",
         "VRT",

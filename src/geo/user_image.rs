@@ -29,8 +29,11 @@ pub(crate) struct BandStack {
     pub path: PathBuf,
     /// A virtual raster in GDAL's memory file system, removed on drop.
     virtual_raster: bool,
-    /// The orthorectified image `path` reads, kept for as long as it does.
-    _orthorectified: Option<Box<BandStack>>,
+    /// Whether the image was placed by RPCs and orthorectified here: an L1A product.
+    pub orthorectified: bool,
+    /// The virtual rasters `path` reads (orthorectified images, a split product's pieces),
+    /// kept for as long as it does.
+    _sources: Vec<BandStack>,
 }
 
 impl Drop for BandStack {
@@ -70,42 +73,57 @@ impl UserImage {
         table: &CalibrationTable,
         name: &str,
     ) -> Result<Self> {
-        let (stack, path) = if profile.guessable() {
+        let given = path;
+        let (stack, image) = if profile.guessable() {
             (
                 band_stack(path, profile, band_order, elevation, name)?,
                 path.to_path_buf(),
             )
         } else {
-            let image = gaofen::product_image(path)?;
-            (
-                band_stack(&image, profile, band_order, elevation, name)?,
-                image,
-            )
+            match gaofen::product_pieces(path)?.as_slice() {
+                [one] => (
+                    band_stack(one, profile, band_order, elevation, name)?,
+                    one.clone(),
+                ),
+                pieces => (
+                    mosaic_pieces(pieces, profile, elevation, name)?,
+                    pieces[0].clone(),
+                ),
+            }
         };
-        let path = path.as_path();
-        let offset = add_offset.unwrap_or(profile.add_offset);
         let n = profile.bands.len();
         let calibration = if profile.guessable() {
             None
         } else {
-            match gaofen::product_xml(path) {
+            match gaofen::product_xml(&image) {
                 Some(xml) => Some(table.calibration(&ProductMetadata::read(&xml)?, n, &xml)?),
-                None if is_l1a(path) => {
+                None if stack.orthorectified => {
+                    let xml = image.with_extension("xml");
                     return Err(Error::input(
-                        path,
-                        "is placed by RPCs, so it holds an L1A product's raw DNs, and its product .xml is not beside it (the date, camera and sun angle that calibrate them)",
+                        given,
                         format!(
-                            "keep {} beside the image, as delivered",
-                            path.with_extension("xml").display()
+                            "holds an L1A product's raw DNs (it is placed by RPCs) without its {}: the camera, date and sun angle that calibrate them",
+                            xml.file_name().map_or(xml.display().to_string(), |f| f.to_string_lossy().into_owned())
                         ),
-                    ))
+                        "keep the product's .xml beside the image as delivered, or give the product's .tar.gz",
+                    ));
                 }
                 None => None,
             }
         };
+        if calibration.is_some() && add_offset.is_some() {
+            return Err(Error::usage(
+                format!(
+                    "--add-offset is given, but {} is a Gaofen L1A product, calibrated from its .xml",
+                    given.display()
+                ),
+                "leave out --add-offset: it applies to reflectance products",
+            ));
+        }
+        let offset = add_offset.unwrap_or(profile.add_offset);
         let (shift, scale) = match &calibration {
             Some(c) => (
-                (0..n).map(|b| offset + c.dn_offset[b] as f32).collect(),
+                c.dn_offset.iter().map(|&o| o as f32).collect(),
                 c.reflectance_per_dn.iter().map(|&k| k as f32).collect(),
             ),
             None => {
@@ -158,11 +176,6 @@ impl UserImage {
     }
 }
 
-/// Whether the file at `path` is placed by RPCs alone: an L1A product, whose values are DNs.
-fn is_l1a(path: &Path) -> bool {
-    !path.is_dir() && gdal::Dataset::open(path).is_ok_and(|ds| rpc::placed_by_rpcs(&ds))
-}
-
 /// Names the virtual rasters of this process apart.
 static NEXT_VIRTUAL: AtomicUsize = AtomicUsize::new(0);
 
@@ -183,6 +196,13 @@ pub(crate) fn profile_of(
 ) -> Result<&'static SensorProfile> {
     if let Some(name) = sensor {
         return SensorProfile::by_name(name);
+    }
+    if gaofen::is_archive(path) {
+        return Err(Error::input(
+            path,
+            "is a packed product, whose camera gengbao does not guess",
+            "name it with --sensor gf1-wfv, gf2-pms or gf6-wfv",
+        ));
     }
     let found = if path.is_dir() {
         let files = raster_files(path)?;
@@ -243,9 +263,16 @@ pub(crate) fn band_stack(
             let ortho = BandStack {
                 path: virtual_path(&format!("{name}-orthorectified")),
                 virtual_raster: true,
-                _orthorectified: None,
+                orthorectified: true,
+                _sources: Vec::new(),
             };
-            rpc::orthorectify(path, &ds, elevation, &ortho.path)?;
+            rpc::orthorectify(
+                path,
+                &ds,
+                elevation,
+                rpc::utm_zone_of(path, &ds)?,
+                &ortho.path,
+            )?;
             // The user knows the file they gave, not GDAL's memory file system.
             let mut stack = band_stack(&ortho.path, profile, band_order, elevation, name).map_err(
                 |e| match e {
@@ -262,7 +289,8 @@ pub(crate) fn band_stack(
             if stack.path == ortho.path {
                 return Ok(ortho);
             }
-            stack._orthorectified = Some(Box::new(ortho));
+            stack.orthorectified = true;
+            stack._sources.push(ortho);
             return Ok(stack);
         }
     }
@@ -284,7 +312,8 @@ pub(crate) fn band_stack(
         return Ok(BandStack {
             path: path.to_path_buf(),
             virtual_raster: false,
-            _orthorectified: None,
+            orthorectified: false,
+            _sources: Vec::new(),
         });
     };
     if order.len() != count {
@@ -311,6 +340,71 @@ pub(crate) fn band_stack(
         args.extend(["-b".into(), (k + 1).to_string()]);
     }
     build_virtual(&[ds], &args, path, name)
+}
+
+/// A product split into pieces (GF-6 WFV), each placed by its own RPCs: every piece
+/// orthorectified onto the first one's UTM zone, then mosaicked into one virtual raster.
+fn mosaic_pieces(
+    pieces: &[PathBuf],
+    profile: &SensorProfile,
+    elevation: &Elevation,
+    name: &str,
+) -> Result<BandStack> {
+    let fix = "give the product's pieces as delivered, each with its .rpb";
+    let mut zone = None;
+    let mut orthos = Vec::with_capacity(pieces.len());
+    for (k, piece) in pieces.iter().enumerate() {
+        let ds = gdal::Dataset::open(piece).in_file(piece, fix)?;
+        if !rpc::placed_by_rpcs(&ds) {
+            return Err(Error::input(
+                piece,
+                "is a piece of a split product without RPCs: the pieces cannot be put together",
+                fix,
+            ));
+        }
+        let epsg = match zone {
+            Some(epsg) => epsg,
+            None => *zone.insert(rpc::utm_zone_of(piece, &ds)?),
+        };
+        let ortho = BandStack {
+            path: virtual_path(&format!("{name}-piece-{}", k + 1)),
+            virtual_raster: true,
+            orthorectified: true,
+            _sources: Vec::new(),
+        };
+        rpc::orthorectify(piece, &ds, elevation, epsg, &ortho.path)?;
+        orthos.push(ortho);
+    }
+    let datasets = orthos
+        .iter()
+        .map(|o| open_georeferenced(&o.path))
+        .collect::<Result<Vec<_>>>()?;
+    let fill = profile.nodata.to_string();
+    let args = [
+        "-resolution",
+        "highest",
+        "-srcnodata",
+        &fill,
+        "-vrtnodata",
+        &fill,
+    ]
+    .map(String::from);
+    let mut mosaic = build_virtual(&datasets, &args, &pieces[0], name)?;
+    let bands = open_georeferenced(&mosaic.path)?.raster_count();
+    if bands != profile.bands.len() {
+        return Err(Error::input(
+            &pieces[0],
+            format!(
+                "has {bands} bands but profile `{}` expects {}",
+                profile.name,
+                profile.bands.len()
+            ),
+            "pick the profile of the product's camera with --sensor",
+        ));
+    }
+    mosaic.orthorectified = true;
+    mosaic._sources = orthos;
+    Ok(mosaic)
 }
 
 /// The raster files directly in `folder`, sorted.
@@ -402,6 +496,7 @@ fn build_virtual(
     Ok(BandStack {
         path,
         virtual_raster: true,
-        _orthorectified: None,
+        orthorectified: false,
+        _sources: Vec::new(),
     })
 }

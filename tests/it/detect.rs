@@ -466,17 +466,72 @@ const RPC_LAT_SCALE: f64 = 32.0 * 4.0 / 110_574.0;
 const RPC_LON_SCALE: f64 = 32.0 * 4.0 / 102_430.0;
 const RELIEF_PX: f64 = 8.0;
 
+/// A Gaofen camera as the tests make its L1A products: the test spectra's bands its bands
+/// show, and CRESDA's 2018 gains and the bands' solar irradiance.
+struct Camera {
+    satellite: &'static str,
+    sensor: &'static str,
+    spectra: &'static [usize],
+    gains: &'static [f64],
+    esun: &'static [f64],
+}
+
+const GF2_PMS1: Camera = Camera {
+    satellite: "GF2",
+    sensor: "PMS1",
+    spectra: &[0, 1, 2, 6],
+    gains: &[0.1356, 0.1736, 0.1644, 0.1788],
+    esun: &[1941.76, 1853.73, 1541.79, 1086.47],
+};
+
+/// Blue, green, red, NIR, red edge 1 and 2, then purple and yellow shown as blue and green.
+const GF6_WFV: Camera = Camera {
+    satellite: "GF6",
+    sensor: "WFV",
+    spectra: &[0, 1, 2, 6, 3, 4, 0, 1],
+    gains: &[
+        0.0667, 0.0517, 0.0485, 0.0298, 0.0530, 0.0450, 0.0814, 0.0559,
+    ],
+    esun: &[
+        1952.16, 1847.43, 1554.76, 1074.06, 1412.00, 1267.39, 1792.64, 1736.92,
+    ],
+};
+
 /// A GF-2 PMS1 L1A product of 5 May 2018 as delivered: the TIFF of raw DNs placed by the
 /// RPCs above, and its `.xml` (camera, time, sun). The DNs are those that the camera's 2018
 /// gains and the sun `sun_zenith` degrees from the zenith turn into the test spectra's
 /// reflectance.
 fn rpc_image(path: &Path, class_of: impl Fn(usize, usize) -> usize, sun_zenith: f64) {
+    write_product_xml(&path.with_extension("xml"), &GF2_PMS1, sun_zenith);
+    rpc_piece(path, &GF2_PMS1, 0, class_of, sun_zenith);
+}
+
+fn write_product_xml(path: &Path, camera: &Camera, sun_zenith: f64) {
+    std::fs::write(
+        path,
+        format!(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<ProductMetaData>\n<SatelliteID>{}</SatelliteID>\n<SensorID>{}</SensorID>\n<ProductLevel>LEVEL1A</ProductLevel>\n<CenterTime>2018-05-05 11:26:43</CenterTime>\n<SolarAzimuth>120.0</SolarAzimuth>\n<SolarZenith>{sun_zenith}</SolarZenith>\n</ProductMetaData>\n",
+            camera.satellite, camera.sensor
+        ),
+    )
+    .unwrap();
+}
+
+/// The TIFF of one 64 × 64 px piece of an L1A product of `camera`, `east` pieces east of the
+/// RPCs' centre; `class_of` takes the product's column (the piece's plus 64 per piece east).
+fn rpc_piece(
+    path: &Path,
+    camera: &Camera,
+    east: usize,
+    class_of: impl Fn(usize, usize) -> usize,
+    sun_zenith: f64,
+) {
     use gdal::Metadata;
-    const GF_BANDS: [usize; 4] = [0, 1, 2, 6];
     let size = 64;
+    let bands = camera.gains.len();
     let drv = gdal::DriverManager::get_driver_by_name("GTiff").unwrap();
     let mut ds = drv
-        .create_with_band_type::<u16, _>(path, size, size, 4)
+        .create_with_band_type::<u16, _>(path, size, size, bands)
         .unwrap();
     let coeffs = |set: &[(usize, f64)]| {
         let mut c = [0.0; 20];
@@ -485,6 +540,7 @@ fn rpc_image(path: &Path, class_of: impl Fn(usize, usize) -> usize, sun_zenith: 
         }
         c.map(|v| v.to_string()).join(" ")
     };
+    let lon = RPC_LON + 2.0 * RPC_LON_SCALE * east as f64;
     // Terms in RPC00B order: 1, L(on), P (lat), H(eight), ...
     for (key, value) in [
         ("LINE_OFF", "32".to_string()),
@@ -492,7 +548,7 @@ fn rpc_image(path: &Path, class_of: impl Fn(usize, usize) -> usize, sun_zenith: 
         ("LINE_SCALE", "32".into()),
         ("SAMP_SCALE", "32".into()),
         ("LAT_OFF", RPC_LAT.to_string()),
-        ("LONG_OFF", RPC_LON.to_string()),
+        ("LONG_OFF", lon.to_string()),
         ("LAT_SCALE", RPC_LAT_SCALE.to_string()),
         ("LONG_SCALE", RPC_LON_SCALE.to_string()),
         ("HEIGHT_OFF", "0".into()),
@@ -504,29 +560,19 @@ fn rpc_image(path: &Path, class_of: impl Fn(usize, usize) -> usize, sun_zenith: 
     ] {
         ds.set_metadata_item(key, &value, "RPC").unwrap();
     }
-    // CRESDA's 2018 gains of GF-2 PMS1 and the bands' solar irradiance; 5 May is day 125.
-    let (gains, esun) = (
-        [0.1356, 0.1736, 0.1644, 0.1788],
-        [1941.76, 1853.73, 1541.79, 1086.47],
-    );
+    // 5 May is day 125.
     let d = 1.0 - 0.01672 * (0.9856f64 * (125.0 - 4.0)).to_radians().cos();
-    let per_dn: Vec<f64> = (0..4)
+    let per_dn: Vec<f64> = (0..bands)
         .map(|b| {
-            std::f64::consts::PI * gains[b] * d * d / (esun[b] * sun_zenith.to_radians().cos())
+            std::f64::consts::PI * camera.gains[b] * d * d
+                / (camera.esun[b] * sun_zenith.to_radians().cos())
         })
         .collect();
-    std::fs::write(
-        path.with_extension("xml"),
-        format!(
-            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<ProductMetaData>\n<SatelliteID>GF2</SatelliteID>\n<SensorID>PMS1</SensorID>\n<ProductLevel>LEVEL1A</ProductLevel>\n<CenterTime>2018-05-05 11:26:43</CenterTime>\n<SolarAzimuth>120.0</SolarAzimuth>\n<SolarZenith>{sun_zenith}</SolarZenith>\n</ProductMetaData>\n"
-        ),
-    )
-    .unwrap();
-    for b in 1..=4 {
+    for b in 1..=bands {
         let values = (0..size * size)
             .map(|i| {
-                let (col, row) = (i % size, i / size);
-                let band = GF_BANDS[b - 1];
+                let (col, row) = (i % size + size * east, i / size);
+                let band = camera.spectra[b - 1];
                 let reflectance = f64::from(SPECTRA[class_of(col, row) - 1][band]) / 1e4
                     * f64::from(texture(b, i));
                 (reflectance / per_dn[b - 1]).round() as u16
@@ -802,6 +848,22 @@ fn a_gaofen_product_is_read_from_its_tar_gz_as_delivered() {
     let (_, extracted) = run(&folder.join(format!("{product}-MSS1.tiff")), "extracted").unwrap();
     assert!(from_tar.iter().filter(|&&c| c > 0.0).count() > 3000);
     assert_eq!(from_tar, extracted);
+    // The camera is named, never guessed; an L1A product's offset is its calibration's.
+    for (sensor, add_offset, says) in [
+        (None, None, "--sensor gf1-wfv, gf2-pms or gf6-wfv"),
+        (Some("gf2-pms"), Some(-1000.0), "--add-offset"),
+    ] {
+        let err = detect(&DetectOptions {
+            sensor: sensor.map(String::from),
+            add_offset,
+            elevation: gengbao::geo::rpc::Elevation::Height(0.0),
+            quiet: true,
+            ..DetectOptions::new(tar.clone(), tar.clone(), tmp.path().join("refused"))
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains(says), "{err}");
+    }
     // A tar without a multispectral image is named with what it holds.
     let empty = tmp.path().join("GF2_PMS1_X_L1A0.tar.gz");
     std::process::Command::new("tar")
@@ -816,5 +878,71 @@ fn a_gaofen_product_is_read_from_its_tar_gz_as_delivered() {
     assert!(
         err.contains("GF2_PMS1_X_L1A0.tar.gz") && err.contains("no multispectral"),
         "{err}"
+    );
+}
+
+#[test]
+fn a_gaofen_6_product_in_pieces_is_mosaicked_into_one_image() {
+    let tmp = tempfile::tempdir().unwrap();
+    let product = "GF6_WFV_E113.5_N23.1_20180505_L1A1119838015";
+    let folder = tmp.path().join(product);
+    std::fs::create_dir(&folder).unwrap();
+    // Water in the west piece, grain in the east one: the two pieces meet at column 64.
+    let ground = |col: usize, _row: usize| if col < 64 { 4 } else { 1 };
+    for piece in 1..=2 {
+        rpc_piece(
+            &folder.join(format!("{product}-{piece}.tiff")),
+            &GF6_WFV,
+            piece - 1,
+            ground,
+            30.0,
+        );
+    }
+    write_product_xml(&folder.join(format!("{product}.xml")), &GF6_WFV, 30.0);
+    let tar = tmp.path().join(format!("{product}.tar.gz"));
+    let packed = std::process::Command::new("tar")
+        .arg("czf")
+        .arg(&tar)
+        .arg("-C")
+        .arg(&folder)
+        .args(
+            std::fs::read_dir(&folder)
+                .unwrap()
+                .map(|e| e.unwrap().file_name()),
+        )
+        .status()
+        .unwrap();
+    assert!(packed.success());
+    let out = tmp.path().join("out");
+    let summary = detect(&DetectOptions {
+        sensor: Some("gf6-wfv".into()),
+        elevation: gengbao::geo::rpc::Elevation::Height(0.0),
+        quiet: true,
+        ..DetectOptions::new(tar.clone(), tar, out.clone())
+    })
+    .unwrap();
+    assert_eq!(
+        summary
+            .calibration_before
+            .as_ref()
+            .map(|c| c.camera.as_str()),
+        Some("GF6-WFV")
+    );
+    // One image twice as wide as a piece, classified on both sides of the seam.
+    let one_piece = 64 * 64;
+    let classes = pixels(&out, "class_before.tif");
+    let classified = classes.iter().filter(|&&c| c > 0.0).count();
+    assert!(
+        classified > one_piece * 3 / 2,
+        "{classified} pixels classified, {one_piece} in a piece"
+    );
+    let width = summary.width;
+    let (west, east) = (
+        classes[width / 4 + width * summary.height / 2],
+        classes[3 * width / 4 + width * summary.height / 2],
+    );
+    assert!(
+        west > 0.0 && east > 0.0 && west != east,
+        "west {west}, east {east}"
     );
 }
