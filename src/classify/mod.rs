@@ -850,13 +850,21 @@ impl Builtin {
         FeatureLayout::parse(&self.card().input_bands, profile).is_ok()
     }
 
-    /// The shipped model that serves `profile`: the one made for it, else the first that
-    /// reads it, else the first (whose refusal names what is missing).
+    /// The shipped model that serves `profile`: the one made for it, else, for a sensor
+    /// without shortwave infrared (which the index rules need), the first that reads it,
+    /// else the first (whose refusal names what is missing, and `auto` then takes the index
+    /// rules: a model learned on another sensor is not put in their place unmeasured).
     fn for_profile(profile: &SensorProfile) -> &'static Builtin {
         BUILTINS
             .iter()
             .find(|b| b.profiles.contains(&profile.name))
-            .or_else(|| BUILTINS.iter().find(|b| b.reads(profile)))
+            .or_else(|| {
+                profile
+                    .swir
+                    .is_none()
+                    .then(|| BUILTINS.iter().find(|b| b.reads(profile)))
+                    .flatten()
+            })
             .unwrap_or(&BUILTINS[0])
     }
 }
