@@ -5,7 +5,7 @@
 use crate::error::{Error, Result};
 use crate::geo::grid::{JobGrid, Window};
 use crate::geo::imagery::Acquisition;
-use crate::geo::sensor::SensorProfile;
+use crate::geo::sensor::{cloudy_in_visible, CloudRule, SensorProfile};
 use ndarray::{Array2, Array3, ArrayView2, Axis};
 
 // The red band must come before NIR in a profile so that per-observation NDVI can be formed.
@@ -63,6 +63,29 @@ pub(crate) fn reflectance_to_look(v: f32) -> i16 {
         (v * 10_000.0).round().clamp(-32_767.0, 32_767.0) as i16
     } else {
         LOOK_NODATA
+    }
+}
+
+/// Marks unobserved (NaN in every band) the pixels that the profile's visible-band cloud
+/// test calls cloud ([`CloudRule::VisibleTests`]: sensors without a quality band); nothing
+/// for other profiles. `bands` is reflectance, bands × rows × columns in profile order.
+pub(crate) fn hide_visible_clouds(bands: &mut Array3<f32>, profile: &SensorProfile) {
+    if profile.cloud_rule != CloudRule::VisibleTests {
+        return;
+    }
+    let [blue, green, red, nir] = profile.canonical.map(|n| {
+        profile
+            .band_index(n)
+            .expect("a profile's canonical bands are its own")
+    });
+    let (_, rows, cols) = bands.dim();
+    for r in 0..rows {
+        for c in 0..cols {
+            let v = |b: usize| bands[[b, r, c]];
+            if cloudy_in_visible(v(blue), v(green), v(red), v(nir)) {
+                bands.slice_mut(ndarray::s![.., r, c]).fill(f32::NAN);
+            }
+        }
     }
 }
 

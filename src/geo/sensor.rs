@@ -14,8 +14,29 @@ pub enum CloudRule {
     SclClasses(&'static [u16]),
     /// Landsat Collection 2 QA_PIXEL: a pixel with any of these bits set is not clear.
     QaBits(u16),
+    /// No quality band: clouds are found in the reflectance of blue, green, red and NIR by
+    /// [`cloudy_in_visible`] (Gaofen's cameras).
+    VisibleTests,
     /// The product has no quality band (e.g. a user's cloud-free mosaic).
     None,
+}
+
+/// Whether a pixel is cloud by the tests of Fmask (Zhu and Woodcock, 2012) that need only
+/// blue, green, red and NIR reflectance, with Fmask's own thresholds: flat across the visible
+/// bands (whiteness under 0.7), hazy in blue against red (HOT = blue − 0.5 red − 0.08 above
+/// 0), and not vegetation (NDVI under 0.8). Without Fmask's shortwave-infrared and thermal
+/// tests, bright white roofs and sand pass for cloud more often. Its accuracy against
+/// Sentinel-2's own scene classification is in the README (the test
+/// `real_cloud::the_visible_cloud_test_agrees_with_sentinel_2_scene_classification`).
+pub fn cloudy_in_visible(blue: f32, green: f32, red: f32, nir: f32) -> bool {
+    let mean = (blue + green + red) / 3.0;
+    if !(mean > 0.0) {
+        return false;
+    }
+    let whiteness = ((blue - mean).abs() + (green - mean).abs() + (red - mean).abs()) / mean;
+    let haze = blue - 0.5 * red - 0.08;
+    let ndvi = (nir - red) / (nir + red);
+    whiteness < 0.7 && haze > 0.0 && ndvi < 0.8
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -155,17 +176,17 @@ pub const PROFILES: &[SensorProfile] = &[
     },
     gaofen(
         "gf1-wfv",
-        "GF-1 WFV (16 m), bands 1 to 4 (blue, green, red, NIR) as reflectance x 10000, or L1A DNs calibrated from the product's .xml, no mask",
+        "GF-1 WFV (16 m), bands 1 to 4 (blue, green, red, NIR) as reflectance x 10000, or L1A DNs calibrated from the product's .xml; clouds by Fmask's visible-band tests",
         GF_BANDS,
     ),
     gaofen(
         "gf2-pms",
-        "GF-2 PMS multispectral (4 m), bands 1 to 4 (blue, green, red, NIR) as reflectance x 10000, or L1A DNs calibrated from the product's .xml, no mask",
+        "GF-2 PMS multispectral (4 m), bands 1 to 4 (blue, green, red, NIR) as reflectance x 10000, or L1A DNs calibrated from the product's .xml; clouds by Fmask's visible-band tests",
         GF_BANDS,
     ),
     gaofen(
         "gf6-wfv",
-        "GF-6 WFV (16 m), bands 1 to 8 (blue, green, red, NIR, red edge 1 and 2, purple, yellow) as reflectance x 10000, or L1A DNs calibrated from the product's .xml, no mask",
+        "GF-6 WFV (16 m), bands 1 to 8 (blue, green, red, NIR, red edge 1 and 2, purple, yellow) as reflectance x 10000, or L1A DNs calibrated from the product's .xml; clouds by Fmask's visible-band tests",
         &["B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8"],
     ),
 ];
@@ -193,7 +214,7 @@ const fn gaofen(
         dark_object_subtraction: false,
         nodata: 0.0,
         mask_band: None,
-        cloud_rule: CloudRule::None,
+        cloud_rule: CloudRule::VisibleTests,
     }
 }
 
@@ -288,7 +309,7 @@ impl SensorProfile {
         match self.cloud_rule {
             CloudRule::SclClasses(bad) => !bad.contains(&mask_value),
             CloudRule::QaBits(bits) => mask_value & bits == 0,
-            CloudRule::None => true,
+            CloudRule::VisibleTests | CloudRule::None => true,
         }
     }
 

@@ -12,7 +12,7 @@
 //! labelled image patches learns from.
 
 use crate::error::{Error, GdalContext, Result};
-use crate::geo::composite::{hide_unwatched, Composite};
+use crate::geo::composite::{hide_unwatched, hide_visible_clouds, Composite};
 use crate::geo::gaofen::{self, Calibration, CalibrationTable, ProductMetadata};
 use crate::geo::grid::{JobGrid, Window};
 use crate::geo::imagery::{dark_objects, has_band_token, is_raster_file, to_reflectance};
@@ -172,6 +172,7 @@ impl UserImage {
                 hide_unwatched(b, parcels);
             }
         }
+        hide_visible_clouds(&mut bands, profile);
         Ok(Composite::single(profile, bands))
     }
 }

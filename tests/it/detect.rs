@@ -946,3 +946,55 @@ fn a_gaofen_6_product_in_pieces_is_mosaicked_into_one_image() {
         "west {west}, east {east}"
     );
 }
+
+#[test]
+fn a_cloud_over_a_gaofen_field_is_unobserved_not_a_change() {
+    let tmp = tempfile::tempdir().unwrap();
+    const GF_BANDS: [usize; 4] = [0, 1, 2, 6];
+    // A cumulus over the grain fields in the second image: white and bright.
+    const CLOUD: (usize, usize, usize, usize) = (10, 30, 40, 60);
+    const CLOUD_TOP: [u16; 4] = [3200, 3300, 3400, 3800];
+    for (file, cloudy) in [("gf_t1.tif", false), ("gf_t2.tif", true)] {
+        crate::common::geotiff(&tmp.path().join(file), SIZE, 4, 10.0, |b, i| {
+            let (col, row) = (i % SIZE, i / SIZE);
+            if cloudy && inside(CLOUD, col, row) {
+                return (f32::from(CLOUD_TOP[b - 1]) * texture(b, i)).round() as u16;
+            }
+            let class = land(col, row);
+            (f32::from(SPECTRA[class as usize - 1][GF_BANDS[b - 1]]) * texture(b, i)).round() as u16
+        });
+    }
+    let out = tmp.path().join("out");
+    let summary = detect(&DetectOptions {
+        sensor: Some("gf2-pms".into()),
+        quiet: true,
+        ..DetectOptions::new(
+            tmp.path().join("gf_t1.tif"),
+            tmp.path().join("gf_t2.tif"),
+            out.clone(),
+        )
+    })
+    .unwrap();
+    let (before, after, change) = (
+        pixels(&out, "class_before.tif"),
+        pixels(&out, "class_after.tif"),
+        pixels(&out, "change.tif"),
+    );
+    let cloud: Vec<usize> = (0..SIZE * SIZE)
+        .filter(|&i| inside(CLOUD, i % SIZE, i / SIZE))
+        .collect();
+    let share = |f: &dyn Fn(usize) -> bool| {
+        cloud.iter().filter(|&&i| f(i)).count() as f64 / cloud.len() as f64
+    };
+    assert!(
+        share(&|i| before[i] > 0.0) > 0.95,
+        "the clear date is classified"
+    );
+    assert!(
+        share(&|i| after[i] == 0.0) > 0.95,
+        "the cloud is not classified"
+    );
+    assert_eq!(share(&|i| change[i] == 1.0), 0.0, "a cloud is no change");
+    let patches: usize = summary.patches.values().map(|t| t.count).sum();
+    assert_eq!(patches, 0, "{:?}", summary.patches);
+}

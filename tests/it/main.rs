@@ -13,6 +13,7 @@ mod maps;
 mod pipeline;
 mod real_abandonment;
 mod real_change;
+mod real_cloud;
 mod real_land_cover;
 mod real_worldcereal;
 mod resume;
