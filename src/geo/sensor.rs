@@ -30,7 +30,7 @@ pub enum CloudRule {
 /// `real_cloud::the_visible_cloud_test_agrees_with_sentinel_2_scene_classification`).
 pub fn cloudy_in_visible(blue: f32, green: f32, red: f32, nir: f32) -> bool {
     let mean = (blue + green + red) / 3.0;
-    if !(mean > 0.0) {
+    if mean.is_nan() || mean <= 0.0 {
         return false;
     }
     let whiteness = ((blue - mean).abs() + (green - mean).abs() + (red - mean).abs()) / mean;
