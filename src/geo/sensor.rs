@@ -394,6 +394,19 @@ mod tests {
     }
 
     #[test]
+    fn the_visible_cloud_test_takes_white_haze_for_cloud_and_not_fields_water_or_roofs() {
+        assert!(cloudy_in_visible(0.32, 0.33, 0.34, 0.38), "a white cumulus");
+        assert!(!cloudy_in_visible(0.04, 0.07, 0.04, 0.36), "a green field");
+        assert!(!cloudy_in_visible(0.07, 0.08, 0.06, 0.03), "water");
+        assert!(
+            !cloudy_in_visible(0.12, 0.14, 0.16, 0.21),
+            "a grey roof: no blue haze"
+        );
+        assert!(!cloudy_in_visible(f32::NAN, 0.3, 0.3, 0.3), "unobserved");
+        assert!(!cloudy_in_visible(0.0, 0.0, 0.0, 0.0), "fill");
+    }
+
+    #[test]
     fn scl_rule_rejects_clouds_and_shadows() {
         let p = SensorProfile::by_name("sentinel2-l2a").unwrap();
         assert!(p.is_clear(4));
