@@ -142,6 +142,9 @@ pub struct DetectSummary {
     /// The scene's change-magnitude threshold (standardised units), when the spectral
     /// decision was used and the scene gave one.
     pub change_threshold: Option<f32>,
+    /// Share of the watched pixels (the parcels', or the whole image's) that each date saw
+    /// clear and classified: before, after. Change is judged only where both did.
+    pub seen_share: [f64; 2],
     /// How each Gaofen L1A image's DNs became reflectance (`None` for an image read as
     /// reflectance).
     pub calibration_before: Option<Calibration>,
@@ -149,6 +152,9 @@ pub struct DetectSummary {
     pub seconds: f64,
     pub rules: String,
 }
+
+/// Below this share of the watched pixels seen clear, a date is warned about.
+const SEEN_WARNING: f64 = 0.5;
 
 impl DetectSummary {
     pub fn human(&self) -> String {
@@ -158,6 +164,14 @@ impl DetectSummary {
         );
         for (t, v) in &self.patches {
             s += &format!("  {t} {} ({:.0} m²)", v.count, v.area_m2);
+        }
+        for (date, share) in ["before", "after"].iter().zip(self.seen_share) {
+            if share < SEEN_WARNING {
+                s += &format!(
+                    "\n   warning: the {date} image saw {:.0} % of the watched pixels clear (clouds, nodata or outside it): change is judged only where both dates saw the ground",
+                    share * 100.0
+                );
+            }
         }
         for c in [&self.calibration_before, &self.calibration_after]
             .into_iter()
@@ -255,6 +269,8 @@ pub fn detect(opts: &DetectOptions) -> Result<DetectSummary> {
     };
     let mut change = ChangeRasters::create(&staging.join("flags.tif"), &work, grid)?;
     let mut shares = ParcelShares::default();
+    // Watched pixels, and those each date classified (seen clear and in the image).
+    let (mut watched, mut seen) = (0usize, [0usize; 2]);
     let rules = Rules::two_dates(opts.abandonment);
     for_each_tile(
         None,
@@ -263,6 +279,13 @@ pub fn detect(opts: &DetectOptions) -> Result<DetectSummary> {
         |tile, out| {
             let w = tile.core;
             shares.merge(out.shares);
+            watched += match pair.farmland {
+                Some(_) => out.parcel.iter().filter(|&&p| p != 0).count(),
+                None => w.len(),
+            };
+            for (n, classes) in seen.iter_mut().zip([&out.class_before, &out.class_after]) {
+                *n += classes.iter().filter(|&&c| c > 0).count();
+            }
             class_before.write(1, w, out.class_before)?;
             class_after.write(1, w, out.class_after)?;
             if let (Some(tiff), Some(values)) = (spectral.as_mut(), out.spectral) {
@@ -317,6 +340,7 @@ pub fn detect(opts: &DetectOptions) -> Result<DetectSummary> {
             .map_or("whole image".into(), |f| f.display().to_string()),
         patches: totals_by_type(&patches),
         change_threshold: scene.as_ref().and_then(SceneChange::threshold),
+        seen_share: seen.map(|n| n as f64 / watched.max(1) as f64),
         calibration_before: pair.before.image.calibration.clone(),
         calibration_after: pair.after.image.calibration.clone(),
         seconds: t0.elapsed().as_secs_f64(),

@@ -997,4 +997,12 @@ fn a_cloud_over_a_gaofen_field_is_unobserved_not_a_change() {
     assert_eq!(share(&|i| change[i] == 1.0), 0.0, "a cloud is no change");
     let patches: usize = summary.patches.values().map(|t| t.count).sum();
     assert_eq!(patches, 0, "{:?}", summary.patches);
+    // The summary says how much of the ground each date saw.
+    let [seen_before, seen_after] = summary.seen_share;
+    let clouded = cloud.len() as f64 / (SIZE * SIZE) as f64;
+    assert!(seen_before > 0.97, "{seen_before}");
+    assert!(
+        (seen_before - seen_after - clouded).abs() < 0.02,
+        "{seen_before} {seen_after}"
+    );
 }
