@@ -235,6 +235,9 @@ struct PairTile {
     change: ChangeTile,
     parcel: Vec<i32>,
     shares: ParcelShares,
+    /// Watched pixels of the core, and those each date's own classification saw.
+    watched: usize,
+    seen: [usize; 2],
 }
 
 pub fn detect(opts: &DetectOptions) -> Result<DetectSummary> {
@@ -279,13 +282,9 @@ pub fn detect(opts: &DetectOptions) -> Result<DetectSummary> {
         |tile, out| {
             let w = tile.core;
             shares.merge(out.shares);
-            watched += match pair.farmland {
-                Some(_) => out.parcel.iter().filter(|&&p| p != 0).count(),
-                None => w.len(),
-            };
-            for (n, classes) in seen.iter_mut().zip([&out.class_before, &out.class_after]) {
-                *n += classes.iter().filter(|&&c| c > 0).count();
-            }
+            watched += out.watched;
+            seen[0] += out.seen[0];
+            seen[1] += out.seen[1];
             class_before.write(1, w, out.class_before)?;
             class_after.write(1, w, out.class_after)?;
             if let (Some(tiff), Some(values)) = (spectral.as_mut(), out.spectral) {
@@ -593,6 +592,11 @@ fn pair_tile(
             shares.add(parcel, flag);
         }
     }
+    let watched = farm
+        .as_ref()
+        .map_or(n, |f| f.parcel.iter().filter(|&&p| p != 0).count());
+    // Each date's own classes: the after raster keeps a pixel only where both dates saw it.
+    let seen = [&before.classes, &after.classes].map(|c| c.iter().filter(|&&c| c > 0).count());
     Ok(PairTile {
         class_before: before.classes,
         class_after,
@@ -600,6 +604,8 @@ fn pair_tile(
         change,
         parcel: farm.map_or_else(|| vec![0; n], |f| f.parcel),
         shares,
+        watched,
+        seen,
     })
 }
 

@@ -13,6 +13,7 @@
 //! and is refused without it: its DNs are not reflectance.
 
 use crate::error::{Error, Result};
+use crate::geo::imagery::is_packed_product;
 use crate::geo::layers::listed;
 use crate::geo::raster::{read_small_file, tar_entries};
 use chrono::{Datelike, NaiveDate};
@@ -311,32 +312,50 @@ pub struct Calibration {
 /// the archive): the same name with `.xml`, or, for a piece of a split product
 /// (`…_L1A1119838015-2.tiff`), the product's name without the piece number.
 pub fn product_xml(image: &Path) -> Option<PathBuf> {
-    let own = image.with_extension("xml");
     let product =
         piece_number(image).and_then(|(stem, _)| Some(image.parent()?.join(format!("{stem}.xml"))));
-    [Some(own), product]
+    [Some(image.with_extension("xml")), product]
         .into_iter()
         .flatten()
         .find(|xml| read_small_file(xml).is_some())
 }
 
+/// The name of the `.xml` a Gaofen image's product is delivered with: the product's for a
+/// piece, else the image's own.
+pub fn expected_xml_name(image: &Path) -> String {
+    let xml = match piece_number(image) {
+        Some((stem, _)) => PathBuf::from(format!("{stem}.xml")),
+        None => image.with_extension("xml"),
+    };
+    xml.file_name().map_or_else(
+        || xml.display().to_string(),
+        |f| f.to_string_lossy().into_owned(),
+    )
+}
+
 /// The product name and piece number of a piece's file (`…-2.tiff` → (`…`, 2)).
+/// Only an L1A product's name (`…_L1A1119838015`) with a plain number after its dash is a
+/// piece: `…-MSS1` is a camera's file, and `…_2020-05-01.tif` a date.
 fn piece_number(image: &Path) -> Option<(&str, u32)> {
     let stem = image.file_stem()?.to_str()?;
     let (product, n) = stem.rsplit_once('-')?;
-    Some((product, n.parse().ok()?))
+    let digits = !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit());
+    let l1a = product
+        .rsplit('_')
+        .next()
+        .is_some_and(|id| id.to_ascii_uppercase().starts_with("L1A"));
+    (digits && l1a)
+        .then(|| Some((product, n.parse().ok()?)))
+        .flatten()
 }
 
-/// Whether `path` names a packed product (`.tar.gz`, `.tgz`, `.tar`), as Gaofen's are
-/// delivered.
+/// Whether `path` names a packed product as Gaofen's are delivered (a tar, gzipped or not).
 pub fn is_archive(path: &Path) -> bool {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().to_ascii_lowercase())
-        .unwrap_or_default();
-    [".tar.gz", ".tgz", ".tar"]
-        .iter()
-        .any(|e| name.ends_with(e))
+    is_packed_product(path)
+        && !path
+            .to_string_lossy()
+            .to_ascii_lowercase()
+            .ends_with(".zip")
 }
 
 /// The images to read of what the user gave: the multispectral TIFF inside a delivered
@@ -346,7 +365,7 @@ pub fn is_archive(path: &Path) -> bool {
 /// multispectral one (`-MSS1`), which is the one read.
 pub fn product_pieces(path: &Path) -> Result<Vec<PathBuf>> {
     if !is_archive(path) {
-        return Ok(vec![path.to_path_buf()]);
+        return Ok(sibling_pieces(path));
     }
     let fix = "give the product's .tar.gz as delivered (GF1_WFV1_…_L1A….tar.gz, GF2_PMS1_…_L1A….tar.gz), or the extracted multispectral TIFF with its .xml and .rpb beside it";
     let (root, entries) = tar_entries(path).map_err(|damage| Error::input(path, damage, fix))?;
@@ -360,10 +379,6 @@ pub fn product_pieces(path: &Path) -> Result<Vec<PathBuf>> {
             (file.ends_with(".tif") || file.ends_with(".tiff")) && !file.contains("-pan")
         })
         .collect();
-    let pieces = multispectral.len() > 1
-        && multispectral
-            .iter()
-            .all(|p| piece_number(p).is_some_and(|(_, n)| n >= 1));
     match multispectral.as_slice() {
         [one] => Ok(vec![root.join(one)]),
         [] => Err(Error::input(
@@ -374,16 +389,61 @@ pub fn product_pieces(path: &Path) -> Result<Vec<PathBuf>> {
             ),
             fix,
         )),
-        _ if pieces => Ok(multispectral.iter().map(|p| root.join(p)).collect()),
-        _ => Err(Error::input(
-            path,
-            format!(
-                "holds {} multispectral TIFFs that are not the numbered pieces of one product ({})",
-                multispectral.len(),
-                listed_paths(&multispectral)
-            ),
-            fix,
-        )),
+        _ => match numbered_pieces(&multispectral) {
+            Some(pieces) => Ok(pieces.into_iter().map(|p| root.join(p)).collect()),
+            None => Err(Error::input(
+                path,
+                format!(
+                    "holds {} multispectral TIFFs that are not the numbered pieces of one product ({})",
+                    multispectral.len(),
+                    listed_paths(&multispectral)
+                ),
+                fix,
+            )),
+        },
+    }
+}
+
+/// `files` in piece order when they are the numbered pieces of one product (one name, each
+/// number once); `None` otherwise.
+fn numbered_pieces<'a>(files: &[&'a PathBuf]) -> Option<Vec<&'a PathBuf>> {
+    let mut numbered: Vec<(u32, &PathBuf)> = files
+        .iter()
+        .map(|f| piece_number(f).map(|(_, n)| (n, *f)))
+        .collect::<Option<_>>()?;
+    let stems: std::collections::BTreeSet<&str> = files
+        .iter()
+        .filter_map(|f| Some(piece_number(f)?.0))
+        .collect();
+    numbered.sort();
+    let distinct = numbered.windows(2).all(|w| w[0].0 != w[1].0);
+    (stems.len() == 1 && distinct).then(|| numbered.into_iter().map(|(_, f)| f).collect())
+}
+
+/// The pieces beside an extracted piece of a split product (`…-1.tiff` with `…-2.tiff` in
+/// its folder), in piece order; the file alone when it is not a piece.
+fn sibling_pieces(path: &Path) -> Vec<PathBuf> {
+    let alone = vec![path.to_path_buf()];
+    let (Some((stem, _)), Some(dir)) = (piece_number(path), path.parent()) else {
+        return alone;
+    };
+    let Ok(read) = std::fs::read_dir(dir) else {
+        return alone;
+    };
+    let siblings: Vec<PathBuf> = read
+        .filter_map(|e| Some(e.ok()?.path()))
+        .filter(|p| {
+            let ext = p
+                .extension()
+                .map(|e| e.to_string_lossy().to_ascii_lowercase());
+            matches!(ext.as_deref(), Some("tif" | "tiff"))
+                && piece_number(p).is_some_and(|(s, _)| s == stem)
+        })
+        .collect();
+    let refs: Vec<&PathBuf> = siblings.iter().collect();
+    match numbered_pieces(&refs) {
+        Some(pieces) if pieces.len() > 1 => pieces.into_iter().cloned().collect(),
+        _ => alone,
     }
 }
 
@@ -522,6 +582,25 @@ mod tests {
                 .to_string();
             assert!(err.contains("mine.toml") && err.contains(says), "{err}");
         }
+    }
+
+    #[test]
+    fn only_an_l1a_products_numbered_files_are_pieces() {
+        let piece = |name: &str| piece_number(Path::new(name)).map(|(_, n)| n);
+        assert_eq!(
+            piece("GF6_WFV_E127.9_N46.8_20180823_L1A1119838015-2.tiff"),
+            Some(2)
+        );
+        assert_eq!(
+            piece("GF2_PMS1_E113.5_N23.1_20180505_L1A0003167897-MSS1.tiff"),
+            None
+        );
+        assert_eq!(piece("gf2_2020-05-01.tif"), None);
+        assert_eq!(piece("GF6_WFV_X_L1A1119838015-+2.tiff"), None);
+        assert_eq!(
+            expected_xml_name(Path::new("/d/GF6_WFV_X_L1A1119838015-2.tiff")),
+            "GF6_WFV_X_L1A1119838015.xml"
+        );
     }
 
     #[test]

@@ -75,7 +75,7 @@ pub(crate) fn date_span<'a>(
 
 /// A packed product (a zipped SAFE, a Landsat or Gaofen tar), which the catalog does not
 /// open.
-fn is_packed_product(p: &Path) -> bool {
+pub(crate) fn is_packed_product(p: &Path) -> bool {
     let name = p
         .file_name()
         .and_then(|n| n.to_str())

@@ -55,12 +55,14 @@ pub(crate) fn utm_zone_of(path: &Path, ds: &Dataset) -> Result<u32> {
 
 /// The image at `path` (placed by RPCs) orthorectified onto the UTM zone `epsg` (its own,
 /// [`utm_zone_of`], or its product's other pieces'), as a virtual raster at `out` (a
-/// `/vsimem/` path).
+/// `/vsimem/` path). With `pixel_m`, pixels of that size aligned on multiples of it, so that
+/// the pieces of one product share a grid; else the size GDAL derives from the RPCs.
 pub(crate) fn orthorectify(
     path: &Path,
     ds: &Dataset,
     elevation: &Elevation,
     epsg: u32,
+    pixel_m: Option<f64>,
     out: &Path,
 ) -> Result<()> {
     let height = match elevation {
@@ -84,7 +86,7 @@ pub(crate) fn orthorectify(
         Elevation::Height(h) => format!("RPC_HEIGHT={h}"),
     };
     let epsg = format!("EPSG:{epsg}");
-    let args = [
+    let mut args: Vec<String> = [
         "-of",
         "VRT",
         "-rpc",
@@ -96,9 +98,19 @@ pub(crate) fn orthorectify(
         "bilinear",
         "-et",
         "0",
-    ];
+    ]
+    .map(String::from)
+    .to_vec();
+    if let Some(size) = pixel_m {
+        args.extend([
+            "-tr".into(),
+            size.to_string(),
+            size.to_string(),
+            "-tap".into(),
+        ]);
+    }
     let mut argv = gdal::cpl::CslStringList::new();
-    for a in args {
+    for a in &args {
         argv.add_string(a)?;
     }
     let fix = "check the image and its RPCs with `gdalinfo`, and the DEM's coverage";

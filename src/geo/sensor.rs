@@ -25,7 +25,8 @@ pub enum CloudRule {
 /// blue, green, red and NIR reflectance, with Fmask's own thresholds: flat across the visible
 /// bands (whiteness under 0.7), hazy in blue against red (HOT = blue − 0.5 red − 0.08 above
 /// 0), and not vegetation (NDVI under 0.8). Without Fmask's shortwave-infrared and thermal
-/// tests, bright white roofs and sand pass for cloud more often. Its accuracy against
+/// tests, bright white roofs, plastic greenhouses and sand pass for cloud more often: such a
+/// new building is then unobserved in that date, not a change. Its accuracy against
 /// Sentinel-2's own scene classification is in the README (the test
 /// `real_cloud::the_visible_cloud_test_agrees_with_sentinel_2_scene_classification`).
 pub fn cloudy_in_visible(blue: f32, green: f32, red: f32, nir: f32) -> bool {
@@ -35,8 +36,7 @@ pub fn cloudy_in_visible(blue: f32, green: f32, red: f32, nir: f32) -> bool {
     }
     let whiteness = ((blue - mean).abs() + (green - mean).abs() + (red - mean).abs()) / mean;
     let haze = blue - 0.5 * red - 0.08;
-    let ndvi = (nir - red) / (nir + red);
-    whiteness < 0.7 && haze > 0.0 && ndvi < 0.8
+    whiteness < 0.7 && haze > 0.0 && crate::geo::composite::ndvi(red, nir) < 0.8
 }
 
 #[derive(Debug, Clone, PartialEq)]

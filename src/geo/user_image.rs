@@ -85,6 +85,15 @@ impl UserImage {
                     band_stack(one, profile, band_order, elevation, name)?,
                     one.clone(),
                 ),
+                _ if band_order.is_some() => {
+                    return Err(Error::usage(
+                        format!(
+                            "--bands is given, but {} is a product in pieces, read in the camera's band order",
+                            given.display()
+                        ),
+                        "leave out --bands",
+                    ))
+                }
                 pieces => (
                     mosaic_pieces(pieces, profile, elevation, name)?,
                     pieces[0].clone(),
@@ -98,12 +107,11 @@ impl UserImage {
             match gaofen::product_xml(&image) {
                 Some(xml) => Some(table.calibration(&ProductMetadata::read(&xml)?, n, &xml)?),
                 None if stack.orthorectified => {
-                    let xml = image.with_extension("xml");
                     return Err(Error::input(
                         given,
                         format!(
                             "holds an L1A product's raw DNs (it is placed by RPCs) without its {}: the camera, date and sun angle that calibrate them",
-                            xml.file_name().map_or(xml.display().to_string(), |f| f.to_string_lossy().into_owned())
+                            gaofen::expected_xml_name(&image)
                         ),
                         "keep the product's .xml beside the image as delivered, or give the product's .tar.gz",
                     ));
@@ -272,6 +280,7 @@ pub(crate) fn band_stack(
                 &ds,
                 elevation,
                 rpc::utm_zone_of(path, &ds)?,
+                None,
                 &ortho.path,
             )?;
             // The user knows the file they gave, not GDAL's memory file system.
@@ -352,7 +361,7 @@ fn mosaic_pieces(
     name: &str,
 ) -> Result<BandStack> {
     let fix = "give the product's pieces as delivered, each with its .rpb";
-    let mut zone = None;
+    let mut grid: Option<(u32, f64)> = None;
     let mut orthos = Vec::with_capacity(pieces.len());
     for (k, piece) in pieces.iter().enumerate() {
         let ds = gdal::Dataset::open(piece).in_file(piece, fix)?;
@@ -363,17 +372,23 @@ fn mosaic_pieces(
                 fix,
             ));
         }
-        let epsg = match zone {
-            Some(epsg) => epsg,
-            None => *zone.insert(rpc::utm_zone_of(piece, &ds)?),
-        };
         let ortho = BandStack {
             path: virtual_path(&format!("{name}-piece-{}", k + 1)),
             virtual_raster: true,
             orthorectified: true,
             _sources: Vec::new(),
         };
-        rpc::orthorectify(piece, &ds, elevation, epsg, &ortho.path)?;
+        // One grid for all pieces: the first piece's zone and pixel size, aligned.
+        let (epsg, pixel_m) = match grid {
+            Some(g) => g,
+            None => {
+                let epsg = rpc::utm_zone_of(piece, &ds)?;
+                rpc::orthorectify(piece, &ds, elevation, epsg, None, &ortho.path)?;
+                let size = open_georeferenced(&ortho.path)?.geo_transform()?[1];
+                *grid.insert((epsg, size))
+            }
+        };
+        rpc::orthorectify(piece, &ds, elevation, epsg, Some(pixel_m), &ortho.path)?;
         orthos.push(ortho);
     }
     let datasets = orthos

@@ -936,6 +936,20 @@ fn a_gaofen_6_product_in_pieces_is_mosaicked_into_one_image() {
         classified > one_piece * 3 / 2,
         "{classified} pixels classified, {one_piece} in a piece"
     );
+    // Given the extracted first piece, its sibling is gathered too: the same image.
+    let extracted = tmp.path().join("extracted");
+    detect(&DetectOptions {
+        sensor: Some("gf6-wfv".into()),
+        elevation: gengbao::geo::rpc::Elevation::Height(0.0),
+        quiet: true,
+        ..DetectOptions::new(
+            folder.join(format!("{product}-1.tiff")),
+            folder.join(format!("{product}-1.tiff")),
+            extracted.clone(),
+        )
+    })
+    .unwrap();
+    assert_eq!(pixels(&extracted, "class_before.tif"), classes);
     let width = summary.width;
     let (west, east) = (
         classes[width / 4 + width * summary.height / 2],
@@ -954,7 +968,11 @@ fn a_cloud_over_a_gaofen_field_is_unobserved_not_a_change() {
     // A cumulus over the grain fields in the second image: white and bright.
     const CLOUD: (usize, usize, usize, usize) = (10, 30, 40, 60);
     const CLOUD_TOP: [u16; 4] = [3200, 3300, 3400, 3800];
-    for (file, cloudy) in [("gf_t1.tif", false), ("gf_t2.tif", true)] {
+    for (file, cloudy) in [
+        ("gf_t1.tif", false),
+        ("gf_t2.tif", true),
+        ("gf_t3.tif", false),
+    ] {
         crate::common::geotiff(&tmp.path().join(file), SIZE, 4, 10.0, |b, i| {
             let (col, row) = (i % SIZE, i / SIZE);
             if cloudy && inside(CLOUD, col, row) {
@@ -1005,4 +1023,18 @@ fn a_cloud_over_a_gaofen_field_is_unobserved_not_a_change() {
         (seen_before - seen_after - clouded).abs() < 0.02,
         "{seen_before} {seen_after}"
     );
+    // The other way round, the cloudy date is the before one, and it alone is short.
+    let swapped = detect(&DetectOptions {
+        sensor: Some("gf2-pms".into()),
+        quiet: true,
+        ..DetectOptions::new(
+            tmp.path().join("gf_t2.tif"),
+            tmp.path().join("gf_t3.tif"),
+            tmp.path().join("swapped"),
+        )
+    })
+    .unwrap();
+    let [cloudy, clear] = swapped.seen_share;
+    assert!(clear > 0.97, "{clear}");
+    assert!((clear - cloudy - clouded).abs() < 0.02, "{cloudy} {clear}");
 }
