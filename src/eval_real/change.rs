@@ -31,6 +31,10 @@ pub(super) struct Scene {
     pub sensor: &'static str,
     pub add_offset: Option<f32>,
     pub labels: Labels,
+    /// Read only blue, green, red and NIR (B02, B03, B04, B08), stacked into one file, as a
+    /// camera without shortwave infrared: Gaofen's path (the four-band model, the spectral
+    /// decision on four bands), on real change.
+    pub four_bands: bool,
 }
 
 /// Where a scene's reference change map is and how it reads.
@@ -65,6 +69,7 @@ pub(super) fn scenes(data: &Path, cities: Option<&[String]>) -> Result<Vec<Scene
                 changed: taizhou.join("change.bmp"),
                 unchanged: taizhou.join("unchanged.bmp"),
             },
+            four_bands: false,
         });
     }
     let oscd = data.join("oscd-train");
@@ -82,24 +87,37 @@ pub(super) fn scenes(data: &Path, cities: Option<&[String]>) -> Result<Vec<Scene
                 format!("name one of: {}", cities_found.join(", ")),
             ));
         }
-        for city in cities_found {
-            if cities.is_some_and(|c| !c.contains(&city)) {
-                continue;
+        let wanted: Vec<&String> = cities_found
+            .iter()
+            .filter(|city| cities.is_none_or(|c| c.contains(city)))
+            .collect();
+        // All thirteen bands, then the same cities as a four-band camera would see them.
+        for four_bands in [false, true] {
+            for city in &wanted {
+                let dir = oscd.join(city);
+                let b02 = user_image::band_files(&dir.join("imgs_1"), &["B02"])?.remove(0);
+                out.push(Scene {
+                    set: if four_bands {
+                        "oscd-train-four-bands"
+                    } else {
+                        "oscd-train"
+                    },
+                    name: city.to_string(),
+                    before: dir.join("imgs_1"),
+                    after: dir.join("imgs_2"),
+                    sensor: if four_bands {
+                        "gf2-pms"
+                    } else {
+                        "sentinel2-l1c"
+                    },
+                    add_offset: Some(0.0),
+                    labels: Labels::Oscd {
+                        map: dir.join("cm").join(format!("{city}-cm.tif")),
+                        georeferencing: b02,
+                    },
+                    four_bands,
+                });
             }
-            let dir = oscd.join(&city);
-            let b02 = user_image::band_files(&dir.join("imgs_1"), &["B02"])?.remove(0);
-            out.push(Scene {
-                set: "oscd-train",
-                name: city.clone(),
-                before: dir.join("imgs_1"),
-                after: dir.join("imgs_2"),
-                sensor: "sentinel2-l1c",
-                add_offset: Some(0.0),
-                labels: Labels::Oscd {
-                    map: dir.join("cm").join(format!("{city}-cm.tif")),
-                    georeferencing: b02,
-                },
-            });
         }
     }
     Ok(out)
@@ -108,13 +126,28 @@ pub(super) fn scenes(data: &Path, cities: Option<&[String]>) -> Result<Vec<Scene
 /// Runs one scene: detect with the spectral decision, detect on the classes alone, and the
 /// yardstick, scored on the labelled pixels. `work` receives detect's outputs.
 pub(super) fn run_scene(scene: &Scene, work: &Path) -> Result<ChangeScene> {
+    std::fs::create_dir_all(work).map_err(|e| Error::io(work, e))?;
+    let (before, after) = if scene.four_bands {
+        (
+            four_band_stack(
+                &scene.before,
+                &work.join(format!("{}-before.vrt", scene.name)),
+            )?,
+            four_band_stack(
+                &scene.after,
+                &work.join(format!("{}-after.vrt", scene.name)),
+            )?,
+        )
+    } else {
+        (scene.before.clone(), scene.after.clone())
+    };
     let run = |classes_only: bool, out: PathBuf| {
         detect(&DetectOptions {
             sensor: Some(scene.sensor.into()),
             add_offset: scene.add_offset,
             classes_only,
             quiet: true,
-            ..DetectOptions::new(scene.before.clone(), scene.after.clone(), out)
+            ..DetectOptions::new(before.clone(), after.clone(), out)
         })
     };
     let out = work.join(&scene.name);
@@ -142,7 +175,8 @@ pub(super) fn run_scene(scene: &Scene, work: &Path) -> Result<ChangeScene> {
     let [flags, classes] = detected(&out)?;
     let (gengbao_flags, gengbao_classes) = (score(&flags), score(&classes));
     let [classes_only_flags, classes_only] = detected(&classes_out)?;
-    let [cva_otsu, ir_mad] = yardsticks_on(scene, &grid)?.map(|changed| score(&changed));
+    let [cva_otsu, ir_mad] =
+        yardsticks_on(scene, &before, &after, &grid)?.map(|changed| score(&changed));
     Ok(ChangeScene {
         set: scene.set.into(),
         scene: scene.name.clone(),
@@ -157,6 +191,19 @@ pub(super) fn run_scene(scene: &Scene, work: &Path) -> Result<ChangeScene> {
         threshold: summary.change_threshold,
         classifier: summary.classifier,
     })
+}
+
+/// Blue, green, red and NIR of a folder of Sentinel-2 band files stacked into one virtual
+/// raster at `out`, in a four-band camera's order.
+fn four_band_stack(folder: &Path, out: &Path) -> Result<PathBuf> {
+    let fix = "restore the city's band files (B02, B03, B04 and B08 at 10 m)";
+    let sources = user_image::band_files(folder, &["B02", "B03", "B04", "B08"])?
+        .iter()
+        .map(|f| open_georeferenced(f))
+        .collect::<Result<Vec<_>>>()?;
+    let opts = gdal::programs::raster::BuildVRTOptions::new(["-separate"]).in_file(folder, fix)?;
+    gdal::programs::raster::build_vrt(Some(out), &sources, Some(opts)).in_file(folder, fix)?;
+    Ok(out.to_path_buf())
 }
 
 /// The better (by F1) of two scores; an undefined F1 loses.
@@ -263,11 +310,16 @@ fn georeference_like(map: &Path, like: &Path, out: &Path) -> Result<()> {
 
 /// The yardsticks' changed pixels: both images read onto `grid` as detect reads them (band
 /// stacks, bilinear), then [`change_vector_otsu`] and [`ir_mad`].
-fn yardsticks_on(scene: &Scene, grid: &JobGrid) -> Result<[Vec<bool>; 2]> {
+fn yardsticks_on(
+    scene: &Scene,
+    before: &Path,
+    after: &Path,
+    grid: &JobGrid,
+) -> Result<[Vec<bool>; 2]> {
     let profile = SensorProfile::by_name(scene.sensor)?;
     let read = |path: &Path, name: &str| digital_numbers(path, profile, None, grid, name);
-    let before = read(&scene.before, "yardstick-before")?;
-    let after = read(&scene.after, "yardstick-after")?;
+    let before = read(before, "yardstick-before")?;
+    let after = read(after, "yardstick-after")?;
     Ok([
         change_vector_otsu(before.view(), after.view()),
         ir_mad(before.view(), after.view()),

@@ -24,7 +24,9 @@ pub enum CloudRule {
 /// Whether a pixel is cloud by the tests of Fmask (Zhu and Woodcock, 2012) that need only
 /// blue, green, red and NIR reflectance, with Fmask's own thresholds: flat across the visible
 /// bands (whiteness under 0.7), hazy in blue against red (HOT = blue − 0.5 red − 0.08 above
-/// 0), and not vegetation (NDVI under 0.8). Without Fmask's shortwave-infrared and thermal
+/// 0), and not vegetation (NDVI under 0.8); and bright (mean visible reflectance above 0.2),
+/// standing in for Fmask's shortwave-infrared and thermal tests: without it, the
+/// atmosphere's blue in top-of-atmosphere looks made grey city blocks pass for cloud. Without Fmask's shortwave-infrared and thermal
 /// tests, bright white roofs, plastic greenhouses and sand pass for cloud more often: such a
 /// new building is then unobserved in that date, not a change. Its accuracy against
 /// Sentinel-2's own scene classification is in the README (the test
@@ -36,7 +38,7 @@ pub fn cloudy_in_visible(blue: f32, green: f32, red: f32, nir: f32) -> bool {
     }
     let whiteness = ((blue - mean).abs() + (green - mean).abs() + (red - mean).abs()) / mean;
     let haze = blue - 0.5 * red - 0.08;
-    whiteness < 0.7 && haze > 0.0 && crate::geo::composite::ndvi(red, nir) < 0.8
+    mean > 0.2 && whiteness < 0.7 && haze > 0.0 && crate::geo::composite::ndvi(red, nir) < 0.8
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -401,6 +403,10 @@ mod tests {
         assert!(
             !cloudy_in_visible(0.12, 0.14, 0.16, 0.21),
             "a grey roof: no blue haze"
+        );
+        assert!(
+            !cloudy_in_visible(0.15, 0.13, 0.11, 0.14),
+            "a city block through the atmosphere's blue: hazy but not bright"
         );
         assert!(!cloudy_in_visible(f32::NAN, 0.3, 0.3, 0.3), "unobserved");
         assert!(!cloudy_in_visible(0.0, 0.0, 0.0, 0.0), "fill");
