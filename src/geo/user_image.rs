@@ -73,57 +73,20 @@ impl UserImage {
         table: &CalibrationTable,
         name: &str,
     ) -> Result<Self> {
-        let given = path;
-        let (stack, image) = if profile.guessable() {
+        let (stack, calibration) = if profile.guessable() {
             (
                 band_stack(path, profile, band_order, elevation, name)?,
-                path.to_path_buf(),
+                None,
             )
         } else {
-            match gaofen::product_pieces(path)?.as_slice() {
-                [one] => (
-                    band_stack(one, profile, band_order, elevation, name)?,
-                    one.clone(),
-                ),
-                _ if band_order.is_some() => {
-                    return Err(Error::usage(
-                        format!(
-                            "--bands is given, but {} is a product in pieces, read in the camera's band order",
-                            given.display()
-                        ),
-                        "leave out --bands",
-                    ))
-                }
-                pieces => (
-                    mosaic_pieces(pieces, profile, elevation, name)?,
-                    pieces[0].clone(),
-                ),
-            }
+            gaofen_product(path, profile, band_order, elevation, table, name)?
         };
         let n = profile.bands.len();
-        let calibration = if profile.guessable() {
-            None
-        } else {
-            match gaofen::product_xml(&image) {
-                Some(xml) => Some(table.calibration(&ProductMetadata::read(&xml)?, n, &xml)?),
-                None if stack.orthorectified => {
-                    return Err(Error::input(
-                        given,
-                        format!(
-                            "holds an L1A product's raw DNs (it is placed by RPCs) without its {}: the camera, date and sun angle that calibrate them",
-                            gaofen::expected_xml_name(&image)
-                        ),
-                        "keep the product's .xml beside the image as delivered, or give the product's .tar.gz",
-                    ));
-                }
-                None => None,
-            }
-        };
         if calibration.is_some() && add_offset.is_some() {
             return Err(Error::usage(
                 format!(
                     "--add-offset is given, but {} is a Gaofen L1A product, calibrated from its .xml",
-                    given.display()
+                    path.display()
                 ),
                 "leave out --add-offset: it applies to reflectance products",
             ));
@@ -183,6 +146,53 @@ impl UserImage {
         hide_visible_clouds(&mut bands, profile);
         Ok(Composite::single(profile, bands))
     }
+}
+
+/// A Gaofen product as delivered (a TIFF, a piece, a `.tar.gz`; [`gaofen::product_pieces`])
+/// read as one band stack, with its calibration when its `.xml` is found. An image placed by
+/// RPCs without one is refused: its values are raw DNs.
+fn gaofen_product(
+    given: &Path,
+    profile: &SensorProfile,
+    band_order: Option<&[String]>,
+    elevation: &Elevation,
+    table: &CalibrationTable,
+    name: &str,
+) -> Result<(BandStack, Option<Calibration>)> {
+    let (stack, image) = match gaofen::product_pieces(given)?.as_slice() {
+        [one] => (
+            band_stack(one, profile, band_order, elevation, name)?,
+            one.clone(),
+        ),
+        _ if band_order.is_some() => return Err(Error::usage(
+            format!(
+                "--bands is given, but {} is a product in pieces, read in the camera's band order",
+                given.display()
+            ),
+            "leave out --bands",
+        )),
+        pieces => (
+            mosaic_pieces(pieces, profile, elevation, name)?,
+            pieces[0].clone(),
+        ),
+    };
+    let calibration = match gaofen::product_xml(&image) {
+        Some(xml) => {
+            Some(table.calibration(&ProductMetadata::read(&xml)?, profile.bands.len(), &xml)?)
+        }
+        None if stack.orthorectified => {
+            return Err(Error::input(
+                given,
+                format!(
+                    "holds an L1A product's raw DNs (it is placed by RPCs) without its {}: the camera, date and sun angle that calibrate them",
+                    gaofen::expected_xml_name(&image)
+                ),
+                "keep the product's .xml beside the image as delivered, or give the product's .tar.gz",
+            ));
+        }
+        None => None,
+    };
+    Ok((stack, calibration))
 }
 
 /// Names the virtual rasters of this process apart.

@@ -9,7 +9,7 @@ use gdal_sys::OGRFieldType::OFTInteger;
 use gengbao::detect::{detect, DetectOptions};
 use gengbao::domain::change::ChangeType;
 use gengbao::geo::vector::{write_layer, Areas, Format};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 const SIZE: usize = 96;
 const ORIGIN: (f64, f64) = (500_000.0, 3_500_000.0);
@@ -421,15 +421,12 @@ fn a_gaofen_pair_without_shortwave_infrared_is_read_by_the_four_band_model() {
         });
     }
     let out = tmp.path().join("out");
-    let summary = detect(&DetectOptions {
-        sensor: Some("gf2-pms".into()),
-        quiet: true,
-        ..DetectOptions::new(
-            tmp.path().join("gf_t1.tif"),
-            tmp.path().join("gf_t2.tif"),
-            out.clone(),
-        )
-    })
+    let summary = detect(&gaofen_options(
+        "gf2-pms",
+        tmp.path().join("gf_t1.tif"),
+        tmp.path().join("gf_t2.tif"),
+        out.clone(),
+    ))
     .unwrap();
     let card: serde_json::Value =
         serde_json::from_str(include_str!("../../models/gengbao-4band-v1.ot.json")).unwrap();
@@ -682,16 +679,12 @@ fn a_gaofen_l1a_pair_is_calibrated_from_its_xml_whatever_the_sun() {
     rpc_image(&tmp.path().join("high_sun.tif"), ground, 20.0);
     rpc_image(&tmp.path().join("low_sun.tif"), ground, 50.0);
     let out = tmp.path().join("out");
-    let summary = detect(&DetectOptions {
-        sensor: Some("gf2-pms".into()),
-        elevation: gengbao::geo::rpc::Elevation::Height(0.0),
-        quiet: true,
-        ..DetectOptions::new(
-            tmp.path().join("high_sun.tif"),
-            tmp.path().join("low_sun.tif"),
-            out.clone(),
-        )
-    })
+    let summary = detect(&gaofen_options(
+        "gf2-pms",
+        tmp.path().join("high_sun.tif"),
+        tmp.path().join("low_sun.tif"),
+        out.clone(),
+    ))
     .unwrap();
     let (before, after) = (
         summary.calibration_before.as_ref().unwrap(),
@@ -742,11 +735,12 @@ fn a_gaofen_l1a_pair_is_calibrated_from_its_xml_whatever_the_sun() {
         (f32::from(SPECTRA[class - 1][GF_BANDS[b - 1]]) * texture(b, i)).round() as u16
     });
     let reference = tmp.path().join("reference");
-    detect(&DetectOptions {
-        sensor: Some("gf2-pms".into()),
-        quiet: true,
-        ..DetectOptions::new(reflectance.clone(), reflectance, reference.clone())
-    })
+    detect(&gaofen_options(
+        "gf2-pms",
+        reflectance.clone(),
+        reflectance,
+        reference.clone(),
+    ))
     .unwrap();
     let shares = |classes: &[f64]| {
         let seen: Vec<f64> = classes.iter().copied().filter(|&c| c > 0.0).collect();
@@ -777,16 +771,12 @@ fn a_gaofen_l1a_image_without_its_xml_is_refused_not_read_as_reflectance() {
     }
     std::fs::remove_file(tmp.path().join("after.xml")).unwrap();
     let out = tmp.path().join("out");
-    let err = detect(&DetectOptions {
-        sensor: Some("gf2-pms".into()),
-        elevation: gengbao::geo::rpc::Elevation::Height(0.0),
-        quiet: true,
-        ..DetectOptions::new(
-            tmp.path().join("before.tif"),
-            tmp.path().join("after.tif"),
-            out.clone(),
-        )
-    })
+    let err = detect(&gaofen_options(
+        "gf2-pms",
+        tmp.path().join("before.tif"),
+        tmp.path().join("after.tif"),
+        out.clone(),
+    ))
     .unwrap_err()
     .to_string();
     assert!(
@@ -816,12 +806,12 @@ fn a_gaofen_product_is_read_from_its_tar_gz_as_delivered() {
     pack(&folder, None, &tar);
     let run = |before: &Path, out: &str| {
         let out = tmp.path().join(out);
-        detect(&DetectOptions {
-            sensor: Some("gf2-pms".into()),
-            elevation: gengbao::geo::rpc::Elevation::Height(0.0),
-            quiet: true,
-            ..DetectOptions::new(before.to_path_buf(), before.to_path_buf(), out.clone())
-        })
+        detect(&gaofen_options(
+            "gf2-pms",
+            before.to_path_buf(),
+            before.to_path_buf(),
+            out.clone(),
+        ))
         .map(|summary| (summary, pixels(&out, "class_before.tif")))
     };
     let (summary, from_tar) = run(&tar, "from-tar").unwrap();
@@ -883,13 +873,7 @@ fn a_gaofen_6_product_in_pieces_is_mosaicked_into_one_image() {
     let tar = tmp.path().join(format!("{product}.tar.gz"));
     pack(&folder, None, &tar);
     let out = tmp.path().join("out");
-    let summary = detect(&DetectOptions {
-        sensor: Some("gf6-wfv".into()),
-        elevation: gengbao::geo::rpc::Elevation::Height(0.0),
-        quiet: true,
-        ..DetectOptions::new(tar.clone(), tar, out.clone())
-    })
-    .unwrap();
+    let summary = detect(&gaofen_options("gf6-wfv", tar.clone(), tar, out.clone())).unwrap();
     assert_eq!(
         summary
             .calibration_before
@@ -907,16 +891,12 @@ fn a_gaofen_6_product_in_pieces_is_mosaicked_into_one_image() {
     );
     // Given the extracted first piece, its sibling is gathered too: the same image.
     let extracted = tmp.path().join("extracted");
-    detect(&DetectOptions {
-        sensor: Some("gf6-wfv".into()),
-        elevation: gengbao::geo::rpc::Elevation::Height(0.0),
-        quiet: true,
-        ..DetectOptions::new(
-            folder.join(format!("{product}-1.tiff")),
-            folder.join(format!("{product}-1.tiff")),
-            extracted.clone(),
-        )
-    })
+    detect(&gaofen_options(
+        "gf6-wfv",
+        folder.join(format!("{product}-1.tiff")),
+        folder.join(format!("{product}-1.tiff")),
+        extracted.clone(),
+    ))
     .unwrap();
     assert_eq!(pixels(&extracted, "class_before.tif"), classes);
     let width = summary.width;
@@ -952,15 +932,12 @@ fn a_cloud_over_a_gaofen_field_is_unobserved_not_a_change() {
         });
     }
     let out = tmp.path().join("out");
-    let summary = detect(&DetectOptions {
-        sensor: Some("gf2-pms".into()),
-        quiet: true,
-        ..DetectOptions::new(
-            tmp.path().join("gf_t1.tif"),
-            tmp.path().join("gf_t2.tif"),
-            out.clone(),
-        )
-    })
+    let summary = detect(&gaofen_options(
+        "gf2-pms",
+        tmp.path().join("gf_t1.tif"),
+        tmp.path().join("gf_t2.tif"),
+        out.clone(),
+    ))
     .unwrap();
     let (before, after, change) = (
         pixels(&out, "class_before.tif"),
@@ -993,15 +970,12 @@ fn a_cloud_over_a_gaofen_field_is_unobserved_not_a_change() {
         "{seen_before} {seen_after}"
     );
     // The other way round, the cloudy date is the before one, and it alone is short.
-    let swapped = detect(&DetectOptions {
-        sensor: Some("gf2-pms".into()),
-        quiet: true,
-        ..DetectOptions::new(
-            tmp.path().join("gf_t2.tif"),
-            tmp.path().join("gf_t3.tif"),
-            tmp.path().join("swapped"),
-        )
-    })
+    let swapped = detect(&gaofen_options(
+        "gf2-pms",
+        tmp.path().join("gf_t2.tif"),
+        tmp.path().join("gf_t3.tif"),
+        tmp.path().join("swapped"),
+    ))
     .unwrap();
     let [cloudy, clear] = swapped.seen_share;
     assert!(clear > 0.97, "{clear}");
@@ -1027,4 +1001,15 @@ fn pack(folder: &Path, file: Option<&str>, tar: &Path) {
         .status()
         .unwrap();
     assert!(packed.success());
+}
+
+/// `detect` on a Gaofen pair as the tests run it: the camera named, the ground at sea level
+/// for images placed by RPCs (a georeferenced image ignores it).
+fn gaofen_options(sensor: &str, before: PathBuf, after: PathBuf, out: PathBuf) -> DetectOptions {
+    DetectOptions {
+        sensor: Some(sensor.into()),
+        elevation: gengbao::geo::rpc::Elevation::Height(0.0),
+        quiet: true,
+        ..DetectOptions::new(before, after, out)
+    }
 }
