@@ -5,7 +5,7 @@
 use crate::error::{Error, Result};
 use crate::geo::grid::{JobGrid, Window};
 use crate::geo::imagery::Acquisition;
-use crate::geo::sensor::{cloudy_in_visible, CloudRule, SensorProfile};
+use crate::geo::sensor::{cloud_core_side, visible_clouds, CloudRule, SensorProfile};
 use ndarray::{Array2, Array3, ArrayView2, Axis};
 
 // The red band must come before NIR in a profile so that per-observation NDVI can be formed.
@@ -66,27 +66,62 @@ pub(crate) fn reflectance_to_look(v: f32) -> i16 {
     }
 }
 
-/// Marks unobserved (NaN in every band) the pixels that the profile's visible-band cloud
-/// test calls cloud ([`CloudRule::VisibleTests`]: sensors without a quality band); nothing
-/// for other profiles. `bands` is reflectance, bands × rows × columns in profile order.
-pub(crate) fn hide_visible_clouds(bands: &mut Array3<f32>, profile: &SensorProfile) {
-    if profile.cloud_rule != CloudRule::VisibleTests {
-        return;
+/// Pixels to read beyond a window on every side so that the profile's cloud test decides the
+/// window's edge pixels as its middle ones ([`visible_clouds`] looks that far); 0 for
+/// profiles with a quality band.
+pub(crate) fn cloud_margin(profile: &SensorProfile, pixel_m: f64) -> usize {
+    match profile.cloud_rule {
+        CloudRule::VisibleTests => cloud_core_side(pixel_m) - 1,
+        _ => 0,
     }
-    let [blue, green, red, nir] = profile.canonical.map(|n| {
-        profile
-            .band_index(n)
-            .expect("a profile's canonical bands are its own")
-    });
+}
+
+/// The window inside `bands` (reflectance, bands × rows × columns in profile order, read
+/// `margin` pixels wider on every side), with the pixels the profile's visible-band cloud
+/// test calls cloud unobserved (NaN in every band: [`CloudRule::VisibleTests`], sensors
+/// without a quality band). Other profiles' bands are only cut to the window.
+pub(crate) fn without_visible_clouds(
+    bands: Array3<f32>,
+    profile: &SensorProfile,
+    pixel_m: f64,
+    margin: usize,
+) -> Array3<f32> {
     let (_, rows, cols) = bands.dim();
-    for r in 0..rows {
-        for c in 0..cols {
-            let v = |b: usize| bands[[b, r, c]];
-            if cloudy_in_visible(v(blue), v(green), v(red), v(nir)) {
-                bands.slice_mut(ndarray::s![.., r, c]).fill(f32::NAN);
-            }
+    let inner = ndarray::s![.., margin..rows - margin, margin..cols - margin];
+    if profile.cloud_rule != CloudRule::VisibleTests {
+        return if margin == 0 {
+            bands
+        } else {
+            bands.slice(inner).to_owned()
+        };
+    }
+    let band = |name: &str| {
+        let b = profile
+            .band_index(name)
+            .expect("a profile's canonical bands are its own");
+        bands
+            .index_axis(Axis(0), b)
+            .as_standard_layout()
+            .into_owned()
+            .into_raw_vec()
+    };
+    let [blue, green, red, nir] = profile.canonical.map(band);
+    let clouds = visible_clouds(&blue, &green, &red, &nir, cols, pixel_m);
+    let mut window = bands.slice(inner).to_owned();
+    let width = cols - 2 * margin;
+    for (i, mut pixel) in window
+        .view_mut()
+        .into_shape((bands.dim().0, (rows - 2 * margin) * width))
+        .expect("a sliced window copied in standard layout")
+        .columns_mut()
+        .into_iter()
+        .enumerate()
+    {
+        if clouds[(i / width + margin) * cols + i % width + margin] {
+            pixel.fill(f32::NAN);
         }
     }
+    window
 }
 
 /// Marks a band's pixels off the watched parcels (`parcels` 0) unobserved (NaN): the decision
@@ -384,6 +419,46 @@ pub fn ndvi(red: f32, nir: f32) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_window_read_with_its_margin_sees_the_clouds_the_whole_image_sees() {
+        let gf2 = SensorProfile::by_name("gf2-pms").unwrap();
+        // 60 × 60 pixels of 10 m, four bands: a cloud of 20 × 14 pixels whose edge a window
+        // cuts, on green fields.
+        let (size, bands) = (60, 4);
+        let whole = Array3::from_shape_fn((bands, size, size), |(b, r, c)| {
+            let cloudy = (20..40).contains(&c) && (10..24).contains(&r);
+            match (cloudy, b) {
+                (true, 3) => 0.38,
+                (true, _) => 0.32 + 0.01 * b as f32,
+                (false, 1) | (false, 3) => 0.3,
+                (false, _) => 0.04,
+            }
+        });
+        let margin = cloud_margin(gf2, 10.0);
+        assert_eq!(margin, 8);
+        let seen = without_visible_clouds(whole.clone(), gf2, 10.0, 0);
+        // The window (x 30..50, y 20..40) holds the cloud's bottom edge.
+        let wider = whole
+            .slice(ndarray::s![
+                ..,
+                20 - margin..40 + margin,
+                30 - margin..50 + margin
+            ])
+            .to_owned();
+        let window = without_visible_clouds(wider, gf2, 10.0, margin);
+        let expected = seen.slice(ndarray::s![.., 20..40, 30..50]);
+        assert_eq!(window.dim(), (bands, 20, 20));
+        for (b, r, c) in ndarray::indices((bands, 20, 20)) {
+            let (w, e) = (window[[b, r, c]], expected[[b, r, c]]);
+            assert_eq!(w.is_nan(), e.is_nan(), "window pixel ({c}, {r})");
+        }
+        assert!(window[[0, 3, 0]].is_nan(), "the cloud's edge is hidden");
+        assert!(window[[0, 4, 0]].is_finite(), "the field below is seen");
+        // Profiles with a quality band only cut the window out.
+        let s2 = SensorProfile::by_name("sentinel2-l2a").unwrap();
+        assert_eq!(cloud_margin(s2, 10.0), 0);
+    }
 
     #[test]
     fn the_archived_look_keeps_reflectance_to_a_ten_thousandth_and_gaps_as_gaps() {

@@ -5,6 +5,7 @@
 //! Sentinel-2 and Landsat alike; learned models may name bands by their common names
 //! (`blue`, `nir`…) and so serve every sensor that has those bands.
 
+use crate::domain::neighbourhood::window_mean;
 use crate::error::{Error, Result};
 
 /// How the product flags unusable pixels.
@@ -15,22 +16,20 @@ pub enum CloudRule {
     /// Landsat Collection 2 QA_PIXEL: a pixel with any of these bits set is not clear.
     QaBits(u16),
     /// No quality band: clouds are found in the reflectance of blue, green, red and NIR by
-    /// [`cloudy_in_visible`] (Gaofen's cameras).
+    /// [`visible_clouds`] (Gaofen's cameras).
     VisibleTests,
     /// The product has no quality band (e.g. a user's cloud-free mosaic).
     None,
 }
 
-/// Whether a pixel is cloud by the tests of Fmask (Zhu and Woodcock, 2012) that need only
-/// blue, green, red and NIR reflectance, with Fmask's own thresholds: flat across the visible
-/// bands (whiteness under 0.7), hazy in blue against red (HOT = blue − 0.5 red − 0.08 above
-/// 0), and not vegetation (NDVI under 0.8); and bright (mean visible reflectance above 0.2),
-/// standing in for Fmask's shortwave-infrared and thermal tests: without it, the
-/// atmosphere's blue in top-of-atmosphere looks made grey city blocks pass for cloud. Without Fmask's shortwave-infrared and thermal
-/// tests, bright white roofs, plastic greenhouses and sand pass for cloud more often: such a
-/// new building is then unobserved in that date, not a change. Its accuracy against
-/// Sentinel-2's own scene classification is in the README (the test
-/// `real_cloud::the_visible_cloud_test_agrees_with_sentinel_2_scene_classification`).
+/// Whether a pixel looks like cloud by the tests of Fmask (Zhu and Woodcock, 2012) that need
+/// only blue, green, red and NIR reflectance, with Fmask's own thresholds: flat across the
+/// visible bands (whiteness under 0.7), hazy in blue against red (HOT = blue − 0.5 red − 0.08
+/// above 0), and not vegetation (NDVI under 0.8); and bright (mean visible reflectance above
+/// 0.2), standing in for Fmask's shortwave-infrared and thermal tests: without it, the
+/// atmosphere's blue in top-of-atmosphere looks made grey city blocks pass for cloud. Bright
+/// roofs, concrete and sand pass these tests too; [`visible_clouds`] tells them from clouds
+/// by their extent.
 pub fn cloudy_in_visible(blue: f32, green: f32, red: f32, nir: f32) -> bool {
     let mean = (blue + green + red) / 3.0;
     if mean.is_nan() || mean <= 0.0 {
@@ -39,6 +38,53 @@ pub fn cloudy_in_visible(blue: f32, green: f32, red: f32, nir: f32) -> bool {
     let whiteness = ((blue - mean).abs() + (green - mean).abs() + (red - mean).abs()) / mean;
     let haze = blue - 0.5 * red - 0.08;
     mean > 0.2 && whiteness < 0.7 && haze > 0.0 && crate::geo::composite::ndvi(red, nir) < 0.8
+}
+
+/// The side, in metres, of a square that a cloud fills somewhere (its core) for
+/// [`visible_clouds`] to call it cloud. Clouds that hide a field are hundreds of metres
+/// across; the roofs, yards and construction sites that pass the pixel tests are mostly
+/// narrower, and a new one on farmland is exactly the change that must not be hidden. The
+/// side was chosen among 70, 90 and 110 m on real looks (README, "Clouds without a quality
+/// band").
+pub const CLOUD_CORE_SIDE_M: f64 = 90.0;
+
+/// [`CLOUD_CORE_SIDE_M`] in pixels of `pixel_m` metres: odd, at least 1.
+pub fn cloud_core_side(pixel_m: f64) -> usize {
+    let side = (CLOUD_CORE_SIDE_M / pixel_m).round().max(1.0) as usize;
+    side | 1
+}
+
+/// The pixels of a look (reflectance, row-major, `width` columns) that are cloud: those that
+/// pass [`cloudy_in_visible`] and lie in a square of [`cloud_core_side`] pixels that passes
+/// it throughout (a morphological opening). Near the window's edges the square is cut at the
+/// edge; read the window wider by `cloud_core_side - 1` pixels on every side to decide its
+/// edge pixels as in its middle.
+pub fn visible_clouds(
+    blue: &[f32],
+    green: &[f32],
+    red: &[f32],
+    nir: &[f32],
+    width: usize,
+    pixel_m: f64,
+) -> Vec<bool> {
+    let side = cloud_core_side(pixel_m);
+    let cloudy: Vec<f32> = (0..blue.len())
+        .map(|i| {
+            f32::from(u8::from(cloudy_in_visible(
+                blue[i], green[i], red[i], nir[i],
+            )))
+        })
+        .collect();
+    // Means of 0/1 values over summed-area tables in f64 are exact: 1 only where every pixel
+    // of the square passed.
+    let core: Vec<f32> = window_mean(&cloudy, width, side)
+        .into_iter()
+        .map(|m| f32::from(u8::from(m >= 1.0)))
+        .collect();
+    window_mean(&core, width, side)
+        .into_iter()
+        .map(|m| m > 0.0)
+        .collect()
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -410,6 +456,47 @@ mod tests {
         );
         assert!(!cloudy_in_visible(f32::NAN, 0.3, 0.3, 0.3), "unobserved");
         assert!(!cloudy_in_visible(0.0, 0.0, 0.0, 0.0), "fill");
+    }
+
+    #[test]
+    fn a_cloud_must_fill_a_90_m_square_somewhere_a_smaller_bright_roof_is_no_cloud() {
+        assert_eq!(cloud_core_side(10.0), 9);
+        assert_eq!(cloud_core_side(4.0), 23);
+        assert_eq!(
+            cloud_core_side(16.0),
+            7,
+            "odd, so that the square has a centre"
+        );
+        assert_eq!(cloud_core_side(500.0), 1);
+        // 40 × 40 pixels of 10 m: a cloud of 12 × 10 pixels with a ragged edge pixel, and a
+        // roof of 6 × 6 pixels, both white and bright; green fields elsewhere.
+        let width = 40;
+        let cloud = |c: usize, r: usize| (4..16).contains(&c) && (5..15).contains(&r);
+        let roof = |c: usize, r: usize| (25..31).contains(&c) && (25..31).contains(&r);
+        let ragged = (16, 9);
+        let white = |c: usize, r: usize| cloud(c, r) || roof(c, r) || (c, r) == ragged;
+        let band = |bright: f32, field: f32| -> Vec<f32> {
+            (0..width * width)
+                .map(|i| {
+                    if white(i % width, i / width) {
+                        bright
+                    } else {
+                        field
+                    }
+                })
+                .collect()
+        };
+        let (b, g, r, n) = (
+            band(0.32, 0.04),
+            band(0.33, 0.07),
+            band(0.34, 0.04),
+            band(0.38, 0.36),
+        );
+        let clouds = visible_clouds(&b, &g, &r, &n, width, 10.0);
+        for (i, &called) in clouds.iter().enumerate() {
+            let (c, r) = (i % width, i / width);
+            assert_eq!(called, cloud(c, r), "pixel ({c}, {r})");
+        }
     }
 
     #[test]

@@ -12,7 +12,7 @@
 //! labelled image patches learns from.
 
 use crate::error::{Error, GdalContext, Result};
-use crate::geo::composite::{hide_unwatched, hide_visible_clouds, Composite};
+use crate::geo::composite::{cloud_margin, hide_unwatched, without_visible_clouds, Composite};
 use crate::geo::gaofen::{self, Calibration, CalibrationTable, ProductMetadata};
 use crate::geo::grid::{JobGrid, Window};
 use crate::geo::imagery::{dark_objects, has_band_token, is_raster_file, to_reflectance};
@@ -127,10 +127,19 @@ impl UserImage {
         watched: Option<&[i32]>,
     ) -> Result<Composite> {
         let profile = self.profile;
+        // The cloud test decides by extent: it sees around the window (and under pixels off
+        // the parcels) before the window is cut out.
+        let margin = cloud_margin(profile, grid.resolution);
+        let wider = Window {
+            x: w.x - margin as isize,
+            y: w.y - margin as isize,
+            width: w.width + 2 * margin,
+            height: w.height + 2 * margin,
+        };
         let mut bands = warp_onto(
             &self.stack.path,
             grid,
-            w,
+            wider,
             Resample::Bilinear,
             Some(profile.nodata),
         )?;
@@ -139,11 +148,16 @@ impl UserImage {
                 .as_slice_mut()
                 .expect("a read stack is in standard layout");
             to_reflectance(profile, self.shift[i], self.scale[i], b);
-            if let Some(parcels) = watched {
+        }
+        let mut bands = without_visible_clouds(bands, profile, grid.resolution, margin);
+        if let Some(parcels) = watched {
+            for mut b in bands.outer_iter_mut() {
+                let b = b
+                    .as_slice_mut()
+                    .expect("a cut window is copied in standard layout");
                 hide_unwatched(b, parcels);
             }
         }
-        hide_visible_clouds(&mut bands, profile);
         Ok(Composite::single(profile, bands))
     }
 }
@@ -164,13 +178,15 @@ fn gaofen_product(
             band_stack(one, profile, band_order, elevation, name)?,
             one.clone(),
         ),
-        _ if band_order.is_some() => return Err(Error::usage(
-            format!(
+        _ if band_order.is_some() => {
+            return Err(Error::usage(
+                format!(
                 "--bands is given, but {} is a product in pieces, read in the camera's band order",
                 given.display()
             ),
-            "leave out --bands",
-        )),
+                "leave out --bands",
+            ))
+        }
         pieces => (
             mosaic_pieces(pieces, profile, elevation, name)?,
             pieces[0].clone(),

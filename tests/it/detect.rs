@@ -911,12 +911,16 @@ fn a_gaofen_6_product_in_pieces_is_mosaicked_into_one_image() {
 }
 
 #[test]
-fn a_cloud_over_a_gaofen_field_is_unobserved_not_a_change() {
+fn a_cloud_over_a_gaofen_field_is_unobserved_not_a_change_and_a_new_roof_as_bright_is_one() {
     let tmp = tempfile::tempdir().unwrap();
     const GF_BANDS: [usize; 4] = [0, 1, 2, 6];
-    // A cumulus over the grain fields in the second image: white and bright.
+    // A cumulus over the grain fields in the second image: white and bright, 200 m across.
     const CLOUD: (usize, usize, usize, usize) = (10, 30, 40, 60);
     const CLOUD_TOP: [u16; 4] = [3200, 3300, 3400, 3800];
+    // And a new concrete roof, 50 m across, on a grain field: as flat across the visible
+    // bands, as bright and as blue as the cloud is, pixel by pixel.
+    const ROOF: (usize, usize, usize, usize) = (34, 10, 39, 15);
+    const CONCRETE: [u16; 4] = [2600, 2700, 2800, 3000];
     for (file, cloudy) in [
         ("gf_t1.tif", false),
         ("gf_t2.tif", true),
@@ -926,6 +930,9 @@ fn a_cloud_over_a_gaofen_field_is_unobserved_not_a_change() {
             let (col, row) = (i % SIZE, i / SIZE);
             if cloudy && inside(CLOUD, col, row) {
                 return (f32::from(CLOUD_TOP[b - 1]) * texture(b, i)).round() as u16;
+            }
+            if cloudy && inside(ROOF, col, row) {
+                return (f32::from(CONCRETE[b - 1]) * texture(b, i)).round() as u16;
             }
             let class = land(col, row);
             (f32::from(SPECTRA[class as usize - 1][GF_BANDS[b - 1]]) * texture(b, i)).round() as u16
@@ -959,8 +966,29 @@ fn a_cloud_over_a_gaofen_field_is_unobserved_not_a_change() {
         "the cloud is not classified"
     );
     assert_eq!(share(&|i| change[i] == 1.0), 0.0, "a cloud is no change");
-    let patches: usize = summary.patches.values().map(|t| t.count).sum();
-    assert_eq!(patches, 0, "{:?}", summary.patches);
+    // The roof is too small to be a cloud: it is seen, and it is the one change.
+    let roof: Vec<usize> = (0..SIZE * SIZE)
+        .filter(|&i| inside(ROOF, i % SIZE, i / SIZE))
+        .collect();
+    let on_roof = |f: &dyn Fn(usize) -> bool| {
+        roof.iter().filter(|&&i| f(i)).count() as f64 / roof.len() as f64
+    };
+    assert_eq!(on_roof(&|i| after[i] == 0.0), 0.0, "the roof is seen");
+    assert!(on_roof(&|i| change[i] == 1.0) > 0.8, "the roof is a change");
+    // The 3 × 3 mean of the change decision reaches one pixel past the roof, no further.
+    let (x0, y0, x1, y1) = ROOF;
+    let near_roof = (x0 - 1, y0 - 1, x1 + 1, y1 + 1);
+    let elsewhere = (0..SIZE * SIZE)
+        .filter(|&i| !inside(near_roof, i % SIZE, i / SIZE) && change[i] == 1.0)
+        .count();
+    assert_eq!(elsewhere, 0, "changed pixels away from the roof");
+    // Crop before, built-up after: the roof is reported as 非农化, and nothing else is.
+    let count = |kind: &str| summary.patches[kind].count;
+    assert!(
+        count("FNH") == 1 && count("FLH") + count("PH") == 0,
+        "{:?}",
+        summary.patches
+    );
     // The summary says how much of the ground each date saw.
     let [seen_before, seen_after] = summary.seen_share;
     let clouded = cloud.len() as f64 / (SIZE * SIZE) as f64;
