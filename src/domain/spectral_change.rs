@@ -18,10 +18,14 @@
 //!   ([`smooth_3x3`]): one odd pixel at a field edge, or a half-pixel misregistration, is not
 //!   a change, a change of a few pixels' extent is.
 //! - **Threshold.** Kittler and Illingworth's minimum-error threshold on the scene's histogram
-//!   of magnitudes ([`minimum_error_threshold`]): it models the histogram as two Gaussian
+//!   of magnitudes ([`change_threshold`]): it models the histogram as two Gaussian
 //!   populations of unequal size and spread, which is what a scene with a few per cent of
 //!   changed ground gives. Otsu's threshold ([`otsu_threshold`]) assumes populations of
-//!   similar spread and splits the no-change population itself when changes are rare.
+//!   similar spread and splits the no-change population itself when changes are rare. A
+//!   magnitude is the root of a sum of squares, skewed to the right (a chi distribution, the
+//!   more so the fewer the bands): the threshold is found on magnitudes raised to the power
+//!   2/3, the cube root of the sum of squares, which Wilson and Hilferty (1931) showed to be
+//!   close to normal, so that the two Gaussians describe the populations they stand for.
 //!
 //! Nothing here is fitted to a scene: the statistics and the threshold are the scene's own.
 
@@ -231,6 +235,14 @@ pub fn otsu_threshold(values: &[f32]) -> Option<f32> {
         }
     }
     best.map(|(_, t)| h.upper_edge(t))
+}
+
+/// The scene's change threshold of smoothed magnitudes: the minimum-error threshold of their
+/// Wilson-Hilferty transform (magnitude^(2/3), near normal for each population), given back
+/// as a magnitude. `None` when the magnitudes do not spread into two populations.
+pub fn change_threshold(magnitudes: &[f32]) -> Option<f32> {
+    let near_normal: Vec<f32> = magnitudes.iter().map(|m| m.powf(2.0 / 3.0)).collect();
+    minimum_error_threshold(&near_normal).map(|t| t.max(0.0).powf(1.5))
 }
 
 /// Kittler and Illingworth's minimum-error threshold of the finite values: the split whose

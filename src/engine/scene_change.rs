@@ -4,13 +4,11 @@
 //!
 //! Takes: a grid's tiles and a reader giving both looks of a tile (band × pixel, NaN where a
 //! look did not see a pixel or the pixel is not watched). Gives: the scene's [`SceneChange`]
-//! (each band's standardisation in each look, and the minimum-error threshold of the 3 × 3
-//! mean magnitude, from [`crate::domain::spectral_change`]), which then decides each tile's
+//! (each band's standardisation in each look, and the change threshold of the 3 × 3 mean
+//! magnitude, from [`crate::domain::spectral_change`]), which then decides each tile's
 //! pixels.
 
-use crate::domain::spectral_change::{
-    minimum_error_threshold, smooth_3x3, BandMoments, Standardisation,
-};
+use crate::domain::spectral_change::{change_threshold, smooth_3x3, BandMoments, Standardisation};
 use crate::engine::tiles::in_tile;
 use crate::error::Result;
 use crate::geo::grid::Tile;
@@ -113,7 +111,7 @@ impl SceneChange {
         Ok((Some(scene), seen))
     }
 
-    /// The minimum-error threshold of the smoothed magnitudes of the sampled tiles.
+    /// The change threshold of the smoothed magnitudes of the sampled tiles.
     fn sample_threshold(
         &self,
         sample: &[Sampled],
@@ -122,7 +120,7 @@ impl SceneChange {
         let magnitudes = each_sampled(sample, looks, |l| {
             self.smoothed_magnitude(l.before.view(), l.after.view(), l.width)
         })?;
-        Ok(minimum_error_threshold(&magnitudes.concat()))
+        Ok(change_threshold(&magnitudes.concat()))
     }
 
     /// The threshold of the smoothed magnitude (standardised units), if the scene had one.

@@ -58,9 +58,10 @@ fn detect_beats_the_classical_change_detector_on_real_pairs() {
         oscd.gengbao_f1,
         oscd.cva_otsu_f1
     );
-    // The same cities seen as a four-band camera (Gaofen's path) are not at CVA's level yet
-    // (README); this holds the line against losses like a cloud test that hid four-fifths of
-    // Paris (0.077 against CVA's 0.183 on these cities, where it is now 0.108).
+    // The same cities seen as a four-band camera (Gaofen's path): over all fourteen gengbao
+    // is 0.05 above CVA (README), on these four just below it (0.169 against 0.183: rennes).
+    // This holds the line against losses like a cloud test that hid four-fifths of Paris
+    // (0.077 on these cities) or one that hid new buildings as cloud (0.108).
     let four = report
         .change_means
         .iter()
@@ -71,7 +72,7 @@ fn detect_beats_the_classical_change_detector_on_real_pairs() {
         four.gengbao_f1, four.cva_otsu_f1
     );
     assert!(
-        four.gengbao_f1 > 0.5 * four.cva_otsu_f1,
+        four.gengbao_f1 > 0.8 * four.cva_otsu_f1,
         "four bands: gengbao {:.3}, CVA + Otsu {:.3}",
         four.gengbao_f1,
         four.cva_otsu_f1
