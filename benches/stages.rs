@@ -45,7 +45,7 @@ fn imagery_stages(c: &mut Criterion) {
     )
     .unwrap();
     let profile = SensorProfile::by_name("sentinel2-l2a").unwrap();
-    let catalog = Catalog::scan(&city.dir.join("imagery"), profile).unwrap();
+    let catalog = Catalog::scan(&city.dir.join("imagery"), profile, &Default::default()).unwrap();
     let acquisitions = catalog.in_period(city.periods[0]);
     assert_eq!(acquisitions.len(), 4, "a period of the generator");
     let first = acquisitions[0];

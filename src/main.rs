@@ -656,7 +656,7 @@ fn ground_height(s: &str) -> std::result::Result<f64, String> {
     let h: f64 = s
         .parse()
         .map_err(|_| format!("`{s}` is not a number of metres"))?;
-    if (-500.0..=9000.0).contains(&h) {
+    if gengbao::geo::rpc::GROUND_HEIGHTS.contains(&h) {
         Ok(h)
     } else {
         Err(format!(

@@ -76,6 +76,23 @@ pub(crate) fn cloud_margin(profile: &SensorProfile, pixel_m: f64) -> usize {
     }
 }
 
+/// The clouds of a window by the visible-band test, from blue, green, red and NIR read
+/// `margin` pixels wider on every side (`cols` columns of the wider read): window pixels,
+/// row-major.
+pub(crate) fn clouds_in_window(
+    [blue, green, red, nir]: [&[f32]; 4],
+    cols: usize,
+    margin: usize,
+    pixel_m: f64,
+) -> Vec<bool> {
+    let clouds = visible_clouds(blue, green, red, nir, cols, pixel_m);
+    let rows = clouds.len() / cols;
+    (margin..rows - margin)
+        .flat_map(|r| (margin..cols - margin).map(move |c| r * cols + c))
+        .map(|i| clouds[i])
+        .collect()
+}
+
 /// The window inside `bands` (reflectance, bands × rows × columns in profile order, read
 /// `margin` pixels wider on every side), with the pixels the profile's visible-band cloud
 /// test calls cloud unobserved (NaN in every band: [`CloudRule::VisibleTests`], sensors
@@ -86,14 +103,16 @@ pub(crate) fn without_visible_clouds(
     pixel_m: f64,
     margin: usize,
 ) -> Array3<f32> {
-    let (_, rows, cols) = bands.dim();
-    let inner = ndarray::s![.., margin..rows - margin, margin..cols - margin];
+    let (count, rows, cols) = bands.dim();
+    let mut window = bands
+        .slice(ndarray::s![
+            ..,
+            margin..rows - margin,
+            margin..cols - margin
+        ])
+        .to_owned();
     if profile.cloud_rule != CloudRule::VisibleTests {
-        return if margin == 0 {
-            bands
-        } else {
-            bands.slice(inner).to_owned()
-        };
+        return window;
     }
     let band = |name: &str| {
         let b = profile
@@ -106,20 +125,19 @@ pub(crate) fn without_visible_clouds(
             .into_raw_vec()
     };
     let [blue, green, red, nir] = profile.canonical.map(band);
-    let clouds = visible_clouds(&blue, &green, &red, &nir, cols, pixel_m);
-    let mut window = bands.slice(inner).to_owned();
-    let width = cols - 2 * margin;
-    for (i, mut pixel) in window
+    let clouds = clouds_in_window([&blue, &green, &red, &nir], cols, margin, pixel_m);
+    let pixels = clouds.len();
+    let mut flat = window
         .view_mut()
-        .into_shape((bands.dim().0, (rows - 2 * margin) * width))
-        .expect("a sliced window copied in standard layout")
+        .into_shape((count, pixels))
+        .expect("a sliced window copied in standard layout");
+    for (mut pixel, _) in flat
         .columns_mut()
         .into_iter()
-        .enumerate()
+        .zip(&clouds)
+        .filter(|(_, &c)| c)
     {
-        if clouds[(i / width + margin) * cols + i % width + margin] {
-            pixel.fill(f32::NAN);
-        }
+        pixel.fill(f32::NAN);
     }
     window
 }
@@ -293,10 +311,22 @@ pub fn build(
             "split the imagery folder into smaller jobs",
         ));
     }
+    if let (Some(calibrated), Some(_)) = (
+        acquisitions.iter().find(|a| a.calibration.is_some()),
+        add_offset,
+    ) {
+        return Err(Error::usage(
+            format!(
+                "[imagery] add_offset is set, but {} is a Gaofen L1A product, calibrated from its .xml",
+                calibrated.folder.display()
+            ),
+            "leave out add_offset: it applies to reflectance products",
+        ));
+    }
     let n = window.len();
     let clear: Vec<Vec<bool>> = acquisitions
         .iter()
-        .map(|a| a.read_clear(profile, grid, window))
+        .map(|a| a.read_clear(profile, a.dn_offset(profile, add_offset), grid, window))
         .collect::<Result<_>>()?;
     let [blue_name, _, red_name, nir_name] = profile.canonical;
     let read_all = |name: &str| -> Result<Vec<Array2<f32>>> {

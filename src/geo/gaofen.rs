@@ -349,6 +349,20 @@ fn piece_number(image: &Path) -> Option<(&str, u32)> {
         .flatten()
 }
 
+/// Whether `path` is a Gaofen product as an imagery folder holds it: a delivered tar, or an
+/// extracted multispectral TIFF (not the panchromatic `-PAN`) with its product `.xml`
+/// beside it (one piece of a split product stands for all of them).
+pub fn is_product(path: &Path) -> bool {
+    let name = path
+        .file_name()
+        .map(|f| f.to_string_lossy().to_ascii_lowercase())
+        .unwrap_or_default();
+    is_archive(path)
+        || ((name.ends_with(".tif") || name.ends_with(".tiff"))
+            && !name.contains("-pan")
+            && product_xml(path).is_some())
+}
+
 /// Whether `path` names a packed product as Gaofen's are delivered (a tar, gzipped or not).
 pub fn is_archive(path: &Path) -> bool {
     is_packed_product(path)

@@ -61,6 +61,16 @@ pub struct Window {
 }
 
 impl Window {
+    /// This window with `margin` more pixels on every side.
+    pub fn grown(&self, margin: usize) -> Window {
+        Window {
+            x: self.x - margin as isize,
+            y: self.y - margin as isize,
+            width: self.width + 2 * margin,
+            height: self.height + 2 * margin,
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.width * self.height
     }

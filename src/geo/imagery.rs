@@ -7,15 +7,22 @@
 //! different resolutions and CRSs: they are warped onto the job grid when read. Sentinel-2
 //! products are also read as delivered, SAFE folders and zips ([`crate::geo::safe`]), with
 //! the DN offset their metadata states, and so are Landsat Collection 2 Level-2 tars
-//! ([`crate::geo::landsat`]).
+//! ([`crate::geo::landsat`]). For the Gaofen profiles, each product as delivered (a
+//! `.tar.gz`, or an extracted TIFF with its `.xml` and `.rpb` beside it, or a product's
+//! numbered pieces) is an acquisition, orthorectified and calibrated as it is read
+//! ([`ProductReading`]).
 
 use crate::domain::period::Period;
 use crate::error::{Error, Result};
+use crate::geo::composite::{cloud_margin, clouds_in_window};
+use crate::geo::gaofen::{self, CalibrationTable};
 use crate::geo::grid::{Bounds, JobGrid, Window};
 use crate::geo::raster::{
     open_georeferenced, transform_between, transform_bounds, warp_onto, Resample,
 };
-use crate::geo::sensor::SensorProfile;
+use crate::geo::rpc::Elevation;
+use crate::geo::sensor::{CloudRule, SensorProfile};
+use crate::geo::user_image::{self, BandStack};
 use crate::geo::{landsat, safe, stac};
 use chrono::NaiveDate;
 use gdal::spatial_ref::{AxisMappingStrategy, SpatialRef};
@@ -33,8 +40,34 @@ pub struct Acquisition {
     /// The DN offset the product's metadata states (SAFE products, STAC items); `None` for
     /// band folders and Landsat tars, which take the profile's.
     pub offset: Option<f32>,
-    /// The zip or tar the band files are read from, when they are.
+    /// The zip or tar the band files are read from, when they are (for a Gaofen product,
+    /// the file the user delivered).
     pub container: Option<PathBuf>,
+    /// Per band, in profile order: reflectance = (DN + shift) × scale, from the product's
+    /// own calibration (a Gaofen L1A product's `.xml`) instead of the profile's scale and
+    /// offset.
+    pub calibration: Option<Vec<(f32, f32)>>,
+    /// The virtual rasters the band files are (an orthorectified Gaofen product's bands),
+    /// kept for as long as the acquisition is.
+    pub(crate) _virtual_rasters: Option<std::sync::Arc<Vec<BandStack>>>,
+}
+
+/// How the products that need more than their own files are read: Gaofen L1A images are
+/// placed by their RPCs on `elevation` (the job's `[grid] dem` or `[imagery] height`) and
+/// calibrated from `calibration` (the built-in table, extended by `[imagery] calibration`).
+#[derive(Debug, Clone)]
+pub struct ProductReading {
+    pub elevation: Elevation,
+    pub calibration: CalibrationTable,
+}
+
+impl Default for ProductReading {
+    fn default() -> Self {
+        ProductReading {
+            elevation: Elevation::Unknown,
+            calibration: CalibrationTable::builtin(),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -125,7 +158,11 @@ pub(crate) fn is_raster_file(p: &Path) -> bool {
 }
 
 impl Catalog {
-    pub fn scan(folder: &Path, profile: &'static SensorProfile) -> Result<Self> {
+    pub fn scan(
+        folder: &Path,
+        profile: &'static SensorProfile,
+        reading: &ProductReading,
+    ) -> Result<Self> {
         if !folder.is_dir() {
             let problem = if folder.exists() {
                 "is a file, not the imagery folder"
@@ -150,8 +187,19 @@ impl Catalog {
             entries.sort();
             let mut files = BTreeMap::new();
             let mut rasters = Vec::new();
+            // The pieces of a split Gaofen product already read with its first piece.
+            let mut pieces_read = std::collections::BTreeSet::new();
             for p in &entries {
-                let product = if profile.name.starts_with("sentinel2")
+                if pieces_read.contains(p) {
+                    continue;
+                }
+                let product = if !profile.guessable() && gaofen::is_product(p) {
+                    let found = user_image::gaofen_acquisition(p, profile, reading)?;
+                    if let Ok(a) = &found {
+                        pieces_read.extend(a.pieces.iter().cloned());
+                    }
+                    Some(found.map(|a| vec![a.acquisition]))
+                } else if profile.name.starts_with("sentinel2")
                     && (safe::is_safe_folder(p) || safe::is_safe_zip(p))
                 {
                     Some(safe::acquisitions(p, profile)?)
@@ -244,6 +292,8 @@ impl Catalog {
                 files,
                 offset: None,
                 container: None,
+                calibration: None,
+                _virtual_rasters: None,
             });
         }
         acquisitions.sort_by(|a, b| (a.date, &a.folder).cmp(&(b.date, &b.folder)));
@@ -278,7 +328,7 @@ impl Catalog {
                     shown.join(", ")
                 ),
                 format!(
-                    "lay each acquisition out as a folder with its date (YYYYMMDD) in the name and one GeoTIFF per band, the band name a token of the file name (e.g. T50SKE_20250115_B02_10m.tif); bands: {}. Sentinel-2 SAFE folders and zips and Landsat Collection 2 Level-2 tars are read as delivered; other packed products (Gaofen tars) are not read yet: unpack and flatten them, or check `[imagery] sensor` (`gengbao sensors`)",
+                    "lay each acquisition out as a folder with its date (YYYYMMDD) in the name and one GeoTIFF per band, the band name a token of the file name (e.g. T50SKE_20250115_B02_10m.tif); bands: {}. Sentinel-2 SAFE folders and zips and Landsat Collection 2 Level-2 tars are read as delivered; Gaofen products (a .tar.gz, or a TIFF with its .xml) are read as delivered with a Gaofen sensor: check `[imagery] sensor` (`gengbao sensors`)",
                     profile
                         .bands
                         .iter()
@@ -415,22 +465,50 @@ impl Acquisition {
         let mut dn = warp_onto(path, grid, window, Resample::Bilinear, Some(profile.nodata))?
             .index_axis_move(Axis(0), 0);
         let index = profile.band_index(name).expect("profile band");
+        let (shift, scale) = match &self.calibration {
+            Some(per_band) => per_band[index],
+            None => (add_offset, profile.scale_of(index)),
+        };
         to_reflectance(
             profile,
-            add_offset,
-            profile.scale_of(index),
+            shift,
+            scale,
             dn.as_slice_mut().expect("a read band"),
         );
         Ok(dn)
     }
 
-    /// The clear-sky mask on `window` (true = usable); all true when the profile has no mask.
+    /// The clear-sky mask on `window` (true = usable): by the product's quality band, or by
+    /// the visible-band cloud test for sensors without one (read wider, so that a cloud's
+    /// extent is judged as in the middle of a tile); all true when the profile has neither.
+    /// `add_offset`: this acquisition's DN offset.
     pub(crate) fn read_clear(
         &self,
         profile: &SensorProfile,
+        add_offset: f32,
         grid: &JobGrid,
         window: Window,
     ) -> Result<Vec<bool>> {
+        if profile.cloud_rule == CloudRule::VisibleTests {
+            let margin = cloud_margin(profile, grid.resolution);
+            let wider = window.grown(margin);
+            let bands = profile
+                .canonical
+                .iter()
+                .map(|name| self.read_reflectance(profile, add_offset, name, grid, wider))
+                .collect::<Result<Vec<_>>>()?;
+            let slices: Vec<&[f32]> = bands
+                .iter()
+                .map(|b| b.as_slice().expect("a read band"))
+                .collect();
+            let clouds = clouds_in_window(
+                [slices[0], slices[1], slices[2], slices[3]],
+                wider.width,
+                margin,
+                grid.resolution,
+            );
+            return Ok(clouds.into_iter().map(|c| !c).collect());
+        }
         let Some(mask_band) = profile.mask_band else {
             return Ok(vec![true; window.len()]);
         };

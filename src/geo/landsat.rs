@@ -92,6 +92,8 @@ pub(crate) fn acquisitions(
         files,
         offset: None,
         container: Some(tar.to_path_buf()),
+        calibration: None,
+        _virtual_rasters: None,
     }]))
 }
 

@@ -15,6 +15,10 @@ use gdal::{Dataset, Metadata};
 use std::ffi::CString;
 use std::path::{Path, PathBuf};
 
+/// Heights in metres that a place on land can have (the Dead Sea's shore to Everest, with
+/// margin): a value outside is a typing slip, not a ground height.
+pub const GROUND_HEIGHTS: std::ops::RangeInclusive<f64> = -500.0..=9000.0;
+
 /// The ground's elevation for orthorectification.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub enum Elevation {
@@ -70,7 +74,7 @@ pub(crate) fn orthorectify(
             return Err(Error::input(
                 path,
                 "is placed by RPCs, which need the ground's elevation to land on the map",
-                "give `gengbao detect` the ground's elevation: a DEM (`--dem DEM.tif`) or the scene's mean height in metres (`--height 50`); for training patches, orthorectify the image first (`gdalwarp -rpc -to RPC_DEM=DEM.tif IMAGE.tif OUT.tif`) and copy IMAGE.xml to OUT.xml, which calibrates it",
+                "give `gengbao detect` the ground's elevation: a DEM (`--dem DEM.tif`) or the scene's mean height in metres (`--height 50`) (in a job: `[grid] dem` or `[imagery] height`); for training patches, orthorectify the image first (`gdalwarp -rpc -to RPC_DEM=DEM.tif IMAGE.tif OUT.tif`) and copy IMAGE.xml to OUT.xml, which calibrates it",
             ))
         }
         Elevation::Dem(dem) => {

@@ -235,6 +235,8 @@ pub(crate) fn acquisitions(
                 .collect(),
             offset: Some(offset),
             container: listing.zipped.then(|| product.to_path_buf()),
+            calibration: None,
+            _virtual_rasters: None,
         });
     }
     Ok(Ok(found))

@@ -143,6 +143,8 @@ fn acquisition(
         files,
         offset,
         container: None,
+        calibration: None,
+        _virtual_rasters: None,
     })
 }
 

@@ -15,7 +15,10 @@ use crate::error::{Error, GdalContext, Result};
 use crate::geo::composite::{cloud_margin, hide_unwatched, without_visible_clouds, Composite};
 use crate::geo::gaofen::{self, Calibration, CalibrationTable, ProductMetadata};
 use crate::geo::grid::{JobGrid, Window};
-use crate::geo::imagery::{dark_objects, has_band_token, is_raster_file, to_reflectance};
+use crate::geo::imagery::{
+    dark_objects, date_in, has_band_token, is_raster_file, to_reflectance, Acquisition, Damage,
+    ProductReading,
+};
 use crate::geo::raster::{open_georeferenced, warp_onto, Resample};
 use crate::geo::rpc::{self, Elevation};
 use crate::geo::sensor::{SensorProfile, PROFILES};
@@ -130,16 +133,10 @@ impl UserImage {
         // The cloud test decides by extent: it sees around the window (and under pixels off
         // the parcels) before the window is cut out.
         let margin = cloud_margin(profile, grid.resolution);
-        let wider = Window {
-            x: w.x - margin as isize,
-            y: w.y - margin as isize,
-            width: w.width + 2 * margin,
-            height: w.height + 2 * margin,
-        };
         let mut bands = warp_onto(
             &self.stack.path,
             grid,
-            wider,
+            w.grown(margin),
             Resample::Bilinear,
             Some(profile.nodata),
         )?;
@@ -211,13 +208,117 @@ fn gaofen_product(
     Ok((stack, calibration))
 }
 
+/// A Gaofen product of a job's imagery folder read as one acquisition, and the files it was
+/// read from (a split product's pieces, which are not acquisitions of their own).
+pub(crate) struct GaofenAcquisition {
+    pub acquisition: Acquisition,
+    pub pieces: Vec<PathBuf>,
+}
+
+/// A Gaofen product as delivered ([`gaofen::is_product`]) as one acquisition of `profile`:
+/// orthorectified on `reading`'s elevation when placed by RPCs, calibrated from its `.xml`
+/// with `reading`'s table, dated by its `.xml` (else by a `YYYYMMDD` in its name), each band
+/// a virtual raster of its own. `Ok(Err(why))` for a product that cannot be read as
+/// delivered (left out of the catalog and listed); `Err` when the job gives no elevation for
+/// a product placed by RPCs, which no product of the folder can do without.
+pub(crate) fn gaofen_acquisition(
+    path: &Path,
+    profile: &'static SensorProfile,
+    reading: &ProductReading,
+) -> Result<std::result::Result<GaofenAcquisition, Damage>> {
+    let damage = |e: Error| match e {
+        Error::Input { problem, .. } => problem,
+        other => other.to_string(),
+    };
+    let pieces = match gaofen::product_pieces(path) {
+        Ok(pieces) => pieces,
+        Err(e) => return Ok(Err(damage(e))),
+    };
+    if matches!(reading.elevation, Elevation::Unknown)
+        && gdal::Dataset::open(&pieces[0]).is_ok_and(|ds| rpc::placed_by_rpcs(&ds))
+    {
+        return Err(Error::input(
+            path,
+            "is an L1A product placed by RPCs, which need the ground's elevation to land on the map",
+            "set the job's `[grid] dem = \"DEM.tif\"` (e.g. SRTM) or `[imagery] height = 50` (the area's mean height in metres)",
+        ));
+    }
+    let name = format!("run-{}", NEXT_VIRTUAL.fetch_add(1, Ordering::Relaxed));
+    let (stack, calibration) = match gaofen_product(
+        path,
+        profile,
+        None,
+        &reading.elevation,
+        &reading.calibration,
+        &name,
+    ) {
+        Ok(read) => read,
+        Err(e) => return Ok(Err(damage(e))),
+    };
+    let date = calibration
+        .as_ref()
+        .and_then(|c| chrono::NaiveDate::parse_from_str(&c.date, "%Y-%m-%d").ok())
+        .or_else(|| date_in(&path.file_name()?.to_string_lossy()));
+    let Some(date) = date else {
+        return Ok(Err(
+            "has no date: neither a product .xml with its CenterTime nor YYYYMMDD in its name"
+                .into(),
+        ));
+    };
+    let image = open_georeferenced(&stack.path)?;
+    if image.raster_count() != profile.bands.len() {
+        return Ok(Err(format!(
+            "has {} bands, {} has {}",
+            image.raster_count(),
+            profile.name,
+            profile.bands.len()
+        )));
+    }
+    let mut files = std::collections::BTreeMap::new();
+    let mut rasters = Vec::new();
+    for (k, band) in profile.bands.iter().enumerate() {
+        let single = BandStack {
+            path: virtual_path(&format!("{name}-{band}")),
+            virtual_raster: true,
+            orthorectified: stack.orthorectified,
+            _sources: Vec::new(),
+        };
+        let opts = gdal::programs::raster::BuildVRTOptions::new(["-b", &(k + 1).to_string()])
+            .in_file(path, "check the product with `gdalinfo`")?;
+        gdal::programs::raster::build_vrt(Some(&single.path), &[&image], Some(opts))
+            .in_file(path, "check the product with `gdalinfo`")?;
+        files.insert(band.to_string(), single.path.clone());
+        rasters.push(single);
+    }
+    drop(image);
+    rasters.push(stack);
+    Ok(Ok(GaofenAcquisition {
+        acquisition: Acquisition {
+            date,
+            folder: path.to_path_buf(),
+            files,
+            offset: None,
+            container: Some(path.to_path_buf()),
+            calibration: calibration.map(|c| {
+                c.dn_offset
+                    .iter()
+                    .zip(&c.reflectance_per_dn)
+                    .map(|(&o, &k)| (o as f32, k as f32))
+                    .collect()
+            }),
+            _virtual_rasters: Some(std::sync::Arc::new(rasters)),
+        },
+        pieces,
+    }))
+}
+
 /// Names the virtual rasters of this process apart.
 static NEXT_VIRTUAL: AtomicUsize = AtomicUsize::new(0);
 
 fn virtual_path(name: &str) -> PathBuf {
     let k = NEXT_VIRTUAL.fetch_add(1, Ordering::Relaxed);
     PathBuf::from(format!(
-        "/vsimem/gengbao-detect-{}-{k}/{name}.vrt",
+        "/vsimem/gengbao-{}-{k}/{name}.vrt",
         std::process::id()
     ))
 }

@@ -4,8 +4,11 @@
 
 use crate::classify::ClassifierKind;
 use crate::error::{Error, Result};
+use crate::geo::gaofen::CalibrationTable;
 use crate::geo::imagery::Catalog;
+use crate::geo::imagery::ProductReading;
 use crate::geo::layers::{Admin, AdminLevel, AdminSource};
+use crate::geo::rpc::{Elevation, GROUND_HEIGHTS};
 use crate::geo::sensor::SensorProfile;
 use crate::job::layout::OutputLayout;
 use gdal::spatial_ref::SpatialRef;
@@ -46,7 +49,8 @@ basic_field = "JBNT"            # optional: permanent basic farmland flag (1/Y =
 
 [imagery]
 folder = "imagery"              # scanned recursively: products as downloaded (Sentinel-2
-                                # .SAFE folders or zips, Landsat C2 L2 tars), or one sub-folder per acquisition
+                                # .SAFE folders or zips, Landsat C2 L2 tars, Gaofen .tar.gz or
+                                # TIFF + .xml), or one sub-folder per acquisition
                                 # named with its date (YYYYMMDD), one GeoTIFF per band
 # stac = "items.json"          # instead of folder: a saved STAC API search (item collection),
                                 # a static catalog or collection; assets local or http(s) COGs
@@ -57,6 +61,9 @@ sensor = "sentinel2-l2a"        # see `gengbao sensors`
 # min_clear_share = 0.0         # a period is committed only when every county's watched land
                                 # was seen clear at least this much (0..1); a county of which
                                 # nothing was seen always stops it, keeping earlier results
+# height = 50.0                 # Gaofen L1A products placed by RPCs: the area's mean ground
+                                # height in metres, when [grid] dem is not given
+# calibration = "gains.toml"    # Gaofen: cameras and years that extend the built-in table
 
 [grid]
 crs = "EPSG:32650"              # the job's CRS (e.g. EPSG:4527 for CGCS2000 GK zone 39)
@@ -64,6 +71,8 @@ resolution = 10.0               # metres
 tile_size = 512                 # pixels per tile side
 halo = 0                        # extra pixels read around each tile, for classifiers that
                                 # look at neighbours (the index baseline is per pixel)
+# dem = "srtm.tif"              # heights in metres on which Gaofen L1A products placed by
+                                # RPCs are orthorectified
 
 [rules]
 min_area_m2 = 400.0             # minimum mapping unit for every change type
@@ -186,6 +195,12 @@ pub struct ImagerySection {
     /// a county of which nothing was seen always stops it.
     #[serde(default)]
     pub min_clear_share: f64,
+    /// The area's mean ground height in metres, on which Gaofen L1A products placed by RPCs
+    /// are orthorectified when `[grid] dem` is not given.
+    pub height: Option<f64>,
+    /// A Gaofen calibration table (TOML, as `src/geo/gaofen_calibration.toml`) whose cameras
+    /// and years extend or replace the built-in ones.
+    pub calibration: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -197,6 +212,9 @@ pub struct GridSection {
     pub tile_size: usize,
     #[serde(default = "default_halo")]
     pub halo: usize,
+    /// A DEM (heights in metres, any CRS GDAL reads) on which Gaofen L1A products placed by
+    /// RPCs are orthorectified.
+    pub dem: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -423,6 +441,22 @@ impl JobConfig {
     }
 
     fn validate_grid_and_rules(&self) -> Result<()> {
+        if let Some(h) = self.imagery.height {
+            if !GROUND_HEIGHTS.contains(&h) {
+                return self.refuse(
+                    "imagery.height",
+                    format!("{h} m is not a ground height"),
+                    "give the area's mean height in metres, -500 to 9000",
+                );
+            }
+            if self.grid.dem.is_some() {
+                return self.refuse(
+                    "imagery.height",
+                    "both `[grid] dem` and `[imagery] height` are set".into(),
+                    "keep the DEM (it follows the relief) and remove `height`",
+                );
+            }
+        }
         match (self.imagery.folder.as_os_str().is_empty(), &self.imagery.stac) {
             (true, None) => {
                 return self.refuse(
@@ -615,8 +649,30 @@ impl JobConfig {
     pub(crate) fn catalog(&self, profile: &'static SensorProfile) -> Result<Catalog> {
         match &self.imagery.stac {
             Some(stac) => Catalog::from_stac(&self.resolve(stac), profile),
-            None => Catalog::scan(&self.resolve(&self.imagery.folder), profile),
+            None => Catalog::scan(
+                &self.resolve(&self.imagery.folder),
+                profile,
+                &self.product_reading()?,
+            ),
         }
+    }
+
+    /// How the job reads products that need more than their own files (Gaofen L1A): its
+    /// elevation (`[grid] dem`, else `[imagery] height`) and calibration table.
+    pub fn product_reading(&self) -> Result<ProductReading> {
+        let elevation = match (&self.grid.dem, self.imagery.height) {
+            (Some(dem), _) => Elevation::Dem(self.resolve(dem)),
+            (None, Some(h)) => Elevation::Height(h),
+            (None, None) => Elevation::Unknown,
+        };
+        let mut calibration = CalibrationTable::builtin();
+        if let Some(table) = &self.imagery.calibration {
+            calibration = calibration.extended_by(&self.resolve(table))?;
+        }
+        Ok(ProductReading {
+            elevation,
+            calibration,
+        })
     }
 
     pub(crate) fn resolve(&self, p: &Path) -> PathBuf {

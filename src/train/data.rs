@@ -13,6 +13,7 @@ use crate::geo::composite::{self, ArchivedPeriod, Composite};
 use crate::geo::gaofen::CalibrationTable;
 use crate::geo::grid::{overlaps, JobGrid, Window};
 use crate::geo::imagery::Catalog;
+use crate::geo::imagery::ProductReading;
 use crate::geo::raster::{open_georeferenced, read_grid_window};
 use crate::geo::rpc::Elevation;
 use crate::geo::sensor::SensorProfile;
@@ -173,7 +174,9 @@ fn prepare(cfg: &TrainConfig, d: &DatasetSpec) -> Result<Prepared> {
     let profile = cfg.profile();
     let work = cfg.work_dir().join("datasets").join(&d.name);
     let (imagery, labels) = locate_inputs(cfg, d, &work)?;
-    let catalog = Catalog::scan(&imagery, profile)?;
+    // Training reads products as the built-in defaults do: a Gaofen L1A product placed by RPCs
+    // is refused (no elevation); orthorectified with its .xml beside it, it is calibrated.
+    let catalog = Catalog::scan(&imagery, profile, &ProductReading::default())?;
     let mut wanted: Vec<Period> = if d.periods.is_empty() || d.periods.iter().any(|p| p == "all") {
         catalog.periods()
     } else {

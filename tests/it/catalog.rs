@@ -29,7 +29,7 @@ fn landsat_collection_2_folders_are_catalogued() {
         )));
     }
     let profile = SensorProfile::by_name("landsat-tm-sr").unwrap();
-    let cat = Catalog::scan(tmp.path(), profile).unwrap();
+    let cat = Catalog::scan(tmp.path(), profile, &Default::default()).unwrap();
     assert_eq!(cat.acquisitions.len(), 1);
     let a = &cat.acquisitions[0];
     assert_eq!(
@@ -41,7 +41,9 @@ fn landsat_collection_2_folders_are_catalogued() {
     assert!(a.files["SR_B1"].to_string_lossy().ends_with("_SR_B1.TIF"));
     // A missing band is named.
     fs::remove_file(scene.join("LT05_L2SP_119038_20050713_20200902_02_T1_SR_B5.TIF")).unwrap();
-    let err = Catalog::scan(tmp.path(), profile).unwrap_err().to_string();
+    let err = Catalog::scan(tmp.path(), profile, &Default::default())
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("missing band file SR_B5"), "{err}");
 }
 
@@ -57,7 +59,12 @@ fn sentinel2_band_names_do_not_match_each_other() {
     ] {
         tiny_tif(&acq.join(format!("T50SKE_20250412T030551_{band}_20m.jp2.tif")));
     }
-    let cat = Catalog::scan(tmp.path(), SensorProfile::by_name("sentinel2-l2a").unwrap()).unwrap();
+    let cat = Catalog::scan(
+        tmp.path(),
+        SensorProfile::by_name("sentinel2-l2a").unwrap(),
+        &Default::default(),
+    )
+    .unwrap();
     assert_eq!(cat.acquisitions.len(), 1);
     assert_eq!(cat.acquisitions[0].date.to_string(), "2025-04-12");
     assert!(cat.acquisitions[0].files["B08"]
@@ -301,8 +308,12 @@ fn sentinel2_products_are_read_as_delivered() {
     // A download cut short beside them is left out, listed and warned, not fatal.
     let cut = "S2B_MSIL2A_20250109T030549_N0511_R075_T50SKE_20250109T062334.zip";
     fs::write(safe_dir.join(cut), b"PK\x03\x04 interrupted").unwrap();
-    let catalog =
-        Catalog::scan(&safe_dir, SensorProfile::by_name("sentinel2-l2a").unwrap()).unwrap();
+    let catalog = Catalog::scan(
+        &safe_dir,
+        SensorProfile::by_name("sentinel2-l2a").unwrap(),
+        &Default::default(),
+    )
+    .unwrap();
     assert_eq!(catalog.acquisitions.len(), products);
     assert!(catalog.unplaced.is_empty(), "{:?}", catalog.unplaced);
     assert_eq!(catalog.damaged.len(), 1, "{:?}", catalog.damaged);
@@ -343,7 +354,7 @@ fn unreadable_products_are_named_with_the_fix() {
         .path()
         .join("l1c/S2A_MSIL1C_20180505T103021_N0206_R108_T31UFS_20180505T133040.SAFE");
     fs::create_dir_all(l1c.join("GRANULE/L1C_T31UFS_A015000_20180505T103021/IMG_DATA")).unwrap();
-    let e = Catalog::scan(&tmp.path().join("l1c"), l2a)
+    let e = Catalog::scan(&tmp.path().join("l1c"), l2a, &Default::default())
         .unwrap_err()
         .to_string();
     assert!(e.contains("Level-1C") && e.contains("sentinel2-l1c"), "{e}");
@@ -352,7 +363,7 @@ fn unreadable_products_are_named_with_the_fix() {
     fs::create_dir_all(renamed.join("GRANULE/L1C_T31UFS_A015000_20180505T103021/IMG_DATA"))
         .unwrap();
     fs::write(renamed.join("MTD_MSIL1C.xml"), "<x/>").unwrap();
-    let e = Catalog::scan(&tmp.path().join("renamed"), l2a)
+    let e = Catalog::scan(&tmp.path().join("renamed"), l2a, &Default::default())
         .unwrap_err()
         .to_string();
     assert!(e.contains("Level-1C") && e.contains("sentinel2-l1c"), "{e}");
@@ -361,7 +372,9 @@ fn unreadable_products_are_named_with_the_fix() {
     fs::create_dir_all(&cut).unwrap();
     let zip = cut.join("S2B_MSIL2A_20250107T030549_N0511_R075_T50SKE_20250107T062334.zip");
     fs::write(&zip, b"PK\x03\x04 interrupted").unwrap();
-    let e = Catalog::scan(&cut, l2a).unwrap_err().to_string();
+    let e = Catalog::scan(&cut, l2a, &Default::default())
+        .unwrap_err()
+        .to_string();
     assert!(
         e.contains("not a readable zip") && e.contains("download the damaged products again"),
         "{e}"
@@ -415,7 +428,7 @@ fn landsat_scenes_are_read_in_their_tars() {
     ];
     landsat_tar(&folder, scene, &bands);
 
-    let cat = Catalog::scan(&folder, oli).unwrap();
+    let cat = Catalog::scan(&folder, oli, &Default::default()).unwrap();
     assert_eq!(cat.acquisitions.len(), 1);
     let a = &cat.acquisitions[0];
     assert_eq!(
@@ -435,7 +448,9 @@ fn landsat_scenes_are_read_in_their_tars() {
         assert_eq!(ds.raster_size(), (4, 4));
     }
 
-    let e = Catalog::scan(&folder, tm).unwrap_err().to_string();
+    let e = Catalog::scan(&folder, tm, &Default::default())
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("LC09") && e.contains("landsat-oli-sr"), "{e}");
 
     // A tar cut short beside a good scene is left out and named; alone, it is refused.
@@ -444,11 +459,13 @@ fn landsat_scenes_are_read_in_their_tars() {
         b"interrupted",
     )
     .unwrap();
-    let cat = Catalog::scan(&folder, oli).unwrap();
+    let cat = Catalog::scan(&folder, oli, &Default::default()).unwrap();
     assert_eq!(cat.acquisitions.len(), 1);
     assert_eq!(cat.damaged.len(), 1, "{:?}", cat.damaged);
     fs::remove_file(folder.join(format!("{scene}.tar"))).unwrap();
-    let e = Catalog::scan(&folder, oli).unwrap_err().to_string();
+    let e = Catalog::scan(&folder, oli, &Default::default())
+        .unwrap_err()
+        .to_string();
     assert!(
         e.contains("LC08_L2SP_119038_20250107") && e.contains("download"),
         "{e}"
@@ -462,7 +479,9 @@ fn landsat_scenes_are_read_in_their_tars() {
         "LT05_L2SP_119038_20050713_20200902_02_T1",
         &["SR_B1", "SR_B2", "QA_PIXEL"],
     );
-    let e = Catalog::scan(&partial, tm).unwrap_err().to_string();
+    let e = Catalog::scan(&partial, tm, &Default::default())
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("has no SR_B3 file"), "{e}");
 }
 
@@ -598,4 +617,295 @@ fn a_saved_stac_search_is_an_imagery_source() {
         e.contains("imagery.stac") && e.contains("one imagery source"),
         "{e}"
     );
+}
+
+/// The generated city's acquisitions as GF-2 PMS1 L1A products as delivered: blue, green, red
+/// and NIR as raw DNs in one TIFF (`GF2_PMS1_…_L1A…-MSS1.tiff`) with the product `.xml`
+/// (camera, date, sun) that calibrates them, every other product packed as its `.tar.gz`;
+/// and the same reflectance as a plain folder of band files per acquisition (`B1`…`B4`,
+/// reflectance × 10,000). Returns the number of acquisitions.
+fn as_gaofen_products(from: &Path, products: &Path, plain: &Path) -> usize {
+    use gengbao::geo::gaofen::{CalibrationTable, ProductMetadata};
+    let gtiff = gdal::DriverManager::get_driver_by_name("GTiff").unwrap();
+    let mut folders: Vec<_> = fs::read_dir(from)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    folders.sort();
+    fs::create_dir_all(products).unwrap();
+    for (k, folder) in folders.iter().enumerate() {
+        // S2B_MSIL2A_20250107T030549_T50SKE: the samples' DN is reflectance × 10,000 + 1000.
+        let name = folder.file_name().unwrap().to_str().unwrap();
+        let day = &name.split('_').nth(2).unwrap()[..8];
+        let date = format!("{}-{}-{}", &day[..4], &day[4..6], &day[6..]);
+        let band_file = |band: &str| {
+            fs::read_dir(folder)
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .find(|p| p.to_string_lossy().contains(&format!("_{band}_")))
+                .unwrap()
+        };
+        let product = format!("GF2_PMS1_E118.8_N32.0_{day}_L1A00000{k:04}");
+        let staging = products.join(format!("{product}.staging"));
+        let dir = if k % 2 == 0 {
+            staging.clone()
+        } else {
+            products.to_path_buf()
+        };
+        fs::create_dir_all(&dir).unwrap();
+        let xml = dir.join(format!("{product}-MSS1.xml"));
+        fs::write(
+            &xml,
+            format!("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<ProductMetaData>\n<SatelliteID>GF2</SatelliteID>\n<SensorID>PMS1</SensorID>\n<ProductLevel>LEVEL1A</ProductLevel>\n<CenterTime>{date} 03:05:49</CenterTime>\n<SolarZenith>{}</SolarZenith>\n</ProductMetaData>\n", 30.0 + k as f64),
+        )
+        .unwrap();
+        let calibration = CalibrationTable::builtin()
+            .calibration(&ProductMetadata::read(&xml).unwrap(), 4, &xml)
+            .unwrap();
+        let acquisition = plain.join(format!("GF2_{day}"));
+        fs::create_dir_all(&acquisition).unwrap();
+        let mut image: Option<gdal::Dataset> = None;
+        for (b, band) in ["B02", "B03", "B04", "B08"].iter().enumerate() {
+            let src = gdal::Dataset::open(band_file(band)).unwrap();
+            let (w, h) = src.raster_size();
+            let dn: Vec<u16> = src
+                .rasterband(1)
+                .unwrap()
+                .read_as::<u16>((0, 0), (w, h), (w, h), None)
+                .unwrap()
+                .into_shape_and_vec()
+                .1;
+            let reflectance = |v: u16| (f64::from(v) - 1000.0) / 10_000.0;
+            let write = |path: &Path, bands: usize| {
+                let mut ds = gtiff
+                    .create_with_band_type::<u16, _>(path, w, h, bands)
+                    .unwrap();
+                ds.set_geo_transform(&src.geo_transform().unwrap()).unwrap();
+                ds.set_projection(&src.projection()).unwrap();
+                ds
+            };
+            let (per_dn, offset) = (calibration.reflectance_per_dn[b], calibration.dn_offset[b]);
+            let raw: Vec<u16> = dn
+                .iter()
+                .map(|&v| {
+                    if v == 0 {
+                        0
+                    } else {
+                        (reflectance(v).max(1e-4) / per_dn - offset)
+                            .round()
+                            .max(1.0) as u16
+                    }
+                })
+                .collect();
+            // The plain folder holds what the DNs calibrate to, so that both deliveries are
+            // one image.
+            let values = raw
+                .iter()
+                .map(|&d| {
+                    if d == 0 {
+                        0
+                    } else {
+                        ((f64::from(d) + offset) * per_dn * 1e4).round().max(1.0) as u16
+                    }
+                })
+                .collect();
+            let plain_band = write(&acquisition.join(format!("GF2_{day}_B{}.tif", b + 1)), 1);
+            plain_band
+                .rasterband(1)
+                .unwrap()
+                .write(
+                    (0, 0),
+                    (w, h),
+                    &mut gdal::raster::Buffer::new((w, h), values),
+                )
+                .unwrap();
+            let image =
+                image.get_or_insert_with(|| write(&dir.join(format!("{product}-MSS1.tiff")), 4));
+            image
+                .rasterband(b + 1)
+                .unwrap()
+                .write((0, 0), (w, h), &mut gdal::raster::Buffer::new((w, h), raw))
+                .unwrap();
+        }
+        drop(image);
+        if k % 2 == 0 {
+            crate::common::pack(&staging, None, &products.join(format!("{product}.tar.gz")));
+            fs::remove_dir_all(&staging).unwrap();
+        }
+    }
+    folders.len()
+}
+
+/// A technician points a GF-2 job at the products as downloaded (tar.gz and extracted TIFFs
+/// with their `.xml`): each is dated and calibrated from its `.xml` and gives the classes
+/// and patches of the same reflectance in band files; a cut download is left out and
+/// listed; a product placed by RPCs needs the job's elevation, and says which keys give it.
+#[test]
+fn gaofen_products_are_read_as_delivered_by_a_job() {
+    use gengbao::geo::imagery::ProductReading;
+    use gengbao::job::config::JobConfig;
+    use gengbao::job::run::{run_period, RunOptions};
+    let tmp = tempfile::tempdir().unwrap();
+    let city = crate::common::city(&tmp.path().join("city"), 128, 6, 64);
+    let (products, plain) = (tmp.path().join("gf"), tmp.path().join("gf-plain"));
+    let count = as_gaofen_products(&city.dir.join("imagery"), &products, &plain);
+    let gf2 = SensorProfile::by_name("gf2-pms").unwrap();
+    let cut = "GF2_PMS1_E118.8_N32.0_20250109_L1A0000009999.tar.gz";
+    fs::write(products.join(cut), b"\x1f\x8b interrupted").unwrap();
+
+    let catalog = Catalog::scan(&products, gf2, &ProductReading::default()).unwrap();
+    assert_eq!(catalog.acquisitions.len(), count);
+    assert!(catalog.unplaced.is_empty(), "{:?}", catalog.unplaced);
+    assert_eq!(catalog.damaged.len(), 1, "{:?}", catalog.damaged);
+    assert_eq!(catalog.damaged[0].0, Path::new(cut));
+    let by_folder = Catalog::scan(&plain, gf2, &ProductReading::default()).unwrap();
+    let dates = |c: &Catalog| c.acquisitions.iter().map(|a| a.date).collect::<Vec<_>>();
+    assert_eq!(
+        dates(&catalog),
+        dates(&by_folder),
+        "dated by each product's .xml"
+    );
+    assert!(catalog.acquisitions.iter().all(|a| a.calibration.is_some()));
+
+    let job = |folder: &Path, output: &str| {
+        let text = crate::common::config_text(&city)
+            .replace(
+                "folder = \"imagery\"",
+                &format!("folder = {:?}", folder.display().to_string()),
+            )
+            .replace("sensor = \"sentinel2-l2a\"", "sensor = \"gf2-pms\"")
+            .replace("output = \"out\"", &format!("output = \"{output}\""));
+        assert!(
+            text.contains("gf2-pms") && text.contains(output),
+            "the example config changed"
+        );
+        let path = city.dir.join(format!("job-{output}.toml"));
+        fs::write(&path, text).unwrap();
+        JobConfig::load(&path).unwrap()
+    };
+    let (from_products, from_bands) = (job(&products, "out-gf"), job(&plain, "out-gf-plain"));
+    let mut patches = 0;
+    for p in &city.periods {
+        let a = run_period(&from_products, *p, &RunOptions::quiet()).unwrap();
+        let b = run_period(&from_bands, *p, &RunOptions::quiet()).unwrap();
+        assert_eq!(a.acquisitions.len(), b.acquisitions.len(), "{p}");
+        assert!(a.inputs.imagery_damaged[0].starts_with(cut));
+        let read = |cfg: &JobConfig, file: &str| {
+            gengbao::geo::raster::read_band_f64(&cfg.layout().period(*p).dir().join(file), 1)
+                .unwrap()
+                .2
+        };
+        for file in ["class.tif", "flags.tif"] {
+            let (x, y) = (read(&from_products, file), read(&from_bands, file));
+            let differ = x.iter().zip(&y).filter(|(a, b)| a != b).count();
+            println!("{p} {file}: {differ} of {} pixels differ", x.len());
+            assert!(differ * 100 < x.len(), "{p} {file}: {differ} pixels differ");
+        }
+        for (kind, t) in &a.totals {
+            let u = &b.totals[kind];
+            assert_eq!(t.count, u.count, "{p} {kind}");
+            assert!(
+                (t.area_m2 - u.area_m2).abs() <= 0.01 * u.area_m2,
+                "{p} {kind}"
+            );
+        }
+        patches += a.totals.values().map(|t| t.count).sum::<usize>();
+    }
+
+    assert!(patches > 0, "the city's planted changes are reported");
+
+    // Without a quality band, a cumulus (300 m, white and bright) over the fields in every
+    // look of a period is found by the visible-band test: unobserved, not classified.
+    let cloudy = tmp.path().join("gf-cloudy");
+    crate::common::copy_dir(&plain, &cloudy);
+    const CLOUD: std::ops::Range<usize> = 20..50;
+    for look in fs::read_dir(&cloudy).unwrap() {
+        for band in fs::read_dir(look.unwrap().path()).unwrap() {
+            let band = band.unwrap().path();
+            let top: u16 = match band.to_string_lossy().chars().rev().nth(4) {
+                Some('4') => 3800,
+                _ => 3300,
+            };
+            let ds = crate::common::open_for_update(&band);
+            let mut b = ds.rasterband(1).unwrap();
+            let mut buf = gdal::raster::Buffer::new((30, 30), vec![top; 900]);
+            b.write(
+                (CLOUD.start as isize, CLOUD.start as isize),
+                (30, 30),
+                &mut buf,
+            )
+            .unwrap();
+        }
+    }
+    let clouded = job(&cloudy, "out-gf-cloudy");
+    let first = city.periods[0];
+    run_period(&clouded, first, &RunOptions::quiet()).unwrap();
+    let class = gengbao::geo::raster::read_band_f64(
+        &clouded.layout().period(first).dir().join("class.tif"),
+        1,
+    )
+    .unwrap()
+    .2;
+    let classified = CLOUD
+        .flat_map(|r| CLOUD.map(move |c| r * 128 + c))
+        .filter(|&i| class[i] > 0.0 && class[i] < 255.0)
+        .count();
+    assert_eq!(classified, 0, "pixels under the cloud were classified");
+
+    // An L1A image placed by RPCs lands on the map only on the ground's elevation.
+    let rpc = tmp.path().join("rpc");
+    fs::create_dir_all(&rpc).unwrap();
+    let image = rpc.join("GF2_PMS1_E118.8_N32.0_20250301_L1A0000000777-MSS1.tiff");
+    {
+        use gdal::Metadata;
+        let gtiff = gdal::DriverManager::get_driver_by_name("GTiff").unwrap();
+        let mut ds = gtiff
+            .create_with_band_type::<u16, _>(&image, 8, 8, 4)
+            .unwrap();
+        let unit = |k: usize| {
+            let mut c = [0.0; 20];
+            c[k] = 1.0;
+            c.map(|v| v.to_string()).join(" ")
+        };
+        for (key, value) in [
+            ("LINE_OFF", "4".to_string()),
+            ("SAMP_OFF", "4".into()),
+            ("LINE_SCALE", "4".into()),
+            ("SAMP_SCALE", "4".into()),
+            ("LAT_OFF", "32.0".into()),
+            ("LONG_OFF", "118.8".into()),
+            ("LAT_SCALE", "0.0003".into()),
+            ("LONG_SCALE", "0.0003".into()),
+            ("HEIGHT_OFF", "0".into()),
+            ("HEIGHT_SCALE", "500".into()),
+            ("LINE_NUM_COEFF", unit(2)),
+            ("LINE_DEN_COEFF", unit(0)),
+            ("SAMP_NUM_COEFF", unit(1)),
+            ("SAMP_DEN_COEFF", unit(0)),
+        ] {
+            ds.set_metadata_item(key, &value, "RPC").unwrap();
+        }
+    }
+    fs::copy(
+        fs::read_dir(&products)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.extension().is_some_and(|e| e == "xml"))
+            .unwrap(),
+        image.with_extension("xml"),
+    )
+    .unwrap();
+    let e = Catalog::scan(&rpc, gf2, &ProductReading::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("placed by RPCs") && e.contains("[grid] dem") && e.contains("[imagery] height"),
+        "{e}"
+    );
+    let on_height = ProductReading {
+        elevation: gengbao::geo::rpc::Elevation::Height(20.0),
+        ..Default::default()
+    };
+    let placed = Catalog::scan(&rpc, gf2, &on_height).unwrap();
+    assert_eq!(placed.acquisitions.len(), 1);
 }

@@ -154,7 +154,12 @@ pub fn looks(
     period: gengbao::Period,
 ) -> Vec<gengbao::geo::imagery::Acquisition> {
     let profile = gengbao::geo::sensor::SensorProfile::by_name(&cfg.imagery.sensor).unwrap();
-    let catalog = gengbao::geo::imagery::Catalog::scan(&city_dir.join("imagery"), profile).unwrap();
+    let catalog = gengbao::geo::imagery::Catalog::scan(
+        &city_dir.join("imagery"),
+        profile,
+        &Default::default(),
+    )
+    .unwrap();
     catalog.in_period(period).into_iter().cloned().collect()
 }
 
@@ -183,4 +188,25 @@ pub fn cloud_west(city_dir: &Path, cfg: &JobConfig, period: gengbao::Period, sha
         band.write((0, 0), (west, h), &mut cloud).unwrap();
     }
     looks.len()
+}
+
+/// Packs the files of `folder` (or only `file` of it) into the `.tar.gz` at `tar`, as the
+/// Gaofen data centres deliver products.
+pub fn pack(folder: &Path, file: Option<&str>, tar: &Path) {
+    let files: Vec<std::ffi::OsString> = match file {
+        Some(f) => vec![f.into()],
+        None => std::fs::read_dir(folder)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect(),
+    };
+    let packed = std::process::Command::new("tar")
+        .arg("czf")
+        .arg(tar)
+        .arg("-C")
+        .arg(folder)
+        .args(files)
+        .status()
+        .unwrap();
+    assert!(packed.success());
 }

@@ -803,7 +803,7 @@ fn a_gaofen_product_is_read_from_its_tar_gz_as_delivered() {
         |_, _| 1,
     );
     let tar = tmp.path().join(format!("{product}.tar.gz"));
-    pack(&folder, None, &tar);
+    crate::common::pack(&folder, None, &tar);
     let run = |before: &Path, out: &str| {
         let out = tmp.path().join(out);
         detect(&gaofen_options(
@@ -844,7 +844,7 @@ fn a_gaofen_product_is_read_from_its_tar_gz_as_delivered() {
     }
     // A tar without a multispectral image is named with what it holds.
     let empty = tmp.path().join("GF2_PMS1_X_L1A0.tar.gz");
-    pack(&folder, Some(&format!("{product}-PAN1.tiff")), &empty);
+    crate::common::pack(&folder, Some(&format!("{product}-PAN1.tiff")), &empty);
     let err = run(&empty, "empty").unwrap_err().to_string();
     assert!(
         err.contains("GF2_PMS1_X_L1A0.tar.gz") && err.contains("no multispectral"),
@@ -871,7 +871,7 @@ fn a_gaofen_6_product_in_pieces_is_mosaicked_into_one_image() {
     }
     write_product_xml(&folder.join(format!("{product}.xml")), &GF6_WFV, 30.0);
     let tar = tmp.path().join(format!("{product}.tar.gz"));
-    pack(&folder, None, &tar);
+    crate::common::pack(&folder, None, &tar);
     let out = tmp.path().join("out");
     let summary = detect(&gaofen_options("gf6-wfv", tar.clone(), tar, out.clone())).unwrap();
     assert_eq!(
@@ -1008,27 +1008,6 @@ fn a_cloud_over_a_gaofen_field_is_unobserved_not_a_change_and_a_new_roof_as_brig
     let [cloudy, clear] = swapped.seen_share;
     assert!(clear > 0.97, "{clear}");
     assert!((clear - cloudy - clouded).abs() < 0.02, "{cloudy} {clear}");
-}
-
-/// Packs the files of `folder` (or only `file` of it) into the `.tar.gz` at `tar`, as the
-/// Gaofen data centres deliver products.
-fn pack(folder: &Path, file: Option<&str>, tar: &Path) {
-    let files: Vec<std::ffi::OsString> = match file {
-        Some(f) => vec![f.into()],
-        None => std::fs::read_dir(folder)
-            .unwrap()
-            .map(|e| e.unwrap().file_name())
-            .collect(),
-    };
-    let packed = std::process::Command::new("tar")
-        .arg("czf")
-        .arg(tar)
-        .arg("-C")
-        .arg(folder)
-        .args(files)
-        .status()
-        .unwrap();
-    assert!(packed.success());
 }
 
 /// `detect` on a Gaofen pair as the tests run it: the camera named, the ground at sea level
