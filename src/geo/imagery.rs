@@ -15,7 +15,7 @@
 use crate::domain::period::Period;
 use crate::error::{Error, Result};
 use crate::geo::composite::{cloud_margin, clouds_in_window};
-use crate::geo::gaofen::{self, CalibrationTable};
+use crate::geo::gaofen::{self, Calibration, CalibrationTable};
 use crate::geo::grid::{Bounds, JobGrid, Window};
 use crate::geo::raster::{
     open_georeferenced, transform_between, transform_bounds, warp_onto, Resample,
@@ -43,10 +43,9 @@ pub struct Acquisition {
     /// The zip or tar the band files are read from, when they are (for a Gaofen product,
     /// the file the user delivered).
     pub container: Option<PathBuf>,
-    /// Per band, in profile order: reflectance = (DN + shift) × scale, from the product's
-    /// own calibration (a Gaofen L1A product's `.xml`) instead of the profile's scale and
-    /// offset.
-    pub calibration: Option<Vec<(f32, f32)>>,
+    /// The product's own calibration (a Gaofen L1A product's `.xml`), which turns its DNs
+    /// into reflectance instead of the profile's scale and offset.
+    pub calibration: Option<Calibration>,
     /// The virtual rasters the band files are (an orthorectified Gaofen product's bands),
     /// kept for as long as the acquisition is.
     pub(crate) _virtual_rasters: Option<std::sync::Arc<Vec<BandStack>>>,
@@ -466,7 +465,10 @@ impl Acquisition {
             .index_axis_move(Axis(0), 0);
         let index = profile.band_index(name).expect("profile band");
         let (shift, scale) = match &self.calibration {
-            Some(per_band) => per_band[index],
+            Some(c) => (
+                c.dn_offset[index] as f32,
+                c.reflectance_per_dn[index] as f32,
+            ),
             None => (add_offset, profile.scale_of(index)),
         };
         to_reflectance(

@@ -299,13 +299,7 @@ pub(crate) fn gaofen_acquisition(
             files,
             offset: None,
             container: Some(path.to_path_buf()),
-            calibration: calibration.map(|c| {
-                c.dn_offset
-                    .iter()
-                    .zip(&c.reflectance_per_dn)
-                    .map(|(&o, &k)| (o as f32, k as f32))
-                    .collect()
-            }),
+            calibration,
             _virtual_rasters: Some(std::sync::Arc::new(rasters)),
         },
         pieces,

@@ -69,6 +69,14 @@ pub(crate) fn acquisition_identity(a: &Acquisition) -> Result<String> {
     if let Some(offset) = a.offset {
         ids.push(format!("offset {offset}"));
     }
+    // A product's DNs become other reflectance when its `.xml` or the coefficient table
+    // changes.
+    if let Some(c) = &a.calibration {
+        ids.push(format!(
+            "calibration {:?} {:?}",
+            c.dn_offset, c.reflectance_per_dn
+        ));
+    }
     Ok(ids.join("\n"))
 }
 

@@ -725,6 +725,38 @@ mod tests {
     }
 
     #[test]
+    fn gaofen_elevation_comes_from_the_dem_or_a_height_never_both() {
+        let with = |grid: &str, imagery: &str| {
+            let text = EXAMPLE
+                .replace("[grid]\n", &format!("[grid]\n{grid}\n"))
+                .replace("[imagery]\n", &format!("[imagery]\n{imagery}\n"));
+            JobConfig::parse(&text, Path::new("/x/job.toml"))
+        };
+        let dem = with("dem = \"srtm.tif\"", "").unwrap();
+        assert!(matches!(
+            dem.product_reading().unwrap().elevation,
+            Elevation::Dem(p) if p == Path::new("/x/srtm.tif")
+        ));
+        let height = with("", "height = 35.0").unwrap();
+        assert!(matches!(
+            height.product_reading().unwrap().elevation,
+            Elevation::Height(h) if h == 35.0
+        ));
+        let neither = JobConfig::parse(EXAMPLE, Path::new("/x/job.toml")).unwrap();
+        assert!(matches!(
+            neither.product_reading().unwrap().elevation,
+            Elevation::Unknown
+        ));
+        let both = with("dem = \"srtm.tif\"", "height = 35.0").unwrap_err();
+        assert!(both.to_string().contains("imagery.height"), "{both}");
+        let slip = with("", "height = 35000.0").unwrap_err();
+        assert!(slip.to_string().contains("not a ground height"), "{slip}");
+        let table = with("", "calibration = \"missing.toml\"").unwrap();
+        let e = table.product_reading().unwrap_err().to_string();
+        assert!(e.contains("missing.toml"), "{e}");
+    }
+
+    #[test]
     fn example_parses() {
         let cfg = JobConfig::parse(EXAMPLE, Path::new("/x/job.toml")).unwrap();
         assert_eq!(cfg.grid.tile_size, 512);

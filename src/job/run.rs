@@ -303,6 +303,7 @@ pub fn run_period(cfg: &JobConfig, period: Period, opts: &RunOptions) -> Result<
             imagery_unplaced: inputs.unplaced.clone(),
             imagery_damaged: inputs.damaged.clone(),
             imagery_offset_overridden: offset_overridden(cfg, &inputs.acquisitions),
+            imagery_calibration_notes: calibration_notes(&inputs.acquisitions),
             farmland_duplicate_ids: inputs.farmland.duplicate_ids.clone(),
             imagery: cfg.imagery_source().display().to_string(),
         },
@@ -419,6 +420,18 @@ fn offset_overridden(cfg: &JobConfig, acquisitions: &[Located]) -> Vec<String> {
         .collect()
 }
 
+/// The period's products calibrated with another year's coefficients, with what was used.
+fn calibration_notes(acquisitions: &[Located]) -> Vec<String> {
+    acquisitions
+        .iter()
+        .filter_map(|a| {
+            let note = a.acquisition.calibration.as_ref()?.note.as_ref()?;
+            let name = a.acquisition.folder.file_name()?.to_string_lossy();
+            Some(format!("{name}: {note}"))
+        })
+        .collect()
+}
+
 /// The earlier periods this run reads, the rules it can decide, and the later periods that
 /// were judged against the archive entry this run replaces.
 fn plan_against_archive(
@@ -475,6 +488,10 @@ fn run_key(inputs: &PeriodInputs, plan: &ArchivePlan, opts: &RunOptions) -> Resu
         file_identity(&cfg.resolve(&cfg.aoi.path))?,
         file_identity(&cfg.resolve(&cfg.farmland.path))?,
     ];
+    // The heights Gaofen L1A products are orthorectified on.
+    if let Some(dem) = &cfg.grid.dem {
+        key_parts.push(file_identity(&cfg.resolve(dem))?);
+    }
     for entry in &plan.history {
         for f in [entry.class(), entry.ndvi(), entry.signals()] {
             key_parts.push(file_identity(&f)?);

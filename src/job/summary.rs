@@ -148,6 +148,9 @@ pub struct Inputs {
     /// Products of the period whose metadata states another DN offset than the job's
     /// `[imagery] add_offset`, which was applied: `product: metadata X, job Y`.
     pub imagery_offset_overridden: Vec<String>,
+    /// Products of the period calibrated with another year's coefficients than their own
+    /// (the table lacks their year): `product: what was used`.
+    pub imagery_calibration_notes: Vec<String>,
     pub imagery: String,
 }
 
@@ -267,6 +270,13 @@ impl RunSummary {
                 "   warning: [imagery] add_offset overrides the DN offset {} products state: {}; remove add_offset to use each product's own\n",
                 self.inputs.imagery_offset_overridden.len(),
                 crate::geo::layers::listed(&self.inputs.imagery_offset_overridden)
+            );
+        }
+        if !self.inputs.imagery_calibration_notes.is_empty() {
+            s += &format!(
+                "   warning: {} products were calibrated with another year's coefficients: {}; add their year with [imagery] calibration\n",
+                self.inputs.imagery_calibration_notes.len(),
+                crate::geo::layers::listed(&self.inputs.imagery_calibration_notes)
             );
         }
         if !self.inputs.admin_repaired.is_empty() {

@@ -790,6 +790,17 @@ fn gaofen_products_are_read_as_delivered_by_a_job() {
         let b = run_period(&from_bands, *p, &RunOptions::quiet()).unwrap();
         assert_eq!(a.acquisitions.len(), b.acquisitions.len(), "{p}");
         assert!(a.inputs.imagery_damaged[0].starts_with(cut));
+        // 2025 is not in the table: the latest year before it is used, and said.
+        assert_eq!(
+            a.inputs.imagery_calibration_notes.len(),
+            a.acquisitions.len()
+        );
+        assert!(
+            a.inputs.imagery_calibration_notes[0].contains("2020"),
+            "{:?}",
+            a.inputs
+        );
+        assert!(a.human().contains("another year's coefficients"));
         let read = |cfg: &JobConfig, file: &str| {
             gengbao::geo::raster::read_band_f64(&cfg.layout().period(*p).dir().join(file), 1)
                 .unwrap()
