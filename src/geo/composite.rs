@@ -103,6 +103,9 @@ pub(crate) fn without_visible_clouds(
     pixel_m: f64,
     margin: usize,
 ) -> Array3<f32> {
+    if margin == 0 && profile.cloud_rule != CloudRule::VisibleTests {
+        return bands;
+    }
     let (count, rows, cols) = bands.dim();
     let mut window = bands
         .slice(ndarray::s![
@@ -309,18 +312,6 @@ pub fn build(
                 acquisitions.len()
             ),
             "split the imagery folder into smaller jobs",
-        ));
-    }
-    if let (Some(calibrated), Some(_)) = (
-        acquisitions.iter().find(|a| a.calibration.is_some()),
-        add_offset,
-    ) {
-        return Err(Error::usage(
-            format!(
-                "[imagery] add_offset is set, but {} is a Gaofen L1A product, calibrated from its .xml",
-                calibrated.folder.display()
-            ),
-            "leave out add_offset: it applies to reflectance products",
         ));
     }
     let n = window.len();

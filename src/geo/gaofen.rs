@@ -122,7 +122,7 @@ impl CalibrationTable {
         bands: usize,
         xml: &Path,
     ) -> Result<Calibration> {
-        let fix_table = "add the camera's coefficients (CRESDA publishes them yearly) in a table file and give it with --calibration FILE";
+        let fix_table = "add the camera's coefficients (CRESDA publishes them yearly) in a table file and give it with `--calibration FILE` (detect) or `[imagery] calibration` (a job)";
         let camera = self.cameras.get(&meta.camera).ok_or_else(|| {
             Error::input(
                 xml,
@@ -350,17 +350,53 @@ fn piece_number(image: &Path) -> Option<(&str, u32)> {
 }
 
 /// Whether `path` is a Gaofen product as an imagery folder holds it: a delivered tar, or an
-/// extracted multispectral TIFF (not the panchromatic `-PAN`) with its product `.xml`
-/// beside it (one piece of a split product stands for all of them).
+/// extracted multispectral TIFF with its product `.xml` beside it or an L1A product's name
+/// (one piece of a split product stands for all of them).
 pub fn is_product(path: &Path) -> bool {
-    let name = path
-        .file_name()
-        .map(|f| f.to_string_lossy().to_ascii_lowercase())
-        .unwrap_or_default();
     is_archive(path)
-        || ((name.ends_with(".tif") || name.ends_with(".tiff"))
-            && !name.contains("-pan")
-            && product_xml(path).is_some())
+        || (is_multispectral_tiff(path)
+            && (product_xml(path).is_some() || product_id(path).is_some()))
+}
+
+/// Whether `path` is a TIFF other than a PMS product's panchromatic one (`-PAN1`), which
+/// gengbao does not read (it does not pan-sharpen).
+fn is_multispectral_tiff(path: &Path) -> bool {
+    let name = lower_name(path);
+    (name.ends_with(".tif") || name.ends_with(".tiff")) && !is_panchromatic(path)
+}
+
+/// Whether `path` is a PMS product's panchromatic TIFF (`…-PAN1.tiff`).
+pub fn is_panchromatic(path: &Path) -> bool {
+    let name = lower_name(path);
+    (name.ends_with(".tif") || name.ends_with(".tiff")) && name.contains("-pan")
+}
+
+fn lower_name(path: &Path) -> String {
+    path.file_name()
+        .map(|f| f.to_string_lossy().to_ascii_lowercase())
+        .unwrap_or_default()
+}
+
+/// The product a Gaofen file belongs to: its name up to the `L1A` number
+/// (`GF2_PMS1_E113.6_N23.1_20180505_L1A0003147281`), the same for the delivered tar, its
+/// extracted TIFFs and a split product's pieces; `None` for a name without one.
+pub fn product_id(path: &Path) -> Option<String> {
+    let name = path.file_name()?.to_str()?.to_ascii_uppercase();
+    let at = name.rfind("_L1A")? + 4;
+    let digits = name[at..].bytes().take_while(u8::is_ascii_digit).count();
+    (digits > 0).then(|| name[..at + digits].to_string())
+}
+
+/// Whether a product of `camera` (`GF2-PMS1`, `GF1-WFV3`, `GF6-WFV`…) is what the profile
+/// named `profile` reads.
+pub fn camera_fits(profile: &str, camera: &str) -> bool {
+    let camera = camera.to_ascii_uppercase();
+    match profile {
+        "gf2-pms" => camera.starts_with("GF2-PMS"),
+        "gf1-wfv" => camera.starts_with("GF1") && camera.contains("-WFV"),
+        "gf6-wfv" => camera.starts_with("GF6-WFV"),
+        _ => true,
+    }
 }
 
 /// Whether `path` names a packed product as Gaofen's are delivered (a tar, gzipped or not).
@@ -385,13 +421,7 @@ pub fn product_pieces(path: &Path) -> Result<Vec<PathBuf>> {
     let (root, entries) = tar_entries(path).map_err(|damage| Error::input(path, damage, fix))?;
     let multispectral: Vec<&PathBuf> = entries
         .iter()
-        .filter(|e| {
-            let file = e
-                .file_name()
-                .map(|f| f.to_string_lossy().to_ascii_lowercase())
-                .unwrap_or_default();
-            (file.ends_with(".tif") || file.ends_with(".tiff")) && !file.contains("-pan")
-        })
+        .filter(|e| is_multispectral_tiff(e))
         .collect();
     match multispectral.as_slice() {
         [one] => Ok(vec![root.join(one)]),
@@ -638,5 +668,24 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("SolarZenith"), "{err}");
+    }
+
+    #[test]
+    fn a_tar_its_tiffs_and_its_pieces_are_one_product() {
+        let id = |n: &str| product_id(Path::new(n));
+        let product = Some("GF2_PMS1_E113.6_N23.1_20180505_L1A0003147281".to_string());
+        for name in [
+            "GF2_PMS1_E113.6_N23.1_20180505_L1A0003147281.tar.gz",
+            "GF2_PMS1_E113.6_N23.1_20180505_L1A0003147281-MSS1.tiff",
+            "gf2_pms1_e113.6_n23.1_20180505_l1a0003147281-2.tif",
+        ] {
+            assert_eq!(id(name), product, "{name}");
+        }
+        assert_eq!(id("T50SKE_20250107_B02_10m.tif"), None);
+        assert!(is_panchromatic(Path::new("x_L1A1-PAN1.tiff")));
+        assert!(camera_fits("gf2-pms", "GF2-PMS2"));
+        assert!(camera_fits("gf1-wfv", "GF1-WFV3"));
+        assert!(!camera_fits("gf2-pms", "GF1-WFV3"));
+        assert!(!camera_fits("gf6-wfv", "GF1-WFV1"));
     }
 }

@@ -35,7 +35,8 @@ pub struct Acquisition {
     pub date: NaiveDate,
     pub folder: PathBuf,
     /// Band name -> file, for every band of the profile (and its mask band): a path GDAL
-    /// opens (inside a zipped product, a `/vsizip/` path).
+    /// opens (inside a zipped product, a `/vsizip/` path; for a Gaofen product, a virtual
+    /// raster in GDAL's memory, which lives as long as this acquisition or its clones).
     pub files: BTreeMap<String, PathBuf>,
     /// The DN offset the product's metadata states (SAFE products, STAC items); `None` for
     /// band folders and Landsat tars, which take the profile's.
@@ -177,6 +178,9 @@ impl Catalog {
         let mut acquisitions = Vec::new();
         let mut unplaced = Vec::new();
         let mut damaged = Vec::new();
+        // Gaofen products by product id: a tar and the TIFF extracted from it beside it are
+        // one product, read once.
+        let mut gaofen_products: BTreeMap<String, PathBuf> = BTreeMap::new();
         let mut stack = vec![folder.to_path_buf()];
         while let Some(dir) = stack.pop() {
             let mut entries: Vec<PathBuf> = std::fs::read_dir(&dir)
@@ -189,15 +193,28 @@ impl Catalog {
             // The pieces of a split Gaofen product already read with its first piece.
             let mut pieces_read = std::collections::BTreeSet::new();
             for p in &entries {
-                if pieces_read.contains(p) {
+                let gaofen = !profile.guessable();
+                // A PMS product's panchromatic TIFF is delivered beside the multispectral
+                // one, which is what gengbao reads (it does not pan-sharpen).
+                if pieces_read.contains(p) || (gaofen && gaofen::is_panchromatic(p)) {
                     continue;
                 }
-                let product = if !profile.guessable() && gaofen::is_product(p) {
-                    let found = user_image::gaofen_acquisition(p, profile, reading)?;
-                    if let Ok(a) = &found {
-                        pieces_read.extend(a.pieces.iter().cloned());
+                let product = if gaofen && gaofen::is_product(p) {
+                    if !gaofen::is_archive(p) {
+                        pieces_read.extend(gaofen::product_pieces(p).unwrap_or_default());
                     }
-                    Some(found.map(|a| vec![a.acquisition]))
+                    if let Some(id) = gaofen::product_id(p) {
+                        if let Some(first) = gaofen_products.get(&id) {
+                            let first = first.strip_prefix(folder).unwrap_or(first);
+                            damaged.push((
+                                p.strip_prefix(folder).unwrap_or(p).to_path_buf(),
+                                format!("the product of {}, read from there", first.display()),
+                            ));
+                            continue;
+                        }
+                        gaofen_products.insert(id, p.clone());
+                    }
+                    Some(user_image::gaofen_acquisition(p, profile, reading)?.map(|a| vec![a]))
                 } else if profile.name.starts_with("sentinel2")
                     && (safe::is_safe_folder(p) || safe::is_safe_zip(p))
                 {
@@ -378,6 +395,17 @@ impl Catalog {
 }
 
 impl Acquisition {
+    /// `e` naming the product the user delivered instead of a virtual raster gengbao made of
+    /// it in GDAL's memory (a Gaofen product's bands).
+    fn in_product(&self, e: Error) -> Error {
+        match e {
+            Error::Input { path, problem, fix } if path.starts_with("/vsimem") => {
+                Error::input(&self.folder, problem, fix)
+            }
+            other => other,
+        }
+    }
+
     /// The files on disk the acquisition is read from: its band files, or the zip that holds
     /// them.
     pub fn source_files(&self) -> Vec<PathBuf> {
@@ -404,7 +432,7 @@ impl Acquisition {
             f64::NEG_INFINITY,
         );
         for path in self.files.values() {
-            let ds = open_georeferenced(path)?;
+            let ds = open_georeferenced(path).map_err(|e| self.in_product(e))?;
             if ds.raster_count() != 1 {
                 return Err(Error::input(
                     path,
@@ -461,7 +489,8 @@ impl Acquisition {
         window: Window,
     ) -> Result<Array2<f32>> {
         let path = &self.files[name];
-        let mut dn = warp_onto(path, grid, window, Resample::Bilinear, Some(profile.nodata))?
+        let mut dn = warp_onto(path, grid, window, Resample::Bilinear, Some(profile.nodata))
+            .map_err(|e| self.in_product(e))?
             .index_axis_move(Axis(0), 0);
         let index = profile.band_index(name).expect("profile band");
         let (shift, scale) = match &self.calibration {

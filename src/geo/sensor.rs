@@ -44,8 +44,8 @@ pub fn cloudy_in_visible(blue: f32, green: f32, red: f32, nir: f32) -> bool {
 /// [`visible_clouds`] to call it cloud. Clouds that hide a field are hundreds of metres
 /// across; the roofs, yards and construction sites that pass the pixel tests are mostly
 /// narrower, and a new one on farmland is exactly the change that must not be hidden. The
-/// side was chosen among 70, 90 and 110 m on real looks (README, "Clouds without a quality
-/// band").
+/// side was chosen among 70, 90 and 110 m on real looks (README, "Configuration", the
+/// paragraph on sensors without a quality band).
 pub const CLOUD_CORE_SIDE_M: f64 = 90.0;
 
 /// [`CLOUD_CORE_SIDE_M`] in pixels of `pixel_m` metres: odd, at least 1.
@@ -155,7 +155,7 @@ pub const PROFILES: &[SensorProfile] = &[
     },
     SensorProfile {
         name: "sentinel2-l1c",
-        description: "Sentinel-2 L1C, 13 bands B01..B12 with B10 ((DN-1000)/10000), no mask band",
+        description: "Sentinel-2 L1C, 13 bands B01..B12 with B10 ((DN-1000)/10000), no mask band: clouds by Fmask's visible-band tests",
         bands: &[
             "B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B10", "B11",
             "B12",
@@ -169,7 +169,9 @@ pub const PROFILES: &[SensorProfile] = &[
         dark_object_subtraction: false,
         nodata: 0.0,
         mask_band: None,
-        cloud_rule: CloudRule::None,
+        // L1C products carry no scene classification: top-of-atmosphere looks, as a
+        // calibrated Gaofen product's are, on which the visible-band test was measured.
+        cloud_rule: CloudRule::VisibleTests,
     },
     SensorProfile {
         name: "landsat-tm-sr",

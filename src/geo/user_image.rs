@@ -191,7 +191,18 @@ fn gaofen_product(
     };
     let calibration = match gaofen::product_xml(&image) {
         Some(xml) => {
-            Some(table.calibration(&ProductMetadata::read(&xml)?, profile.bands.len(), &xml)?)
+            let meta = ProductMetadata::read(&xml)?;
+            if !gaofen::camera_fits(profile.name, &meta.camera) {
+                return Err(Error::input(
+                    &xml,
+                    format!(
+                        "is a {} product, which the profile {} does not read",
+                        meta.camera, profile.name
+                    ),
+                    "name the camera's profile (gf1-wfv, gf2-pms or gf6-wfv) with `--sensor` (detect) or `[imagery] sensor` (a job), or move the product out of the job's imagery folder",
+                ));
+            }
+            Some(table.calibration(&meta, profile.bands.len(), &xml)?)
         }
         None if stack.orthorectified => {
             return Err(Error::input(
@@ -208,26 +219,21 @@ fn gaofen_product(
     Ok((stack, calibration))
 }
 
-/// A Gaofen product of a job's imagery folder read as one acquisition, and the files it was
-/// read from (a split product's pieces, which are not acquisitions of their own).
-pub(crate) struct GaofenAcquisition {
-    pub acquisition: Acquisition,
-    pub pieces: Vec<PathBuf>,
-}
-
 /// A Gaofen product as delivered ([`gaofen::is_product`]) as one acquisition of `profile`:
 /// orthorectified on `reading`'s elevation when placed by RPCs, calibrated from its `.xml`
 /// with `reading`'s table, dated by its `.xml` (else by a `YYYYMMDD` in its name), each band
 /// a virtual raster of its own. `Ok(Err(why))` for a product that cannot be read as
-/// delivered (left out of the catalog and listed); `Err` when the job gives no elevation for
-/// a product placed by RPCs, which no product of the folder can do without.
+/// delivered or is another camera's (left out of the catalog and listed); `Err` for what
+/// no product of the folder can do without, and only the job can mend: the ground's
+/// elevation for a product placed by RPCs, the calibration table's coefficients for its
+/// camera.
 pub(crate) fn gaofen_acquisition(
     path: &Path,
     profile: &'static SensorProfile,
     reading: &ProductReading,
-) -> Result<std::result::Result<GaofenAcquisition, Damage>> {
+) -> Result<std::result::Result<Acquisition, Damage>> {
     let damage = |e: Error| match e {
-        Error::Input { problem, .. } => problem,
+        Error::Input { problem, fix, .. } => format!("{problem} ({fix})"),
         other => other.to_string(),
     };
     let pieces = match gaofen::product_pieces(path) {
@@ -243,14 +249,23 @@ pub(crate) fn gaofen_acquisition(
             "set the job's `[grid] dem = \"DEM.tif\"` (e.g. SRTM) or `[imagery] height = 50` (the area's mean height in metres)",
         ));
     }
-    let name = format!("run-{}", NEXT_VIRTUAL.fetch_add(1, Ordering::Relaxed));
+    if let Some(xml) = gaofen::product_xml(&pieces[0]) {
+        match ProductMetadata::read(&xml) {
+            Ok(meta) if gaofen::camera_fits(profile.name, &meta.camera) => {
+                reading
+                    .calibration
+                    .calibration(&meta, profile.bands.len(), &xml)?;
+            }
+            _ => {}
+        }
+    }
     let (stack, calibration) = match gaofen_product(
         path,
         profile,
         None,
         &reading.elevation,
         &reading.calibration,
-        &name,
+        "run",
     ) {
         Ok(read) => read,
         Err(e) => return Ok(Err(damage(e))),
@@ -265,7 +280,11 @@ pub(crate) fn gaofen_acquisition(
                 .into(),
         ));
     };
-    let image = open_georeferenced(&stack.path)?;
+    let in_product = |e: Error| match e {
+        Error::Input { problem, fix, .. } => Error::input(path, problem, fix),
+        other => other,
+    };
+    let image = open_georeferenced(&stack.path).map_err(in_product)?;
     if image.raster_count() != profile.bands.len() {
         return Ok(Err(format!(
             "has {} bands, {} has {}",
@@ -278,7 +297,7 @@ pub(crate) fn gaofen_acquisition(
     let mut rasters = Vec::new();
     for (k, band) in profile.bands.iter().enumerate() {
         let single = BandStack {
-            path: virtual_path(&format!("{name}-{band}")),
+            path: virtual_path(&format!("run-{band}")),
             virtual_raster: true,
             orthorectified: stack.orthorectified,
             _sources: Vec::new(),
@@ -292,17 +311,14 @@ pub(crate) fn gaofen_acquisition(
     }
     drop(image);
     rasters.push(stack);
-    Ok(Ok(GaofenAcquisition {
-        acquisition: Acquisition {
-            date,
-            folder: path.to_path_buf(),
-            files,
-            offset: None,
-            container: Some(path.to_path_buf()),
-            calibration,
-            _virtual_rasters: Some(std::sync::Arc::new(rasters)),
-        },
-        pieces,
+    Ok(Ok(Acquisition {
+        date,
+        folder: path.to_path_buf(),
+        files,
+        offset: None,
+        container: Some(path.to_path_buf()),
+        calibration,
+        _virtual_rasters: Some(std::sync::Arc::new(rasters)),
     }))
 }
 

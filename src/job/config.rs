@@ -62,7 +62,8 @@ sensor = "sentinel2-l2a"        # see `gengbao sensors`
                                 # was seen clear at least this much (0..1); a county of which
                                 # nothing was seen always stops it, keeping earlier results
 # height = 50.0                 # Gaofen L1A products placed by RPCs: the area's mean ground
-                                # height in metres, when [grid] dem is not given
+                                # height in metres (above the WGS 84 ellipsoid, as RPCs take
+                                # it), when [grid] dem is not given
 # calibration = "gains.toml"    # Gaofen: cameras and years that extend the built-in table
 
 [grid]
@@ -441,6 +442,15 @@ impl JobConfig {
     }
 
     fn validate_grid_and_rules(&self) -> Result<()> {
+        if let Some(dem) = &self.grid.dem {
+            if !self.resolve(dem).is_file() {
+                return self.refuse(
+                    "grid.dem",
+                    format!("{} is not a file", self.resolve(dem).display()),
+                    "give the path (relative to the job config) of a DEM raster GDAL reads, e.g. SRTM or ASTER GDEM GeoTIFF",
+                );
+            }
+        }
         if let Some(h) = self.imagery.height {
             if !GROUND_HEIGHTS.contains(&h) {
                 return self.refuse(
@@ -726,23 +736,30 @@ mod tests {
 
     #[test]
     fn gaofen_elevation_comes_from_the_dem_or_a_height_never_both() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("srtm.tif"), b"heights").unwrap();
         let with = |grid: &str, imagery: &str| {
             let text = EXAMPLE
                 .replace("[grid]\n", &format!("[grid]\n{grid}\n"))
                 .replace("[imagery]\n", &format!("[imagery]\n{imagery}\n"));
-            JobConfig::parse(&text, Path::new("/x/job.toml"))
+            JobConfig::parse(&text, &dir.path().join("job.toml"))
         };
         let dem = with("dem = \"srtm.tif\"", "").unwrap();
         assert!(matches!(
             dem.product_reading().unwrap().elevation,
-            Elevation::Dem(p) if p == Path::new("/x/srtm.tif")
+            Elevation::Dem(p) if p == dir.path().join("srtm.tif")
         ));
+        let typo = with("dem = \"strm.tif\"", "").unwrap_err().to_string();
+        assert!(
+            typo.contains("grid.dem") && typo.contains("strm.tif"),
+            "{typo}"
+        );
         let height = with("", "height = 35.0").unwrap();
         assert!(matches!(
             height.product_reading().unwrap().elevation,
             Elevation::Height(h) if h == 35.0
         ));
-        let neither = JobConfig::parse(EXAMPLE, Path::new("/x/job.toml")).unwrap();
+        let neither = with("", "").unwrap();
         assert!(matches!(
             neither.product_reading().unwrap().elevation,
             Elevation::Unknown

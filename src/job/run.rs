@@ -343,6 +343,20 @@ fn check_inputs<'c>(
             ),
         ));
     }
+    if let (Some(calibrated), Some(_)) = (
+        in_period.iter().find(|a| a.calibration.is_some()),
+        cfg.imagery.add_offset,
+    ) {
+        return Err(Error::config(
+            &cfg.source,
+            "imagery.add_offset",
+            format!(
+                "is set, but {} is a Gaofen L1A product, calibrated from its .xml",
+                calibrated.folder.display()
+            ),
+            "leave out add_offset: it applies to reflectance products",
+        ));
+    }
     let mut grid_srs = SpatialRef::from_definition(&cfg.grid.crs)?;
     grid_srs.set_axis_mapping_strategy(gdal::spatial_ref::AxisMappingStrategy::TraditionalGisOrder);
     let acquisitions = in_period

@@ -259,7 +259,7 @@ impl RunSummary {
         }
         if !self.inputs.imagery_damaged.is_empty() {
             s += &format!(
-                "   warning: {}: {} damaged products were left out: {}; download them again\n",
+                "   warning: {}: {} products were left out: {}; download again those cut short\n",
                 self.inputs.imagery,
                 self.inputs.imagery_damaged.len(),
                 crate::geo::layers::listed(&self.inputs.imagery_damaged)

@@ -333,9 +333,7 @@ fn sentinel2_products_are_read_as_delivered() {
             from_products.acquisitions.len()
         );
         assert!(from_products.inputs.imagery_damaged[0].starts_with(cut));
-        assert!(from_products
-            .human()
-            .contains("damaged products were left out"));
+        assert!(from_products.human().contains("products were left out"));
         for file in ["class.tif", "flags.tif", "composite.tif"] {
             let a = fs::read(cfg.layout().period(*p).dir().join(file)).unwrap();
             let b = fs::read(safe_cfg.layout().period(*p).dir().join(file)).unwrap();
@@ -752,12 +750,61 @@ fn gaofen_products_are_read_as_delivered_by_a_job() {
     let gf2 = SensorProfile::by_name("gf2-pms").unwrap();
     let cut = "GF2_PMS1_E118.8_N32.0_20250109_L1A0000009999.tar.gz";
     fs::write(products.join(cut), b"\x1f\x8b interrupted").unwrap();
+    // An extracted product kept beside a tar of itself is one product; its panchromatic
+    // TIFF is not read; a GF-1 product in a GF-2 job is another camera's.
+    let extracted = fs::read_dir(&products)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().ends_with("-MSS1.tiff"))
+        .unwrap();
+    let product = extracted
+        .file_name()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .replace("-MSS1.tiff", "");
+    let again = tmp.path().join("again");
+    fs::create_dir_all(&again).unwrap();
+    for ext in ["tiff", "xml"] {
+        fs::copy(
+            extracted.with_extension(ext),
+            again.join(format!("{product}-MSS1.{ext}")),
+        )
+        .unwrap();
+    }
+    let repacked = format!("{product}.tar.gz");
+    crate::common::pack(&again, None, &products.join(&repacked));
+    fs::copy(&extracted, products.join(format!("{product}-PAN1.tiff"))).unwrap();
+    let gf1 = "GF1_WFV1_E118.8_N32.0_20250111_L1A0000004444-MSS1";
+    fs::copy(&extracted, products.join(format!("{gf1}.tiff"))).unwrap();
+    let xml = fs::read_to_string(extracted.with_extension("xml"))
+        .unwrap()
+        .replace("<SatelliteID>GF2", "<SatelliteID>GF1")
+        .replace("<SensorID>PMS1", "<SensorID>WFV1");
+    fs::write(products.join(format!("{gf1}.xml")), xml).unwrap();
 
     let catalog = Catalog::scan(&products, gf2, &ProductReading::default()).unwrap();
     assert_eq!(catalog.acquisitions.len(), count);
     assert!(catalog.unplaced.is_empty(), "{:?}", catalog.unplaced);
-    assert_eq!(catalog.damaged.len(), 1, "{:?}", catalog.damaged);
-    assert_eq!(catalog.damaged[0].0, Path::new(cut));
+    let damaged: Vec<String> = catalog
+        .damaged
+        .iter()
+        .map(|(p, why)| format!("{}: {why}", p.display()))
+        .collect();
+    assert_eq!(damaged.len(), 3, "{damaged:#?}");
+    assert!(damaged.iter().any(|d| d.starts_with(cut)), "{damaged:#?}");
+    assert!(
+        damaged
+            .iter()
+            .any(|d| d.starts_with(&repacked) || d.contains(&repacked)),
+        "the same product twice: {damaged:#?}"
+    );
+    assert!(
+        damaged.iter().any(|d| d.starts_with(gf1)
+            && d.contains("GF1-WFV1")
+            && d.contains("[imagery] sensor")),
+        "{damaged:#?}"
+    );
     let by_folder = Catalog::scan(&plain, gf2, &ProductReading::default()).unwrap();
     let dates = |c: &Catalog| c.acquisitions.iter().map(|a| a.date).collect::<Vec<_>>();
     assert_eq!(
@@ -789,7 +836,7 @@ fn gaofen_products_are_read_as_delivered_by_a_job() {
         let a = run_period(&from_products, *p, &RunOptions::quiet()).unwrap();
         let b = run_period(&from_bands, *p, &RunOptions::quiet()).unwrap();
         assert_eq!(a.acquisitions.len(), b.acquisitions.len(), "{p}");
-        assert!(a.inputs.imagery_damaged[0].starts_with(cut));
+        assert!(a.inputs.imagery_damaged.iter().any(|d| d.starts_with(cut)));
         // 2025 is not in the table: the latest year before it is used, and said.
         assert_eq!(
             a.inputs.imagery_calibration_notes.len(),
@@ -826,10 +873,13 @@ fn gaofen_products_are_read_as_delivered_by_a_job() {
     assert!(patches > 0, "the city's planted changes are reported");
 
     // Without a quality band, a cumulus (300 m, white and bright) over the fields in every
-    // look of a period is found by the visible-band test: unobserved, not classified.
+    // look of a period is found by the visible-band test: unobserved, not classified. A
+    // roof as white and bright, 80 m across, on the corner of four 64 px tiles, is seen:
+    // each tile judges the roof's extent from beyond its own edges.
     let cloudy = tmp.path().join("gf-cloudy");
     crate::common::copy_dir(&plain, &cloudy);
     const CLOUD: std::ops::Range<usize> = 20..50;
+    const ROOF: std::ops::Range<usize> = 61..69;
     for look in fs::read_dir(&cloudy).unwrap() {
         for band in fs::read_dir(look.unwrap().path()).unwrap() {
             let band = band.unwrap().path();
@@ -839,13 +889,16 @@ fn gaofen_products_are_read_as_delivered_by_a_job() {
             };
             let ds = crate::common::open_for_update(&band);
             let mut b = ds.rasterband(1).unwrap();
-            let mut buf = gdal::raster::Buffer::new((30, 30), vec![top; 900]);
-            b.write(
-                (CLOUD.start as isize, CLOUD.start as isize),
-                (30, 30),
-                &mut buf,
-            )
-            .unwrap();
+            for area in [CLOUD, ROOF] {
+                let side = area.len();
+                let mut buf = gdal::raster::Buffer::new((side, side), vec![top; side * side]);
+                b.write(
+                    (area.start as isize, area.start as isize),
+                    (side, side),
+                    &mut buf,
+                )
+                .unwrap();
+            }
         }
     }
     let clouded = job(&cloudy, "out-gf-cloudy");
@@ -862,6 +915,11 @@ fn gaofen_products_are_read_as_delivered_by_a_job() {
         .filter(|&i| class[i] > 0.0 && class[i] < 255.0)
         .count();
     assert_eq!(classified, 0, "pixels under the cloud were classified");
+    let seen = ROOF
+        .flat_map(|r| ROOF.map(move |c| r * 128 + c))
+        .filter(|&i| class[i] > 0.0 && class[i] < 255.0)
+        .count();
+    assert_eq!(seen, ROOF.len() * ROOF.len(), "the roof is hidden as cloud");
 
     // An L1A image placed by RPCs lands on the map only on the ground's elevation.
     let rpc = tmp.path().join("rpc");
@@ -873,6 +931,13 @@ fn gaofen_products_are_read_as_delivered_by_a_job() {
         let mut ds = gtiff
             .create_with_band_type::<u16, _>(&image, 8, 8, 4)
             .unwrap();
+        for b in 1..=4 {
+            let mut dn = gdal::raster::Buffer::new((8, 8), vec![1000u16 * b as u16; 64]);
+            ds.rasterband(b)
+                .unwrap()
+                .write((0, 0), (8, 8), &mut dn)
+                .unwrap();
+        }
         let unit = |k: usize| {
             let mut c = [0.0; 20];
             c[k] = 1.0;
@@ -919,4 +984,17 @@ fn gaofen_products_are_read_as_delivered_by_a_job() {
     };
     let placed = Catalog::scan(&rpc, gf2, &on_height).unwrap();
     assert_eq!(placed.acquisitions.len(), 1);
+    // Each band is read through the orthorectified product as long as the catalog lives.
+    let fourth = &placed.acquisitions[0].files["B4"];
+    let ds = gdal::Dataset::open(fourth).unwrap();
+    let (w, h) = ds.raster_size();
+    let dn = ds
+        .rasterband(1)
+        .unwrap()
+        .read_as::<u16>((0, 0), (w, h), (w, h), None)
+        .unwrap()
+        .into_shape_and_vec()
+        .1;
+    assert!(w >= 6 && dn.contains(&4000), "{w}x{h} {dn:?}");
+    assert!(dn.iter().all(|&v| v == 4000 || v == 0), "{dn:?}");
 }
