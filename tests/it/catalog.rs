@@ -167,11 +167,7 @@ fn as_safe_products(
 ) -> usize {
     let jp2 = gdal::DriverManager::get_driver_by_name("JP2OpenJPEG").unwrap();
     let mem = gdal::DriverManager::get_driver_by_name("MEM").unwrap();
-    let mut folders: Vec<_> = fs::read_dir(from)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    folders.sort();
+    let folders = crate::common::entries(from);
     fs::create_dir_all(to).unwrap();
     for (k, folder) in folders.iter().enumerate() {
         // S2B_MSIL2A_20250107T030549_T50SKE
@@ -625,11 +621,7 @@ fn a_saved_stac_search_is_an_imagery_source() {
 fn as_gaofen_products(from: &Path, products: &Path, plain: &Path) -> usize {
     use gengbao::geo::gaofen::{CalibrationTable, ProductMetadata};
     let gtiff = gdal::DriverManager::get_driver_by_name("GTiff").unwrap();
-    let mut folders: Vec<_> = fs::read_dir(from)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    folders.sort();
+    let folders = crate::common::entries(from);
     fs::create_dir_all(products).unwrap();
     for (k, folder) in folders.iter().enumerate() {
         // S2B_MSIL2A_20250107T030549_T50SKE: the samples' DN is reflectance × 10,000 + 1000.

@@ -60,6 +60,16 @@ pub fn copy_dir(from: &Path, to: &Path) {
 }
 
 /// Every file below `dir`, relative, sorted.
+/// The entries of a folder, in name order.
+pub fn entries(dir: &Path) -> Vec<PathBuf> {
+    let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    found.sort();
+    found
+}
+
 pub fn files_below(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     if let Ok(rd) = std::fs::read_dir(dir) {

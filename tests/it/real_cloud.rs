@@ -109,12 +109,7 @@ fn the_visible_cloud_test_leaves_cloud_free_city_scenes_and_their_new_buildings_
     // OSCD's fourteen city pairs were chosen cloud-free, and what changed in them is mostly
     // new buildings and roads: bright, flat across the visible bands, as clouds are.
     let (mut called, mut hidden) = (Vec::new(), Vec::new());
-    let mut cities: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    cities.sort();
-    for city in cities {
+    for city in crate::common::entries(&dir) {
         let clouds = ["imgs_1", "imgs_2"].map(|date| {
             let (w, h, b) = oscd_look(&city.join(date));
             let clouds = visible_clouds(&b[0], &b[1], &b[2], &b[3], w, PIXEL_M);
