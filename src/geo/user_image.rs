@@ -246,7 +246,7 @@ pub(crate) fn gaofen_acquisition(
         return Err(Error::input(
             path,
             "is an L1A product placed by RPCs, which need the ground's elevation to land on the map",
-            "set the job's `[grid] dem = \"DEM.tif\"` (e.g. SRTM) or `[imagery] height = 50` (the area's mean height in metres)",
+            "set the job's `[grid] dem = \"DEM.tif\"` (e.g. SRTM) or `[imagery] height = 50` (the area's mean height in metres); for training, orthorectify it first (`gdalwarp -rpc -to RPC_DEM=DEM.tif IMAGE.tiff OUT.tif`) and copy IMAGE.xml to OUT.xml, which calibrates it",
         ));
     }
     if let Some(xml) = gaofen::product_xml(&pieces[0]) {

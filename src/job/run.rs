@@ -304,6 +304,7 @@ pub fn run_period(cfg: &JobConfig, period: Period, opts: &RunOptions) -> Result<
             imagery_damaged: inputs.damaged.clone(),
             imagery_offset_overridden: offset_overridden(cfg, &inputs.acquisitions),
             imagery_calibration_notes: calibration_notes(&inputs.acquisitions),
+            imagery_calibrated: calibrated(&inputs.acquisitions),
             farmland_duplicate_ids: inputs.farmland.duplicate_ids.clone(),
             imagery: cfg.imagery_source().display().to_string(),
         },
@@ -442,6 +443,21 @@ fn calibration_notes(acquisitions: &[Located]) -> Vec<String> {
             let note = a.acquisition.calibration.as_ref()?.note.as_ref()?;
             let name = a.acquisition.folder.file_name()?.to_string_lossy();
             Some(format!("{name}: {note}"))
+        })
+        .collect()
+}
+
+/// The period's products calibrated from their own metadata, with how.
+fn calibrated(acquisitions: &[Located]) -> Vec<String> {
+    acquisitions
+        .iter()
+        .filter_map(|a| {
+            let c = a.acquisition.calibration.as_ref()?;
+            let name = a.acquisition.folder.file_name()?.to_string_lossy();
+            Some(format!(
+                "{name}: {} of {}, {} coefficients, sun {:.2}° from the zenith, Earth-Sun {:.4} AU",
+                c.camera, c.date, c.coefficients_year, c.solar_zenith_deg, c.earth_sun_au
+            ))
         })
         .collect()
 }

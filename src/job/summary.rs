@@ -151,6 +151,10 @@ pub struct Inputs {
     /// Products of the period calibrated with another year's coefficients than their own
     /// (the table lacks their year): `product: what was used`.
     pub imagery_calibration_notes: Vec<String>,
+    /// Every product of the period calibrated from its own metadata (Gaofen L1A), with its
+    /// camera, the coefficients' year, the sun's zenith angle and the Earth-Sun distance:
+    /// what a reviewer needs to retrace its reflectance.
+    pub imagery_calibrated: Vec<String>,
     pub imagery: String,
 }
 

@@ -840,6 +840,13 @@ fn gaofen_products_are_read_as_delivered_by_a_job() {
             a.inputs
         );
         assert!(a.human().contains("another year's coefficients"));
+        assert_eq!(a.inputs.imagery_calibrated.len(), a.acquisitions.len());
+        assert!(
+            a.inputs.imagery_calibrated[0].contains("GF2-PMS1 of 2025-")
+                && a.inputs.imagery_calibrated[0].contains("2020 coefficients"),
+            "{:?}",
+            a.inputs.imagery_calibrated
+        );
         let read = |cfg: &JobConfig, file: &str| {
             gengbao::geo::raster::read_band_f64(&cfg.layout().period(*p).dir().join(file), 1)
                 .unwrap()
