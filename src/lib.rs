@@ -10,8 +10,10 @@
 //! - [`domain`]: periods, land-cover codes, change signals and persistence rules, the patch
 //!   lifecycle. Plain values and pure functions: no GDAL, no files, no threads.
 //! - [`geo`]: the GDAL adapters. The job [`geo::grid`] and its tiles, rasters read onto the
-//!   grid and written as tiled GeoTIFFs, vector layers, imagery catalogs and sensor profiles,
-//!   per-period composites, the county and farmland layers, polygons from a key raster,
+//!   grid and written as tiled GeoTIFFs, vector layers, imagery catalogs (products as
+//!   delivered: SAFE, Landsat tars, Gaofen tar.gz or TIFF + .xml, STAC) and sensor profiles
+//!   (with the visible-band cloud test of sensors without a quality band), per-period
+//!   composites, the county and farmland layers, polygons from a key raster,
 //!   images placed by RPCs orthorectified ([`geo::rpc`]), Gaofen L1A DNs calibrated from the
 //!   product's metadata ([`geo::gaofen`]). Takes paths and plain parameters, never the job's
 //!   config.

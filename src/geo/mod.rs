@@ -2,10 +2,10 @@
 //!
 //! Owns: the job [`grid`] and its tiles, [`raster`] reads onto the grid and tiled GeoTIFF
 //! writes, [`vector`] layer writes, [`imagery`] catalogs of acquisitions (with Sentinel-2
-//! [`safe`] products and [`landsat`] tars read as delivered, or
-//! [`stac`] items), [`sensor`] profiles,
-//! per-period [`composite`]s, the administrative and farmland [`layers`], and [`vectorise`]
-//! (polygons from a key raster), and one date's [`user_image`] as users have it (a
+//! [`safe`] products, [`landsat`] tars and [`gaofen`] products read as delivered, or
+//! [`stac`] items), [`sensor`] profiles and the visible-band cloud test of sensors without a
+//! quality band, per-period [`composite`]s, the administrative and farmland [`layers`], and
+//! [`vectorise`] (polygons from a key raster), and one date's [`user_image`] as users have it (a
 //! multi-band file or a folder of band files, or an image placed by [`rpc`]s, orthorectified,
 //! a [`gaofen`] L1A product's DNs calibrated) read onto a grid as a composite.
 //! Takes paths and plain parameters (never the job's config); gives arrays, grids and
