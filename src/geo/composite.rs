@@ -103,7 +103,11 @@ pub(crate) fn without_visible_clouds(
     pixel_m: f64,
     margin: usize,
 ) -> Array3<f32> {
-    if margin == 0 && profile.cloud_rule != CloudRule::VisibleTests {
+    if profile.cloud_rule != CloudRule::VisibleTests {
+        debug_assert_eq!(
+            margin, 0,
+            "only the visible-band test reads beyond the window"
+        );
         return bands;
     }
     let (count, rows, cols) = bands.dim();
@@ -114,21 +118,16 @@ pub(crate) fn without_visible_clouds(
             margin..cols - margin
         ])
         .to_owned();
-    if profile.cloud_rule != CloudRule::VisibleTests {
-        return window;
-    }
     let band = |name: &str| {
         let b = profile
             .band_index(name)
             .expect("a profile's canonical bands are its own");
         bands
             .index_axis(Axis(0), b)
-            .as_standard_layout()
-            .into_owned()
-            .into_raw_vec()
+            .to_slice()
+            .expect("a read window is in standard layout")
     };
-    let [blue, green, red, nir] = profile.canonical.map(band);
-    let clouds = clouds_in_window([&blue, &green, &red, &nir], cols, margin, pixel_m);
+    let clouds = clouds_in_window(profile.canonical.map(band), cols, margin, pixel_m);
     let pixels = clouds.len();
     let mut flat = window
         .view_mut()
@@ -315,18 +314,59 @@ pub fn build(
         ));
     }
     let n = window.len();
+    // Sensors without a quality band: the cloud test reads blue, green, red and NIR wider
+    // than the window (a cloud is judged by its extent); their window is kept for the
+    // composite instead of being read again.
+    let mut kept: Vec<Vec<(&str, Array2<f32>)>> = vec![Vec::new(); acquisitions.len()];
     let clear: Vec<Vec<bool>> = acquisitions
         .iter()
-        .map(|a| a.read_clear(profile, a.dn_offset(profile, add_offset), grid, window))
+        .zip(&mut kept)
+        .map(|(a, kept)| {
+            if profile.cloud_rule != CloudRule::VisibleTests {
+                return a.read_clear(profile, grid, window);
+            }
+            let (offset, margin) = (
+                a.dn_offset(profile, add_offset),
+                cloud_margin(profile, grid.resolution),
+            );
+            let wider = window.grown(margin);
+            let bands = profile
+                .canonical
+                .iter()
+                .map(|name| a.read_reflectance(profile, offset, name, grid, wider))
+                .collect::<Result<Vec<_>>>()?;
+            let clouds = clouds_in_window(
+                [&bands[0], &bands[1], &bands[2], &bands[3]]
+                    .map(|b| b.as_slice().expect("a read band")),
+                wider.width,
+                margin,
+                grid.resolution,
+            );
+            let inner = ndarray::s![margin..wider.height - margin, margin..wider.width - margin];
+            kept.extend(
+                profile
+                    .canonical
+                    .iter()
+                    .zip(&bands)
+                    .map(|(name, b)| (*name, b.slice(inner).to_owned())),
+            );
+            Ok(clouds.into_iter().map(|c| !c).collect())
+        })
         .collect::<Result<_>>()?;
     let [blue_name, _, red_name, nir_name] = profile.canonical;
-    let read_all = |name: &str| -> Result<Vec<Array2<f32>>> {
+    let mut read_all = |name: &str| -> Result<Vec<Array2<f32>>> {
         acquisitions
             .iter()
-            .map(|a| {
-                let offset = a.dn_offset(profile, add_offset);
-                a.read_reflectance(profile, offset, name, grid, window)
-            })
+            .zip(&mut kept)
+            .map(
+                |(a, kept)| match kept.iter().position(|(n, _)| *n == name) {
+                    Some(k) => Ok(kept.swap_remove(k).1),
+                    None => {
+                        let offset = a.dn_offset(profile, add_offset);
+                        a.read_reflectance(profile, offset, name, grid, window)
+                    }
+                },
+            )
             .collect()
     };
     let mut blue = read_all(blue_name)?;

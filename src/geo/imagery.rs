@@ -14,14 +14,13 @@
 
 use crate::domain::period::Period;
 use crate::error::{Error, Result};
-use crate::geo::composite::{cloud_margin, clouds_in_window};
 use crate::geo::gaofen::{self, Calibration, CalibrationTable};
 use crate::geo::grid::{Bounds, JobGrid, Window};
 use crate::geo::raster::{
     open_georeferenced, transform_between, transform_bounds, warp_onto, Resample,
 };
 use crate::geo::rpc::Elevation;
-use crate::geo::sensor::{CloudRule, SensorProfile};
+use crate::geo::sensor::SensorProfile;
 use crate::geo::user_image::{self, BandStack};
 use crate::geo::{landsat, safe, stac};
 use chrono::NaiveDate;
@@ -509,37 +508,14 @@ impl Acquisition {
         Ok(dn)
     }
 
-    /// The clear-sky mask on `window` (true = usable): by the product's quality band, or by
-    /// the visible-band cloud test for sensors without one (read wider, so that a cloud's
-    /// extent is judged as in the middle of a tile); all true when the profile has neither.
-    /// `add_offset`: this acquisition's DN offset.
+    /// The clear-sky mask on `window` by the product's quality band (true = usable); all true
+    /// when the profile has none (clouds are then the visible-band test's, in the composite).
     pub(crate) fn read_clear(
         &self,
         profile: &SensorProfile,
-        add_offset: f32,
         grid: &JobGrid,
         window: Window,
     ) -> Result<Vec<bool>> {
-        if profile.cloud_rule == CloudRule::VisibleTests {
-            let margin = cloud_margin(profile, grid.resolution);
-            let wider = window.grown(margin);
-            let bands = profile
-                .canonical
-                .iter()
-                .map(|name| self.read_reflectance(profile, add_offset, name, grid, wider))
-                .collect::<Result<Vec<_>>>()?;
-            let slices: Vec<&[f32]> = bands
-                .iter()
-                .map(|b| b.as_slice().expect("a read band"))
-                .collect();
-            let clouds = clouds_in_window(
-                [slices[0], slices[1], slices[2], slices[3]],
-                wider.width,
-                margin,
-                grid.resolution,
-            );
-            return Ok(clouds.into_iter().map(|c| !c).collect());
-        }
         let Some(mask_band) = profile.mask_band else {
             return Ok(vec![true; window.len()]);
         };

@@ -236,29 +236,6 @@ pub(crate) fn gaofen_acquisition(
         Error::Input { problem, fix, .. } => format!("{problem} ({fix})"),
         other => other.to_string(),
     };
-    let pieces = match gaofen::product_pieces(path) {
-        Ok(pieces) => pieces,
-        Err(e) => return Ok(Err(damage(e))),
-    };
-    if matches!(reading.elevation, Elevation::Unknown)
-        && gdal::Dataset::open(&pieces[0]).is_ok_and(|ds| rpc::placed_by_rpcs(&ds))
-    {
-        return Err(Error::input(
-            path,
-            "is an L1A product placed by RPCs, which need the ground's elevation to land on the map",
-            "set the job's `[grid] dem = \"DEM.tif\"` (e.g. SRTM) or `[imagery] height = 50` (the area's mean height in metres); for training, orthorectify it first (`gdalwarp -rpc -to RPC_DEM=DEM.tif IMAGE.tiff OUT.tif`) and copy IMAGE.xml to OUT.xml, which calibrates it",
-        ));
-    }
-    if let Some(xml) = gaofen::product_xml(&pieces[0]) {
-        match ProductMetadata::read(&xml) {
-            Ok(meta) if gaofen::camera_fits(profile.name, &meta.camera) => {
-                reading
-                    .calibration
-                    .calibration(&meta, profile.bands.len(), &xml)?;
-            }
-            _ => {}
-        }
-    }
     let (stack, calibration) = match gaofen_product(
         path,
         profile,
@@ -268,7 +245,7 @@ pub(crate) fn gaofen_acquisition(
         "run",
     ) {
         Ok(read) => read,
-        Err(e) => return Ok(Err(damage(e))),
+        Err(e) => return job_fault(path, profile, reading).map(|()| Err(damage(e))),
     };
     let date = calibration
         .as_ref()
@@ -320,6 +297,34 @@ pub(crate) fn gaofen_acquisition(
         calibration,
         _virtual_rasters: Some(std::sync::Arc::new(rasters)),
     }))
+}
+
+/// Why a Gaofen product could not be read, when the job is to blame rather than the
+/// product: no elevation for a product placed by RPCs, no coefficients for its camera in the
+/// calibration table. Asked only after a read failed, so a readable product is opened once.
+fn job_fault(path: &Path, profile: &SensorProfile, reading: &ProductReading) -> Result<()> {
+    let Some(first) = gaofen::product_pieces(path)
+        .ok()
+        .and_then(|p| p.first().cloned())
+    else {
+        return Ok(());
+    };
+    if matches!(reading.elevation, Elevation::Unknown)
+        && gdal::Dataset::open(&first).is_ok_and(|ds| rpc::placed_by_rpcs(&ds))
+    {
+        return Err(Error::input(
+            path,
+            "is an L1A product placed by RPCs, which need the ground's elevation to land on the map",
+            "set the job's `[grid] dem = \"DEM.tif\"` (e.g. SRTM) or `[imagery] height = 50` (the area's mean height in metres); for training, orthorectify it first (`gdalwarp -rpc -to RPC_DEM=DEM.tif IMAGE.tiff OUT.tif`) and copy IMAGE.xml to OUT.xml, which calibrates it",
+        ));
+    }
+    match gaofen::product_xml(&first).map(|xml| (ProductMetadata::read(&xml), xml)) {
+        Some((Ok(meta), xml)) if gaofen::camera_fits(profile.name, &meta.camera) => reading
+            .calibration
+            .calibration(&meta, profile.bands.len(), &xml)
+            .map(|_| ()),
+        _ => Ok(()),
+    }
 }
 
 /// Names the virtual rasters of this process apart.

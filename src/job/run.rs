@@ -257,6 +257,7 @@ pub fn run_period(cfg: &JobConfig, period: Period, opts: &RunOptions) -> Result<
     seconds.insert("cog", t_cog.elapsed().as_secs_f64());
     seconds.insert("total", t_start.elapsed().as_secs_f64());
 
+    let (imagery_calibrated, imagery_calibration_notes) = calibrations(&inputs.acquisitions);
     let summary = RunSummary {
         job: cfg.job.name.clone(),
         period,
@@ -303,8 +304,8 @@ pub fn run_period(cfg: &JobConfig, period: Period, opts: &RunOptions) -> Result<
             imagery_unplaced: inputs.unplaced.clone(),
             imagery_damaged: inputs.damaged.clone(),
             imagery_offset_overridden: offset_overridden(cfg, &inputs.acquisitions),
-            imagery_calibration_notes: calibration_notes(&inputs.acquisitions),
-            imagery_calibrated: calibrated(&inputs.acquisitions),
+            imagery_calibration_notes,
+            imagery_calibrated,
             farmland_duplicate_ids: inputs.farmland.duplicate_ids.clone(),
             imagery: cfg.imagery_source().display().to_string(),
         },
@@ -435,31 +436,25 @@ fn offset_overridden(cfg: &JobConfig, acquisitions: &[Located]) -> Vec<String> {
         .collect()
 }
 
-/// The period's products calibrated with another year's coefficients, with what was used.
-fn calibration_notes(acquisitions: &[Located]) -> Vec<String> {
-    acquisitions
-        .iter()
-        .filter_map(|a| {
-            let note = a.acquisition.calibration.as_ref()?.note.as_ref()?;
-            let name = a.acquisition.folder.file_name()?.to_string_lossy();
-            Some(format!("{name}: {note}"))
-        })
-        .collect()
-}
-
-/// The period's products calibrated from their own metadata, with how.
-fn calibrated(acquisitions: &[Located]) -> Vec<String> {
-    acquisitions
-        .iter()
-        .filter_map(|a| {
-            let c = a.acquisition.calibration.as_ref()?;
-            let name = a.acquisition.folder.file_name()?.to_string_lossy();
-            Some(format!(
-                "{name}: {} of {}, {} coefficients, sun {:.2}° from the zenith, Earth-Sun {:.4} AU",
-                c.camera, c.date, c.coefficients_year, c.solar_zenith_deg, c.earth_sun_au
-            ))
-        })
-        .collect()
+/// The period's products calibrated from their own metadata, with how (camera, coefficient
+/// year, sun, Earth-Sun distance); and apart, those calibrated with another year's
+/// coefficients than their own, with what was used.
+fn calibrations(acquisitions: &[Located]) -> (Vec<String>, Vec<String>) {
+    let mut calibrated = Vec::new();
+    let mut notes = Vec::new();
+    for a in acquisitions {
+        let (Some(c), Some(name)) = (&a.acquisition.calibration, a.acquisition.folder.file_name())
+        else {
+            continue;
+        };
+        let name = name.to_string_lossy();
+        calibrated.push(format!(
+            "{name}: {} of {}, {} coefficients, sun {:.2}° from the zenith, Earth-Sun {:.4} AU",
+            c.camera, c.date, c.coefficients_year, c.solar_zenith_deg, c.earth_sun_au
+        ));
+        notes.extend(c.note.as_ref().map(|note| format!("{name}: {note}")));
+    }
+    (calibrated, notes)
 }
 
 /// The earlier periods this run reads, the rules it can decide, and the later periods that

@@ -657,14 +657,7 @@ fn as_gaofen_products(from: &Path, products: &Path, plain: &Path) -> usize {
         let mut image: Option<gdal::Dataset> = None;
         for (b, band) in ["B02", "B03", "B04", "B08"].iter().enumerate() {
             let src = gdal::Dataset::open(band_file(band)).unwrap();
-            let (w, h) = src.raster_size();
-            let dn: Vec<u16> = src
-                .rasterband(1)
-                .unwrap()
-                .read_as::<u16>((0, 0), (w, h), (w, h), None)
-                .unwrap()
-                .into_shape_and_vec()
-                .1;
+            let (w, h, dn) = crate::common::band_u16(&band_file(band));
             let reflectance = |v: u16| (f64::from(v) - 1000.0) / 10_000.0;
             let write = |path: &Path, bands: usize| {
                 let mut ds = gtiff
@@ -984,16 +977,7 @@ fn gaofen_products_are_read_as_delivered_by_a_job() {
     let placed = Catalog::scan(&rpc, gf2, &on_height).unwrap();
     assert_eq!(placed.acquisitions.len(), 1);
     // Each band is read through the orthorectified product as long as the catalog lives.
-    let fourth = &placed.acquisitions[0].files["B4"];
-    let ds = gdal::Dataset::open(fourth).unwrap();
-    let (w, h) = ds.raster_size();
-    let dn = ds
-        .rasterband(1)
-        .unwrap()
-        .read_as::<u16>((0, 0), (w, h), (w, h), None)
-        .unwrap()
-        .into_shape_and_vec()
-        .1;
+    let (w, h, dn) = crate::common::band_u16(&placed.acquisitions[0].files["B4"]);
     assert!(w >= 6 && dn.contains(&4000), "{w}x{h} {dn:?}");
     assert!(dn.iter().all(|&v| v == 4000 || v == 0), "{dn:?}");
 }

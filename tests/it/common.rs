@@ -60,6 +60,20 @@ pub fn copy_dir(from: &Path, to: &Path) {
 }
 
 /// Every file below `dir`, relative, sorted.
+/// The first band of a raster whole, as 16-bit values: (width, height, values).
+pub fn band_u16(path: &Path) -> (usize, usize, Vec<u16>) {
+    let ds = gdal::Dataset::open(path).unwrap();
+    let (w, h) = ds.raster_size();
+    let values = ds
+        .rasterband(1)
+        .unwrap()
+        .read_as::<u16>((0, 0), (w, h), (w, h), None)
+        .unwrap()
+        .into_shape_and_vec()
+        .1;
+    (w, h, values)
+}
+
 /// The entries of a folder, in name order.
 pub fn entries(dir: &Path) -> Vec<PathBuf> {
     let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
