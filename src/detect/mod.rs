@@ -29,7 +29,7 @@ use crate::engine::patches::{totals_by_type, PeriodInfo, Timeline, TypeTotals};
 use crate::engine::scene_change::{departed, SceneChange, TileLooks, UNOBSERVED};
 use crate::engine::tiles::for_each_tile;
 use crate::error::{Error, Result};
-use crate::geo::composite::Composite;
+use crate::geo::composite::{cloud_margin, Composite};
 use crate::geo::gaofen::{Calibration, CalibrationTable};
 use crate::geo::grid::{JobGrid, Tile, Window};
 use crate::geo::layers::{labelled_points, Admin, County, Farmland, FarmlandTile};
@@ -210,6 +210,31 @@ struct Pair<'o> {
 }
 
 impl Pair<'_> {
+    /// Warps each image placed by RPCs once onto the grid, into `folder`, so that tiles
+    /// read it as stored ([`crate::geo::user_image::BandStack::placed_on_grid`]).
+    fn place_products_on_grid(&mut self, folder: &Path) -> Result<()> {
+        let window = self
+            .grid
+            .full_window()
+            .grown(cloud_margin(self.profile, self.grid.resolution));
+        for (image, given) in [
+            (&mut self.before, &self.opts.before),
+            (&mut self.after, &self.opts.after),
+        ] {
+            let out = folder.join(format!("{}-on-grid.tif", image.name));
+            if let Some(placed) = image.image.stack.placed_on_grid(
+                &self.grid,
+                window,
+                self.profile.nodata,
+                &out,
+                given,
+            )? {
+                image.image.stack = placed;
+            }
+        }
+        Ok(())
+    }
+
     /// The image's composite of a grid window; pixels off the watched parcels (`watched` 0)
     /// count as unobserved (class 0), which saves the model's time off farmland.
     fn read(&self, image: &Image, w: Window, watched: Option<&[i32]>) -> Result<Composite> {
@@ -242,10 +267,13 @@ struct PairTile {
 
 pub fn detect(opts: &DetectOptions) -> Result<DetectSummary> {
     let t0 = Instant::now();
-    let pair = open_pair(opts)?;
+    let mut pair = open_pair(opts)?;
     std::fs::create_dir_all(&opts.out).map_err(|e| Error::io(&opts.out, e))?;
     let staging_dir = StagingDir::beside(&opts.out.join("detect"))?;
     let staging = staging_dir.path();
+    let work = staging.join("work");
+    std::fs::create_dir_all(&work).map_err(|e| Error::io(&work, e))?;
+    pair.place_products_on_grid(&work)?;
     // The scene's statistics first: they fail fast on images that do not overlap, before
     // the point models are fitted.
     let scene = if opts.classes_only {
@@ -254,8 +282,6 @@ pub fn detect(opts: &DetectOptions) -> Result<DetectSummary> {
         Some(scene_change(&pair)?)
     };
     let classifiers = pair_classifiers(&pair, staging)?;
-    let work = staging.join("work");
-    std::fs::create_dir_all(&work).map_err(|e| Error::io(&work, e))?;
     let grid = &pair.grid;
     let mut class_before =
         GridTiff::create::<u8>(&staging.join("class_before.tif"), grid, 1, Some(0.0))?;

@@ -71,6 +71,20 @@ impl Window {
         }
     }
 
+    /// The pixels both windows hold; `None` when they do not meet.
+    pub fn intersection(&self, other: &Window) -> Option<Window> {
+        let x = self.x.max(other.x);
+        let y = self.y.max(other.y);
+        let right = (self.x + self.width as isize).min(other.x + other.width as isize);
+        let bottom = (self.y + self.height as isize).min(other.y + other.height as isize);
+        (right > x && bottom > y).then(|| Window {
+            x,
+            y,
+            width: (right - x) as usize,
+            height: (bottom - y) as usize,
+        })
+    }
+
     pub fn len(&self) -> usize {
         self.width * self.height
     }

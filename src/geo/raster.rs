@@ -617,6 +617,47 @@ pub fn to_cog(path: &Path) -> Result<()> {
     std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
 }
 
+/// Runs GDAL's warper (`gdalwarp`'s `args`) from `source` into `out`; GDAL's message when it
+/// fails.
+pub(crate) fn gdal_warp(
+    source: &Dataset,
+    args: &[String],
+    out: &Path,
+) -> std::result::Result<(), String> {
+    let mut argv = gdal::cpl::CslStringList::new();
+    for a in args {
+        argv.add_string(a).map_err(|e| e.to_string())?;
+    }
+    let dest = std::ffi::CString::new(out.to_string_lossy().as_bytes())
+        .map_err(|_| format!("{} holds a NUL byte", out.display()))?;
+    // SAFETY: the options list and the destination name outlive the calls; the source handle
+    // is a valid open dataset; the returned dataset is closed here and the options freed.
+    unsafe {
+        // A warning left by an earlier call must not be reported as this warp's failure.
+        gdal_sys::CPLErrorReset();
+        let opts = gdal_sys::GDALWarpAppOptionsNew(argv.as_ptr() as *mut _, std::ptr::null_mut());
+        if opts.is_null() {
+            return Err(format!("GDAL refused the warp options {args:?}"));
+        }
+        let mut sources = [source.c_dataset()];
+        let mut usage_error = 0;
+        let warped = gdal_sys::GDALWarp(
+            dest.as_ptr(),
+            std::ptr::null_mut(),
+            1,
+            sources.as_mut_ptr(),
+            opts,
+            &mut usage_error,
+        );
+        gdal_sys::GDALWarpAppOptionsFree(opts);
+        if warped.is_null() {
+            return Err(last_gdal_error());
+        }
+        gdal_sys::GDALClose(warped);
+    }
+    Ok(())
+}
+
 /// Reads a whole single-band raster (small rasters only: labels, reference masks).
 pub fn read_band_f64(path: &Path, band: usize) -> Result<(usize, usize, Vec<f64>)> {
     let ds = Dataset::open(path).in_file(path, "check the path and that GDAL can read it")?;

@@ -12,7 +12,6 @@
 use crate::error::{Error, Result};
 use crate::geo::grid::utm_epsg;
 use gdal::{Dataset, Metadata};
-use std::ffi::CString;
 use std::path::{Path, PathBuf};
 
 /// Heights in metres that a place on land can have (the Dead Sea's shore to Everest, with
@@ -113,43 +112,11 @@ pub(crate) fn orthorectify(
             "-tap".into(),
         ]);
     }
-    let mut argv = gdal::cpl::CslStringList::new();
-    for a in &args {
-        argv.add_string(a)?;
-    }
-    let fix = "check the image and its RPCs with `gdalinfo`, and the DEM's coverage";
-    let dest = CString::new(out.to_string_lossy().as_bytes()).expect("a /vsimem/ path");
-    // SAFETY: the options list and the destination name outlive the calls; the source handle
-    // is a valid open dataset; the returned dataset is closed here and the options freed.
-    unsafe {
-        // A warning left by an earlier call must not be reported as this warp's failure.
-        gdal_sys::CPLErrorReset();
-        let opts = gdal_sys::GDALWarpAppOptionsNew(argv.as_ptr() as *mut _, std::ptr::null_mut());
-        if opts.is_null() {
-            return Err(Error::input(path, "GDAL refused the warp options", fix));
-        }
-        let mut sources = [ds.c_dataset()];
-        let mut usage_error = 0;
-        let warped = gdal_sys::GDALWarp(
-            dest.as_ptr(),
-            std::ptr::null_mut(),
-            1,
-            sources.as_mut_ptr(),
-            opts,
-            &mut usage_error,
-        );
-        gdal_sys::GDALWarpAppOptionsFree(opts);
-        if warped.is_null() {
-            return Err(Error::input(
-                path,
-                format!(
-                    "could not be orthorectified ({})",
-                    crate::geo::raster::last_gdal_error()
-                ),
-                fix,
-            ));
-        }
-        gdal_sys::GDALClose(warped);
-    }
-    Ok(())
+    crate::geo::raster::gdal_warp(ds, &args, out).map_err(|message| {
+        Error::input(
+            path,
+            format!("could not be orthorectified ({message})"),
+            "check the image and its RPCs with `gdalinfo`, and the DEM's coverage",
+        )
+    })
 }

@@ -50,6 +50,77 @@ impl Drop for BandStack {
     }
 }
 
+impl BandStack {
+    /// An image placed by RPCs, warped once onto `window` of `grid` (bilinear) into the tiled
+    /// GeoTIFF `out`; `None` for any other stack, which is read as it is. Read through the RPC transformer instead,
+    /// every tile's read warps every band of the image again: GDAL's transformer (the RPCs,
+    /// the DEM and the projection, per pixel) costs the same for one band as for four, and
+    /// an image on the grid is read as stored. `nodata` marks the ground the image does not
+    /// cover; `user_path` is the image the user gave, for messages.
+    pub(crate) fn placed_on_grid(
+        &self,
+        grid: &JobGrid,
+        window: Window,
+        nodata: f64,
+        out: &Path,
+        user_path: &Path,
+    ) -> Result<Option<BandStack>> {
+        if !self.orthorectified {
+            return Ok(None);
+        }
+        let source = gdal::Dataset::open(&self.path)
+            .in_file(user_path, "check the product with `gdalinfo`")?;
+        let (x0, y0, x1, y1) = grid.window_bounds(window);
+        let res = grid.resolution.to_string();
+        let nodata = nodata.to_string();
+        let mut args: Vec<String> = vec!["-of".into(), "GTiff".into(), "-t_srs".into()];
+        args.push(grid.crs_wkt.clone());
+        args.push("-te".into());
+        args.extend([x0, y0, x1, y1].map(|v| v.to_string()));
+        args.extend([
+            "-tr".into(),
+            res.clone(),
+            res,
+            "-r".into(),
+            "bilinear".into(),
+        ]);
+        args.extend([
+            "-srcnodata".into(),
+            nodata.clone(),
+            "-dstnodata".into(),
+            nodata,
+        ]);
+        // Band-interleaved, so that a read of one band decodes that band only; a light
+        // compression, since the file lives as long as the run.
+        for co in [
+            "TILED=YES",
+            "INTERLEAVE=BAND",
+            "COMPRESS=ZSTD",
+            "ZSTD_LEVEL=1",
+            "PREDICTOR=2",
+            "BIGTIFF=IF_SAFER",
+        ] {
+            args.extend(["-co".into(), co.into()]);
+        }
+        crate::geo::raster::gdal_warp(&source, &args, out).map_err(|message| {
+            Error::input(
+                user_path,
+                format!(
+                    "could not be orthorectified into {} ({message})",
+                    out.display()
+                ),
+                "check the product with `gdalinfo`, the DEM's coverage and the free space of the output folder",
+            )
+        })?;
+        Ok(Some(BandStack {
+            path: out.to_path_buf(),
+            virtual_raster: false,
+            orthorectified: true,
+            _sources: Vec::new(),
+        }))
+    }
+}
+
 /// One date's image, ready to be read onto a grid window by window.
 pub(crate) struct UserImage {
     pub stack: BandStack,
@@ -270,22 +341,7 @@ pub(crate) fn gaofen_acquisition(
             profile.bands.len()
         )));
     }
-    let mut files = std::collections::BTreeMap::new();
-    let mut rasters = Vec::new();
-    for (k, band) in profile.bands.iter().enumerate() {
-        let single = BandStack {
-            path: virtual_path(&format!("run-{band}")),
-            virtual_raster: true,
-            orthorectified: stack.orthorectified,
-            _sources: Vec::new(),
-        };
-        let opts = gdal::programs::raster::BuildVRTOptions::new(["-b", &(k + 1).to_string()])
-            .in_file(path, "check the product with `gdalinfo`")?;
-        gdal::programs::raster::build_vrt(Some(&single.path), &[&image], Some(opts))
-            .in_file(path, "check the product with `gdalinfo`")?;
-        files.insert(band.to_string(), single.path.clone());
-        rasters.push(single);
-    }
+    let (files, mut rasters) = one_band_rasters(&image, path, profile)?;
     drop(image);
     rasters.push(stack);
     Ok(Ok(Acquisition {
@@ -297,6 +353,73 @@ pub(crate) fn gaofen_acquisition(
         calibration,
         _virtual_rasters: Some(std::sync::Arc::new(rasters)),
     }))
+}
+
+/// Each band of a product's `image` as a virtual raster of its own (what an acquisition's
+/// band files are), by profile band name.
+fn one_band_rasters(
+    image: &gdal::Dataset,
+    path: &Path,
+    profile: &SensorProfile,
+) -> Result<(std::collections::BTreeMap<String, PathBuf>, Vec<BandStack>)> {
+    let mut files = std::collections::BTreeMap::new();
+    let mut rasters = Vec::new();
+    for (k, band) in profile.bands.iter().enumerate() {
+        let single = BandStack {
+            path: virtual_path(&format!("run-{band}")),
+            virtual_raster: true,
+            orthorectified: false,
+            _sources: Vec::new(),
+        };
+        let opts = gdal::programs::raster::BuildVRTOptions::new(["-b", &(k + 1).to_string()])
+            .in_file(path, "check the product with `gdalinfo`")?;
+        gdal::programs::raster::build_vrt(Some(&single.path), &[image], Some(opts))
+            .in_file(path, "check the product with `gdalinfo`")?;
+        files.insert(band.to_string(), single.path.clone());
+        rasters.push(single);
+    }
+    Ok((files, rasters))
+}
+
+impl Acquisition {
+    /// A product placed by RPCs, warped once onto `window` of `grid` into a GeoTIFF in
+    /// `folder` ([`BandStack::placed_on_grid`]); `None` for any other acquisition, which is
+    /// read as it is.
+    pub(crate) fn placed_on_grid(
+        &self,
+        profile: &'static SensorProfile,
+        grid: &JobGrid,
+        window: Window,
+        folder: &Path,
+    ) -> Result<Option<Acquisition>> {
+        let Some(stack) = self._virtual_rasters.as_ref().and_then(|r| r.last()) else {
+            return Ok(None);
+        };
+        let name = self
+            .folder
+            .file_name()
+            .map_or_else(|| "product".into(), |n| n.to_string_lossy().into_owned());
+        let Some(placed) = stack.placed_on_grid(
+            grid,
+            window,
+            profile.nodata,
+            &folder.join(format!("{name}.tif")),
+            &self.folder,
+        )?
+        else {
+            return Ok(None);
+        };
+        let image = gdal::Dataset::open(&placed.path)
+            .in_file(&placed.path, "check the free space of the output folder")?;
+        let (files, mut rasters) = one_band_rasters(&image, &self.folder, profile)?;
+        drop(image);
+        rasters.push(placed);
+        Ok(Some(Acquisition {
+            files,
+            _virtual_rasters: Some(std::sync::Arc::new(rasters)),
+            ..self.clone()
+        }))
+    }
 }
 
 /// Why a Gaofen product could not be read, when the job is to blame rather than the

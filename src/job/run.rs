@@ -20,7 +20,7 @@ use crate::engine::patch_record::write_county;
 use crate::engine::patches::{self, totals_by_type, Patch, PeriodInfo, Timeline};
 use crate::engine::tiles::{for_each_tile, pool};
 use crate::error::{Error, GdalContext, Result};
-use crate::geo::composite::{LOOK_NODATA, NDVI_NODATA};
+use crate::geo::composite::{cloud_margin, LOOK_NODATA, NDVI_NODATA};
 use crate::geo::grid::{JobGrid, Tile};
 use crate::geo::imagery::date_span;
 use crate::geo::layers::{Admin, Farmland, FarmlandSource};
@@ -41,8 +41,10 @@ use crate::ledger::{grain_share, Ledger, PeriodLedger};
 use crate::progress::{progress, spinner};
 use crate::render::MapSheet;
 use gdal::spatial_ref::SpatialRef;
+use gdal::vector::Envelope;
 use gdal::Dataset;
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::time::Instant;
 
 /// How many earlier periods a run looks back at (one year with the current one).
@@ -124,7 +126,7 @@ struct TileStage {
 pub fn run_period(cfg: &JobConfig, period: Period, opts: &RunOptions) -> Result<RunSummary> {
     let t_start = Instant::now();
     let mut seconds = BTreeMap::new();
-    let inputs = check_inputs(cfg, period, opts)?;
+    let mut inputs = check_inputs(cfg, period, opts)?;
 
     // Nothing is written before the inputs are checked and the job's lock is held.
     let layout = cfg.layout();
@@ -137,6 +139,9 @@ pub fn run_period(cfg: &JobConfig, period: Period, opts: &RunOptions) -> Result<
     let work = staged.work();
     std::fs::create_dir_all(&work).map_err(|e| Error::io(&work, e))?;
     seconds.insert("check_inputs", t_start.elapsed().as_secs_f64());
+    let t_place = Instant::now();
+    place_products_on_grid(&mut inputs, &work)?;
+    seconds.insert("place_products", t_place.elapsed().as_secs_f64());
 
     let t_tiles = Instant::now();
     let run_key = run_key(&inputs, &plan, opts)?;
@@ -422,6 +427,36 @@ fn check_inputs<'c>(
 }
 
 /// The period's products whose stated DN offset the job's `[imagery] add_offset` overrides.
+/// Warps each product placed by RPCs (Gaofen L1A) once onto the grid where it meets the
+/// tiles' reads, into `folder` ([`crate::geo::imagery::Acquisition::placed_on_grid`]); its checkpoint identity
+/// stays that of the product as delivered.
+fn place_products_on_grid(inputs: &mut PeriodInputs, folder: &Path) -> Result<()> {
+    let grid = &inputs.grid;
+    // Tiles read their halo, and the cloud test reads around that.
+    let reach = grid.halo + cloud_margin(inputs.profile, grid.resolution) + 1;
+    let read = grid.full_window().grown(reach);
+    for located in &mut inputs.acquisitions {
+        let (x0, y0, x1, y1) = located.extent;
+        let footprint = Envelope {
+            MinX: x0,
+            MinY: y0,
+            MaxX: x1,
+            MaxY: y1,
+        };
+        let Some(window) = grid.window_around(&footprint, reach).intersection(&read) else {
+            continue;
+        };
+        if let Some(placed) =
+            located
+                .acquisition
+                .placed_on_grid(inputs.profile, grid, window, folder)?
+        {
+            located.acquisition = placed;
+        }
+    }
+    Ok(())
+}
+
 fn offset_overridden(cfg: &JobConfig, acquisitions: &[Located]) -> Vec<String> {
     let Some(job) = cfg.imagery.add_offset else {
         return Vec::new();

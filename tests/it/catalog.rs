@@ -618,7 +618,7 @@ fn a_saved_stac_search_is_an_imagery_source() {
 /// (camera, date, sun) that calibrates them, every other product packed as its `.tar.gz`;
 /// and the same reflectance as a plain folder of band files per acquisition (`B1`…`B4`,
 /// reflectance × 10,000). Returns the number of acquisitions.
-fn as_gaofen_products(from: &Path, products: &Path, plain: &Path) -> usize {
+fn as_gaofen_products(from: &Path, products: &Path, plain: &Path, by_rpcs: bool) -> usize {
     use gengbao::geo::gaofen::{CalibrationTable, ProductMetadata};
     let gtiff = gdal::DriverManager::get_driver_by_name("GTiff").unwrap();
     let folders = crate::common::entries(from);
@@ -702,8 +702,14 @@ fn as_gaofen_products(from: &Path, products: &Path, plain: &Path) -> usize {
                     &mut gdal::raster::Buffer::new((w, h), values),
                 )
                 .unwrap();
-            let image =
-                image.get_or_insert_with(|| write(&dir.join(format!("{product}-MSS1.tiff")), 4));
+            let image = image.get_or_insert_with(|| {
+                let path = dir.join(format!("{product}-MSS1.tiff"));
+                if by_rpcs {
+                    l1a_image(&path, &src, w, h)
+                } else {
+                    write(&path, 4)
+                }
+            });
             image
                 .rasterband(b + 1)
                 .unwrap()
@@ -719,6 +725,109 @@ fn as_gaofen_products(from: &Path, products: &Path, plain: &Path) -> usize {
     folders.len()
 }
 
+/// The classes and flags of a period of two jobs differ on under 1 % of the pixels, and
+/// their patches are as many of each type, over areas within 1 %.
+fn same_results(
+    p: gengbao::domain::period::Period,
+    (job, summary): (
+        &gengbao::job::config::JobConfig,
+        &gengbao::job::summary::RunSummary,
+    ),
+    (other, expected): (
+        &gengbao::job::config::JobConfig,
+        &gengbao::job::summary::RunSummary,
+    ),
+) {
+    let read = |cfg: &gengbao::job::config::JobConfig, file: &str| {
+        gengbao::geo::raster::read_band_f64(&cfg.layout().period(p).dir().join(file), 1)
+            .unwrap()
+            .2
+    };
+    for file in ["class.tif", "flags.tif"] {
+        let (x, y) = (read(job, file), read(other, file));
+        let differ = x.iter().zip(&y).filter(|(a, b)| a != b).count();
+        println!("{p} {file}: {differ} of {} pixels differ", x.len());
+        assert!(differ * 100 < x.len(), "{p} {file}: {differ} pixels differ");
+    }
+    for (kind, t) in &summary.totals {
+        let u = &expected.totals[kind];
+        assert_eq!(t.count, u.count, "{p} {kind}");
+        assert!(
+            (t.area_m2 - u.area_m2).abs() <= 0.01 * u.area_m2,
+            "{p} {kind}"
+        );
+    }
+}
+
+/// A four-band L1A image of `w` × `h` pixels placed by RPCs where `georeferenced` lies: an
+/// affine model of longitude and latitude, fitted to three of its corners (the city is small
+/// enough for UTM to be affine in degrees to well under a pixel). RPCs count pixels from the
+/// first pixel's centre, a geotransform from its corner.
+fn l1a_image(path: &Path, georeferenced: &gdal::Dataset, w: usize, h: usize) -> gdal::Dataset {
+    use gdal::spatial_ref::{AxisMappingStrategy, CoordTransform, SpatialRef};
+    use gdal::Metadata;
+    let gt = georeferenced.geo_transform().unwrap();
+    let mut utm = georeferenced.spatial_ref().unwrap();
+    utm.set_axis_mapping_strategy(AxisMappingStrategy::TraditionalGisOrder);
+    let mut wgs = SpatialRef::from_epsg(4326).unwrap();
+    wgs.set_axis_mapping_strategy(AxisMappingStrategy::TraditionalGisOrder);
+    let to_degrees = CoordTransform::new(&utm, &wgs).unwrap();
+    let corner = |c: f64, r: f64| {
+        let (mut x, mut y) = ([gt[0] + c * gt[1]], [gt[3] + r * gt[5]]);
+        to_degrees
+            .transform_coords(&mut x, &mut y, &mut [])
+            .unwrap();
+        (x[0], y[0])
+    };
+    let (lon0, lat0) = corner(0.0, 0.0);
+    let (east, south) = (corner(w as f64, 0.0), corner(0.0, h as f64));
+    // (lon, lat) = corner + m · (column, row); the RPCs give m's inverse.
+    let m = [
+        [(east.0 - lon0) / w as f64, (south.0 - lon0) / h as f64],
+        [(east.1 - lat0) / w as f64, (south.1 - lat0) / h as f64],
+    ];
+    let det = m[0][0] * m[1][1] - m[0][1] * m[1][0];
+    let inverse = [
+        [m[1][1] / det, -m[0][1] / det],
+        [-m[1][0] / det, m[0][0] / det],
+    ];
+    let (lon_scale, lat_scale) = ((east.0 - lon0).abs(), (south.1 - lat0).abs());
+    let coeffs = |row: [f64; 2]| {
+        let mut c = [0.0; 20];
+        c[1] = row[0] * lon_scale;
+        c[2] = row[1] * lat_scale;
+        c.map(|v| v.to_string()).join(" ")
+    };
+    let one = {
+        let mut c = [0.0; 20];
+        c[0] = 1.0;
+        c.map(|v| v.to_string()).join(" ")
+    };
+    let mut ds = gdal::DriverManager::get_driver_by_name("GTiff")
+        .unwrap()
+        .create_with_band_type::<u16, _>(path, w, h, 4)
+        .unwrap();
+    for (key, value) in [
+        ("LINE_OFF", "-0.5".to_string()),
+        ("SAMP_OFF", "-0.5".into()),
+        ("LINE_SCALE", "1".into()),
+        ("SAMP_SCALE", "1".into()),
+        ("LAT_OFF", lat0.to_string()),
+        ("LONG_OFF", lon0.to_string()),
+        ("LAT_SCALE", lat_scale.to_string()),
+        ("LONG_SCALE", lon_scale.to_string()),
+        ("HEIGHT_OFF", "0".into()),
+        ("HEIGHT_SCALE", "500".into()),
+        ("LINE_NUM_COEFF", coeffs(inverse[1])),
+        ("LINE_DEN_COEFF", one.clone()),
+        ("SAMP_NUM_COEFF", coeffs(inverse[0])),
+        ("SAMP_DEN_COEFF", one),
+    ] {
+        ds.set_metadata_item(key, &value, "RPC").unwrap();
+    }
+    ds
+}
+
 /// A technician points a GF-2 job at the products as downloaded (tar.gz and extracted TIFFs
 /// with their `.xml`): each is dated and calibrated from its `.xml` and gives the classes
 /// and patches of the same reflectance in band files; a cut download is left out and
@@ -731,7 +840,7 @@ fn gaofen_products_are_read_as_delivered_by_a_job() {
     let tmp = tempfile::tempdir().unwrap();
     let city = crate::common::city(&tmp.path().join("city"), 128, 6, 64);
     let (products, plain) = (tmp.path().join("gf"), tmp.path().join("gf-plain"));
-    let count = as_gaofen_products(&city.dir.join("imagery"), &products, &plain);
+    let count = as_gaofen_products(&city.dir.join("imagery"), &products, &plain, false);
     let gf2 = SensorProfile::by_name("gf2-pms").unwrap();
     let cut = "GF2_PMS1_E118.8_N32.0_20250109_L1A0000009999.tar.gz";
     fs::write(products.join(cut), b"\x1f\x8b interrupted").unwrap();
@@ -816,7 +925,7 @@ fn gaofen_products_are_read_as_delivered_by_a_job() {
         JobConfig::load(&path).unwrap()
     };
     let (from_products, from_bands) = (job(&products, "out-gf"), job(&plain, "out-gf-plain"));
-    let mut patches = 0;
+    let (mut patches, mut band_runs) = (0, Vec::new());
     for p in &city.periods {
         let a = run_period(&from_products, *p, &RunOptions::quiet()).unwrap();
         let b = run_period(&from_bands, *p, &RunOptions::quiet()).unwrap();
@@ -840,29 +949,34 @@ fn gaofen_products_are_read_as_delivered_by_a_job() {
             "{:?}",
             a.inputs.imagery_calibrated
         );
-        let read = |cfg: &JobConfig, file: &str| {
-            gengbao::geo::raster::read_band_f64(&cfg.layout().period(*p).dir().join(file), 1)
-                .unwrap()
-                .2
-        };
-        for file in ["class.tif", "flags.tif"] {
-            let (x, y) = (read(&from_products, file), read(&from_bands, file));
-            let differ = x.iter().zip(&y).filter(|(a, b)| a != b).count();
-            println!("{p} {file}: {differ} of {} pixels differ", x.len());
-            assert!(differ * 100 < x.len(), "{p} {file}: {differ} pixels differ");
-        }
-        for (kind, t) in &a.totals {
-            let u = &b.totals[kind];
-            assert_eq!(t.count, u.count, "{p} {kind}");
-            assert!(
-                (t.area_m2 - u.area_m2).abs() <= 0.01 * u.area_m2,
-                "{p} {kind}"
-            );
-        }
+        same_results(*p, (&from_products, &a), (&from_bands, &b));
         patches += a.totals.values().map(|t| t.count).sum::<usize>();
+        band_runs.push(b);
     }
 
     assert!(patches > 0, "the city's planted changes are reported");
+
+    // The same products as L1A images placed by RPCs, on `[imagery] height`: each is
+    // orthorectified and warped onto the grid once per period, and gives the classes and
+    // patches of the same reflectance in band files.
+    let l1a = tmp.path().join("gf-l1a");
+    as_gaofen_products(
+        &city.dir.join("imagery"),
+        &l1a,
+        &tmp.path().join("gf-l1a-plain"),
+        true,
+    );
+    job(&l1a, "out-gf-l1a");
+    let path = city.dir.join("job-out-gf-l1a.toml");
+    let text = fs::read_to_string(&path)
+        .unwrap()
+        .replace("sensor = \"gf2-pms\"", "sensor = \"gf2-pms\"\nheight = 0");
+    fs::write(&path, text).unwrap();
+    let from_l1a = JobConfig::load(&path).unwrap();
+    for (p, b) in city.periods.iter().zip(&band_runs) {
+        let a = run_period(&from_l1a, *p, &RunOptions::quiet()).unwrap();
+        same_results(*p, (&from_l1a, &a), (&from_bands, b));
+    }
 
     // Without a quality band, a cumulus (300 m, white and bright) over the fields in every
     // look of a period is found by the visible-band test: unobserved, not classified. A
