@@ -14,7 +14,8 @@
 //!   delivered: SAFE, Landsat tars, Gaofen tar.gz or TIFF + .xml, STAC) and sensor profiles
 //!   (with the visible-band cloud test of sensors without a quality band), per-period
 //!   composites, the county and farmland layers, polygons from a key raster,
-//!   images placed by RPCs orthorectified ([`geo::rpc`]), Gaofen L1A DNs calibrated from the
+//!   images placed by RPCs orthorectified ([`geo::rpc`]) and warped once onto the grid before
+//!   tiles read them, Gaofen L1A DNs calibrated from the
 //!   product's metadata ([`geo::gaofen`]). Takes paths and plain parameters, never the job's
 //!   config.
 //! - [`classify`]: land cover of a composite. One trait, the index rules and libtorch models

@@ -5,7 +5,9 @@
 //! Takes: such an image and the ground's elevation (a DEM raster, or one mean height in
 //! metres). Gives: the image orthorectified by GDAL's warper with its RPC transformer onto
 //! the local UTM zone at the resolution GDAL derives from the RPCs, as a virtual raster in
-//! GDAL's memory file system (warped as it is read, nothing written to disk). Relief moves
+//! GDAL's memory file system (warped as it is read; `detect` and `run` then warp it once onto
+//! their grid, [`crate::geo::user_image`], since a read through it transforms every pixel's
+//! position again). Relief moves
 //! a pixel by its height times the view's obliquity, so an elevation is required: GDAL's
 //! default of height 0 would shift a mountain county's fields silently.
 

@@ -7,7 +7,9 @@
 //! L1A) with the ground's elevation, orthorectified first ([`crate::geo::rpc`]). Gives: per
 //! date, one raster with the
 //! profile's bands in the profile's order (the file itself, or a virtual raster held in GDAL's
-//! memory file system for as long as the pair is open), and [`UserImage`], which reads it onto
+//! memory file system for as long as the pair is open; an image placed by RPCs is then warped
+//! once onto the grid into a scratch GeoTIFF, [`BandStack::placed_on_grid`], as a job's
+//! Gaofen acquisitions are, [`Acquisition::placed_on_grid`]), and [`UserImage`], which reads it onto
 //! a grid as a single-look composite: what `detect` classifies, and what a model trained on
 //! labelled image patches learns from.
 
