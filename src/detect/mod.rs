@@ -36,7 +36,7 @@ use crate::geo::layers::{labelled_points, Admin, County, Farmland, FarmlandTile}
 use crate::geo::raster::{open_georeferenced, GridTiff};
 use crate::geo::rpc::Elevation;
 use crate::geo::sensor::SensorProfile;
-use crate::geo::user_image::{profile_of, UserImage};
+use crate::geo::user_image::{check_elevation_covers, profile_of, UserImage};
 use crate::geo::vector::{write_layer, Areas, Format};
 use crate::job::staging::StagingDir;
 use crate::train::PointModel;
@@ -410,6 +410,9 @@ fn open_pair<'o>(opts: &'o DetectOptions) -> Result<Pair<'o>> {
             name,
         )
     };
+    for image in [&opts.before, &opts.after] {
+        check_elevation_covers(image, &opts.elevation, None)?;
+    }
     let (before, after) = (open(&opts.before, "before")?, open(&opts.after, "after")?);
     // No halo: a halo's strips decode the neighbouring blocks of every band of both images
     // (a 2048 scene took 6.2 s instead of 4.5), so the smoothing of a tile's edge pixels

@@ -491,6 +491,30 @@ fn sibling_pieces(path: &Path) -> Vec<PathBuf> {
     }
 }
 
+/// Every file an extracted product is read from: its image (each piece of a split one), the
+/// RPC file GDAL reads beside each (`.rpb`, `_rpc.txt`) and the product `.xml`; what a
+/// resumed run checks has not changed. A `.tar.gz` is one file, itself.
+pub fn delivered_files(path: &Path) -> Vec<PathBuf> {
+    if is_archive(path) {
+        return vec![path.to_path_buf()];
+    }
+    let mut files = Vec::new();
+    for piece in sibling_pieces(path) {
+        let stem = piece.with_extension("");
+        let stem = stem.to_string_lossy();
+        let sidecars = ["rpb", "RPB"]
+            .map(|ext| piece.with_extension(ext))
+            .into_iter()
+            .chain(["_rpc.txt", "_RPC.TXT"].map(|end| PathBuf::from(format!("{stem}{end}"))));
+        files.extend(sidecars.filter(|f| f.is_file()));
+        files.extend(product_xml(&piece));
+        files.push(piece);
+    }
+    files.sort();
+    files.dedup();
+    files
+}
+
 fn listed_paths(paths: &[impl AsRef<Path>]) -> String {
     let names: Vec<String> = paths
         .iter()
@@ -540,6 +564,31 @@ mod tests {
     use super::*;
 
     const XML: &str = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<ProductMetaData>\n  <SatelliteID>GF2</SatelliteID>\n  <SensorID>PMS1</SensorID>\n  <ProductLevel>LEVEL1A</ProductLevel>\n  <CenterTime>2018-05-05 11:26:43</CenterTime>\n  <SolarZenith>30.0</SolarZenith>\n</ProductMetaData>\n";
+
+    #[test]
+    fn a_split_products_files_are_its_pieces_their_rpcs_and_its_xml() {
+        let dir = tempfile::tempdir().unwrap();
+        let product = "GF6_WFV_E118.8_N32.0_20200505_L1A1119838015";
+        let file = |name: String| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, XML).unwrap();
+            path
+        };
+        let first = file(format!("{product}-1.tiff"));
+        let mut expected = vec![
+            first.clone(),
+            file(format!("{product}-2.tiff")),
+            file(format!("{product}-1.rpb")),
+            file(format!("{product}-2_rpc.txt")),
+            file(format!("{product}.xml")),
+        ];
+        // Another product's RPCs are not this one's.
+        file("GF6_WFV_E118.8_N32.0_20200505_L1A1119838016-1.rpb".into());
+        expected.sort();
+        assert_eq!(delivered_files(&first), expected);
+        let tar = dir.path().join(format!("{product}.tar.gz"));
+        assert_eq!(delivered_files(&tar), vec![tar.clone()]);
+    }
 
     fn metadata(text: &str) -> Result<ProductMetadata> {
         let dir = tempfile::tempdir().unwrap();

@@ -405,10 +405,14 @@ impl Acquisition {
         }
     }
 
-    /// The files on disk the acquisition is read from: its band files, or the zip that holds
-    /// them.
+    /// The files on disk the acquisition is read from: its band files, the zip or tar that
+    /// holds them, or a Gaofen product's files ([`crate::geo::gaofen::delivered_files`]:
+    /// pieces, RPCs and `.xml`).
     pub fn source_files(&self) -> Vec<PathBuf> {
         match &self.container {
+            Some(product) if self._virtual_rasters.is_some() => {
+                crate::geo::gaofen::delivered_files(product)
+            }
             Some(zip) => vec![zip.clone()],
             None => self.files.values().cloned().collect(),
         }

@@ -16,7 +16,7 @@
 use crate::error::{Error, GdalContext, Result};
 use crate::geo::composite::{cloud_margin, hide_unwatched, without_visible_clouds, Composite};
 use crate::geo::gaofen::{self, Calibration, CalibrationTable, ProductMetadata};
-use crate::geo::grid::{JobGrid, Window};
+use crate::geo::grid::{common_bounds, Bounds, JobGrid, Window};
 use crate::geo::imagery::{
     dark_objects, date_in, has_band_token, is_raster_file, to_reflectance, Acquisition, Damage,
     ProductReading,
@@ -421,6 +421,45 @@ impl Acquisition {
             _virtual_rasters: Some(std::sync::Arc::new(rasters)),
             ..self.clone()
         }))
+    }
+}
+
+/// Refuses a DEM that does not cover the ground of the image at `path` (each piece of a
+/// split product) placed by RPCs, within `area` (degrees; all of it when `None`), see
+/// [`rpc::check_dem_covers`]. Images placed otherwise, and a mean height, need nothing.
+pub(crate) fn check_elevation_covers(
+    path: &Path,
+    elevation: &Elevation,
+    area: Option<Bounds>,
+) -> Result<()> {
+    let Elevation::Dem(dem) = elevation else {
+        return Ok(());
+    };
+    let pieces = gaofen::product_pieces(path).unwrap_or_else(|_| vec![path.to_path_buf()]);
+    let mut needed: Option<Bounds> = None;
+    for piece in pieces {
+        let Ok(ds) = gdal::Dataset::open(&piece) else {
+            continue;
+        };
+        if !rpc::placed_by_rpcs(&ds) {
+            continue;
+        }
+        let ground = rpc::footprint(&piece, &ds)?;
+        let Some(ground) = area.map_or(Some(ground), |a| common_bounds(ground, a)) else {
+            continue;
+        };
+        needed = Some(needed.map_or(ground, |n| {
+            (
+                n.0.min(ground.0),
+                n.1.min(ground.1),
+                n.2.max(ground.2),
+                n.3.max(ground.3),
+            )
+        }));
+    }
+    match needed {
+        Some(needed) => rpc::check_dem_covers(dem, path, needed),
+        None => Ok(()),
     }
 }
 

@@ -24,8 +24,9 @@ use crate::geo::composite::{cloud_margin, LOOK_NODATA, NDVI_NODATA};
 use crate::geo::grid::{JobGrid, Tile};
 use crate::geo::imagery::date_span;
 use crate::geo::layers::{Admin, Farmland, FarmlandSource};
-use crate::geo::raster::{rasterize, read_grid_window, to_cog, GridTiff};
+use crate::geo::raster::{rasterize, read_grid_window, to_cog, transform_bounds, GridTiff};
 use crate::geo::sensor::SensorProfile;
+use crate::geo::user_image::check_elevation_covers;
 use crate::job::checkpoint::{acquisition_identity, file_identity, key_of, Checkpoints, Earlier};
 use crate::job::config::JobConfig;
 use crate::job::layout::{OutputLayout, PeriodFiles};
@@ -388,6 +389,7 @@ fn check_inputs<'c>(
         cfg.grid.halo,
     )?;
     let admin = all_counties.only(&opts.counties)?;
+    check_products_elevation(cfg, &grid, &grid_srs, &acquisitions)?;
     let farmland_path = cfg.resolve(&cfg.farmland.path);
     let farmland = Farmland::open(FarmlandSource {
         path: &farmland_path,
@@ -427,6 +429,32 @@ fn check_inputs<'c>(
 }
 
 /// The period's products whose stated DN offset the job's `[imagery] add_offset` overrides.
+/// Refuses a `[grid] dem` that lacks heights where a product placed by RPCs shows the job's
+/// grid ([`check_elevation_covers`]).
+fn check_products_elevation(
+    cfg: &JobConfig,
+    grid: &JobGrid,
+    grid_srs: &SpatialRef,
+    acquisitions: &[Located],
+) -> Result<()> {
+    if cfg.grid.dem.is_none()
+        || acquisitions
+            .iter()
+            .all(|a| a.acquisition.calibration.is_none())
+    {
+        return Ok(());
+    }
+    let mut wgs84 = SpatialRef::from_epsg(4326)?;
+    wgs84.set_axis_mapping_strategy(gdal::spatial_ref::AxisMappingStrategy::TraditionalGisOrder);
+    let to_degrees = gdal::spatial_ref::CoordTransform::new(grid_srs, &wgs84)?;
+    let area = transform_bounds(&to_degrees, grid.window_bounds(grid.full_window()))?;
+    let elevation = cfg.product_reading()?.elevation;
+    for a in acquisitions {
+        check_elevation_covers(&a.acquisition.folder, &elevation, Some(area))?;
+    }
+    Ok(())
+}
+
 /// Warps each product placed by RPCs (Gaofen L1A) once onto the grid where it meets the
 /// tiles' reads, into `folder` ([`crate::geo::imagery::Acquisition::placed_on_grid`]); its checkpoint identity
 /// stays that of the product as delivered.

@@ -759,6 +759,37 @@ fn same_results(
     }
 }
 
+/// A DEM at `dem` of heights 0 in degrees, over the western `share` of the ground of the L1A
+/// images in `products` (from their RPCs' box), with a margin on the other sides.
+fn sea_level_dem(products: &Path, dem: &Path, share: f64) -> std::path::PathBuf {
+    use gdal::Metadata;
+    let image = crate::common::entries(products)
+        .into_iter()
+        .find(|p| p.to_string_lossy().ends_with("-MSS1.tiff"))
+        .unwrap();
+    let ds = gdal::Dataset::open(&image).unwrap();
+    let rpc = |key: &str| -> f64 { ds.metadata_item(key, "RPC").unwrap().parse().unwrap() };
+    let (lon0, lat0) = (rpc("LONG_OFF"), rpc("LAT_OFF"));
+    let (width, height) = (rpc("LONG_SCALE"), rpc("LAT_SCALE"));
+    let (margin, step) = (0.01, 0.0005);
+    let columns = ((margin + share * width) / step).ceil() as usize;
+    let rows = ((height + 2.0 * margin) / step).ceil() as usize;
+    let mut out = gdal::DriverManager::get_driver_by_name("GTiff")
+        .unwrap()
+        .create_with_band_type::<f32, _>(dem, columns, rows, 1)
+        .unwrap();
+    out.set_geo_transform(&[lon0 - margin, step, 0.0, lat0 + margin, 0.0, -step])
+        .unwrap();
+    out.set_spatial_ref(&gdal::spatial_ref::SpatialRef::from_epsg(4326).unwrap())
+        .unwrap();
+    let mut zeros = gdal::raster::Buffer::new((columns, rows), vec![0f32; columns * rows]);
+    out.rasterband(1)
+        .unwrap()
+        .write((0, 0), (columns, rows), &mut zeros)
+        .unwrap();
+    dem.to_path_buf()
+}
+
 /// A four-band L1A image of `w` × `h` pixels placed by RPCs where `georeferenced` lies: an
 /// affine model of longitude and latitude, fitted to three of its corners (the city is small
 /// enough for UTM to be affine in degrees to well under a pixel). RPCs count pixels from the
@@ -956,9 +987,10 @@ fn gaofen_products_are_read_as_delivered_by_a_job() {
 
     assert!(patches > 0, "the city's planted changes are reported");
 
-    // The same products as L1A images placed by RPCs, on `[imagery] height`: each is
-    // orthorectified and warped onto the grid once per period, and gives the classes and
-    // patches of the same reflectance in band files.
+    // The same products as L1A images placed by RPCs, on a DEM of flat ground at sea level:
+    // each is orthorectified and warped onto the grid once per period, and gives the
+    // classes and patches of the same reflectance in band files. A DEM that stops halfway
+    // across the city is refused before anything is written, naming it.
     let l1a = tmp.path().join("gf-l1a");
     as_gaofen_products(
         &city.dir.join("imagery"),
@@ -968,11 +1000,31 @@ fn gaofen_products_are_read_as_delivered_by_a_job() {
     );
     job(&l1a, "out-gf-l1a");
     let path = city.dir.join("job-out-gf-l1a.toml");
-    let text = fs::read_to_string(&path)
-        .unwrap()
-        .replace("sensor = \"gf2-pms\"", "sensor = \"gf2-pms\"\nheight = 0");
-    fs::write(&path, text).unwrap();
-    let from_l1a = JobConfig::load(&path).unwrap();
+    let with_dem = |dem: &Path| {
+        let text = fs::read_to_string(city.dir.join("job-out-gf-l1a.toml"))
+            .unwrap()
+            .replace(
+                "\n[grid]\n",
+                &format!("\n[grid]\ndem = {:?}\n", dem.display().to_string()),
+            );
+        let path = city.dir.join(format!(
+            "job-l1a-{}.toml",
+            dem.file_stem().unwrap().to_string_lossy()
+        ));
+        fs::write(&path, text).unwrap();
+        JobConfig::load(&path).unwrap()
+    };
+    let half = with_dem(&sea_level_dem(&l1a, &tmp.path().join("half.tif"), 0.5));
+    let err = run_period(&half, city.periods[0], &RunOptions::quiet())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("half.tif") && err.contains("needs heights"),
+        "{err}"
+    );
+    assert!(!half.layout().period(city.periods[0]).dir().exists());
+    let from_l1a = with_dem(&sea_level_dem(&l1a, &tmp.path().join("dem.tif"), 1.0));
+    assert!(path.exists());
     for (p, b) in city.periods.iter().zip(&band_runs) {
         let a = run_period(&from_l1a, *p, &RunOptions::quiet()).unwrap();
         same_results(*p, (&from_l1a, &a), (&from_bands, b));

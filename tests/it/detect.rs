@@ -620,22 +620,24 @@ fn a_gaofen_image_placed_by_rpcs_lands_on_the_ground_its_dem_gives() {
         30.0,
     );
     // Flat ground at 500 m, in degrees as DEMs come.
-    let dem = tmp.path().join("dem.tif");
-    {
+    let flat = |name: &str, columns: usize| {
+        let dem = tmp.path().join(name);
         let drv = gdal::DriverManager::get_driver_by_name("GTiff").unwrap();
         let mut ds = drv
-            .create_with_band_type::<f32, _>(&dem, 40, 40, 1)
+            .create_with_band_type::<f32, _>(&dem, columns, 40, 1)
             .unwrap();
         ds.set_geo_transform(&[113.49, 0.0005, 0.0, 23.11, 0.0, -0.0005])
             .unwrap();
         ds.set_spatial_ref(&SpatialRef::from_epsg(4326).unwrap())
             .unwrap();
-        let mut buf = gdal::raster::Buffer::new((40, 40), vec![500f32; 1600]);
+        let mut buf = gdal::raster::Buffer::new((columns, 40), vec![500f32; columns * 40]);
         ds.rasterband(1)
             .unwrap()
-            .write((0, 0), (40, 40), &mut buf)
+            .write((0, 0), (columns, 40), &mut buf)
             .unwrap();
-    }
+        dem
+    };
+    let dem = flat("dem.tif", 40);
     let run = |elevation: gengbao::geo::rpc::Elevation, out: &str| {
         let out = tmp.path().join(out);
         detect(&DetectOptions {
@@ -653,6 +655,17 @@ fn a_gaofen_image_placed_by_rpcs_lands_on_the_ground_its_dem_gives() {
     use gengbao::geo::rpc::Elevation;
     let err = run(Elevation::Unknown, "none").unwrap_err().to_string();
     assert!(err.contains("before.tif") && err.contains("--dem"), "{err}");
+
+    // A DEM cut off before the image's east edge has no height for that ground: refused,
+    // naming the DEM and the ground it lacks, before anything is written.
+    let err = run(Elevation::Dem(flat("west.tif", 18)), "west")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("west.tif") && err.contains("before.tif") && err.contains("needs heights"),
+        "{err}"
+    );
+    assert!(!tmp.path().join("west").exists(), "nothing written");
 
     let (lon, lat) = changed_centre(&run(Elevation::Dem(dem), "dem").unwrap());
     // The block's centre, row and column 25, solved from the RPCs at 500 m.
