@@ -21,7 +21,7 @@ use crate::engine::patches::{self, totals_by_type, Patch, PeriodInfo, Timeline};
 use crate::engine::tiles::{for_each_tile, pool};
 use crate::error::{Error, GdalContext, Result};
 use crate::geo::composite::{cloud_margin, LOOK_NODATA, NDVI_NODATA};
-use crate::geo::grid::{JobGrid, Tile};
+use crate::geo::grid::{overlaps, JobGrid, Tile};
 use crate::geo::imagery::date_span;
 use crate::geo::layers::{Admin, Farmland, FarmlandSource};
 use crate::geo::raster::{rasterize, read_grid_window, to_cog, transform_bounds, GridTiff};
@@ -90,6 +90,9 @@ struct PeriodInputs<'c> {
     period: Period,
     /// The period's acquisitions in date order, located in the grid CRS.
     acquisitions: Vec<Located>,
+    /// Acquisitions of the period whose ground does not reach the job's area (read by no
+    /// tile): `path: its ground`.
+    off_area: Vec<String>,
     /// Imagery files of the folder in no acquisition (relative to it).
     unplaced: Vec<String>,
     /// Damaged products left out: `path: what is wrong`.
@@ -309,6 +312,7 @@ pub fn run_period(cfg: &JobConfig, period: Period, opts: &RunOptions) -> Result<
             admin_repaired: inputs.admin.repaired.clone(),
             imagery_unplaced: inputs.unplaced.clone(),
             imagery_damaged: inputs.damaged.clone(),
+            imagery_off_area: inputs.off_area.clone(),
             imagery_offset_overridden: offset_overridden(cfg, &inputs.acquisitions),
             imagery_calibration_notes,
             imagery_calibrated,
@@ -389,6 +393,20 @@ fn check_inputs<'c>(
         cfg.grid.halo,
     )?;
     let admin = all_counties.only(&opts.counties)?;
+    // A product that does not reach the area is read by no tile: named. (When none does,
+    // the tile stage finds no usable imagery.)
+    let area = grid.window_bounds(grid.full_window());
+    let off_area: Vec<String> = acquisitions
+        .iter()
+        .filter(|a| !overlaps(a.extent, area))
+        .map(|a| {
+            let (x0, y0, x1, y1) = a.extent;
+            format!(
+                "{}: its ground is x {x0:.0} to {x1:.0}, y {y0:.0} to {y1:.0}",
+                a.acquisition.folder.display()
+            )
+        })
+        .collect();
     check_products_elevation(cfg, &grid, &grid_srs, &acquisitions)?;
     let farmland_path = cfg.resolve(&cfg.farmland.path);
     let farmland = Farmland::open(FarmlandSource {
@@ -415,6 +433,7 @@ fn check_inputs<'c>(
     Ok(PeriodInputs {
         period,
         acquisitions,
+        off_area,
         unplaced,
         damaged,
         profile,

@@ -145,6 +145,10 @@ pub struct Inputs {
     /// Products in the imagery folder that cannot be read as delivered (a cut zip, an
     /// incomplete product), left out: `path: what is wrong`.
     pub imagery_damaged: Vec<String>,
+    /// Acquisitions of the period whose ground does not reach the job's area (another
+    /// scene, or a Gaofen product placed by wrong RPCs or heights), which no tile read:
+    /// `path: its ground in the grid CRS`.
+    pub imagery_off_area: Vec<String>,
     /// Products of the period whose metadata states another DN offset than the job's
     /// `[imagery] add_offset`, which was applied: `product: metadata X, job Y`.
     pub imagery_offset_overridden: Vec<String>,
@@ -267,6 +271,13 @@ impl RunSummary {
                 self.inputs.imagery,
                 self.inputs.imagery_damaged.len(),
                 crate::geo::layers::listed(&self.inputs.imagery_damaged)
+            );
+        }
+        if !self.inputs.imagery_off_area.is_empty() {
+            s += &format!(
+                "   warning: {} acquisitions of the period do not reach the job's area and were not read: {}\n",
+                self.inputs.imagery_off_area.len(),
+                crate::geo::layers::listed(&self.inputs.imagery_off_area)
             );
         }
         if !self.inputs.imagery_offset_overridden.is_empty() {

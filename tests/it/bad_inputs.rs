@@ -455,6 +455,25 @@ fn imagery_that_misses_the_counties_is_no_result() {
         "{text}"
     );
     assert!(!c.dir.join("out").join("2025-P1").exists());
+
+    // One look of a period 100 km away among good ones: the period runs on the others, and
+    // the look is named, with where its ground is.
+    let p2 = "2025-P2".parse().unwrap();
+    let away = looks(&c.dir, &cfg, p2).remove(0);
+    for file in away.files.values() {
+        let mut ds = open_for_update(file);
+        let mut gt = ds.geo_transform().unwrap();
+        gt[0] += 100_000.0;
+        ds.set_geo_transform(&gt).unwrap();
+    }
+    let s = run_period(&cfg, p2, &RunOptions::quiet()).unwrap();
+    assert_eq!(s.inputs.imagery_off_area.len(), 1, "{:?}", s.inputs);
+    let named = &s.inputs.imagery_off_area[0];
+    assert!(
+        named.starts_with(&away.folder.display().to_string()) && named.contains("its ground is x"),
+        "{named}"
+    );
+    assert!(s.human().contains("do not reach the job's area"));
 }
 
 #[test]
