@@ -617,10 +617,10 @@ pub fn to_cog(path: &Path) -> Result<()> {
     std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
 }
 
-/// Runs GDAL's warper (`gdalwarp`'s `args`) from `source` into `out`; GDAL's message when it
-/// fails.
+/// Runs GDAL's warper (`gdalwarp`'s `args`) from `sources` (later ones over earlier ones
+/// where they overlap) into `out`; GDAL's message when it fails.
 pub(crate) fn gdal_warp(
-    source: &Dataset,
+    sources: &[Dataset],
     args: &[String],
     out: &Path,
 ) -> std::result::Result<(), String> {
@@ -639,13 +639,13 @@ pub(crate) fn gdal_warp(
         if opts.is_null() {
             return Err(format!("GDAL refused the warp options {args:?}"));
         }
-        let mut sources = [source.c_dataset()];
+        let mut handles: Vec<_> = sources.iter().map(|s| s.c_dataset()).collect();
         let mut usage_error = 0;
         let warped = gdal_sys::GDALWarp(
             dest.as_ptr(),
             std::ptr::null_mut(),
-            1,
-            sources.as_mut_ptr(),
+            handles.len() as std::ffi::c_int,
+            handles.as_mut_ptr(),
             opts,
             &mut usage_error,
         );

@@ -48,19 +48,10 @@ pub(crate) fn utm_zone_of(path: &Path, ds: &Dataset) -> Result<u32> {
     Ok(utm_epsg(model.lon.0, model.lat.0))
 }
 
-/// The image at `path` (placed by RPCs) orthorectified onto the UTM zone `epsg` (its own,
-/// [`utm_zone_of`], or its product's other pieces'), as a virtual raster at `out` (a
-/// `/vsimem/` path). With `pixel_m`, pixels of that size aligned on multiples of it, so that
-/// the pieces of one product share a grid; else the size GDAL derives from the RPCs.
-pub(crate) fn orthorectify(
-    path: &Path,
-    ds: &Dataset,
-    elevation: &Elevation,
-    epsg: u32,
-    pixel_m: Option<f64>,
-    out: &Path,
-) -> Result<()> {
-    let height = match elevation {
+/// GDAL's RPC transformer option that gives the ground's heights for the image at `path`:
+/// `RPC_DEM=…` or `RPC_HEIGHT=…`; without an elevation the image is refused.
+pub(crate) fn transformer_option(path: &Path, elevation: &Elevation) -> Result<String> {
+    Ok(match elevation {
         Elevation::Unknown => {
             return Err(Error::input(
                 path,
@@ -79,7 +70,22 @@ pub(crate) fn orthorectify(
             format!("RPC_DEM={}", dem.display())
         }
         Elevation::Height(h) => format!("RPC_HEIGHT={h}"),
-    };
+    })
+}
+
+/// The image at `path` (placed by RPCs) orthorectified onto the UTM zone `epsg` (its own,
+/// [`utm_zone_of`], or its product's other pieces'), as a virtual raster at `out` (a
+/// `/vsimem/` path). With `pixel_m`, pixels of that size aligned on multiples of it, so that
+/// the pieces of one product share a grid; else the size GDAL derives from the RPCs.
+pub(crate) fn orthorectify(
+    path: &Path,
+    ds: &Dataset,
+    elevation: &Elevation,
+    epsg: u32,
+    pixel_m: Option<f64>,
+    out: &Path,
+) -> Result<()> {
+    let height = transformer_option(path, elevation)?;
     let epsg = format!("EPSG:{epsg}");
     let mut args: Vec<String> = [
         "-of",
@@ -104,7 +110,7 @@ pub(crate) fn orthorectify(
             "-tap".into(),
         ]);
     }
-    crate::geo::raster::gdal_warp(ds, &args, out).map_err(|message| {
+    crate::geo::raster::gdal_warp(std::slice::from_ref(ds), &args, out).map_err(|message| {
         Error::input(
             path,
             format!("could not be orthorectified ({message})"),

@@ -36,9 +36,19 @@ pub(crate) struct BandStack {
     virtual_raster: bool,
     /// Whether the image was placed by RPCs and orthorectified here: an L1A product.
     pub orthorectified: bool,
+    /// The L1A images this stack shows band for band, when it is one (or a mosaic of
+    /// pieces) orthorectified as it is: a warp onto another grid starts from them.
+    l1a: Option<L1aImages>,
     /// The virtual rasters `path` reads (orthorectified images, a split product's pieces),
     /// kept for as long as it does.
     _sources: Vec<BandStack>,
+}
+
+/// L1A images placed by RPCs and the ground's elevation they are placed on.
+#[derive(Debug, Clone)]
+struct L1aImages {
+    pieces: Vec<PathBuf>,
+    elevation: Elevation,
 }
 
 impl Drop for BandStack {
@@ -54,11 +64,12 @@ impl Drop for BandStack {
 
 impl BandStack {
     /// An image placed by RPCs, warped once onto `window` of `grid` (bilinear) into the tiled
-    /// GeoTIFF `out`; `None` for any other stack, which is read as it is. Read through the RPC transformer instead,
-    /// every tile's read warps every band of the image again: GDAL's transformer (the RPCs,
-    /// the DEM and the projection, per pixel) costs the same for one band as for four, and
-    /// an image on the grid is read as stored. `nodata` marks the ground the image does not
-    /// cover; `user_path` is the image the user gave, for messages.
+    /// GeoTIFF `out`; `None` for any other stack, which is read as it is. Read through the
+    /// RPC transformer instead, every tile's read warps every band of the image again:
+    /// GDAL's transformer (the RPCs, the DEM and the projection, per pixel) costs the same
+    /// for one band as for four, and an image on the grid is read as stored. `nodata` marks
+    /// the ground the image does not cover; `user_path` is the image the user gave, for
+    /// messages.
     pub(crate) fn placed_on_grid(
         &self,
         grid: &JobGrid,
@@ -70,12 +81,31 @@ impl BandStack {
         if !self.orthorectified {
             return Ok(None);
         }
-        let source = gdal::Dataset::open(&self.path)
-            .in_file(user_path, "check the product with `gdalinfo`")?;
+        // From the L1A images themselves when the stack is theirs as they are: one
+        // resampling instead of two, and the transformer's cost follows the grid's pixels,
+        // not the image's.
+        let fix = "check the product with `gdalinfo`";
+        let (sources, mut args) = match &self.l1a {
+            Some(l1a) => (
+                l1a.pieces
+                    .iter()
+                    .map(|p| gdal::Dataset::open(p).in_file(p, fix))
+                    .collect::<Result<Vec<_>>>()?,
+                vec![
+                    "-rpc".to_string(),
+                    "-to".into(),
+                    rpc::transformer_option(user_path, &l1a.elevation)?,
+                ],
+            ),
+            None => (
+                vec![gdal::Dataset::open(&self.path).in_file(user_path, fix)?],
+                Vec::new(),
+            ),
+        };
         let (x0, y0, x1, y1) = grid.window_bounds(window);
         let res = grid.resolution.to_string();
         let nodata = nodata.to_string();
-        let mut args: Vec<String> = vec!["-of".into(), "GTiff".into(), "-t_srs".into()];
+        args.extend(["-of".into(), "GTiff".into(), "-t_srs".into()]);
         args.push(grid.crs_wkt.clone());
         args.push("-te".into());
         args.extend([x0, y0, x1, y1].map(|v| v.to_string()));
@@ -104,7 +134,7 @@ impl BandStack {
         ] {
             args.extend(["-co".into(), co.into()]);
         }
-        crate::geo::raster::gdal_warp(&source, &args, out).map_err(|message| {
+        crate::geo::raster::gdal_warp(&sources, &args, out).map_err(|message| {
             Error::input(
                 user_path,
                 format!(
@@ -119,6 +149,7 @@ impl BandStack {
             virtual_raster: false,
             orthorectified: true,
             _sources: Vec::new(),
+            l1a: None,
         }))
     }
 }
@@ -372,6 +403,7 @@ fn one_band_rasters(
             virtual_raster: true,
             orthorectified: false,
             _sources: Vec::new(),
+            l1a: None,
         };
         let opts = gdal::programs::raster::BuildVRTOptions::new(["-b", &(k + 1).to_string()])
             .in_file(path, "check the product with `gdalinfo`")?;
@@ -580,6 +612,7 @@ pub(crate) fn band_stack(
                 virtual_raster: true,
                 orthorectified: true,
                 _sources: Vec::new(),
+                l1a: None,
             };
             rpc::orthorectify(
                 path,
@@ -603,6 +636,11 @@ pub(crate) fn band_stack(
                 },
             )?;
             if stack.path == ortho.path {
+                let mut ortho = ortho;
+                ortho.l1a = Some(L1aImages {
+                    pieces: vec![path.to_path_buf()],
+                    elevation: elevation.clone(),
+                });
                 return Ok(ortho);
             }
             stack.orthorectified = true;
@@ -630,6 +668,7 @@ pub(crate) fn band_stack(
             virtual_raster: false,
             orthorectified: false,
             _sources: Vec::new(),
+            l1a: None,
         });
     };
     if order.len() != count {
@@ -683,6 +722,7 @@ fn mosaic_pieces(
             virtual_raster: true,
             orthorectified: true,
             _sources: Vec::new(),
+            l1a: None,
         };
         // One grid for all pieces: the first piece's zone and pixel size, aligned.
         let (epsg, pixel_m) = match grid {
@@ -726,6 +766,10 @@ fn mosaic_pieces(
     }
     mosaic.orthorectified = true;
     mosaic._sources = orthos;
+    mosaic.l1a = Some(L1aImages {
+        pieces: pieces.to_vec(),
+        elevation: elevation.clone(),
+    });
     Ok(mosaic)
 }
 
@@ -820,5 +864,6 @@ fn build_virtual(
         virtual_raster: true,
         orthorectified: false,
         _sources: Vec::new(),
+        l1a: None,
     })
 }
