@@ -7,11 +7,21 @@
 set -euo pipefail
 size=${1:-4000}
 work=${2:-/tmp/gengbao-bench-gaofen}
+if ! [[ "$size" =~ ^[0-9]+$ ]]; then
+  echo "SIZE_PX must be a number of pixels, not $size" >&2
+  exit 2
+fi
 cd "$(dirname "$0")/.."
 cargo build --release -q
 bin=$PWD/target/release/gengbao
+# Only a folder this script made is removed.
+if [ -e "$work" ] && [ ! -e "$work/.bench_gaofen" ]; then
+  echo "$work exists and was not made by this script: give another WORKDIR" >&2
+  exit 2
+fi
 rm -rf "$work"
 mkdir -p "$work/ortho"
+touch "$work/.bench_gaofen"
 cd "$work"
 /usr/bin/python3 - "$size" <<'PY'
 import sys

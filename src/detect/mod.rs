@@ -410,6 +410,8 @@ fn open_pair<'o>(opts: &'o DetectOptions) -> Result<Pair<'o>> {
             name,
         )
     };
+    // Before the images are orthorectified: GDAL would place only the ground the DEM
+    // covers, and the grid would be cut to it.
     for image in [&opts.before, &opts.after] {
         check_elevation_covers(image, &opts.elevation, None)?;
     }

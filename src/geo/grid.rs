@@ -47,11 +47,6 @@ pub(crate) fn utm_epsg(lon: f64, lat: f64) -> u32 {
 pub(crate) type Bounds = (f64, f64, f64, f64);
 
 /// Whether two extents share some area.
-/// The part of `a` inside `b`; `None` when they do not overlap.
-pub(crate) fn common_bounds(a: Bounds, b: Bounds) -> Option<Bounds> {
-    overlaps(a, b).then(|| (a.0.max(b.0), a.1.max(b.1), a.2.min(b.2), a.3.min(b.3)))
-}
-
 pub(crate) fn overlaps(a: Bounds, b: Bounds) -> bool {
     a.0 < b.2 && a.2 > b.0 && a.1 < b.3 && a.3 > b.1
 }

@@ -5,14 +5,15 @@
 //! Takes: such an image and the ground's elevation (a DEM raster, or one mean height in
 //! metres). Gives: the image orthorectified by GDAL's warper with its RPC transformer onto
 //! the local UTM zone at the resolution GDAL derives from the RPCs, as a virtual raster in
-//! GDAL's memory file system (warped as it is read; `detect` and `run` then warp it once onto
-//! their grid, [`crate::geo::user_image`], since a read through it transforms every pixel's
-//! position again). Relief moves
+//! GDAL's memory file system (warped as it is read: `detect` derives its grid from it; then
+//! `detect` and `run` warp the L1A image once straight onto their grid,
+//! [`crate::geo::user_image`], since a read through the virtual raster transforms every
+//! pixel's position again). Relief moves
 //! a pixel by its height times the view's obliquity, so an elevation is required: GDAL's
 //! default of height 0 would shift a mountain county's fields silently.
 
 use crate::error::{Error, GdalContext, Result};
-use crate::geo::grid::{utm_epsg, Bounds};
+use crate::geo::grid::utm_epsg;
 use gdal::{Dataset, Metadata};
 use std::path::{Path, PathBuf};
 
@@ -151,8 +152,11 @@ impl RpcModel {
                 })
                 .ok_or_else(|| unreadable(key))
         };
+        // A `_rpc.txt` keeps units after the number (`LINE_OFF: +002814.00 pixels`).
         let one = |key: &str| -> Result<f64> {
-            values(key)?.first().copied().ok_or_else(|| unreadable(key))
+            ds.metadata_item(key, "RPC")
+                .and_then(|v| v.split_whitespace().next()?.parse().ok())
+                .ok_or_else(|| unreadable(key))
         };
         let pair = |name: &str| -> Result<(f64, f64)> {
             Ok((one(&format!("{name}_OFF"))?, one(&format!("{name}_SCALE"))?))
@@ -207,94 +211,97 @@ impl RpcModel {
     }
 }
 
-/// The ground an image placed by RPCs shows, in degrees (min longitude, min latitude, max
-/// longitude, max latitude): the points of a lattice over the RPCs' box (grown by a half)
-/// that land inside the image, grown by one lattice step.
-pub(crate) fn footprint(path: &Path, ds: &Dataset) -> Result<Bounds> {
-    let model = RpcModel::of(path, ds)?;
-    let (width, height) = ds.raster_size();
-    let steps = 150;
-    let span = |(off, scale): (f64, f64), k: usize| {
-        off + scale.abs() * 1.5 * (2.0 * k as f64 / steps as f64 - 1.0)
-    };
-    let mut b = (
-        f64::INFINITY,
-        f64::INFINITY,
-        f64::NEG_INFINITY,
-        f64::NEG_INFINITY,
-    );
-    for i in 0..=steps {
-        for j in 0..=steps {
-            let (lon, lat) = (span(model.lon, i), span(model.lat, j));
-            let (line, samp) = model.image_position(lon, lat);
-            if (0.0..=height as f64).contains(&line) && (0.0..=width as f64).contains(&samp) {
-                b = (b.0.min(lon), b.1.min(lat), b.2.max(lon), b.3.max(lat));
-            }
-        }
-    }
-    if !b.0.is_finite() {
-        return Err(Error::input(
-            path,
-            "has RPCs that put none of its pixels on the ground around their own centre",
-            "keep the product's .rpb or _rpc.txt file beside the image, as delivered",
-        ));
-    }
-    let (dx, dy) = (
-        3.0 * model.lon.1.abs() / steps as f64,
-        3.0 * model.lat.1.abs() / steps as f64,
-    );
-    Ok((b.0 - dx, b.1 - dy, b.2 + dx, b.3 + dy))
+/// Which points of the ground an image placed by RPCs shows: those its RPCs (at their
+/// reference height) put inside the image, within the box the RPCs were fitted on (beyond
+/// it a polynomial may fold back into the image).
+pub(crate) struct RpcGround {
+    model: RpcModel,
+    width: f64,
+    height: f64,
 }
 
-/// Refuses a DEM that does not cover `needed` (degrees: the ground of `product` that the job
-/// reads): where it has no height, GDAL's RPC transformer fails and the warp leaves that
-/// ground out of the image (a DEM ending halfway across a generated 16 km scene dropped the
-/// scene's eastern part), so that it would read as unobserved, as under a cloud.
-pub(crate) fn check_dem_covers(dem: &Path, product: &Path, needed: Bounds) -> Result<()> {
+impl RpcGround {
+    pub(crate) fn of(path: &Path, ds: &Dataset) -> Result<Self> {
+        let (width, height) = ds.raster_size();
+        Ok(RpcGround {
+            model: RpcModel::of(path, ds)?,
+            width: width as f64,
+            height: height as f64,
+        })
+    }
+
+    /// The nodes of a lattice of 128 × 128 cells over the box the RPCs were fitted on
+    /// (degrees): where to look for the image's ground.
+    pub(crate) fn lattice(&self) -> Vec<(f64, f64)> {
+        let cells = 128;
+        let node = |(off, scale): (f64, f64), k: usize| {
+            off + scale.abs() * (2.0 * k as f64 / cells as f64 - 1.0)
+        };
+        (0..=cells)
+            .flat_map(|i| (0..=cells).map(move |j| (i, j)))
+            .map(|(i, j)| (node(self.model.lon, i), node(self.model.lat, j)))
+            .collect()
+    }
+
+    /// Whether the image shows the point at `lon`, `lat` (degrees).
+    pub(crate) fn shows(&self, lon: f64, lat: f64) -> bool {
+        let m = &self.model;
+        let fitted = |v: f64, (off, scale): (f64, f64)| ((v - off) / scale).abs() <= 1.1;
+        if !(fitted(lon, m.lon) && fitted(lat, m.lat)) {
+            return false;
+        }
+        let (line, samp) = m.image_position(lon, lat);
+        (0.0..=self.height).contains(&line) && (0.0..=self.width).contains(&samp)
+    }
+}
+
+/// Refuses a DEM without heights at some of `points` (degrees: the ground `product` shows
+/// that is read): there GDAL's RPC transformer fails and the warp leaves the ground out
+/// of the image (a DEM ending halfway across a generated 16 km scene dropped the scene's
+/// eastern part), so that it would read as unobserved, as under a cloud. Half a DEM pixel
+/// of slack at its edges.
+pub(crate) fn check_dem_covers(dem: &Path, product: &Path, points: &[(f64, f64)]) -> Result<()> {
     let fix = "give a DEM that covers the product's ground (SRTM or ASTER GDEM tiles around it, joined with `gdalbuildvrt`), or one mean height instead (`--height`; a job's `[imagery] height`)";
     let ds = crate::geo::raster::open_georeferenced(dem)?;
     let gt = ds.geo_transform()?;
     let (w, h) = ds.raster_size();
-    let xs = [gt[0], gt[0] + w as f64 * gt[1] + h as f64 * gt[2]];
-    let ys = [gt[3], gt[3] + w as f64 * gt[4] + h as f64 * gt[5]];
-    let own = (
-        xs[0].min(xs[1]),
-        ys[0].min(ys[1]),
-        xs[0].max(xs[1]),
-        ys[0].max(ys[1]),
-    );
     let mut srs = ds.spatial_ref().in_file(dem, fix)?;
     srs.set_axis_mapping_strategy(gdal::spatial_ref::AxisMappingStrategy::TraditionalGisOrder);
     let mut wgs84 = gdal::spatial_ref::SpatialRef::from_epsg(4326)?;
     wgs84.set_axis_mapping_strategy(gdal::spatial_ref::AxisMappingStrategy::TraditionalGisOrder);
-    let to_degrees = gdal::spatial_ref::CoordTransform::new(&srs, &wgs84)?;
-    let covered = crate::geo::raster::transform_bounds(&to_degrees, own).in_file(dem, fix)?;
-    // A pixel's worth of slack: a DEM clipped to the same box as the job's area may stop a
-    // few metres short of it.
-    let (dx, dy) = (
-        (covered.2 - covered.0) / w as f64,
-        (covered.3 - covered.1) / h as f64,
-    );
-    let inside = covered.0 <= needed.0 + dx
-        && covered.1 <= needed.1 + dy
-        && covered.2 >= needed.2 - dx
-        && covered.3 >= needed.3 - dy;
-    if inside {
+    let to_dem = crate::geo::raster::transform_between(&wgs84, &srs)?;
+    let (mut xs, mut ys): (Vec<f64>, Vec<f64>) = points.iter().copied().unzip();
+    to_dem
+        .transform_coords(&mut xs, &mut ys, &mut [])
+        .in_file(dem, fix)?;
+    // The DEM's pixel coordinates of each point (a north-up DEM, as DEMs are).
+    let inside = |x: f64, y: f64| {
+        let (col, row) = ((x - gt[0]) / gt[1], (y - gt[3]) / gt[5]);
+        (-0.5..=w as f64 + 0.5).contains(&col) && (-0.5..=h as f64 + 0.5).contains(&row)
+    };
+    let missing: Vec<(f64, f64)> = points
+        .iter()
+        .zip(xs.iter().zip(&ys))
+        .filter(|(_, (&x, &y))| !inside(x, y))
+        .map(|(&p, _)| p)
+        .collect();
+    if missing.is_empty() {
         return Ok(());
     }
-    let degrees = |b: Bounds| {
-        format!(
-            "longitude {:.4} to {:.4}, latitude {:.4} to {:.4}",
-            b.0, b.2, b.1, b.3
-        )
+    let fold = |f: fn(f64, f64) -> f64, init: f64, pick: fn(&(f64, f64)) -> f64| {
+        missing.iter().map(pick).fold(init, f)
     };
     Err(Error::input(
         dem,
         format!(
-            "covers {}, but {} needs heights over {}",
-            degrees(covered),
+            "has no heights over longitude {:.4} to {:.4}, latitude {:.4} to {:.4}, which {} shows ({} of the {} points checked on the ground it shows lie off the DEM)",
+            fold(f64::min, f64::INFINITY, |p| p.0),
+            fold(f64::max, f64::NEG_INFINITY, |p| p.0),
+            fold(f64::min, f64::INFINITY, |p| p.1),
+            fold(f64::max, f64::NEG_INFINITY, |p| p.1),
             product.display(),
-            degrees(needed)
+            missing.len(),
+            points.len()
         ),
         fix,
     ))
@@ -338,19 +345,31 @@ mod tests {
     }
 
     #[test]
-    fn the_footprint_is_the_ground_the_rpcs_put_the_image_on() {
+    fn an_image_shows_the_ground_its_rpcs_put_it_on_and_no_other() {
         let ds = affine_rpc_image();
-        let (x0, y0, x1, y1) = footprint(Path::new("image.tiff"), &ds).unwrap();
-        // Within two lattice steps (3 % of the half-sizes) outside, never inside.
-        let near = |got: f64, want: f64, half: f64| {
-            let out = (got - want).abs() / half;
-            assert!(out <= 0.03, "{got} for {want}");
-        };
-        assert!(x0 <= 118.79 && y0 <= 31.995 && x1 >= 118.81 && y1 >= 32.005);
-        near(x0, 118.79, 0.01);
-        near(x1, 118.81, 0.01);
-        near(y0, 31.995, 0.005);
-        near(y1, 32.005, 0.005);
+        let ground = RpcGround::of(Path::new("image.tiff"), &ds).unwrap();
+        for (lon, lat) in [(118.8, 32.0), (118.791, 32.004), (118.809, 31.996)] {
+            assert!(ground.shows(lon, lat), "{lon} {lat}");
+        }
+        for (lon, lat) in [
+            (118.789, 32.0),
+            (118.811, 32.0),
+            (118.8, 32.006),
+            (118.9, 32.0),
+        ] {
+            assert!(!ground.shows(lon, lat), "{lon} {lat}");
+        }
         assert_eq!(utm_zone_of(Path::new("image.tiff"), &ds).unwrap(), 32650);
+    }
+
+    #[test]
+    fn a_rpc_file_with_units_is_read() {
+        let mut ds = affine_rpc_image();
+        ds.set_metadata_item("LINE_OFF", "+050.00 pixels", "RPC")
+            .unwrap();
+        ds.set_metadata_item("LAT_OFF", "+32.0000 degrees", "RPC")
+            .unwrap();
+        let ground = RpcGround::of(Path::new("image_rpc.txt"), &ds).unwrap();
+        assert!(ground.shows(118.8, 32.0));
     }
 }

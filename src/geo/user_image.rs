@@ -16,7 +16,7 @@
 use crate::error::{Error, GdalContext, Result};
 use crate::geo::composite::{cloud_margin, hide_unwatched, without_visible_clouds, Composite};
 use crate::geo::gaofen::{self, Calibration, CalibrationTable, ProductMetadata};
-use crate::geo::grid::{common_bounds, Bounds, JobGrid, Window};
+use crate::geo::grid::{JobGrid, Window};
 use crate::geo::imagery::{
     dark_objects, date_in, has_band_token, is_raster_file, to_reflectance, Acquisition, Damage,
     ProductReading,
@@ -95,6 +95,9 @@ impl BandStack {
                     "-rpc".to_string(),
                     "-to".into(),
                     rpc::transformer_option(user_path, &l1a.elevation)?,
+                    // Exact, as the image's own grid is made.
+                    "-et".into(),
+                    "0".into(),
                 ],
             ),
             None => (
@@ -416,30 +419,20 @@ fn one_band_rasters(
 }
 
 impl Acquisition {
-    /// A product placed by RPCs, warped once onto `window` of `grid` into a GeoTIFF in
-    /// `folder` ([`BandStack::placed_on_grid`]); `None` for any other acquisition, which is
-    /// read as it is.
+    /// A product placed by RPCs, warped once onto `window` of `grid` into the GeoTIFF `out`
+    /// ([`BandStack::placed_on_grid`]); `None` for any other acquisition, which is read as it
+    /// is.
     pub(crate) fn placed_on_grid(
         &self,
         profile: &'static SensorProfile,
         grid: &JobGrid,
         window: Window,
-        folder: &Path,
+        out: &Path,
     ) -> Result<Option<Acquisition>> {
         let Some(stack) = self._virtual_rasters.as_ref().and_then(|r| r.last()) else {
             return Ok(None);
         };
-        let name = self
-            .folder
-            .file_name()
-            .map_or_else(|| "product".into(), |n| n.to_string_lossy().into_owned());
-        let Some(placed) = stack.placed_on_grid(
-            grid,
-            window,
-            profile.nodata,
-            &folder.join(format!("{name}.tif")),
-            &self.folder,
-        )?
+        let Some(placed) = stack.placed_on_grid(grid, window, profile.nodata, out, &self.folder)?
         else {
             return Ok(None);
         };
@@ -456,43 +449,80 @@ impl Acquisition {
     }
 }
 
-/// Refuses a DEM that does not cover the ground of the image at `path` (each piece of a
-/// split product) placed by RPCs, within `area` (degrees; all of it when `None`), see
-/// [`rpc::check_dem_covers`]. Images placed otherwise, and a mean height, need nothing.
+/// Refuses a DEM without heights at some of `points` (degrees: the ground the job reads;
+/// `None`: all its own ground) that the image at `path` (each piece of a split product)
+/// placed by RPCs shows, see [`rpc::check_dem_covers`]. Images placed otherwise, and a mean
+/// height, need nothing.
 pub(crate) fn check_elevation_covers(
     path: &Path,
     elevation: &Elevation,
-    area: Option<Bounds>,
+    points: Option<&[(f64, f64)]>,
 ) -> Result<()> {
     let Elevation::Dem(dem) = elevation else {
         return Ok(());
     };
     let pieces = gaofen::product_pieces(path).unwrap_or_else(|_| vec![path.to_path_buf()]);
-    let mut needed: Option<Bounds> = None;
+    let mut grounds = Vec::new();
     for piece in pieces {
         let Ok(ds) = gdal::Dataset::open(&piece) else {
             continue;
         };
-        if !rpc::placed_by_rpcs(&ds) {
-            continue;
+        if rpc::placed_by_rpcs(&ds) {
+            grounds.push(rpc::RpcGround::of(&piece, &ds)?);
         }
-        let ground = rpc::footprint(&piece, &ds)?;
-        let Some(ground) = area.map_or(Some(ground), |a| common_bounds(ground, a)) else {
-            continue;
-        };
-        needed = Some(needed.map_or(ground, |n| {
-            (
-                n.0.min(ground.0),
-                n.1.min(ground.1),
-                n.2.max(ground.2),
-                n.3.max(ground.3),
-            )
-        }));
     }
-    match needed {
-        Some(needed) => rpc::check_dem_covers(dem, path, needed),
-        None => Ok(()),
+    let own: Vec<(f64, f64)>;
+    let points = match points {
+        Some(points) => points,
+        None => {
+            own = grounds.iter().flat_map(rpc::RpcGround::lattice).collect();
+            &own
+        }
+    };
+    let shown: Vec<(f64, f64)> = points
+        .iter()
+        .copied()
+        .filter(|&(lon, lat)| grounds.iter().any(|g| g.shows(lon, lat)))
+        .collect();
+    if shown.is_empty() {
+        return Ok(());
     }
+    rpc::check_dem_covers(dem, path, &shown)
+}
+
+/// The points of the ground a job reads, in degrees: the nodes of a lattice of 128 × 128
+/// cells over `grid` (in `srs`) inside one of `counties`.
+pub(crate) fn ground_points(
+    grid: &JobGrid,
+    srs: &gdal::spatial_ref::SpatialRef,
+    counties: &[crate::geo::layers::County],
+) -> Result<Vec<(f64, f64)>> {
+    let cells = 128;
+    let (x0, y0, x1, y1) = grid.window_bounds(grid.full_window());
+    let mut points = Vec::with_capacity((cells + 1) * (cells + 1));
+    for i in 0..=cells {
+        for j in 0..=cells {
+            let f = |a: f64, b: f64, k: usize| a + (b - a) * k as f64 / cells as f64;
+            points.push((f(x0, x1, i), f(y0, y1, j)));
+        }
+    }
+    let shapes = counties
+        .iter()
+        .map(|c| gdal::vector::Geometry::from_wkb(&c.wkb))
+        .collect::<gdal::errors::Result<Vec<_>>>()?;
+    let mut point = gdal::vector::Geometry::empty(gdal::vector::OGRwkbGeometryType::wkbPoint)?;
+    points.retain(|&(x, y)| {
+        point.set_point_2d(0, (x, y));
+        shapes.iter().any(|s| s.contains(&point))
+    });
+    let mut wgs84 = gdal::spatial_ref::SpatialRef::from_epsg(4326)?;
+    wgs84.set_axis_mapping_strategy(gdal::spatial_ref::AxisMappingStrategy::TraditionalGisOrder);
+    let mut srs = srs.clone();
+    srs.set_axis_mapping_strategy(gdal::spatial_ref::AxisMappingStrategy::TraditionalGisOrder);
+    let to_degrees = crate::geo::raster::transform_between(&srs, &wgs84)?;
+    let (mut xs, mut ys): (Vec<f64>, Vec<f64>) = points.into_iter().unzip();
+    to_degrees.transform_coords(&mut xs, &mut ys, &mut [])?;
+    Ok(xs.into_iter().zip(ys).collect())
 }
 
 /// Why a Gaofen product could not be read, when the job is to blame rather than the

@@ -109,7 +109,8 @@ impl PeriodFiles {
         self.dir.join("summary.json")
     }
 
-    /// Scratch rasters of the patch stage, removed before the period is committed.
+    /// Scratch rasters (the Gaofen products warped onto the grid, those of the patch stage),
+    /// removed before the period is committed.
     pub fn work(&self) -> PathBuf {
         self.dir.join("work")
     }

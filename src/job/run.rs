@@ -24,9 +24,9 @@ use crate::geo::composite::{cloud_margin, LOOK_NODATA, NDVI_NODATA};
 use crate::geo::grid::{overlaps, JobGrid, Tile};
 use crate::geo::imagery::date_span;
 use crate::geo::layers::{Admin, Farmland, FarmlandSource};
-use crate::geo::raster::{rasterize, read_grid_window, to_cog, transform_bounds, GridTiff};
+use crate::geo::raster::{rasterize, read_grid_window, to_cog, GridTiff};
 use crate::geo::sensor::SensorProfile;
-use crate::geo::user_image::check_elevation_covers;
+use crate::geo::user_image::{check_elevation_covers, ground_points};
 use crate::job::checkpoint::{acquisition_identity, file_identity, key_of, Checkpoints, Earlier};
 use crate::job::config::JobConfig;
 use crate::job::layout::{OutputLayout, PeriodFiles};
@@ -407,7 +407,7 @@ fn check_inputs<'c>(
             )
         })
         .collect();
-    check_products_elevation(cfg, &grid, &grid_srs, &acquisitions)?;
+    check_products_elevation(cfg, &grid, &grid_srs, &admin, &acquisitions)?;
     let farmland_path = cfg.resolve(&cfg.farmland.path);
     let farmland = Farmland::open(FarmlandSource {
         path: &farmland_path,
@@ -447,13 +447,13 @@ fn check_inputs<'c>(
     })
 }
 
-/// The period's products whose stated DN offset the job's `[imagery] add_offset` overrides.
-/// Refuses a `[grid] dem` that lacks heights where a product placed by RPCs shows the job's
-/// grid ([`check_elevation_covers`]).
+/// Refuses a `[grid] dem` that lacks heights where a product placed by RPCs shows the
+/// counties run ([`check_elevation_covers`]).
 fn check_products_elevation(
     cfg: &JobConfig,
     grid: &JobGrid,
     grid_srs: &SpatialRef,
+    admin: &Admin,
     acquisitions: &[Located],
 ) -> Result<()> {
     if cfg.grid.dem.is_none()
@@ -463,13 +463,10 @@ fn check_products_elevation(
     {
         return Ok(());
     }
-    let mut wgs84 = SpatialRef::from_epsg(4326)?;
-    wgs84.set_axis_mapping_strategy(gdal::spatial_ref::AxisMappingStrategy::TraditionalGisOrder);
-    let to_degrees = gdal::spatial_ref::CoordTransform::new(grid_srs, &wgs84)?;
-    let area = transform_bounds(&to_degrees, grid.window_bounds(grid.full_window()))?;
+    let points = ground_points(grid, grid_srs, &admin.counties)?;
     let elevation = cfg.product_reading()?.elevation;
     for a in acquisitions {
-        check_elevation_covers(&a.acquisition.folder, &elevation, Some(area))?;
+        check_elevation_covers(&a.acquisition.folder, &elevation, Some(&points))?;
     }
     Ok(())
 }
@@ -482,7 +479,7 @@ fn place_products_on_grid(inputs: &mut PeriodInputs, folder: &Path) -> Result<()
     // Tiles read their halo, and the cloud test reads around that.
     let reach = grid.halo + cloud_margin(inputs.profile, grid.resolution) + 1;
     let read = grid.full_window().grown(reach);
-    for located in &mut inputs.acquisitions {
+    for (k, located) in inputs.acquisitions.iter_mut().enumerate() {
         let (x0, y0, x1, y1) = located.extent;
         let footprint = Envelope {
             MinX: x0,
@@ -493,10 +490,15 @@ fn place_products_on_grid(inputs: &mut PeriodInputs, folder: &Path) -> Result<()
         let Some(window) = grid.window_around(&footprint, reach).intersection(&read) else {
             continue;
         };
-        if let Some(placed) =
-            located
-                .acquisition
-                .placed_on_grid(inputs.profile, grid, window, folder)?
+        if let Some(placed) = located
+            .acquisition
+            // Numbered: two products may share a file name in different folders.
+            .placed_on_grid(
+                inputs.profile,
+                grid,
+                window,
+                &folder.join(format!("product-{k:03}-on-grid.tif")),
+            )?
         {
             located.acquisition = placed;
         }
@@ -504,6 +506,7 @@ fn place_products_on_grid(inputs: &mut PeriodInputs, folder: &Path) -> Result<()
     Ok(())
 }
 
+/// The period's products whose stated DN offset the job's `[imagery] add_offset` overrides.
 fn offset_overridden(cfg: &JobConfig, acquisitions: &[Located]) -> Vec<String> {
     let Some(job) = cfg.imagery.add_offset else {
         return Vec::new();

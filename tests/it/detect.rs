@@ -662,7 +662,7 @@ fn a_gaofen_image_placed_by_rpcs_lands_on_the_ground_its_dem_gives() {
         .unwrap_err()
         .to_string();
     assert!(
-        err.contains("west.tif") && err.contains("before.tif") && err.contains("needs heights"),
+        err.contains("west.tif") && err.contains("before.tif") && err.contains("has no heights"),
         "{err}"
     );
     assert!(!tmp.path().join("west").exists(), "nothing written");
