@@ -591,21 +591,43 @@ impl GridTiff {
     }
 }
 
-/// Rewrites a finished GeoTIFF of codes (classes, flags) as a Cloud-Optimized GeoTIFF in
-/// place (GDAL's COG driver: 256 px blocks, DEFLATE, overviews by nearest code, the layout
-/// web maps and QGIS read over HTTP by range requests). The same raster gives the same bytes.
-/// The copy is written beside the file and renamed over it, so a failure leaves the original.
-pub fn to_cog(path: &Path) -> Result<()> {
+/// What a raster holds, which decides how its Cloud-Optimized copy is compressed and how
+/// its overviews are made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CogContent {
+    /// Codes (classes, flags): DEFLATE, overviews by the nearest code.
+    Codes,
+    /// Reflectance (the period composite): Zstandard at its fastest level with horizontal
+    /// differencing, on two threads, overviews by the average of the observed pixels.
+    Reflectance,
+}
+
+/// Rewrites a finished GeoTIFF as a Cloud-Optimized GeoTIFF in place (GDAL's COG driver:
+/// 256 px blocks, overviews, the layout web maps and QGIS read over HTTP by range requests).
+/// The same raster gives the same bytes. The copy is written beside the file and renamed
+/// over it, so a failure leaves the original.
+pub fn to_cog(path: &Path, content: CogContent) -> Result<()> {
     let fix = "check that the output folder is writable and has free space";
     let src = Dataset::open(path).in_file(path, fix)?;
     let driver = DriverManager::get_driver_by_name("COG")?;
-    let options = RasterCreationOptions::from_iter([
-        "COMPRESS=DEFLATE",
-        "LEVEL=6",
-        "BLOCKSIZE=256",
-        "BIGTIFF=IF_SAFER",
-        "RESAMPLING=NEAREST",
-    ]);
+    let options = match content {
+        CogContent::Codes => RasterCreationOptions::from_iter([
+            "COMPRESS=DEFLATE",
+            "LEVEL=6",
+            "BLOCKSIZE=256",
+            "BIGTIFF=IF_SAFER",
+            "RESAMPLING=NEAREST",
+        ]),
+        CogContent::Reflectance => RasterCreationOptions::from_iter([
+            "COMPRESS=ZSTD",
+            "LEVEL=1",
+            "PREDICTOR=YES",
+            "NUM_THREADS=2",
+            "BLOCKSIZE=256",
+            "BIGTIFF=IF_SAFER",
+            "RESAMPLING=AVERAGE",
+        ]),
+    };
     let name = path
         .file_name()
         .and_then(|n| n.to_str())

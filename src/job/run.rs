@@ -24,7 +24,7 @@ use crate::geo::composite::{cloud_margin, LOOK_NODATA, NDVI_NODATA};
 use crate::geo::grid::{overlaps, JobGrid, Tile};
 use crate::geo::imagery::date_span;
 use crate::geo::layers::{Admin, Farmland, FarmlandSource};
-use crate::geo::raster::{rasterize, read_grid_window, to_cog, GridTiff};
+use crate::geo::raster::{rasterize, read_grid_window, to_cog, CogContent, GridTiff};
 use crate::geo::sensor::SensorProfile;
 use crate::geo::user_image::{check_elevation_covers, ground_points};
 use crate::job::checkpoint::{acquisition_identity, file_identity, key_of, Checkpoints, Earlier};
@@ -259,9 +259,12 @@ pub fn run_period(cfg: &JobConfig, period: Period, opts: &RunOptions) -> Result<
     let counties = write_counties(&inputs, &staged, &all_patches, &tile_stage.coverage, opts)?;
     seconds.insert("export", t_exp.elapsed().as_secs_f64());
     let t_cog = Instant::now();
-    // Not the composite: as a COG it took a quarter of a demo period's time.
-    for raster in [staged.class(), staged.flags()] {
-        to_cog(&raster)?;
+    for (raster, content) in [
+        (staged.class(), CogContent::Codes),
+        (staged.flags(), CogContent::Codes),
+        (staged.look(), CogContent::Reflectance),
+    ] {
+        to_cog(&raster, content)?;
     }
     seconds.insert("cog", t_cog.elapsed().as_secs_f64());
     seconds.insert("total", t_start.elapsed().as_secs_f64());

@@ -172,7 +172,7 @@ fn tile_seams_do_not_change_or_split_patches_and_runs_repeat_exactly() {
                 .unwrap(),
             );
         }
-        let rasters = ["flags.tif", "class.tif"].map(|f| dir.join(f));
+        let rasters = ["flags.tif", "class.tif", "composite.tif"].map(|f| dir.join(f));
         // Cloud-Optimized, so that web maps and QGIS read them over HTTP.
         for r in &rasters {
             let layout = gdal::Dataset::open(r)
