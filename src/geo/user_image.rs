@@ -508,12 +508,15 @@ pub(crate) fn ground_points(
     }
     let shapes = counties
         .iter()
-        .map(|c| gdal::vector::Geometry::from_wkb(&c.wkb))
+        .map(|c| Ok((c.envelope, gdal::vector::Geometry::from_wkb(&c.wkb)?)))
         .collect::<gdal::errors::Result<Vec<_>>>()?;
     let mut point = gdal::vector::Geometry::empty(gdal::vector::OGRwkbGeometryType::wkbPoint)?;
+    // A province's counties have thousands of vertices each: the envelope first.
     points.retain(|&(x, y)| {
         point.set_point_2d(0, (x, y));
-        shapes.iter().any(|s| s.contains(&point))
+        shapes.iter().any(|((x0, y0, x1, y1), shape)| {
+            (*x0..=*x1).contains(&x) && (*y0..=*y1).contains(&y) && shape.contains(&point)
+        })
     });
     let mut wgs84 = gdal::spatial_ref::SpatialRef::from_epsg(4326)?;
     wgs84.set_axis_mapping_strategy(gdal::spatial_ref::AxisMappingStrategy::TraditionalGisOrder);
