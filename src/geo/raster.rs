@@ -77,6 +77,13 @@ thread_local! {
     static TRANSFORMS: std::cell::RefCell<std::collections::HashMap<(String, String), std::rc::Rc<CoordTransform>>> = Default::default();
 }
 
+/// WGS 84 in degrees, longitude first (as RPCs, DEMs in degrees and GeoJSON have it).
+pub(crate) fn lon_lat() -> gdal::errors::Result<SpatialRef> {
+    let mut wgs84 = SpatialRef::from_epsg(4326)?;
+    wgs84.set_axis_mapping_strategy(gdal::spatial_ref::AxisMappingStrategy::TraditionalGisOrder);
+    Ok(wgs84)
+}
+
 /// The transformation between two CRSs (x = easting, y = northing on both sides), built once
 /// per thread and pair. The cache is keyed by WKT, which does not record the axis order:
 /// every caller passes CRSs set to the traditional GIS order.

@@ -267,9 +267,7 @@ pub(crate) fn check_dem_covers(dem: &Path, product: &Path, points: &[(f64, f64)]
     let (w, h) = ds.raster_size();
     let mut srs = ds.spatial_ref().in_file(dem, fix)?;
     srs.set_axis_mapping_strategy(gdal::spatial_ref::AxisMappingStrategy::TraditionalGisOrder);
-    let mut wgs84 = gdal::spatial_ref::SpatialRef::from_epsg(4326)?;
-    wgs84.set_axis_mapping_strategy(gdal::spatial_ref::AxisMappingStrategy::TraditionalGisOrder);
-    let to_dem = crate::geo::raster::transform_between(&wgs84, &srs)?;
+    let to_dem = crate::geo::raster::transform_between(&crate::geo::raster::lon_lat()?, &srs)?;
     let (mut xs, mut ys): (Vec<f64>, Vec<f64>) = points.iter().copied().unzip();
     to_dem
         .transform_coords(&mut xs, &mut ys, &mut [])

@@ -518,11 +518,9 @@ pub(crate) fn ground_points(
             (*x0..=*x1).contains(&x) && (*y0..=*y1).contains(&y) && shape.contains(&point)
         })
     });
-    let mut wgs84 = gdal::spatial_ref::SpatialRef::from_epsg(4326)?;
-    wgs84.set_axis_mapping_strategy(gdal::spatial_ref::AxisMappingStrategy::TraditionalGisOrder);
     let mut srs = srs.clone();
     srs.set_axis_mapping_strategy(gdal::spatial_ref::AxisMappingStrategy::TraditionalGisOrder);
-    let to_degrees = crate::geo::raster::transform_between(&srs, &wgs84)?;
+    let to_degrees = crate::geo::raster::transform_between(&srs, &crate::geo::raster::lon_lat()?)?;
     let (mut xs, mut ys): (Vec<f64>, Vec<f64>) = points.into_iter().unzip();
     to_degrees.transform_coords(&mut xs, &mut ys, &mut [])?;
     Ok(xs.into_iter().zip(ys).collect())

@@ -670,11 +670,7 @@ impl JobConfig {
     /// How the job reads products that need more than their own files (Gaofen L1A): its
     /// elevation (`[grid] dem`, else `[imagery] height`) and calibration table.
     pub fn product_reading(&self) -> Result<ProductReading> {
-        let elevation = match (&self.grid.dem, self.imagery.height) {
-            (Some(dem), _) => Elevation::Dem(self.resolve(dem)),
-            (None, Some(h)) => Elevation::Height(h),
-            (None, None) => Elevation::Unknown,
-        };
+        let elevation = self.elevation();
         let mut calibration = CalibrationTable::builtin();
         if let Some(table) = &self.imagery.calibration {
             calibration = calibration.extended_by(&self.resolve(table))?;
@@ -683,6 +679,16 @@ impl JobConfig {
             elevation,
             calibration,
         })
+    }
+
+    /// The ground's elevation Gaofen L1A products are placed on: `[grid] dem`, else
+    /// `[imagery] height`.
+    pub(crate) fn elevation(&self) -> Elevation {
+        match (&self.grid.dem, self.imagery.height) {
+            (Some(dem), _) => Elevation::Dem(self.resolve(dem)),
+            (None, Some(h)) => Elevation::Height(h),
+            (None, None) => Elevation::Unknown,
+        }
     }
 
     pub(crate) fn resolve(&self, p: &Path) -> PathBuf {

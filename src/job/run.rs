@@ -467,7 +467,7 @@ fn check_products_elevation(
         return Ok(());
     }
     let points = ground_points(grid, grid_srs, &admin.counties)?;
-    let elevation = cfg.product_reading()?.elevation;
+    let elevation = cfg.elevation();
     for a in acquisitions {
         check_elevation_covers(&a.acquisition.folder, &elevation, Some(&points))?;
     }

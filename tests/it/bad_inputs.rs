@@ -265,20 +265,15 @@ fn the_binary_exits_non_zero_with_the_message() {
 }
 
 fn strip_crs(path: &Path) {
+    let (w, h, values) = crate::common::band_u16(path);
     let src = gdal::Dataset::open(path).unwrap();
-    let (w, h) = src.raster_size();
-    let data = src
-        .rasterband(1)
-        .unwrap()
-        .read_as::<u16>((0, 0), (w, h), (w, h), None)
-        .unwrap();
     let gt = src.geo_transform().unwrap();
     drop(src);
     fs::remove_file(path).unwrap();
     let drv = gdal::DriverManager::get_driver_by_name("GTiff").unwrap();
     let mut ds = drv.create_with_band_type::<u16, _>(path, w, h, 1).unwrap();
     ds.set_geo_transform(&gt).unwrap();
-    let mut buf = data;
+    let mut buf = gdal::raster::Buffer::new((w, h), values);
     ds.rasterband(1)
         .unwrap()
         .write((0, 0), (w, h), &mut buf)
@@ -427,6 +422,16 @@ fn a_period_seen_only_through_clouds_is_not_committed_and_keeps_earlier_results(
     }
 }
 
+/// Every band file of `look` placed `metres` further east.
+fn moved_east(look: &gengbao::geo::imagery::Acquisition, metres: f64) {
+    for file in look.files.values() {
+        let mut ds = open_for_update(file);
+        let mut gt = ds.geo_transform().unwrap();
+        gt[0] += metres;
+        ds.set_geo_transform(&gt).unwrap();
+    }
+}
+
 #[test]
 fn imagery_that_misses_the_counties_is_no_result() {
     let tmp = tempfile::tempdir().unwrap();
@@ -436,12 +441,7 @@ fn imagery_that_misses_the_counties_is_no_result() {
     let p1 = "2025-P1".parse().unwrap();
     // Every band of the period placed 100 km east, as a wrong tile of a delivery would be.
     for acq in looks(&c.dir, &cfg, p1) {
-        for file in acq.files.values() {
-            let mut ds = open_for_update(file);
-            let mut gt = ds.geo_transform().unwrap();
-            gt[0] += 100_000.0;
-            ds.set_geo_transform(&gt).unwrap();
-        }
+        moved_east(&acq, 100_000.0);
     }
     let err = run_period(&cfg, p1, &RunOptions::quiet()).unwrap_err();
     assert_eq!(
@@ -460,12 +460,7 @@ fn imagery_that_misses_the_counties_is_no_result() {
     // the look is named, with where its ground is.
     let p2 = "2025-P2".parse().unwrap();
     let away = looks(&c.dir, &cfg, p2).remove(0);
-    for file in away.files.values() {
-        let mut ds = open_for_update(file);
-        let mut gt = ds.geo_transform().unwrap();
-        gt[0] += 100_000.0;
-        ds.set_geo_transform(&gt).unwrap();
-    }
+    moved_east(&away, 100_000.0);
     let s = run_period(&cfg, p2, &RunOptions::quiet()).unwrap();
     assert_eq!(s.inputs.imagery_off_area.len(), 1, "{:?}", s.inputs);
     let named = &s.inputs.imagery_off_area[0];

@@ -202,14 +202,7 @@ fn as_safe_products(
             let band = stem.split('_').nth(2).unwrap().to_string();
             let res = stem.split('_').nth(3).unwrap().to_string();
             let src = gdal::Dataset::open(&band_file).unwrap();
-            let (w, h) = src.raster_size();
-            let mut values: Vec<u16> = src
-                .rasterband(1)
-                .unwrap()
-                .read_as::<u16>((0, 0), (w, h), (w, h), None)
-                .unwrap()
-                .into_shape_and_vec()
-                .1;
+            let (w, h, mut values) = crate::common::band_u16(&band_file);
             if old(k) && band != "SCL" {
                 for v in values.iter_mut().filter(|v| **v > 0) {
                     *v = v.saturating_sub(1000).max(1);
