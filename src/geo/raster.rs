@@ -353,6 +353,25 @@ pub(crate) fn read_small_file(path: &Path) -> Option<Vec<u8>> {
     }
 }
 
+/// Size in bytes and modification time (seconds since 1970, 0 when the server does not
+/// say) of a file GDAL reaches: inside an archive or remote (`/vsicurl/`, `/vsis3/`).
+/// `None` when there is no such file.
+pub(crate) fn vsi_stat(path: &Path) -> Option<(u64, i64)> {
+    let name = std::ffi::CString::new(path.to_string_lossy().as_bytes()).ok()?;
+    // SAFETY: VSIStatBufL is the platform's `struct stat64`, which GDAL fills; the buffer is
+    // zeroed and lives across the call.
+    unsafe {
+        let mut buf: libc::stat64 = std::mem::zeroed();
+        let flags = 1 | 4; // VSI_STAT_EXISTS_FLAG | VSI_STAT_SIZE_FLAG
+        let found = gdal_sys::VSIStatExL(
+            name.as_ptr(),
+            (&mut buf as *mut libc::stat64).cast::<gdal_sys::VSIStatBufL>(),
+            flags,
+        );
+        (found == 0).then_some((buf.st_size as u64, buf.st_mtime))
+    }
+}
+
 pub(crate) fn last_gdal_error() -> String {
     // SAFETY: CPLGetLastErrorMsg returns a pointer to a thread-local, NUL-terminated string.
     unsafe {

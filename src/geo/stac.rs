@@ -1,30 +1,127 @@
 //! STAC as an imagery source: a saved ItemCollection (the answer of a STAC API search), a
 //! static catalog or collection (its `item` and `child` links followed), or a single item,
-//! as a local JSON file. Assets are read where they are: local files, or Cloud-Optimized
-//! GeoTIFFs over `http(s)://` (GDAL's `/vsicurl/`) and `s3://` (`/vsis3/`).
+//! as a local JSON file or at an `http(s)://` (or `s3://`) address. Assets are read where
+//! they are: local files, or Cloud-Optimized GeoTIFFs over `http(s)://` (GDAL's
+//! `/vsicurl/`) and `s3://` (`/vsis3/`). Remote JSON is fetched through GDAL too, so one
+//! HTTP client (with GDAL's proxy, header and credential options) serves the catalog and
+//! its pixels.
 //!
-//! Takes the JSON file and a sensor profile. Gives one acquisition per item: its date (the
-//! item's `datetime`, else `start_datetime`, in UTC), and for every band of the profile the
-//! asset whose key, band name or common name (`eo:common_name`, as Earth Search names its
-//! assets: `blue`, `nir08`, `swir16`, `scl`…) is the band's. The DN offset comes from the
-//! asset's `raster:bands` offset and scale when it states them, else from the item's
-//! `s2:processing_baseline` (Sentinel-2: 04.00 and later −1000), else the profile's.
+//! Takes the STAC document's location and a sensor profile. Gives one acquisition per item:
+//! its date (the item's `datetime`, else `start_datetime`, in UTC), and for every band of the
+//! profile the asset whose key, band name or common name (`eo:common_name`, as Earth Search
+//! names its assets: `blue`, `nir08`, `swir16`, `scl`…) is the band's. Relative hrefs start
+//! from the document that holds them. The DN offset comes from the asset's `raster:bands`
+//! offset and scale when it states them, else from the item's `s2:processing_baseline`
+//! (Sentinel-2: 04.00 and later −1000), else the profile's.
 
 use crate::error::{Error, Result};
 use crate::geo::imagery::{Acquisition, Damaged};
+use crate::geo::raster::{last_gdal_error, read_small_file};
 use crate::geo::safe::baseline_offset;
 use crate::geo::sensor::SensorProfile;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-/// The acquisitions of a STAC file, and the items that cannot be read (`id: what is wrong`).
+/// Where a STAC document or asset is: a local file, or an address GDAL reads remotely.
+#[derive(Debug, Clone, PartialEq)]
+enum Location {
+    Local(PathBuf),
+    Remote(url::Url),
+}
+
+impl Location {
+    /// The location `source` names: an `http(s)://`, `s3://` or `file://` address, or a
+    /// local path.
+    fn of(source: &Path) -> Location {
+        let text = source.to_string_lossy();
+        match url::Url::parse(&text) {
+            Ok(u) if u.scheme() == "file" => {
+                Location::Local(u.to_file_path().unwrap_or(source.to_path_buf()))
+            }
+            Ok(u) if matches!(u.scheme(), "http" | "https" | "s3") => Location::Remote(u),
+            _ => Location::Local(source.to_path_buf()),
+        }
+    }
+
+    /// Where `href`, found in the document at `self`, points: absolute addresses as they
+    /// are, relative ones from the document's folder.
+    fn join(&self, href: &str) -> Location {
+        match url::Url::parse(href) {
+            Ok(_) => Location::of(Path::new(href)),
+            Err(_) => match self {
+                Location::Local(doc) => {
+                    Location::Local(doc.parent().unwrap_or(Path::new("")).join(href))
+                }
+                Location::Remote(doc) => match doc.join(href) {
+                    Ok(u) => Location::Remote(u),
+                    Err(_) => Location::Local(PathBuf::from(href)),
+                },
+            },
+        }
+    }
+
+    /// The path GDAL opens.
+    fn gdal_path(&self) -> PathBuf {
+        match self {
+            Location::Local(p) => p.clone(),
+            Location::Remote(u) if u.scheme() == "s3" => {
+                PathBuf::from(format!("/vsis3/{}{}", u.host_str().unwrap_or(""), u.path()))
+            }
+            Location::Remote(u) => PathBuf::from(format!("/vsicurl/{u}")),
+        }
+    }
+
+    /// The STAC document at this location, or why it cannot be read.
+    fn document(&self) -> std::result::Result<::stac::Value, String> {
+        let bytes = match self {
+            Location::Local(p) => std::fs::read(p).map_err(|e| e.to_string()),
+            Location::Remote(_) => {
+                read_small_file(&self.gdal_path()).ok_or_else(|| match last_gdal_error() {
+                    // curl's code 0: no connection was made.
+                    why if why.is_empty() || why.ends_with(": 0") => {
+                        "no server answers at that address".to_string()
+                    }
+                    why => why,
+                })
+            }
+        }
+        .map_err(|why| format!("cannot be read ({why})"))?;
+        serde_json::from_slice(&bytes).map_err(|e| {
+            format!("is not a STAC catalog, collection, item or item collection ({e})")
+        })
+    }
+}
+
+impl std::fmt::Display for Location {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Location::Local(p) => write!(f, "{}", p.display()),
+            Location::Remote(u) => write!(f, "{u}"),
+        }
+    }
+}
+
+/// Whether `source` is an address (`http(s)://`, `s3://`) rather than a local path: the
+/// job does not resolve it against its own folder.
+pub(crate) fn is_remote(source: &Path) -> bool {
+    matches!(Location::of(source), Location::Remote(_))
+}
+
+/// The acquisitions of a STAC document, and the items that cannot be read (`id: what is
+/// wrong`; an item link that does not answer by its address).
 pub(crate) fn acquisitions(
     source: &Path,
     profile: &SensorProfile,
 ) -> Result<(Vec<Acquisition>, Vec<Damaged>)> {
-    let mut items = Vec::new();
-    collect_items(source, &mut items, 0)?;
-    let (mut found, mut unreadable) = (Vec::new(), Vec::new());
+    let (mut items, mut unreadable) = (Vec::new(), Vec::new());
+    collect_items(
+        source,
+        &Location::of(source),
+        &mut items,
+        &mut unreadable,
+        0,
+    )?;
+    let mut found = Vec::new();
     for (item, base) in items {
         match acquisition(&item, &base, profile) {
             Ok(a) => found.push(a),
@@ -49,34 +146,33 @@ pub(crate) fn acquisitions(
 /// Links of a catalog followed at most this deep (a loop of links stops here).
 const MAX_DEPTH: usize = 8;
 
-/// The items of the STAC file at `path`, each with the folder its relative hrefs start from.
+/// The items of the STAC document at `doc`, each with the location its relative hrefs
+/// start from; item links that cannot be read go to `unreadable`. A catalog or collection
+/// that cannot be read is an error naming `source`, the job's `[imagery] stac`.
 fn collect_items(
-    path: &Path,
-    items: &mut Vec<(::stac::Item, PathBuf)>,
+    source: &Path,
+    doc: &Location,
+    items: &mut Vec<(::stac::Item, Location)>,
+    unreadable: &mut Vec<Damaged>,
     depth: usize,
 ) -> Result<()> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
+    let value = doc.document().map_err(|why| {
         Error::input(
-            path,
-            format!("the STAC file cannot be read ({e})"),
-            "set `[imagery] stac` to a local STAC JSON file (save an API search's answer with e.g. `curl -o items.json`)",
+            source,
+            match depth {
+                0 => why,
+                _ => format!("links to {doc}, which {why}"),
+            },
+            "set `[imagery] stac` to a STAC JSON file or an http(s) address that answers with one (GDAL_HTTP_PROXY and GDAL_HTTP_HEADERS pass a proxy or a token; a STAC API search is saved with e.g. `curl -o items.json`)",
         )
     })?;
-    let value: ::stac::Value = serde_json::from_str(&text).map_err(|e| {
-        Error::input(
-            path,
-            format!("is not a STAC catalog, collection, item or item collection ({e})"),
-            "check the file with a STAC validator, or save the API search's answer again",
-        )
-    })?;
-    let base = path.parent().unwrap_or(Path::new("")).to_path_buf();
     let links = match value {
         ::stac::Value::Item(item) => {
-            items.push((item, base));
+            items.push((item, doc.clone()));
             return Ok(());
         }
         ::stac::Value::ItemCollection(c) => {
-            items.extend(c.items.into_iter().map(|i| (i, base.clone())));
+            items.extend(c.items.into_iter().map(|i| (i, doc.clone())));
             return Ok(());
         }
         ::stac::Value::Catalog(c) => c.links,
@@ -85,20 +181,20 @@ fn collect_items(
     if depth >= MAX_DEPTH {
         return Ok(());
     }
-    for link in links.iter().filter(|l| l.rel == "item" || l.rel == "child") {
-        let href = link.href.as_str();
-        if let Some(local) = href.strip_prefix("file://") {
-            collect_items(Path::new(local), items, depth + 1)?;
-            continue;
+    for link in &links {
+        let target = doc.join(link.href.as_str());
+        match link.rel.as_str() {
+            "child" => collect_items(source, &target, items, unreadable, depth + 1)?,
+            "item" => match target.document() {
+                Ok(::stac::Value::Item(item)) => items.push((item, target)),
+                Ok(_) => unreadable.push((
+                    PathBuf::from(target.to_string()),
+                    "is linked as an item but is not one".into(),
+                )),
+                Err(why) => unreadable.push((PathBuf::from(target.to_string()), why)),
+            },
+            _ => {}
         }
-        if href.contains("://") {
-            return Err(Error::input(
-                path,
-                format!("links to {}, which is not a local file", link.href),
-                "download the catalog (e.g. with `stac-asset` or a STAC API search saved as JSON) and point `[imagery] stac` at the local copy; assets may stay remote",
-            ));
-        }
-        collect_items(&base.join(href), items, depth + 1)?;
     }
     Ok(())
 }
@@ -106,7 +202,7 @@ fn collect_items(
 /// The acquisition of one item, or what is wrong with it.
 fn acquisition(
     item: &::stac::Item,
-    base: &Path,
+    base: &Location,
     profile: &SensorProfile,
 ) -> std::result::Result<Acquisition, String> {
     let p = &item.properties;
@@ -124,7 +220,7 @@ fn acquisition(
             .filter_map(|(key, asset)| Some((asset_rank(key, asset, band, profile)?, key, asset)))
             .min_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)))
             .ok_or_else(|| format!("no asset for band {band}"))?;
-        files.insert(band.to_string(), gdal_path(&asset.href, base));
+        files.insert(band.to_string(), base.join(&asset.href).gdal_path());
         if offset.is_none() && Some(band) != profile.mask_band {
             offset = raster_offset(asset);
         }
@@ -200,41 +296,40 @@ fn raster_offset(asset: &::stac::Asset) -> Option<f32> {
     Some((offset / scale).round() as f32)
 }
 
-/// The path GDAL opens for an asset's href.
-fn gdal_path(href: &str, base: &Path) -> PathBuf {
-    if let Some(rest) = href.strip_prefix("s3://") {
-        PathBuf::from(format!("/vsis3/{rest}"))
-    } else if href.starts_with("http://") || href.starts_with("https://") {
-        PathBuf::from(format!("/vsicurl/{href}"))
-    } else if let Some(path) = href.strip_prefix("file://") {
-        PathBuf::from(path)
-    } else {
-        base.join(href)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn hrefs_become_paths_gdal_opens() {
-        let base = Path::new("/data/stac");
+        let local = Location::of(Path::new("/data/stac/items.json"));
+        let opened = |doc: &Location, href: &str| doc.join(href).gdal_path();
         assert_eq!(
-            gdal_path("https://example.com/B02.tif", base),
+            opened(&local, "https://example.com/B02.tif"),
             Path::new("/vsicurl/https://example.com/B02.tif")
         );
         assert_eq!(
-            gdal_path("s3://bucket/B02.tif", base),
+            opened(&local, "s3://bucket/B02.tif"),
             Path::new("/vsis3/bucket/B02.tif")
         );
         assert_eq!(
-            gdal_path("./items/B02.tif", base),
+            opened(&local, "./items/B02.tif"),
             Path::new("/data/stac/./items/B02.tif")
         );
+        assert_eq!(opened(&local, "file:///x/B02.tif"), Path::new("/x/B02.tif"));
+        // Relative hrefs of a remote document start from its folder, as a browser's do.
+        let remote = Location::of(Path::new("http://127.0.0.1:8000/stac/catalog.json"));
         assert_eq!(
-            gdal_path("file:///x/B02.tif", base),
-            Path::new("/x/B02.tif")
+            opened(&remote, "./items/a.json"),
+            Path::new("/vsicurl/http://127.0.0.1:8000/stac/items/a.json")
         );
+        assert_eq!(
+            opened(&remote, "../cogs/B02.tif"),
+            Path::new("/vsicurl/http://127.0.0.1:8000/cogs/B02.tif")
+        );
+        assert!(is_remote(Path::new(
+            "https://earth-search.aws.element84.com/v1/x.json"
+        )));
+        assert!(!is_remote(Path::new("items.json")));
     }
 }

@@ -47,8 +47,19 @@ pub(crate) fn key_of(identities: &[String]) -> String {
 }
 
 /// Identity of a file for change detection: path, size and modification time (what `make`
-/// and `rsync` use; hashing the imagery would cost as much as reading it).
+/// and `rsync` use; hashing the imagery would cost as much as reading it). A remote asset
+/// (`/vsicurl/`, `/vsis3/`) has the size and time its server states.
 pub(crate) fn file_identity(path: &Path) -> Result<String> {
+    if path.starts_with("/vsicurl") || path.starts_with("/vsis3") {
+        let (size, mtime) = crate::geo::raster::vsi_stat(path).ok_or_else(|| {
+            Error::input(
+                path,
+                format!("cannot be reached ({})", crate::geo::raster::last_gdal_error()),
+                "check the address and the network (GDAL_HTTP_PROXY passes a proxy), or save the assets locally",
+            )
+        })?;
+        return Ok(format!("{}|{size}|{mtime}", path.display()));
+    }
     let m = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
     let mtime = m
         .modified()

@@ -53,7 +53,8 @@ folder = "imagery"              # scanned recursively: products as downloaded (S
                                 # TIFF + .xml), or one sub-folder per acquisition
                                 # named with its date (YYYYMMDD), one GeoTIFF per band
 # stac = "items.json"          # instead of folder: a saved STAC API search (item collection),
-                                # a static catalog or collection; assets local or http(s) COGs
+                                # a static catalog or collection, a local file or an http(s)
+                                # address; assets local or http(s) COGs
 sensor = "sentinel2-l2a"        # see `gengbao sensors`
 # add_offset = 0                # DN offset, overriding the profile's and the products' own:
                                 # SAFE products state theirs; band files of processing
@@ -185,7 +186,8 @@ pub struct ImagerySection {
     /// The folder scanned for products and acquisition folders; empty when `stac` is given.
     #[serde(default)]
     pub folder: PathBuf,
-    /// A STAC file (item collection, catalog, collection or item) instead of a folder.
+    /// A STAC document (item collection, catalog, collection or item) instead of a folder:
+    /// a path (relative to the job file) or an `http(s)://` address.
     #[serde(default)]
     pub stac: Option<PathBuf>,
     pub sensor: String,
@@ -652,13 +654,16 @@ impl JobConfig {
 
     /// The imagery source: the STAC file or the folder, resolved.
     pub(crate) fn imagery_source(&self) -> PathBuf {
-        self.resolve(self.imagery.stac.as_deref().unwrap_or(&self.imagery.folder))
+        match &self.imagery.stac {
+            Some(address) if crate::geo::stac::is_remote(address) => address.clone(),
+            stac => self.resolve(stac.as_deref().unwrap_or(&self.imagery.folder)),
+        }
     }
 
     /// The catalog of the job's imagery, from its folder or its STAC file.
     pub(crate) fn catalog(&self, profile: &'static SensorProfile) -> Result<Catalog> {
         match &self.imagery.stac {
-            Some(stac) => Catalog::from_stac(&self.resolve(stac), profile),
+            Some(_) => Catalog::from_stac(&self.imagery_source(), profile),
             None => Catalog::scan(
                 &self.resolve(&self.imagery.folder),
                 profile,

@@ -472,18 +472,11 @@ fn landsat_scenes_are_read_in_their_tars() {
     assert!(e.contains("has no SR_B3 file"), "{e}");
 }
 
-/// A technician who searched a STAC API (Earth Search's Sentinel-2 L2A collection) and saved
-/// the answer points `[imagery] stac` at it: the items' assets are found by their common
-/// names, the offset comes from their `raster:bands`, and the results are those of the same
-/// imagery in band folders. A true-colour asset of three bands is never taken for one of them,
-/// and an item without one of its bands is left out and named.
-#[test]
-fn a_saved_stac_search_is_an_imagery_source() {
-    use gengbao::job::config::JobConfig;
-    use gengbao::job::run::{run_period, RunOptions};
-    let tmp = tempfile::tempdir().unwrap();
-    let city = crate::common::city(&tmp.path().join("city"), 128, 3, 64);
-    let cfg = JobConfig::load(&city.job_config).unwrap();
+/// The STAC item of one of the generated city's acquisition folders, as Earth Search
+/// describes a Sentinel-2 L2A product: assets keyed by common name with `eo:bands` and
+/// `raster:bands`, and a true-colour asset of three bands. `href` gives an asset's href from
+/// the folder's name and the band file's name.
+fn stac_item(folder: &Path, href: impl Fn(&str, &str) -> String) -> serde_json::Value {
     let common = [
         ("B02", "blue"),
         ("B03", "green"),
@@ -497,58 +490,103 @@ fn a_saved_stac_search_is_an_imagery_source() {
         ("B12", "swir22"),
         ("SCL", "scl"),
     ];
+    let name = folder.file_name().unwrap().to_str().unwrap();
+    let sensing = name.split('_').nth(2).unwrap(); // 20250107T030549
+    let datetime = format!(
+        "{}-{}-{}T{}:{}:{}Z",
+        &sensing[..4],
+        &sensing[4..6],
+        &sensing[6..8],
+        &sensing[9..11],
+        &sensing[11..13],
+        &sensing[13..15]
+    );
+    let mut assets = serde_json::Map::new();
+    for (band, key) in common {
+        let file = fs::read_dir(folder)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .find(|f| f.contains(&format!("_{band}_")))
+            .unwrap();
+        let mut asset = serde_json::json!({
+            "href": href(name, &file),
+            "type": "image/tiff; application=geotiff; profile=cloud-optimized",
+            "eo:bands": [{"name": band, "common_name": key}],
+            "roles": ["data"],
+        });
+        if band != "SCL" {
+            asset["raster:bands"] = serde_json::json!([{"scale": 0.0001, "offset": -0.1}]);
+        }
+        assets.insert(key.to_string(), asset);
+    }
+    let b04 = assets["red"]["href"].clone();
+    assets.insert(
+        "visual".into(),
+        serde_json::json!({"href": b04, "eo:bands": [
+            {"name": "red", "common_name": "red"}, {"name": "green", "common_name": "green"},
+            {"name": "blue", "common_name": "blue"}]}),
+    );
+    serde_json::json!({
+        "type": "Feature", "stac_version": "1.0.0", "id": name,
+        "geometry": null,
+        "properties": {"datetime": datetime, "s2:processing_baseline": "05.11"},
+        "links": [], "assets": assets,
+    })
+}
+
+/// The generated city's acquisition folders, in name order.
+fn acquisition_folders(city: &gengbao::samples::SampleCity) -> Vec<std::path::PathBuf> {
     let mut folders: Vec<_> = fs::read_dir(city.dir.join("imagery"))
         .unwrap()
         .map(|e| e.unwrap().path())
         .collect();
     folders.sort();
+    folders
+}
+
+/// Runs every period of `cfg` and of `other` (the same imagery from another source) and
+/// asserts that both give the same classes, flags and composites.
+fn same_periods(
+    city: &gengbao::samples::SampleCity,
+    cfg: &gengbao::job::config::JobConfig,
+    other: &gengbao::job::config::JobConfig,
+    source: &str,
+) {
+    use gengbao::job::run::{run_period, RunOptions};
+    for p in &city.periods {
+        run_period(cfg, *p, &RunOptions::quiet()).unwrap();
+        let s = run_period(other, *p, &RunOptions::quiet()).unwrap();
+        assert!(s.inputs.imagery.ends_with(".json"), "{}", s.inputs.imagery);
+        for file in ["class.tif", "flags.tif", "composite.tif"] {
+            let a = fs::read(cfg.layout().period(*p).dir().join(file)).unwrap();
+            let b = fs::read(other.layout().period(*p).dir().join(file)).unwrap();
+            assert!(
+                a == b,
+                "{p} {file} differs between band folders and {source}"
+            );
+        }
+    }
+}
+
+/// A technician who searched a STAC API (Earth Search's Sentinel-2 L2A collection) and saved
+/// the answer points `[imagery] stac` at it: the items' assets are found by their common
+/// names, the offset comes from their `raster:bands`, and the results are those of the same
+/// imagery in band folders. A true-colour asset of three bands is never taken for one of them,
+/// and an item without one of its bands is left out and named.
+#[test]
+fn a_saved_stac_search_is_an_imagery_source() {
+    use gengbao::job::config::JobConfig;
+    let tmp = tempfile::tempdir().unwrap();
+    let city = crate::common::city(&tmp.path().join("city"), 128, 3, 64);
+    let cfg = JobConfig::load(&city.job_config).unwrap();
+    let folders = acquisition_folders(&city);
     let mut items = Vec::new();
     for (k, folder) in folders.iter().enumerate() {
-        let name = folder.file_name().unwrap().to_str().unwrap();
-        let sensing = name.split('_').nth(2).unwrap(); // 20250107T030549
-        let datetime = format!(
-            "{}-{}-{}T{}:{}:{}Z",
-            &sensing[..4],
-            &sensing[4..6],
-            &sensing[6..8],
-            &sensing[9..11],
-            &sensing[11..13],
-            &sensing[13..15]
-        );
-        let mut assets = serde_json::Map::new();
-        for (band, key) in common {
-            if k == 0 && band == "B11" {
-                continue;
-            }
-            let file = fs::read_dir(folder)
-                .unwrap()
-                .map(|e| e.unwrap().file_name().into_string().unwrap())
-                .find(|f| f.contains(&format!("_{band}_")))
-                .unwrap();
-            let mut asset = serde_json::json!({
-                "href": format!("imagery/{name}/{file}"),
-                "type": "image/tiff; application=geotiff; profile=cloud-optimized",
-                "eo:bands": [{"name": band, "common_name": key}],
-                "roles": ["data"],
-            });
-            if band != "SCL" {
-                asset["raster:bands"] = serde_json::json!([{"scale": 0.0001, "offset": -0.1}]);
-            }
-            assets.insert(key.to_string(), asset);
+        let mut item = stac_item(folder, |name, file| format!("imagery/{name}/{file}"));
+        if k == 0 {
+            item["assets"].as_object_mut().unwrap().remove("swir16");
         }
-        let b04 = assets["red"]["href"].clone();
-        assets.insert(
-            "visual".into(),
-            serde_json::json!({"href": b04, "eo:bands": [
-                {"name": "red", "common_name": "red"}, {"name": "green", "common_name": "green"},
-                {"name": "blue", "common_name": "blue"}]}),
-        );
-        items.push(serde_json::json!({
-            "type": "Feature", "stac_version": "1.0.0", "id": name,
-            "geometry": null,
-            "properties": {"datetime": datetime, "s2:processing_baseline": "05.11"},
-            "links": [], "assets": assets,
-        }));
+        items.push(item);
     }
     let collection = serde_json::json!({"type": "FeatureCollection", "features": items});
     fs::write(city.dir.join("items.json"), collection.to_string()).unwrap();
@@ -581,16 +619,7 @@ fn a_saved_stac_search_is_an_imagery_source() {
 
     // The folder job without the item the STAC answer lacks, beside the STAC job.
     fs::remove_dir_all(&folders[0]).unwrap();
-    for p in &city.periods {
-        run_period(&cfg, *p, &RunOptions::quiet()).unwrap();
-        let s = run_period(&stac_cfg, *p, &RunOptions::quiet()).unwrap();
-        assert!(s.inputs.imagery.ends_with("items.json"));
-        for file in ["class.tif", "flags.tif", "composite.tif"] {
-            let a = fs::read(cfg.layout().period(*p).dir().join(file)).unwrap();
-            let b = fs::read(stac_cfg.layout().period(*p).dir().join(file)).unwrap();
-            assert!(a == b, "{p} {file} differs between band folders and STAC");
-        }
-    }
+    same_periods(&city, &cfg, &stac_cfg, "STAC");
 
     let both = text.replace(
         "\nstac = \"items.json\"",
@@ -604,6 +633,113 @@ fn a_saved_stac_search_is_an_imagery_source() {
         e.contains("imagery.stac") && e.contains("one imagery source"),
         "{e}"
     );
+}
+
+/// A static STAC catalog published on a web server (a catalog, its collection, one JSON file
+/// per item, the bands as GeoTIFFs beside them): `[imagery] stac` is the catalog's address,
+/// the links and the assets' relative hrefs are followed from there over HTTP, the pixels are
+/// read by byte ranges, and the results are those of the same imagery in band folders. An
+/// item link that does not answer is left out and named; an address that does not answer is
+/// refused with its address.
+#[test]
+fn a_stac_catalog_on_a_web_server_is_an_imagery_source() {
+    use gengbao::job::config::JobConfig;
+    let tmp = tempfile::tempdir().unwrap();
+    let city = crate::common::city(&tmp.path().join("city"), 128, 3, 64);
+    let cfg = JobConfig::load(&city.job_config).unwrap();
+    // The web server's folder: the imagery (a copy) and the catalog.
+    let web = tmp.path().join("web");
+    crate::common::copy_dir(&city.dir.join("imagery"), &web.join("imagery"));
+    let (base, answered) = crate::common::serve_files(&web);
+    let collection_dir = web.join("stac/sentinel-2-l2a");
+    fs::create_dir_all(collection_dir.join("items")).unwrap();
+    let mut links = vec![serde_json::json!({"rel": "item", "href": "./items/lost.json"})];
+    for (k, folder) in acquisition_folders(&city).iter().enumerate() {
+        // Relative hrefs from the item's own address, and one item's as absolute addresses.
+        let item = stac_item(folder, |name, file| match k {
+            0 => format!("{base}imagery/{name}/{file}"),
+            _ => format!("../../../imagery/{name}/{file}"),
+        });
+        let id = item["id"].as_str().unwrap().to_string();
+        fs::write(
+            collection_dir.join(format!("items/{id}.json")),
+            item.to_string(),
+        )
+        .unwrap();
+        links.push(serde_json::json!({"rel": "item", "href": format!("./items/{id}.json")}));
+    }
+    let collection = serde_json::json!({
+        "type": "Collection", "stac_version": "1.0.0", "id": "sentinel-2-l2a",
+        "description": "the city's looks", "license": "proprietary",
+        "extent": {"spatial": {"bbox": [[-180.0, -90.0, 180.0, 90.0]]},
+                   "temporal": {"interval": [[null, null]]}},
+        "links": links,
+    });
+    fs::write(
+        collection_dir.join("collection.json"),
+        collection.to_string(),
+    )
+    .unwrap();
+    let catalog = serde_json::json!({
+        "type": "Catalog", "stac_version": "1.0.0", "id": "city",
+        "description": "the city's imagery",
+        "links": [{"rel": "child", "href": "./sentinel-2-l2a/collection.json"}],
+    });
+    fs::write(web.join("stac/catalog.json"), catalog.to_string()).unwrap();
+    let address = format!("{base}stac/catalog.json");
+    let text = crate::common::config_text(&city)
+        .replace("folder = \"imagery\"", &format!("stac = \"{address}\""))
+        .replace("output = \"out\"", "output = \"out-http\"");
+    fs::write(city.dir.join("job-http.toml"), &text).unwrap();
+    let http_cfg = JobConfig::load(&city.dir.join("job-http.toml")).unwrap();
+
+    let profile = SensorProfile::by_name("sentinel2-l2a").unwrap();
+    let catalog = Catalog::from_stac(Path::new(&address), profile).unwrap();
+    assert_eq!(catalog.acquisitions.len(), acquisition_folders(&city).len());
+    assert_eq!(catalog.damaged.len(), 1, "{:?}", catalog.damaged);
+    let (lost, why) = &catalog.damaged[0];
+    assert!(
+        lost.to_str()
+            .unwrap()
+            .ends_with("sentinel-2-l2a/items/lost.json")
+            && why.contains("cannot be read"),
+        "{lost:?}: {why}"
+    );
+    assert!(catalog
+        .acquisitions
+        .iter()
+        .flat_map(|a| a.files.values())
+        .all(|f| f.starts_with(format!("/vsicurl/{base}imagery/"))));
+
+    same_periods(&city, &cfg, &http_cfg, "the catalog on a web server");
+    let summary = fs::read_to_string(
+        http_cfg
+            .layout()
+            .period(city.periods[0])
+            .dir()
+            .join("summary.json"),
+    )
+    .unwrap();
+    assert!(summary.contains(&address), "{summary}");
+    assert!(answered.load(std::sync::atomic::Ordering::SeqCst) > 10);
+
+    let nowhere = text
+        .replace("stac/catalog.json", "stac/moved.json")
+        .replace("out-http", "out-moved");
+    fs::write(city.dir.join("job-moved.toml"), nowhere).unwrap();
+    let moved_cfg = JobConfig::load(&city.dir.join("job-moved.toml")).unwrap();
+    let e = gengbao::job::run::run_period(
+        &moved_cfg,
+        city.periods[0],
+        &gengbao::job::run::RunOptions::quiet(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains(&format!("{base}stac/moved.json")) && e.contains("cannot be read"),
+        "{e}"
+    );
+    assert!(!moved_cfg.layout().period(city.periods[0]).dir().exists());
 }
 
 /// The generated city's acquisitions as GF-2 PMS1 L1A products as delivered: blue, green, red

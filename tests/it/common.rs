@@ -234,3 +234,107 @@ pub fn pack(folder: &Path, file: Option<&str>, tar: &Path) {
         .unwrap();
     assert!(packed.success());
 }
+
+/// Serves the files below `root` over HTTP on 127.0.0.1 for as long as the tests run, as a
+/// static file host or an object store does for GDAL's `/vsicurl/`: GET and HEAD, byte
+/// ranges, kept-alive connections, 404 for what is not a file. Gives the base address
+/// (`http://127.0.0.1:PORT/`) and the count of requests answered.
+pub fn serve_files(root: &Path) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::{atomic::AtomicUsize, Arc};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = format!("http://{}/", listener.local_addr().unwrap());
+    let answered = Arc::new(AtomicUsize::new(0));
+    let (root, count) = (root.to_path_buf(), answered.clone());
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let (root, count) = (root.clone(), count.clone());
+            std::thread::spawn(move || answer_requests(stream, &root, &count));
+        }
+    });
+    (base, answered)
+}
+
+fn answer_requests(
+    stream: std::net::TcpStream,
+    root: &Path,
+    count: &std::sync::atomic::AtomicUsize,
+) {
+    use std::io::{BufRead, Write};
+    let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
+    let mut out = stream;
+    loop {
+        let mut request = String::new();
+        if reader.read_line(&mut request).unwrap_or(0) == 0 {
+            return;
+        }
+        let mut range: Option<(u64, Option<u64>)> = None;
+        loop {
+            let mut line = String::new();
+            if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                return;
+            }
+            let line = line.trim_end();
+            if line.is_empty() {
+                break;
+            }
+            if let Some((name, value)) = line.split_once(':') {
+                if name.eq_ignore_ascii_case("range") {
+                    range = value
+                        .trim()
+                        .strip_prefix("bytes=")
+                        .and_then(|r| r.split_once('-'))
+                        .map(|(a, b)| (a.parse().unwrap_or(0), b.parse().ok()));
+                }
+            }
+        }
+        count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let mut words = request.split_whitespace();
+        let (method, target) = (words.next().unwrap_or(""), words.next().unwrap_or("/"));
+        let relative = target.split('?').next().unwrap().trim_start_matches('/');
+        let file = root.join(relative);
+        let body = if file.is_file() {
+            std::fs::read(&file).ok()
+        } else {
+            None
+        };
+        let (head, slice) = match &body {
+            None => (
+                "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n".to_string(),
+                &[][..],
+            ),
+            Some(bytes) => {
+                let len = bytes.len() as u64;
+                match range {
+                    Some((start, _)) if start >= len => (
+                        format!("HTTP/1.1 416 Range Not Satisfiable\r\nContent-Range: bytes */{len}\r\nContent-Length: 0\r\n\r\n"),
+                        &[][..],
+                    ),
+                    Some((start, end)) => {
+                        let end = end.unwrap_or(len - 1).min(len - 1);
+                        (
+                            format!(
+                                "HTTP/1.1 206 Partial Content\r\nContent-Range: bytes {start}-{end}/{len}\r\nContent-Length: {}\r\nAccept-Ranges: bytes\r\n\r\n",
+                                end - start + 1
+                            ),
+                            &bytes[start as usize..=end as usize],
+                        )
+                    }
+                    None => (
+                        format!("HTTP/1.1 200 OK\r\nContent-Length: {len}\r\nAccept-Ranges: bytes\r\n\r\n"),
+                        &bytes[..],
+                    ),
+                }
+            }
+        };
+        let sent = out.write_all(head.as_bytes()).and_then(|_| {
+            if method == "HEAD" {
+                Ok(())
+            } else {
+                out.write_all(slice)
+            }
+        });
+        if sent.is_err() {
+            return;
+        }
+    }
+}
