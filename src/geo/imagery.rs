@@ -37,8 +37,8 @@ pub struct Acquisition {
     /// opens (inside a zipped product, a `/vsizip/` path; for a Gaofen product, a virtual
     /// raster in GDAL's memory, which lives as long as this acquisition or its clones).
     pub files: BTreeMap<String, PathBuf>,
-    /// The DN offset the product's metadata states (SAFE products, STAC items); `None` for
-    /// band folders and Landsat tars, which take the profile's.
+    /// The DN offset the product's metadata states (SAFE products, STAC items, Landsat
+    /// scenes' MTL files); `None` for band folders, which take the profile's.
     pub offset: Option<f32>,
     /// The zip or tar the band files are read from, when they are (for a Gaofen product,
     /// the file the user delivered).
@@ -265,6 +265,17 @@ impl Catalog {
                 unplaced.extend(rasters);
                 continue;
             }
+            // An unpacked Landsat scene is dated and scaled by its MTL file, as its tar is.
+            let stated = match profile.name.starts_with("landsat") {
+                true => match landsat::scene_metadata(&entries, profile) {
+                    Ok(stated) => stated,
+                    Err(why) => {
+                        damaged.push((dir.strip_prefix(folder).unwrap_or(&dir).to_path_buf(), why));
+                        continue;
+                    }
+                },
+                false => None,
+            };
             let dir_name = dir.file_name().and_then(|s| s.to_str()).unwrap_or("");
             // The folder's own name, else the band files' names (never their parent folders).
             let file_dates: std::collections::BTreeSet<NaiveDate> = files
@@ -272,7 +283,10 @@ impl Catalog {
                 .filter_map(|f| f.file_name().and_then(|n| n.to_str()).and_then(date_in))
                 .collect();
             let date =
-                match (date_in(dir_name), file_dates.len()) {
+                match (
+                    stated.as_ref().map(|m| m.date).or(date_in(dir_name)),
+                    file_dates.len(),
+                ) {
                     (Some(d), _) => d,
                     (None, 1) => *file_dates.first().expect("one date"),
                     (None, 0) => return Err(Error::input(
@@ -305,7 +319,7 @@ impl Catalog {
                 date,
                 folder: dir,
                 files,
-                offset: None,
+                offset: stated.map(|m| m.dn_offset),
                 container: None,
                 calibration: None,
                 _virtual_rasters: None,

@@ -1,19 +1,24 @@
 //! Landsat Collection 2 Level-2 scenes as USGS delivers them: one `.tar` per scene
 //! (`LC09_L2SP_119038_20250115_20250125_02_T1.tar`), read in place through GDAL's `/vsitar/`,
-//! nothing unpacked into the job. (An unpacked scene is a folder of band files, which the
-//! catalog reads as any acquisition folder.)
+//! nothing unpacked into the job, or the same files unpacked into a folder.
 //!
-//! Takes a scene's tar. Gives its acquisition: the date from the scene's name (the acquisition
-//! date, not the processing date after it), the `SR_B*` band files and `QA_PIXEL`. The sensor
-//! comes from the name too (`LC08`/`LC09`: OLI, `LT04`/`LT05`/`LE07`: TM and ETM+), and a
-//! scene of another sensor than the job's profile is refused with the profile to set.
-//! Collection 2's scale and offset (0.0000275, −0.2) are the profiles' own; the MTL file is
-//! not read.
+//! Takes a scene's tar (or an unpacked scene's files). Gives its acquisition: the `SR_B*`
+//! band files and `QA_PIXEL`, dated and scaled by the scene's MTL file (`*_MTL.json`, else
+//! `*_MTL.txt`): `DATE_ACQUIRED`, and the surface reflectance scale and offset of each band
+//! (`REFLECTANCE_MULT_BAND_n`, `REFLECTANCE_ADD_BAND_n` of the Level-2 group; the Level-1
+//! group's top-of-atmosphere ones are other numbers under the same names). A scene whose
+//! scale is not its profile's is not Collection 2 Level-2 surface reflectance and is left
+//! out with that reason. Without an MTL file the date comes from the scene's name (the
+//! acquisition date, not the processing date after it) and the scale and offset are the
+//! profile's (Collection 2's 0.0000275 and −0.2). The sensor comes from the name
+//! (`LC08`/`LC09`: OLI, `LT04`/`LT05`/`LE07`: TM and ETM+), and a scene of another sensor
+//! than the job's profile is refused with the profile to set.
 
 use crate::error::{Error, Result};
 use crate::geo::imagery::{date_in, has_band_token, Acquisition, Damage};
-use crate::geo::raster::tar_entries;
+use crate::geo::raster::{read_small_file, tar_entries};
 use crate::geo::sensor::SensorProfile;
+use chrono::NaiveDate;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -57,14 +62,19 @@ pub(crate) fn acquisitions(
             ),
         ));
     }
-    let Some(date) = date_in(name) else {
-        return Ok(Err(
-            "the scene's name carries no acquisition date: keep the name as delivered".into(),
-        ));
-    };
     let (root, entries) = match tar_entries(tar) {
         Ok(listed) => listed,
         Err(damage) => return Ok(Err(damage)),
+    };
+    let entries: Vec<PathBuf> = entries.iter().map(|e| root.join(e)).collect();
+    let stated = match scene_metadata(&entries, profile) {
+        Ok(stated) => stated,
+        Err(damage) => return Ok(Err(damage)),
+    };
+    let Some(date) = stated.as_ref().map(|m| m.date).or_else(|| date_in(name)) else {
+        return Ok(Err(
+            "the scene's name carries no acquisition date, and it has no MTL file: keep the scene as delivered".into(),
+        ));
     };
     let mut files: BTreeMap<String, PathBuf> = BTreeMap::new();
     for entry in &entries {
@@ -78,7 +88,7 @@ pub(crate) fn acquisitions(
         let stem = file.rsplit_once('.').map_or(file, |(s, _)| s);
         for band in profile.bands.iter().copied().chain(profile.mask_band) {
             if has_band_token(stem, band) {
-                files.insert(band.to_string(), root.join(entry));
+                files.insert(band.to_string(), entry.clone());
             }
         }
     }
@@ -90,11 +100,142 @@ pub(crate) fn acquisitions(
         date,
         folder: tar.to_path_buf(),
         files,
-        offset: None,
+        offset: stated.map(|m| m.dn_offset),
         container: Some(tar.to_path_buf()),
         calibration: None,
         _virtual_rasters: None,
     }]))
+}
+
+/// What a scene's MTL file states.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct SceneMetadata {
+    pub date: NaiveDate,
+    /// The DN offset of its surface reflectance: `REFLECTANCE_ADD / REFLECTANCE_MULT`.
+    pub dn_offset: f32,
+}
+
+/// What the MTL file among a scene's `files` states (the JSON one when both are there);
+/// `None` without one. An MTL file that does not state the date or the profile bands'
+/// scale and offset, or states another scale than the profile's, is what is wrong with
+/// the scene.
+pub(crate) fn scene_metadata(
+    files: &[PathBuf],
+    profile: &SensorProfile,
+) -> std::result::Result<Option<SceneMetadata>, Damage> {
+    let named = |suffix: &str| {
+        files.iter().find(|f| {
+            f.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.to_ascii_uppercase().ends_with(suffix))
+        })
+    };
+    let Some(mtl) = named("_MTL.JSON").or_else(|| named("_MTL.TXT")) else {
+        return Ok(None);
+    };
+    let file = mtl.file_name().and_then(|n| n.to_str()).unwrap_or("MTL");
+    let text = read_small_file(mtl)
+        .and_then(|b| String::from_utf8(b).ok())
+        .ok_or(format!("its {file} cannot be read"))?;
+    let fields = if file.to_ascii_uppercase().ends_with(".JSON") {
+        let value: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| format!("its {file} is not JSON ({e})"))?;
+        json_fields(&value)
+    } else {
+        odl_fields(&text)
+    };
+    let field = |group: &str, key: &str| {
+        fields
+            .get(&(group.to_string(), key.to_string()))
+            .ok_or(format!("its {file} does not state {key} (group {group})"))
+    };
+    let date = field("IMAGE_ATTRIBUTES", "DATE_ACQUIRED")?;
+    let date = NaiveDate::parse_from_str(date, "%Y-%m-%d")
+        .map_err(|_| format!("its {file} states DATE_ACQUIRED {date}, not a date"))?;
+    let mut dn_offset = None;
+    for band in profile.bands {
+        let number = band.trim_start_matches("SR_B");
+        let number_of = |key: &str| -> std::result::Result<f32, Damage> {
+            let key = format!("{key}{number}");
+            let value = field(LEVEL2_REFLECTANCE, &key)?;
+            value
+                .parse()
+                .map_err(|_| format!("its {file} states {key} {value}, not a number"))
+        };
+        let (scale, add) = (
+            number_of("REFLECTANCE_MULT_BAND_")?,
+            number_of("REFLECTANCE_ADD_BAND_")?,
+        );
+        if (scale / profile.scale - 1.0).abs() > 1e-4 {
+            return Err(format!(
+                "its {file} scales {band} by {scale} per DN, not {}: it is not Collection 2 Level-2 surface reflectance",
+                profile.scale
+            ));
+        }
+        let offset = add / scale;
+        if dn_offset.is_some_and(|o: f32| o != offset) {
+            return Err(format!(
+                "its {file} states another offset for {band} than for the bands before it"
+            ));
+        }
+        dn_offset = Some(offset);
+    }
+    Ok(dn_offset.map(|dn_offset| SceneMetadata { date, dn_offset }))
+}
+
+/// The MTL group of Level-2 surface reflectance scaling.
+const LEVEL2_REFLECTANCE: &str = "LEVEL2_SURFACE_REFLECTANCE_PARAMETERS";
+
+/// (group, key) -> value of an MTL file in USGS's ODL text form (`GROUP = …`, `KEY = value`,
+/// `END_GROUP = …`), quotes removed; the group is the innermost one.
+fn odl_fields(text: &str) -> BTreeMap<(String, String), String> {
+    let mut groups: Vec<String> = Vec::new();
+    let mut fields = BTreeMap::new();
+    for line in text.lines() {
+        let Some((key, value)) = line.split_once('=') else {
+            continue;
+        };
+        let (key, value) = (key.trim(), value.trim().trim_matches('"').to_string());
+        match key {
+            "GROUP" => groups.push(value),
+            "END_GROUP" => {
+                groups.pop();
+            }
+            _ => {
+                let group = groups.last().cloned().unwrap_or_default();
+                fields.insert((group, key.to_string()), value);
+            }
+        }
+    }
+    fields
+}
+
+/// (group, key) -> value of an MTL file in its JSON form (objects as groups, values as
+/// strings).
+fn json_fields(value: &serde_json::Value) -> BTreeMap<(String, String), String> {
+    fn walk(
+        group: &str,
+        value: &serde_json::Value,
+        fields: &mut BTreeMap<(String, String), String>,
+    ) {
+        let Some(object) = value.as_object() else {
+            return;
+        };
+        for (key, v) in object {
+            match v {
+                serde_json::Value::Object(_) => walk(key, v, fields),
+                serde_json::Value::String(s) => {
+                    fields.insert((group.to_string(), key.clone()), s.clone());
+                }
+                other => {
+                    fields.insert((group.to_string(), key.clone()), other.to_string());
+                }
+            }
+        }
+    }
+    let mut fields = BTreeMap::new();
+    walk("", value, &mut fields);
+    fields
 }
 
 #[cfg(test)]

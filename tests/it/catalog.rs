@@ -39,6 +39,36 @@ fn landsat_collection_2_folders_are_catalogued() {
     );
     assert_eq!(a.files.len(), 7);
     assert!(a.files["SR_B1"].to_string_lossy().ends_with("_SR_B1.TIF"));
+    assert_eq!(a.offset, None, "without an MTL file, the profile's offset");
+
+    // An unpacked scene's MTL file (the JSON form) dates and scales it as its tar's would.
+    let mtl = scene.join("LT05_L2SP_119038_20050713_20200902_02_T1_MTL.json");
+    let mut levels = serde_json::Map::new();
+    for b in [1, 2, 3, 4, 5, 7] {
+        levels.insert(format!("REFLECTANCE_MULT_BAND_{b}"), "2.75E-05".into());
+        levels.insert(format!("REFLECTANCE_ADD_BAND_{b}"), "-0.200000".into());
+    }
+    let json = serde_json::json!({"LANDSAT_METADATA_FILE": {
+        "IMAGE_ATTRIBUTES": {"SPACECRAFT_ID": "LANDSAT_5", "DATE_ACQUIRED": "2005-07-13"},
+        "LEVEL2_SURFACE_REFLECTANCE_PARAMETERS": levels,
+    }});
+    fs::write(&mtl, json.to_string()).unwrap();
+    let cat = Catalog::scan(tmp.path(), profile, &Default::default()).unwrap();
+    assert_eq!(cat.acquisitions[0].offset, Some(profile.add_offset));
+    // One that does not state the date is named, and the scene left out.
+    fs::write(
+        &mtl,
+        json.to_string().replace("DATE_ACQUIRED", "DATE_PRODUCED"),
+    )
+    .unwrap();
+    let err = Catalog::scan(tmp.path(), profile, &Default::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("_MTL.json does not state DATE_ACQUIRED"),
+        "{err}"
+    );
+    fs::remove_file(&mtl).unwrap();
     // A missing band is named.
     fs::remove_file(scene.join("LT05_L2SP_119038_20050713_20200902_02_T1_SR_B5.TIF")).unwrap();
     let err = Catalog::scan(tmp.path(), profile, &Default::default())
@@ -369,8 +399,29 @@ fn unreadable_products_are_named_with_the_fix() {
     assert!(e.contains("S2B_MSIL2A_20250107T030549"), "{e}");
 }
 
-/// A Landsat Collection 2 Level-2 scene's tar as USGS delivers it: the band files at its root.
-fn landsat_tar(dir: &Path, scene: &str, bands: &[&str]) -> std::path::PathBuf {
+/// A Collection 2 Level-2 MTL file in USGS's text form, with the acquisition date and a
+/// surface reflectance scale per DN of `scale` (offset -0.2) for bands 1 to 7, beside the
+/// Level-1 group's top-of-atmosphere numbers under the same names.
+fn mtl_text(date: &str, scale: &str) -> String {
+    let mut t = String::from("GROUP = LANDSAT_METADATA_FILE\n  GROUP = IMAGE_ATTRIBUTES\n");
+    t += &format!("    SPACECRAFT_ID = \"LANDSAT_9\"\n    DATE_ACQUIRED = {date}\n");
+    t += "  END_GROUP = IMAGE_ATTRIBUTES\n  GROUP = LEVEL2_SURFACE_REFLECTANCE_PARAMETERS\n";
+    for b in 1..=7 {
+        t += &format!(
+            "    REFLECTANCE_MULT_BAND_{b} = {scale}\n    REFLECTANCE_ADD_BAND_{b} = -0.200000\n"
+        );
+    }
+    t += "  END_GROUP = LEVEL2_SURFACE_REFLECTANCE_PARAMETERS\n  GROUP = LEVEL1_RADIOMETRIC_RESCALING\n";
+    for b in 1..=7 {
+        t += &format!("    REFLECTANCE_MULT_BAND_{b} = 2.0000E-05\n    REFLECTANCE_ADD_BAND_{b} = -0.100000\n");
+    }
+    t + "  END_GROUP = LEVEL1_RADIOMETRIC_RESCALING\nEND_GROUP = LANDSAT_METADATA_FILE\nEND\n"
+}
+
+/// A Landsat Collection 2 Level-2 scene's tar as USGS delivers it: the band files and the MTL
+/// file (stating `scale`, Collection 2's "2.75E-05" unless the test says otherwise) at its
+/// root.
+fn landsat_tar(dir: &Path, scene: &str, bands: &[&str], scale: &str) -> std::path::PathBuf {
     let files = dir.join(format!("{scene}_files"));
     fs::create_dir_all(&files).unwrap();
     let mut names = Vec::new();
@@ -379,9 +430,11 @@ fn landsat_tar(dir: &Path, scene: &str, bands: &[&str]) -> std::path::PathBuf {
         tiny_tif(&files.join(&name));
         names.push(name);
     }
+    let date = scene.split('_').nth(3).unwrap();
+    let date = format!("{}-{}-{}", &date[..4], &date[4..6], &date[6..]);
     fs::write(
         files.join(format!("{scene}_MTL.txt")),
-        "GROUP = LANDSAT_METADATA_FILE\n",
+        mtl_text(&date, scale),
     )
     .unwrap();
     names.push(format!("{scene}_MTL.txt"));
@@ -413,7 +466,7 @@ fn landsat_scenes_are_read_in_their_tars() {
     let bands = [
         "SR_B1", "SR_B2", "SR_B3", "SR_B4", "SR_B5", "SR_B6", "SR_B7", "QA_PIXEL",
     ];
-    landsat_tar(&folder, scene, &bands);
+    landsat_tar(&folder, scene, &bands, "2.75E-05");
 
     let cat = Catalog::scan(&folder, oli, &Default::default()).unwrap();
     assert_eq!(cat.acquisitions.len(), 1);
@@ -424,6 +477,8 @@ fn landsat_scenes_are_read_in_their_tars() {
         "the acquisition date, not the processing date"
     );
     assert_eq!(a.files.len(), 8);
+    // The MTL file's Level-2 offset (-0.2 / 0.0000275 per DN), not the Level-1 group's.
+    assert_eq!(a.offset, Some(oli.add_offset));
     for (band, path) in &a.files {
         assert!(
             path.to_str().unwrap().starts_with("/vsitar/"),
@@ -465,11 +520,30 @@ fn landsat_scenes_are_read_in_their_tars() {
         &partial,
         "LT05_L2SP_119038_20050713_20200902_02_T1",
         &["SR_B1", "SR_B2", "QA_PIXEL"],
+        "2.75E-05",
     );
     let e = Catalog::scan(&partial, tm, &Default::default())
         .unwrap_err()
         .to_string();
     assert!(e.contains("has no SR_B3 file"), "{e}");
+
+    // A scene scaled otherwise than Collection 2 Level-2 (a Collection 1 product's 0.0001
+    // per DN) is left out with that reason, not read at the profile's scale.
+    let scaled = tmp.path().join("scaled");
+    fs::create_dir_all(&scaled).unwrap();
+    landsat_tar(&scaled, scene, &bands, "2.75E-05");
+    let other = "LC08_L2SP_119038_20250107_20250117_02_T1";
+    landsat_tar(&scaled, other, &bands, "1.0E-04");
+    let cat = Catalog::scan(&scaled, oli, &Default::default()).unwrap();
+    assert_eq!(cat.acquisitions.len(), 1);
+    assert_eq!(cat.damaged.len(), 1, "{:?}", cat.damaged);
+    let (named, why) = &cat.damaged[0];
+    assert!(
+        named.to_str().unwrap().starts_with(other)
+            && why.contains("_MTL.txt scales SR_B1 by 0.0001")
+            && why.contains("not Collection 2 Level-2"),
+        "{named:?}: {why}"
+    );
 }
 
 /// The STAC item of one of the generated city's acquisition folders, as Earth Search
