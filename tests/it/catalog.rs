@@ -721,9 +721,19 @@ fn a_stac_catalog_on_a_web_server_is_an_imagery_source() {
     let tmp = tempfile::tempdir().unwrap();
     let city = crate::common::city(&tmp.path().join("city"), 128, 3, 64);
     let cfg = JobConfig::load(&city.job_config).unwrap();
-    // The web server's folder: the imagery (a copy) and the catalog.
+    // The web server's folder: the imagery as Cloud-Optimized GeoTIFFs, and the catalog.
     let web = tmp.path().join("web");
-    crate::common::copy_dir(&city.dir.join("imagery"), &web.join("imagery"));
+    let cog = gdal::DriverManager::get_driver_by_name("COG").unwrap();
+    for folder in acquisition_folders(&city) {
+        let served = web.join("imagery").join(folder.file_name().unwrap());
+        fs::create_dir_all(&served).unwrap();
+        for band in crate::common::entries(&folder) {
+            let ds = gdal::Dataset::open(&band).unwrap();
+            let options = gdal::raster::RasterCreationOptions::from_iter(["BLOCKSIZE=64"]);
+            ds.create_copy(&cog, served.join(band.file_name().unwrap()), &options)
+                .unwrap();
+        }
+    }
     let (base, answered) = crate::common::serve_files(&web);
     let collection_dir = web.join("stac/sentinel-2-l2a");
     fs::create_dir_all(collection_dir.join("items")).unwrap();
