@@ -183,27 +183,36 @@ fn fill_values_of_untagged_band_files_never_blend_into_real_pixels() {
     );
 }
 
-/// The generated city's acquisitions repackaged as Sentinel-2 Level-2A products as the hubs
-/// deliver them: `<product>.SAFE/GRANULE/<granule>/IMG_DATA/R10m|R20m|R60m/*.jp2` (lossless
-/// JPEG 2000) with `MTD_MSIL2A.xml`, a zip of it for the products `zipped` picks, and a
-/// product of processing baseline 02.06 (no offset in its DNs or its metadata) for those
-/// `old` picks. Every product also holds a 60 m blue band of nonsense, which the 10 m one
-/// must win over.
-fn as_safe_products(
+/// Acquisition folders of Sentinel-2 L2A band files (the generated city's, or real bands laid
+/// out as a job) repackaged as Level-2A products as the hubs deliver them:
+/// `<product>.SAFE/GRANULE/<granule>/IMG_DATA/R10m|R20m|R60m/*.jp2` (lossless JPEG 2000) with
+/// `MTD_MSIL2A.xml`, a zip of it for the products `zipped` picks, and a product of processing
+/// baseline 02.06 (no offset in its DNs or its metadata) for those `old` picks; the others
+/// are of baseline 05.11, whose DNs carry +1000. `source_offset` is the DN offset of the band
+/// files (-1000 for the generated city's, 0 for products older than 2022). Every product
+/// also holds a 60 m blue band of nonsense, which the 10 m one must win over. Returns the
+/// number of products.
+pub(crate) fn as_safe_products(
     from: &Path,
     to: &Path,
+    source_offset: i32,
     zipped: impl Fn(usize) -> bool,
     old: impl Fn(usize) -> bool,
 ) -> usize {
     let jp2 = gdal::DriverManager::get_driver_by_name("JP2OpenJPEG").unwrap();
     let mem = gdal::DriverManager::get_driver_by_name("MEM").unwrap();
-    let folders = crate::common::entries(from);
+    let profile = SensorProfile::by_name("sentinel2-l2a").unwrap();
+    let mut folders = crate::common::entries(from);
+    folders.retain(|f| f.is_dir());
     fs::create_dir_all(to).unwrap();
     for (k, folder) in folders.iter().enumerate() {
-        // S2B_MSIL2A_20250107T030549_T50SKE
+        // S2B_MSIL2A_20250107T030549_T50SKE, or S2_20190101 for a date only.
         let name = folder.file_name().unwrap().to_str().unwrap();
         let parts: Vec<&str> = name.split('_').collect();
-        let (sensing, tile) = (parts[2], parts[3]);
+        let (sensing, tile) = match parts.len() {
+            4 => (parts[2].to_string(), parts[3]),
+            _ => (format!("{}T105031", parts[parts.len() - 1]), "T31UES"),
+        };
         let baseline = if old(k) { "N0206" } else { "N0511" };
         let product = format!(
             "S2B_MSIL2A_{sensing}_{baseline}_R075_{tile}_{}T062334",
@@ -221,21 +230,30 @@ fn as_safe_products(
         };
         fs::create_dir_all(&safe).unwrap();
         fs::write(safe.join("MTD_MSIL2A.xml"), metadata).unwrap();
+        // The DNs the product stores: reflectance x 10,000, +1000 from baseline 04.00.
+        let shift = source_offset + if old(k) { 0 } else { 1000 };
         let mut bands: Vec<_> = fs::read_dir(folder)
             .unwrap()
             .map(|e| e.unwrap().path())
             .collect();
         bands.sort();
         for band_file in bands {
-            // T50SKE_20250107_B02_10m.tif
+            // T50SKE_20250107_B02_10m.tif, or B02_20190101.tif
             let stem = band_file.file_stem().unwrap().to_str().unwrap().to_string();
-            let band = stem.split('_').nth(2).unwrap().to_string();
-            let res = stem.split('_').nth(3).unwrap().to_string();
+            let band = stem
+                .split('_')
+                .find(|t| profile.bands.contains(t) || *t == "SCL")
+                .unwrap()
+                .to_string();
+            let res = match band.as_str() {
+                "B02" | "B03" | "B04" | "B08" => "10m",
+                _ => "20m",
+            };
             let src = gdal::Dataset::open(&band_file).unwrap();
             let (w, h, mut values) = crate::common::band_u16(&band_file);
-            if old(k) && band != "SCL" {
+            if band != "SCL" {
                 for v in values.iter_mut().filter(|v| **v > 0) {
-                    *v = v.saturating_sub(1000).max(1);
+                    *v = (i32::from(*v) + shift).clamp(1, 65535) as u16;
                 }
             }
             let copy = |dir: &str, values: Vec<u16>| {
@@ -256,11 +274,10 @@ fn as_safe_products(
                 ]);
                 m.create_copy(&jp2, &file, &options).unwrap();
             };
-            let dir = format!("R{res}");
             if band == "B02" {
                 copy("R60m", vec![9999; w * h]);
             }
-            copy(&dir, values);
+            copy(&format!("R{res}"), values);
         }
         if zipped(k) {
             zip_folder(&safe, &to.join(format!("{product}.zip")));
@@ -309,6 +326,7 @@ fn sentinel2_products_are_read_as_delivered() {
     let products = as_safe_products(
         &city.dir.join("imagery"),
         &safe_dir,
+        -1000,
         |k| k % 2 == 0,
         |k| k == 1,
     );
@@ -710,7 +728,7 @@ fn a_saved_stac_search_is_an_imagery_source() {
 }
 
 /// A static STAC catalog published on a web server (a catalog, its collection, one JSON file
-/// per item, the bands as GeoTIFFs beside them): `[imagery] stac` is the catalog's address,
+/// per item, the bands as Cloud-Optimized GeoTIFFs): `[imagery] stac` is the catalog's address,
 /// the links and the assets' relative hrefs are followed from there over HTTP, the pixels are
 /// read by byte ranges, and the results are those of the same imagery in band folders. An
 /// item link that does not answer is left out and named; an address that does not answer is

@@ -262,3 +262,63 @@ fn ploughed_fields_are_not_flagged_as_built_on_a_real_series() {
         "{patches} FNH patches ({area:.0} m²) on fields and meadows"
     );
 }
+
+/// Real Sentinel-2 L2A bands (WorldCereal's first Flanders patch, 2017-2018) repackaged as the
+/// products the hubs deliver: SAFE folders and zips of JPEG 2000 bands, of processing
+/// baselines before and after 04.00 (their DNs without and with the +1000). The job pointed
+/// at them, with no offset set, gives the classes, flags and composites of the same bands in
+/// folders run with `add_offset = 0`, in every period.
+#[test]
+fn real_bands_delivered_as_safe_products_give_the_band_folders_results() {
+    let Some(root) = data_dir() else {
+        eprintln!("SKIPPED: ../shared/data/worldcereal-s2 not found (set GENGBAO_REAL_DATA to the data folder)");
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("job");
+    let cfg = make_job(&root.join("00002806639B424A"), &dir, Watched::Everything);
+    let downloads = tmp.path().join("downloads");
+    let products = crate::catalog::as_safe_products(
+        &dir.join("imagery"),
+        &downloads,
+        0,
+        |k| k % 3 == 0,
+        |k| k % 2 == 1,
+    );
+    let text = std::fs::read_to_string(dir.join("job.toml"))
+        .unwrap()
+        .replace("add_offset = 0 ", "# add_offset = 0 ")
+        .replace(
+            "folder = \"imagery\"",
+            &format!("folder = {:?}", downloads.display().to_string()),
+        )
+        .replace("output = \"out\"", "output = \"out-safe\"");
+    assert!(text.contains("out-safe") && text.contains("# add_offset = 0 "));
+    std::fs::write(dir.join("job-safe.toml"), text).unwrap();
+    let safe_cfg = JobConfig::load(&dir.join("job-safe.toml")).unwrap();
+
+    let profile = gengbao::geo::sensor::SensorProfile::by_name("sentinel2-l2a").unwrap();
+    let catalog =
+        gengbao::geo::imagery::Catalog::scan(&downloads, profile, &Default::default()).unwrap();
+    assert_eq!(catalog.acquisitions.len(), products);
+    assert!(catalog.damaged.is_empty() && catalog.unplaced.is_empty());
+    let mut compared = 0;
+    for p in catalog.periods() {
+        let from_bands = run_period(&cfg, p, &RunOptions::quiet());
+        let from_products = run_period(&safe_cfg, p, &RunOptions::quiet());
+        assert_eq!(from_bands.is_ok(), from_products.is_ok(), "{p}");
+        if from_bands.is_err() {
+            continue;
+        }
+        for file in ["class.tif", "flags.tif", "composite.tif"] {
+            let a = std::fs::read(cfg.layout().period(p).dir().join(file)).unwrap();
+            let b = std::fs::read(safe_cfg.layout().period(p).dir().join(file)).unwrap();
+            assert!(
+                a == b,
+                "{p} {file} differs between band folders and products"
+            );
+        }
+        compared += 1;
+    }
+    assert!(compared >= 5, "{compared} periods compared");
+}
