@@ -356,3 +356,69 @@ fn whole_field_patches(period_dir: &std::path::Path) -> Vec<(String, String, Str
     }
     out
 }
+
+/// Layers as the bureaus keep them: the 三调 farmland and the county outlines as Shapefiles in
+/// CGCS2000 degrees (EPSG:4490), their text in GBK without a `.cpg`; the farmland's `.dbf`
+/// names its code page (language id 0x4D, as ArcGIS writes it), the counties' does not and
+/// the job says `encoding = "GBK"`. The patches name the same parcels as from the
+/// GeoPackages in the job's own CRS, and the county names read as Chinese.
+#[test]
+fn farmland_in_cgcs2000_degrees_and_gbk_shapefiles_gives_the_same_patches() {
+    let tmp = tempfile::tempdir().unwrap();
+    let city = city(&tmp.path().join("city"), 256, 3, 128);
+    let last = *city.periods.last().unwrap();
+    let reference = run_all(&city, None);
+    let expected = whole_field_patches(reference.layout().period(last).dir());
+    assert!(!expected.is_empty(), "the city has FLH or PH patches");
+
+    let as_bureau_shapefile = |source: &str, layer: &str, code_page_in_dbf: bool| {
+        let status = std::process::Command::new("ogr2ogr")
+            .current_dir(&city.dir)
+            .args([
+                "-f",
+                "ESRI Shapefile",
+                "-t_srs",
+                "EPSG:4490",
+                "-lco",
+                "ENCODING=CP936",
+            ])
+            .arg(format!("{layer}_4490.shp"))
+            .args([source, layer])
+            .status()
+            .expect("ogr2ogr (gdal-bin, installed by scripts/setup.sh)");
+        assert!(status.success());
+        fs::remove_file(city.dir.join(format!("{layer}_4490.cpg"))).unwrap();
+        let dbf = city.dir.join(format!("{layer}_4490.dbf"));
+        let mut bytes = fs::read(&dbf).unwrap();
+        bytes[29] = if code_page_in_dbf { 0x4D } else { 0 };
+        fs::write(&dbf, bytes).unwrap();
+        let prj = fs::read_to_string(city.dir.join(format!("{layer}_4490.prj"))).unwrap();
+        assert!(prj.contains("2000"), "{prj}");
+    };
+    as_bureau_shapefile("farmland.gpkg", "farmland", true);
+    as_bureau_shapefile("admin.gpkg", "counties", false);
+    let text = config_text(&city)
+        .replace("path = \"farmland.gpkg\"", "path = \"farmland_4490.shp\"")
+        .replace("layer = \"farmland\"", "layer = \"farmland_4490\"")
+        .replace("path = \"admin.gpkg\"", "path = \"counties_4490.shp\"")
+        .replace(
+            "layer = \"counties\" ",
+            "encoding = \"GBK\"\nlayer = \"counties_4490\" ",
+        )
+        .replace("output = \"out\"", "output = \"out_cgcs2000\"");
+    assert!(text.contains("counties_4490") && text.contains("farmland_4490.shp"));
+    let cfg = run_all(&city, Some(text));
+    assert_eq!(
+        whole_field_patches(cfg.layout().period(last).dir()),
+        expected
+    );
+    let summary: serde_json::Value =
+        serde_json::from_slice(&fs::read(cfg.layout().period(last).summary()).unwrap()).unwrap();
+    let names: Vec<&str> = summary["counties"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["西河县", "东湖县"]);
+}
