@@ -35,6 +35,8 @@
 //!   several periods with the run log and exit codes ([`job::cycle`]), the schedule, the run
 //!   lock, per-tile checkpoints and staging folders.
 //! - [`dispatch`]: per-county packages for inspectors (vector files, Excel/CSV, chips, report).
+//! - [`portal`]: `gengbao serve`, the inspectors' web API over the ledger: accounts held
+//!   for one county or all, sessions, and status changes through the ledger's lifecycle.
 //! - [`samples`]: the generated city the demo and tests run on.
 //! - [`evaluate`]: scores against truth (patches and land cover).
 //! - [`train`]: datasets, model fitting and evaluation; detect's per-image point models.
@@ -84,6 +86,7 @@ pub mod evaluate;
 pub mod geo;
 pub mod job;
 pub mod ledger;
+pub mod portal;
 pub mod progress;
 pub mod render;
 pub mod samples;
@@ -108,7 +111,7 @@ pub use samples::{generate, SampleCity, SampleOptions};
 #[cfg(test)]
 mod tests {
     /// The layers of the code map, lowest first.
-    const LAYERS: [&str; 15] = [
+    const LAYERS: [&str; 16] = [
         "error",
         "progress",
         "domain",
@@ -119,6 +122,7 @@ mod tests {
         "ledger",
         "job",
         "dispatch",
+        "portal",
         "samples",
         "evaluate",
         "train",

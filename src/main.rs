@@ -271,6 +271,71 @@ enum Command {
         #[command(subcommand)]
         action: LedgerAction,
     },
+    /// The inspectors' portal over the job's ledger: an HTTP API with accounts per county.
+    Serve {
+        /// The job's configuration file (TOML; `gengbao init` writes an example).
+        #[arg(long)]
+        config: PathBuf,
+        /// The address to listen on; keep it on the intranet (no TLS: put a TLS proxy in
+        /// front when it leaves the machine).
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: std::net::SocketAddr,
+    },
+    /// The portal's accounts: add, list, disable, reset a password.
+    Users {
+        #[command(subcommand)]
+        action: UsersAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum UsersAction {
+    /// Add an account; the password is read from standard input.
+    Add {
+        /// The job's configuration file (TOML; `gengbao init` writes an example).
+        #[arg(long)]
+        config: PathBuf,
+        /// The login name.
+        #[arg(long)]
+        name: String,
+        /// admin (all counties), county (its county: statuses and returns), inspector (its
+        /// county: field checks and evidence), auditor (all counties, read only).
+        #[arg(long)]
+        role: String,
+        /// The county (XZQDM) of a county or inspector account.
+        #[arg(long)]
+        county: Option<String>,
+        /// Read the password from standard input (required: never on the command line).
+        #[arg(long, required = true)]
+        password_stdin: bool,
+    },
+    /// List the accounts.
+    List {
+        /// The job's configuration file (TOML; `gengbao init` writes an example).
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Disable an account: it can no longer log in, and its sessions end.
+    Disable {
+        /// The job's configuration file (TOML; `gengbao init` writes an example).
+        #[arg(long)]
+        config: PathBuf,
+        /// The login name.
+        #[arg(long)]
+        name: String,
+    },
+    /// Set a new password (from standard input), enable the account and lift a lock.
+    Reset {
+        /// The job's configuration file (TOML; `gengbao init` writes an example).
+        #[arg(long)]
+        config: PathBuf,
+        /// The login name.
+        #[arg(long)]
+        name: String,
+        /// Read the password from standard input (required: never on the command line).
+        #[arg(long, required = true)]
+        password_stdin: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -356,6 +421,65 @@ enum LedgerAction {
         #[arg(long)]
         apply_valid: bool,
     },
+}
+
+fn users_command(action: UsersAction) -> Result<u8> {
+    use gengbao::portal::{Accounts, Role};
+    let open = |config: &Path| -> Result<Accounts> {
+        Accounts::open(&JobConfig::load(config)?.layout().ledger_file())
+    };
+    let password = || -> Result<String> {
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line).map_err(|e| {
+            Error::usage(
+                format!("no password on standard input ({e})"),
+                "pipe it in: `printf '%s\\n' \"$PW\" | gengbao users add …`",
+            )
+        })?;
+        Ok(line.trim_end_matches(['\r', '\n']).to_string())
+    };
+    match action {
+        UsersAction::Add {
+            config,
+            name,
+            role,
+            county,
+            password_stdin: _,
+        } => {
+            let role = Role::parse(&role).ok_or_else(|| {
+                Error::usage(
+                    format!("no role {role}"),
+                    "use admin, county, inspector or auditor",
+                )
+            })?;
+            open(&config)?.add(&name, role, county.as_deref(), &password()?)?;
+            say!("added {name} ({})", role.code());
+        }
+        UsersAction::List { config } => {
+            for a in open(&config)?.list()? {
+                say!(
+                    "{}\t{}\t{}\t{}",
+                    a.name,
+                    a.role.code(),
+                    a.county.as_deref().unwrap_or("all counties"),
+                    if a.disabled { "disabled" } else { "enabled" }
+                );
+            }
+        }
+        UsersAction::Disable { config, name } => {
+            open(&config)?.disable(&name)?;
+            say!("disabled {name}");
+        }
+        UsersAction::Reset {
+            config,
+            name,
+            password_stdin: _,
+        } => {
+            open(&config)?.reset(&name, &password()?)?;
+            say!("new password set for {name}; the account is enabled");
+        }
+    }
+    Ok(0)
 }
 
 /// Opens the job's ledger for a ledger command: it must exist.
@@ -857,6 +981,16 @@ fn main_inner(cli: Cli) -> Result<u8> {
             zip,
         } => export(&config, period, &counties, zip),
         Command::Ledger { action } => ledger_command(action),
+        Command::Serve { config, listen } => {
+            let cfg = JobConfig::load(&config)?;
+            say!(
+                "gengbao portal for job {} on http://{listen}/",
+                cfg.job.name
+            );
+            gengbao::portal::server::serve(cfg.layout().ledger_file(), &cfg.grid.crs, listen)?;
+            Ok(0)
+        }
+        Command::Users { action } => users_command(action),
         Command::EvalReal {
             data,
             out,

@@ -168,8 +168,9 @@ pub const TRANSITIONS: &[(Status, Status, &[By])] = &[
     (ClosingProposed, Rectifying, &[Inspector]),
 ];
 
-/// Decisions of the supervising authority: never reached through a county's returned file.
-const AUTHORITY_DECISIONS: [Status; 3] = [Accepted, Rejected, Closed];
+/// Decisions of the supervising authority: never reached through a county's returned file
+/// or a county's portal account.
+pub const AUTHORITY_DECISIONS: [Status; 3] = [Accepted, Rejected, Closed];
 
 /// The statuses `by` may move a patch to from `from`.
 pub fn allowed_from(from: Status, by: By) -> Vec<Status> {

@@ -369,6 +369,17 @@ impl Ledger {
         entry_in(&self.conn, &self.path, tbbh)
     }
 
+    /// A patch's outline as the ledger keeps it (its latest sighting's), in the job's grid
+    /// CRS.
+    pub fn outline(&self, tbbh: &str) -> Result<Geometry> {
+        let wkb: Vec<u8> = self.db(self.conn.query_row(
+            "SELECT geometry FROM patches WHERE tbbh = ?",
+            [tbbh],
+            |r| r.get(0),
+        ))?;
+        Geometry::from_wkb(&wkb).map_err(|e| damaged_record(&self.path, e))
+    }
+
     /// The periods a patch was seen in, oldest first, with its area and confidence then.
     pub fn sightings(&self, tbbh: &str) -> Result<Vec<(String, f64, f64)>> {
         let mut stmt = self.db(self

@@ -11,6 +11,7 @@ mod dispatch;
 mod ledger;
 mod maps;
 mod pipeline;
+mod portal;
 mod real_abandonment;
 mod real_change;
 mod real_cloud;

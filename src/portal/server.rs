@@ -1,0 +1,474 @@
+//! The portal's HTTP API over the job's ledger (axum on tokio).
+//!
+//! Takes: the job's config (its ledger file and grid CRS) and an address to listen on.
+//! Gives: `POST /api/login`, `POST /api/logout`, `GET /api/patches` (GeoJSON in WGS 84),
+//! `GET /api/patches/{tbbh}`, `POST /api/patches/{tbbh}/status`.
+//!
+//! Rules every endpoint keeps:
+//! - no session: 401; a state change without the session's CSRF token (header
+//!   `X-CSRF-Token`): 403, before anything else is looked at;
+//! - a patch of a county the account may not read answers exactly as a patch that does not
+//!   exist (404): no data, no hint;
+//! - status changes go through the ledger's lifecycle rules, as `ledger set-status` does;
+//!   an illegal one is refused (409) with the allowed ones;
+//! - the session cookie is HttpOnly and SameSite=Strict; sessions live in this process and
+//!   end after [`IDLE_SECONDS`] without a request, at logout, or when the account is
+//!   disabled;
+//! - failed logins are limited per address ([`ADDRESS_FAILURES`] per
+//!   [`ADDRESS_WINDOW_SECONDS`]: 429) and lock the account after repeated failures
+//!   ([`super::accounts`]).
+
+use super::accounts::{Account, Accounts};
+use crate::domain::status::{Evidence, Status};
+use crate::engine::patches::SQM_PER_MU;
+use crate::error::{Error, Result};
+use crate::ledger::{Entry, Filter, Ledger};
+use axum::extract::{ConnectInfo, Path as UrlPath, Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use gdal::spatial_ref::{CoordTransform, SpatialRef};
+use rand::RngCore;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+/// A session ends after this long without a request.
+pub const IDLE_SECONDS: i64 = 8 * 3600;
+/// Failed logins from one address within [`ADDRESS_WINDOW_SECONDS`] before it must wait.
+pub const ADDRESS_FAILURES: u32 = 20;
+pub const ADDRESS_WINDOW_SECONDS: i64 = 600;
+
+const COOKIE: &str = "gengbao_session";
+/// The answer to every refused login.
+pub const LOGIN_REFUSED: &str =
+    "name or password wrong (after 5 failures in a row an account waits 15 minutes)";
+
+struct Session {
+    name: String,
+    csrf: String,
+    last_seen: i64,
+}
+
+/// What the handlers share: the ledger and the accounts (one connection each, taken in
+/// turn), the sessions, and failed logins per address.
+struct Portal {
+    ledger: Mutex<Ledger>,
+    accounts: Mutex<Accounts>,
+    /// The ledger's outlines are in the job's grid CRS (as WKT).
+    grid_crs: String,
+    sessions: Mutex<HashMap<String, Session>>,
+    failures: Mutex<HashMap<IpAddr, (u32, i64)>>,
+}
+
+/// The portal's routes over the ledger file `ledger` whose outlines are in `grid_crs`.
+pub fn router(ledger: PathBuf, grid_crs: &str) -> Result<Router> {
+    let portal = Portal {
+        ledger: Mutex::new(Ledger::open_existing(&ledger)?),
+        accounts: Mutex::new(Accounts::open(&ledger)?),
+        grid_crs: SpatialRef::from_definition(grid_crs)?.to_wkt()?,
+        sessions: Mutex::new(HashMap::new()),
+        failures: Mutex::new(HashMap::new()),
+    };
+    Ok(Router::new()
+        .route("/api/login", post(login))
+        .route("/api/logout", post(logout))
+        .route("/api/patches", get(patches))
+        .route("/api/patches/{tbbh}", get(patch))
+        .route("/api/patches/{tbbh}/status", post(set_status))
+        .with_state(Arc::new(portal)))
+}
+
+/// Serves the portal on `listen` until the process ends.
+pub fn serve(ledger: PathBuf, grid_crs: &str, listen: SocketAddr) -> Result<()> {
+    let listener = std::net::TcpListener::bind(listen).map_err(|e| {
+        Error::usage(
+            format!("cannot listen on {listen} ({e})"),
+            "choose a free address with --listen, e.g. 127.0.0.1:8081",
+        )
+    })?;
+    serve_on(listener, ledger, grid_crs)
+}
+
+/// Serves the portal on a bound listener until the process ends.
+pub fn serve_on(listener: std::net::TcpListener, ledger: PathBuf, grid_crs: &str) -> Result<()> {
+    let app = router(ledger, grid_crs)?;
+    let failed =
+        |e: std::io::Error| Error::usage(format!("the portal stopped ({e})"), "start it again");
+    listener.set_nonblocking(true).map_err(failed)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_io()
+        .build()
+        .map_err(failed)?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::from_std(listener).map_err(failed)?;
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .await
+        .map_err(failed)
+    })
+}
+
+type Shared = State<Arc<Portal>>;
+
+/// A refused request: the status and the message to answer with.
+type Refused = (StatusCode, String);
+
+fn unix_now() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+fn answer(code: StatusCode, body: Value) -> Response {
+    (code, Json(body)).into_response()
+}
+
+fn refusal(code: StatusCode, message: &str) -> Response {
+    answer(code, json!({ "error": message }))
+}
+
+fn not_found() -> Response {
+    refusal(StatusCode::NOT_FOUND, "no such patch")
+}
+
+fn server_error(e: Error) -> Response {
+    refusal(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string())
+}
+
+fn token() -> String {
+    let mut bytes = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn session_token(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|c| {
+            c.trim()
+                .strip_prefix(&format!("{COOKIE}="))
+                .map(String::from)
+        })
+}
+
+impl Portal {
+    /// The account of the request's session, as the accounts table has it now, and the
+    /// session's token; with `state_change`, the request must carry the session's CSRF
+    /// token.
+    fn account(
+        &self,
+        headers: &HeaderMap,
+        state_change: bool,
+    ) -> std::result::Result<(Account, String), Refused> {
+        let no_session = || (StatusCode::UNAUTHORIZED, "log in first".to_string());
+        let token = session_token(headers).ok_or_else(no_session)?;
+        let name = {
+            let mut sessions = self.sessions.lock().expect("sessions");
+            let now = unix_now();
+            sessions.retain(|_, s| now - s.last_seen < IDLE_SECONDS);
+            let session = sessions.get_mut(&token).ok_or_else(no_session)?;
+            if state_change {
+                let sent = headers.get("x-csrf-token").and_then(|v| v.to_str().ok());
+                if sent != Some(session.csrf.as_str()) {
+                    return Err((
+                        StatusCode::FORBIDDEN,
+                        "missing or wrong CSRF token".to_string(),
+                    ));
+                }
+            }
+            session.last_seen = now;
+            session.name.clone()
+        };
+        let account = self
+            .accounts
+            .lock()
+            .expect("accounts")
+            .account(&name)
+            .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+        match account {
+            Some(a) if !a.disabled => Ok((a, token)),
+            _ => {
+                self.sessions.lock().expect("sessions").remove(&token);
+                Err(no_session())
+            }
+        }
+    }
+
+    /// The patch `tbbh` when the account may read it; None when it does not exist or
+    /// belongs to a county the account may not read (the same answer for both).
+    fn readable(&self, account: &Account, tbbh: &str) -> Option<Entry> {
+        let entry = self.ledger.lock().expect("ledger").entry(tbbh).ok()?;
+        account.may_read(&entry.county).then_some(entry)
+    }
+
+    fn to_lon_lat(&self) -> Result<CoordTransform> {
+        let mut grid = SpatialRef::from_wkt(&self.grid_crs)?;
+        grid.set_axis_mapping_strategy(gdal::spatial_ref::AxisMappingStrategy::TraditionalGisOrder);
+        Ok(CoordTransform::new(&grid, &crate::geo::raster::lon_lat()?)?)
+    }
+}
+
+#[derive(Deserialize)]
+struct LoginRequest {
+    name: String,
+    password: String,
+}
+
+async fn login(
+    State(portal): Shared,
+    ConnectInfo(from): ConnectInfo<SocketAddr>,
+    Json(request): Json<LoginRequest>,
+) -> Response {
+    let now = unix_now();
+    {
+        let mut failures = portal.failures.lock().expect("failures");
+        failures.retain(|_, (_, since)| now - *since < ADDRESS_WINDOW_SECONDS);
+        if failures
+            .get(&from.ip())
+            .is_some_and(|(n, _)| *n >= ADDRESS_FAILURES)
+        {
+            return refusal(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too many failed logins from this address: wait ten minutes",
+            );
+        }
+    }
+    let outcome = portal.accounts.lock().expect("accounts").log_in(
+        &request.name,
+        &request.password,
+        &from.ip().to_string(),
+        now,
+    );
+    let account = match outcome {
+        Ok(Ok(account)) => account,
+        // One answer for every refusal: a locked or disabled account must not tell that
+        // the name exists. The login record keeps the reason.
+        Ok(Err(_)) => {
+            let mut failures = portal.failures.lock().expect("failures");
+            failures.entry(from.ip()).or_insert((0, now)).0 += 1;
+            return refusal(StatusCode::UNAUTHORIZED, LOGIN_REFUSED);
+        }
+        Err(e) => return server_error(e),
+    };
+    let (session, csrf) = (token(), token());
+    portal.sessions.lock().expect("sessions").insert(
+        session.clone(),
+        Session {
+            name: account.name.clone(),
+            csrf: csrf.clone(),
+            last_seen: now,
+        },
+    );
+    let cookie = format!("{COOKIE}={session}; HttpOnly; SameSite=Strict; Path=/");
+    let mut response = answer(
+        StatusCode::OK,
+        json!({"csrf": csrf, "name": account.name, "role": account.role, "county": account.county}),
+    );
+    if let Ok(value) = HeaderValue::from_str(&cookie) {
+        response.headers_mut().insert(header::SET_COOKIE, value);
+    }
+    response
+}
+
+async fn logout(State(portal): Shared, headers: HeaderMap) -> Response {
+    let (_, token) = match portal.account(&headers, true) {
+        Ok(found) => found,
+        Err((code, message)) => return refusal(code, &message),
+    };
+    portal.sessions.lock().expect("sessions").remove(&token);
+    let mut response = StatusCode::NO_CONTENT.into_response();
+    let expired = format!("{COOKIE}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0");
+    if let Ok(value) = HeaderValue::from_str(&expired) {
+        response.headers_mut().insert(header::SET_COOKIE, value);
+    }
+    response
+}
+
+#[derive(Deserialize)]
+struct PatchQuery {
+    county: Option<String>,
+    period: Option<String>,
+    #[serde(rename = "type")]
+    change: Option<String>,
+    status: Option<String>,
+}
+
+fn properties(e: &Entry) -> Value {
+    json!({
+        "tbbh": e.tbbh,
+        "county": e.county,
+        "type": e.change,
+        "status": e.status.code(),
+        "status_zh": e.status.label_zh(),
+        "first_period": e.first_period,
+        "last_period": e.last_period,
+        "area_m2": e.area_m2,
+        "area_mu": e.area_m2 / SQM_PER_MU,
+        "evidence": e.evidence.map(|v| v.label_zh()),
+    })
+}
+
+async fn patches(
+    State(portal): Shared,
+    headers: HeaderMap,
+    Query(query): Query<PatchQuery>,
+) -> Response {
+    let (account, _) = match portal.account(&headers, false) {
+        Ok(found) => found,
+        Err((code, message)) => return refusal(code, &message),
+    };
+    let status = match query.status.as_deref().map(|s| (s, Status::parse(s))) {
+        Some((s, None)) => {
+            return refusal(StatusCode::BAD_REQUEST, &format!("no status {s}"));
+        }
+        Some((_, found)) => found,
+        None => None,
+    };
+    // A county's accounts see their county whatever they ask for.
+    let county = match (account.role.of_one_county(), query.county) {
+        (true, Some(asked)) if Some(&asked) != account.county.as_ref() => {
+            return answer(
+                StatusCode::OK,
+                json!({"type": "FeatureCollection", "features": []}),
+            )
+        }
+        (true, _) => account.county.clone(),
+        (false, asked) => asked,
+    };
+    let filter = Filter {
+        county,
+        change: query.change,
+        status,
+        period: query.period,
+    };
+    let features = {
+        let ledger = portal.ledger.lock().expect("ledger");
+        let transform = match portal.to_lon_lat() {
+            Ok(t) => t,
+            Err(e) => return server_error(e),
+        };
+        let listed = ledger.list(&filter).and_then(|entries| {
+            entries
+                .iter()
+                .filter(|e| account.may_read(&e.county))
+                .map(|e| {
+                    let mut outline = ledger.outline(&e.tbbh)?;
+                    outline.transform_inplace(&transform)?;
+                    let geometry: Value = serde_json::from_str(&outline.json()?)
+                        .unwrap_or(Value::Null);
+                    Ok(json!({"type": "Feature", "geometry": geometry, "properties": properties(e)}))
+                })
+                .collect::<Result<Vec<Value>>>()
+        });
+        match listed {
+            Ok(features) => features,
+            Err(e) => return server_error(e),
+        }
+    };
+    answer(
+        StatusCode::OK,
+        json!({"type": "FeatureCollection", "features": features}),
+    )
+}
+
+async fn patch(
+    State(portal): Shared,
+    headers: HeaderMap,
+    UrlPath(tbbh): UrlPath<String>,
+) -> Response {
+    let (account, _) = match portal.account(&headers, false) {
+        Ok(found) => found,
+        Err((code, message)) => return refusal(code, &message),
+    };
+    let Some(entry) = portal.readable(&account, &tbbh) else {
+        return not_found();
+    };
+    let ledger = portal.ledger.lock().expect("ledger");
+    let found = ledger
+        .sightings(&tbbh)
+        .and_then(|s| Ok((s, ledger.history(Some(&tbbh), None)?)));
+    match found {
+        Ok((sightings, history)) => answer(
+            StatusCode::OK,
+            json!({
+                "patch": properties(&entry),
+                "sightings": sightings.iter().map(|(period, area, confidence)| json!({
+                    "period": period, "area_m2": area, "confidence": confidence,
+                })).collect::<Vec<_>>(),
+                "history": history,
+            }),
+        ),
+        Err(e) => server_error(e),
+    }
+}
+
+#[derive(Deserialize)]
+struct StatusRequest {
+    status: String,
+    #[serde(default)]
+    note: String,
+    evidence: Option<String>,
+}
+
+async fn set_status(
+    State(portal): Shared,
+    ConnectInfo(from): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    UrlPath(tbbh): UrlPath<String>,
+    Json(request): Json<StatusRequest>,
+) -> Response {
+    let (account, _) = match portal.account(&headers, true) {
+        Ok(found) => found,
+        Err((code, message)) => return refusal(code, &message),
+    };
+    let Some(entry) = portal.readable(&account, &tbbh) else {
+        return not_found();
+    };
+    let Some(to) = Status::parse(&request.status) else {
+        return refusal(
+            StatusCode::BAD_REQUEST,
+            &format!("no status {}", request.status),
+        );
+    };
+    let evidence = match request.evidence.as_deref().map(|e| (e, Evidence::parse(e))) {
+        Some((e, None)) => {
+            return refusal(StatusCode::BAD_REQUEST, &format!("no evidence kind {e}"));
+        }
+        Some((_, found)) => found,
+        None => None,
+    };
+    if !account.may_move(&entry.county, to) {
+        return refusal(
+            StatusCode::FORBIDDEN,
+            &format!(
+                "a {} account may not set {}",
+                account.role.code(),
+                to.code()
+            ),
+        );
+    }
+    let who = format!("{} (portal, {})", account.name, from.ip());
+    let changed = portal.ledger.lock().expect("ledger").set_status(
+        &tbbh,
+        &entry.county,
+        to,
+        &who,
+        &request.note,
+        evidence,
+        &[],
+    );
+    match changed {
+        Ok(()) => answer(StatusCode::OK, json!({"tbbh": tbbh, "status": to.code()})),
+        // The lifecycle's refusal names the allowed moves.
+        Err(e @ Error::Usage { .. }) => refusal(StatusCode::CONFLICT, &e.to_string()),
+        Err(e) => server_error(e),
+    }
+}

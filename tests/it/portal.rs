@@ -1,0 +1,284 @@
+//! The portal's HTTP API on loopback, over the ledger of a generated city's job: who may read
+//! and change what, tried for every role on its own county, the other county and without a
+//! session; logins locked after repeated failures; every change in the ledger's history with
+//! who and from where.
+
+use crate::common::{city, run_all};
+use gengbao::ledger::{Filter, Ledger};
+use gengbao::portal::{Accounts, Role};
+use serde_json::{json, Value};
+
+const PASSWORD: &str = "correct horse battery";
+
+/// A client of the portal at `base`, holding one session's cookie and CSRF token.
+struct Client {
+    base: String,
+    cookie: Option<String>,
+    csrf: Option<String>,
+}
+
+/// A response's status and JSON body (Null when it has none).
+fn reply(result: Result<ureq::Response, ureq::Error>) -> (u16, Value, Option<String>) {
+    let response = match result {
+        Ok(r) => r,
+        Err(ureq::Error::Status(_, r)) => r,
+        Err(e) => panic!("no answer: {e}"),
+    };
+    let code = response.status();
+    let cookie = response.header("set-cookie").map(String::from);
+    let body = response.into_string().unwrap_or_default();
+    (
+        code,
+        serde_json::from_str(&body).unwrap_or(Value::Null),
+        cookie,
+    )
+}
+
+impl Client {
+    fn anonymous(base: &str) -> Client {
+        Client {
+            base: base.to_string(),
+            cookie: None,
+            csrf: None,
+        }
+    }
+
+    fn logged_in(base: &str, name: &str) -> Client {
+        let mut c = Client::anonymous(base);
+        let (code, body) = c.log_in(name, PASSWORD);
+        assert_eq!(code, 200, "{name}: {body}");
+        c
+    }
+
+    fn log_in(&mut self, name: &str, password: &str) -> (u16, Value) {
+        let (code, body, cookie) = reply(
+            ureq::post(&format!("{}api/login", self.base))
+                .set("Content-Type", "application/json")
+                .send_string(&json!({"name": name, "password": password}).to_string()),
+        );
+        if code == 200 {
+            let cookie = cookie.expect("a session cookie");
+            assert!(
+                cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+                "{cookie}"
+            );
+            self.cookie = Some(cookie.split(';').next().unwrap().to_string());
+            self.csrf = body["csrf"].as_str().map(String::from);
+        }
+        (code, body)
+    }
+
+    fn get(&self, path: &str) -> (u16, Value) {
+        let mut request = ureq::get(&format!("{}{path}", self.base));
+        if let Some(c) = &self.cookie {
+            request = request.set("Cookie", c);
+        }
+        let (code, body, _) = reply(request.call());
+        (code, body)
+    }
+
+    /// A POST with the session's CSRF token, or with `csrf` instead when given.
+    fn post(&self, path: &str, body: Value, csrf: Option<&str>) -> (u16, Value) {
+        let mut request = ureq::post(&format!("{}{path}", self.base));
+        if let Some(c) = &self.cookie {
+            request = request.set("Cookie", c);
+        }
+        if let Some(token) = csrf.or(self.csrf.as_deref()) {
+            request = request.set("X-CSRF-Token", token);
+        }
+        let (code, body, _) = reply(
+            request
+                .set("Content-Type", "application/json")
+                .send_string(&body.to_string()),
+        );
+        (code, body)
+    }
+
+    fn set_status(&self, tbbh: &str, status: &str) -> (u16, Value) {
+        self.post(
+            &format!("api/patches/{tbbh}/status"),
+            json!({"status": status, "note": "checked on site"}),
+            None,
+        )
+    }
+}
+
+/// The counties of the features of a GeoJSON answer.
+fn counties(collection: &Value) -> Vec<String> {
+    let mut found: Vec<String> = collection["features"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["properties"]["county"].as_str().unwrap().to_string())
+        .collect();
+    found.dedup();
+    found
+}
+
+#[test]
+fn each_role_reaches_its_own_county_and_nothing_else() {
+    let tmp = tempfile::tempdir().unwrap();
+    let city = city(&tmp.path().join("city"), 256, 3, 128);
+    let cfg = run_all(&city, None);
+    let ledger_file = cfg.layout().ledger_file();
+    let ledger = Ledger::open_existing(&ledger_file).unwrap();
+    let first = |county: &str| {
+        ledger
+            .list(&Filter {
+                county: Some(county.into()),
+                ..Default::default()
+            })
+            .unwrap()
+            .first()
+            .unwrap_or_else(|| panic!("county {county} has patches"))
+            .tbbh
+            .clone()
+    };
+    let (own, other) = (first("320901"), first("320902"));
+    let accounts = Accounts::open(&ledger_file).unwrap();
+    for (name, role, county) in [
+        ("admin", Role::Admin, None),
+        ("auditor", Role::Auditor, None),
+        ("xihe-officer", Role::County, Some("320901")),
+        ("xihe-inspector", Role::Inspector, Some("320901")),
+        ("donghu-officer", Role::County, Some("320902")),
+    ] {
+        accounts.add(name, role, county, PASSWORD).unwrap();
+    }
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = format!("http://{}/", listener.local_addr().unwrap());
+    let crs = cfg.grid.crs.clone();
+    let served = ledger_file.clone();
+    std::thread::spawn(move || gengbao::portal::server::serve_on(listener, served, &crs));
+
+    // Without a session: nothing.
+    let nobody = Client::anonymous(&base);
+    assert_eq!(nobody.get("api/patches").0, 401);
+    assert_eq!(nobody.get(&format!("api/patches/{own}")).0, 401);
+    assert_eq!(nobody.set_status(&own, "dispatched").0, 401);
+    assert_eq!(nobody.post("api/logout", json!({}), None).0, 401);
+
+    // A county officer: the county's patches, in WGS 84; the other county's are not there.
+    let officer = Client::logged_in(&base, "xihe-officer");
+    let (code, list) = officer.get("api/patches");
+    assert_eq!(code, 200);
+    assert_eq!(counties(&list), ["320901"]);
+    let lon = list["features"][0]["geometry"]["coordinates"][0][0][0]
+        .as_f64()
+        .unwrap();
+    assert!((100.0..130.0).contains(&lon), "longitude {lon}");
+    assert_eq!(
+        officer.get("api/patches?county=320902").1["features"],
+        json!([])
+    );
+    assert_eq!(officer.get(&format!("api/patches/{own}")).0, 200);
+    for tampered in [
+        other.clone(),
+        "320901999999999".to_string(),
+        "..%2F..%2Fledger.sqlite".to_string(),
+    ] {
+        let (code, body) = officer.get(&format!("api/patches/{tampered}"));
+        assert_eq!(code, 404, "{tampered}: {body}");
+        assert_eq!(body, json!({"error": "no such patch"}), "{tampered}");
+        assert_eq!(officer.set_status(&tampered, "dispatched").0, 404);
+    }
+    // A state change needs the session's CSRF token.
+    let change = json!({"status": "dispatched"});
+    let path = format!("api/patches/{own}/status");
+    assert_eq!(officer.post(&path, change.clone(), Some("forged")).0, 403);
+    let mut no_token = Client::anonymous(&base);
+    no_token.cookie = officer.cookie.clone();
+    assert_eq!(no_token.post(&path, change, None).0, 403);
+    // The lifecycle's rules, with the allowed moves named.
+    let (code, body) = officer.set_status(&own, "rectifying");
+    assert_eq!(code, 409, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("dispatched"),
+        "{body}"
+    );
+    assert_eq!(officer.set_status(&own, "dispatched").0, 200);
+
+    // The inspector: the field step, not the officer's decisions.
+    let inspector = Client::logged_in(&base, "xihe-inspector");
+    assert_eq!(inspector.set_status(&own, "verifying").0, 200);
+    assert_eq!(inspector.set_status(&own, "rectification_required").0, 403);
+    // The officer may not take the authority's decisions.
+    let (code, body) = officer.post(
+        &format!("api/patches/{own}/status"),
+        json!({"status": "evidence_submitted", "evidence": "合法批准"}),
+        None,
+    );
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(officer.set_status(&own, "accepted").0, 403);
+
+    // The other county's officer sees its own county only.
+    let donghu = Client::logged_in(&base, "donghu-officer");
+    assert_eq!(counties(&donghu.get("api/patches").1), ["320902"]);
+    assert_eq!(donghu.get(&format!("api/patches/{own}")).0, 404);
+    assert_eq!(donghu.set_status(&own, "accepted").0, 404);
+
+    // The auditor reads every county and changes nothing.
+    let auditor = Client::logged_in(&base, "auditor");
+    assert_eq!(
+        counties(&auditor.get("api/patches").1),
+        ["320901", "320902"]
+    );
+    assert_eq!(auditor.get(&format!("api/patches/{other}")).0, 200);
+    assert_eq!(auditor.set_status(&own, "accepted").0, 403);
+
+    // The admin decides.
+    let admin = Client::logged_in(&base, "admin");
+    assert_eq!(admin.set_status(&own, "accepted").0, 200);
+    let (_, card) = admin.get(&format!("api/patches/{own}"));
+    assert_eq!(card["patch"]["status"], "accepted");
+    let who: Vec<&str> = card["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["who"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        who,
+        [
+            "gengbao run",
+            "xihe-officer (portal, 127.0.0.1)",
+            "xihe-inspector (portal, 127.0.0.1)",
+            "xihe-officer (portal, 127.0.0.1)",
+            "admin (portal, 127.0.0.1)"
+        ]
+    );
+
+    // Logging out ends the session; a disabled account's session ends too.
+    assert_eq!(admin.post("api/logout", json!({}), None).0, 204);
+    assert_eq!(admin.get("api/patches").0, 401);
+    accounts.disable("auditor").unwrap();
+    assert_eq!(auditor.get("api/patches").0, 401);
+    let (code, body) = Client::anonymous(&base).log_in("auditor", PASSWORD);
+    assert_eq!(code, 401, "{body}");
+
+    // Five wrong passwords lock the account: the right one then fails too, with the same
+    // answer as an unknown name.
+    let mut guesser = Client::anonymous(&base);
+    for _ in 0..5 {
+        assert_eq!(guesser.log_in("donghu-officer", "guess guess guess").0, 401);
+    }
+    let locked = guesser.log_in("donghu-officer", PASSWORD).1;
+    assert_eq!(locked, guesser.log_in("nobody-at-all", PASSWORD).1);
+    accounts
+        .reset("donghu-officer", "a new long password")
+        .unwrap();
+    assert_eq!(
+        guesser.log_in("donghu-officer", "a new long password").0,
+        200
+    );
+    let outcomes: Vec<String> = accounts
+        .logins()
+        .unwrap()
+        .into_iter()
+        .filter(|(_, name, _, _)| name == "donghu-officer")
+        .map(|(_, _, from, outcome)| format!("{from} {outcome}"))
+        .collect();
+    assert_eq!(outcomes.len(), 8, "{outcomes:?}");
+    assert!(outcomes.iter().all(|o| o.starts_with("127.0.0.1 ")));
+    assert!(outcomes[6].ends_with("locked"), "{outcomes:?}");
+}
