@@ -987,7 +987,7 @@ fn main_inner(cli: Cli) -> Result<u8> {
                 "gengbao portal for job {} on http://{listen}/",
                 cfg.job.name
             );
-            gengbao::portal::server::serve(cfg.layout().ledger_file(), &cfg.grid.crs, listen)?;
+            gengbao::portal::server::serve(&cfg, listen)?;
             Ok(0)
         }
         Command::Users { action } => users_command(action),

@@ -1,8 +1,9 @@
 //! The portal's HTTP API over the job's ledger (axum on tokio).
 //!
-//! Takes: the job's config (its ledger file and grid CRS) and an address to listen on.
-//! Gives: `POST /api/login`, `POST /api/logout`, `GET /api/patches` (GeoJSON in WGS 84),
-//! `GET /api/patches/{tbbh}`, `POST /api/patches/{tbbh}/status`.
+//! Takes: the job's config (its ledger file, grid CRS and output folder) and an address to
+//! listen on. Gives: `POST /api/login`, `POST /api/logout`, `GET /api/patches` (GeoJSON in
+//! WGS 84), `GET /api/patches/{tbbh}`, `POST /api/patches/{tbbh}/status`,
+//! `GET /api/packages/{period}/{XZQDM}.zip`.
 //!
 //! Rules every endpoint keeps:
 //! - no session: 401; a state change without the session's CSRF token (header
@@ -10,7 +11,10 @@
 //! - a patch of a county the account may not read answers exactly as a patch that does not
 //!   exist (404): no data, no hint;
 //! - status changes go through the ledger's lifecycle rules, as `ledger set-status` does;
-//!   an illegal one is refused (409) with the allowed ones;
+//!   an illegal one is refused (409) with the allowed ones; a change that names the status
+//!   it was made from (`from`) is refused (409) when someone else moved the patch first;
+//! - names from requests never become paths: a package is found by a parsed period and a
+//!   six-digit county code;
 //! - the session cookie is HttpOnly and SameSite=Strict; sessions live in this process and
 //!   end after [`IDLE_SECONDS`] without a request, at logout, or when the account is
 //!   disabled;
@@ -19,9 +23,12 @@
 //!   ([`super::accounts`]).
 
 use super::accounts::{Account, Accounts};
+use crate::domain::period::Period;
 use crate::domain::status::{Evidence, Status};
 use crate::engine::patches::SQM_PER_MU;
 use crate::error::{Error, Result};
+use crate::job::config::JobConfig;
+use crate::job::layout::OutputLayout;
 use crate::ledger::{Entry, Filter, Ledger};
 use axum::extract::{ConnectInfo, Path as UrlPath, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -34,7 +41,6 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 /// A session ends after this long without a request.
@@ -59,18 +65,22 @@ struct Session {
 struct Portal {
     ledger: Mutex<Ledger>,
     accounts: Mutex<Accounts>,
+    /// Where the dispatch packages are.
+    layout: OutputLayout,
     /// The ledger's outlines are in the job's grid CRS (as WKT).
     grid_crs: String,
     sessions: Mutex<HashMap<String, Session>>,
     failures: Mutex<HashMap<IpAddr, (u32, i64)>>,
 }
 
-/// The portal's routes over the ledger file `ledger` whose outlines are in `grid_crs`.
-pub fn router(ledger: PathBuf, grid_crs: &str) -> Result<Router> {
+/// The portal's routes over the ledger and the dispatch packages of the job `cfg`.
+pub fn router(cfg: &JobConfig) -> Result<Router> {
+    let ledger = cfg.layout().ledger_file();
     let portal = Portal {
         ledger: Mutex::new(Ledger::open_existing(&ledger)?),
         accounts: Mutex::new(Accounts::open(&ledger)?),
-        grid_crs: SpatialRef::from_definition(grid_crs)?.to_wkt()?,
+        layout: cfg.layout(),
+        grid_crs: SpatialRef::from_definition(&cfg.grid.crs)?.to_wkt()?,
         sessions: Mutex::new(HashMap::new()),
         failures: Mutex::new(HashMap::new()),
     };
@@ -80,23 +90,24 @@ pub fn router(ledger: PathBuf, grid_crs: &str) -> Result<Router> {
         .route("/api/patches", get(patches))
         .route("/api/patches/{tbbh}", get(patch))
         .route("/api/patches/{tbbh}/status", post(set_status))
+        .route("/api/packages/{period}/{file}", get(package))
         .with_state(Arc::new(portal)))
 }
 
 /// Serves the portal on `listen` until the process ends.
-pub fn serve(ledger: PathBuf, grid_crs: &str, listen: SocketAddr) -> Result<()> {
+pub fn serve(cfg: &JobConfig, listen: SocketAddr) -> Result<()> {
     let listener = std::net::TcpListener::bind(listen).map_err(|e| {
         Error::usage(
             format!("cannot listen on {listen} ({e})"),
             "choose a free address with --listen, e.g. 127.0.0.1:8081",
         )
     })?;
-    serve_on(listener, ledger, grid_crs)
+    serve_on(listener, cfg)
 }
 
 /// Serves the portal on a bound listener until the process ends.
-pub fn serve_on(listener: std::net::TcpListener, ledger: PathBuf, grid_crs: &str) -> Result<()> {
-    let app = router(ledger, grid_crs)?;
+pub fn serve_on(listener: std::net::TcpListener, cfg: &JobConfig) -> Result<()> {
+    let app = router(cfg)?;
     let failed =
         |e: std::io::Error| Error::usage(format!("the portal stopped ({e})"), "start it again");
     listener.set_nonblocking(true).map_err(failed)?;
@@ -416,6 +427,8 @@ struct StatusRequest {
     #[serde(default)]
     note: String,
     evidence: Option<String>,
+    /// The status the person saw: the change is refused when the patch has moved since.
+    from: Option<String>,
 }
 
 async fn set_status(
@@ -429,14 +442,21 @@ async fn set_status(
         Ok(found) => found,
         Err((code, message)) => return refusal(code, &message),
     };
-    let Some(entry) = portal.readable(&account, &tbbh) else {
+    // One lock from the read to the write: two people changing one patch are served in
+    // turn, and the second is told what the first did.
+    let mut ledger = portal.ledger.lock().expect("ledger");
+    let Some(entry) = ledger
+        .entry(&tbbh)
+        .ok()
+        .filter(|e| account.may_read(&e.county))
+    else {
         return not_found();
     };
-    let Some(to) = Status::parse(&request.status) else {
-        return refusal(
-            StatusCode::BAD_REQUEST,
-            &format!("no status {}", request.status),
-        );
+    let parse = |s: &str| Status::parse(s).ok_or(format!("no status {s}"));
+    let (to, seen) = match (parse(&request.status), request.from.as_deref().map(parse)) {
+        (Ok(to), None) => (to, None),
+        (Ok(to), Some(Ok(seen))) => (to, Some(seen)),
+        (Err(why), _) | (_, Some(Err(why))) => return refusal(StatusCode::BAD_REQUEST, &why),
     };
     let evidence = match request.evidence.as_deref().map(|e| (e, Evidence::parse(e))) {
         Some((e, None)) => {
@@ -455,20 +475,57 @@ async fn set_status(
             ),
         );
     }
+    if seen.is_some_and(|s| s != entry.status) {
+        return refusal(
+            StatusCode::CONFLICT,
+            &format!(
+                "{tbbh} was moved meanwhile: it is now {}",
+                entry.status.both()
+            ),
+        );
+    }
     let who = format!("{} (portal, {})", account.name, from.ip());
-    let changed = portal.ledger.lock().expect("ledger").set_status(
-        &tbbh,
-        &entry.county,
-        to,
-        &who,
-        &request.note,
-        evidence,
-        &[],
-    );
+    let changed = ledger.set_status(&tbbh, &entry.county, to, &who, &request.note, evidence, &[]);
     match changed {
         Ok(()) => answer(StatusCode::OK, json!({"tbbh": tbbh, "status": to.code()})),
         // The lifecycle's refusal names the allowed moves.
         Err(e @ Error::Usage { .. }) => refusal(StatusCode::CONFLICT, &e.to_string()),
         Err(e) => server_error(e),
+    }
+}
+
+async fn package(
+    State(portal): Shared,
+    headers: HeaderMap,
+    UrlPath((period, file)): UrlPath<(String, String)>,
+) -> Response {
+    let (account, _) = match portal.account(&headers, false) {
+        Ok(found) => found,
+        Err((code, message)) => return refusal(code, &message),
+    };
+    let missing = || refusal(StatusCode::NOT_FOUND, "no such package");
+    let county = file
+        .strip_suffix(".zip")
+        .filter(|c| c.len() == 6 && c.bytes().all(|b| b.is_ascii_digit()));
+    let (Ok(period), Some(county)) = (period.parse::<Period>(), county) else {
+        return missing();
+    };
+    if !account.may_read(county) {
+        return missing();
+    }
+    let zip = portal.layout.package(period, county).with_extension("zip");
+    match std::fs::read(&zip) {
+        Ok(bytes) => {
+            let disposition = format!("attachment; filename=\"{county}_{period}.zip\"");
+            (
+                [
+                    (header::CONTENT_TYPE, "application/zip".to_string()),
+                    (header::CONTENT_DISPOSITION, disposition),
+                ],
+                bytes,
+            )
+                .into_response()
+        }
+        Err(_) => missing(),
     }
 }

@@ -147,9 +147,8 @@ fn each_role_reaches_its_own_county_and_nothing_else() {
     }
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let base = format!("http://{}/", listener.local_addr().unwrap());
-    let crs = cfg.grid.crs.clone();
-    let served = ledger_file.clone();
-    std::thread::spawn(move || gengbao::portal::server::serve_on(listener, served, &crs));
+    let served = cfg.clone();
+    std::thread::spawn(move || gengbao::portal::server::serve_on(listener, &served));
 
     // Without a session: nothing.
     let nobody = Client::anonymous(&base);
@@ -198,9 +197,17 @@ fn each_role_reaches_its_own_county_and_nothing_else() {
     );
     assert_eq!(officer.set_status(&own, "dispatched").0, 200);
 
-    // The inspector: the field step, not the officer's decisions.
+    // The inspector: the field step, not the officer's decisions. Two people move the patch
+    // from what they both saw: the first wins, the second is told.
     let inspector = Client::logged_in(&base, "xihe-inspector");
-    assert_eq!(inspector.set_status(&own, "verifying").0, 200);
+    let from_dispatched = json!({"status": "verifying", "from": "dispatched"});
+    assert_eq!(inspector.post(&path, from_dispatched.clone(), None).0, 200);
+    let (code, body) = officer.post(&path, from_dispatched, None);
+    assert_eq!(code, 409, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("moved meanwhile"),
+        "{body}"
+    );
     assert_eq!(inspector.set_status(&own, "rectification_required").0, 403);
     // The officer may not take the authority's decisions.
     let (code, body) = officer.post(
@@ -246,6 +253,35 @@ fn each_role_reaches_its_own_county_and_nothing_else() {
             "xihe-officer (portal, 127.0.0.1)",
             "admin (portal, 127.0.0.1)"
         ]
+    );
+
+    // Dispatch packages: a county's own, by period and code; never another's, never a path.
+    let last = *city.periods.last().unwrap();
+    gengbao::export_packages(&cfg, last, &[], true).unwrap();
+    let (code, _) = officer.get(&format!("api/packages/{last}/320901.zip"));
+    assert_eq!(code, 200);
+    let zip = ureq::get(&format!("{base}api/packages/{last}/320901.zip"))
+        .set("Cookie", officer.cookie.as_deref().unwrap())
+        .call()
+        .unwrap();
+    assert_eq!(zip.content_type(), "application/zip");
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(&mut zip.into_reader(), &mut bytes).unwrap();
+    assert!(bytes.starts_with(b"PK"), "not a zip");
+    for refused in [
+        format!("api/packages/{last}/320902.zip"),
+        format!("api/packages/{last}/..%2F..%2Fledger.sqlite"),
+        "api/packages/2099-P1/320901.zip".to_string(),
+    ] {
+        assert_eq!(officer.get(&refused).0, 404, "{refused}");
+    }
+    assert_eq!(
+        nobody.get(&format!("api/packages/{last}/320901.zip")).0,
+        401
+    );
+    assert_eq!(
+        auditor.get(&format!("api/packages/{last}/320902.zip")).0,
+        200
     );
 
     // Logging out ends the session; a disabled account's session ends too.
