@@ -280,6 +280,9 @@ enum Command {
         /// front when it leaves the machine).
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: std::net::SocketAddr,
+        /// A site photo taken farther than this from its patch (metres) is flagged.
+        #[arg(long, default_value_t = 200.0)]
+        evidence_distance_m: f64,
     },
     /// The portal's accounts: add, list, disable, reset a password.
     Users {
@@ -981,13 +984,17 @@ fn main_inner(cli: Cli) -> Result<u8> {
             zip,
         } => export(&config, period, &counties, zip),
         Command::Ledger { action } => ledger_command(action),
-        Command::Serve { config, listen } => {
+        Command::Serve {
+            config,
+            listen,
+            evidence_distance_m,
+        } => {
             let cfg = JobConfig::load(&config)?;
             say!(
                 "gengbao portal for job {} on http://{listen}/",
                 cfg.job.name
             );
-            gengbao::portal::server::serve(&cfg, listen)?;
+            gengbao::portal::server::serve(&cfg, listen, evidence_distance_m)?;
             Ok(0)
         }
         Command::Users { action } => users_command(action),

@@ -51,6 +51,11 @@ impl OutputLayout {
         PeriodFiles::in_dir(self.root.join(period.to_string()))
     }
 
+    /// The evidence files inspectors uploaded through the portal, stored by content.
+    pub fn evidence(&self) -> PathBuf {
+        self.root.join("evidence")
+    }
+
     /// A county's dispatch package of `period` (a folder; its zip has the `.zip` extension).
     pub fn package(&self, period: Period, county: &str) -> PathBuf {
         self.root

@@ -109,6 +109,11 @@ impl Account {
         }
     }
 
+    /// Whether the account may add evidence to a patch of `county`.
+    pub fn may_add_evidence(&self, county: &str) -> bool {
+        self.may_read(county) && self.role != Role::Auditor
+    }
+
     /// Whether the account may move a patch of `county` to `to` (the lifecycle's own rules
     /// apply after this).
     pub fn may_move(&self, county: &str, to: Status) -> bool {

@@ -23,6 +23,7 @@
 //!   ([`super::accounts`]).
 
 use super::accounts::{Account, Accounts};
+use super::evidence::{EvidenceStore, Patch, MAX_BYTES};
 use crate::domain::period::Period;
 use crate::domain::status::{Evidence, Status};
 use crate::engine::patches::SQM_PER_MU;
@@ -30,7 +31,7 @@ use crate::error::{Error, Result};
 use crate::job::config::JobConfig;
 use crate::job::layout::OutputLayout;
 use crate::ledger::{Entry, Filter, Ledger};
-use axum::extract::{ConnectInfo, Path as UrlPath, Query, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Multipart, Path as UrlPath, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -65,6 +66,9 @@ struct Session {
 struct Portal {
     ledger: Mutex<Ledger>,
     accounts: Mutex<Accounts>,
+    evidence: Mutex<EvidenceStore>,
+    /// How far from its patch a photo may be taken without a warning.
+    evidence_distance_m: f64,
     /// Where the dispatch packages are.
     layout: OutputLayout,
     /// The ledger's outlines are in the job's grid CRS (as WKT).
@@ -74,11 +78,13 @@ struct Portal {
 }
 
 /// The portal's routes over the ledger and the dispatch packages of the job `cfg`.
-pub fn router(cfg: &JobConfig) -> Result<Router> {
+pub fn router(cfg: &JobConfig, evidence_distance_m: f64) -> Result<Router> {
     let ledger = cfg.layout().ledger_file();
     let portal = Portal {
         ledger: Mutex::new(Ledger::open_existing(&ledger)?),
         accounts: Mutex::new(Accounts::open(&ledger)?),
+        evidence: Mutex::new(EvidenceStore::open(&ledger, &cfg.layout().evidence())?),
+        evidence_distance_m,
         layout: cfg.layout(),
         grid_crs: SpatialRef::from_definition(&cfg.grid.crs)?.to_wkt()?,
         sessions: Mutex::new(HashMap::new()),
@@ -90,24 +96,32 @@ pub fn router(cfg: &JobConfig) -> Result<Router> {
         .route("/api/patches", get(patches))
         .route("/api/patches/{tbbh}", get(patch))
         .route("/api/patches/{tbbh}/status", post(set_status))
+        .route(
+            "/api/patches/{tbbh}/evidence",
+            post(add_evidence).layer(DefaultBodyLimit::max(MAX_BYTES + (64 << 10))),
+        )
         .route("/api/packages/{period}/{file}", get(package))
         .with_state(Arc::new(portal)))
 }
 
 /// Serves the portal on `listen` until the process ends.
-pub fn serve(cfg: &JobConfig, listen: SocketAddr) -> Result<()> {
+pub fn serve(cfg: &JobConfig, listen: SocketAddr, evidence_distance_m: f64) -> Result<()> {
     let listener = std::net::TcpListener::bind(listen).map_err(|e| {
         Error::usage(
             format!("cannot listen on {listen} ({e})"),
             "choose a free address with --listen, e.g. 127.0.0.1:8081",
         )
     })?;
-    serve_on(listener, cfg)
+    serve_on(listener, cfg, evidence_distance_m)
 }
 
 /// Serves the portal on a bound listener until the process ends.
-pub fn serve_on(listener: std::net::TcpListener, cfg: &JobConfig) -> Result<()> {
-    let app = router(cfg)?;
+pub fn serve_on(
+    listener: std::net::TcpListener,
+    cfg: &JobConfig,
+    evidence_distance_m: f64,
+) -> Result<()> {
+    let app = router(cfg, evidence_distance_m)?;
     let failed =
         |e: std::io::Error| Error::usage(format!("the portal stopped ({e})"), "start it again");
     listener.set_nonblocking(true).map_err(failed)?;
@@ -403,11 +417,12 @@ async fn patch(
         return not_found();
     };
     let ledger = portal.ledger.lock().expect("ledger");
-    let found = ledger
-        .sightings(&tbbh)
-        .and_then(|s| Ok((s, ledger.history(Some(&tbbh), None)?)));
+    let found = ledger.sightings(&tbbh).and_then(|s| {
+        let evidence = portal.evidence.lock().expect("evidence").of(&tbbh)?;
+        Ok((s, ledger.history(Some(&tbbh), None)?, evidence))
+    });
     match found {
-        Ok((sightings, history)) => answer(
+        Ok((sightings, history, evidence)) => answer(
             StatusCode::OK,
             json!({
                 "patch": properties(&entry),
@@ -415,6 +430,7 @@ async fn patch(
                     "period": period, "area_m2": area, "confidence": confidence,
                 })).collect::<Vec<_>>(),
                 "history": history,
+                "evidence": evidence,
             }),
         ),
         Err(e) => server_error(e),
@@ -527,5 +543,85 @@ async fn package(
                 .into_response()
         }
         Err(_) => missing(),
+    }
+}
+
+async fn add_evidence(
+    State(portal): Shared,
+    ConnectInfo(from): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    UrlPath(tbbh): UrlPath<String>,
+    mut form: Multipart,
+) -> Response {
+    let (account, _) = match portal.account(&headers, true) {
+        Ok(found) => found,
+        Err((code, message)) => return refusal(code, &message),
+    };
+    let Some(entry) = portal.readable(&account, &tbbh) else {
+        return not_found();
+    };
+    if !account.may_add_evidence(&entry.county) {
+        return refusal(
+            StatusCode::FORBIDDEN,
+            &format!("a {} account may not add evidence", account.role.code()),
+        );
+    }
+    let (mut file, mut note) = (None, String::new());
+    loop {
+        match form.next_field().await {
+            Ok(Some(field)) => {
+                let name = field.name().unwrap_or("").to_string();
+                let sent_name = field.file_name().unwrap_or("").to_string();
+                match field.bytes().await {
+                    Ok(bytes) if name == "file" => file = Some((bytes, sent_name)),
+                    Ok(bytes) if name == "note" => {
+                        note = String::from_utf8_lossy(&bytes).chars().take(2000).collect()
+                    }
+                    Ok(_) => {}
+                    Err(e) => return refusal(e.status(), &e.body_text()),
+                }
+            }
+            Ok(None) => break,
+            Err(e) => return refusal(e.status(), &e.body_text()),
+        }
+    }
+    let Some((bytes, sent_name)) = file else {
+        return refusal(StatusCode::BAD_REQUEST, "no `file` field in the form");
+    };
+    if bytes.len() > MAX_BYTES {
+        return refusal(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &format!("the file is larger than {} MiB", MAX_BYTES >> 20),
+        );
+    }
+    let outline = match portal.ledger.lock().expect("ledger").outline(&tbbh) {
+        Ok(o) => o,
+        Err(e) => return server_error(e),
+    };
+    let (Ok(grid_crs), Ok(period)) = (
+        SpatialRef::from_wkt(&portal.grid_crs),
+        entry.last_period.parse::<Period>(),
+    ) else {
+        return server_error(Error::usage("the ledger's CRS or period", "check the job"));
+    };
+    let patch = Patch {
+        tbbh: &tbbh,
+        outline: &outline,
+        grid_crs: &grid_crs,
+        period,
+    };
+    let who = format!("{} (portal, {})", account.name, from.ip());
+    let added = portal.evidence.lock().expect("evidence").add(
+        &patch,
+        &bytes,
+        &sent_name,
+        &note,
+        &who,
+        portal.evidence_distance_m,
+    );
+    match added {
+        Ok(file) => answer(StatusCode::CREATED, json!(file)),
+        Err(e @ Error::Usage { .. }) => refusal(StatusCode::UNSUPPORTED_MEDIA_TYPE, &e.to_string()),
+        Err(e) => server_error(e),
     }
 }

@@ -94,6 +94,29 @@ impl Client {
         (code, body)
     }
 
+    /// Uploads `bytes` as the form field `file` named `name`, with a note.
+    fn upload(&self, tbbh: &str, name: &str, bytes: &[u8]) -> (u16, Value) {
+        let boundary = "gengbao-test-boundary-7f3a";
+        let mut body = format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"note\"\r\n\r\n现场照片\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{name}\"\r\nContent-Type: image/jpeg\r\n\r\n"
+        )
+        .into_bytes();
+        body.extend_from_slice(bytes);
+        body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+        let mut request = ureq::post(&format!("{}api/patches/{tbbh}/evidence", self.base)).set(
+            "Content-Type",
+            &format!("multipart/form-data; boundary={boundary}"),
+        );
+        if let Some(c) = &self.cookie {
+            request = request.set("Cookie", c);
+        }
+        if let Some(token) = &self.csrf {
+            request = request.set("X-CSRF-Token", token);
+        }
+        let (code, body, _) = reply(request.send_bytes(&body));
+        (code, body)
+    }
+
     fn set_status(&self, tbbh: &str, status: &str) -> (u16, Value) {
         self.post(
             &format!("api/patches/{tbbh}/status"),
@@ -101,6 +124,32 @@ impl Client {
             None,
         )
     }
+}
+
+/// A small JPEG whose EXIF says it was taken at (lon, lat) at `taken` (`YYYY:MM:DD HH:MM:SS`).
+fn site_photo(dir: &std::path::Path, lon: f64, lat: f64, taken: &str) -> Vec<u8> {
+    use gdal::Metadata;
+    let dms = |v: f64| {
+        let d = v.abs().floor();
+        let m = ((v.abs() - d) * 60.0).floor();
+        let s = ((v.abs() - d) * 60.0 - m) * 60.0;
+        format!("({d}) ({m}) ({s:.4})")
+    };
+    let mem = gdal::DriverManager::get_driver_by_name("MEM").unwrap();
+    let mut m = mem.create_with_band_type::<u8, _>("", 16, 16, 3).unwrap();
+    for (key, value) in [
+        ("EXIF_GPSLatitude", dms(lat)),
+        ("EXIF_GPSLatitudeRef", "N".to_string()),
+        ("EXIF_GPSLongitude", dms(lon)),
+        ("EXIF_GPSLongitudeRef", "E".to_string()),
+        ("EXIF_DateTimeOriginal", taken.to_string()),
+    ] {
+        m.set_metadata_item(key, &value, "").unwrap();
+    }
+    let path = dir.join(format!("photo-{lon}-{lat}.jpg"));
+    let jpeg = gdal::DriverManager::get_driver_by_name("JPEG").unwrap();
+    m.create_copy(&jpeg, &path, &Default::default()).unwrap();
+    std::fs::read(&path).unwrap()
 }
 
 /// The counties of the features of a GeoJSON answer.
@@ -148,7 +197,7 @@ fn each_role_reaches_its_own_county_and_nothing_else() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let base = format!("http://{}/", listener.local_addr().unwrap());
     let served = cfg.clone();
-    std::thread::spawn(move || gengbao::portal::server::serve_on(listener, &served));
+    std::thread::spawn(move || gengbao::portal::server::serve_on(listener, &served, 200.0));
 
     // Without a session: nothing.
     let nobody = Client::anonymous(&base);
@@ -218,6 +267,53 @@ fn each_role_reaches_its_own_county_and_nothing_else() {
     assert_eq!(code, 200, "{body}");
     assert_eq!(officer.set_status(&own, "accepted").0, 403);
 
+    // Evidence: a site photo on the patch, one 5 km away and years old, each checked against
+    // the patch by its EXIF; files told by their content, stored once by it.
+    let first_of_own = list["features"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["properties"]["tbbh"] == own.as_str())
+        .unwrap();
+    let corner = first_of_own["geometry"]["coordinates"][0][0].clone();
+    let (lon, lat) = (corner[0].as_f64().unwrap(), corner[1].as_f64().unwrap());
+    let on_site = site_photo(tmp.path(), lon, lat, "2026:03:14 10:20:00");
+    let (code, body) = inspector.upload(&own, "../../etc/passwd.jpg", &on_site);
+    assert_eq!(code, 201, "{body}");
+    assert!(
+        body["distance_m"].as_f64().is_some_and(|d| d < 1.0),
+        "{body}"
+    );
+    let (code, body) = inspector.upload(
+        &own,
+        "far.jpg",
+        &site_photo(tmp.path(), lon + 0.05, lat, "2019:05:01 09:00:00"),
+    );
+    assert_eq!(code, 201, "{body}");
+    let warnings = body["warnings"].to_string();
+    assert!(
+        warnings.contains("m from the patch") && warnings.contains("before period"),
+        "{body}"
+    );
+    assert_eq!(inspector.upload(&own, "again.jpg", &on_site).0, 201);
+    let stored = crate::common::entries(&cfg.layout().evidence());
+    assert_eq!(stored.len(), 2, "{stored:?}");
+    let (code, body) = inspector.upload(&own, "photo.jpg", b"MZ\x90\x00 not a photo");
+    assert_eq!(code, 415, "{body}");
+    let mut oversized = on_site.clone();
+    oversized.resize(gengbao::portal::evidence::MAX_BYTES + 1, 0);
+    assert_eq!(inspector.upload(&own, "big.jpg", &oversized).0, 413);
+    assert_eq!(inspector.upload(&other, "photo.jpg", &on_site).0, 404);
+    let (_, card) = officer.get(&format!("api/patches/{own}"));
+    let evidence = card["evidence"].as_array().unwrap();
+    assert_eq!(evidence.len(), 3, "{card}");
+    assert_eq!(evidence[0]["sent_name"], "../../etc/passwd.jpg");
+    assert_eq!(evidence[0]["note"], "现场照片");
+    assert!(evidence[0]["who"]
+        .as_str()
+        .unwrap()
+        .starts_with("xihe-inspector"));
+
     // The other county's officer sees its own county only.
     let donghu = Client::logged_in(&base, "donghu-officer");
     assert_eq!(counties(&donghu.get("api/patches").1), ["320902"]);
@@ -232,6 +328,7 @@ fn each_role_reaches_its_own_county_and_nothing_else() {
     );
     assert_eq!(auditor.get(&format!("api/patches/{other}")).0, 200);
     assert_eq!(auditor.set_status(&own, "accepted").0, 403);
+    assert_eq!(auditor.upload(&own, "photo.jpg", &on_site).0, 403);
 
     // The admin decides.
     let admin = Client::logged_in(&base, "admin");
