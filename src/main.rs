@@ -809,7 +809,8 @@ fn demo(out: &Path, size: usize) -> Result<u8> {
     let cfg = JobConfig::load(&city.job_config)?;
     let last = *city.periods.last().expect("periods");
     say!("\ndispatch packages of the latest period ({last}):");
-    for s in export_packages(&cfg, last, &[], false)? {
+    let packages = export_packages(&cfg, last, &[], true)?;
+    for s in &packages {
         say!(
             "   {} ({} patches, open report.html)",
             s.dir.display(),
@@ -820,6 +821,29 @@ fn demo(out: &Path, size: usize) -> Result<u8> {
         "planted truth for comparison: {}",
         city_dir.join("truth").join("changes.gpkg").display()
     );
+    // Demo accounts with fresh random passwords: one officer and one inspector per county.
+    use gengbao::portal::{Accounts, Role};
+    let accounts = Accounts::open(&cfg.layout().ledger_file())?;
+    let mut demo_accounts = vec![("demo-admin".to_string(), Role::Admin, None)];
+    for s in &packages {
+        for (suffix, role) in [("officer", Role::County), ("inspector", Role::Inspector)] {
+            let county = Some(s.county.clone());
+            demo_accounts.push((format!("{}-{suffix}", s.county), role, county));
+        }
+    }
+    say!(
+        "\nthe inspectors' portal (its HTTP API; the map page is not built yet): gengbao serve --config {}\n  then POST {{\"name\", \"password\"}} to http://127.0.0.1:8080/api/login as (name / password / role):",
+        city.job_config.display()
+    );
+    for (name, role, county) in demo_accounts {
+        let password = gengbao::portal::accounts::random_password();
+        accounts.add(&name, role, county.as_deref(), &password)?;
+        say!(
+            "   {name} / {password} / {}{}",
+            role.code(),
+            county.map(|c| format!(" of {c}")).unwrap_or_default()
+        );
+    }
     Ok(0)
 }
 

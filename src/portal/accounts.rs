@@ -342,6 +342,18 @@ impl Accounts {
     }
 }
 
+/// A password of 16 letters and digits from the system's random source (the demo's
+/// accounts).
+pub fn random_password() -> String {
+    const CHARS: &[u8] = b"abcdefghjkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789";
+    let mut bytes = [0u8; 16];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    bytes
+        .iter()
+        .map(|b| CHARS[usize::from(*b) % CHARS.len()] as char)
+        .collect()
+}
+
 /// An argon2id hash of a password no account has, checked against unknown names.
 const DUMMY_HASH: &str =
     "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$0Yf2pPZ2yQnq1lRXXbX3GUdGk9mNn2uQ7A1hOe1rkVk";
