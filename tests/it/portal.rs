@@ -415,3 +415,124 @@ fn each_role_reaches_its_own_county_and_nothing_else() {
     assert!(outcomes.iter().all(|o| o.starts_with("127.0.0.1 ")));
     assert!(outcomes[6].ends_with("locked"), "{outcomes:?}");
 }
+
+/// Load on loopback: 50 sessions of the two counties' officers list, open and move their
+/// patches for `GENGBAO_PORTAL_LOAD_SECONDS` (default 60) seconds. Every request is answered
+/// (no 5xx), and nothing is lost: the ledger's history grows by exactly the moves the portal
+/// accepted, and each patch has gone exactly as many steps along its path as were accepted
+/// for it. Prints the median and 95th percentile latency of each kind of request.
+#[test]
+fn fifty_sessions_at_once_lose_nothing() {
+    use std::collections::BTreeMap;
+    use std::sync::{Arc, Mutex};
+    use std::time::{Duration, Instant};
+    let seconds: u64 = std::env::var("GENGBAO_PORTAL_LOAD_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(60);
+    let tmp = tempfile::tempdir().unwrap();
+    let city = city(&tmp.path().join("city"), 256, 3, 128);
+    let cfg = run_all(&city, None);
+    let ledger_file = cfg.layout().ledger_file();
+    let ledger = Ledger::open_existing(&ledger_file).unwrap();
+    let history_before = ledger.history(None, None).unwrap().len();
+    let accounts = Accounts::open(&ledger_file).unwrap();
+    for county in ["320901", "320902"] {
+        accounts
+            .add(
+                &format!("{county}-officer"),
+                Role::County,
+                Some(county),
+                PASSWORD,
+            )
+            .unwrap();
+    }
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = format!("http://{}/", listener.local_addr().unwrap());
+    let served = cfg.clone();
+    std::thread::spawn(move || gengbao::portal::server::serve_on(listener, &served, 200.0));
+
+    // A county officer's path for a patch: one step at a time, each from the status before.
+    const PATH: [&str; 6] = [
+        "detected",
+        "dispatched",
+        "verifying",
+        "rectification_required",
+        "rectifying",
+        "rectified",
+    ];
+    let latencies: Arc<Mutex<BTreeMap<&str, Vec<f64>>>> = Arc::default();
+    let accepted: Arc<Mutex<BTreeMap<String, usize>>> = Arc::default();
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let sessions: Vec<_> = (0..50)
+        .map(|k| {
+            let (base, latencies, accepted) = (base.clone(), latencies.clone(), accepted.clone());
+            std::thread::spawn(move || {
+                let county = ["320901", "320902"][k % 2];
+                let client = Client::logged_in(&base, &format!("{county}-officer"));
+                let timed = |kind: &'static str, f: &dyn Fn() -> (u16, Value)| {
+                    let t = Instant::now();
+                    let (code, body) = f();
+                    let ms = t.elapsed().as_secs_f64() * 1000.0;
+                    latencies.lock().unwrap().entry(kind).or_default().push(ms);
+                    assert!(code < 500, "{kind}: {code} {body}");
+                    (code, body)
+                };
+                let mut turn = k;
+                while Instant::now() < deadline {
+                    let (_, list) = timed("list", &|| client.get("api/patches"));
+                    let features = list["features"].as_array().unwrap().clone();
+                    turn += 7;
+                    let chosen = &features[turn % features.len()]["properties"];
+                    let tbbh = chosen["tbbh"].as_str().unwrap().to_string();
+                    let (_, card) = timed("open", &|| client.get(&format!("api/patches/{tbbh}")));
+                    let status = card["patch"]["status"].as_str().unwrap().to_string();
+                    let Some(step) = PATH.iter().position(|s| *s == status) else {
+                        continue;
+                    };
+                    let Some(next) = PATH.get(step + 1) else {
+                        continue;
+                    };
+                    let body = json!({"status": next, "from": status});
+                    let path = format!("api/patches/{tbbh}/status");
+                    let (code, _) = timed("move", &|| client.post(&path, body.clone(), None));
+                    if code == 200 {
+                        *accepted.lock().unwrap().entry(tbbh).or_default() += 1;
+                    } else {
+                        assert_eq!(code, 409, "a refused move is a conflict");
+                    }
+                }
+            })
+        })
+        .collect();
+    for s in sessions {
+        s.join().unwrap();
+    }
+    let accepted = accepted.lock().unwrap().clone();
+    let moves: usize = accepted.values().sum();
+    let ledger = Ledger::open_existing(&ledger_file).unwrap();
+    assert_eq!(
+        ledger.history(None, None).unwrap().len(),
+        history_before + moves,
+        "the history holds every accepted move, once"
+    );
+    for (tbbh, steps) in &accepted {
+        assert_eq!(
+            ledger.entry(tbbh).unwrap().status.code(),
+            PATH[*steps],
+            "{tbbh}: {steps} moves accepted"
+        );
+    }
+    assert!(moves > 0);
+    for (kind, mut ms) in latencies.lock().unwrap().clone() {
+        ms.sort_by(f64::total_cmp);
+        let at = |q: f64| ms[((ms.len() - 1) as f64 * q) as usize];
+        println!(
+            "{kind}: {} requests, p50 {:.1} ms, p95 {:.1} ms",
+            ms.len(),
+            at(0.5),
+            at(0.95)
+        );
+    }
+    println!("{moves} moves accepted over {seconds} s, none lost");
+}
