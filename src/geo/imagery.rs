@@ -265,8 +265,9 @@ impl Catalog {
                 unplaced.extend(rasters);
                 continue;
             }
-            // An unpacked Landsat scene is dated and scaled by its MTL file, as its tar is.
-            let stated = match profile.name.starts_with("landsat") {
+            // An unpacked Landsat Level-2 scene is dated and scaled by its MTL file, as its
+            // tar is.
+            let stated = match landsat::is_surface_reflectance(profile) {
                 true => match landsat::scene_metadata(&entries, profile) {
                     Ok(stated) => stated,
                     Err(why) => {

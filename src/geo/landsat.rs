@@ -32,6 +32,12 @@ pub(crate) fn is_landsat_tar(p: &Path) -> bool {
     name.ends_with(".TAR") && sensor_profile(&name).is_some() && name.contains("_L2")
 }
 
+/// Whether `profile` reads Collection 2 Level-2 surface reflectance (whose MTL files state
+/// its scale), not Level-1 DNs.
+pub(crate) fn is_surface_reflectance(profile: &SensorProfile) -> bool {
+    matches!(profile.name, "landsat-oli-sr" | "landsat-tm-sr")
+}
+
 /// The profile a scene's sensor needs, from its name.
 fn sensor_profile(name: &str) -> Option<&'static str> {
     match name.get(..4)? {
@@ -117,8 +123,8 @@ pub(crate) struct SceneMetadata {
 
 /// What the MTL file among a scene's `files` states (the JSON one when both are there);
 /// `None` without one. An MTL file that does not state the date or the profile bands'
-/// scale and offset, or states another scale than the profile's, is what is wrong with
-/// the scene.
+/// scale and offset, states another scale than the profile's, or another spacecraft than
+/// the profile reads, is what is wrong with the scene.
 pub(crate) fn scene_metadata(
     files: &[PathBuf],
     profile: &SensorProfile,
@@ -149,6 +155,19 @@ pub(crate) fn scene_metadata(
             .get(&(group.to_string(), key.to_string()))
             .ok_or(format!("its {file} does not state {key} (group {group})"))
     };
+    // An unpacked scene has no name the catalog checks: its spacecraft is.
+    if let Ok(spacecraft) = field("IMAGE_ATTRIBUTES", "SPACECRAFT_ID") {
+        let wanted = match spacecraft.as_str() {
+            "LANDSAT_8" | "LANDSAT_9" => "landsat-oli-sr",
+            _ => "landsat-tm-sr",
+        };
+        if wanted != profile.name {
+            return Err(format!(
+                "its {file} says {spacecraft}, which the profile {} does not read: set `[imagery] sensor = \"{wanted}\"` or keep one sensor's scenes in the folder",
+                profile.name
+            ));
+        }
+    }
     let date = field("IMAGE_ATTRIBUTES", "DATE_ACQUIRED")?;
     let date = NaiveDate::parse_from_str(date, "%Y-%m-%d")
         .map_err(|_| format!("its {file} states DATE_ACQUIRED {date}, not a date"))?;
@@ -166,7 +185,7 @@ pub(crate) fn scene_metadata(
             number_of("REFLECTANCE_MULT_BAND_")?,
             number_of("REFLECTANCE_ADD_BAND_")?,
         );
-        if (scale / profile.scale - 1.0).abs() > 1e-4 {
+        if !(scale.is_finite() && add.is_finite()) || (scale / profile.scale - 1.0).abs() > 1e-4 {
             return Err(format!(
                 "its {file} scales {band} by {scale} per DN, not {}: it is not Collection 2 Level-2 surface reflectance",
                 profile.scale

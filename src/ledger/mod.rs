@@ -27,6 +27,9 @@ pub use returns::ReturnRow;
 
 pub(crate) use record::grain_share;
 pub(crate) use returns::{ImportReport, RECTIFICATION_VALUES, RESULT_VALUES};
+/// The ledger's clock and its errors, for the tables other parts keep in the ledger file
+/// (the portal's accounts and evidence).
+pub(crate) use store::{db_error, now};
 
 use crate::domain::period::Period;
 use crate::domain::status::{check_transition, By, Evidence, Status};
@@ -39,7 +42,7 @@ use rusqlite::{params, Connection, Transaction};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use store::{damaged_record, db_error, entry_from_row, entry_in, sighted_in, transition, SCHEMA};
+use store::{damaged_record, entry_from_row, entry_in, sighted_in, transition, SCHEMA};
 use By::Inspector;
 use Status::*;
 

@@ -55,12 +55,12 @@ CREATE TRIGGER IF NOT EXISTS history_no_delete BEFORE DELETE ON history
     BEGIN SELECT RAISE(ABORT, 'the history is append-only'); END;
 ";
 
-pub(super) fn now() -> String {
+pub(crate) fn now() -> String {
     chrono::Local::now().format("%Y-%m-%d %H:%M:%S").to_string()
 }
 
 /// A failed read or write of the ledger.
-pub(super) fn db_error(path: &Path) -> impl Fn(rusqlite::Error) -> Error + Copy + '_ {
+pub(crate) fn db_error(path: &Path) -> impl Fn(rusqlite::Error) -> Error + Copy + '_ {
     move |e| {
         use rusqlite::ErrorCode::*;
         let fix = match e.sqlite_error_code() {

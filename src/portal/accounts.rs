@@ -8,7 +8,7 @@
 
 use crate::domain::status::{Status, AUTHORITY_DECISIONS};
 use crate::error::{Error, Result};
-use crate::ledger::Ledger;
+use crate::ledger::{db_error, now, Ledger};
 use argon2::password_hash::{PasswordHash, SaltString};
 use argon2::{Argon2, PasswordHasher, PasswordVerifier};
 use rand::RngCore;
@@ -25,6 +25,7 @@ CREATE TABLE IF NOT EXISTS accounts (
     disabled INTEGER NOT NULL DEFAULT 0,
     failures INTEGER NOT NULL DEFAULT 0,
     locked_until INTEGER NOT NULL DEFAULT 0,
+    generation INTEGER NOT NULL DEFAULT 0,
     created TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS logins (
@@ -58,7 +59,7 @@ pub enum Role {
     /// for the county's returns.
     County,
     /// A field inspector: the county's patches; evidence, and the field steps (verifying,
-    /// evidence submitted), which the county officer then decides on.
+    /// evidence submitted).
     Inspector,
     /// Every county, read only.
     Auditor,
@@ -98,6 +99,9 @@ pub struct Account {
     /// The county (XZQDM) of a county officer or inspector.
     pub county: Option<String>,
     pub disabled: bool,
+    /// Raised when the account is disabled or its password reset: sessions opened before
+    /// end.
+    pub generation: i64,
 }
 
 impl Account {
@@ -159,11 +163,11 @@ impl Accounts {
     pub fn open(path: &Path) -> Result<Accounts> {
         // The ledger's own opening makes its tables and checks the file is a ledger.
         drop(Ledger::open_existing(path)?);
-        let conn = Connection::open(path).map_err(|e| db_error(path, e))?;
+        let conn = Connection::open(path).map_err(db_error(path))?;
         conn.busy_timeout(std::time::Duration::from_secs(30))
             .and_then(|_| conn.execute_batch("PRAGMA foreign_keys = ON;"))
             .and_then(|_| conn.execute_batch(SCHEMA))
-            .map_err(|e| db_error(path, e))?;
+            .map_err(db_error(path))?;
         Ok(Accounts {
             conn,
             path: path.to_path_buf(),
@@ -194,7 +198,7 @@ impl Accounts {
              ON CONFLICT (name) DO NOTHING",
             params![name, role.code(), county, hash, now()],
         );
-        match added.map_err(|e| db_error(&self.path, e))? {
+        match added.map_err(db_error(&self.path))? {
             0 => Err(Error::usage(
                 format!("an account named {name} exists"),
                 "choose another name, or `gengbao users reset` its password",
@@ -207,12 +211,12 @@ impl Accounts {
     pub fn list(&self) -> Result<Vec<Account>> {
         let mut stmt = self
             .conn
-            .prepare("SELECT name, role, county, disabled FROM accounts ORDER BY name")
-            .map_err(|e| db_error(&self.path, e))?;
+            .prepare("SELECT name, role, county, disabled, generation FROM accounts ORDER BY name")
+            .map_err(db_error(&self.path))?;
         let rows = stmt
             .query_map([], account_from_row)
             .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
-            .map_err(|e| db_error(&self.path, e))?;
+            .map_err(db_error(&self.path))?;
         Ok(rows)
     }
 
@@ -225,22 +229,19 @@ impl Accounts {
         )
     }
 
-    /// Sets a new password, enables the account and lifts a lock.
+    /// Sets a new password, enables the account and lifts a lock; sessions opened with the
+    /// old password end.
     pub fn reset(&self, name: &str, password: &str) -> Result<()> {
         let hash = hash_password(password)?;
         self.update(
             name,
-            "UPDATE accounts SET password = ?, disabled = 0, failures = 0, locked_until = 0 WHERE name = ?",
+            "UPDATE accounts SET password = ?, disabled = 0, failures = 0, locked_until = 0, generation = generation + 1 WHERE name = ?",
             params![hash, name],
         )
     }
 
     fn update(&self, name: &str, sql: &str, args: impl rusqlite::Params) -> Result<()> {
-        match self
-            .conn
-            .execute(sql, args)
-            .map_err(|e| db_error(&self.path, e))?
-        {
+        match self.conn.execute(sql, args).map_err(db_error(&self.path))? {
             0 => Err(Error::usage(
                 format!("no account named {name}"),
                 "`gengbao users list` shows the accounts",
@@ -254,16 +255,18 @@ impl Accounts {
     pub fn account(&self, name: &str) -> Result<Option<Account>> {
         self.conn
             .query_row(
-                "SELECT name, role, county, disabled FROM accounts WHERE name = ?",
+                "SELECT name, role, county, disabled, generation FROM accounts WHERE name = ?",
                 [name],
                 account_from_row,
             )
             .optional()
-            .map_err(|e| db_error(&self.path, e))
+            .map_err(db_error(&self.path))
     }
 
     /// Checks a login from `from` (an address) at `now_seconds` (Unix time) and records it.
-    /// A wrong password counts towards the lock; a right one clears the count.
+    /// A wrong password counts towards the lock; a right one clears the count. The password
+    /// is checked whatever the account's state (and against a dummy hash for an unknown
+    /// name), so that the time taken tells nothing about the name.
     pub fn log_in(
         &self,
         name: &str,
@@ -271,43 +274,47 @@ impl Accounts {
         from: &str,
         now_seconds: i64,
     ) -> Result<std::result::Result<Account, Refusal>> {
-        let row: Option<(String, i64, i64)> = self
+        let row = self
             .conn
             .query_row(
-                "SELECT password, failures, locked_until FROM accounts WHERE name = ?",
+                "SELECT name, role, county, disabled, generation, password, failures, locked_until
+                 FROM accounts WHERE name = ?",
                 [name],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                |r| {
+                    Ok((
+                        account_from_row(r)?,
+                        r.get::<_, String>(5)?,
+                        r.get::<_, i64>(6)?,
+                        r.get::<_, i64>(7)?,
+                    ))
+                },
             )
             .optional()
-            .map_err(|e| db_error(&self.path, e))?;
-        let account = self.account(name)?;
-        let outcome = match (row, account) {
-            (None, _) | (_, None) => {
-                // The same work as a real check, so that timing tells no names apart.
-                let _ = verify_password(password, DUMMY_HASH);
-                Err(Refusal::Unknown)
+            .map_err(db_error(&self.path))?;
+        let hash = row.as_ref().map_or(DUMMY_HASH, |r| r.1.as_str());
+        let right = verify_password(password, hash);
+        let outcome = match row {
+            None => Err(Refusal::Unknown),
+            Some((_, _, _, locked_until)) if locked_until > now_seconds => Err(Refusal::Locked),
+            Some((a, ..)) if a.disabled => Err(Refusal::Disabled),
+            Some((a, ..)) if right => {
+                self.exec(
+                    "UPDATE accounts SET failures = 0, locked_until = 0 WHERE name = ?",
+                    params![name],
+                )?;
+                Ok(a)
             }
-            (Some((_, _, locked_until)), _) if locked_until > now_seconds => Err(Refusal::Locked),
-            (Some(_), Some(a)) if a.disabled => Err(Refusal::Disabled),
-            (Some((hash, failures, _)), Some(a)) => {
-                if verify_password(password, &hash) {
-                    self.exec(
-                        "UPDATE accounts SET failures = 0, locked_until = 0 WHERE name = ?",
-                        params![name],
-                    )?;
-                    Ok(a)
-                } else {
-                    let failures = failures + 1;
-                    let locked_until = match failures >= LOCK_AFTER_FAILURES {
-                        true => now_seconds + LOCK_SECONDS,
-                        false => 0,
-                    };
-                    self.exec(
-                        "UPDATE accounts SET failures = ?, locked_until = ? WHERE name = ?",
-                        params![failures % LOCK_AFTER_FAILURES, locked_until, name],
-                    )?;
-                    Err(Refusal::WrongPassword)
-                }
+            Some((_, _, failures, _)) => {
+                let failures = failures + 1;
+                let locked_until = match failures >= LOCK_AFTER_FAILURES {
+                    true => now_seconds + LOCK_SECONDS,
+                    false => 0,
+                };
+                self.exec(
+                    "UPDATE accounts SET failures = ?, locked_until = ? WHERE name = ?",
+                    params![failures % LOCK_AFTER_FAILURES, locked_until, name],
+                )?;
+                Err(Refusal::WrongPassword)
             }
         };
         let recorded = match &outcome {
@@ -326,11 +333,11 @@ impl Accounts {
         let mut stmt = self
             .conn
             .prepare("SELECT at, name, from_address, outcome FROM logins ORDER BY id")
-            .map_err(|e| db_error(&self.path, e))?;
+            .map_err(db_error(&self.path))?;
         let rows = stmt
             .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
             .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
-            .map_err(|e| db_error(&self.path, e))?;
+            .map_err(db_error(&self.path))?;
         Ok(rows)
     }
 
@@ -338,7 +345,7 @@ impl Accounts {
         self.conn
             .execute(sql, args)
             .map(drop)
-            .map_err(|e| db_error(&self.path, e))
+            .map_err(db_error(&self.path))
     }
 }
 
@@ -358,13 +365,23 @@ pub fn random_password() -> String {
 const DUMMY_HASH: &str =
     "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$0Yf2pPZ2yQnq1lRXXbX3GUdGk9mNn2uQ7A1hOe1rkVk";
 
+/// An account from (name, role, county, disabled, generation). An unknown role is an error,
+/// never a guess that would open counties.
 fn account_from_row(r: &rusqlite::Row) -> rusqlite::Result<Account> {
     let role: String = r.get(1)?;
+    let role = Role::parse(&role).ok_or_else(|| {
+        rusqlite::Error::FromSqlConversionFailure(
+            1,
+            rusqlite::types::Type::Text,
+            format!("unknown role {role}").into(),
+        )
+    })?;
     Ok(Account {
         name: r.get(0)?,
-        role: Role::parse(&role).unwrap_or(Role::Auditor),
+        role,
         county: r.get(2)?,
         disabled: r.get::<_, i64>(3)? != 0,
+        generation: r.get(4)?,
     })
 }
 
@@ -406,18 +423,6 @@ fn verify_password(password: &str, hash: &str) -> bool {
     })
 }
 
-fn now() -> String {
-    chrono::Local::now().format("%Y-%m-%d %H:%M:%S").to_string()
-}
-
-fn db_error(path: &Path, e: rusqlite::Error) -> Error {
-    Error::input(
-        path,
-        e.to_string(),
-        "check that the ledger file is writable and that no other program holds it",
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -428,6 +433,7 @@ mod tests {
             role,
             county: county.map(String::from),
             disabled: false,
+            generation: 0,
         }
     }
 

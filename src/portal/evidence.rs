@@ -10,7 +10,8 @@
 
 use crate::domain::period::Period;
 use crate::error::{Error, Result};
-use gdal::spatial_ref::{CoordTransform, SpatialRef};
+use crate::ledger::{db_error, now};
+use gdal::spatial_ref::SpatialRef;
 use gdal::vector::Geometry;
 use rusqlite::{params, Connection};
 use serde::Serialize;
@@ -109,17 +110,10 @@ pub struct EvidenceStore {
 
 impl EvidenceStore {
     pub fn open(ledger_file: &Path, folder: &Path) -> Result<EvidenceStore> {
-        let db = |e: rusqlite::Error| {
-            Error::input(
-                ledger_file,
-                e.to_string(),
-                "check that the ledger file is writable and that no other program holds it",
-            )
-        };
-        let conn = Connection::open(ledger_file).map_err(db)?;
+        let conn = Connection::open(ledger_file).map_err(db_error(ledger_file))?;
         conn.busy_timeout(std::time::Duration::from_secs(30))
             .and_then(|_| conn.execute_batch(SCHEMA))
-            .map_err(db)?;
+            .map_err(db_error(ledger_file))?;
         Ok(EvidenceStore {
             conn,
             path: ledger_file.to_path_buf(),
@@ -158,7 +152,15 @@ impl EvidenceStore {
         };
         let mut warnings = Vec::new();
         let distance_m = match place {
-            Some((lon, lat)) => Some(distance_to(patch, lon, lat)?),
+            Some((lon, lat)) => match distance_to(patch, lon, lat) {
+                Ok(d) => Some(d),
+                Err(_) => {
+                    warnings.push(format!(
+                        "the photo's position ({lon}, {lat}) cannot be placed"
+                    ));
+                    None
+                }
+            },
             None if kind != Kind::Pdf => {
                 warnings.push("the photo states no position".to_string());
                 None
@@ -190,7 +192,7 @@ impl EvidenceStore {
             crate::job::checkpoint::write_atomically(&stored, bytes)?;
         }
         let file = EvidenceFile {
-            at: chrono::Local::now().format("%Y-%m-%d %H:%M:%S").to_string(),
+            at: now(),
             who: who.to_string(),
             sha256,
             kind: kind.extension().to_string(),
@@ -223,7 +225,7 @@ impl EvidenceStore {
                     file.warnings.join("\n"),
                 ],
             )
-            .map_err(|e| Error::input(&self.path, e.to_string(), "check the ledger file"))?;
+            .map_err(db_error(&self.path))?;
         Ok(file)
     }
 
@@ -257,7 +259,7 @@ impl EvidenceStore {
             })?;
             rows.collect()
         };
-        read().map_err(|e| Error::input(&self.path, e.to_string(), "check the ledger file"))
+        read().map_err(db_error(&self.path))
     }
 }
 
@@ -265,7 +267,7 @@ impl EvidenceStore {
 fn distance_to(patch: &Patch, lon: f64, lat: f64) -> Result<f64> {
     let mut grid = patch.grid_crs.clone();
     grid.set_axis_mapping_strategy(gdal::spatial_ref::AxisMappingStrategy::TraditionalGisOrder);
-    let to_grid = CoordTransform::new(&crate::geo::raster::lon_lat()?, &grid)?;
+    let to_grid = crate::geo::raster::transform_between(&crate::geo::raster::lon_lat()?, &grid)?;
     let mut point = Geometry::from_wkt(&format!("POINT ({lon} {lat})"))?;
     point.transform_inplace(&to_grid)?;
     // SAFETY: both handles are live geometries owned by the caller for the call's length;
@@ -318,7 +320,9 @@ fn photo_exif(bytes: &[u8]) -> (Option<(f64, f64)>, Option<String>) {
         };
         value.is_finite().then_some(sign * value)
     };
-    let place = degrees(Tag::GPSLongitude, b"W").zip(degrees(Tag::GPSLatitude, b"S"));
+    let place = degrees(Tag::GPSLongitude, b"W")
+        .zip(degrees(Tag::GPSLatitude, b"S"))
+        .filter(|(lon, lat)| lon.abs() <= 180.0 && lat.abs() <= 90.0);
     let taken = exif
         .get_field(Tag::DateTimeOriginal, In::PRIMARY)
         .or_else(|| exif.get_field(Tag::DateTime, In::PRIMARY))

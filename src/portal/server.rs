@@ -23,7 +23,7 @@
 //!   ([`super::accounts`]).
 
 use super::accounts::{Account, Accounts};
-use super::evidence::{EvidenceStore, Patch, MAX_BYTES};
+use super::evidence::{EvidenceStore, Kind, Patch, MAX_BYTES};
 use crate::domain::period::Period;
 use crate::domain::status::{Evidence, Status};
 use crate::engine::patches::SQM_PER_MU;
@@ -57,6 +57,8 @@ pub const LOGIN_REFUSED: &str =
 
 struct Session {
     name: String,
+    /// The account's generation at login: a reset or a disable since ends the session.
+    generation: i64,
     csrf: String,
     last_seen: i64,
 }
@@ -195,7 +197,7 @@ impl Portal {
     ) -> std::result::Result<(Account, String), Refused> {
         let no_session = || (StatusCode::UNAUTHORIZED, "log in first".to_string());
         let token = session_token(headers).ok_or_else(no_session)?;
-        let name = {
+        let (name, generation) = {
             let mut sessions = self.sessions.lock().expect("sessions");
             let now = unix_now();
             sessions.retain(|_, s| now - s.last_seen < IDLE_SECONDS);
@@ -210,7 +212,7 @@ impl Portal {
                 }
             }
             session.last_seen = now;
-            session.name.clone()
+            (session.name.clone(), session.generation)
         };
         let account = self
             .accounts
@@ -219,7 +221,7 @@ impl Portal {
             .account(&name)
             .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
         match account {
-            Some(a) if !a.disabled => Ok((a, token)),
+            Some(a) if !a.disabled && a.generation == generation => Ok((a, token)),
             _ => {
                 self.sessions.lock().expect("sessions").remove(&token);
                 Err(no_session())
@@ -234,10 +236,13 @@ impl Portal {
         account.may_read(&entry.county).then_some(entry)
     }
 
-    fn to_lon_lat(&self) -> Result<CoordTransform> {
+    fn to_lon_lat(&self) -> Result<std::rc::Rc<CoordTransform>> {
         let mut grid = SpatialRef::from_wkt(&self.grid_crs)?;
         grid.set_axis_mapping_strategy(gdal::spatial_ref::AxisMappingStrategy::TraditionalGisOrder);
-        Ok(CoordTransform::new(&grid, &crate::geo::raster::lon_lat()?)?)
+        Ok(crate::geo::raster::transform_between(
+            &grid,
+            &crate::geo::raster::lon_lat()?,
+        )?)
     }
 }
 
@@ -266,12 +271,24 @@ async fn login(
             );
         }
     }
-    let outcome = portal.accounts.lock().expect("accounts").log_in(
-        &request.name,
-        &request.password,
-        &from.ip().to_string(),
-        now,
-    );
+    // Checking a password takes tens of milliseconds of CPU: off the threads that serve the
+    // other requests.
+    let checking = portal.clone();
+    let outcome = tokio::task::spawn_blocking(move || {
+        checking.accounts.lock().expect("accounts").log_in(
+            &request.name,
+            &request.password,
+            &from.ip().to_string(),
+            now,
+        )
+    })
+    .await
+    .unwrap_or_else(|e| {
+        Err(Error::usage(
+            format!("the login check failed ({e})"),
+            "retry",
+        ))
+    });
     let account = match outcome {
         Ok(Ok(account)) => account,
         // One answer for every refusal: a locked or disabled account must not tell that
@@ -288,6 +305,7 @@ async fn login(
         session.clone(),
         Session {
             name: account.name.clone(),
+            generation: account.generation,
             csrf: csrf.clone(),
             last_seen: now,
         },
@@ -491,6 +509,15 @@ async fn set_status(
             ),
         );
     }
+    if to == Status::EvidenceSubmitted && evidence.is_none() {
+        return refusal(
+            StatusCode::BAD_REQUEST,
+            &format!(
+                "evidence submitted without its kind: add \"evidence\": one of {}",
+                Evidence::ALL.map(|e| e.label_zh()).join(" / ")
+            ),
+        );
+    }
     if seen.is_some_and(|s| s != entry.status) {
         return refusal(
             StatusCode::CONFLICT,
@@ -594,6 +621,12 @@ async fn add_evidence(
             &format!("the file is larger than {} MiB", MAX_BYTES >> 20),
         );
     }
+    if Kind::of(&bytes).is_none() {
+        return refusal(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "the file is not a JPEG or PNG photo or a PDF document (by its content)",
+        );
+    }
     let outline = match portal.ledger.lock().expect("ledger").outline(&tbbh) {
         Ok(o) => o,
         Err(e) => return server_error(e),
@@ -621,7 +654,7 @@ async fn add_evidence(
     );
     match added {
         Ok(file) => answer(StatusCode::CREATED, json!(file)),
-        Err(e @ Error::Usage { .. }) => refusal(StatusCode::UNSUPPORTED_MEDIA_TYPE, &e.to_string()),
+        Err(e @ Error::Usage { .. }) => refusal(StatusCode::BAD_REQUEST, &e.to_string()),
         Err(e) => server_error(e),
     }
 }

@@ -55,6 +55,15 @@ fn landsat_collection_2_folders_are_catalogued() {
     fs::write(&mtl, json.to_string()).unwrap();
     let cat = Catalog::scan(tmp.path(), profile, &Default::default()).unwrap();
     assert_eq!(cat.acquisitions[0].offset, Some(profile.add_offset));
+    // A Landsat 8 scene in a TM job is named with the profile to set, not read as TM bands.
+    fs::write(&mtl, json.to_string().replace("LANDSAT_5", "LANDSAT_8")).unwrap();
+    let err = Catalog::scan(tmp.path(), profile, &Default::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("LANDSAT_8") && err.contains("landsat-oli-sr"),
+        "{err}"
+    );
     // One that does not state the date is named, and the scene left out.
     fs::write(
         &mtl,
@@ -420,9 +429,9 @@ fn unreadable_products_are_named_with_the_fix() {
 /// A Collection 2 Level-2 MTL file in USGS's text form, with the acquisition date and a
 /// surface reflectance scale per DN of `scale` (offset -0.2) for bands 1 to 7, beside the
 /// Level-1 group's top-of-atmosphere numbers under the same names.
-fn mtl_text(date: &str, scale: &str) -> String {
+fn mtl_text(spacecraft: &str, date: &str, scale: &str) -> String {
     let mut t = String::from("GROUP = LANDSAT_METADATA_FILE\n  GROUP = IMAGE_ATTRIBUTES\n");
-    t += &format!("    SPACECRAFT_ID = \"LANDSAT_9\"\n    DATE_ACQUIRED = {date}\n");
+    t += &format!("    SPACECRAFT_ID = \"{spacecraft}\"\n    DATE_ACQUIRED = {date}\n");
     t += "  END_GROUP = IMAGE_ATTRIBUTES\n  GROUP = LEVEL2_SURFACE_REFLECTANCE_PARAMETERS\n";
     for b in 1..=7 {
         t += &format!(
@@ -452,7 +461,7 @@ fn landsat_tar(dir: &Path, scene: &str, bands: &[&str], scale: &str) -> std::pat
     let date = format!("{}-{}-{}", &date[..4], &date[4..6], &date[6..]);
     fs::write(
         files.join(format!("{scene}_MTL.txt")),
-        mtl_text(&date, scale),
+        mtl_text(&format!("LANDSAT_{}", &scene[3..4]), &date, scale),
     )
     .unwrap();
     names.push(format!("{scene}_MTL.txt"));

@@ -160,6 +160,7 @@ fn counties(collection: &Value) -> Vec<String> {
         .iter()
         .map(|f| f["properties"]["county"].as_str().unwrap().to_string())
         .collect();
+    found.sort();
     found.dedup();
     found
 }
@@ -258,6 +259,8 @@ fn each_role_reaches_its_own_county_and_nothing_else() {
         "{body}"
     );
     assert_eq!(inspector.set_status(&own, "rectification_required").0, 403);
+    // Evidence submitted must say its kind.
+    assert_eq!(officer.set_status(&own, "evidence_submitted").0, 400);
     // The officer may not take the authority's decisions.
     let (code, body) = officer.post(
         &format!("api/patches/{own}/status"),
@@ -400,6 +403,11 @@ fn each_role_reaches_its_own_county_and_nothing_else() {
     accounts
         .reset("donghu-officer", "a new long password")
         .unwrap();
+    assert_eq!(
+        donghu.get("api/patches").0,
+        401,
+        "a session opened with the old password ends"
+    );
     assert_eq!(
         guesser.log_in("donghu-officer", "a new long password").0,
         200
