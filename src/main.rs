@@ -544,7 +544,16 @@ fn ledger_command(action: LedgerAction) -> Result<u8> {
                 .iter()
                 .map(|a| a.display().to_string())
                 .collect();
-            ledger.set_status(&tbbh, &county, to, &who, &note, evidence, &attachments)?;
+            ledger.set_status(
+                &tbbh,
+                &county,
+                to,
+                &who,
+                &note,
+                evidence,
+                &attachments,
+                None,
+            )?;
             say!("{tbbh}: now {}", to.both());
             Ok(0)
         }

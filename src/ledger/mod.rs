@@ -210,7 +210,9 @@ impl Ledger {
         Ok(summary)
     }
 
-    /// One transition made by a person.
+    /// One transition made by a person. With `seen`, the status the person saw: the change
+    /// is refused when the patch has moved since (read and written in one transaction, so
+    /// of two people changing one patch at once, the second is told).
     #[allow(clippy::too_many_arguments)]
     pub fn set_status(
         &mut self,
@@ -221,11 +223,21 @@ impl Ledger {
         note: &str,
         evidence: Option<Evidence>,
         attachments: &[String],
+        seen: Option<Status>,
     ) -> Result<()> {
         let path = self.path.clone();
         let tx = self.begin()?;
         let entry = entry_in(&tx, &path, tbbh)?;
         check_owner(&entry, county, tbbh)?;
+        if seen.is_some_and(|s| s != entry.status) {
+            return Err(Error::usage(
+                format!(
+                    "{tbbh} was moved meanwhile: it is now {}",
+                    entry.status.both()
+                ),
+                "look at the patch again before changing it",
+            ));
+        }
         check_transition(entry.status, to, Inspector).map_err(|m| {
             Error::usage(format!("{tbbh}: {m}"), "choose one of the allowed statuses")
         })?;

@@ -476,8 +476,8 @@ async fn set_status(
         Ok(found) => found,
         Err((code, message)) => return refusal(code, &message),
     };
-    // One lock from the read to the write: two people changing one patch are served in
-    // turn, and the second is told what the first did.
+    // The ledger checks `from` in the transaction that writes: of two people changing one
+    // patch at once, in this portal or with `ledger set-status`, the second is told.
     let mut ledger = portal.ledger.lock().expect("ledger");
     let Some(entry) = ledger
         .entry(&tbbh)
@@ -518,20 +518,21 @@ async fn set_status(
             ),
         );
     }
-    if seen.is_some_and(|s| s != entry.status) {
-        return refusal(
-            StatusCode::CONFLICT,
-            &format!(
-                "{tbbh} was moved meanwhile: it is now {}",
-                entry.status.both()
-            ),
-        );
-    }
     let who = format!("{} (portal, {})", account.name, from.ip());
-    let changed = ledger.set_status(&tbbh, &entry.county, to, &who, &request.note, evidence, &[]);
+    let changed = ledger.set_status(
+        &tbbh,
+        &entry.county,
+        to,
+        &who,
+        &request.note,
+        evidence,
+        &[],
+        seen,
+    );
     match changed {
         Ok(()) => answer(StatusCode::OK, json!({"tbbh": tbbh, "status": to.code()})),
-        // The lifecycle's refusal names the allowed moves.
+        // The lifecycle's refusal names the allowed moves; "moved meanwhile" names the
+        // status the patch has now.
         Err(e @ Error::Usage { .. }) => refusal(StatusCode::CONFLICT, &e.to_string()),
         Err(e) => server_error(e),
     }

@@ -308,7 +308,16 @@ fn packages_round_trip_and_the_ledger_follows_patches_across_periods() {
     assert_eq!(ledger.entry(&rectified).unwrap().status, Status::Rectified);
     // The authority accepts the evidence.
     ledger
-        .set_status(&accepted, county, Status::Accepted, "市局", "", None, &[])
+        .set_status(
+            &accepted,
+            county,
+            Status::Accepted,
+            "市局",
+            "",
+            None,
+            &[],
+            None,
+        )
         .unwrap();
 
     // The untouched parcel, recorded as a rectified case in the second period.
@@ -335,7 +344,7 @@ fn packages_round_trip_and_the_ledger_follows_patches_across_periods() {
         Status::Rectified,
     ] {
         ledger
-            .set_status(&cultivated, county, s, "county", "", None, &[])
+            .set_status(&cultivated, county, s, "county", "", None, &[], None)
             .unwrap();
     }
     drop(ledger);

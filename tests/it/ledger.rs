@@ -112,6 +112,7 @@ fn walk(ledger: &mut Ledger, tbbh: &str, path: &[Status]) {
                 "",
                 Some(Evidence::FalseAlarm),
                 &[],
+                None,
             )
             .unwrap_or_else(|e| panic!("walking to {s}: {e}"));
     }
@@ -147,6 +148,7 @@ fn every_allowed_transition_works_and_every_other_is_refused() {
                 "note",
                 Some(Evidence::LegalApproval),
                 &["photo.jpg".into()],
+                None,
             );
             let history = ledger.history(Some(&tbbh), None).unwrap();
             if allowed.contains(&to) {
@@ -191,7 +193,16 @@ fn evidence_needs_its_type_and_a_county_changes_only_its_own_patches() {
     let mut ledger = Ledger::open_existing(&OutputLayout::new(tmp.path()).ledger_file()).unwrap();
     walk(&mut ledger, &tbbh, &[Status::Dispatched, Status::Verifying]);
     let e = ledger
-        .set_status(&tbbh, COUNTY, Status::EvidenceSubmitted, "x", "", None, &[])
+        .set_status(
+            &tbbh,
+            COUNTY,
+            Status::EvidenceSubmitted,
+            "x",
+            "",
+            None,
+            &[],
+            None,
+        )
         .unwrap_err();
     assert!(e.to_string().contains("--evidence"), "{e}");
     let e = ledger
@@ -203,6 +214,7 @@ fn evidence_needs_its_type_and_a_county_changes_only_its_own_patches() {
             "",
             Some(Evidence::TemporaryUse),
             &[],
+            None,
         )
         .unwrap_err();
     assert!(e.to_string().contains("belongs to county 320901"), "{e}");
