@@ -224,7 +224,7 @@ impl Accounts {
     pub fn disable(&self, name: &str) -> Result<()> {
         self.update(
             name,
-            "UPDATE accounts SET disabled = 1 WHERE name = ?",
+            "UPDATE accounts SET disabled = 1, generation = generation + 1 WHERE name = ?",
             params![name],
         )
     }
@@ -266,7 +266,8 @@ impl Accounts {
     /// Checks a login from `from` (an address) at `now_seconds` (Unix time) and records it.
     /// A wrong password counts towards the lock; a right one clears the count. The password
     /// is checked whatever the account's state (and against a dummy hash for an unknown
-    /// name), so that the time taken tells nothing about the name.
+    /// name), and every outcome is one write, so that the time taken tells little about the
+    /// name.
     pub fn log_in(
         &self,
         name: &str,
@@ -293,26 +294,36 @@ impl Accounts {
             .map_err(db_error(&self.path))?;
         let hash = row.as_ref().map_or(DUMMY_HASH, |r| r.1.as_str());
         let right = verify_password(password, hash);
+        // One transaction, one write to disk, whatever the outcome: the time taken tells
+        // nothing either. The failure count is raised in SQL, so that logins of one name
+        // checked at once on other connections all count.
+        let tx = self
+            .conn
+            .unchecked_transaction()
+            .map_err(db_error(&self.path))?;
+        let write = |sql: &str, args: &[&dyn rusqlite::ToSql]| {
+            tx.execute(sql, args)
+                .map(drop)
+                .map_err(db_error(&self.path))
+        };
         let outcome = match row {
             None => Err(Refusal::Unknown),
             Some((_, _, _, locked_until)) if locked_until > now_seconds => Err(Refusal::Locked),
             Some((a, ..)) if a.disabled => Err(Refusal::Disabled),
             Some((a, ..)) if right => {
-                self.exec(
-                    "UPDATE accounts SET failures = 0, locked_until = 0 WHERE name = ?",
-                    params![name],
+                write(
+                    "UPDATE accounts SET failures = 0, locked_until = 0 WHERE name = ?1",
+                    &[&name],
                 )?;
                 Ok(a)
             }
-            Some((_, _, failures, _)) => {
-                let failures = failures + 1;
-                let locked_until = match failures >= LOCK_AFTER_FAILURES {
-                    true => now_seconds + LOCK_SECONDS,
-                    false => 0,
-                };
-                self.exec(
-                    "UPDATE accounts SET failures = ?, locked_until = ? WHERE name = ?",
-                    params![failures % LOCK_AFTER_FAILURES, locked_until, name],
+            Some(_) => {
+                write(
+                    "UPDATE accounts SET
+                        locked_until = CASE WHEN failures + 1 >= ?1 THEN ?2 ELSE locked_until END,
+                        failures = (failures + 1) % ?1
+                     WHERE name = ?3",
+                    &[&LOCK_AFTER_FAILURES, &(now_seconds + LOCK_SECONDS), &name],
                 )?;
                 Err(Refusal::WrongPassword)
             }
@@ -321,10 +332,11 @@ impl Accounts {
             Ok(_) => "ok",
             Err(r) => r.code(),
         };
-        self.exec(
-            "INSERT INTO logins (at, name, from_address, outcome) VALUES (?, ?, ?, ?)",
-            params![now(), name, from, recorded],
+        write(
+            "INSERT INTO logins (at, name, from_address, outcome) VALUES (?1, ?2, ?3, ?4)",
+            &[&now(), &name, &from, &recorded],
         )?;
+        tx.commit().map_err(db_error(&self.path))?;
         Ok(outcome)
     }
 
@@ -339,13 +351,6 @@ impl Accounts {
             .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
             .map_err(db_error(&self.path))?;
         Ok(rows)
-    }
-
-    fn exec(&self, sql: &str, args: impl rusqlite::Params) -> Result<()> {
-        self.conn
-            .execute(sql, args)
-            .map(drop)
-            .map_err(db_error(&self.path))
     }
 }
 

@@ -273,9 +273,10 @@ async fn login(
     }
     // Checking a password takes tens of milliseconds of CPU: off the threads that serve the
     // other requests.
-    let checking = portal.clone();
+    // Its own connection: the shared one stays free for the requests of signed-in people.
+    let ledger_file = portal.layout.ledger_file();
     let outcome = tokio::task::spawn_blocking(move || {
-        checking.accounts.lock().expect("accounts").log_in(
+        Accounts::open(&ledger_file)?.log_in(
             &request.name,
             &request.password,
             &from.ip().to_string(),
