@@ -165,8 +165,21 @@ fn counties(collection: &Value) -> Vec<String> {
     found
 }
 
-#[test]
-fn each_role_reaches_its_own_county_and_nothing_else() {
+/// A generated city's job, run, with the portal serving it on loopback and these accounts:
+/// `admin`, `auditor`, `xihe-officer` and `xihe-inspector` (county 320901) and
+/// `donghu-officer` (320902).
+struct Served {
+    _tmp: tempfile::TempDir,
+    city: gengbao::SampleCity,
+    cfg: gengbao::JobConfig,
+    accounts: Accounts,
+    base: String,
+    /// A patch of 320901 and one of 320902.
+    own: String,
+    other: String,
+}
+
+fn served_city() -> Served {
     let tmp = tempfile::tempdir().unwrap();
     let city = city(&tmp.path().join("city"), 256, 3, 128);
     let cfg = run_all(&city, None);
@@ -199,7 +212,105 @@ fn each_role_reaches_its_own_county_and_nothing_else() {
     let base = format!("http://{}/", listener.local_addr().unwrap());
     let served = cfg.clone();
     std::thread::spawn(move || gengbao::portal::server::serve_on(listener, &served, 200.0));
+    Served {
+        _tmp: tmp,
+        city,
+        cfg,
+        accounts,
+        base,
+        own,
+        other,
+    }
+}
 
+/// Every role (and no session) × every endpoint × a patch of county 320901 and one of
+/// 320902, each request one that changes nothing when it gets through (a move the lifecycle
+/// forbids, a file that is not a photo): the answer is the role's, whatever the order.
+#[test]
+fn the_access_matrix_holds_for_every_role_endpoint_and_county() {
+    let Served {
+        _tmp,
+        city,
+        cfg,
+        base,
+        own,
+        other,
+        ..
+    } = served_city();
+    let last = *city.periods.last().unwrap();
+    gengbao::export_packages(&cfg, last, &[], true).unwrap();
+    // Expected: card, move, evidence, package; on 320901 then on 320902; and the counties
+    // the list shows.
+    let table: [(Option<&str>, [u16; 8], &[&str]); 5] = [
+        (None, [401; 8], &[]),
+        (
+            Some("admin"),
+            [200, 409, 415, 200, 200, 409, 415, 200],
+            &["320901", "320902"],
+        ),
+        (
+            Some("auditor"),
+            [200, 403, 403, 200, 200, 403, 403, 200],
+            &["320901", "320902"],
+        ),
+        (
+            Some("xihe-officer"),
+            [200, 403, 415, 200, 404, 404, 404, 404],
+            &["320901"],
+        ),
+        (
+            Some("xihe-inspector"),
+            [200, 403, 415, 200, 404, 404, 404, 404],
+            &["320901"],
+        ),
+    ];
+    for (name, expected, listed) in table {
+        let client = match name {
+            Some(n) => Client::logged_in(&base, n),
+            None => Client::anonymous(&base),
+        };
+        let mut got = Vec::new();
+        for (tbbh, county) in [(&own, "320901"), (&other, "320902")] {
+            got.push(client.get(&format!("api/patches/{tbbh}")).0);
+            got.push(client.set_status(tbbh, "closed").0);
+            got.push(
+                client
+                    .upload(tbbh, "photo.jpg", b"MZ\x90\x00 not a photo")
+                    .0,
+            );
+            got.push(client.get(&format!("api/packages/{last}/{county}.zip")).0);
+        }
+        assert_eq!(
+            got, expected,
+            "{name:?}: card, move, evidence, package × 2 counties"
+        );
+        let (code, list) = client.get("api/patches");
+        match name {
+            None => assert_eq!(code, 401),
+            Some(_) => assert_eq!(counties(&list), listed, "{name:?} lists"),
+        }
+        for county in ["320901", "320902"] {
+            let (_, asked) = client.get(&format!("api/patches?county={county}"));
+            if name.is_some() {
+                let expected: Vec<&str> = listed.iter().copied().filter(|c| *c == county).collect();
+                assert_eq!(counties(&asked), expected, "{name:?} asking for {county}");
+            }
+        }
+    }
+}
+
+#[test]
+fn each_role_reaches_its_own_county_and_nothing_else() {
+    let Served {
+        _tmp,
+        city,
+        cfg,
+        accounts,
+        base,
+        own,
+        other,
+    } = served_city();
+    let tmp = _tmp.path();
     // Without a session: nothing.
     let nobody = Client::anonymous(&base);
     assert_eq!(nobody.get("api/patches").0, 401);
@@ -280,7 +391,7 @@ fn each_role_reaches_its_own_county_and_nothing_else() {
         .unwrap();
     let corner = first_of_own["geometry"]["coordinates"][0][0].clone();
     let (lon, lat) = (corner[0].as_f64().unwrap(), corner[1].as_f64().unwrap());
-    let on_site = site_photo(tmp.path(), lon, lat, "2026:03:14 10:20:00");
+    let on_site = site_photo(tmp, lon, lat, "2026:03:14 10:20:00");
     let (code, body) = inspector.upload(&own, "../../etc/passwd.jpg", &on_site);
     assert_eq!(code, 201, "{body}");
     assert!(
@@ -290,7 +401,7 @@ fn each_role_reaches_its_own_county_and_nothing_else() {
     let (code, body) = inspector.upload(
         &own,
         "far.jpg",
-        &site_photo(tmp.path(), lon + 0.05, lat, "2019:05:01 09:00:00"),
+        &site_photo(tmp, lon + 0.05, lat, "2019:05:01 09:00:00"),
     );
     assert_eq!(code, 201, "{body}");
     let warnings = body["warnings"].to_string();
