@@ -29,7 +29,7 @@ pub(crate) use record::grain_share;
 pub(crate) use returns::{ImportReport, RECTIFICATION_VALUES, RESULT_VALUES};
 /// The ledger's clock and its errors, for the tables other parts keep in the ledger file
 /// (the portal's accounts and evidence).
-pub(crate) use store::{db_error, now};
+pub(crate) use store::{append_only, db_error, lines_to_text, now, text_to_lines};
 
 use crate::domain::period::Period;
 use crate::domain::status::{check_transition, By, Evidence, Status};
@@ -171,6 +171,7 @@ impl Ledger {
                 )
             })
             .and_then(|_| conn.execute_batch(SCHEMA))
+            .and_then(|_| conn.execute_batch(&append_only("history")))
         .map_err(db_error(path))?;
         Ok(Ledger {
             conn,
@@ -433,11 +434,7 @@ impl Ledger {
                 to: Status::parse(&to).unwrap_or(Detected),
                 period: r.get(5)?,
                 note: r.get(6)?,
-                attachments: attachments
-                    .split('\n')
-                    .filter(|s| !s.is_empty())
-                    .map(String::from)
-                    .collect(),
+                attachments: text_to_lines(&attachments),
             })
         }))?;
         self.db(rows.collect())

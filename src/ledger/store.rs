@@ -49,11 +49,32 @@ CREATE TABLE IF NOT EXISTS history (
     note TEXT NOT NULL,
     attachments TEXT NOT NULL
 );
-CREATE TRIGGER IF NOT EXISTS history_no_update BEFORE UPDATE ON history
-    BEGIN SELECT RAISE(ABORT, 'the history is append-only'); END;
-CREATE TRIGGER IF NOT EXISTS history_no_delete BEFORE DELETE ON history
-    BEGIN SELECT RAISE(ABORT, 'the history is append-only'); END;
 ";
+
+/// The triggers that keep `table` append-only: SQLite refuses to change or remove its rows.
+pub(crate) fn append_only(table: &str) -> String {
+    ["UPDATE", "DELETE"]
+        .map(|action| {
+            format!(
+                "CREATE TRIGGER IF NOT EXISTS {table}_no_{} BEFORE {action} ON {table}
+                 BEGIN SELECT RAISE(ABORT, '{table} is append-only'); END;",
+                action.to_ascii_lowercase()
+            )
+        })
+        .join("\n")
+}
+
+/// A list of lines as one text column (attachments, warnings), and back.
+pub(crate) fn lines_to_text(lines: &[String]) -> String {
+    lines.join("\n")
+}
+
+pub(crate) fn text_to_lines(text: &str) -> Vec<String> {
+    text.split('\n')
+        .filter(|l| !l.is_empty())
+        .map(String::from)
+        .collect()
+}
 
 pub(crate) fn now() -> String {
     chrono::Local::now().format("%Y-%m-%d %H:%M:%S").to_string()
@@ -137,7 +158,7 @@ pub(super) fn transition(
     let db = |r: rusqlite::Result<usize>| r.map(|_| ()).map_err(db_error(path));
     db(tx.execute(
         "INSERT INTO history (tbbh, at, who, from_status, to_status, period, note, attachments) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        params![tbbh, now(), who, from.code(), to.code(), period, note, attachments.join("\n")],
+        params![tbbh, now(), who, from.code(), to.code(), period, note, lines_to_text(attachments)],
     ))?;
     db(tx.execute(
         "UPDATE patches SET status = ?2 WHERE tbbh = ?1",

@@ -8,7 +8,7 @@
 
 use crate::domain::status::{Status, AUTHORITY_DECISIONS};
 use crate::error::{Error, Result};
-use crate::ledger::{db_error, now, Ledger};
+use crate::ledger::{append_only, db_error, now, Ledger};
 use argon2::password_hash::{PasswordHash, SaltString};
 use argon2::{Argon2, PasswordHasher, PasswordVerifier};
 use rand::RngCore;
@@ -35,10 +35,6 @@ CREATE TABLE IF NOT EXISTS logins (
     from_address TEXT NOT NULL,
     outcome TEXT NOT NULL
 );
-CREATE TRIGGER IF NOT EXISTS logins_no_update BEFORE UPDATE ON logins
-    BEGIN SELECT RAISE(ABORT, 'the login record is append-only'); END;
-CREATE TRIGGER IF NOT EXISTS logins_no_delete BEFORE DELETE ON logins
-    BEGIN SELECT RAISE(ABORT, 'the login record is append-only'); END;
 ";
 
 /// Consecutive failed logins after which an account is locked.
@@ -167,6 +163,7 @@ impl Accounts {
         conn.busy_timeout(std::time::Duration::from_secs(30))
             .and_then(|_| conn.execute_batch("PRAGMA foreign_keys = ON;"))
             .and_then(|_| conn.execute_batch(SCHEMA))
+            .and_then(|_| conn.execute_batch(&append_only("logins")))
             .map_err(db_error(path))?;
         Ok(Accounts {
             conn,

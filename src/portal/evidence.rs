@@ -10,7 +10,7 @@
 
 use crate::domain::period::Period;
 use crate::error::{Error, Result};
-use crate::ledger::{db_error, now};
+use crate::ledger::{append_only, db_error, lines_to_text, now, text_to_lines};
 use gdal::spatial_ref::SpatialRef;
 use gdal::vector::Geometry;
 use rusqlite::{params, Connection};
@@ -35,10 +35,6 @@ CREATE TABLE IF NOT EXISTS evidence (
     warnings TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS evidence_patch ON evidence (tbbh);
-CREATE TRIGGER IF NOT EXISTS evidence_no_update BEFORE UPDATE ON evidence
-    BEGIN SELECT RAISE(ABORT, 'the evidence record is append-only'); END;
-CREATE TRIGGER IF NOT EXISTS evidence_no_delete BEFORE DELETE ON evidence
-    BEGIN SELECT RAISE(ABORT, 'the evidence record is append-only'); END;
 ";
 
 /// What a file is, told by its first bytes (never by its name or the sender's word).
@@ -113,6 +109,7 @@ impl EvidenceStore {
         let conn = Connection::open(ledger_file).map_err(db_error(ledger_file))?;
         conn.busy_timeout(std::time::Duration::from_secs(30))
             .and_then(|_| conn.execute_batch(SCHEMA))
+            .and_then(|_| conn.execute_batch(&append_only("evidence")))
             .map_err(db_error(ledger_file))?;
         Ok(EvidenceStore {
             conn,
@@ -222,7 +219,7 @@ impl EvidenceStore {
                     file.lat,
                     file.taken,
                     file.distance_m,
-                    file.warnings.join("\n"),
+                    lines_to_text(&file.warnings),
                 ],
             )
             .map_err(db_error(&self.path))?;
@@ -250,11 +247,7 @@ impl EvidenceStore {
                     lat: r.get(8)?,
                     taken: r.get(9)?,
                     distance_m: r.get(10)?,
-                    warnings: warnings
-                        .split('\n')
-                        .filter(|w| !w.is_empty())
-                        .map(String::from)
-                        .collect(),
+                    warnings: text_to_lines(&warnings),
                 })
             })?;
             rows.collect()

@@ -22,7 +22,7 @@
 //!   [`ADDRESS_WINDOW_SECONDS`]: 429) and lock the account after repeated failures
 //!   ([`super::accounts`]).
 
-use super::accounts::{Account, Accounts};
+use super::accounts::{Account, Accounts, LOCK_AFTER_FAILURES, LOCK_SECONDS};
 use super::evidence::{EvidenceStore, Kind, Patch, MAX_BYTES};
 use crate::domain::period::Period;
 use crate::domain::status::{Evidence, Status};
@@ -52,8 +52,12 @@ pub const ADDRESS_WINDOW_SECONDS: i64 = 600;
 
 const COOKIE: &str = "gengbao_session";
 /// The answer to every refused login.
-pub const LOGIN_REFUSED: &str =
-    "name or password wrong (after 5 failures in a row an account waits 15 minutes)";
+fn login_refused() -> String {
+    format!(
+        "name or password wrong (after {LOCK_AFTER_FAILURES} failures in a row an account waits {} minutes)",
+        LOCK_SECONDS / 60
+    )
+}
 
 struct Session {
     name: String,
@@ -144,9 +148,6 @@ pub fn serve_on(
 
 type Shared = State<Arc<Portal>>;
 
-/// A refused request: the status and the message to answer with.
-type Refused = (StatusCode, String);
-
 fn unix_now() -> i64 {
     chrono::Utc::now().timestamp()
 }
@@ -186,49 +187,62 @@ fn session_token(headers: &HeaderMap) -> Option<String> {
         })
 }
 
-impl Portal {
-    /// The account of the request's session, as the accounts table has it now, and the
-    /// session's token; with `state_change`, the request must carry the session's CSRF
-    /// token.
-    fn account(
-        &self,
-        headers: &HeaderMap,
-        state_change: bool,
-    ) -> std::result::Result<(Account, String), Refused> {
-        let no_session = || (StatusCode::UNAUTHORIZED, "log in first".to_string());
-        let token = session_token(headers).ok_or_else(no_session)?;
+/// The signed-in account of a request, taken before anything else of the request is read:
+/// no session (or one its account has outlived: disabled, password reset) is 401, and a
+/// state change (any method but GET) without the session's CSRF token is 403.
+struct Signed {
+    account: Account,
+    token: String,
+}
+
+impl axum::extract::FromRequestParts<Arc<Portal>> for Signed {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        portal: &Arc<Portal>,
+    ) -> std::result::Result<Self, Response> {
+        let no_session = || refusal(StatusCode::UNAUTHORIZED, "log in first");
+        let token = session_token(&parts.headers).ok_or_else(no_session)?;
         let (name, generation) = {
-            let mut sessions = self.sessions.lock().expect("sessions");
+            let mut sessions = portal.sessions.lock().expect("sessions");
             let now = unix_now();
             sessions.retain(|_, s| now - s.last_seen < IDLE_SECONDS);
             let session = sessions.get_mut(&token).ok_or_else(no_session)?;
-            if state_change {
-                let sent = headers.get("x-csrf-token").and_then(|v| v.to_str().ok());
+            if parts.method != axum::http::Method::GET {
+                let sent = parts
+                    .headers
+                    .get("x-csrf-token")
+                    .and_then(|v| v.to_str().ok());
                 if sent != Some(session.csrf.as_str()) {
-                    return Err((
+                    return Err(refusal(
                         StatusCode::FORBIDDEN,
-                        "missing or wrong CSRF token".to_string(),
+                        "missing or wrong CSRF token",
                     ));
                 }
             }
             session.last_seen = now;
             (session.name.clone(), session.generation)
         };
-        let account = self
+        let account = portal
             .accounts
             .lock()
             .expect("accounts")
             .account(&name)
-            .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+            .map_err(server_error)?;
         match account {
-            Some(a) if !a.disabled && a.generation == generation => Ok((a, token)),
+            Some(account) if !account.disabled && account.generation == generation => {
+                Ok(Signed { account, token })
+            }
             _ => {
-                self.sessions.lock().expect("sessions").remove(&token);
+                portal.sessions.lock().expect("sessions").remove(&token);
                 Err(no_session())
             }
         }
     }
+}
 
+impl Portal {
     /// The patch `tbbh` when the account may read it; None when it does not exist or
     /// belongs to a county the account may not read (the same answer for both).
     fn readable(&self, account: &Account, tbbh: &str) -> Option<Entry> {
@@ -297,7 +311,7 @@ async fn login(
         Ok(Err(_)) => {
             let mut failures = portal.failures.lock().expect("failures");
             failures.entry(from.ip()).or_insert((0, now)).0 += 1;
-            return refusal(StatusCode::UNAUTHORIZED, LOGIN_REFUSED);
+            return refusal(StatusCode::UNAUTHORIZED, &login_refused());
         }
         Err(e) => return server_error(e),
     };
@@ -322,11 +336,7 @@ async fn login(
     response
 }
 
-async fn logout(State(portal): Shared, headers: HeaderMap) -> Response {
-    let (_, token) = match portal.account(&headers, true) {
-        Ok(found) => found,
-        Err((code, message)) => return refusal(code, &message),
-    };
+async fn logout(State(portal): Shared, Signed { token, .. }: Signed) -> Response {
     portal.sessions.lock().expect("sessions").remove(&token);
     let mut response = StatusCode::NO_CONTENT.into_response();
     let expired = format!("{COOKIE}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0");
@@ -362,13 +372,9 @@ fn properties(e: &Entry) -> Value {
 
 async fn patches(
     State(portal): Shared,
-    headers: HeaderMap,
+    Signed { account, .. }: Signed,
     Query(query): Query<PatchQuery>,
 ) -> Response {
-    let (account, _) = match portal.account(&headers, false) {
-        Ok(found) => found,
-        Err((code, message)) => return refusal(code, &message),
-    };
     let status = match query.status.as_deref().map(|s| (s, Status::parse(s))) {
         Some((s, None)) => {
             return refusal(StatusCode::BAD_REQUEST, &format!("no status {s}"));
@@ -425,13 +431,9 @@ async fn patches(
 
 async fn patch(
     State(portal): Shared,
-    headers: HeaderMap,
+    Signed { account, .. }: Signed,
     UrlPath(tbbh): UrlPath<String>,
 ) -> Response {
-    let (account, _) = match portal.account(&headers, false) {
-        Ok(found) => found,
-        Err((code, message)) => return refusal(code, &message),
-    };
     let Some(entry) = portal.readable(&account, &tbbh) else {
         return not_found();
     };
@@ -469,22 +471,11 @@ struct StatusRequest {
 async fn set_status(
     State(portal): Shared,
     ConnectInfo(from): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    Signed { account, .. }: Signed,
     UrlPath(tbbh): UrlPath<String>,
     Json(request): Json<StatusRequest>,
 ) -> Response {
-    let (account, _) = match portal.account(&headers, true) {
-        Ok(found) => found,
-        Err((code, message)) => return refusal(code, &message),
-    };
-    // The ledger checks `from` in the transaction that writes: of two people changing one
-    // patch at once, in this portal or with `ledger set-status`, the second is told.
-    let mut ledger = portal.ledger.lock().expect("ledger");
-    let Some(entry) = ledger
-        .entry(&tbbh)
-        .ok()
-        .filter(|e| account.may_read(&e.county))
-    else {
+    let Some(entry) = portal.readable(&account, &tbbh) else {
         return not_found();
     };
     let parse = |s: &str| Status::parse(s).ok_or(format!("no status {s}"));
@@ -520,7 +511,9 @@ async fn set_status(
         );
     }
     let who = format!("{} (portal, {})", account.name, from.ip());
-    let changed = ledger.set_status(
+    // The ledger checks `from` in the transaction that writes: of two people changing one
+    // patch at once, in this portal or with `ledger set-status`, the second is told.
+    let changed = portal.ledger.lock().expect("ledger").set_status(
         &tbbh,
         &entry.county,
         to,
@@ -541,13 +534,9 @@ async fn set_status(
 
 async fn package(
     State(portal): Shared,
-    headers: HeaderMap,
+    Signed { account, .. }: Signed,
     UrlPath((period, file)): UrlPath<(String, String)>,
 ) -> Response {
-    let (account, _) = match portal.account(&headers, false) {
-        Ok(found) => found,
-        Err((code, message)) => return refusal(code, &message),
-    };
     let missing = || refusal(StatusCode::NOT_FOUND, "no such package");
     let county = file
         .strip_suffix(".zip")
@@ -578,14 +567,10 @@ async fn package(
 async fn add_evidence(
     State(portal): Shared,
     ConnectInfo(from): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    Signed { account, .. }: Signed,
     UrlPath(tbbh): UrlPath<String>,
     mut form: Multipart,
 ) -> Response {
-    let (account, _) = match portal.account(&headers, true) {
-        Ok(found) => found,
-        Err((code, message)) => return refusal(code, &message),
-    };
     let Some(entry) = portal.readable(&account, &tbbh) else {
         return not_found();
     };
