@@ -12,7 +12,8 @@ packages=(
   python3-torch   # makes TorchScript fixtures in tests (/usr/bin/python3)
   clang libclang-dev  # needed by crates that generate bindings at build time
   fonts-wqy-microhei  # text in images (Chinese and Latin): maps, chips, `gengbao eval` plots
-  chromium            # tests look at the dispatch report in a real browser (headless)
+  chromium            # tests look at the dispatch report and the portal in a real browser (headless)
+  chromium-driver     # WebDriver for Chromium: the portal's browser tests drive the page through it
   libopenblas0-openmp # fast BLAS for libtorch's matrix products (see below)
 )
 

@@ -514,6 +514,7 @@ fn ledger_command(action: LedgerAction) -> Result<u8> {
                 change,
                 status: status.as_deref().map(status_of).transpose()?,
                 period,
+                ..Default::default()
             };
             ledger_list(&open_ledger(&config)?, &filter)
         }
@@ -841,7 +842,7 @@ fn demo(out: &Path, size: usize) -> Result<u8> {
         }
     }
     say!(
-        "\nthe inspectors' portal (its HTTP API; the map page is not built yet): gengbao serve --config {}\n  then POST {{\"name\", \"password\"}} to http://127.0.0.1:8080/api/login as (name / password / role):",
+        "\nthe inspectors' portal: gengbao serve --config {}\n  then open http://127.0.0.1:8080/ in a browser and log in as (name / password / role):",
         city.job_config.display()
     );
     for (name, role, county) in demo_accounts {

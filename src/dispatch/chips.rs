@@ -8,6 +8,7 @@ use crate::geo::grid::{overlaps, Bounds, JobGrid, Window};
 use crate::geo::imagery::{date_span, Acquisition, Catalog};
 use crate::geo::raster::rasterize;
 use crate::geo::sensor::SensorProfile;
+use crate::render::Stretch;
 use gdal::spatial_ref::SpatialRef;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -166,44 +167,17 @@ impl ChipImagery<'_> {
     }
 }
 
-/// A linear stretch of one band between robust low and high values.
-#[derive(Debug, Clone, Copy)]
-struct Stretch {
-    low: f32,
-    high: f32,
-}
-
-impl Stretch {
-    fn apply(self, v: f32) -> u8 {
-        if !v.is_finite() {
-            return 40;
-        }
-        let t = ((v - self.low) / (self.high - self.low).max(1e-6)).clamp(0.0, 1.0);
-        (t * 255.0).round() as u8
-    }
-}
-
-/// The 2nd and 98th percentiles of each band over both chips, so that before and after share
-/// one stretch and can be compared.
+/// The stretch of each band over both chips, so that before and after share one stretch and
+/// can be compared.
 fn stretch_of(layers: [&Option<TrueColour>; 2]) -> [Stretch; 3] {
     std::array::from_fn(|b| {
-        let mut values: Vec<f32> = layers
-            .iter()
-            .filter_map(|l| l.as_ref())
-            .flat_map(|(bands, _)| bands[b].iter().copied().filter(|v| v.is_finite()))
-            .collect();
-        if values.len() < 2 {
-            return Stretch {
-                low: 0.0,
-                high: 0.3,
-            };
-        }
-        values.sort_by(f32::total_cmp);
-        let at = |q: f64| values[((values.len() - 1) as f64 * q).round() as usize];
-        Stretch {
-            low: at(0.02),
-            high: at(0.98),
-        }
+        Stretch::robust(
+            layers
+                .iter()
+                .filter_map(|l| l.as_ref())
+                .flat_map(|(bands, _)| bands[b].iter().copied())
+                .collect(),
+        )
     })
 }
 

@@ -22,11 +22,26 @@ fn xlsx_error(path: &Path, e: rust_xlsxwriter::XlsxError) -> Error {
 }
 
 pub(super) fn write_xlsx(path: &Path, patches: &[Patch]) -> Result<()> {
+    list_workbook(patches)
+        .and_then(|mut book| book.save(path))
+        .map_err(|e| xlsx_error(path, e))
+}
+
+/// The spreadsheet list of `patches` as the bytes of an `.xlsx` file (the portal's download
+/// of a filtered list).
+pub(crate) fn xlsx_bytes(patches: &[Patch]) -> std::result::Result<Vec<u8>, String> {
+    list_workbook(patches)
+        .and_then(|mut book| book.save_to_buffer())
+        .map_err(|e| e.to_string())
+}
+
+fn list_workbook(
+    patches: &[Patch],
+) -> std::result::Result<rust_xlsxwriter::Workbook, rust_xlsxwriter::XlsxError> {
     use rust_xlsxwriter::{DataValidation, Format, Workbook};
-    let err = |e| xlsx_error(path, e);
     let mut book = Workbook::new();
     let sheet = book.add_worksheet();
-    sheet.set_name("图斑清单").map_err(err)?;
+    sheet.set_name("图斑清单")?;
     let header = Format::new().set_bold().set_background_color(0xDDEBF7);
     let to_fill = Format::new().set_bold().set_background_color(0xFFF2CC);
     let headers = list_headers();
@@ -36,12 +51,8 @@ pub(super) fn write_xlsx(path: &Path, patches: &[Patch]) -> Result<()> {
         } else {
             &header
         };
-        sheet
-            .write_string_with_format(0, c as u16, *h, format)
-            .map_err(err)?;
-        sheet
-            .set_column_width(c as u16, (h.chars().count() * 2 + 2).max(12) as f64)
-            .map_err(err)?;
+        sheet.write_string_with_format(0, c as u16, *h, format)?;
+        sheet.set_column_width(c as u16, (h.chars().count() * 2 + 2).max(12) as f64)?;
     }
     for (r, p) in patches.iter().enumerate() {
         let row = r as u32 + 1;
@@ -52,8 +63,7 @@ pub(super) fn write_xlsx(path: &Path, patches: &[Patch]) -> Result<()> {
                 FieldValue::IntegerValue(x) => sheet.write_number(row, col, x),
                 FieldValue::StringValue(s) => sheet.write_string(row, col, s),
                 other => sheet.write_string(row, col, format!("{other:?}")),
-            }
-            .map_err(err)?;
+            }?;
         }
     }
     if !patches.is_empty() {
@@ -73,16 +83,12 @@ pub(super) fn write_xlsx(path: &Path, patches: &[Patch]) -> Result<()> {
             ),
         ];
         for (col, values) in lists {
-            let rule = DataValidation::new()
-                .allow_list_strings(&values)
-                .map_err(err)?;
-            sheet
-                .add_data_validation(1, col, last, col, &rule)
-                .map_err(err)?;
+            let rule = DataValidation::new().allow_list_strings(&values)?;
+            sheet.add_data_validation(1, col, last, col, &rule)?;
         }
     }
-    sheet.set_freeze_panes(1, 1).map_err(err)?;
-    book.save(path).map_err(err)
+    sheet.set_freeze_panes(1, 1)?;
+    Ok(book)
 }
 
 pub(super) fn write_csv(path: &Path, patches: &[Patch]) -> Result<()> {

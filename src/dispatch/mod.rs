@@ -32,7 +32,7 @@ use serde::Serialize;
 use std::path::{Path, PathBuf};
 
 mod chips;
-mod lists;
+pub(crate) mod lists;
 mod report;
 mod returns;
 

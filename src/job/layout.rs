@@ -56,6 +56,19 @@ impl OutputLayout {
         self.root.join("evidence")
     }
 
+    /// The periods whose results are committed (their summary written), oldest first.
+    pub fn finished_periods(&self) -> Vec<Period> {
+        let mut periods: Vec<Period> = std::fs::read_dir(&self.root)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<Period>().ok())
+            .filter(|p| self.period(*p).summary().exists())
+            .collect();
+        periods.sort();
+        periods
+    }
+
     /// A county's dispatch package of `period` (a folder; its zip has the `.zip` extension).
     pub fn package(&self, period: Period, county: &str) -> PathBuf {
         self.root

@@ -106,7 +106,7 @@ pub struct Transition {
     pub attachments: Vec<String>,
 }
 
-/// Filters of `ledger list`.
+/// Filters of `ledger list` and of the portal's list and map.
 #[derive(Debug, Clone, Default)]
 pub struct Filter {
     pub county: Option<String>,
@@ -114,6 +114,77 @@ pub struct Filter {
     pub status: Option<Status>,
     /// Seen in this period.
     pub period: Option<String>,
+    /// Township code (XZDM) of the patch's latest sighting.
+    pub township: Option<String>,
+    /// Bounding box `[minx, miny, maxx, maxy]` in the job's grid CRS the patch must touch.
+    pub within: Option<[f64; 4]>,
+}
+
+impl Filter {
+    /// The SQL condition over `patches p` (joined to its latest sighting `s`) and its
+    /// arguments.
+    fn condition(&self) -> (String, Vec<rusqlite::types::Value>) {
+        use rusqlite::types::Value::{Real, Text};
+        let mut sql = String::from("1");
+        let mut args = Vec::new();
+        let mut text = |sql: &mut String, clause: &str, v: &str| {
+            sql.push_str(clause);
+            args.push(Text(v.to_string()));
+        };
+        if let Some(c) = &self.county {
+            text(&mut sql, " AND p.county = ?", c);
+        }
+        if let Some(t) = &self.change {
+            text(&mut sql, " AND p.change = ?", t);
+        }
+        if let Some(s) = self.status {
+            text(&mut sql, " AND p.status = ?", s.code());
+        }
+        if let Some(t) = &self.township {
+            text(
+                &mut sql,
+                " AND json_extract(s.record, '$.township_code') = ?",
+                t,
+            );
+        }
+        if let Some(p) = &self.period {
+            text(
+                &mut sql,
+                " AND EXISTS (SELECT 1 FROM sightings o WHERE o.tbbh = p.tbbh AND o.period = ?)",
+                p,
+            );
+        }
+        if let Some([minx, miny, maxx, maxy]) = self.within {
+            sql.push_str(" AND p.maxx >= ? AND p.minx <= ? AND p.maxy >= ? AND p.miny <= ?");
+            args.extend([Real(minx), Real(maxx), Real(miny), Real(maxy)]);
+        }
+        (sql, args)
+    }
+}
+
+/// A patch as the ledger lists it, with its latest sighting's record (township, classes,
+/// confidence…) and the ledger's status on it.
+#[derive(Debug, Clone)]
+pub struct Listed {
+    pub entry: Entry,
+    pub record: Patch,
+}
+
+/// A county and township patches lie in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Place {
+    pub county: String,
+    pub county_name: String,
+    /// Empty when the job gives no townships.
+    pub township: String,
+    pub township_name: String,
+}
+
+/// One page of a filtered list, and how many patches the filter matches in all.
+#[derive(Debug, Clone)]
+pub struct Page {
+    pub total: u64,
+    pub patches: Vec<Listed>,
 }
 
 /// What a period run did to the ledger.
@@ -352,32 +423,111 @@ impl Ledger {
     }
 
     pub fn list(&self, filter: &Filter) -> Result<Vec<Entry>> {
-        let mut sql = String::from(
-            "SELECT tbbh, county, change, status, first_period, last_period, area_m2, persisted, evidence FROM patches p WHERE 1",
+        Ok(self
+            .page(filter, 0, u64::MAX)?
+            .patches
+            .into_iter()
+            .map(|l| l.entry)
+            .collect())
+    }
+
+    /// The patches matching `filter` in patch-number order, `limit` of them from `offset`,
+    /// with the count of all that match.
+    pub fn page(&self, filter: &Filter, offset: u64, limit: u64) -> Result<Page> {
+        const FROM: &str =
+            "FROM patches p JOIN sightings s ON s.tbbh = p.tbbh AND s.period = p.last_period";
+        let (condition, args) = filter.condition();
+        let total: i64 = self.db(self.conn.query_row(
+            &format!("SELECT count(*) {FROM} WHERE {condition}"),
+            rusqlite::params_from_iter(args.iter()),
+            |r| r.get(0),
+        ))?;
+        let sql = format!(
+            "SELECT p.tbbh, p.county, p.change, p.status, p.first_period, p.last_period, p.area_m2, p.persisted, p.evidence, s.record
+             {FROM} WHERE {condition} ORDER BY p.tbbh LIMIT ? OFFSET ?"
         );
-        let mut args: Vec<String> = Vec::new();
-        if let Some(c) = &filter.county {
-            sql.push_str(" AND county = ?");
-            args.push(c.clone());
-        }
-        if let Some(t) = &filter.change {
-            sql.push_str(" AND change = ?");
-            args.push(t.clone());
-        }
-        if let Some(s) = filter.status {
-            sql.push_str(" AND status = ?");
-            args.push(s.code().into());
-        }
-        if let Some(p) = &filter.period {
-            sql.push_str(
-                " AND EXISTS (SELECT 1 FROM sightings s WHERE s.tbbh = p.tbbh AND s.period = ?)",
-            );
-            args.push(p.clone());
-        }
-        sql.push_str(" ORDER BY tbbh");
         let mut stmt = self.db(self.conn.prepare(&sql))?;
-        let rows = stmt.query_map(rusqlite::params_from_iter(args.iter()), entry_from_row);
-        let rows = self.db(rows)?;
+        let mut args = args;
+        // SQLite's integers are signed: "no limit" is its largest.
+        args.push(rusqlite::types::Value::Integer(
+            limit.min(i64::MAX as u64) as i64
+        ));
+        args.push(rusqlite::types::Value::Integer(
+            offset.min(i64::MAX as u64) as i64
+        ));
+        let rows = self.db(
+            stmt.query_map(rusqlite::params_from_iter(args.iter()), |r| {
+                Ok((entry_from_row(r)?, r.get::<_, String>(9)?))
+            }),
+        )?;
+        let mut patches = Vec::new();
+        for row in rows {
+            let (entry, record) = self.db(row)?;
+            let mut record: Patch =
+                serde_json::from_str(&record).map_err(|e| damaged_record(&self.path, e))?;
+            record.status = entry.status;
+            patches.push(Listed { entry, record });
+        }
+        Ok(Page {
+            total: total as u64,
+            patches,
+        })
+    }
+
+    /// The bounding box `[minx, miny, maxx, maxy]` (grid CRS) of the patches matching
+    /// `filter`; None when none match.
+    pub fn extent(&self, filter: &Filter) -> Result<Option<[f64; 4]>> {
+        let (condition, args) = filter.condition();
+        let found: (Option<f64>, Option<f64>, Option<f64>, Option<f64>) =
+            self.db(self.conn.query_row(
+                &format!(
+                    "SELECT min(p.minx), min(p.miny), max(p.maxx), max(p.maxy)
+                 FROM patches p JOIN sightings s ON s.tbbh = p.tbbh AND s.period = p.last_period
+                 WHERE {condition}"
+                ),
+                rusqlite::params_from_iter(args.iter()),
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            ))?;
+        Ok(match found {
+            (Some(a), Some(b), Some(c), Some(d)) => Some([a, b, c, d]),
+            _ => None,
+        })
+    }
+
+    /// One patch with its latest sighting's record.
+    pub fn listed(&self, tbbh: &str) -> Result<Listed> {
+        let entry = self.entry(tbbh)?;
+        let record: String = self.db(self.conn.query_row(
+            "SELECT record FROM sightings WHERE tbbh = ? AND period = ?",
+            [tbbh, entry.last_period.as_str()],
+            |r| r.get(0),
+        ))?;
+        let mut record: Patch =
+            serde_json::from_str(&record).map_err(|e| damaged_record(&self.path, e))?;
+        record.status = entry.status;
+        Ok(Listed { entry, record })
+    }
+
+    /// The counties and townships the patches lie in (of `county` only, when given), as
+    /// their latest sightings name them, in code order.
+    pub fn places(&self, county: Option<&str>) -> Result<Vec<Place>> {
+        let mut stmt = self.db(self.conn.prepare(
+            "SELECT DISTINCT p.county, json_extract(s.record, '$.county_name'),
+                    json_extract(s.record, '$.township_code'), json_extract(s.record, '$.township_name')
+             FROM patches p JOIN sightings s ON s.tbbh = p.tbbh AND s.period = p.last_period
+             WHERE ?1 IS NULL OR p.county = ?1
+             ORDER BY 1, 3",
+        ))?;
+        let text =
+            |r: &rusqlite::Row, i| r.get::<_, Option<String>>(i).map(Option::unwrap_or_default);
+        let rows = self.db(stmt.query_map([county], |r| {
+            Ok(Place {
+                county: text(r, 0)?,
+                county_name: text(r, 1)?,
+                township: text(r, 2)?,
+                township_name: text(r, 3)?,
+            })
+        }))?;
         self.db(rows.collect())
     }
 

@@ -256,6 +256,24 @@ impl EvidenceStore {
     }
 }
 
+impl EvidenceStore {
+    /// The stored file `sha256` of patch `tbbh` with its media type; None when the patch has
+    /// no such file (a file of another patch is not found through this one).
+    pub fn file(&self, tbbh: &str, sha256: &str) -> Result<Option<(&'static str, Vec<u8>)>> {
+        let Some(found) = self.of(tbbh)?.into_iter().find(|f| f.sha256 == sha256) else {
+            return Ok(None);
+        };
+        let (media, extension) = match found.kind.as_str() {
+            "jpg" => ("image/jpeg", Kind::Jpeg.extension()),
+            "png" => ("image/png", Kind::Png.extension()),
+            _ => ("application/pdf", Kind::Pdf.extension()),
+        };
+        let stored = self.folder.join(format!("{}.{extension}", found.sha256));
+        let bytes = std::fs::read(&stored).map_err(|e| Error::io(&stored, e))?;
+        Ok(Some((media, bytes)))
+    }
+}
+
 /// Metres from (lon, lat) to the patch's outline, in the grid CRS.
 fn distance_to(patch: &Patch, lon: f64, lat: f64) -> Result<f64> {
     let mut grid = patch.grid_crs.clone();

@@ -1,9 +1,16 @@
 //! The portal's HTTP API over the job's ledger (axum on tokio).
 //!
-//! Takes: the job's config (its ledger file, grid CRS and output folder) and an address to
-//! listen on. Gives: `POST /api/login`, `POST /api/logout`, `GET /api/patches` (GeoJSON in
-//! WGS 84), `GET /api/patches/{tbbh}`, `POST /api/patches/{tbbh}/status`,
-//! `GET /api/packages/{period}/{XZQDM}.zip`.
+//! Takes: the job's config (its ledger file, grid CRS, sensor and output folder) and an
+//! address to listen on. Gives: the page (`/`, its assets under `/assets/`) and the API it
+//! uses: `POST /api/login`, `POST /api/logout`, `GET /api/options` (what the account may
+//! filter by: periods with their map extent, counties, townships, types, statuses),
+//! `GET /api/patches` (GeoJSON in WGS 84, optionally within a `bbox` and at most `limit`),
+//! `GET /api/list` (one page of the filtered list), `GET /api/list.xlsx` (all of it as a
+//! spreadsheet), `GET /api/patches/{tbbh}` (its card), `GET /api/patches/{tbbh}/chip.png`,
+//! `POST /api/patches/{tbbh}/status`, `POST /api/patches/{tbbh}/evidence`,
+//! `GET /api/patches/{tbbh}/evidence/{sha256}` (a stored file back),
+//! `GET /api/packages/{period}/{XZQDM}.zip` and `GET /api/tiles/{period}/{z}/{x}/{y}.png`
+//! (the period's composite in true colour).
 //!
 //! Rules every endpoint keeps:
 //! - no session: 401; a state change without the session's CSRF token (header
@@ -14,7 +21,10 @@
 //!   an illegal one is refused (409) with the allowed ones; a change that names the status
 //!   it was made from (`from`) is refused (409) when someone else moved the patch first;
 //! - names from requests never become paths: a package is found by a parsed period and a
-//!   six-digit county code;
+//!   six-digit county code, a chip by a patch number the ledger holds, an asset by its name
+//!   in the table of embedded files;
+//! - map tiles show the imagery of the whole job to every signed-in account: imagery is not
+//!   a county's data, patches are;
 //! - the session cookie is HttpOnly and SameSite=Strict; sessions live in this process and
 //!   end after [`IDLE_SECONDS`] without a request, at logout, or when the account is
 //!   disabled;
@@ -23,14 +33,19 @@
 //!   ([`super::accounts`]).
 
 use super::accounts::{Account, Accounts, LOCK_AFTER_FAILURES, LOCK_SECONDS};
+use super::assets;
 use super::evidence::{EvidenceStore, Kind, Patch, MAX_BYTES};
+use crate::domain::change::ChangeType;
 use crate::domain::period::Period;
-use crate::domain::status::{Evidence, Status};
+use crate::domain::status::{allowed_from, By, Evidence, Status};
+use crate::engine::patch_record::{patch_values, PATCH_FIELDS};
 use crate::engine::patches::SQM_PER_MU;
 use crate::error::{Error, Result};
+use crate::geo::sensor::SensorProfile;
 use crate::job::config::JobConfig;
 use crate::job::layout::OutputLayout;
-use crate::ledger::{Entry, Filter, Ledger};
+use crate::ledger::{Entry, Filter, Ledger, Listed};
+use crate::render::tiles::TrueColourTiles;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, Multipart, Path as UrlPath, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -79,6 +94,10 @@ struct Portal {
     layout: OutputLayout,
     /// The ledger's outlines are in the job's grid CRS (as WKT).
     grid_crs: String,
+    /// The job's sensor: the band order of its composites.
+    profile: &'static SensorProfile,
+    /// Tiles of each period's composite, opened at its first tile.
+    tiles: Mutex<HashMap<Period, Arc<TrueColourTiles>>>,
     sessions: Mutex<HashMap<String, Session>>,
     failures: Mutex<HashMap<IpAddr, (u32, i64)>>,
 }
@@ -93,19 +112,29 @@ pub fn router(cfg: &JobConfig, evidence_distance_m: f64) -> Result<Router> {
         evidence_distance_m,
         layout: cfg.layout(),
         grid_crs: SpatialRef::from_definition(&cfg.grid.crs)?.to_wkt()?,
+        profile: SensorProfile::by_name(&cfg.imagery.sensor)?,
+        tiles: Mutex::new(HashMap::new()),
         sessions: Mutex::new(HashMap::new()),
         failures: Mutex::new(HashMap::new()),
     };
     Ok(Router::new()
+        .route("/", get(assets::page))
+        .route("/assets/{*name}", get(assets::asset))
         .route("/api/login", post(login))
         .route("/api/logout", post(logout))
+        .route("/api/options", get(options))
         .route("/api/patches", get(patches))
+        .route("/api/list", get(list))
+        .route("/api/list.xlsx", get(list_xlsx))
         .route("/api/patches/{tbbh}", get(patch))
+        .route("/api/patches/{tbbh}/chip.png", get(chip))
+        .route("/api/tiles/{period}/{z}/{x}/{y}", get(tile))
         .route("/api/patches/{tbbh}/status", post(set_status))
         .route(
             "/api/patches/{tbbh}/evidence",
             post(add_evidence).layer(DefaultBodyLimit::max(MAX_BYTES + (64 << 10))),
         )
+        .route("/api/patches/{tbbh}/evidence/{sha256}", get(evidence_file))
         .route("/api/packages/{period}/{file}", get(package))
         .with_state(Arc::new(portal)))
 }
@@ -251,12 +280,119 @@ impl Portal {
     }
 
     fn to_lon_lat(&self) -> Result<std::rc::Rc<CoordTransform>> {
-        let mut grid = SpatialRef::from_wkt(&self.grid_crs)?;
-        grid.set_axis_mapping_strategy(gdal::spatial_ref::AxisMappingStrategy::TraditionalGisOrder);
+        let grid = self.grid_srs()?;
         Ok(crate::geo::raster::transform_between(
             &grid,
             &crate::geo::raster::lon_lat()?,
         )?)
+    }
+
+    fn grid_srs(&self) -> Result<SpatialRef> {
+        let mut grid = SpatialRef::from_wkt(&self.grid_crs)?;
+        grid.set_axis_mapping_strategy(gdal::spatial_ref::AxisMappingStrategy::TraditionalGisOrder);
+        Ok(grid)
+    }
+
+    /// A box in degrees (west, south, east, north) as a box in the grid CRS.
+    fn box_in_grid(&self, [w, s, e, n]: [f64; 4]) -> Result<[f64; 4]> {
+        let to_grid = crate::geo::raster::transform_between(
+            &crate::geo::raster::lon_lat()?,
+            &self.grid_srs()?,
+        )?;
+        let (x0, y0, x1, y1) = crate::geo::raster::transform_bounds(&to_grid, (w, s, e, n))?;
+        Ok([x0, y0, x1, y1])
+    }
+
+    /// The filter of a request, scoped to what the account may read; None when the account
+    /// asked for a county it may not read (an empty answer, as for a county without
+    /// patches).
+    fn scoped(
+        &self,
+        account: &Account,
+        query: &PatchQuery,
+    ) -> std::result::Result<Option<Filter>, Box<Response>> {
+        let bad = |message: &str| Box::new(refusal(StatusCode::BAD_REQUEST, message));
+        let status = match query.status.as_deref().filter(|s| !s.is_empty()) {
+            Some(s) => Some(Status::parse(s).ok_or_else(|| bad(&format!("no status {s}")))?),
+            None => None,
+        };
+        let within = match query.bbox.as_deref() {
+            Some(b) => {
+                let numbers: Vec<f64> =
+                    b.split(',').filter_map(|v| v.trim().parse().ok()).collect();
+                let [w, s, e, n] = numbers[..] else {
+                    return Err(bad("bbox is west,south,east,north in degrees"));
+                };
+                Some(
+                    self.box_in_grid([w, s, e, n])
+                        .map_err(|e| Box::new(server_error(e)))?,
+                )
+            }
+            None => None,
+        };
+        let asked = |v: &Option<String>| v.clone().filter(|v| !v.is_empty());
+        // A county's accounts see their county whatever they ask for.
+        let county = match (account.role.of_one_county(), asked(&query.county)) {
+            (true, Some(asked)) if Some(&asked) != account.county.as_ref() => return Ok(None),
+            (true, _) => account.county.clone(),
+            (false, asked) => asked,
+        };
+        Ok(Some(Filter {
+            county,
+            change: asked(&query.change),
+            status,
+            period: asked(&query.period),
+            township: asked(&query.township),
+            within,
+        }))
+    }
+
+    /// West, south, east, north in degrees of the patches matching `filter`.
+    fn extent_in_degrees(&self, filter: &Filter) -> Result<Option<[f64; 4]>> {
+        let Some([x0, y0, x1, y1]) = self.ledger.lock().expect("ledger").extent(filter)? else {
+            return Ok(None);
+        };
+        let to_degrees = self.to_lon_lat()?;
+        let (w, s, e, n) = crate::geo::raster::transform_bounds(&to_degrees, (x0, y0, x1, y1))?;
+        Ok(Some([w, s, e, n]))
+    }
+
+    /// The patches matching `filter` that `account` may read, `limit` from `offset`.
+    fn page(
+        &self,
+        account: &Account,
+        filter: &Filter,
+        offset: u64,
+        limit: u64,
+    ) -> Result<crate::ledger::Page> {
+        let mut page = self
+            .ledger
+            .lock()
+            .expect("ledger")
+            .page(filter, offset, limit)?;
+        // The filter is scoped already; this keeps a wrong scope from ever showing data.
+        page.patches.retain(|l| account.may_read(&l.entry.county));
+        Ok(page)
+    }
+
+    /// The map tiles of `period`'s composite.
+    fn tiles(&self, period: Period) -> Result<Arc<TrueColourTiles>> {
+        if let Some(t) = self.tiles.lock().expect("tiles").get(&period) {
+            return Ok(t.clone());
+        }
+        let files = self.layout.period(period);
+        if !files.summary().exists() {
+            return Err(Error::usage(
+                format!("no finished period {period}"),
+                "see /api/options",
+            ));
+        }
+        let tiles = Arc::new(TrueColourTiles::open(&files.look(), self.profile)?);
+        self.tiles
+            .lock()
+            .expect("tiles")
+            .insert(period, tiles.clone());
+        Ok(tiles)
     }
 }
 
@@ -349,11 +485,23 @@ async fn logout(State(portal): Shared, Signed { token, .. }: Signed) -> Response
 #[derive(Deserialize)]
 struct PatchQuery {
     county: Option<String>,
+    township: Option<String>,
     period: Option<String>,
     #[serde(rename = "type")]
     change: Option<String>,
     status: Option<String>,
+    /// west,south,east,north in degrees.
+    bbox: Option<String>,
+    /// At most this many features (the map), or patches a page (the list).
+    limit: Option<u64>,
+    /// The list's page, from 1.
+    page: Option<u64>,
 }
+
+/// Features the map asks for at most, unless it asks for fewer.
+const MAP_LIMIT: u64 = 5_000;
+/// Rows of a list page, unless the page asks for fewer.
+const LIST_LIMIT: u64 = 100;
 
 fn properties(e: &Entry) -> Value {
     json!({
@@ -370,63 +518,260 @@ fn properties(e: &Entry) -> Value {
     })
 }
 
+/// The properties of a listed patch, with the names its latest sighting gives.
+fn listed_properties(l: &Listed) -> Value {
+    let mut p = properties(&l.entry);
+    if let Value::Object(m) = &mut p {
+        let r = &l.record;
+        for (k, v) in [
+            ("county_name", r.county_name.as_str()),
+            ("township", r.township_code.as_str()),
+            ("township_name", r.township_name.as_str()),
+            ("type_zh", r.change.label_zh()),
+            ("before_zh", r.before.label_zh()),
+            ("after_zh", r.after.label_zh()),
+        ] {
+            m.insert(k.into(), json!(v));
+        }
+        m.insert("confidence".into(), json!(r.confidence));
+    }
+    p
+}
+
 async fn patches(
     State(portal): Shared,
     Signed { account, .. }: Signed,
     Query(query): Query<PatchQuery>,
 ) -> Response {
-    let status = match query.status.as_deref().map(|s| (s, Status::parse(s))) {
-        Some((s, None)) => {
-            return refusal(StatusCode::BAD_REQUEST, &format!("no status {s}"));
-        }
-        Some((_, found)) => found,
-        None => None,
+    let empty =
+        json!({"type": "FeatureCollection", "features": [], "total": 0, "truncated": false});
+    let filter = match portal.scoped(&account, &query) {
+        Ok(Some(f)) => f,
+        Ok(None) => return answer(StatusCode::OK, empty),
+        Err(refused) => return *refused,
     };
-    // A county's accounts see their county whatever they ask for.
-    let county = match (account.role.of_one_county(), query.county) {
-        (true, Some(asked)) if Some(&asked) != account.county.as_ref() => {
+    let limit = query.limit.unwrap_or(MAP_LIMIT).min(MAP_LIMIT);
+    let collected = portal.page(&account, &filter, 0, limit).and_then(|page| {
+        let transform = portal.to_lon_lat()?;
+        let ledger = portal.ledger.lock().expect("ledger");
+        let features = page
+            .patches
+            .iter()
+            .map(|l| {
+                let mut outline = ledger.outline(&l.entry.tbbh)?;
+                outline.transform_inplace(&transform)?;
+                let geometry: Value = serde_json::from_str(&outline.json()?).unwrap_or(Value::Null);
+                Ok(json!({"type": "Feature", "geometry": geometry, "properties": listed_properties(l)}))
+            })
+            .collect::<Result<Vec<Value>>>()?;
+        Ok((page.total, features))
+    });
+    match collected {
+        Ok((total, features)) => answer(
+            StatusCode::OK,
+            json!({
+                "type": "FeatureCollection",
+                "features": features,
+                "total": total,
+                "truncated": (features.len() as u64) < total,
+            }),
+        ),
+        Err(e) => server_error(e),
+    }
+}
+
+async fn list(
+    State(portal): Shared,
+    Signed { account, .. }: Signed,
+    Query(query): Query<PatchQuery>,
+) -> Response {
+    let per_page = query.limit.unwrap_or(LIST_LIMIT).clamp(1, LIST_LIMIT);
+    let page = query.page.unwrap_or(1).max(1);
+    let filter = match portal.scoped(&account, &query) {
+        Ok(Some(f)) => f,
+        Ok(None) => {
             return answer(
                 StatusCode::OK,
-                json!({"type": "FeatureCollection", "features": []}),
+                json!({"total": 0, "page": page, "per_page": per_page, "bounds": null, "rows": []}),
             )
         }
-        (true, _) => account.county.clone(),
-        (false, asked) => asked,
+        Err(refused) => return *refused,
     };
-    let filter = Filter {
-        county,
-        change: query.change,
-        status,
-        period: query.period,
+    let found = portal
+        .page(&account, &filter, (page - 1) * per_page, per_page)
+        .and_then(|found| Ok((found, portal.extent_in_degrees(&filter)?)));
+    match found {
+        Ok((found, bounds)) => answer(
+            StatusCode::OK,
+            json!({
+                "total": found.total,
+                "page": page,
+                "per_page": per_page,
+                "bounds": bounds,
+                "rows": found.patches.iter().map(listed_properties).collect::<Vec<_>>(),
+            }),
+        ),
+        Err(e) => server_error(e),
+    }
+}
+
+async fn list_xlsx(
+    State(portal): Shared,
+    Signed { account, .. }: Signed,
+    Query(query): Query<PatchQuery>,
+) -> Response {
+    let filter = match portal.scoped(&account, &query) {
+        Ok(f) => f,
+        Err(refused) => return *refused,
     };
-    let features = {
-        let ledger = portal.ledger.lock().expect("ledger");
-        let transform = match portal.to_lon_lat() {
-            Ok(t) => t,
-            Err(e) => return server_error(e),
-        };
-        let listed = ledger.list(&filter).and_then(|entries| {
-            entries
-                .iter()
-                .filter(|e| account.may_read(&e.county))
-                .map(|e| {
-                    let mut outline = ledger.outline(&e.tbbh)?;
-                    outline.transform_inplace(&transform)?;
-                    let geometry: Value = serde_json::from_str(&outline.json()?)
-                        .unwrap_or(Value::Null);
-                    Ok(json!({"type": "Feature", "geometry": geometry, "properties": properties(e)}))
-                })
-                .collect::<Result<Vec<Value>>>()
-        });
-        match listed {
-            Ok(features) => features,
-            Err(e) => return server_error(e),
-        }
+    let records: Vec<_> = match filter.map(|f| portal.page(&account, &f, 0, u64::MAX)) {
+        Some(Ok(page)) => page.patches.into_iter().map(|l| l.record).collect(),
+        Some(Err(e)) => return server_error(e),
+        None => Vec::new(),
     };
+    match crate::dispatch::lists::xlsx_bytes(&records) {
+        Ok(bytes) => (
+            [
+                (
+                    header::CONTENT_TYPE,
+                    "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+                ),
+                (
+                    header::CONTENT_DISPOSITION,
+                    "attachment; filename=\"tuban.xlsx\"",
+                ),
+            ],
+            bytes,
+        )
+            .into_response(),
+        Err(e) => server_error(Error::usage(
+            format!("the spreadsheet failed: {e}"),
+            "retry",
+        )),
+    }
+}
+
+async fn options(State(portal): Shared, Signed { account, token }: Signed) -> Response {
+    // The page reloaded with its session cookie learns its token again here; another site
+    // cannot read this answer (same-origin policy) nor send the cookie (SameSite=Strict).
+    let csrf = portal
+        .sessions
+        .lock()
+        .expect("sessions")
+        .get(&token)
+        .map(|s| s.csrf.clone());
+    let scope = if account.role.of_one_county() {
+        account.county.clone()
+    } else {
+        None
+    };
+    let places = match portal
+        .ledger
+        .lock()
+        .expect("ledger")
+        .places(scope.as_deref())
+    {
+        Ok(p) => p,
+        Err(e) => return server_error(e),
+    };
+    let mut counties: Vec<(String, String)> = places
+        .iter()
+        .filter(|p| account.may_read(&p.county))
+        .map(|p| (p.county.clone(), p.county_name.clone()))
+        .collect();
+    if let Some(own) = scope.filter(|c| !counties.iter().any(|(code, _)| code == c)) {
+        counties.push((own, String::new()));
+    }
+    counties.dedup();
+    let townships: Vec<Value> = places
+        .iter()
+        .filter(|p| account.may_read(&p.county) && !p.township.is_empty())
+        .map(|p| json!({"county": p.county, "code": p.township, "name": p.township_name}))
+        .collect();
+    let periods: Vec<Value> = portal
+        .layout
+        .finished_periods()
+        .into_iter()
+        .map(|p| {
+            let bounds = portal.tiles(p).ok().map(|t| t.bounds());
+            json!({"period": p.to_string(), "bounds": bounds})
+        })
+        .collect();
+    let colour = |c: [u8; 3]| format!("#{:02x}{:02x}{:02x}", c[0], c[1], c[2]);
     answer(
         StatusCode::OK,
-        json!({"type": "FeatureCollection", "features": features}),
+        json!({
+            "account": {"name": account.name, "role": account.role, "county": account.county},
+            "csrf": csrf,
+            "periods": periods,
+            "counties": counties.iter().map(|(code, name)| json!({"code": code, "name": name})).collect::<Vec<_>>(),
+            "townships": townships,
+            "types": ChangeType::ALL.map(|t| json!({
+                "code": t.code(), "name": t.label_zh(), "colour": colour(crate::render::change_colour(t)),
+            })),
+            "statuses": Status::ALL.map(|s| json!({"code": s.code(), "name": s.label_zh()})),
+            "evidence_kinds": Evidence::ALL.map(|e| json!({"code": e.code(), "name": e.label_zh()})),
+        }),
     )
+}
+
+async fn tile(
+    State(portal): Shared,
+    Signed { .. }: Signed,
+    UrlPath((period, z, x, y)): UrlPath<(String, u8, u32, String)>,
+) -> Response {
+    let missing = || refusal(StatusCode::NOT_FOUND, "no such tile");
+    let (Ok(period), Some(Ok(y))) = (
+        period.parse::<Period>(),
+        y.strip_suffix(".png").map(str::parse::<u32>),
+    ) else {
+        return missing();
+    };
+    let tiles = match portal.tiles(period) {
+        Ok(t) => t,
+        Err(Error::Usage { .. }) => return missing(),
+        Err(e) => return server_error(e),
+    };
+    match tokio::task::spawn_blocking(move || tiles.tile(z, x, y)).await {
+        Ok(Ok(png)) => (
+            [
+                (header::CONTENT_TYPE, "image/png"),
+                (header::CACHE_CONTROL, "private, max-age=3600"),
+            ],
+            png,
+        )
+            .into_response(),
+        Ok(Err(Error::Usage { .. })) => missing(),
+        Ok(Err(e)) => server_error(e),
+        Err(e) => server_error(Error::usage(format!("the tile failed: {e}"), "retry")),
+    }
+}
+
+/// The before/after chip of a patch from the newest dispatch package that carries it.
+async fn chip(
+    State(portal): Shared,
+    Signed { account, .. }: Signed,
+    UrlPath(tbbh): UrlPath<String>,
+) -> Response {
+    let Some(entry) = portal.readable(&account, &tbbh) else {
+        return not_found();
+    };
+    let periods = portal.layout.finished_periods();
+    let found = periods.iter().rev().find_map(|p| {
+        let png = portal
+            .layout
+            .package(*p, &entry.county)
+            .join("chips")
+            .join(format!("{}.png", entry.tbbh));
+        std::fs::read(png).ok()
+    });
+    match found {
+        Some(png) => ([(header::CONTENT_TYPE, "image/png")], png).into_response(),
+        None => refusal(
+            StatusCode::NOT_FOUND,
+            "no chip yet: the patch has not been in a dispatch package (`gengbao export`)",
+        ),
+    }
 }
 
 async fn patch(
@@ -440,13 +785,30 @@ async fn patch(
     let ledger = portal.ledger.lock().expect("ledger");
     let found = ledger.sightings(&tbbh).and_then(|s| {
         let evidence = portal.evidence.lock().expect("evidence").of(&tbbh)?;
-        Ok((s, ledger.history(Some(&tbbh), None)?, evidence))
+        let record = ledger.listed(&tbbh)?.record;
+        Ok((s, ledger.history(Some(&tbbh), None)?, evidence, record))
     });
+    let moves: Vec<Value> = allowed_from(entry.status, By::Inspector)
+        .into_iter()
+        .filter(|to| account.may_move(&entry.county, *to))
+        .map(|to| json!({"code": to.code(), "name": to.label_zh()}))
+        .collect();
     match found {
-        Ok((sightings, history, evidence)) => answer(
+        Ok((sightings, history, evidence, record)) => answer(
             StatusCode::OK,
             json!({
                 "patch": properties(&entry),
+                // The patch's fields as the dispatch list names them (Chinese labels).
+                "attributes": PATCH_FIELDS.iter().zip(patch_values(&record)).map(|((spec, _), v)| {
+                    let value = match v {
+                        gdal::vector::FieldValue::RealValue(x) => json!(x),
+                        gdal::vector::FieldValue::IntegerValue(x) => json!(x),
+                        gdal::vector::FieldValue::StringValue(s) => json!(s),
+                        other => json!(format!("{other:?}")),
+                    };
+                    json!({"field": spec.name, "label": spec.alias, "value": value})
+                }).collect::<Vec<_>>(),
+                "moves": moves,
                 "sightings": sightings.iter().map(|(period, area, confidence)| json!({
                     "period": period, "area_m2": area, "confidence": confidence,
                 })).collect::<Vec<_>>(),
@@ -561,6 +923,34 @@ async fn package(
                 .into_response()
         }
         Err(_) => missing(),
+    }
+}
+
+async fn evidence_file(
+    State(portal): Shared,
+    Signed { account, .. }: Signed,
+    UrlPath((tbbh, sha256)): UrlPath<(String, String)>,
+) -> Response {
+    if portal.readable(&account, &tbbh).is_none() {
+        return not_found();
+    }
+    match portal
+        .evidence
+        .lock()
+        .expect("evidence")
+        .file(&tbbh, &sha256)
+    {
+        Ok(Some((media, bytes))) => (
+            [
+                (header::CONTENT_TYPE, media),
+                (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+                (header::CONTENT_SECURITY_POLICY, "sandbox"),
+            ],
+            bytes,
+        )
+            .into_response(),
+        Ok(None) => refusal(StatusCode::NOT_FOUND, "no such file"),
+        Err(e) => server_error(e),
     }
 }
 

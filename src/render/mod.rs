@@ -4,8 +4,46 @@
 use crate::error::{Error, Result};
 
 mod map;
+pub(crate) mod tiles;
 
 pub(crate) use map::MapSheet;
+
+/// A linear stretch of one band of reflectance between robust low and high values: how
+/// chips and map tiles show true colour.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Stretch {
+    low: f32,
+    high: f32,
+}
+
+impl Stretch {
+    /// From the 2nd to the 98th percentile of the finite `values`; 0 to 0.3 reflectance
+    /// when there are too few of them.
+    pub(crate) fn robust(mut values: Vec<f32>) -> Stretch {
+        values.retain(|v| v.is_finite());
+        if values.len() < 2 {
+            return Stretch {
+                low: 0.0,
+                high: 0.3,
+            };
+        }
+        values.sort_by(f32::total_cmp);
+        let at = |q: f64| values[((values.len() - 1) as f64 * q).round() as usize];
+        Stretch {
+            low: at(0.02),
+            high: at(0.98),
+        }
+    }
+
+    /// The grey level of `v`: dark grey where nothing was seen.
+    pub(crate) fn apply(self, v: f32) -> u8 {
+        if !v.is_finite() {
+            return 40;
+        }
+        let t = ((v - self.low) / (self.high - self.low).max(1e-6)).clamp(0.0, 1.0);
+        (t * 255.0).round() as u8
+    }
+}
 
 /// The one font of text in images: WenQuanYi Micro Hei (fonts-wqy-microhei, installed by
 /// scripts/setup.sh) holds Chinese and Latin glyphs, so that 非农化, 亩 and dates read alike in
@@ -46,6 +84,11 @@ fn class_colour(class: u8) -> [u8; 3] {
         6 => [120, 160, 120],
         _ => [255, 255, 255],
     }
+}
+
+/// Colour of a type of change on maps, in reports and on the portal's pages.
+pub(crate) fn change_colour(change: crate::domain::change::ChangeType) -> [u8; 3] {
+    flag_colour(change as u8).expect("every type of change has a colour")
 }
 
 /// Colour of a type of change on maps and in reports.

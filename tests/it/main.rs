@@ -4,6 +4,7 @@
 mod common;
 
 mod bad_inputs;
+mod browser;
 mod catalog;
 mod classifier_torch;
 mod detect;

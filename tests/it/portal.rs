@@ -8,7 +8,7 @@ use gengbao::ledger::{Filter, Ledger};
 use gengbao::portal::{Accounts, Role};
 use serde_json::{json, Value};
 
-const PASSWORD: &str = "correct horse battery";
+pub(crate) const PASSWORD: &str = "correct horse battery";
 
 /// A client of the portal at `base`, holding one session's cookie and CSRF token.
 struct Client {
@@ -77,6 +77,23 @@ impl Client {
         (code, body)
     }
 
+    /// A GET whose answer is a file: its status, media type and bytes.
+    fn get_bytes(&self, path: &str) -> (u16, String, Vec<u8>) {
+        let mut request = ureq::get(&format!("{}{path}", self.base));
+        if let Some(c) = &self.cookie {
+            request = request.set("Cookie", c);
+        }
+        let response = match request.call() {
+            Ok(r) => r,
+            Err(ureq::Error::Status(_, r)) => r,
+            Err(e) => panic!("no answer: {e}"),
+        };
+        let (code, media) = (response.status(), response.content_type().to_string());
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut response.into_reader(), &mut bytes).unwrap();
+        (code, media, bytes)
+    }
+
     /// A POST with the session's CSRF token, or with `csrf` instead when given.
     fn post(&self, path: &str, body: Value, csrf: Option<&str>) -> (u16, Value) {
         let mut request = ureq::post(&format!("{}{path}", self.base));
@@ -127,7 +144,7 @@ impl Client {
 }
 
 /// A small JPEG whose EXIF says it was taken at (lon, lat) at `taken` (`YYYY:MM:DD HH:MM:SS`).
-fn site_photo(dir: &std::path::Path, lon: f64, lat: f64, taken: &str) -> Vec<u8> {
+pub(crate) fn site_photo(dir: &std::path::Path, lon: f64, lat: f64, taken: &str) -> Vec<u8> {
     use gdal::Metadata;
     let dms = |v: f64| {
         let d = v.abs().floor();
@@ -168,18 +185,18 @@ fn counties(collection: &Value) -> Vec<String> {
 /// A generated city's job, run, with the portal serving it on loopback and these accounts:
 /// `admin`, `auditor`, `xihe-officer` and `xihe-inspector` (county 320901) and
 /// `donghu-officer` (320902).
-struct Served {
-    _tmp: tempfile::TempDir,
-    city: gengbao::SampleCity,
-    cfg: gengbao::JobConfig,
-    accounts: Accounts,
-    base: String,
+pub(crate) struct Served {
+    pub(crate) _tmp: tempfile::TempDir,
+    pub(crate) city: gengbao::SampleCity,
+    pub(crate) cfg: gengbao::JobConfig,
+    pub(crate) accounts: Accounts,
+    pub(crate) base: String,
     /// A patch of 320901 and one of 320902.
-    own: String,
-    other: String,
+    pub(crate) own: String,
+    pub(crate) other: String,
 }
 
-fn served_city() -> Served {
+pub(crate) fn served_city() -> Served {
     let tmp = tempfile::tempdir().unwrap();
     let city = city(&tmp.path().join("city"), 256, 3, 128);
     let cfg = run_all(&city, None);
@@ -654,4 +671,208 @@ fn fifty_sessions_at_once_lose_nothing() {
         );
     }
     println!("{moves} moves accepted over {seconds} s, none lost");
+}
+
+/// The patch numbers (TBBH column) of a downloaded spreadsheet list.
+fn spreadsheet_patches(xlsx: &[u8]) -> Vec<String> {
+    use calamine::Reader;
+    let mut book = calamine::Xlsx::new(std::io::Cursor::new(xlsx.to_vec())).expect("an .xlsx file");
+    let sheet = book.worksheet_range("图斑清单").expect("the list sheet");
+    let mut rows = sheet.rows();
+    assert_eq!(rows.next().unwrap()[0].to_string(), "图斑编号");
+    rows.map(|r| r[0].to_string()).collect()
+}
+
+/// The page's own endpoints (list pages, spreadsheet download, filter options, chips, stored
+/// evidence, map tiles) keep to the account's county exactly as the card does, and names
+/// tampered with in addresses never reach a file.
+#[test]
+fn the_list_map_and_downloads_keep_to_the_accounts_county() {
+    let Served {
+        _tmp,
+        city,
+        cfg,
+        base,
+        own,
+        other,
+        ..
+    } = served_city();
+    let last = *city.periods.last().unwrap();
+    gengbao::export_packages(&cfg, last, &[], true).unwrap();
+    let ledger = Ledger::open_existing(&cfg.layout().ledger_file()).unwrap();
+    let of = |county: &str| -> Vec<String> {
+        ledger
+            .list(&Filter {
+                county: Some(county.into()),
+                ..Default::default()
+            })
+            .unwrap()
+            .into_iter()
+            .map(|e| e.tbbh)
+            .collect()
+    };
+    let (xihe, donghu) = (of("320901"), of("320902"));
+    let everyone: Vec<String> = xihe.iter().chain(&donghu).cloned().collect();
+
+    // A site photo on a patch of each county, by the admin.
+    let admin = Client::logged_in(&base, "admin");
+    let sha = |tbbh: &str, lon: f64| {
+        let photo = site_photo(_tmp.path(), lon, 31.6, "2026:01:02 10:00:00");
+        let (code, body) = admin.upload(tbbh, "site.jpg", &photo);
+        assert_eq!(code, 201, "{body}");
+        body["sha256"].as_str().unwrap().to_string()
+    };
+    let (own_photo, other_photo) = (sha(&own, 117.0), sha(&other, 117.01));
+    assert_ne!(own_photo, other_photo);
+    for (tbbh, county) in [(&own, "320901"), (&other, "320902")] {
+        let chip = cfg
+            .layout()
+            .package(last, county)
+            .join("chips")
+            .join(format!("{tbbh}.png"));
+        assert!(chip.exists(), "{tbbh} has a chip in its package");
+    }
+    let (_, options) = admin.get("api/options");
+    let [w, s, e, n]: [f64; 4] = serde_json::from_value(
+        options["periods"].as_array().unwrap().last().unwrap()["bounds"].clone(),
+    )
+    .unwrap();
+    // The zoom-15 tile holding the middle of the city.
+    let (lon, lat) = ((w + e) / 2.0, (s + n) / 2.0);
+    let z = 15u32;
+    let tiles = (1u64 << z) as f64;
+    let x = ((lon + 180.0) / 360.0 * tiles) as u64;
+    let y = ((1.0
+        - (lat.to_radians().tan() + 1.0 / lat.to_radians().cos()).ln() / std::f64::consts::PI)
+        / 2.0
+        * tiles) as u64;
+    let tile = format!("api/tiles/{last}/{z}/{x}/{y}.png");
+
+    // name, [chip, evidence file] on 320901 then 320902, the patches it lists.
+    let table: [(Option<&str>, [u16; 4], &[String]); 5] = [
+        (None, [401; 4], &[]),
+        (Some("admin"), [200; 4], &everyone),
+        (Some("auditor"), [200; 4], &everyone),
+        (Some("xihe-officer"), [200, 200, 404, 404], &xihe),
+        (Some("xihe-inspector"), [200, 200, 404, 404], &xihe),
+    ];
+    for (name, expected, listed) in table {
+        let client = match name {
+            Some(n) => Client::logged_in(&base, n),
+            None => Client::anonymous(&base),
+        };
+        let got: Vec<u16> = [
+            format!("api/patches/{own}/chip.png"),
+            format!("api/patches/{own}/evidence/{own_photo}"),
+            format!("api/patches/{other}/chip.png"),
+            format!("api/patches/{other}/evidence/{other_photo}"),
+        ]
+        .iter()
+        .map(|path| client.get_bytes(path).0)
+        .collect();
+        assert_eq!(got, expected, "{name:?}: chip, evidence × 2 counties");
+        // A file of one patch is not reached through another.
+        let (crossed, _, _) =
+            client.get_bytes(&format!("api/patches/{own}/evidence/{other_photo}"));
+        assert_eq!(crossed, if name.is_some() { 404 } else { 401 });
+
+        let (code, media, png) = client.get_bytes(&tile);
+        let (list_code, page) = client.get("api/list?limit=100");
+        let (_, other_county) = client.get("api/list?county=320902");
+        let (xlsx_code, _, xlsx) = client.get_bytes("api/list.xlsx");
+        let (_, _, xlsx_other) = client.get_bytes("api/list.xlsx?county=320902");
+        if name.is_none() {
+            assert_eq!((code, list_code, xlsx_code), (401, 401, 401));
+            assert_eq!(client.get("api/options").0, 401);
+            continue;
+        }
+        // Tiles: the period's imagery, for every account.
+        assert_eq!((code, media.as_str()), (200, "image/png"), "{name:?} tile");
+        let img = image::load_from_memory(&png).unwrap().to_rgba8();
+        assert_eq!(img.dimensions(), (256, 256));
+        assert!(
+            img.pixels().any(|p| p.0[3] == 255),
+            "{name:?}: the city's tile shows imagery"
+        );
+        // The list, its spreadsheet and the filter options: the account's patches only.
+        let rows: Vec<String> = page["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["tbbh"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(&rows, listed, "{name:?} list");
+        assert_eq!(page["total"], listed.len());
+        let expected_other = if listed.iter().any(|t| donghu.contains(t)) {
+            donghu.len()
+        } else {
+            0
+        };
+        assert_eq!(
+            other_county["total"], expected_other,
+            "{name:?} asking for 320902"
+        );
+        assert_eq!(xlsx_code, 200);
+        assert_eq!(&spreadsheet_patches(&xlsx), listed, "{name:?} spreadsheet");
+        assert_eq!(spreadsheet_patches(&xlsx_other).len(), expected_other);
+        let (_, options) = client.get("api/options");
+        let counties: Vec<&str> = options["counties"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["code"].as_str().unwrap())
+            .collect();
+        let expected_counties: Vec<&str> = ["320901", "320902"]
+            .into_iter()
+            .filter(|c| listed.iter().any(|t| t.starts_with(c)))
+            .collect();
+        assert_eq!(counties, expected_counties, "{name:?} options");
+        assert!(options["townships"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|t| expected_counties.contains(&t["county"].as_str().unwrap())));
+    }
+
+    // Paging: the second page of two is the third and fourth patch.
+    let (_, page) = admin.get("api/list?limit=2&page=2");
+    let rows: Vec<&str> = page["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["tbbh"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        rows,
+        everyone[2..4]
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(page["total"], everyone.len());
+    // Tampered names and addresses: nothing but 404, whoever asks.
+    for path in [
+        "assets/../Cargo.toml".to_string(),
+        "assets/%2e%2e%2fCargo.toml".to_string(),
+        format!("api/patches/{own}/evidence/..%2f..%2fledger.sqlite"),
+        format!("api/patches/..%2fledger.sqlite/chip.png"),
+        format!("api/tiles/{last}/40/0/0.png"),
+        format!("api/tiles/{last}/1/5/0.png"),
+        format!("api/tiles/..%2f{last}/1/0/0.png"),
+    ] {
+        let (code, _, body) = admin.get_bytes(&path);
+        assert!(
+            code == 404 || code == 400,
+            "{path}: {code} {}",
+            String::from_utf8_lossy(&body)
+        );
+    }
+    // The page and its map library are served without a session (nothing in them is data).
+    let anonymous = Client::anonymous(&base);
+    let (code, media, page) = anonymous.get_bytes("");
+    assert_eq!((code, media.as_str()), (200, "text/html"));
+    assert!(String::from_utf8_lossy(&page).contains("卫片图斑核查"));
+    let (code, _, license) = anonymous.get_bytes("assets/leaflet-LICENSE.txt");
+    assert_eq!(code, 200);
+    assert!(String::from_utf8_lossy(&license).contains("BSD 2-Clause License"));
 }

@@ -1,0 +1,225 @@
+//! Map tiles of a period's archived composite in true colour, for the portal's map.
+//!
+//! Takes: a period's `composite.tif` (reflectance × 10,000 in the sensor profile's band
+//! order, in the job's grid CRS) and the profile. Gives: 256-pixel PNG tiles in the Web
+//! Mercator tiling every web map uses (`z/x/y`, EPSG:3857), transparent where the period saw
+//! nothing; the extent of the composite in degrees, for the map to ask only tiles that hold
+//! something.
+//!
+//! One stretch per period (robust percentiles of the whole composite, read from its
+//! overviews), so that neighbouring tiles match at their seams.
+
+use super::Stretch;
+use crate::error::{Error, Result};
+use crate::geo::raster::{
+    gdal_warp, last_gdal_error, lon_lat, transform_between, transform_bounds,
+};
+use crate::geo::sensor::SensorProfile;
+use gdal::Dataset;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Pixels a side of a tile.
+pub(crate) const TILE: usize = 256;
+/// Half the side of the Web Mercator square, in metres.
+const HALF_WORLD_M: f64 = 20_037_508.342_789_244;
+/// The composite's no-data value.
+const NODATA: i16 = i16::MIN;
+/// Tiles deeper than this are refused: 0.6 m pixels, finer than any imagery served.
+pub(crate) const MAX_ZOOM: u8 = 22;
+
+/// True-colour tiles of one period's composite.
+#[derive(Debug, Clone)]
+pub(crate) struct TrueColourTiles {
+    composite: PathBuf,
+    /// Band numbers (from 1) of red, green and blue in the composite.
+    rgb: [usize; 3],
+    stretch: [Stretch; 3],
+    /// West, south, east, north in degrees.
+    bounds: [f64; 4],
+}
+
+fn unreadable(path: &Path, e: impl std::fmt::Display) -> Error {
+    Error::input(
+        path,
+        format!("cannot be read for map tiles ({e})"),
+        "run the period again (`gengbao run --period P`) to rewrite its composite",
+    )
+}
+
+impl TrueColourTiles {
+    /// Reads the extent and the stretch of `composite`, made by a job of sensor `profile`.
+    pub(crate) fn open(composite: &Path, profile: &SensorProfile) -> Result<TrueColourTiles> {
+        let ds = Dataset::open(composite).map_err(|e| unreadable(composite, e))?;
+        let band_of = |name: &str| {
+            profile
+                .bands
+                .iter()
+                .position(|b| *b == name)
+                .map(|i| i + 1)
+                .expect("a profile's canonical bands are its own")
+        };
+        let [blue, green, red, _] = profile.canonical;
+        let rgb = [band_of(red), band_of(green), band_of(blue)];
+        if ds.raster_count() != profile.bands.len() {
+            return Err(unreadable(
+                composite,
+                format!(
+                    "it holds {} bands, sensor profile `{}` has {}",
+                    ds.raster_count(),
+                    profile.name,
+                    profile.bands.len()
+                ),
+            ));
+        }
+        let (width, height) = ds.raster_size();
+        // At most 512 pixels a side: GDAL reads the overview nearest that size.
+        let scale = (width.max(height) as f64 / 512.0).max(1.0);
+        let size = (
+            ((width as f64 / scale).round() as usize).max(1),
+            ((height as f64 / scale).round() as usize).max(1),
+        );
+        let mut stretch = [Stretch::robust(Vec::new()); 3];
+        for (k, b) in rgb.into_iter().enumerate() {
+            let band = ds.rasterband(b).map_err(|e| unreadable(composite, e))?;
+            let values = band
+                .read_as::<i16>((0, 0), (width, height), size, None)
+                .map_err(|e| unreadable(composite, e))?;
+            stretch[k] = Stretch::robust(reflectance(&values.into_shape_and_vec().1).collect());
+        }
+        let gt = ds.geo_transform().map_err(|e| unreadable(composite, e))?;
+        let mut srs = ds.spatial_ref().map_err(|e| unreadable(composite, e))?;
+        srs.set_axis_mapping_strategy(gdal::spatial_ref::AxisMappingStrategy::TraditionalGisOrder);
+        let (x0, y0) = (gt[0], gt[3]);
+        let (x1, y1) = (x0 + gt[1] * width as f64, y0 + gt[5] * height as f64);
+        let to_degrees = transform_between(&srs, &lon_lat()?)?;
+        let (w, s, e, n) = transform_bounds(
+            &to_degrees,
+            (x0.min(x1), y0.min(y1), x0.max(x1), y0.max(y1)),
+        )?;
+        Ok(TrueColourTiles {
+            composite: composite.to_path_buf(),
+            rgb,
+            stretch,
+            bounds: [w, s, e, n],
+        })
+    }
+
+    /// West, south, east, north of the composite in degrees.
+    pub(crate) fn bounds(&self) -> [f64; 4] {
+        self.bounds
+    }
+
+    /// Tile `x`, `y` of zoom level `z` as a PNG: transparent where the period has no look.
+    pub(crate) fn tile(&self, z: u8, x: u32, y: u32) -> Result<Vec<u8>> {
+        let count = 1u64 << z.min(MAX_ZOOM);
+        if z > MAX_ZOOM || x as u64 >= count || y as u64 >= count {
+            return Err(Error::usage(
+                format!("no tile {z}/{x}/{y}"),
+                format!("zoom levels go from 0 to {MAX_ZOOM}, x and y from 0 to 2^z - 1"),
+            ));
+        }
+        let side = 2.0 * HALF_WORLD_M / count as f64;
+        let west = -HALF_WORLD_M + x as f64 * side;
+        let north = HALF_WORLD_M - y as f64 * side;
+        let rgb = self.warped(west, north - side, west + side, north)?;
+        let mut img = image::RgbaImage::new(TILE as u32, TILE as u32);
+        for (i, px) in img.pixels_mut().enumerate() {
+            let seen = (0..3).all(|b| rgb[b][i] != NODATA);
+            *px = if seen {
+                let v = |b: usize| self.stretch[b].apply(rgb[b][i] as f32 / 10_000.0);
+                image::Rgba([v(0), v(1), v(2), 255])
+            } else {
+                image::Rgba([0, 0, 0, 0])
+            };
+        }
+        let mut png = Vec::new();
+        img.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+            .map_err(|e| unreadable(&self.composite, e))?;
+        Ok(png)
+    }
+
+    /// Red, green and blue of the composite warped onto a tile's extent in EPSG:3857.
+    fn warped(&self, west: f64, south: f64, east: f64, north: f64) -> Result<[Vec<i16>; 3]> {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let source = Dataset::open(&self.composite).map_err(|e| unreadable(&self.composite, e))?;
+        let bands = self.rgb.map(|b| b.to_string());
+        let vrt_options = gdal::programs::raster::BuildVRTOptions::new([
+            "-b", &bands[0], "-b", &bands[1], "-b", &bands[2],
+        ])?;
+        let vrt = gdal::programs::raster::build_vrt(None, &[source], Some(vrt_options))
+            .map_err(|e| unreadable(&self.composite, e))?;
+        let out = PathBuf::from(format!(
+            "/vsimem/gengbao-tile-{}-{}.tif",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        let args: Vec<String> = [
+            "-t_srs",
+            "EPSG:3857",
+            "-te",
+            &west.to_string(),
+            &south.to_string(),
+            &east.to_string(),
+            &north.to_string(),
+            "-ts",
+            &TILE.to_string(),
+            &TILE.to_string(),
+            "-r",
+            "bilinear",
+            "-dstnodata",
+            &NODATA.to_string(),
+            "-of",
+            "GTiff",
+        ]
+        .map(String::from)
+        .to_vec();
+        let result = gdal_warp(&[vrt], &args, &out)
+            .map_err(|e| unreadable(&self.composite, e))
+            .and_then(|()| {
+                let ds = Dataset::open(&out).map_err(|e| unreadable(&self.composite, e))?;
+                let read = |b: usize| -> Result<Vec<i16>> {
+                    Ok(ds
+                        .rasterband(b)?
+                        .read_as::<i16>((0, 0), (TILE, TILE), (TILE, TILE), None)?
+                        .into_shape_and_vec()
+                        .1)
+                };
+                Ok([read(1)?, read(2)?, read(3)?])
+            });
+        if gdal::vsi::unlink_mem_file(&out).is_err() && result.is_ok() {
+            return Err(unreadable(&self.composite, last_gdal_error()));
+        }
+        result
+    }
+}
+
+/// Reflectance of the seen pixels of a composite band.
+fn reflectance(values: &[i16]) -> impl Iterator<Item = f32> + '_ {
+    values
+        .iter()
+        .filter(|v| **v != NODATA)
+        .map(|v| *v as f32 / 10_000.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tiles_beyond_the_zoom_levels_or_the_world_are_refused() {
+        let tiles = TrueColourTiles {
+            composite: PathBuf::from("/nonexistent/composite.tif"),
+            rgb: [3, 2, 1],
+            stretch: [Stretch::robust(Vec::new()); 3],
+            bounds: [0.0; 4],
+        };
+        for (z, x, y) in [(1, 2, 0), (1, 0, 2), (MAX_ZOOM + 1, 0, 0)] {
+            let refused = tiles.tile(z, x, y).unwrap_err().to_string();
+            assert!(
+                refused.contains(&format!("no tile {z}/{x}/{y}")),
+                "{refused}"
+            );
+        }
+    }
+}
