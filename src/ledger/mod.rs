@@ -42,7 +42,7 @@ use rusqlite::{params, Connection, Transaction};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use store::{damaged_record, entry_from_row, entry_in, sighted_in, transition, SCHEMA};
+use store::{damaged_record, entry_from_row, entry_in, migrate, sighted_in, transition, SCHEMA};
 use By::Inspector;
 use Status::*;
 
@@ -121,8 +121,7 @@ pub struct Filter {
 }
 
 impl Filter {
-    /// The SQL condition over `patches p` (joined to its latest sighting `s`) and its
-    /// arguments.
+    /// The SQL condition over `patches p` and its arguments.
     fn condition(&self) -> (String, Vec<rusqlite::types::Value>) {
         use rusqlite::types::Value::{Real, Text};
         let mut sql = String::from("1");
@@ -141,11 +140,7 @@ impl Filter {
             text(&mut sql, " AND p.status = ?", s.code());
         }
         if let Some(t) = &self.township {
-            text(
-                &mut sql,
-                " AND json_extract(s.record, '$.township_code') = ?",
-                t,
-            );
+            text(&mut sql, " AND p.township = ?", t);
         }
         if let Some(p) = &self.period {
             text(
@@ -242,6 +237,7 @@ impl Ledger {
                 )
             })
             .and_then(|_| conn.execute_batch(SCHEMA))
+            .and_then(|_| migrate(&conn))
             .and_then(|_| conn.execute_batch(&append_only("history")))
         .map_err(db_error(path))?;
         Ok(Ledger {
@@ -434,17 +430,17 @@ impl Ledger {
     /// The patches matching `filter` in patch-number order, `limit` of them from `offset`,
     /// with the count of all that match.
     pub fn page(&self, filter: &Filter, offset: u64, limit: u64) -> Result<Page> {
-        const FROM: &str =
-            "FROM patches p JOIN sightings s ON s.tbbh = p.tbbh AND s.period = p.last_period";
         let (condition, args) = filter.condition();
         let total: i64 = self.db(self.conn.query_row(
-            &format!("SELECT count(*) {FROM} WHERE {condition}"),
+            &format!("SELECT count(*) FROM patches p WHERE {condition}"),
             rusqlite::params_from_iter(args.iter()),
             |r| r.get(0),
         ))?;
+        // The record is read for the rows of the page only.
         let sql = format!(
-            "SELECT p.tbbh, p.county, p.change, p.status, p.first_period, p.last_period, p.area_m2, p.persisted, p.evidence, s.record
-             {FROM} WHERE {condition} ORDER BY p.tbbh LIMIT ? OFFSET ?"
+            "SELECT p.tbbh, p.county, p.change, p.status, p.first_period, p.last_period, p.area_m2, p.persisted, p.evidence,
+                    (SELECT s.record FROM sightings s WHERE s.tbbh = p.tbbh AND s.period = p.last_period)
+             FROM patches p WHERE {condition} ORDER BY p.tbbh LIMIT ? OFFSET ?"
         );
         let mut stmt = self.db(self.conn.prepare(&sql))?;
         let mut args = args;
@@ -481,9 +477,7 @@ impl Ledger {
         let found: (Option<f64>, Option<f64>, Option<f64>, Option<f64>) =
             self.db(self.conn.query_row(
                 &format!(
-                    "SELECT min(p.minx), min(p.miny), max(p.maxx), max(p.maxy)
-                 FROM patches p JOIN sightings s ON s.tbbh = p.tbbh AND s.period = p.last_period
-                 WHERE {condition}"
+                    "SELECT min(p.minx), min(p.miny), max(p.maxx), max(p.maxy) FROM patches p WHERE {condition}"
                 ),
                 rusqlite::params_from_iter(args.iter()),
                 |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
@@ -511,20 +505,25 @@ impl Ledger {
     /// The counties and townships the patches lie in (of `county` only, when given), as
     /// their latest sightings name them, in code order.
     pub fn places(&self, county: Option<&str>) -> Result<Vec<Place>> {
+        // The names come from one patch's record per place: reading every record would cost
+        // as much as the whole ledger.
         let mut stmt = self.db(self.conn.prepare(
-            "SELECT DISTINCT p.county, json_extract(s.record, '$.county_name'),
-                    json_extract(s.record, '$.township_code'), json_extract(s.record, '$.township_name')
-             FROM patches p JOIN sightings s ON s.tbbh = p.tbbh AND s.period = p.last_period
-             WHERE ?1 IS NULL OR p.county = ?1
-             ORDER BY 1, 3",
+            "SELECT g.county, g.township,
+                    (SELECT json_extract(s.record, '$.county_name') FROM sightings s
+                     WHERE s.tbbh = g.first ORDER BY s.period DESC LIMIT 1),
+                    (SELECT json_extract(s.record, '$.township_name') FROM sightings s
+                     WHERE s.tbbh = g.first ORDER BY s.period DESC LIMIT 1)
+             FROM (SELECT county, township, min(tbbh) AS first FROM patches
+                   WHERE ?1 IS NULL OR county = ?1 GROUP BY county, township) g
+             ORDER BY 1, 2",
         ))?;
         let text =
             |r: &rusqlite::Row, i| r.get::<_, Option<String>>(i).map(Option::unwrap_or_default);
         let rows = self.db(stmt.query_map([county], |r| {
             Ok(Place {
                 county: text(r, 0)?,
-                county_name: text(r, 1)?,
-                township: text(r, 2)?,
+                township: text(r, 1)?,
+                county_name: text(r, 2)?,
                 township_name: text(r, 3)?,
             })
         }))?;

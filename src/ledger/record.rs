@@ -226,7 +226,8 @@ impl Recording<'_> {
         self.tx
             .execute(
                 "UPDATE patches SET change = ?2, last_period = max(last_period, ?3), area_m2 = ?4,
-                        persisted = ?5, minx = ?6, miny = ?7, maxx = ?8, maxy = ?9, geometry = ?10
+                        persisted = ?5, minx = ?6, miny = ?7, maxx = ?8, maxy = ?9, geometry = ?10,
+                        township = ?11
                      WHERE tbbh = ?1",
                 params![
                     p.tbbh,
@@ -238,7 +239,8 @@ impl Recording<'_> {
                     env.MinY,
                     env.MaxX,
                     env.MaxY,
-                    wkb
+                    wkb,
+                    p.township_code
                 ],
             )
             .map_err(db_error(self.path))?;
@@ -284,9 +286,9 @@ impl Recording<'_> {
         p.tbbh = format!("{prefix}{seq:05}");
         p.status = Detected;
         self.tx.execute(
-            "INSERT INTO patches (tbbh, county, change, status, first_period, last_period, area_m2, persisted, minx, miny, maxx, maxy, geometry)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
-            params![p.tbbh, p.county_code, p.change.code(), Detected.code(), self.period, p.area_m2, p.persisted, env.MinX, env.MinY, env.MaxX, env.MaxY, wkb],
+            "INSERT INTO patches (tbbh, county, change, status, first_period, last_period, area_m2, persisted, minx, miny, maxx, maxy, geometry, township)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+            params![p.tbbh, p.county_code, p.change.code(), Detected.code(), self.period, p.area_m2, p.persisted, env.MinX, env.MinY, env.MaxX, env.MaxY, wkb, p.township_code],
         )
         .map_err(db)?;
         let note = format!(

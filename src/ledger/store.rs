@@ -27,7 +27,8 @@ CREATE TABLE IF NOT EXISTS patches (
     evidence TEXT,
     accepted_area_m2 REAL,
     minx REAL NOT NULL, miny REAL NOT NULL, maxx REAL NOT NULL, maxy REAL NOT NULL,
-    geometry BLOB NOT NULL
+    geometry BLOB NOT NULL,
+    township TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS patches_county ON patches (county, status);
 CREATE TABLE IF NOT EXISTS sightings (
@@ -107,6 +108,27 @@ pub(super) fn damaged_record(path: &Path, e: impl std::fmt::Display) -> Error {
         path,
         format!("a stored outline cannot be read: {e}"),
         "the ledger is damaged: restore it from a backup",
+    )
+}
+
+/// Brings a ledger written by an earlier version to the current schema: the township column
+/// (from each patch's latest sighting) and the indexes of the portal's list.
+pub(super) fn migrate(conn: &Connection) -> rusqlite::Result<()> {
+    let has_township = conn
+        .prepare("SELECT 1 FROM pragma_table_info('patches') WHERE name = 'township'")?
+        .exists([])?;
+    if !has_township {
+        conn.execute_batch(
+            "BEGIN IMMEDIATE;
+             ALTER TABLE patches ADD COLUMN township TEXT NOT NULL DEFAULT '';
+             UPDATE patches SET township = coalesce((SELECT json_extract(s.record, '$.township_code')
+                 FROM sightings s WHERE s.tbbh = patches.tbbh AND s.period = patches.last_period), '');
+             COMMIT;",
+        )?;
+    }
+    conn.execute_batch(
+        "CREATE INDEX IF NOT EXISTS patches_county_number ON patches (county, tbbh);
+         CREATE INDEX IF NOT EXISTS patches_township ON patches (county, township, tbbh);",
     )
 }
 

@@ -102,6 +102,56 @@ fn uncomment_section(config: &str, header: &str) -> String {
 }
 
 /// Generates the sample city into `out` (replacing it).
+/// A hand-made 非农化 patch: a square of `side` metres at (`x`, `y`) in the job's grid CRS, of
+/// county `county`, seen in `period` (benchmarks and tests of the ledger, which need many
+/// patches without running a period).
+pub fn square_patch(
+    county: &str,
+    x: f64,
+    y: f64,
+    side: f64,
+    period: &str,
+) -> crate::engine::patches::Patch {
+    use crate::domain::change::ChangeType;
+    use crate::domain::land_cover::LandCover;
+    let wkt = format!(
+        "POLYGON(({x} {y},{} {y},{} {},{x} {},{x} {y}))",
+        x + side,
+        x + side,
+        y + side,
+        y + side
+    );
+    let geometry = gdal::vector::Geometry::from_wkt(&wkt).expect("a square is valid WKT");
+    let area = geometry.area();
+    crate::engine::patches::Patch {
+        tbbh: String::new(),
+        county_code: county.into(),
+        county_name: format!("{county}县"),
+        township_code: String::new(),
+        township_name: String::new(),
+        change: ChangeType::FNH,
+        before: LandCover::Grain,
+        after: LandCover::Built,
+        before_period: "基线".into(),
+        after_period: period.into(),
+        image_dates: "20260101-20260201".into(),
+        first_seen: period.into(),
+        persisted: 1,
+        area_m2: area,
+        area_mu: area / crate::engine::patches::SQM_PER_MU,
+        farmland_m2: area,
+        basic_farmland_m2: 0.0,
+        centroid: (x + side / 2.0, y + side / 2.0),
+        lon_lat: (120.0, 32.0),
+        confidence: 0.9,
+        model_version: "test".into(),
+        parcel: 1,
+        parcel_id: String::new(),
+        status: crate::domain::status::Status::Detected,
+        geometry,
+    }
+}
+
 pub fn generate(out: &Path, opts: &SampleOptions) -> Result<SampleCity> {
     if opts.size < 128 || opts.periods < 3 {
         return Err(Error::usage(

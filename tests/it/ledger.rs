@@ -4,56 +4,21 @@
 //! returned file with one bad row changes nothing; returns saved as GBK CSV or with dates in
 //! text columns read as the county typed them.
 
-use gdal::vector::Geometry;
 use gengbao::dispatch::read_returns;
-use gengbao::domain::change::ChangeType;
-use gengbao::domain::land_cover::LandCover;
 use gengbao::domain::period::Period;
 use gengbao::domain::status::{allowed_from, By, Evidence, Status, TRANSITIONS};
 use gengbao::engine::patches::Patch;
 use gengbao::job::layout::OutputLayout;
-use gengbao::ledger::{Ledger, LedgerRules, ReturnRow};
+use gengbao::ledger::{Filter, Ledger, LedgerRules, ReturnRow};
 use std::path::Path;
 
 const COUNTY: &str = "320901";
 
 /// A square patch of `side` m at (x, y).
 fn patch(x: f64, y: f64, side: f64, period: &str) -> Patch {
-    let wkt = format!(
-        "POLYGON(({x} {y},{} {y},{} {},{x} {},{x} {y}))",
-        x + side,
-        x + side,
-        y + side,
-        y + side
-    );
-    let geometry = Geometry::from_wkt(&wkt).unwrap();
-    Patch {
-        tbbh: String::new(),
-        county_code: COUNTY.into(),
-        county_name: "西河县".into(),
-        township_code: String::new(),
-        township_name: String::new(),
-        change: ChangeType::FNH,
-        before: LandCover::Grain,
-        after: LandCover::Built,
-        before_period: "基线".into(),
-        after_period: period.into(),
-        image_dates: "20260101-20260201".into(),
-        first_seen: period.into(),
-        persisted: 1,
-        area_m2: geometry.area(),
-        area_mu: geometry.area() / 666.67,
-        farmland_m2: geometry.area(),
-        basic_farmland_m2: 0.0,
-        centroid: (x + side / 2.0, y + side / 2.0),
-        lon_lat: (120.0, 32.0),
-        confidence: 0.9,
-        model_version: "test".into(),
-        parcel: 1,
-        parcel_id: String::new(),
-        status: Status::Detected,
-        geometry,
-    }
+    let mut p = gengbao::samples::square_patch(COUNTY, x, y, side, period);
+    p.county_name = "西河县".into();
+    p
 }
 
 fn p(s: &str) -> Period {
@@ -541,5 +506,50 @@ fn a_return_of_ten_thousand_rows_with_one_bad_row_changes_nothing() {
         ledger.history(None, None).unwrap().len(),
         before,
         "nothing applied"
+    );
+}
+
+/// A ledger written before patches had a township column opens, gains the column from each
+/// patch's latest sighting, and lists by township.
+#[test]
+fn a_ledger_of_an_earlier_version_lists_by_township() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let mut patches: Vec<Patch> = (0..30)
+        .map(|i| {
+            let mut p = patch(i as f64 * 50.0, 0.0, 20.0, "2026-P1");
+            p.township_code = format!("320901{:03}", i % 3);
+            p.township_name = format!("第{}镇", i % 3);
+            p
+        })
+        .collect();
+    record(dir, "2026-P1", &mut patches, None);
+    let file = OutputLayout::new(dir).ledger_file();
+    {
+        let old = rusqlite::Connection::open(&file).unwrap();
+        old.execute_batch(
+            "DROP INDEX patches_township; DROP INDEX patches_county_number;
+             ALTER TABLE patches DROP COLUMN township;",
+        )
+        .unwrap();
+    }
+    let ledger = Ledger::open_existing(&file).unwrap();
+    let second = Filter {
+        township: Some("320901001".into()),
+        ..Default::default()
+    };
+    let page = ledger.page(&second, 0, 100).unwrap();
+    assert_eq!(page.total, 10);
+    assert!(page
+        .patches
+        .iter()
+        .all(|l| l.record.township_name == "第1镇"));
+    let places = ledger.places(None).unwrap();
+    assert_eq!(
+        places
+            .iter()
+            .map(|p| p.township_name.as_str())
+            .collect::<Vec<_>>(),
+        ["第0镇", "第1镇", "第2镇"]
     );
 }

@@ -855,7 +855,7 @@ fn the_list_map_and_downloads_keep_to_the_accounts_county() {
         "assets/../Cargo.toml".to_string(),
         "assets/%2e%2e%2fCargo.toml".to_string(),
         format!("api/patches/{own}/evidence/..%2f..%2fledger.sqlite"),
-        format!("api/patches/..%2fledger.sqlite/chip.png"),
+        "api/patches/..%2fledger.sqlite/chip.png".to_string(),
         format!("api/tiles/{last}/40/0/0.png"),
         format!("api/tiles/{last}/1/5/0.png"),
         format!("api/tiles/..%2f{last}/1/0/0.png"),
