@@ -14,6 +14,7 @@ packages=(
   fonts-wqy-microhei  # text in images (Chinese and Latin): maps, chips, `gengbao eval` plots
   chromium            # tests look at the dispatch report and the portal in a real browser (headless)
   chromium-driver     # WebDriver for Chromium: the portal's browser tests drive the page through it
+  openssl curl        # the portal's TLS test makes a certificate and speaks HTTPS to it
   libopenblas0-openmp # fast BLAS for libtorch's matrix products (see below)
 )
 

@@ -276,13 +276,19 @@ enum Command {
         /// The job's configuration file (TOML; `gengbao init` writes an example).
         #[arg(long)]
         config: PathBuf,
-        /// The address to listen on; keep it on the intranet (no TLS: put a TLS proxy in
-        /// front when it leaves the machine).
+        /// The address to listen on (e.g. 0.0.0.0:8443 to serve the intranet, with TLS).
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: std::net::SocketAddr,
         /// A site photo taken farther than this from its patch (metres) is flagged.
         #[arg(long, default_value_t = 200.0)]
         evidence_distance_m: f64,
+        /// Serve HTTPS with this PEM certificate chain (with --tls-key); cookies are then
+        /// marked Secure.
+        #[arg(long, requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// The PEM private key of --tls-cert.
+        #[arg(long, requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
     },
     /// The portal's accounts: add, list, disable, reset a password.
     Users {
@@ -1022,13 +1028,23 @@ fn main_inner(cli: Cli) -> Result<u8> {
             config,
             listen,
             evidence_distance_m,
+            tls_cert,
+            tls_key,
         } => {
             let cfg = JobConfig::load(&config)?;
+            let tls = tls_cert
+                .zip(tls_key)
+                .map(|(cert, key)| gengbao::portal::tls::TlsFiles { cert, key });
             say!(
-                "gengbao portal for job {} on http://{listen}/",
-                cfg.job.name
+                "gengbao portal for job {} on {}://{listen}/",
+                cfg.job.name,
+                if tls.is_some() { "https" } else { "http" }
             );
-            gengbao::portal::server::serve(&cfg, listen, evidence_distance_m)?;
+            let options = gengbao::portal::server::ServeOptions {
+                evidence_distance_m,
+                tls,
+            };
+            gengbao::portal::server::serve(&cfg, listen, &options)?;
             Ok(0)
         }
         Command::Users { action } => users_command(action),

@@ -5,7 +5,7 @@
 //! dispatch packages. Gives: [`accounts`] (who may log in and what each role may do, with a
 //! record of every login), [`evidence`] (photos and documents stored by content, a photo's
 //! position checked against its patch), [`server`] (the routes, their access rules and the
-//! server loop) and the embedded page (`assets`, `web/`). Every status change goes through
+//! server loop, HTTP or HTTPS through [`tls`]) and the embedded page (`assets`, `web/`). Every status change goes through
 //! the ledger's own lifecycle rules, so the portal and `gengbao ledger set-status` can never
 //! disagree.
 
@@ -13,5 +13,6 @@ pub mod accounts;
 mod assets;
 pub mod evidence;
 pub mod server;
+pub mod tls;
 
 pub use accounts::{Account, Accounts, Role};

@@ -25,7 +25,8 @@
 //!   in the table of embedded files;
 //! - map tiles show the imagery of the whole job to every signed-in account: imagery is not
 //!   a county's data, patches are;
-//! - the session cookie is HttpOnly and SameSite=Strict; sessions live in this process and
+//! - the session cookie is HttpOnly and SameSite=Strict, and Secure when served over TLS
+//!   (`--tls-cert`, `--tls-key`); sessions live in this process and
 //!   end after [`IDLE_SECONDS`] without a request, at logout, or when the account is
 //!   disabled;
 //! - failed logins are limited per address ([`ADDRESS_FAILURES`] per
@@ -35,6 +36,7 @@
 use super::accounts::{Account, Accounts, LOCK_AFTER_FAILURES, LOCK_SECONDS};
 use super::assets;
 use super::evidence::{EvidenceStore, Kind, Patch, MAX_BYTES};
+use super::tls::{TlsFiles, TlsListener};
 use crate::domain::change::ChangeType;
 use crate::domain::period::Period;
 use crate::domain::status::{allowed_from, By, Evidence, Status};
@@ -90,6 +92,8 @@ struct Portal {
     evidence: Mutex<EvidenceStore>,
     /// How far from its patch a photo may be taken without a warning.
     evidence_distance_m: f64,
+    /// Served over TLS: cookies are marked `Secure`.
+    secure_cookies: bool,
     /// Where the dispatch packages are.
     layout: OutputLayout,
     /// The ledger's outlines are in the job's grid CRS (as WKT).
@@ -102,14 +106,53 @@ struct Portal {
     failures: Mutex<HashMap<IpAddr, (u32, i64)>>,
 }
 
+/// How `gengbao serve` serves.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// A site photo taken farther than this from its patch (metres) is flagged.
+    pub evidence_distance_m: f64,
+    /// HTTPS with these files; plain HTTP without.
+    pub tls: Option<TlsFiles>,
+}
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        ServeOptions {
+            evidence_distance_m: 200.0,
+            tls: None,
+        }
+    }
+}
+
+/// The address a request came from: the login record, the per-address limit and the
+/// history name it.
+#[derive(Debug, Clone, Copy)]
+struct Peer(SocketAddr);
+
+impl
+    axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, tokio::net::TcpListener>>
+    for Peer
+{
+    fn connect_info(stream: axum::serve::IncomingStream<'_, tokio::net::TcpListener>) -> Self {
+        Peer(*stream.remote_addr())
+    }
+}
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, TlsListener>> for Peer {
+    fn connect_info(stream: axum::serve::IncomingStream<'_, TlsListener>) -> Self {
+        Peer(*stream.remote_addr())
+    }
+}
+
 /// The portal's routes over the ledger and the dispatch packages of the job `cfg`.
-pub fn router(cfg: &JobConfig, evidence_distance_m: f64) -> Result<Router> {
+pub fn router(cfg: &JobConfig, serving: &ServeOptions) -> Result<Router> {
     let ledger = cfg.layout().ledger_file();
     let portal = Portal {
         ledger: Mutex::new(Ledger::open_existing(&ledger)?),
         accounts: Mutex::new(Accounts::open(&ledger)?),
         evidence: Mutex::new(EvidenceStore::open(&ledger, &cfg.layout().evidence())?),
-        evidence_distance_m,
+        evidence_distance_m: serving.evidence_distance_m,
+        secure_cookies: serving.tls.is_some(),
         layout: cfg.layout(),
         grid_crs: SpatialRef::from_definition(&cfg.grid.crs)?.to_wkt()?,
         profile: SensorProfile::by_name(&cfg.imagery.sensor)?,
@@ -140,38 +183,42 @@ pub fn router(cfg: &JobConfig, evidence_distance_m: f64) -> Result<Router> {
 }
 
 /// Serves the portal on `listen` until the process ends.
-pub fn serve(cfg: &JobConfig, listen: SocketAddr, evidence_distance_m: f64) -> Result<()> {
+pub fn serve(cfg: &JobConfig, listen: SocketAddr, options: &ServeOptions) -> Result<()> {
     let listener = std::net::TcpListener::bind(listen).map_err(|e| {
         Error::usage(
             format!("cannot listen on {listen} ({e})"),
             "choose a free address with --listen, e.g. 127.0.0.1:8081",
         )
     })?;
-    serve_on(listener, cfg, evidence_distance_m)
+    serve_on(listener, cfg, options)
 }
 
 /// Serves the portal on a bound listener until the process ends.
 pub fn serve_on(
     listener: std::net::TcpListener,
     cfg: &JobConfig,
-    evidence_distance_m: f64,
+    options: &ServeOptions,
 ) -> Result<()> {
-    let app = router(cfg, evidence_distance_m)?;
+    let acceptor = options.tls.as_ref().map(TlsFiles::acceptor).transpose()?;
+    let app = router(cfg, options)?;
     let failed =
         |e: std::io::Error| Error::usage(format!("the portal stopped ({e})"), "start it again");
     listener.set_nonblocking(true).map_err(failed)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_io()
+        .enable_time()
         .build()
         .map_err(failed)?;
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::from_std(listener).map_err(failed)?;
-        axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .await
-        .map_err(failed)
+        let service = app.into_make_service_with_connect_info::<Peer>();
+        match acceptor {
+            Some(acceptor) => {
+                let tls = TlsListener::new(listener, acceptor).map_err(failed)?;
+                axum::serve(tls, service).await.map_err(failed)
+            }
+            None => axum::serve(listener, service).await.map_err(failed),
+        }
     })
 }
 
@@ -272,6 +319,16 @@ impl axum::extract::FromRequestParts<Arc<Portal>> for Signed {
 }
 
 impl Portal {
+    /// The session cookie's attributes: never readable by scripts, never sent from another
+    /// site, and over TLS never sent without it.
+    fn cookie_attributes(&self) -> &'static str {
+        if self.secure_cookies {
+            "HttpOnly; SameSite=Strict; Secure; Path=/"
+        } else {
+            "HttpOnly; SameSite=Strict; Path=/"
+        }
+    }
+
     /// The patch `tbbh` when the account may read it; None when it does not exist or
     /// belongs to a county the account may not read (the same answer for both).
     fn readable(&self, account: &Account, tbbh: &str) -> Option<Entry> {
@@ -404,7 +461,7 @@ struct LoginRequest {
 
 async fn login(
     State(portal): Shared,
-    ConnectInfo(from): ConnectInfo<SocketAddr>,
+    ConnectInfo(Peer(from)): ConnectInfo<Peer>,
     Json(request): Json<LoginRequest>,
 ) -> Response {
     let now = unix_now();
@@ -461,7 +518,7 @@ async fn login(
             last_seen: now,
         },
     );
-    let cookie = format!("{COOKIE}={session}; HttpOnly; SameSite=Strict; Path=/");
+    let cookie = format!("{COOKIE}={session}; {}", portal.cookie_attributes());
     let mut response = answer(
         StatusCode::OK,
         json!({"csrf": csrf, "name": account.name, "role": account.role, "county": account.county}),
@@ -475,7 +532,7 @@ async fn login(
 async fn logout(State(portal): Shared, Signed { token, .. }: Signed) -> Response {
     portal.sessions.lock().expect("sessions").remove(&token);
     let mut response = StatusCode::NO_CONTENT.into_response();
-    let expired = format!("{COOKIE}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0");
+    let expired = format!("{COOKIE}=; {}; Max-Age=0", portal.cookie_attributes());
     if let Ok(value) = HeaderValue::from_str(&expired) {
         response.headers_mut().insert(header::SET_COOKIE, value);
     }
@@ -832,7 +889,7 @@ struct StatusRequest {
 
 async fn set_status(
     State(portal): Shared,
-    ConnectInfo(from): ConnectInfo<SocketAddr>,
+    ConnectInfo(Peer(from)): ConnectInfo<Peer>,
     Signed { account, .. }: Signed,
     UrlPath(tbbh): UrlPath<String>,
     Json(request): Json<StatusRequest>,
@@ -956,7 +1013,7 @@ async fn evidence_file(
 
 async fn add_evidence(
     State(portal): Shared,
-    ConnectInfo(from): ConnectInfo<SocketAddr>,
+    ConnectInfo(Peer(from)): ConnectInfo<Peer>,
     Signed { account, .. }: Signed,
     UrlPath(tbbh): UrlPath<String>,
     mut form: Multipart,

@@ -228,7 +228,9 @@ pub(crate) fn served_city() -> Served {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let base = format!("http://{}/", listener.local_addr().unwrap());
     let served = cfg.clone();
-    std::thread::spawn(move || gengbao::portal::server::serve_on(listener, &served, 200.0));
+    std::thread::spawn(move || {
+        gengbao::portal::server::serve_on(listener, &served, &Default::default())
+    });
     Served {
         _tmp: tmp,
         city,
@@ -586,7 +588,9 @@ fn fifty_sessions_at_once_lose_nothing() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let base = format!("http://{}/", listener.local_addr().unwrap());
     let served = cfg.clone();
-    std::thread::spawn(move || gengbao::portal::server::serve_on(listener, &served, 200.0));
+    std::thread::spawn(move || {
+        gengbao::portal::server::serve_on(listener, &served, &Default::default())
+    });
 
     // A county officer's path for a patch: one step at a time, each from the status before.
     const PATH: [&str; 6] = [
@@ -875,4 +879,129 @@ fn the_list_map_and_downloads_keep_to_the_accounts_county() {
     let (code, _, license) = anonymous.get_bytes("assets/leaflet-LICENSE.txt");
     assert_eq!(code, 200);
     assert!(String::from_utf8_lossy(&license).contains("BSD 2-Clause License"));
+}
+
+/// A self-signed certificate and its key for 127.0.0.1, made with the `openssl` command.
+fn self_signed(
+    dir: &std::path::Path,
+    name: &str,
+) -> Option<(std::path::PathBuf, std::path::PathBuf)> {
+    let (cert, key) = (
+        dir.join(format!("{name}.crt")),
+        dir.join(format!("{name}.key")),
+    );
+    let made = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=127.0.0.1",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .ok()?;
+    made.status.success().then_some((cert, key))
+}
+
+/// Over TLS the session cookie is marked Secure and plain HTTP gets no answer; certificate
+/// files that cannot serve are refused before the portal starts, naming the file.
+#[test]
+fn over_tls_the_session_cookie_is_secure_and_bad_key_files_are_named() {
+    if ["openssl", "curl"].iter().any(|c| {
+        std::process::Command::new(c)
+            .arg("--version")
+            .output()
+            .is_err()
+    }) {
+        eprintln!("skipped: openssl or curl missing (scripts/setup.sh installs them)");
+        return;
+    }
+    let served = served_city();
+    let dir = served._tmp.path();
+    let (cert, key) = self_signed(dir, "portal").expect("openssl makes a certificate");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap();
+    let options = gengbao::portal::server::ServeOptions {
+        tls: Some(gengbao::portal::tls::TlsFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+        }),
+        ..Default::default()
+    };
+    let cfg = served.cfg.clone();
+    let tls_options = options.clone();
+    std::thread::spawn(move || gengbao::portal::server::serve_on(listener, &cfg, &tls_options));
+    let curl = |args: &[&str]| {
+        std::process::Command::new("curl")
+            .args(["-s", "-k", "-i", "--max-time", "20"])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let login = curl(&[
+        "-X",
+        "POST",
+        "-H",
+        "Content-Type: application/json",
+        "-d",
+        &json!({"name": "admin", "password": PASSWORD}).to_string(),
+        &format!("https://{address}/api/login"),
+    ]);
+    let answer = String::from_utf8_lossy(&login.stdout).to_lowercase();
+    assert!(answer.starts_with("http/1.1 200"), "{answer}");
+    let cookie = answer
+        .lines()
+        .find(|l| l.starts_with("set-cookie:"))
+        .expect("a session cookie");
+    assert!(
+        cookie.contains("secure")
+            && cookie.contains("httponly")
+            && cookie.contains("samesite=strict"),
+        "{cookie}"
+    );
+    let page = curl(&[&format!("https://{address}/")]);
+    assert!(String::from_utf8_lossy(&page.stdout).contains("卫片图斑核查"));
+    let plain = curl(&[&format!("http://{address}/")]);
+    assert!(
+        !String::from_utf8_lossy(&plain.stdout).contains("200 OK"),
+        "plain HTTP answered on the TLS port"
+    );
+    // The plain portal's cookie is not Secure (a browser would not send it over HTTP).
+    let mut client = Client::anonymous(&served.base);
+    let (_, _, cookie) = reply(
+        ureq::post(&format!("{}api/login", served.base))
+            .set("Content-Type", "application/json")
+            .send_string(&json!({"name": "admin", "password": PASSWORD}).to_string()),
+    );
+    assert!(!cookie.unwrap().contains("Secure"));
+    assert_eq!(client.log_in("admin", PASSWORD).0, 200);
+
+    // A key that is not PEM, and a key of another certificate: refused, naming the key.
+    std::fs::write(dir.join("garbage.key"), "not a key").unwrap();
+    let (_, other_key) = self_signed(dir, "other").unwrap();
+    for bad_key in [dir.join("garbage.key"), other_key] {
+        let options = gengbao::portal::server::ServeOptions {
+            tls: Some(gengbao::portal::tls::TlsFiles {
+                cert: cert.clone(),
+                key: bad_key.clone(),
+            }),
+            ..Default::default()
+        };
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let refused = gengbao::portal::server::serve_on(listener, &served.cfg, &options)
+            .expect_err("a key that cannot serve is refused")
+            .to_string();
+        assert!(
+            refused.contains(&bad_key.display().to_string()) && refused.contains("--tls-key"),
+            "{refused}"
+        );
+    }
 }
