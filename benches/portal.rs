@@ -6,6 +6,13 @@
 //! - `extent`: the bounding box the map fits at login;
 //! - `places`: the counties and townships of the filters.
 //!
+//!
+//! And the map tiles of a 4096 × 4096 px composite (Sentinel-2 L2A bands, a COG with
+//! overviews, as a period run writes it), rendered as the page asks them:
+//! - `tile_z15`: a tile at about the composite's resolution (4.8 m pixels);
+//! - `tile_z11`: a tile of the zoomed-out city, read from the overviews;
+//! - `tile_beyond`: a tile beside the composite (empty, nothing read).
+//!
 //! `cargo bench --bench portal`
 
 use criterion::{criterion_group, criterion_main, Criterion};
@@ -98,5 +105,65 @@ fn list_and_map(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, list_and_map);
+/// A composite like a period's: `side` px of 10 m from (500000, 3500000) in UTM 50N, every
+/// band a smooth pattern, written as a period run writes it (`to_cog`).
+fn composite(path: &std::path::Path, side: usize) {
+    let profile = gengbao::geo::sensor::SensorProfile::by_name("sentinel2-l2a").unwrap();
+    let gtiff = gdal::DriverManager::get_driver_by_name("GTiff").unwrap();
+    let mut ds = gtiff
+        .create_with_band_type::<i16, _>(path, side, side, profile.bands.len())
+        .unwrap();
+    ds.set_geo_transform(&[500_000.0, 10.0, 0.0, 3_500_000.0, 0.0, -10.0])
+        .unwrap();
+    ds.set_projection(
+        &gdal::spatial_ref::SpatialRef::from_epsg(32650)
+            .unwrap()
+            .to_wkt()
+            .unwrap(),
+    )
+    .unwrap();
+    for b in 1..=profile.bands.len() {
+        let values: Vec<i16> = (0..side * side)
+            .map(|i| (500 + (i % side) % 997 + (i / side) % 1499 + 200 * b) as i16)
+            .collect();
+        let mut buffer = gdal::raster::Buffer::new((side, side), values);
+        let mut band = ds.rasterband(b).unwrap();
+        band.set_no_data_value(Some(f64::from(i16::MIN))).unwrap();
+        band.write((0, 0), (side, side), &mut buffer).unwrap();
+    }
+    drop(ds);
+    gengbao::geo::raster::to_cog(path, gengbao::geo::raster::CogContent::Reflectance).unwrap();
+}
+
+/// Tile x, y of zoom `z` holding (lon, lat).
+fn tile_at(lon: f64, lat: f64, z: u8) -> (u32, u32) {
+    let n = f64::from(1u32 << z);
+    let lat = lat.to_radians();
+    let x = (lon + 180.0) / 360.0 * n;
+    let y = (1.0 - (lat.tan() + 1.0 / lat.cos()).ln() / std::f64::consts::PI) / 2.0 * n;
+    (x as u32, y as u32)
+}
+
+fn tiles(c: &mut Criterion) {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("composite.tif");
+    composite(&path, 4096);
+    let profile = gengbao::geo::sensor::SensorProfile::by_name("sentinel2-l2a").unwrap();
+    let tiles = gengbao::render::tiles::TrueColourTiles::open(&path, profile).unwrap();
+    let [w, s, e, n] = tiles.bounds();
+    let (lon, lat) = ((w + e) / 2.0, (s + n) / 2.0);
+    let mut g = c.benchmark_group("portal_tiles");
+    g.sample_size(30);
+    for z in [15u8, 11] {
+        let (x, y) = tile_at(lon, lat, z);
+        g.bench_function(format!("tile_z{z}"), |b| {
+            b.iter(|| tiles.tile(z, x, y).unwrap())
+        });
+    }
+    let (x, y) = tile_at(e + 1.0, lat, 15);
+    g.bench_function("tile_beyond", |b| b.iter(|| tiles.tile(15, x, y).unwrap()));
+    g.finish();
+}
+
+criterion_group!(benches, list_and_map, tiles);
 criterion_main!(benches);

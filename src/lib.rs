@@ -26,8 +26,8 @@
 //!   a year before), the per-pixel change step ([`engine::judge`]), the change rasters and
 //!   the patches they become, and the patch record as files.
 //! - [`render`]: pictures for people: map sheets of a period (the job's quicklook, a county's
-//!   overview) with the reported patches, the colours pages share, the font for text in
-//!   images.
+//!   overview) with the reported patches, web map tiles of a period's composite, the colours
+//!   pages share, the font for text in images.
 //! - [`ledger`]: every patch's life in one SQLite file: stable numbers (TBBH), statuses and
 //!   their history, matching a period's patches to known ones, county returns.
 //! - [`job`]: the bimonthly job. Its config, the output folder ([`job::layout`], the only
@@ -35,8 +35,10 @@
 //!   several periods with the run log and exit codes ([`job::cycle`]), the schedule, the run
 //!   lock, per-tile checkpoints and staging folders.
 //! - [`dispatch`]: per-county packages for inspectors (vector files, Excel/CSV, chips, report).
-//! - [`portal`]: `gengbao serve`, the inspectors' web API over the ledger: accounts held
-//!   for one county or all, sessions, and status changes through the ledger's lifecycle.
+//! - [`portal`]: `gengbao serve`, the inspectors' map page and web API over the ledger and
+//!   the archive (HTTP or HTTPS): accounts held for one county or all, sessions, evidence,
+//!   and status changes through the ledger's lifecycle. The page and its map library are
+//!   embedded; nothing is fetched at run time.
 //! - [`samples`]: the generated city the demo and tests run on.
 //! - [`evaluate`]: scores against truth (patches and land cover).
 //! - [`train`]: datasets, model fitting and evaluation; detect's per-image point models.

@@ -280,7 +280,7 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: std::net::SocketAddr,
         /// A site photo taken farther than this from its patch (metres) is flagged.
-        #[arg(long, default_value_t = 200.0)]
+        #[arg(long, default_value_t = gengbao::portal::server::DEFAULT_EVIDENCE_DISTANCE_M)]
         evidence_distance_m: f64,
         /// Serve HTTPS with this PEM certificate chain (with --tls-key); cookies are then
         /// marked Secure.

@@ -77,6 +77,12 @@ impl Status {
             .find(|t| t.code() == s || t.label_zh() == s)
     }
 
+    /// Whether nothing more is asked of the county: the evidence was accepted or the patch
+    /// is closed. Packages no longer carry it; the map draws it faded.
+    pub fn is_settled(self) -> bool {
+        matches!(self, Status::Accepted | Status::Closed)
+    }
+
     /// `已下发 (dispatched)`.
     pub fn both(self) -> String {
         format!("{} ({})", self.label_zh(), self.code())

@@ -42,7 +42,10 @@ use rusqlite::{params, Connection, Transaction};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use store::{damaged_record, entry_from_row, entry_in, migrate, sighted_in, transition, SCHEMA};
+use store::{
+    damaged_record, entry_from_row, entry_in, migrate, sighted_in, transition, ENTRY_COLUMNS,
+    SCHEMA,
+};
 use By::Inspector;
 use Status::*;
 
@@ -227,7 +230,7 @@ impl Ledger {
     }
 
     fn open_file(path: &Path) -> Result<Ledger> {
-        let conn = Connection::open(path).map_err(db_error(path))?;
+        let mut conn = Connection::open(path).map_err(db_error(path))?;
         // The wait comes first: another command's short write (a status set, an import)
         // must not fail this one, even while the journal mode is being read.
         conn.busy_timeout(std::time::Duration::from_secs(30))
@@ -237,7 +240,7 @@ impl Ledger {
                 )
             })
             .and_then(|_| conn.execute_batch(SCHEMA))
-            .and_then(|_| migrate(&conn))
+            .and_then(|_| migrate(&mut conn))
             .and_then(|_| conn.execute_batch(&append_only("history")))
         .map_err(db_error(path))?;
         Ok(Ledger {
@@ -383,7 +386,7 @@ impl Ledger {
     }
 
     /// The patches a county's package for `period` carries: those seen in the period that
-    /// are neither accepted nor closed, with that period's attributes and outline and their
+    /// are not settled (neither accepted nor closed), with that period's attributes and outline and their
     /// current status. Newly detected ones become dispatched once `write` has written the
     /// package: if it fails, the ledger is left as it was.
     pub fn dispatch(
@@ -395,7 +398,7 @@ impl Ledger {
         let path = self.path.clone();
         let tx = self.begin()?;
         let mut patches = sighted_in(&tx, &path, &period.to_string(), county)?;
-        patches.retain(|p| !matches!(p.status, Accepted | Closed));
+        patches.retain(|p| !p.status.is_settled());
         for p in &mut patches {
             if p.status == Detected {
                 transition(
@@ -419,12 +422,13 @@ impl Ledger {
     }
 
     pub fn list(&self, filter: &Filter) -> Result<Vec<Entry>> {
-        Ok(self
-            .page(filter, 0, u64::MAX)?
-            .patches
-            .into_iter()
-            .map(|l| l.entry)
-            .collect())
+        let (condition, args) = filter.condition();
+        let mut stmt = self.db(self.conn.prepare(&format!(
+            "SELECT {ENTRY_COLUMNS} FROM patches p WHERE {condition} ORDER BY p.tbbh"
+        )))?;
+        let rows =
+            self.db(stmt.query_map(rusqlite::params_from_iter(args.iter()), entry_from_row))?;
+        self.db(rows.collect())
     }
 
     /// The patches matching `filter` in patch-number order, `limit` of them from `offset`,
@@ -438,7 +442,7 @@ impl Ledger {
         ))?;
         // The record is read for the rows of the page only.
         let sql = format!(
-            "SELECT p.tbbh, p.county, p.change, p.status, p.first_period, p.last_period, p.area_m2, p.persisted, p.evidence,
+            "SELECT {ENTRY_COLUMNS},
                     (SELECT s.record FROM sightings s WHERE s.tbbh = p.tbbh AND s.period = p.last_period)
              FROM patches p WHERE {condition} ORDER BY p.tbbh LIMIT ? OFFSET ?"
         );

@@ -227,7 +227,7 @@ impl Recording<'_> {
             .execute(
                 "UPDATE patches SET change = ?2, last_period = max(last_period, ?3), area_m2 = ?4,
                         persisted = ?5, minx = ?6, miny = ?7, maxx = ?8, maxy = ?9, geometry = ?10,
-                        township = ?11
+                        township = CASE WHEN ?3 >= last_period THEN ?11 ELSE township END
                      WHERE tbbh = ?1",
                 params![
                     p.tbbh,

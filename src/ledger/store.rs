@@ -113,24 +113,33 @@ pub(super) fn damaged_record(path: &Path, e: impl std::fmt::Display) -> Error {
 
 /// Brings a ledger written by an earlier version to the current schema: the township column
 /// (from each patch's latest sighting) and the indexes of the portal's list.
-pub(super) fn migrate(conn: &Connection) -> rusqlite::Result<()> {
-    let has_township = conn
-        .prepare("SELECT 1 FROM pragma_table_info('patches') WHERE name = 'township'")?
-        .exists([])?;
-    if !has_township {
-        conn.execute_batch(
-            "BEGIN IMMEDIATE;
-             ALTER TABLE patches ADD COLUMN township TEXT NOT NULL DEFAULT '';
-             UPDATE patches SET township = coalesce((SELECT json_extract(s.record, '$.township_code')
-                 FROM sightings s WHERE s.tbbh = patches.tbbh AND s.period = patches.last_period), '');
-             COMMIT;",
-        )?;
+pub(super) fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
+    let has_township = |c: &Connection| {
+        c.prepare("SELECT 1 FROM pragma_table_info('patches') WHERE name = 'township'")?
+            .exists([])
+    };
+    if !has_township(conn)? {
+        // Another program may open the same old ledger at once: the one that takes the
+        // write lock first migrates, the other finds it done.
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        if !has_township(&tx)? {
+            tx.execute_batch(
+                "ALTER TABLE patches ADD COLUMN township TEXT NOT NULL DEFAULT '';
+                 UPDATE patches SET township = coalesce((SELECT json_extract(s.record, '$.township_code')
+                     FROM sightings s WHERE s.tbbh = patches.tbbh AND s.period = patches.last_period), '');",
+            )?;
+        }
+        tx.commit()?;
     }
     conn.execute_batch(
         "CREATE INDEX IF NOT EXISTS patches_county_number ON patches (county, tbbh);
          CREATE INDEX IF NOT EXISTS patches_township ON patches (county, township, tbbh);",
     )
 }
+
+/// The columns of `patches p` that [`entry_from_row`] reads, in its order.
+pub(super) const ENTRY_COLUMNS: &str =
+    "p.tbbh, p.county, p.change, p.status, p.first_period, p.last_period, p.area_m2, p.persisted, p.evidence";
 
 pub(super) fn entry_from_row(r: &rusqlite::Row) -> rusqlite::Result<Entry> {
     let status: String = r.get(3)?;
@@ -150,7 +159,7 @@ pub(super) fn entry_from_row(r: &rusqlite::Row) -> rusqlite::Result<Entry> {
 
 pub(super) fn entry_in(conn: &Connection, path: &Path, tbbh: &str) -> Result<Entry> {
     conn.query_row(
-        "SELECT tbbh, county, change, status, first_period, last_period, area_m2, persisted, evidence FROM patches WHERE tbbh = ?",
+        &format!("SELECT {ENTRY_COLUMNS} FROM patches p WHERE p.tbbh = ?"),
         [tbbh],
         entry_from_row,
     )

@@ -65,6 +65,21 @@ impl Kind {
             Kind::Pdf => "pdf",
         }
     }
+
+    /// The kind a stored file's recorded extension names.
+    fn from_extension(extension: &str) -> Option<Kind> {
+        [Kind::Jpeg, Kind::Png, Kind::Pdf]
+            .into_iter()
+            .find(|k| k.extension() == extension)
+    }
+
+    pub fn media_type(self) -> &'static str {
+        match self {
+            Kind::Jpeg => "image/jpeg",
+            Kind::Png => "image/png",
+            Kind::Pdf => "application/pdf",
+        }
+    }
 }
 
 /// One evidence file as the patch card shows it.
@@ -226,6 +241,21 @@ impl EvidenceStore {
         Ok(file)
     }
 
+    /// The stored file `sha256` of patch `tbbh` with its kind; None when the patch has no
+    /// such file (a file of another patch is not found through this one).
+    pub fn file(&self, tbbh: &str, sha256: &str) -> Result<Option<(Kind, Vec<u8>)>> {
+        let found = self.of(tbbh)?.into_iter().find(|f| f.sha256 == sha256);
+        let Some((found, kind)) = found.and_then(|f| Kind::from_extension(&f.kind).map(|k| (f, k)))
+        else {
+            return Ok(None);
+        };
+        let stored = self
+            .folder
+            .join(format!("{}.{}", found.sha256, kind.extension()));
+        let bytes = std::fs::read(&stored).map_err(|e| Error::io(&stored, e))?;
+        Ok(Some((kind, bytes)))
+    }
+
     /// The evidence of a patch, oldest first.
     pub fn of(&self, tbbh: &str) -> Result<Vec<EvidenceFile>> {
         let read = || -> rusqlite::Result<Vec<EvidenceFile>> {
@@ -253,24 +283,6 @@ impl EvidenceStore {
             rows.collect()
         };
         read().map_err(db_error(&self.path))
-    }
-}
-
-impl EvidenceStore {
-    /// The stored file `sha256` of patch `tbbh` with its media type; None when the patch has
-    /// no such file (a file of another patch is not found through this one).
-    pub fn file(&self, tbbh: &str, sha256: &str) -> Result<Option<(&'static str, Vec<u8>)>> {
-        let Some(found) = self.of(tbbh)?.into_iter().find(|f| f.sha256 == sha256) else {
-            return Ok(None);
-        };
-        let (media, extension) = match found.kind.as_str() {
-            "jpg" => ("image/jpeg", Kind::Jpeg.extension()),
-            "png" => ("image/png", Kind::Png.extension()),
-            _ => ("application/pdf", Kind::Pdf.extension()),
-        };
-        let stored = self.folder.join(format!("{}.{extension}", found.sha256));
-        let bytes = std::fs::read(&stored).map_err(|e| Error::io(&stored, e))?;
-        Ok(Some((media, bytes)))
     }
 }
 

@@ -106,6 +106,10 @@ struct Portal {
     failures: Mutex<HashMap<IpAddr, (u32, i64)>>,
 }
 
+/// How far from its patch a site photo may be taken without a warning, unless the portal is
+/// told otherwise.
+pub const DEFAULT_EVIDENCE_DISTANCE_M: f64 = 200.0;
+
 /// How `gengbao serve` serves.
 #[derive(Debug, Clone)]
 pub struct ServeOptions {
@@ -118,7 +122,7 @@ pub struct ServeOptions {
 impl Default for ServeOptions {
     fn default() -> Self {
         ServeOptions {
-            evidence_distance_m: 200.0,
+            evidence_distance_m: DEFAULT_EVIDENCE_DISTANCE_M,
             tls: None,
         }
     }
@@ -377,9 +381,16 @@ impl Portal {
             Some(b) => {
                 let numbers: Vec<f64> =
                     b.split(',').filter_map(|v| v.trim().parse().ok()).collect();
-                let [w, s, e, n] = numbers[..] else {
+                let ([w, s, e, n], true) = (
+                    numbers[..].try_into().unwrap_or([f64::NAN; 4]),
+                    numbers.iter().all(|v| v.is_finite()),
+                ) else {
                     return Err(bad("bbox is west,south,east,north in degrees"));
                 };
+                // A map zoomed out past the world's edge asks beyond it; Web Mercator ends
+                // at 85.05°.
+                let (w, e) = (w.clamp(-180.0, 180.0), e.clamp(-180.0, 180.0));
+                let (s, n) = (s.clamp(-85.05, 85.05), n.clamp(-85.05, 85.05));
                 Some(
                     self.box_in_grid([w, s, e, n])
                         .map_err(|e| Box::new(server_error(e)))?,
@@ -504,7 +515,14 @@ async fn login(
         Ok(Err(_)) => {
             let mut failures = portal.failures.lock().expect("failures");
             failures.entry(from.ip()).or_insert((0, now)).0 += 1;
-            return refusal(StatusCode::UNAUTHORIZED, &login_refused());
+            return answer(
+                StatusCode::UNAUTHORIZED,
+                json!({
+                    "error": login_refused(),
+                    "lock_after_failures": LOCK_AFTER_FAILURES,
+                    "lock_minutes": LOCK_SECONDS / 60,
+                }),
+            );
         }
         Err(e) => return server_error(e),
     };
@@ -655,7 +673,12 @@ async fn list(
         Err(refused) => return *refused,
     };
     let found = portal
-        .page(&account, &filter, (page - 1) * per_page, per_page)
+        .page(
+            &account,
+            &filter,
+            (page - 1).saturating_mul(per_page),
+            per_page,
+        )
         .and_then(|found| Ok((found, portal.extent_in_degrees(&filter)?)));
     match found {
         Ok((found, bounds)) => answer(
@@ -745,15 +768,21 @@ async fn options(State(portal): Shared, Signed { account, token }: Signed) -> Re
         .filter(|p| account.may_read(&p.county) && !p.township.is_empty())
         .map(|p| json!({"county": p.county, "code": p.township, "name": p.township_name}))
         .collect();
-    let periods: Vec<Value> = portal
-        .layout
-        .finished_periods()
-        .into_iter()
-        .map(|p| {
-            let bounds = portal.tiles(p).ok().map(|t| t.bounds());
-            json!({"period": p.to_string(), "bounds": bounds})
-        })
-        .collect();
+    // Opening a period's tiles reads its composite: off the threads that serve requests.
+    let served = portal.clone();
+    let periods: Vec<Value> = tokio::task::spawn_blocking(move || {
+        served
+            .layout
+            .finished_periods()
+            .into_iter()
+            .map(|p| {
+                let bounds = served.tiles(p).ok().map(|t| t.bounds());
+                json!({"period": p.to_string(), "bounds": bounds})
+            })
+            .collect()
+    })
+    .await
+    .unwrap_or_default();
     let colour = |c: [u8; 3]| format!("#{:02x}{:02x}{:02x}", c[0], c[1], c[2]);
     answer(
         StatusCode::OK,
@@ -766,7 +795,7 @@ async fn options(State(portal): Shared, Signed { account, token }: Signed) -> Re
             "types": ChangeType::ALL.map(|t| json!({
                 "code": t.code(), "name": t.label_zh(), "colour": colour(crate::render::change_colour(t)),
             })),
-            "statuses": Status::ALL.map(|s| json!({"code": s.code(), "name": s.label_zh()})),
+            "statuses": Status::ALL.map(|s| json!({"code": s.code(), "name": s.label_zh(), "settled": s.is_settled()})),
             "evidence_kinds": Evidence::ALL.map(|e| json!({"code": e.code(), "name": e.label_zh()})),
         }),
     )
@@ -784,12 +813,7 @@ async fn tile(
     ) else {
         return missing();
     };
-    let tiles = match portal.tiles(period) {
-        Ok(t) => t,
-        Err(Error::Usage { .. }) => return missing(),
-        Err(e) => return server_error(e),
-    };
-    match tokio::task::spawn_blocking(move || tiles.tile(z, x, y)).await {
+    match tokio::task::spawn_blocking(move || portal.tiles(period)?.tile(z, x, y)).await {
         Ok(Ok(png)) => (
             [
                 (header::CONTENT_TYPE, "image/png"),
@@ -843,7 +867,18 @@ async fn patch(
     let found = ledger.sightings(&tbbh).and_then(|s| {
         let evidence = portal.evidence.lock().expect("evidence").of(&tbbh)?;
         let record = ledger.listed(&tbbh)?.record;
-        Ok((s, ledger.history(Some(&tbbh), None)?, evidence, record))
+        let mut outline = ledger.outline(&tbbh)?;
+        let to_degrees = portal.to_lon_lat()?;
+        outline.transform_inplace(&to_degrees)?;
+        let e = outline.envelope();
+        let bounds = [e.MinX, e.MinY, e.MaxX, e.MaxY];
+        Ok((
+            s,
+            ledger.history(Some(&tbbh), None)?,
+            evidence,
+            record,
+            bounds,
+        ))
     });
     let moves: Vec<Value> = allowed_from(entry.status, By::Inspector)
         .into_iter()
@@ -851,7 +886,7 @@ async fn patch(
         .map(|to| json!({"code": to.code(), "name": to.label_zh()}))
         .collect();
     match found {
-        Ok((sightings, history, evidence, record)) => answer(
+        Ok((sightings, history, evidence, record, bounds)) => answer(
             StatusCode::OK,
             json!({
                 "patch": properties(&entry),
@@ -866,6 +901,8 @@ async fn patch(
                     json!({"field": spec.name, "label": spec.alias, "value": value})
                 }).collect::<Vec<_>>(),
                 "moves": moves,
+                // West, south, east, north in degrees: the map fits the patch.
+                "bounds": bounds,
                 "sightings": sightings.iter().map(|(period, area, confidence)| json!({
                     "period": period, "area_m2": area, "confidence": confidence,
                 })).collect::<Vec<_>>(),
@@ -997,15 +1034,24 @@ async fn evidence_file(
         .expect("evidence")
         .file(&tbbh, &sha256)
     {
-        Ok(Some((media, bytes))) => (
-            [
-                (header::CONTENT_TYPE, media),
-                (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
-                (header::CONTENT_SECURITY_POLICY, "sandbox"),
-            ],
-            bytes,
-        )
-            .into_response(),
+        Ok(Some((kind, bytes))) => {
+            // A PDF is downloaded (a viewer in a sandboxed page cannot show it); a photo is
+            // shown.
+            let disposition = match kind {
+                Kind::Pdf => format!("attachment; filename=\"{sha256}.pdf\""),
+                _ => "inline".to_string(),
+            };
+            (
+                [
+                    (header::CONTENT_TYPE, kind.media_type().to_string()),
+                    (header::CONTENT_DISPOSITION, disposition),
+                    (header::X_CONTENT_TYPE_OPTIONS, "nosniff".to_string()),
+                    (header::CONTENT_SECURITY_POLICY, "sandbox".to_string()),
+                ],
+                bytes,
+            )
+                .into_response()
+        }
         Ok(None) => refusal(StatusCode::NOT_FOUND, "no such file"),
         Err(e) => server_error(e),
     }

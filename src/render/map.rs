@@ -12,7 +12,7 @@
 //!   large one is shrunk with mode resampling. Patches and outlines are burnt at screen
 //!   resolution with every pixel they touch, so that a small patch stays visible.
 
-use super::{class_colour, flag_colour, text_font};
+use super::{change_colour, class_colour, flag_colour, text_font};
 use crate::domain::change::ChangeType;
 use crate::domain::land_cover::LandCover;
 use crate::engine::patches::Patch;
@@ -283,7 +283,7 @@ fn legend_rows() -> Vec<LegendRow> {
         .iter()
         .map(|&t| LegendRow {
             label: t.label_zh(),
-            swatch: Swatch::Fill(flag_colour(t.flag()).expect("a change type has a colour")),
+            swatch: Swatch::Fill(change_colour(t)),
             change: Some(t),
         })
         .collect();

@@ -4,7 +4,7 @@
 use crate::error::{Error, Result};
 
 mod map;
-pub(crate) mod tiles;
+pub mod tiles;
 
 pub(crate) use map::MapSheet;
 
@@ -88,7 +88,7 @@ fn class_colour(class: u8) -> [u8; 3] {
 
 /// Colour of a type of change on maps, in reports and on the portal's pages.
 pub(crate) fn change_colour(change: crate::domain::change::ChangeType) -> [u8; 3] {
-    flag_colour(change as u8).expect("every type of change has a colour")
+    flag_colour(change.flag()).expect("every type of change has a colour")
 }
 
 /// Colour of a type of change on maps and in reports.

@@ -11,6 +11,7 @@
 
 use super::Stretch;
 use crate::error::{Error, Result};
+use crate::geo::composite::{look_to_reflectance, LOOK_NODATA};
 use crate::geo::raster::{
     gdal_warp, last_gdal_error, lon_lat, transform_between, transform_bounds,
 };
@@ -20,17 +21,16 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Pixels a side of a tile.
-pub(crate) const TILE: usize = 256;
+pub const TILE: usize = 256;
 /// Half the side of the Web Mercator square, in metres.
 const HALF_WORLD_M: f64 = 20_037_508.342_789_244;
-/// The composite's no-data value.
-const NODATA: i16 = i16::MIN;
-/// Tiles deeper than this are refused: 0.6 m pixels, finer than any imagery served.
-pub(crate) const MAX_ZOOM: u8 = 22;
+/// Tiles deeper than this are refused: 0.3 m pixels at the equator, finer than any imagery a
+/// job reads (Gaofen-2's pan band is 0.8 m).
+pub const MAX_ZOOM: u8 = 19;
 
 /// True-colour tiles of one period's composite.
 #[derive(Debug, Clone)]
-pub(crate) struct TrueColourTiles {
+pub struct TrueColourTiles {
     composite: PathBuf,
     /// Band numbers (from 1) of red, green and blue in the composite.
     rgb: [usize; 3],
@@ -49,7 +49,7 @@ fn unreadable(path: &Path, e: impl std::fmt::Display) -> Error {
 
 impl TrueColourTiles {
     /// Reads the extent and the stretch of `composite`, made by a job of sensor `profile`.
-    pub(crate) fn open(composite: &Path, profile: &SensorProfile) -> Result<TrueColourTiles> {
+    pub fn open(composite: &Path, profile: &SensorProfile) -> Result<TrueColourTiles> {
         let ds = Dataset::open(composite).map_err(|e| unreadable(composite, e))?;
         let band_of = |name: &str| {
             profile
@@ -85,7 +85,12 @@ impl TrueColourTiles {
             let values = band
                 .read_as::<i16>((0, 0), (width, height), size, None)
                 .map_err(|e| unreadable(composite, e))?;
-            stretch[k] = Stretch::robust(reflectance(&values.into_shape_and_vec().1).collect());
+            let seen = values
+                .into_shape_and_vec()
+                .1
+                .into_iter()
+                .map(look_to_reflectance);
+            stretch[k] = Stretch::robust(seen.collect());
         }
         let gt = ds.geo_transform().map_err(|e| unreadable(composite, e))?;
         let mut srs = ds.spatial_ref().map_err(|e| unreadable(composite, e))?;
@@ -106,12 +111,12 @@ impl TrueColourTiles {
     }
 
     /// West, south, east, north of the composite in degrees.
-    pub(crate) fn bounds(&self) -> [f64; 4] {
+    pub fn bounds(&self) -> [f64; 4] {
         self.bounds
     }
 
     /// Tile `x`, `y` of zoom level `z` as a PNG: transparent where the period has no look.
-    pub(crate) fn tile(&self, z: u8, x: u32, y: u32) -> Result<Vec<u8>> {
+    pub fn tile(&self, z: u8, x: u32, y: u32) -> Result<Vec<u8>> {
         let count = 1u64 << z.min(MAX_ZOOM);
         if z > MAX_ZOOM || x as u64 >= count || y as u64 >= count {
             return Err(Error::usage(
@@ -122,21 +127,35 @@ impl TrueColourTiles {
         let side = 2.0 * HALF_WORLD_M / count as f64;
         let west = -HALF_WORLD_M + x as f64 * side;
         let north = HALF_WORLD_M - y as f64 * side;
-        let rgb = self.warped(west, north - side, west + side, north)?;
         let mut img = image::RgbaImage::new(TILE as u32, TILE as u32);
-        for (i, px) in img.pixels_mut().enumerate() {
-            let seen = (0..3).all(|b| rgb[b][i] != NODATA);
-            *px = if seen {
-                let v = |b: usize| self.stretch[b].apply(rgb[b][i] as f32 / 10_000.0);
-                image::Rgba([v(0), v(1), v(2), 255])
-            } else {
-                image::Rgba([0, 0, 0, 0])
-            };
+        // A tile beyond the composite is empty: no warp for it.
+        if self.overlaps(west, north - side, west + side, north) {
+            let rgb = self.warped(west, north - side, west + side, north)?;
+            for (i, px) in img.pixels_mut().enumerate() {
+                let [r, g, b] = [0, 1, 2].map(|k| look_to_reflectance(rgb[k][i]));
+                if r.is_finite() && g.is_finite() && b.is_finite() {
+                    let [r, g, b] = [(0, r), (1, g), (2, b)].map(|(k, v)| self.stretch[k].apply(v));
+                    *px = image::Rgba([r, g, b, 255]);
+                }
+            }
         }
         let mut png = Vec::new();
         img.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
             .map_err(|e| unreadable(&self.composite, e))?;
         Ok(png)
+    }
+
+    /// Whether a box in Web Mercator metres meets the composite's extent.
+    fn overlaps(&self, west: f64, south: f64, east: f64, north: f64) -> bool {
+        let lon = |x: f64| x / HALF_WORLD_M * 180.0;
+        let lat = |y: f64| {
+            (y / HALF_WORLD_M * std::f64::consts::PI)
+                .sinh()
+                .atan()
+                .to_degrees()
+        };
+        let [w, s, e, n] = self.bounds;
+        lon(west) <= e && lon(east) >= w && lat(south) <= n && lat(north) >= s
     }
 
     /// Red, green and blue of the composite warped onto a tile's extent in EPSG:3857.
@@ -168,7 +187,7 @@ impl TrueColourTiles {
             "-r",
             "bilinear",
             "-dstnodata",
-            &NODATA.to_string(),
+            &LOOK_NODATA.to_string(),
             "-of",
             "GTiff",
         ]
@@ -194,17 +213,29 @@ impl TrueColourTiles {
     }
 }
 
-/// Reflectance of the seen pixels of a composite band.
-fn reflectance(values: &[i16]) -> impl Iterator<Item = f32> + '_ {
-    values
-        .iter()
-        .filter(|v| **v != NODATA)
-        .map(|v| *v as f32 / 10_000.0)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tiles_beyond_the_composite_are_empty_without_reading_it() {
+        // Around (117°E, 31.6°N); the file does not exist, so a read would fail.
+        let tiles = TrueColourTiles {
+            composite: PathBuf::from("/nonexistent/composite.tif"),
+            rgb: [3, 2, 1],
+            stretch: [Stretch::robust(Vec::new()); 3],
+            bounds: [117.0, 31.6, 117.03, 31.64],
+        };
+        let png = tiles.tile(10, 0, 0).unwrap();
+        let img = image::load_from_memory(&png).unwrap().to_rgba8();
+        assert!(img.pixels().all(|p| p.0[3] == 0));
+        // The zoom-10 tile holding the box is read (and fails here).
+        let x = ((117.0 + 180.0) / 360.0 * 1024.0) as u32;
+        let lat = 31.62f64.to_radians();
+        let y = ((1.0 - (lat.tan() + 1.0 / lat.cos()).ln() / std::f64::consts::PI) / 2.0 * 1024.0)
+            as u32;
+        assert!(tiles.tile(10, x, y).is_err());
+    }
 
     #[test]
     fn tiles_beyond_the_zoom_levels_or_the_world_are_refused() {

@@ -101,7 +101,6 @@ fn uncomment_section(config: &str, header: &str) -> String {
     out
 }
 
-/// Generates the sample city into `out` (replacing it).
 /// A hand-made 非农化 patch: a square of `side` metres at (`x`, `y`) in the job's grid CRS, of
 /// county `county`, seen in `period` (benchmarks and tests of the ledger, which need many
 /// patches without running a period).
@@ -152,6 +151,7 @@ pub fn square_patch(
     }
 }
 
+/// Generates the sample city into `out` (replacing it).
 pub fn generate(out: &Path, opts: &SampleOptions) -> Result<SampleCity> {
     if opts.size < 128 || opts.periods < 3 {
         return Err(Error::usage(

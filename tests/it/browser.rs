@@ -322,6 +322,14 @@ fn a_county_officer_works_a_patch_in_the_browser_and_the_other_county_cannot_see
 
         // The other county's officer: not in the list, not by address.
         log_in(&c, &served.base, "donghu-officer").await;
+        // Nothing of the last account's is left on the page.
+        let shown = c
+            .execute("return document.body.innerText;", vec![])
+            .await
+            .unwrap();
+        let shown = shown.as_str().unwrap();
+        assert!(!shown.contains(own.as_str()), "{own} still shown:\n{shown}");
+        assert!(!shown.contains("现场照片"), "the evidence is still shown:\n{shown}");
         assert_eq!(
             text(&c, "#list-count").await,
             format!("共 {} 个图斑", donghu.len())

@@ -53,14 +53,34 @@ async function api(method, url, body) {
   const type = r.headers.get("Content-Type") || "";
   const data = type.includes("json") ? await r.json() : null;
   if (r.status === 401 && url !== "/api/login") {
-    showLogin("请重新登录");
+    // A session that ended (idle, logged out elsewhere, account reset) asks to log in
+    // again; a first visit just shows the form.
+    showLogin(state.csrf ? "会话已结束，请重新登录" : "");
     throw new HttpError(401, "log in first");
   }
-  if (!r.ok) throw new HttpError(r.status, (data && data.error) || r.statusText);
+  if (!r.ok) {
+    const e = new HttpError(r.status, (data && data.error) || r.statusText);
+    e.data = data;
+    throw e;
+  }
   return data;
 }
 
+/** Forgets everything the last account saw, so that the next one starts from nothing. */
+function resetPage() {
+  state.csrf = null;
+  state.selected = null;
+  state.page = 1;
+  $("card").hidden = true;
+  $("card-body").replaceChildren();
+  $("list-rows").replaceChildren();
+  $("list-count").textContent = "";
+  $("map-note").textContent = "";
+  if (state.patches) state.patches.clearLayers();
+}
+
 function showLogin(message) {
+  resetPage();
   $("app").hidden = true;
   $("login").hidden = false;
   $("login-error").textContent = message || "";
@@ -78,7 +98,10 @@ async function logIn(event) {
     $("login-password").value = "";
     await start();
   } catch (e) {
-    $("login-error").textContent = e.status === 401 ? "用户名或密码错误（连续失败5次将锁定15分钟）" : e.message;
+    const d = e.data || {};
+    $("login-error").textContent = e.status === 401
+      ? `用户名或密码错误（连续失败${d.lock_after_failures}次将锁定${d.lock_minutes}分钟）`
+      : e.status === 429 ? "此地址登录失败次数过多，请十分钟后再试" : e.message;
   }
 }
 
@@ -86,14 +109,13 @@ async function logOut() {
   try {
     await api("POST", "/api/logout");
   } finally {
-    state.csrf = null;
-    location.hash = "";
+    // The next account starts at the list, not at this one's patch.
+    history.replaceState(null, "", location.pathname);
     showLogin("已退出");
   }
 }
 
 const ROLE_ZH = { admin: "管理员", county: "县级用户", inspector: "核查员", auditor: "审计" };
-const DONE = new Set(["accepted", "rectified", "closing_proposed", "closed"]);
 
 function typeOf(code) {
   return state.options.types.find((t) => t.code === code) || { name: code, colour: "#52606d" };
@@ -135,6 +157,7 @@ async function start() {
     $("before-period").value = periods[Math.max(0, periods.length - 2)];
   }
   startMap();
+  setPeriods();
   state.page = 1;
   state.fitted = false;
   await refresh();
@@ -156,8 +179,19 @@ async function refresh() {
   await Promise.all([loadList(), loadPatches()]);
 }
 
+/** Counts requests of one kind: an answer that arrives after a newer request's is dropped. */
+const latest = { list: 0, patches: 0, card: 0 };
+
 async function loadList() {
+  const asked = ++latest.list;
   const data = await api("GET", `/api/list?${query({ page: state.page })}`);
+  if (asked !== latest.list) return;
+  // A move can empty the last page: show the new last one.
+  const last = Math.max(1, Math.ceil(data.total / data.per_page));
+  if (state.page > last) {
+    state.page = last;
+    return loadList();
+  }
   // At the start, the map shows all the patches the account may see.
   if (!state.fitted && data.bounds) {
     const [w, s, e, n] = data.bounds;
@@ -184,7 +218,7 @@ async function loadList() {
 function tileLayer(period, pane) {
   const info = state.options.periods.find((p) => p.period === period);
   if (!info) return null;
-  const opts = { pane, maxZoom: 19, tileSize: 256, attribution: `影像 ${period}` };
+  const opts = { pane, maxZoom: 19, tileSize: 256, attribution: "gengbao 合成影像" };
   if (info.bounds) {
     const [w, s, e, n] = info.bounds;
     opts.bounds = L.latLngBounds([s, w], [n, e]);
@@ -195,7 +229,8 @@ function tileLayer(period, pane) {
 function styleOf(feature) {
   const p = feature.properties;
   const colour = typeOf(p.type).colour;
-  const done = DONE.has(p.status);
+  const status = state.options.statuses.find((s) => s.code === p.status);
+  const done = status && status.settled;
   const chosen = p.tbbh === state.selected;
   return {
     color: chosen ? "#ffe600" : colour,
@@ -227,7 +262,8 @@ function startMap() {
     open.style.borderColor = "#52606d";
     const done = el("i", { class: "done" });
     done.style.borderColor = "#52606d";
-    box.append(el("div", {}, open, "待核查/整改"), el("div", {}, done, "已通过/已整改/销号"));
+    const settled = state.options.statuses.filter((s) => s.settled).map((s) => s.name).join("/");
+    box.append(el("div", {}, open, "待办"), el("div", {}, done, settled));
     return box;
   };
   legend.addTo(map);
@@ -240,7 +276,8 @@ function startMap() {
     style: styleOf,
     onEachFeature: (f, layer) => {
       layer.on("click", () => openPatch(f.properties.tbbh, false));
-      layer.bindTooltip(`${f.properties.tbbh} ${f.properties.type_zh} ${f.properties.status_zh}`);
+      const p = f.properties;
+      layer.bindTooltip(() => el("span", {}, `${p.tbbh} ${p.type_zh} ${p.status_zh}`));
     },
   }).addTo(map);
   const all = state.options.periods.filter((p) => p.bounds).map((p) => p.bounds);
@@ -250,7 +287,6 @@ function startMap() {
   } else {
     map.setView([35, 110], 4);
   }
-  setPeriods();
   map.on("move zoom resize", clipAfter);
   map.on("moveend", () => loadPatches().catch(showError));
   $("swipe").addEventListener("input", clipAfter);
@@ -284,7 +320,9 @@ async function loadPatches() {
   if (!state.map) return;
   const b = state.map.getBounds();
   const bbox = [b.getWest(), b.getSouth(), b.getEast(), b.getNorth()].map((v) => v.toFixed(6)).join(",");
+  const asked = ++latest.patches;
   const data = await api("GET", `/api/patches?${query({ bbox })}`);
+  if (asked !== latest.patches) return;
   state.patches.clearLayers();
   state.patches.addData(data);
   $("map-note").textContent = data.truncated
@@ -307,10 +345,12 @@ async function openPatch(tbbh, fly) {
   const body = $("card-body");
   body.replaceChildren(el("p", {}, "读取中…"));
   let card;
+  const asked = ++latest.card;
   try {
     card = await api("GET", `/api/patches/${encodeURIComponent(tbbh)}`);
+    if (asked !== latest.card) return;
   } catch (e) {
-    if (e.status === 401) return;
+    if (e.status === 401 || asked !== latest.card) return;
     body.replaceChildren(
       el("h2", {}, tbbh),
       el("p", { class: "error", id: "card-missing" },
@@ -321,9 +361,8 @@ async function openPatch(tbbh, fly) {
   for (const r of document.querySelectorAll("#list-rows tr")) r.classList.toggle("selected", r.dataset.tbbh === tbbh);
   state.patches.setStyle(styleOf);
   if (fly) {
-    state.patches.eachLayer((layer) => {
-      if (layer.feature.properties.tbbh === tbbh) state.map.fitBounds(layer.getBounds(), { maxZoom: 16 });
-    });
+    const [w, s, e, n] = card.bounds;
+    state.map.fitBounds([[s, w], [n, e]], { maxZoom: 16, padding: [40, 40] });
   }
 }
 
