@@ -2,9 +2,9 @@
 //! county officer sees and does, checked on the page and in the ledger. Screenshots are saved
 //! in the test's temp folder, or in `GENGBAO_SCREENSHOTS` when set, for a person to look at.
 
-use crate::portal::{served_city, site_photo, PASSWORD};
+use crate::portal::{patches_of, served_city, site_photo, PASSWORD};
 use fantoccini::{Client, ClientBuilder, Locator};
-use gengbao::ledger::{Filter, Ledger};
+use gengbao::ledger::Ledger;
 use gengbao::portal::evidence::EvidenceStore;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -169,23 +169,17 @@ fn a_county_officer_works_a_patch_in_the_browser_and_the_other_county_cannot_see
         return;
     };
     let served = served_city();
-    let last = *served.city.periods.last().unwrap();
-    gengbao::export_packages(&served.cfg, last, &[], true).unwrap();
+    served.export_last_period();
     let shots: PathBuf = std::env::var_os("GENGBAO_SCREENSHOTS")
         .map(PathBuf::from)
         .unwrap_or_else(|| served._tmp.path().join("screenshots"));
     std::fs::create_dir_all(&shots).unwrap();
     let ledger_file = served.cfg.layout().ledger_file();
     let ledger = Ledger::open_existing(&ledger_file).unwrap();
-    let of_county = |county: &str| {
-        ledger
-            .list(&Filter {
-                county: Some(county.into()),
-                ..Default::default()
-            })
-            .unwrap()
-    };
-    let (xihe, donghu) = (of_county("320901"), of_county("320902"));
+    let (xihe, donghu) = (
+        patches_of(&served.cfg, "320901"),
+        patches_of(&served.cfg, "320902"),
+    );
     let own = served.own.clone();
     let photo_path = served._tmp.path().join("现场照片.jpg");
     let outline = ledger.listed(&own).unwrap().record.lon_lat;
@@ -221,10 +215,10 @@ fn a_county_officer_works_a_patch_in_the_browser_and_the_other_county_cannot_see
         .unwrap();
         assert!(!listed.is_empty());
         assert!(
-            listed.iter().all(|t| xihe.iter().any(|e| &e.tbbh == t)),
+            listed.iter().all(|t| xihe.contains(t)),
             "rows {listed:?}"
         );
-        assert!(!listed.iter().any(|t| donghu.iter().any(|e| &e.tbbh == t)));
+        assert!(!listed.iter().any(|t| donghu.contains(t)));
         // The map: the county's patches in view, over tiles of the period's composite.
         until(&c, "map tiles", "document.querySelectorAll('#map img.leaflet-tile-loaded').length > 0").await;
         let drawn = number(&c, "document.querySelectorAll('#map path.leaflet-interactive').length").await;

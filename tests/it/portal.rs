@@ -196,22 +196,39 @@ pub(crate) struct Served {
     pub(crate) other: String,
 }
 
+/// The patch numbers of `county` in the job's ledger, in order.
+pub(crate) fn patches_of(cfg: &gengbao::JobConfig, county: &str) -> Vec<String> {
+    Ledger::open_existing(&cfg.layout().ledger_file())
+        .unwrap()
+        .list(&Filter {
+            county: Some(county.into()),
+            ..Default::default()
+        })
+        .unwrap()
+        .into_iter()
+        .map(|e| e.tbbh)
+        .collect()
+}
+
+impl Served {
+    /// Writes the dispatch packages (zipped) of the city's last period, which the portal
+    /// serves with the chips of its patches; gives that period.
+    pub(crate) fn export_last_period(&self) -> gengbao::Period {
+        let last = *self.city.periods.last().unwrap();
+        gengbao::export_packages(&self.cfg, last, &[], true).unwrap();
+        last
+    }
+}
+
 pub(crate) fn served_city() -> Served {
     let tmp = tempfile::tempdir().unwrap();
     let city = city(&tmp.path().join("city"), 256, 3, 128);
     let cfg = run_all(&city, None);
     let ledger_file = cfg.layout().ledger_file();
-    let ledger = Ledger::open_existing(&ledger_file).unwrap();
     let first = |county: &str| {
-        ledger
-            .list(&Filter {
-                county: Some(county.into()),
-                ..Default::default()
-            })
-            .unwrap()
+        patches_of(&cfg, county)
             .first()
             .unwrap_or_else(|| panic!("county {county} has patches"))
-            .tbbh
             .clone()
     };
     let (own, other) = (first("320901"), first("320902"));
@@ -247,17 +264,15 @@ pub(crate) fn served_city() -> Served {
 /// forbids, a file that is not a photo): the answer is the role's, whatever the order.
 #[test]
 fn the_access_matrix_holds_for_every_role_endpoint_and_county() {
+    let served = served_city();
+    let last = served.export_last_period();
     let Served {
         _tmp,
-        city,
-        cfg,
         base,
         own,
         other,
         ..
-    } = served_city();
-    let last = *city.periods.last().unwrap();
-    gengbao::export_packages(&cfg, last, &[], true).unwrap();
+    } = served;
     // Expected: card, move, evidence, package; on 320901 then on 320902; and the counties
     // the list shows.
     let table: [(Option<&str>, [u16; 8], &[&str]); 5] = [
@@ -692,30 +707,17 @@ fn spreadsheet_patches(xlsx: &[u8]) -> Vec<String> {
 /// tampered with in addresses never reach a file.
 #[test]
 fn the_list_map_and_downloads_keep_to_the_accounts_county() {
+    let served = served_city();
+    let last = served.export_last_period();
     let Served {
         _tmp,
-        city,
         cfg,
         base,
         own,
         other,
         ..
-    } = served_city();
-    let last = *city.periods.last().unwrap();
-    gengbao::export_packages(&cfg, last, &[], true).unwrap();
-    let ledger = Ledger::open_existing(&cfg.layout().ledger_file()).unwrap();
-    let of = |county: &str| -> Vec<String> {
-        ledger
-            .list(&Filter {
-                county: Some(county.into()),
-                ..Default::default()
-            })
-            .unwrap()
-            .into_iter()
-            .map(|e| e.tbbh)
-            .collect()
-    };
-    let (xihe, donghu) = (of("320901"), of("320902"));
+    } = served;
+    let (xihe, donghu) = (patches_of(&cfg, "320901"), patches_of(&cfg, "320902"));
     let everyone: Vec<String> = xihe.iter().chain(&donghu).cloned().collect();
 
     // A site photo on a patch of each county, by the admin.
