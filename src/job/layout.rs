@@ -56,6 +56,11 @@ impl OutputLayout {
         self.root.join("evidence")
     }
 
+    /// Returned lists uploaded through the portal, kept by content (`<sha256>.xlsx|csv`).
+    pub fn returns(&self) -> PathBuf {
+        self.root.join("returns")
+    }
+
     /// The periods whose results are committed (their summary written), oldest first.
     pub fn finished_periods(&self) -> Vec<Period> {
         let mut periods: Vec<Period> = std::fs::read_dir(&self.root)

@@ -117,12 +117,12 @@ pub(super) fn plan_row(
     if let Some(first) = seen.insert(tbbh.to_string(), row.row) {
         return Err(format!("{tbbh} is also on row {first}"));
     }
-    let entry = entry_in(tx, path, tbbh).map_err(|_| format!("{tbbh} is not in the ledger"))?;
+    // A number of another county reads as one the ledger does not hold: a county's return
+    // (the portal takes them from county officers) must not learn another county's patches.
+    let not_here = || format!("{tbbh} is not a patch of county {county}");
+    let entry = entry_in(tx, path, tbbh).map_err(|_| not_here())?;
     if entry.county != county {
-        return Err(format!(
-            "{tbbh} belongs to county {}, not {county}",
-            entry.county
-        ));
+        return Err(not_here());
     }
     let (target, evidence) = row.target()?;
     for a in &row.attachments {

@@ -85,6 +85,11 @@ impl Role {
     pub fn of_one_county(self) -> bool {
         matches!(self, Role::County | Role::Inspector)
     }
+
+    /// Whether the role imports returned lists (of the counties it may read).
+    pub fn imports_returns(self) -> bool {
+        matches!(self, Role::Admin | Role::County)
+    }
 }
 
 /// A portal account as the portal acts on it.
@@ -112,6 +117,12 @@ impl Account {
     /// Whether the account may add evidence to a patch of `county`.
     pub fn may_add_evidence(&self, county: &str) -> bool {
         self.may_read(county) && self.role != Role::Auditor
+    }
+
+    /// Whether the account may import `county`'s returned list (the county's decisions on
+    /// many patches at once, as `gengbao ledger import` applies them).
+    pub fn may_import_returns(&self, county: &str) -> bool {
+        self.may_read(county) && self.role.imports_returns()
     }
 
     /// Whether the account may move a patch of `county` to `to` (the lifecycle's own rules

@@ -9,7 +9,8 @@
 //! spreadsheet), `GET /api/patches/{tbbh}` (its card), `GET /api/patches/{tbbh}/chip.png`,
 //! `POST /api/patches/{tbbh}/status`, `POST /api/patches/{tbbh}/evidence`,
 //! `GET /api/patches/{tbbh}/evidence/{sha256}` (a stored file back),
-//! `GET /api/packages/{period}/{XZQDM}.zip` and `GET /api/tiles/{period}/{z}/{x}/{y}.png`
+//! `GET /api/packages/{period}/{XZQDM}.zip`, `POST /api/returns` (a county's returned list)
+//! and `GET /api/tiles/{period}/{z}/{x}/{y}.png`
 //! (the period's composite in true colour).
 //!
 //! Rules every endpoint keeps:
@@ -183,6 +184,10 @@ pub fn router(cfg: &JobConfig, serving: &ServeOptions) -> Result<Router> {
         )
         .route("/api/patches/{tbbh}/evidence/{sha256}", get(evidence_file))
         .route("/api/packages/{period}/{file}", get(package))
+        .route(
+            "/api/returns",
+            post(import_returns).layer(DefaultBodyLimit::max(MAX_BYTES + (64 << 10))),
+        )
         .with_state(Arc::new(portal)))
 }
 
@@ -789,6 +794,7 @@ async fn options(State(portal): Shared, Signed { account, token }: Signed) -> Re
         json!({
             "account": {"name": account.name, "role": account.role, "county": account.county},
             "csrf": csrf,
+            "imports_returns": account.role.imports_returns(),
             "periods": periods,
             "counties": counties.iter().map(|(code, name)| json!({"code": code, "name": name})).collect::<Vec<_>>(),
             "townships": townships,
@@ -1057,22 +1063,15 @@ async fn evidence_file(
     }
 }
 
-async fn add_evidence(
-    State(portal): Shared,
-    ConnectInfo(Peer(from)): ConnectInfo<Peer>,
-    Signed { account, .. }: Signed,
-    UrlPath(tbbh): UrlPath<String>,
-    mut form: Multipart,
-) -> Response {
-    let Some(entry) = portal.readable(&account, &tbbh) else {
-        return not_found();
-    };
-    if !account.may_add_evidence(&entry.county) {
-        return refusal(
-            StatusCode::FORBIDDEN,
-            &format!("a {} account may not add evidence", account.role.code()),
-        );
-    }
+/// A file sent in a form (field `file`), the name its sender gave it and the form's `note`.
+struct Upload {
+    bytes: axum::body::Bytes,
+    sent_name: String,
+    note: String,
+}
+
+async fn uploaded(mut form: Multipart) -> std::result::Result<Upload, Box<Response>> {
+    let refused = |code: StatusCode, message: &str| Box::new(refusal(code, message));
     let (mut file, mut note) = (None, String::new());
     loop {
         match form.next_field().await {
@@ -1085,15 +1084,192 @@ async fn add_evidence(
                         note = String::from_utf8_lossy(&bytes).chars().take(2000).collect()
                     }
                     Ok(_) => {}
-                    Err(e) => return refusal(e.status(), &e.body_text()),
+                    Err(e) => return Err(refused(e.status(), &e.body_text())),
                 }
             }
             Ok(None) => break,
-            Err(e) => return refusal(e.status(), &e.body_text()),
+            Err(e) => return Err(refused(e.status(), &e.body_text())),
         }
     }
     let Some((bytes, sent_name)) = file else {
-        return refusal(StatusCode::BAD_REQUEST, "no `file` field in the form");
+        return Err(refused(
+            StatusCode::BAD_REQUEST,
+            "no `file` field in the form",
+        ));
+    };
+    if bytes.len() > MAX_BYTES {
+        return Err(refused(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &format!("the file is larger than {} MiB", MAX_BYTES >> 20),
+        ));
+    }
+    Ok(Upload {
+        bytes,
+        sent_name,
+        note,
+    })
+}
+
+#[derive(Deserialize)]
+struct ReturnsQuery {
+    /// The county the list is of (accounts of one county: theirs, whatever is asked).
+    county: Option<String>,
+}
+
+/// A county's returned list (the dispatch spreadsheet or its CSV twin with the return
+/// columns filled in), applied as `gengbao ledger import` applies it: every row checked
+/// first, nothing applied when one is bad (422, with every bad row and why). The file is
+/// kept by content under `<output>/returns/`. Attachments are not read from an upload
+/// (they are added as evidence on a patch's card): a row naming one is bad.
+async fn import_returns(
+    State(portal): Shared,
+    ConnectInfo(Peer(from)): ConnectInfo<Peer>,
+    Signed { account, .. }: Signed,
+    Query(query): Query<ReturnsQuery>,
+    form: Multipart,
+) -> Response {
+    let not_allowed = || {
+        refusal(
+            StatusCode::FORBIDDEN,
+            &format!(
+                "a {} account may not import a county's returns",
+                account.role.code()
+            ),
+        )
+    };
+    if !account.role.imports_returns() {
+        return not_allowed();
+    }
+    let county = if account.role.of_one_county() {
+        account.county.clone()
+    } else {
+        query.county.filter(|c| !c.is_empty())
+    };
+    let Some(county) = county.filter(|c| c.len() == 6 && c.bytes().all(|b| b.is_ascii_digit()))
+    else {
+        return refusal(
+            StatusCode::BAD_REQUEST,
+            "name the county of the list: ?county=XZQDM (six digits)",
+        );
+    };
+    if !account.may_import_returns(&county) {
+        return refusal(
+            StatusCode::FORBIDDEN,
+            &format!(
+                "a {} account may not import a county's returns",
+                account.role.code()
+            ),
+        );
+    }
+    let upload = match uploaded(form).await {
+        Ok(upload) => upload,
+        Err(refused) => return *refused,
+    };
+    // An .xlsx is a zip; anything else must be text to be a CSV.
+    let extension = if upload.bytes.starts_with(b"PK\x03\x04") {
+        "xlsx"
+    } else if !upload.bytes.contains(&0) {
+        "csv"
+    } else {
+        return refusal(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "the file is not a spreadsheet (.xlsx) or a CSV list (by its content)",
+        );
+    };
+    let folder = portal.layout.returns();
+    let stored = folder.join(format!(
+        "{}.{extension}",
+        crate::short_sha256(&upload.bytes, 32)
+    ));
+    let written = std::fs::create_dir_all(&folder)
+        .map_err(|e| Error::io(&folder, e))
+        .and_then(|()| crate::job::checkpoint::write_atomically(&stored, &upload.bytes));
+    if let Err(e) = written {
+        return server_error(e);
+    }
+    let rows = match crate::dispatch::read_returns(&stored) {
+        Ok(rows) => rows,
+        Err(e) => {
+            return refusal(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                &format!(
+                    "{} cannot be read as a returned list: {e}",
+                    upload.sent_name
+                ),
+            )
+        }
+    };
+    let with_attachments: Vec<Value> = rows
+        .iter()
+        .filter(|r| !r.attachments.is_empty())
+        .map(|r| json!({"row": r.row, "reason": "附件 (FJ) is not read from an upload: add the files as evidence on the patch's card"}))
+        .collect();
+    let who = format!("{} (portal, {})", account.name, from.ip());
+    let report = if with_attachments.is_empty() {
+        portal
+            .ledger
+            .lock()
+            .expect("ledger")
+            .import(&rows, &county, &who, &folder, false)
+    } else {
+        Ok(Default::default())
+    };
+    let report = match report {
+        Ok(r) => r,
+        Err(e) => return server_error(e),
+    };
+    let bad_rows: Vec<Value> = with_attachments
+        .into_iter()
+        .chain(
+            report
+                .bad_rows
+                .iter()
+                .map(|(row, reason)| json!({"row": row, "reason": reason})),
+        )
+        .collect();
+    let code = if bad_rows.is_empty() {
+        StatusCode::OK
+    } else {
+        StatusCode::UNPROCESSABLE_ENTITY
+    };
+    answer(
+        code,
+        json!({
+            "county": county,
+            "rows": rows.len(),
+            "applied": report.applied.iter().map(|(tbbh, steps)| json!({
+                "tbbh": tbbh,
+                "steps": steps.iter().map(|s| s.label_zh()).collect::<Vec<_>>(),
+            })).collect::<Vec<_>>(),
+            "unchanged": report.unchanged,
+            "bad_rows": bad_rows,
+        }),
+    )
+}
+
+async fn add_evidence(
+    State(portal): Shared,
+    ConnectInfo(Peer(from)): ConnectInfo<Peer>,
+    Signed { account, .. }: Signed,
+    UrlPath(tbbh): UrlPath<String>,
+    form: Multipart,
+) -> Response {
+    let Some(entry) = portal.readable(&account, &tbbh) else {
+        return not_found();
+    };
+    if !account.may_add_evidence(&entry.county) {
+        return refusal(
+            StatusCode::FORBIDDEN,
+            &format!("a {} account may not add evidence", account.role.code()),
+        );
+    }
+    let Upload {
+        bytes,
+        sent_name,
+        note,
+    } = match uploaded(form).await {
+        Ok(upload) => upload,
+        Err(refused) => return *refused,
     };
     if bytes.len() > MAX_BYTES {
         return refusal(

@@ -2,7 +2,7 @@
 //! county officer sees and does, checked on the page and in the ledger. Screenshots are saved
 //! in the test's temp folder, or in `GENGBAO_SCREENSHOTS` when set, for a person to look at.
 
-use crate::portal::{patches_of, served_city, site_photo, PASSWORD};
+use crate::portal::{patches_of, returned_csv, served_city, site_photo, PASSWORD};
 use fantoccini::{Client, ClientBuilder, Locator};
 use gengbao::ledger::Ledger;
 use gengbao::portal::evidence::EvidenceStore;
@@ -169,7 +169,7 @@ fn a_county_officer_works_a_patch_in_the_browser_and_the_other_county_cannot_see
         return;
     };
     let served = served_city();
-    served.export_last_period();
+    let last = served.export_last_period();
     let shots: PathBuf = std::env::var_os("GENGBAO_SCREENSHOTS")
         .map(PathBuf::from)
         .unwrap_or_else(|| served._tmp.path().join("screenshots"));
@@ -311,6 +311,41 @@ fn a_county_officer_works_a_patch_in_the_browser_and_the_other_county_cannot_see
             .unwrap();
         screenshot(&c, &shots, "3-moved-with-photo.png").await;
 
+        // The county's returned list, sent from the list's form: a second patch to 核查中.
+        let second = xihe.get(1).expect("two patches in 320901").clone();
+        let returned = served._tmp.path().join("回填表.csv");
+        std::fs::write(
+            &returned,
+            returned_csv(&served, last, "320901", &[(&second, "核查中")]),
+        )
+        .unwrap();
+        c.find(Locator::Id("returns-file"))
+            .await
+            .unwrap()
+            .send_keys(&returned.to_string_lossy())
+            .await
+            .unwrap();
+        c.find(Locator::Id("returns-submit"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        until(&c, "the imported list", "document.getElementById('returns-message').textContent.startsWith('已导入')").await;
+        let imported = text(&c, "#returns-message").await;
+        assert!(
+            imported.starts_with("已导入：1 个图斑状态变更，"),
+            "{imported}"
+        );
+        assert_eq!(ledger.entry(&second).unwrap().status.code(), "verifying");
+        until(
+            &c,
+            "the list showing the imported move",
+            &format!("[...document.querySelectorAll('#list-rows tr')].some(r => r.dataset.tbbh === '{second}' && r.textContent.includes('核查中'))"),
+        )
+        .await;
+        screenshot(&c, &shots, "4-returned-list-imported.png").await;
+
         c.find(Locator::Id("logout")).await.unwrap().click().await.unwrap();
         until(&c, "the login form after logout", "!document.getElementById('login').hidden && document.getElementById('login-error').textContent === '已退出'").await;
 
@@ -333,7 +368,7 @@ fn a_county_officer_works_a_patch_in_the_browser_and_the_other_county_cannot_see
         let refused = text(&c, "#card-body").await;
         assert!(refused.contains("未找到该图斑"), "{refused}");
         assert!(!refused.contains("变化类型"), "{refused}");
-        screenshot(&c, &shots, "4-other-county-refused.png").await;
+        screenshot(&c, &shots, "5-other-county-refused.png").await;
         c.close().await.unwrap();
     });
     eprintln!("screenshots: {}", shots.display());

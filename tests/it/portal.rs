@@ -113,6 +113,11 @@ impl Client {
 
     /// Uploads `bytes` as the form field `file` named `name`, with a note.
     fn upload(&self, tbbh: &str, name: &str, bytes: &[u8]) -> (u16, Value) {
+        self.upload_to(&format!("api/patches/{tbbh}/evidence"), name, bytes)
+    }
+
+    /// Posts `bytes` as the form field `file` named `name` to `path`, with a note.
+    fn upload_to(&self, path: &str, name: &str, bytes: &[u8]) -> (u16, Value) {
         let boundary = "gengbao-test-boundary-7f3a";
         let mut body = format!(
             "--{boundary}\r\nContent-Disposition: form-data; name=\"note\"\r\n\r\n现场照片\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{name}\"\r\nContent-Type: image/jpeg\r\n\r\n"
@@ -120,7 +125,7 @@ impl Client {
         .into_bytes();
         body.extend_from_slice(bytes);
         body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
-        let mut request = ureq::post(&format!("{}api/patches/{tbbh}/evidence", self.base)).set(
+        let mut request = ureq::post(&format!("{}{path}", self.base)).set(
             "Content-Type",
             &format!("multipart/form-data; boundary={boundary}"),
         );
@@ -1006,4 +1011,120 @@ fn over_tls_the_session_cookie_is_secure_and_bad_key_files_are_named() {
             "{refused}"
         );
     }
+}
+
+/// The CSV twin of a county's dispatch list of `period`, as the county returns it: 核查结果 set
+/// to `result` on the rows of the patches named.
+pub(crate) fn returned_csv(
+    served: &Served,
+    period: gengbao::Period,
+    county: &str,
+    patches: &[(&str, &str)],
+) -> Vec<u8> {
+    let path = served
+        .cfg
+        .layout()
+        .package(period, county)
+        .join(format!("TB_{county}_{period}.csv"));
+    let text = std::fs::read_to_string(path).unwrap();
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .from_reader(text.trim_start_matches('\u{feff}').as_bytes());
+    let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+    let result = rows[0].iter().position(|h| h == "核查结果").unwrap();
+    let mut out = csv::Writer::from_writer(Vec::new());
+    for row in &rows {
+        let mut fields: Vec<String> = row.iter().map(String::from).collect();
+        if let Some((_, value)) = patches.iter().find(|(t, _)| fields[0] == *t) {
+            fields[result] = value.to_string();
+        }
+        out.write_record(&fields).unwrap();
+    }
+    out.into_inner().unwrap()
+}
+
+/// A county officer imports the county's returned list through the portal: a list with one
+/// bad row changes nothing and names the row; a row of another county reads as a number the
+/// ledger does not hold; a good list moves its patches, by the officer, and is kept.
+#[test]
+fn a_county_officer_imports_the_returned_list_and_nothing_of_another_county() {
+    let served = served_city();
+    let last = served.export_last_period();
+    let layout = served.cfg.layout();
+    let filled =
+        |county: &str, patches: &[(&str, &str)]| returned_csv(&served, last, county, patches);
+    let ledger = || Ledger::open_existing(&layout.ledger_file()).unwrap();
+    let (own, other) = (served.own.clone(), served.other.clone());
+    let before = ledger().entry(&own).unwrap().status;
+    let xihe = patches_of(&served.cfg, "320901");
+    let officer = Client::logged_in(&served.base, "xihe-officer");
+
+    // One bad row: nothing applied, the row named with the spreadsheet's numbering.
+    let second = xihe.get(1).expect("two patches in 320901").clone();
+    let (code, body) = officer.upload_to(
+        "api/returns",
+        "回填.csv",
+        &filled("320901", &[(&own, "核查中"), (&second, "不知道")]),
+    );
+    assert_eq!(code, 422, "{body}");
+    let bad = body["bad_rows"].as_array().unwrap();
+    assert_eq!(bad.len(), 1, "{body}");
+    assert!(bad[0]["reason"].as_str().unwrap().contains("不知道"));
+    assert_eq!(
+        ledger().entry(&own).unwrap().status,
+        before,
+        "nothing applied"
+    );
+
+    // A row of another county: as a number the ledger does not hold, nothing applied.
+    let mut crossing = filled("320901", &[(&own, "核查中")]);
+    let foreign = filled("320902", &[(&other, "核查中")]);
+    let foreign_row = String::from_utf8(foreign).unwrap();
+    let foreign_row = foreign_row.lines().find(|l| l.starts_with(&other)).unwrap();
+    crossing.extend(format!("{foreign_row}\n").bytes());
+    let (code, body) = officer.upload_to("api/returns", "回填.csv", &crossing);
+    assert_eq!(code, 422, "{body}");
+    let reason = body["bad_rows"][0]["reason"].as_str().unwrap();
+    assert_eq!(reason, format!("{other} is not a patch of county 320901"));
+    assert_eq!(ledger().entry(&own).unwrap().status, before);
+    assert_ne!(ledger().entry(&other).unwrap().status.code(), "verifying");
+
+    // Who may import: not an inspector, not an auditor; an admin names the county.
+    let good = filled("320901", &[(&own, "核查中")]);
+    for (name, expected) in [("xihe-inspector", 403), ("auditor", 403), ("admin", 400)] {
+        let client = Client::logged_in(&served.base, name);
+        assert_eq!(
+            client.upload_to("api/returns", "回填.csv", &good).0,
+            expected,
+            "{name}"
+        );
+    }
+    assert_eq!(
+        Client::anonymous(&served.base)
+            .upload_to("api/returns", "x.csv", &good)
+            .0,
+        401
+    );
+    // Another county's officer sending this list: its rows are not that county's.
+    let donghu = Client::logged_in(&served.base, "donghu-officer");
+    assert_eq!(donghu.upload_to("api/returns", "回填.csv", &good).0, 422);
+    // A picture is not a list.
+    let photo = site_photo(served._tmp.path(), 117.0, 31.6, "2026:01:02 10:00:00");
+    assert_eq!(officer.upload_to("api/returns", "回填.csv", &photo).0, 415);
+    assert_eq!(ledger().entry(&own).unwrap().status, before);
+
+    // The good list: applied by the officer, the file kept by content.
+    let (code, body) = officer.upload_to("api/returns", "回填.csv", &good);
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["applied"][0]["tbbh"], own.as_str());
+    assert_eq!(ledger().entry(&own).unwrap().status.code(), "verifying");
+    let change = ledger().history(Some(&own), None).unwrap().pop().unwrap();
+    assert_eq!(change.who, "xihe-officer (portal, 127.0.0.1)");
+    let kept: Vec<_> = std::fs::read_dir(layout.returns())
+        .unwrap()
+        .flatten()
+        .collect();
+    assert!(kept
+        .iter()
+        .any(|f| std::fs::read(f.path()).unwrap() == good));
 }

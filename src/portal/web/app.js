@@ -156,6 +156,8 @@ async function start() {
     $("after-period").value = periods[periods.length - 1];
     $("before-period").value = periods[Math.max(0, periods.length - 2)];
   }
+  $("returns-form").hidden = !options.imports_returns;
+  $("returns-message").replaceChildren();
   startMap();
   setPeriods();
   state.page = 1;
@@ -473,6 +475,33 @@ function showCard(shown) {
   clipAfter();
 }
 
+/** Sends a county's returned list; every row is checked, nothing applied when one is bad. */
+async function importReturns(event) {
+  event.preventDefault();
+  const message = $("returns-message");
+  const file = $("returns-file");
+  const county = $("f-county").value || (state.options.account.county || "");
+  if (!file.files.length || !county) {
+    message.className = "error";
+    message.textContent = file.files.length ? "请先在上方选择行政区" : "请选择回填表文件";
+    return;
+  }
+  const data = new FormData();
+  data.append("file", file.files[0]);
+  try {
+    const r = await api("POST", `/api/returns?county=${encodeURIComponent(county)}`, data);
+    message.className = "";
+    message.replaceChildren(`已导入：${r.applied.length} 个图斑状态变更，${r.unchanged} 行无变化`);
+    await refresh();
+  } catch (e) {
+    message.className = "error";
+    const bad = (e.data && e.data.bad_rows) || [];
+    message.replaceChildren(
+      bad.length ? `未导入任何一行：${bad.length} 行有误，请改正后重新导入` : e.message,
+      ...bad.slice(0, 20).map((b) => el("div", {}, `第 ${b.row} 行：${b.reason}`)));
+  }
+}
+
 function showError(e) {
   if (e && e.status !== 401) $("map-note").textContent = e.message;
 }
@@ -484,6 +513,7 @@ async function route() {
 
 function wire() {
   $("login-form").addEventListener("submit", logIn);
+  $("returns-form").addEventListener("submit", (event) => importReturns(event).catch(showError));
   $("logout").addEventListener("click", logOut);
   $("filters").addEventListener("change", (event) => {
     if (event.target.id === "f-county") fillTownships();
