@@ -85,6 +85,36 @@ enum Command {
         /// No progress bars (for logs and scripts).
         #[arg(long)]
         quiet: bool,
+        /// Only the tile stage of shard i of N (`i/N`, i from 0) of the period planned with
+        /// `gengbao plan`; `gengbao merge` finishes the period.
+        #[arg(long, conflicts_with = "counties")]
+        shard: Option<gengbao::job::shards::Shard>,
+    },
+    /// Split a period into shards that run apart (Slurm array tasks, Kubernetes indexed
+    /// jobs): which tiles each one does, balanced by watched farmland.
+    Plan {
+        /// The job's configuration file.
+        #[arg(long)]
+        config: PathBuf,
+        /// The period to split (e.g. 2025-P3).
+        #[arg(long)]
+        period: Period,
+        /// How many shards.
+        #[arg(long)]
+        shards: usize,
+    },
+    /// Finish a period run as shards: check every shard finished with the plan's inputs, then
+    /// assemble, vectorise, update the ledger and commit, as `run` does.
+    Merge {
+        /// The job's configuration file.
+        #[arg(long)]
+        config: PathBuf,
+        /// The period whose shards ran.
+        #[arg(long)]
+        period: Period,
+        /// No progress bars (for logs and scripts).
+        #[arg(long)]
+        quiet: bool,
     },
     /// Generate the sample city and run every period: the quick start.
     Demo {
@@ -947,7 +977,71 @@ fn main_inner(cli: Cli) -> Result<u8> {
             period,
             counties,
             quiet,
+            shard: Some(shard),
+        } => {
+            let PeriodSelector::One(period) = period else {
+                return Err(Error::usage(
+                    "a shard runs one period",
+                    "give --period P (the period planned with `gengbao plan`)",
+                ));
+            };
+            let cfg = JobConfig::load(&config)?;
+            let opts = RunOptions { counties, quiet };
+            let s = gengbao::job::shards::run_shard(&cfg, period, shard, &opts)?;
+            say!(
+                "{period} shard {}: {} tiles done ({} from an earlier attempt); merge when all shards are done: gengbao merge --config {} --period {period}",
+                s.shard,
+                s.tiles,
+                s.tiles_resumed,
+                config.display()
+            );
+            Ok(0)
+        }
+        Command::Run {
+            config,
+            period,
+            counties,
+            quiet,
+            shard: None,
         } => run(&config, period, counties, quiet),
+        Command::Plan {
+            config,
+            period,
+            shards,
+        } => {
+            let cfg = JobConfig::load(&config)?;
+            let plan = gengbao::job::shards::plan_shards(&cfg, period, shards)?;
+            for (i, (tiles, watched)) in plan.tiles.iter().zip(&plan.watched).enumerate() {
+                say!(
+                    "shard {i}/{shards}: {} tiles, {watched} watched pixels",
+                    tiles.len()
+                );
+            }
+            say!(
+                "run each: gengbao run --config {} --period {period} --shard i/{shards}; then gengbao merge --config {} --period {period}",
+                config.display(),
+                config.display()
+            );
+            Ok(0)
+        }
+        Command::Merge {
+            config,
+            period,
+            quiet,
+        } => {
+            let cfg = JobConfig::load(&config)?;
+            let opts = RunOptions {
+                counties: Vec::new(),
+                quiet,
+            };
+            let summary = gengbao::job::shards::merge_shards(&cfg, period, &opts)?;
+            say!("{}", summary.human());
+            say!(
+                "   results: {}",
+                cfg.layout().period(period).dir().display()
+            );
+            Ok(0)
+        }
         Command::Schedule {
             config,
             today,

@@ -95,7 +95,12 @@ impl Checkpoints {
     /// Opens the period's checkpoints for a run with `run_key`, discarding those of a run
     /// with another key.
     pub fn open(output: &OutputLayout, period: Period, run_key: &str) -> Result<(Self, Earlier)> {
-        let dir = output.checkpoints(period);
+        Self::open_in(output.checkpoints(period), run_key)
+    }
+
+    /// Opens the checkpoints in `dir` (a shard's) for a run with `run_key`, discarding those
+    /// of a run with another key.
+    pub fn open_in(dir: PathBuf, run_key: &str) -> Result<(Self, Earlier)> {
         let key_file = dir.join("run.key");
         let earlier = match std::fs::read_to_string(&key_file) {
             Ok(k) if k == run_key => Earlier::Kept,
@@ -111,6 +116,25 @@ impl Checkpoints {
             write_atomically(&key_file, run_key.as_bytes())?;
         }
         Ok((Checkpoints { dir }, earlier))
+    }
+
+    /// The key of the run that saved the checkpoints in `dir`, if any.
+    pub fn key_in(dir: &Path) -> Option<String> {
+        std::fs::read_to_string(dir.join("run.key")).ok()
+    }
+
+    /// Whether tile `tile` is saved (whatever its imagery).
+    pub fn has(&self, tile: &str) -> bool {
+        self.path(tile).exists()
+    }
+
+    /// Moves the saved tiles of `self` into `into` (the period's own checkpoints).
+    pub fn move_into(&self, into: &Checkpoints, tiles: &[String]) -> Result<()> {
+        for t in tiles {
+            let (from, to) = (self.path(t), into.path(t));
+            std::fs::rename(&from, &to).map_err(|e| Error::io(&from, e))?;
+        }
+        Ok(())
     }
 
     fn path(&self, tile: &str) -> PathBuf {

@@ -56,6 +56,12 @@ impl OutputLayout {
         self.root.join("evidence")
     }
 
+    /// A period split into shards: its plan (`plan.json`) and each shard's tile checkpoints
+    /// (`<i>-of-<n>/`), until the merge commits the period.
+    pub fn shards(&self, period: Period) -> PathBuf {
+        self.root.join(".shards").join(period.to_string())
+    }
+
     /// Returned lists uploaded through the portal, kept by content (`<sha256>.xlsx|csv`).
     pub fn returns(&self) -> PathBuf {
         self.root.join("returns")

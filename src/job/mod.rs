@@ -9,5 +9,6 @@ pub mod lock;
 pub mod period_tiles;
 pub mod run;
 pub mod schedule;
+pub mod shards;
 pub mod staging;
 pub mod summary;

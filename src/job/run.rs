@@ -86,7 +86,7 @@ pub(crate) fn periods_with_imagery(cfg: &JobConfig) -> Result<Vec<Period>> {
 }
 
 /// The checked inputs of a period: nothing is written before they are all read.
-struct PeriodInputs<'c> {
+pub(super) struct PeriodInputs<'c> {
     period: Period,
     /// The period's acquisitions in date order, located in the grid CRS.
     acquisitions: Vec<Located>,
@@ -108,7 +108,7 @@ struct PeriodInputs<'c> {
 }
 
 /// What the archive of earlier periods holds for this run.
-struct ArchivePlan {
+pub(super) struct ArchivePlan {
     rules: Rules,
     archived: usize,
     history: Vec<PeriodFiles>,
@@ -328,6 +328,61 @@ pub fn run_period(cfg: &JobConfig, period: Period, opts: &RunOptions) -> Result<
     commit(staging, &layout.period(period), &summary, &opts.counties)?;
     checkpoints.finish()?;
     Ok(summary)
+}
+
+/// A period checked as a run checks it, with the key of everything its tiles depend on: what
+/// the shards of a period share with its run.
+pub(super) struct CheckedPeriod<'c> {
+    pub(super) inputs: PeriodInputs<'c>,
+    pub(super) plan: ArchivePlan,
+    pub(super) run_key: String,
+}
+
+impl<'c> CheckedPeriod<'c> {
+    pub(super) fn new(cfg: &'c JobConfig, period: Period, opts: &RunOptions) -> Result<Self> {
+        let inputs = check_inputs(cfg, period, opts)?;
+        let plan = plan_against_archive(cfg, &cfg.layout(), period, &inputs.grid)?;
+        let run_key = run_key(&inputs, &plan, opts)?;
+        Ok(CheckedPeriod {
+            inputs,
+            plan,
+            run_key,
+        })
+    }
+
+    /// The tiles that touch the counties run, in grid order.
+    pub(super) fn tiles(&self) -> Result<Vec<Tile>> {
+        period_tiles(&self.inputs)
+    }
+
+    /// Places products that need it on the grid (into `folder`).
+    pub(super) fn place_products(&mut self, folder: &Path) -> Result<()> {
+        place_products_on_grid(&mut self.inputs, folder)
+    }
+
+    pub(super) fn context(&self) -> PeriodContext<'_> {
+        period_context(&self.inputs, &self.plan)
+    }
+
+    pub(super) fn farmland_watched(&self, tile: &Tile) -> Result<u64> {
+        let burnt =
+            self.inputs
+                .farmland
+                .rasterize(&self.inputs.grid, &self.inputs.grid_srs, tile.core)?;
+        Ok(burnt.parcel.iter().filter(|p| **p != 0).count() as u64)
+    }
+}
+
+/// The tiles that touch the counties run, in grid order.
+fn period_tiles(inputs: &PeriodInputs) -> Result<Vec<Tile>> {
+    let grid = &inputs.grid;
+    let mut tiles = Vec::new();
+    for t in grid.tiles() {
+        if inputs.admin.touches(grid, t.core)? {
+            tiles.push(t);
+        }
+    }
+    Ok(tiles)
 }
 
 /// Reads and checks every input of the period: the catalog, the layers, the classifier.
@@ -642,12 +697,7 @@ fn tile_stage(
     opts: &RunOptions,
 ) -> Result<TileStage> {
     let grid = &inputs.grid;
-    let mut tiles: Vec<Tile> = Vec::new();
-    for t in grid.tiles() {
-        if inputs.admin.touches(grid, t.core)? {
-            tiles.push(t);
-        }
-    }
+    let tiles = period_tiles(inputs)?;
     let mut class_tif = GridTiff::create::<u8>(&staged.class(), grid, 2, Some(0.0))?;
     let ndvi_nodata = Some(f64::from(NDVI_NODATA));
     let mut ndvi_tif = GridTiff::create::<u8>(&staged.ndvi(), grid, 3, ndvi_nodata)?;

@@ -19,5 +19,6 @@ mod real_cloud;
 mod real_land_cover;
 mod real_worldcereal;
 mod resume;
+mod shards;
 mod timeseries;
 mod train;
