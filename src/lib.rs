@@ -33,7 +33,8 @@
 //! - [`job`]: the bimonthly job. Its config, the output folder ([`job::layout`], the only
 //!   place its paths are spelled), one period as a sequence of phases ([`job::run`]),
 //!   several periods with the run log and exit codes ([`job::cycle`]), the schedule, the run
-//!   lock, per-tile checkpoints and staging folders.
+//!   lock, per-tile checkpoints and staging folders, a period split into shards that merge
+//!   to one run's bytes ([`job::shards`]).
 //! - [`dispatch`]: per-county packages for inspectors (vector files, Excel/CSV, chips, report).
 //! - [`portal`]: `gengbao serve`, the inspectors' map page and web API over the ledger and
 //!   the archive (HTTP or HTTPS): accounts held for one county or all, sessions, evidence,
