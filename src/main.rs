@@ -215,7 +215,8 @@ enum Command {
         /// Today's date (YYYY-MM-DD) instead of the clock's.
         #[arg(long)]
         today: Option<String>,
-        /// Print a crontab line or systemd service and timer units instead of the list.
+        /// Print a crontab line or systemd service and timer units instead of the list; or a
+        /// script that runs one period as shards on Slurm or Kubernetes (`[cluster]`).
         #[arg(long, value_enum)]
         emit: Option<Emit>,
     },
@@ -816,6 +817,8 @@ fn schedule_command(config: &Path, today: Option<&str>, emit: Option<Emit>) -> R
     match emit {
         Some(Emit::Cron) => say!("{}", schedule::cron_entry(&cfg, &exe).trim_end()),
         Some(Emit::Systemd) => say!("{}", schedule::systemd_units(&cfg, &exe).trim_end()),
+        Some(Emit::Slurm) => say!("{}", schedule::slurm_script(&cfg, &exe).trim_end()),
+        Some(Emit::K8s) => say!("{}", schedule::k8s_script(&cfg).trim_end()),
         None => {
             let today = parse_today(today)?;
             say!("{}", schedule::plan(&cfg, today)?.human(&cfg));
@@ -1030,11 +1033,7 @@ fn main_inner(cli: Cli) -> Result<u8> {
             quiet,
         } => {
             let cfg = JobConfig::load(&config)?;
-            let opts = RunOptions {
-                counties: Vec::new(),
-                quiet,
-            };
-            let summary = gengbao::job::shards::merge_shards(&cfg, period, &opts)?;
+            let summary = gengbao::job::shards::merge_shards(&cfg, period, quiet)?;
             say!("{}", summary.human());
             say!(
                 "   results: {}",

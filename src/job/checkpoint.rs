@@ -6,9 +6,12 @@
 //! the imagery it reads. Gives: the saved bytes of every tile finished with the same inputs.
 //!
 //! Layout: `<output>/.checkpoints/<period>/run.key` and one `<tile>.ckpt` per finished tile
-//! (DEFLATE-compressed, written beside and renamed into place, so a file is either whole or
-//! absent; a damaged one is redone). A different run key discards every checkpoint of the period; a tile whose imagery
-//! fingerprint differs is redone. The folder is removed once the period is committed.
+//! (compressed, written beside and renamed into place, so a file is either whole or absent;
+//! a damaged one is redone); a shard of a period keeps the same layout in its own folder
+//! (`<output>/.shards/<period>/<i>-of-<n>/`). A different run key discards every checkpoint
+//! of the folder; each tile's header also carries the run key with its imagery fingerprint,
+//! so that a tile saved by a process of another run into the folder is redone, never
+//! resumed. The folder is removed once the period is committed.
 
 use crate::domain::period::Period;
 use crate::error::{Error, Result};
@@ -19,10 +22,11 @@ use std::path::{Path, PathBuf};
 /// Checkpoints are Zstandard frames at its fastest level: most of their bytes are a tile's
 /// composite, reflectance that hardly compresses, on which DEFLATE spent more time than the
 /// write saved.
-const MAGIC: &[u8; 8] = b"GBCKPT2\n";
+const MAGIC: &[u8; 8] = b"GBCKPT3\n";
 
 pub(crate) struct Checkpoints {
     dir: PathBuf,
+    run_key: String,
 }
 
 /// What a run found of an earlier attempt.
@@ -101,6 +105,7 @@ impl Checkpoints {
     /// Opens the checkpoints in `dir` (a shard's) for a run with `run_key`, discarding those
     /// of a run with another key.
     pub fn open_in(dir: PathBuf, run_key: &str) -> Result<(Self, Earlier)> {
+        let run_key = run_key.to_string();
         let key_file = dir.join("run.key");
         let earlier = match std::fs::read_to_string(&key_file) {
             Ok(k) if k == run_key => Earlier::Kept,
@@ -115,12 +120,26 @@ impl Checkpoints {
             std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
             write_atomically(&key_file, run_key.as_bytes())?;
         }
-        Ok((Checkpoints { dir }, earlier))
+        Ok((Checkpoints { dir, run_key }, earlier))
     }
 
     /// The key of the run that saved the checkpoints in `dir`, if any.
     pub fn key_in(dir: &Path) -> Option<String> {
         std::fs::read_to_string(dir.join("run.key")).ok()
+    }
+
+    /// The checkpoints in `dir` when a run with `run_key` saved them; nothing is created or
+    /// discarded.
+    pub fn peek(dir: PathBuf, run_key: &str) -> Option<Checkpoints> {
+        (Self::key_in(&dir).as_deref() == Some(run_key)).then(|| Checkpoints {
+            dir,
+            run_key: run_key.to_string(),
+        })
+    }
+
+    /// What a tile's header carries: its imagery and the run's key.
+    fn stamp(&self, fingerprint: &str) -> String {
+        key_of(&[self.run_key.clone(), fingerprint.to_string()])
     }
 
     /// Whether tile `tile` is saved (whatever its imagery).
@@ -142,6 +161,7 @@ impl Checkpoints {
     }
 
     pub fn load(&self, tile: &str, fingerprint: &str) -> Result<Saved> {
+        let fingerprint = &self.stamp(fingerprint);
         let path = self.path(tile);
         let Ok(bytes) = std::fs::read(&path) else {
             return Ok(Saved::Missing);
@@ -161,6 +181,7 @@ impl Checkpoints {
     }
 
     pub fn save(&self, tile: &str, fingerprint: &str, data: &[u8]) -> Result<()> {
+        let fingerprint = &self.stamp(fingerprint);
         let compressed = zstd::bulk::compress(data, 1).expect("compressing in memory");
         let mut bytes = Vec::with_capacity(MAGIC.len() + fingerprint.len() + compressed.len());
         bytes.extend_from_slice(MAGIC);

@@ -110,6 +110,17 @@ regrowth_margin = 0.2           # an accepted patch is dispatched again when it 
 [output]
 shapefile_encoding = "GBK"      # "GBK" (most Chinese desktop GIS) or "UTF-8"
 threads = 0                     # 0 = all cores
+
+[cluster]                       # `gengbao schedule --emit slurm|k8s`: a period as shards
+shards = 4                      # tasks of the tile stage; then one merge
+cpus_per_shard = 2
+memory_per_shard = "8G"         # Slurm --mem, Kubernetes memory (G becomes Gi)
+memory_merge = "16G"            # the merge assembles and vectorises the whole job
+time_limit = "04:00:00"         # Slurm --time of each task
+partition = ""                  # Slurm partition ("" = the cluster's default)
+image = "gengbao:latest"        # Kubernetes: a container image with gengbao on its PATH
+volume_claim = "gengbao-data"   # Kubernetes: the volume holding the job, mounted at the
+                                # job folder's own path
 "#;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -132,6 +143,8 @@ pub struct JobConfig {
     pub ledger: crate::ledger::LedgerRules,
     #[serde(default)]
     pub output: OutputSection,
+    #[serde(default)]
+    pub cluster: ClusterSection,
     /// Folder of the config file; relative paths are resolved against it.
     #[serde(skip)]
     pub base: PathBuf,
@@ -285,6 +298,35 @@ pub struct OutputSection {
     pub shapefile_encoding: String,
     #[serde(default)]
     pub threads: usize,
+}
+
+/// How a period runs on a cluster as shards (`gengbao schedule --emit slurm|k8s`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterSection {
+    pub shards: usize,
+    pub cpus_per_shard: usize,
+    pub memory_per_shard: String,
+    pub memory_merge: String,
+    pub time_limit: String,
+    pub partition: String,
+    pub image: String,
+    pub volume_claim: String,
+}
+
+impl Default for ClusterSection {
+    fn default() -> Self {
+        ClusterSection {
+            shards: 4,
+            cpus_per_shard: 2,
+            memory_per_shard: "8G".into(),
+            memory_merge: "16G".into(),
+            time_limit: "04:00:00".into(),
+            partition: String::new(),
+            image: "gengbao:latest".into(),
+            volume_claim: "gengbao-data".into(),
+        }
+    }
 }
 
 /// Longest persistence a rule may ask for: the runs are archived as bytes.

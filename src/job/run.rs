@@ -151,14 +151,7 @@ pub fn run_period(cfg: &JobConfig, period: Period, opts: &RunOptions) -> Result<
     let run_key = run_key(&inputs, &plan, opts)?;
     let (checkpoints, earlier) = Checkpoints::open(&layout, period, &run_key)?;
     let ctx = period_context(&inputs, &plan);
-    let pool = pool(cfg.output.threads).map_err(|e| {
-        Error::config(
-            &cfg.source,
-            "output.threads",
-            e.to_string(),
-            "use 0 (all cores) or a smaller number",
-        )
-    })?;
+    let pool = job_pool(cfg)?;
     let mut tile_stage = tile_stage(&inputs, &ctx, &pool, &staged, &checkpoints, opts)?;
     tile_stage.resume.checkpoints_discarded = earlier == Earlier::Discarded;
     seconds.insert("tiles", t_tiles.elapsed().as_secs_f64());
@@ -371,6 +364,18 @@ impl<'c> CheckedPeriod<'c> {
                 .rasterize(&self.inputs.grid, &self.inputs.grid_srs, tile.core)?;
         Ok(burnt.parcel.iter().filter(|p| **p != 0).count() as u64)
     }
+}
+
+/// The job's worker threads (`[output] threads`).
+pub(super) fn job_pool(cfg: &JobConfig) -> Result<rayon::ThreadPool> {
+    pool(cfg.output.threads).map_err(|e| {
+        Error::config(
+            &cfg.source,
+            "output.threads",
+            e.to_string(),
+            "use 0 (all cores) or a smaller number",
+        )
+    })
 }
 
 /// The tiles that touch the counties run, in grid order.

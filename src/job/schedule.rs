@@ -181,6 +181,167 @@ pub enum Emit {
     Cron,
     /// A systemd service and timer.
     Systemd,
+    /// A script that submits one period to Slurm as shards: the plan, a job array of the
+    /// shards, and the merge once every shard succeeded (`--dependency=afterok`).
+    Slurm,
+    /// A script that runs one period on Kubernetes as shards: a Job of the plan, an Indexed
+    /// Job of the shards, a Job of the merge, each after the one before completed.
+    K8s,
+}
+
+/// `s` inside double quotes in a shell script, taken literally.
+fn double_quoted(s: &str) -> String {
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        if matches!(c, '"' | '\\' | '$' | '`') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('"');
+    out
+}
+
+/// A script (`bash SCRIPT 2026-P3`) that submits a period to Slurm as the job's
+/// `[cluster] shards`, with the resources `[cluster]` gives. Each task's output goes to
+/// `<output>/slurm/`.
+pub fn slurm_script(cfg: &JobConfig, exe: &Path) -> String {
+    let c = &cfg.cluster;
+    let config = absolute(&cfg.source);
+    let unit = unit_name(cfg, &config);
+    let logs = absolute(cfg.layout().root()).join("slurm");
+    let partition = if c.partition.is_empty() {
+        String::new()
+    } else {
+        format!(" --partition={}", double_quoted(&c.partition))
+    };
+    // The command each task runs, for `sh -c`: single-quoted paths, the period and the
+    // array index expanded where they are known.
+    let command = |args: &str| {
+        double_quoted(&format!(
+            "{} {args} --config {} --quiet",
+            quoted(&absolute(exe)),
+            quoted(&config)
+        ))
+        .replace("@PERIOD@", "$period")
+        .replace("@INDEX@", "\\${SLURM_ARRAY_TASK_ID}")
+    };
+    format!(
+        "#!/bin/bash\n\
+         # gengbao job {name}: one period as {n} shards on Slurm, then the merge.\n\
+         # Usage: bash THIS_SCRIPT 2026-P3 (on a login node). Every node must see the job\n\
+         # folder at the same path and run gengbao from the same path.\n\
+         set -euo pipefail\n\
+         period=\"${{1:?give the period, e.g. 2026-P3}}\"\n\
+         logs={logs}\n\
+         mkdir -p \"$logs\"\n\
+         {exe} plan --config {config} --period \"$period\" --shards {n}\n\
+         shards=$(sbatch --parsable --job-name={unit}-shards --array=0-{last} \\\n\
+         \x20   --cpus-per-task={cpus} --mem={mem} --time={time}{partition} \\\n\
+         \x20   --output=\"$logs/$period-shard-%a-%A.out\" \\\n\
+         \x20   --wrap={shard})\n\
+         merge=$(sbatch --parsable --job-name={unit}-merge --dependency=afterok:\"${{shards%%;*}}\" \\\n\
+         \x20   --cpus-per-task={cpus} --mem={mem_merge} --time={time}{partition} \\\n\
+         \x20   --output=\"$logs/$period-merge-%j.out\" \\\n\
+         \x20   --wrap={merge})\n\
+         echo \"$period: shards job ${{shards%%;*}} ({n} tasks), merge job ${{merge%%;*}} after all succeed\"\n",
+        name = cfg.job.name,
+        n = c.shards,
+        last = c.shards.saturating_sub(1),
+        logs = double_quoted(&logs.display().to_string()),
+        exe = quoted(&absolute(exe)),
+        config = quoted(&config),
+        cpus = c.cpus_per_shard,
+        mem = double_quoted(&c.memory_per_shard),
+        mem_merge = double_quoted(&c.memory_merge),
+        time = double_quoted(&c.time_limit),
+        shard = command(&format!("run --period @PERIOD@ --shard @INDEX@/{}", c.shards)),
+        merge = command("merge --period @PERIOD@"),
+    )
+}
+
+/// A script (`bash SCRIPT 2026-P3`, with `kubectl` on the PATH) that runs a period on
+/// Kubernetes as the job's `[cluster] shards`: the image `[cluster] image` with gengbao on
+/// its PATH, the job folder from the volume claim `[cluster] volume_claim` mounted at its
+/// own path.
+pub fn k8s_script(cfg: &JobConfig) -> String {
+    let c = &cfg.cluster;
+    let config = absolute(&cfg.source);
+    let unit = unit_name(cfg, &config);
+    let folder = config.parent().unwrap_or(Path::new("/")).to_path_buf();
+    let gi = |m: &str| {
+        let m = m.trim();
+        match m.strip_suffix('G').or_else(|| m.strip_suffix('M')) {
+            Some(number) => format!("{number}{}i", &m[m.len() - 1..]),
+            None => m.to_string(),
+        }
+    };
+    // One Job document; `extra` goes into its spec, `args` are gengbao's.
+    let job = |suffix: &str, extra: &str, command: &str, memory: &str| {
+        format!(
+            "kubectl apply -f - <<EOF\n\
+             apiVersion: batch/v1\n\
+             kind: Job\n\
+             metadata:\n  name: $name-{suffix}\n\
+             spec:\n{extra}  backoffLimit: 2\n  template:\n    spec:\n      restartPolicy: Never\n\
+             \x20     containers:\n\
+             \x20     - name: gengbao\n\
+             \x20       image: {image}\n\
+             \x20       command: [\"sh\", \"-c\", {command}]\n\
+             \x20       resources:\n          requests: {{cpu: \"{cpus}\", memory: \"{memory}\"}}\n\
+             \x20       volumeMounts: [{{name: job, mountPath: {folder}}}]\n\
+             \x20     volumes: [{{name: job, persistentVolumeClaim: {{claimName: {claim}}}}}]\n\
+             EOF\n\
+             kubectl wait --for=condition=complete --timeout=-1s job/$name-{suffix}\n",
+            image = c.image,
+            cpus = c.cpus_per_shard,
+            folder = double_quoted(&folder.display().to_string()),
+            claim = double_quoted(&c.volume_claim),
+        )
+    };
+    let gengbao = |args: &str| {
+        format!(
+            "\"exec gengbao {args} --config '{}' --quiet\"",
+            config.display().to_string().replace('\'', "")
+        )
+    };
+    format!(
+        "#!/bin/bash\n\
+         # gengbao job {name}: one period as {n} shards on Kubernetes, then the merge.\n\
+         # Usage: bash THIS_SCRIPT 2026-P3\n\
+         set -euo pipefail\n\
+         period=\"${{1:?give the period, e.g. 2026-P3}}\"\n\
+         name=\"{unit}-$(echo \"$period\" | tr 'A-Z' 'a-z')\"\n\
+         {plan}{shards}{merge}\
+         echo \"$period: merged\"\n",
+        name = cfg.job.name,
+        n = c.shards,
+        plan = job(
+            "plan",
+            "",
+            &gengbao(&format!("plan --period $period --shards {}", c.shards))
+                .replace(" --quiet", ""),
+            &gi(&c.memory_per_shard)
+        ),
+        shards = job(
+            "shards",
+            &format!(
+                "  completionMode: Indexed\n  completions: {n}\n  parallelism: {n}\n",
+                n = c.shards
+            ),
+            &gengbao(&format!(
+                "run --period $period --shard \\$JOB_COMPLETION_INDEX/{}",
+                c.shards
+            )),
+            &gi(&c.memory_per_shard)
+        ),
+        merge = job(
+            "merge",
+            "",
+            &gengbao("merge --period $period"),
+            &gi(&c.memory_merge)
+        ),
+    )
 }
 
 /// A crontab line running the job's due periods on the day its imagery is expected, at

@@ -19,11 +19,11 @@
 //! the merge alone.
 
 use crate::domain::period::Period;
-use crate::engine::tiles::{for_each_tile, pool};
+use crate::engine::tiles::for_each_tile;
 use crate::error::{Error, Result};
 use crate::job::checkpoint::{write_atomically, Checkpoints};
 use crate::job::config::JobConfig;
-use crate::job::run::{run_period, CheckedPeriod, RunOptions};
+use crate::job::run::{job_pool, run_period, CheckedPeriod, RunOptions};
 use crate::job::summary::RunSummary;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
@@ -145,16 +145,21 @@ pub fn plan_shards(cfg: &JobConfig, period: Period, count: usize) -> Result<Shar
 /// The plan of `period`, refused when there is none or when the inputs changed since.
 fn read_plan(cfg: &JobConfig, period: Period, run_key: &str) -> Result<ShardPlan> {
     let file = plan_file(cfg, period);
-    let text = std::fs::read_to_string(&file).map_err(|_| {
-        Error::input(
-            &file,
-            "no shard plan for this period",
-            format!(
-                "plan it first: gengbao plan --config {} --period {period} --shards N",
-                cfg.source.display()
-            ),
-        )
-    })?;
+    let plan_again = format!(
+        "plan it: gengbao plan --config {} --period {period} --shards N, then run every shard",
+        cfg.source.display()
+    );
+    let text = match std::fs::read_to_string(&file) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(Error::input(
+                &file,
+                "no shard plan for this period",
+                plan_again,
+            ));
+        }
+        Err(e) => return Err(Error::io(&file, e)),
+    };
     let plan: ShardPlan = serde_json::from_str(&text).map_err(|e| {
         Error::input(
             &file,
@@ -162,11 +167,11 @@ fn read_plan(cfg: &JobConfig, period: Period, run_key: &str) -> Result<ShardPlan
             "plan the period again",
         )
     })?;
-    if plan.run_key != run_key {
+    if plan.run_key != run_key || plan.period != period.to_string() {
         return Err(Error::input(
             &file,
-            "the job's config, model, farmland, counties or archive changed since the plan",
-            "plan the period again and run every shard again",
+            "the job's config, model, farmland, counties, archive or gengbao's version changed since the plan (or the config was given by another path)",
+            plan_again,
         ));
     }
     Ok(plan)
@@ -184,12 +189,14 @@ pub fn run_shard(
     if plan.tiles.len() != shard.count {
         return Err(Error::usage(
             format!(
-                "shard {shard}: the plan of {period} has {} shards",
+                "shard {shard}: the plan of {period} ({}) has {} shards",
+                plan_file(cfg, period).display(),
                 plan.tiles.len()
             ),
             format!(
-                "run shards 0/{n} to {}/{n}",
+                "run shards 0/{n} to {}/{n}, or plan again with --shards {}",
                 plan.tiles.len() - 1,
+                shard.count,
                 n = plan.tiles.len()
             ),
         ));
@@ -199,7 +206,7 @@ pub fn run_shard(
     let work = dir.join("work");
     std::fs::create_dir_all(&work).map_err(|e| Error::io(&work, e))?;
     checked.place_products(&work)?;
-    let mine = &plan.tiles[shard.index];
+    let mine: std::collections::HashSet<&String> = plan.tiles[shard.index].iter().collect();
     let tiles: Vec<_> = checked
         .tiles()?
         .into_iter()
@@ -207,14 +214,7 @@ pub fn run_shard(
         .collect();
     let resumed = tiles.iter().filter(|t| checkpoints.has(&t.id())).count();
     let ctx = checked.context();
-    let pool = pool(cfg.output.threads).map_err(|e| {
-        Error::config(
-            &cfg.source,
-            "output.threads",
-            e.to_string(),
-            "use 0 (all cores) or a smaller number",
-        )
-    })?;
+    let pool = job_pool(cfg)?;
     // Each tile is saved as its checkpoint as it is done; the outputs are not kept here.
     for_each_tile(
         Some(&pool),
@@ -232,13 +232,19 @@ pub fn run_shard(
 
 /// Checks that every shard of `period` finished with the plan's run key, and runs the
 /// period from their tiles.
-pub fn merge_shards(cfg: &JobConfig, period: Period, opts: &RunOptions) -> Result<RunSummary> {
-    let checked = CheckedPeriod::new(cfg, period, opts)?;
+pub fn merge_shards(cfg: &JobConfig, period: Period, quiet: bool) -> Result<RunSummary> {
+    let opts = RunOptions {
+        counties: Vec::new(),
+        quiet,
+    };
+    let checked = CheckedPeriod::new(cfg, period, &opts)?;
     let plan = read_plan(cfg, period, &checked.run_key)?;
     drop(checked);
     let count = plan.tiles.len();
     // Tiles an earlier merge moved before it failed are found in the period's checkpoints.
-    let (period_checkpoints, _) = Checkpoints::open(&cfg.layout(), period, &plan.run_key)?;
+    // Nothing is created or discarded before every shard passed.
+    let earlier_merge = Checkpoints::peek(cfg.layout().checkpoints(period), &plan.run_key);
+    let in_earlier_merge = |t: &String| earlier_merge.as_ref().is_some_and(|c| c.has(t));
     let mut done = Vec::with_capacity(count);
     for (index, tiles) in plan.tiles.iter().enumerate() {
         let shard = Shard { index, count };
@@ -264,10 +270,11 @@ pub fn merge_shards(cfg: &JobConfig, period: Period, opts: &RunOptions) -> Resul
             }
             Some(_) => {}
         }
-        let (shard_checkpoints, _) = Checkpoints::open_in(dir.clone(), &plan.run_key)?;
+        let shard_checkpoints =
+            Checkpoints::peek(dir.clone(), &plan.run_key).expect("its key was just checked");
         let missing: Vec<String> = tiles
             .iter()
-            .filter(|t| !shard_checkpoints.has(t) && !period_checkpoints.has(t))
+            .filter(|t| !shard_checkpoints.has(t) && !in_earlier_merge(t))
             .cloned()
             .collect();
         if !missing.is_empty() {
@@ -289,11 +296,18 @@ pub fn merge_shards(cfg: &JobConfig, period: Period, opts: &RunOptions) -> Resul
             .collect();
         done.push((shard_checkpoints, here));
     }
+    let (period_checkpoints, _) = Checkpoints::open(&cfg.layout(), period, &plan.run_key)?;
     for (shard_checkpoints, tiles) in &done {
         shard_checkpoints.move_into(&period_checkpoints, tiles)?;
     }
-    let summary = run_period(cfg, period, opts)?;
+    let summary = run_period(cfg, period, &opts)?;
+    // The period is committed: a shards folder left behind is only disk space.
     let dir = cfg.layout().shards(period);
-    std::fs::remove_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+    if let Err(e) = std::fs::remove_dir_all(&dir) {
+        eprintln!(
+            "warning: {} was not removed ({e}); remove it by hand",
+            dir.display()
+        );
+    }
     Ok(summary)
 }

@@ -122,10 +122,14 @@ fn one_three_and_seven_shards_merge_to_the_bytes_of_one_run() {
         assert!(ok, "{said}");
         if count == 3 {
             // Shard 2 not run yet: the merge names it and commits nothing.
-            run_shards_but(config, &period, count, 2);
+            run_each(config, &period, count, &[0, 1]);
             let (ok, said) =
                 gengbao(&["merge", "--config", config, "--period", &period, "--quiet"]);
             assert!(!ok && said.contains("shard 2/3 has not run"), "{said}");
+            assert!(
+                !cfg.layout().checkpoints(last).exists(),
+                "a refused merge wrote checkpoints"
+            );
             assert!(!cfg.layout().period(last).summary().exists());
             // Run again after losing a tile: the shard resumes the others.
             let shard0 = out.join(".shards").join(&period).join("0-of-3");
@@ -145,7 +149,21 @@ fn one_three_and_seven_shards_merge_to_the_bytes_of_one_run() {
                 said.contains(&format!("({} from an earlier attempt)", saved.len() - 1)),
                 "{said}"
             );
-            run_shards_only(config, &period, count, 2);
+            run_each(config, &period, count, &[2]);
+            // A shard that lost a tile since it ran: named as unfinished.
+            let shard1 = out.join(".shards").join(&period).join("1-of-3");
+            let tile = std::fs::read_dir(&shard1)
+                .unwrap()
+                .flatten()
+                .map(|e| e.path())
+                .find(|p| p.extension().is_some_and(|e| e == "ckpt"))
+                .unwrap();
+            let kept = std::fs::read(&tile).unwrap();
+            std::fs::remove_file(&tile).unwrap();
+            let (ok, said) =
+                gengbao(&["merge", "--config", config, "--period", &period, "--quiet"]);
+            assert!(!ok && said.contains("shard 1/3 has not finished"), "{said}");
+            std::fs::write(&tile, kept).unwrap();
             // A shard that ran with other inputs than the plan: named, nothing committed.
             let key = out
                 .join(".shards")
@@ -187,32 +205,105 @@ fn one_three_and_seven_shards_merge_to_the_bytes_of_one_run() {
     }
 }
 
-fn run_shards_but(config: &str, period: &str, count: usize, skipped: usize) {
-    for i in (0..count).filter(|i| *i != skipped) {
+/// Runs shards `which` of `count`, one after the other.
+fn run_each(config: &str, period: &str, count: usize, which: &[usize]) {
+    for i in which {
+        let shard = format!("{i}/{count}");
         let (ok, said) = gengbao(&[
-            "run",
-            "--quiet",
-            "--config",
-            config,
-            "--period",
-            period,
-            "--shard",
-            &format!("{i}/{count}"),
+            "run", "--quiet", "--config", config, "--period", period, "--shard", &shard,
         ]);
         assert!(ok, "{said}");
     }
 }
 
-fn run_shards_only(config: &str, period: &str, count: usize, only: usize) {
-    let (ok, said) = gengbao(&[
-        "run",
-        "--quiet",
-        "--config",
-        config,
-        "--period",
-        period,
-        "--shard",
-        &format!("{only}/{count}"),
-    ]);
-    assert!(ok, "{said}");
+/// The script `schedule --emit slurm` writes, run against a stand-in for `sbatch` that runs
+/// each job at once (an array task by task, with SLURM_ARRAY_TASK_ID): it plans, runs the
+/// shards as an array and merges after them, and the period is committed from the shards'
+/// tiles.
+#[test]
+fn the_emitted_slurm_script_plans_runs_the_array_and_merges() {
+    let tmp = tempfile::tempdir().unwrap();
+    let city = city(&tmp.path().join("city"), 256, 3, 64);
+    let text = config_text(&city)
+        .replace("shards = 4 ", "shards = 3 ")
+        .replace("memory_per_shard = \"8G\"", "memory_per_shard = \"2G\"");
+    assert!(text.contains("shards = 3 ") && text.contains("\"2G\""), "{text}");
+    std::fs::write(&city.job_config, &text).unwrap();
+    let cfg = JobConfig::load(&city.job_config).unwrap();
+    let last = *city.periods.last().unwrap();
+    for p in &city.periods[..city.periods.len() - 1] {
+        run_period(&cfg, *p, &RunOptions::quiet()).unwrap();
+    }
+    let config = city.job_config.to_str().unwrap();
+    let (ok, script) = gengbao(&["schedule", "--config", config, "--emit", "slurm"]);
+    assert!(ok, "{script}");
+    assert!(
+        script.contains("--array=0-2") && script.contains("--mem=\"2G\""),
+        "{script}"
+    );
+    let bin = tmp.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let sbatch = bin.join("sbatch");
+    std::fs::write(
+        &sbatch,
+        r#"#!/bin/bash
+set -euo pipefail
+array=""; wrap=""
+for a in "$@"; do
+  case "$a" in --array=*) array="${a#--array=}";; --wrap=*) wrap="${a#--wrap=}";; esac
+done
+echo "$*" >> "$FAKE_SLURM/calls"
+id=$(( $(cat "$FAKE_SLURM/next" 2>/dev/null || echo 100) + 1 )); echo "$id" > "$FAKE_SLURM/next"
+if [ -n "$array" ]; then
+  for i in $(seq "${array%-*}" "${array#*-}"); do SLURM_ARRAY_TASK_ID=$i sh -c "$wrap" > /dev/null; done
+else
+  sh -c "$wrap" > /dev/null
+fi
+echo "$id"
+"#,
+    )
+    .unwrap();
+    Command::new("chmod")
+        .arg("+x")
+        .arg(&sbatch)
+        .status()
+        .unwrap();
+    let script_file = tmp.path().join("period.sh");
+    std::fs::write(&script_file, &script).unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = Command::new("bash")
+        .arg(&script_file)
+        .arg(last.to_string())
+        .env("PATH", path)
+        .env("FAKE_SLURM", tmp.path())
+        .output()
+        .unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{said}");
+    let calls = std::fs::read_to_string(tmp.path().join("calls")).unwrap();
+    let calls: Vec<&str> = calls.lines().collect();
+    assert_eq!(calls.len(), 2, "{calls:?}");
+    assert!(calls[0].contains("--array=0-2"), "{}", calls[0]);
+    assert!(
+        calls[1].contains("--dependency=afterok:101"),
+        "{}",
+        calls[1]
+    );
+    let summary: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(cfg.layout().period(last).summary()).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(summary["resume"]["tiles_resumed"], summary["tiles"]);
+    assert!(
+        said.contains(&format!("{last}: shards job 101 (3 tasks), merge job 102")),
+        "{said}"
+    );
 }
