@@ -227,7 +227,10 @@ fn the_emitted_slurm_script_plans_runs_the_array_and_merges() {
     let text = config_text(&city)
         .replace("shards = 4 ", "shards = 3 ")
         .replace("memory_per_shard = \"8G\"", "memory_per_shard = \"2G\"");
-    assert!(text.contains("shards = 3 ") && text.contains("\"2G\""), "{text}");
+    assert!(
+        text.contains("shards = 3 ") && text.contains("\"2G\""),
+        "{text}"
+    );
     std::fs::write(&city.job_config, &text).unwrap();
     let cfg = JobConfig::load(&city.job_config).unwrap();
     let last = *city.periods.last().unwrap();
