@@ -135,15 +135,6 @@ fn composite(path: &std::path::Path, side: usize) {
     gengbao::geo::raster::to_cog(path, gengbao::geo::raster::CogContent::Reflectance).unwrap();
 }
 
-/// Tile x, y of zoom `z` holding (lon, lat).
-fn tile_at(lon: f64, lat: f64, z: u8) -> (u32, u32) {
-    let n = f64::from(1u32 << z);
-    let lat = lat.to_radians();
-    let x = (lon + 180.0) / 360.0 * n;
-    let y = (1.0 - (lat.tan() + 1.0 / lat.cos()).ln() / std::f64::consts::PI) / 2.0 * n;
-    (x as u32, y as u32)
-}
-
 fn tiles(c: &mut Criterion) {
     let tmp = tempfile::tempdir().unwrap();
     let path = tmp.path().join("composite.tif");
@@ -155,12 +146,12 @@ fn tiles(c: &mut Criterion) {
     let mut g = c.benchmark_group("portal_tiles");
     g.sample_size(30);
     for z in [15u8, 11] {
-        let (x, y) = tile_at(lon, lat, z);
+        let (x, y) = gengbao::render::tiles::tile_at(lon, lat, z);
         g.bench_function(format!("tile_z{z}"), |b| {
             b.iter(|| tiles.tile(z, x, y).unwrap())
         });
     }
-    let (x, y) = tile_at(e + 1.0, lat, 15);
+    let (x, y) = gengbao::render::tiles::tile_at(e + 1.0, lat, 15);
     g.bench_function("tile_beyond", |b| b.iter(|| tiles.tile(15, x, y).unwrap()));
     g.finish();
 }

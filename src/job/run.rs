@@ -130,14 +130,18 @@ struct TileStage {
 pub fn run_period(cfg: &JobConfig, period: Period, opts: &RunOptions) -> Result<RunSummary> {
     let t_start = Instant::now();
     let mut seconds = BTreeMap::new();
-    let mut inputs = check_inputs(cfg, period, opts)?;
+    let inputs = check_inputs(cfg, period, opts)?;
 
     // Nothing is written before the inputs are checked and the job's lock is held.
     let layout = cfg.layout();
     let lock = JobLock::acquire(&layout)?;
     // A run killed mid-replacement may have set an earlier period aside: put it back first.
     clean_stale(layout.root())?;
-    let plan = plan_against_archive(cfg, &layout, period, &inputs.grid)?;
+    let CheckedPeriod {
+        mut inputs,
+        plan,
+        run_key,
+    } = CheckedPeriod::against_archive(inputs, opts)?;
     let staging = StagingDir::beside(layout.period(period).dir())?;
     let staged = PeriodFiles::in_dir(staging.path());
     let work = staged.work();
@@ -148,7 +152,6 @@ pub fn run_period(cfg: &JobConfig, period: Period, opts: &RunOptions) -> Result<
     seconds.insert("place_products", t_place.elapsed().as_secs_f64());
 
     let t_tiles = Instant::now();
-    let run_key = run_key(&inputs, &plan, opts)?;
     let (checkpoints, earlier) = Checkpoints::open(&layout, period, &run_key)?;
     let ctx = period_context(&inputs, &plan);
     let pool = job_pool(cfg)?;
@@ -333,8 +336,13 @@ pub(super) struct CheckedPeriod<'c> {
 
 impl<'c> CheckedPeriod<'c> {
     pub(super) fn new(cfg: &'c JobConfig, period: Period, opts: &RunOptions) -> Result<Self> {
-        let inputs = check_inputs(cfg, period, opts)?;
-        let plan = plan_against_archive(cfg, &cfg.layout(), period, &inputs.grid)?;
+        Self::against_archive(check_inputs(cfg, period, opts)?, opts)
+    }
+
+    /// Checked `inputs` planned against the archive of earlier periods, with their key.
+    fn against_archive(inputs: PeriodInputs<'c>, opts: &RunOptions) -> Result<Self> {
+        let cfg = inputs.cfg;
+        let plan = plan_against_archive(cfg, &cfg.layout(), inputs.period, &inputs.grid)?;
         let run_key = run_key(&inputs, &plan, opts)?;
         Ok(CheckedPeriod {
             inputs,

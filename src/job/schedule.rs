@@ -276,7 +276,8 @@ pub fn k8s_script(cfg: &JobConfig) -> String {
             None => m.to_string(),
         }
     };
-    // One Job document; `extra` goes into its spec, `args` are gengbao's.
+    // One Job document and the wait for it; `extra` goes into its spec, `command` is the
+    // container's shell command.
     let job = |suffix: &str, extra: &str, command: &str, memory: &str| {
         format!(
             "kubectl apply -f - <<EOF\n\
@@ -301,7 +302,7 @@ pub fn k8s_script(cfg: &JobConfig) -> String {
     };
     let gengbao = |args: &str| {
         format!(
-            "\"exec gengbao {args} --config '{}' --quiet\"",
+            "\"exec gengbao {args} --config '{}'\"",
             config.display().to_string().replace('\'', "")
         )
     };
@@ -319,8 +320,7 @@ pub fn k8s_script(cfg: &JobConfig) -> String {
         plan = job(
             "plan",
             "",
-            &gengbao(&format!("plan --period $period --shards {}", c.shards))
-                .replace(" --quiet", ""),
+            &gengbao(&format!("plan --period $period --shards {}", c.shards)),
             &gi(&c.memory_per_shard)
         ),
         shards = job(
@@ -330,7 +330,7 @@ pub fn k8s_script(cfg: &JobConfig) -> String {
                 n = c.shards
             ),
             &gengbao(&format!(
-                "run --period $period --shard \\$JOB_COMPLETION_INDEX/{}",
+                "run --quiet --period $period --shard \\$JOB_COMPLETION_INDEX/{}",
                 c.shards
             )),
             &gi(&c.memory_per_shard)
@@ -338,7 +338,7 @@ pub fn k8s_script(cfg: &JobConfig) -> String {
         merge = job(
             "merge",
             "",
-            &gengbao("merge --period $period"),
+            &gengbao("merge --quiet --period $period"),
             &gi(&c.memory_merge)
         ),
     )

@@ -463,10 +463,7 @@ impl Ledger {
         let mut patches = Vec::new();
         for row in rows {
             let (entry, record) = self.db(row)?;
-            let mut record: Patch =
-                serde_json::from_str(&record).map_err(|e| damaged_record(&self.path, e))?;
-            record.status = entry.status;
-            patches.push(Listed { entry, record });
+            patches.push(self.with_record(entry, &record)?);
         }
         Ok(Page {
             total: total as u64,
@@ -500,8 +497,13 @@ impl Ledger {
             [tbbh, entry.last_period.as_str()],
             |r| r.get(0),
         ))?;
+        self.with_record(entry, &record)
+    }
+
+    /// `entry` with its latest sighting's record (as stored), carrying the ledger's status.
+    fn with_record(&self, entry: Entry, record: &str) -> Result<Listed> {
         let mut record: Patch =
-            serde_json::from_str(&record).map_err(|e| damaged_record(&self.path, e))?;
+            serde_json::from_str(record).map_err(|e| damaged_record(&self.path, e))?;
         record.status = entry.status;
         Ok(Listed { entry, record })
     }

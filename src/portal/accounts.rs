@@ -106,6 +106,11 @@ pub struct Account {
 }
 
 impl Account {
+    /// The county an account of one county is held for; None for accounts of every county.
+    pub fn own_county(&self) -> Option<&str> {
+        self.county.as_deref().filter(|_| self.role.of_one_county())
+    }
+
     /// Whether the account may see the patches, files and packages of `county`.
     pub fn may_read(&self, county: &str) -> bool {
         match self.role {

@@ -253,6 +253,12 @@ fn server_error(e: Error) -> Response {
     refusal(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string())
 }
 
+/// `s` when it is a county code (XZQDM, six digits): a name from a request that may then
+/// become part of a path.
+fn county_code(s: &str) -> Option<&str> {
+    (s.len() == 6 && s.bytes().all(|b| b.is_ascii_digit())).then_some(s)
+}
+
 fn token() -> String {
     let mut bytes = [0u8; 32];
     rand::rngs::OsRng.fill_bytes(&mut bytes);
@@ -359,6 +365,14 @@ impl Portal {
         Ok(grid)
     }
 
+    /// The outline of patch `tbbh` in WGS 84 (longitude, latitude).
+    fn outline_in_degrees(&self, ledger: &Ledger, tbbh: &str) -> Result<gdal::vector::Geometry> {
+        let mut outline = ledger.outline(tbbh)?;
+        let to_degrees = self.to_lon_lat()?;
+        outline.transform_inplace(&to_degrees)?;
+        Ok(outline)
+    }
+
     /// A box in degrees (west, south, east, north) as a box in the grid CRS.
     fn box_in_grid(&self, [w, s, e, n]: [f64; 4]) -> Result<[f64; 4]> {
         let to_grid = crate::geo::raster::transform_between(
@@ -405,10 +419,10 @@ impl Portal {
         };
         let asked = |v: &Option<String>| v.clone().filter(|v| !v.is_empty());
         // A county's accounts see their county whatever they ask for.
-        let county = match (account.role.of_one_county(), asked(&query.county)) {
-            (true, Some(asked)) if Some(&asked) != account.county.as_ref() => return Ok(None),
-            (true, _) => account.county.clone(),
-            (false, asked) => asked,
+        let county = match (account.own_county(), asked(&query.county)) {
+            (Some(own), Some(asked)) if asked != own => return Ok(None),
+            (Some(own), _) => Some(own.to_string()),
+            (None, asked) => asked,
         };
         Ok(Some(Filter {
             county,
@@ -632,14 +646,12 @@ async fn patches(
     };
     let limit = query.limit.unwrap_or(MAP_LIMIT).min(MAP_LIMIT);
     let collected = portal.page(&account, &filter, 0, limit).and_then(|page| {
-        let transform = portal.to_lon_lat()?;
         let ledger = portal.ledger.lock().expect("ledger");
         let features = page
             .patches
             .iter()
             .map(|l| {
-                let mut outline = ledger.outline(&l.entry.tbbh)?;
-                outline.transform_inplace(&transform)?;
+                let outline = portal.outline_in_degrees(&ledger, &l.entry.tbbh)?;
                 let geometry: Value = serde_json::from_str(&outline.json()?).unwrap_or(Value::Null);
                 Ok(json!({"type": "Feature", "geometry": geometry, "properties": listed_properties(l)}))
             })
@@ -745,17 +757,8 @@ async fn options(State(portal): Shared, Signed { account, token }: Signed) -> Re
         .expect("sessions")
         .get(&token)
         .map(|s| s.csrf.clone());
-    let scope = if account.role.of_one_county() {
-        account.county.clone()
-    } else {
-        None
-    };
-    let places = match portal
-        .ledger
-        .lock()
-        .expect("ledger")
-        .places(scope.as_deref())
-    {
+    let scope = account.own_county();
+    let places = match portal.ledger.lock().expect("ledger").places(scope) {
         Ok(p) => p,
         Err(e) => return server_error(e),
     };
@@ -765,7 +768,7 @@ async fn options(State(portal): Shared, Signed { account, token }: Signed) -> Re
         .map(|p| (p.county.clone(), p.county_name.clone()))
         .collect();
     if let Some(own) = scope.filter(|c| !counties.iter().any(|(code, _)| code == c)) {
-        counties.push((own, String::new()));
+        counties.push((own.to_string(), String::new()));
     }
     counties.dedup();
     let townships: Vec<Value> = places
@@ -873,10 +876,7 @@ async fn patch(
     let found = ledger.sightings(&tbbh).and_then(|s| {
         let evidence = portal.evidence.lock().expect("evidence").of(&tbbh)?;
         let record = ledger.listed(&tbbh)?.record;
-        let mut outline = ledger.outline(&tbbh)?;
-        let to_degrees = portal.to_lon_lat()?;
-        outline.transform_inplace(&to_degrees)?;
-        let e = outline.envelope();
+        let e = portal.outline_in_degrees(&ledger, &tbbh)?.envelope();
         let bounds = [e.MinX, e.MinY, e.MaxX, e.MaxY];
         Ok((
             s,
@@ -1000,9 +1000,7 @@ async fn package(
     UrlPath((period, file)): UrlPath<(String, String)>,
 ) -> Response {
     let missing = || refusal(StatusCode::NOT_FOUND, "no such package");
-    let county = file
-        .strip_suffix(".zip")
-        .filter(|c| c.len() == 6 && c.bytes().all(|b| b.is_ascii_digit()));
+    let county = file.strip_suffix(".zip").and_then(county_code);
     let (Ok(period), Some(county)) = (period.parse::<Period>(), county) else {
         return missing();
     };
@@ -1140,13 +1138,8 @@ async fn import_returns(
     if !account.role.imports_returns() {
         return not_allowed();
     }
-    let county = if account.role.of_one_county() {
-        account.county.clone()
-    } else {
-        query.county.filter(|c| !c.is_empty())
-    };
-    let Some(county) = county.filter(|c| c.len() == 6 && c.bytes().all(|b| b.is_ascii_digit()))
-    else {
+    let asked = account.own_county().or(query.county.as_deref());
+    let Some(county) = asked.and_then(county_code).map(String::from) else {
         return refusal(
             StatusCode::BAD_REQUEST,
             "name the county of the list: ?county=XZQDM (six digits)",

@@ -213,38 +213,44 @@ impl TrueColourTiles {
     }
 }
 
+/// The tile `(x, y)` of zoom level `z` that holds (`lon`, `lat`) in degrees.
+pub fn tile_at(lon: f64, lat: f64, z: u8) -> (u32, u32) {
+    let n = f64::from(1u32 << z.min(MAX_ZOOM));
+    let lat = lat.to_radians();
+    let x = (lon + 180.0) / 360.0 * n;
+    let y = (1.0 - (lat.tan() + 1.0 / lat.cos()).ln() / std::f64::consts::PI) / 2.0 * n;
+    (x as u32, y as u32)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn tiles_beyond_the_composite_are_empty_without_reading_it() {
-        // Around (117°E, 31.6°N); the file does not exist, so a read would fail.
-        let tiles = TrueColourTiles {
+    /// Tiles of a composite that does not exist: any read fails.
+    fn tiles_of_nothing(bounds: [f64; 4]) -> TrueColourTiles {
+        TrueColourTiles {
             composite: PathBuf::from("/nonexistent/composite.tif"),
             rgb: [3, 2, 1],
             stretch: [Stretch::robust(Vec::new()); 3],
-            bounds: [117.0, 31.6, 117.03, 31.64],
-        };
+            bounds,
+        }
+    }
+
+    #[test]
+    fn tiles_beyond_the_composite_are_empty_without_reading_it() {
+        let tiles = tiles_of_nothing([117.0, 31.6, 117.03, 31.64]);
         let png = tiles.tile(10, 0, 0).unwrap();
         let img = image::load_from_memory(&png).unwrap().to_rgba8();
         assert!(img.pixels().all(|p| p.0[3] == 0));
         // The zoom-10 tile holding the box is read (and fails here).
-        let x = ((117.0 + 180.0) / 360.0 * 1024.0) as u32;
-        let lat = 31.62f64.to_radians();
-        let y = ((1.0 - (lat.tan() + 1.0 / lat.cos()).ln() / std::f64::consts::PI) / 2.0 * 1024.0)
-            as u32;
+        let (x, y) = tile_at(117.0, 31.62, 10);
+        assert_eq!(x, ((117.0 + 180.0) / 360.0 * 1024.0) as u32);
         assert!(tiles.tile(10, x, y).is_err());
     }
 
     #[test]
     fn tiles_beyond_the_zoom_levels_or_the_world_are_refused() {
-        let tiles = TrueColourTiles {
-            composite: PathBuf::from("/nonexistent/composite.tif"),
-            rgb: [3, 2, 1],
-            stretch: [Stretch::robust(Vec::new()); 3],
-            bounds: [0.0; 4],
-        };
+        let tiles = tiles_of_nothing([0.0; 4]);
         for (z, x, y) in [(1, 2, 0), (1, 0, 2), (MAX_ZOOM + 1, 0, 0)] {
             let refused = tiles.tile(z, x, y).unwrap_err().to_string();
             assert!(

@@ -121,6 +121,25 @@ async fn number(c: &Client, script: &str) -> u64 {
         .unwrap_or_else(|| panic!("{script} is not a number"))
 }
 
+/// Types `text` into the element `id` (a file input takes a path).
+async fn type_into(c: &Client, id: &str, text: &str) {
+    c.find(Locator::Id(id))
+        .await
+        .unwrap_or_else(|e| panic!("no #{id} on the page: {e}"))
+        .send_keys(text)
+        .await
+        .unwrap();
+}
+
+async fn click(c: &Client, id: &str) {
+    c.find(Locator::Id(id))
+        .await
+        .unwrap_or_else(|e| panic!("no #{id} on the page: {e}"))
+        .click()
+        .await
+        .unwrap();
+}
+
 async fn screenshot(c: &Client, dir: &Path, name: &str) {
     let png = c.screenshot().await.unwrap();
     std::fs::write(dir.join(name), png).unwrap();
@@ -134,24 +153,9 @@ async fn log_in(c: &Client, base: &str, name: &str) {
         "!document.getElementById('login').hidden",
     )
     .await;
-    c.find(Locator::Id("login-name"))
-        .await
-        .unwrap()
-        .send_keys(name)
-        .await
-        .unwrap();
-    c.find(Locator::Id("login-password"))
-        .await
-        .unwrap()
-        .send_keys(PASSWORD)
-        .await
-        .unwrap();
-    c.find(Locator::Id("login-submit"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    type_into(c, "login-name", name).await;
+    type_into(c, "login-password", PASSWORD).await;
+    click(c, "login-submit").await;
     until(
         c,
         "the list and the map's patches",
@@ -265,18 +269,8 @@ fn a_county_officer_works_a_patch_in_the_browser_and_the_other_county_cannot_see
         )
         .await
         .unwrap();
-        c.find(Locator::Id("move-note"))
-            .await
-            .unwrap()
-            .send_keys("到现场核查")
-            .await
-            .unwrap();
-        c.find(Locator::Id("move-submit"))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
+        type_into(&c, "move-note", "到现场核查").await;
+        click(&c, "move-submit").await;
         until(&c, "the saved move", "document.getElementById('move-message')?.textContent === '已保存'").await;
         let moved = ledger.entry(&own).unwrap().status;
         assert_eq!(moved.code(), to);
@@ -286,18 +280,8 @@ fn a_county_officer_works_a_patch_in_the_browser_and_the_other_county_cannot_see
         assert_eq!(last_change.note, "到现场核查");
 
         // A site photo.
-        c.find(Locator::Id("evidence-file"))
-            .await
-            .unwrap()
-            .send_keys(&photo_path.to_string_lossy())
-            .await
-            .unwrap();
-        c.find(Locator::Id("evidence-submit"))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
+        type_into(&c, "evidence-file", &photo_path.to_string_lossy()).await;
+        click(&c, "evidence-submit").await;
         until(&c, "the uploaded photo", "document.getElementById('evidence-message')?.textContent === '已上传'").await;
         let stored = EvidenceStore::open(&ledger_file, &served.cfg.layout().evidence())
             .unwrap()
@@ -319,18 +303,8 @@ fn a_county_officer_works_a_patch_in_the_browser_and_the_other_county_cannot_see
             returned_csv(&served, last, "320901", &[(&second, "核查中")]),
         )
         .unwrap();
-        c.find(Locator::Id("returns-file"))
-            .await
-            .unwrap()
-            .send_keys(&returned.to_string_lossy())
-            .await
-            .unwrap();
-        c.find(Locator::Id("returns-submit"))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
+        type_into(&c, "returns-file", &returned.to_string_lossy()).await;
+        click(&c, "returns-submit").await;
         until(&c, "the imported list", "document.getElementById('returns-message').textContent.startsWith('已导入')").await;
         let imported = text(&c, "#returns-message").await;
         assert!(
@@ -346,7 +320,7 @@ fn a_county_officer_works_a_patch_in_the_browser_and_the_other_county_cannot_see
         .await;
         screenshot(&c, &shots, "4-returned-list-imported.png").await;
 
-        c.find(Locator::Id("logout")).await.unwrap().click().await.unwrap();
+        click(&c, "logout").await;
         until(&c, "the login form after logout", "!document.getElementById('login').hidden && document.getElementById('login-error').textContent === '已退出'").await;
 
         // The other county's officer: not in the list, not by address.

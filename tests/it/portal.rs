@@ -750,13 +750,8 @@ fn the_list_map_and_downloads_keep_to_the_accounts_county() {
     .unwrap();
     // The zoom-15 tile holding the middle of the city.
     let (lon, lat) = ((w + e) / 2.0, (s + n) / 2.0);
-    let z = 15u32;
-    let tiles = (1u64 << z) as f64;
-    let x = ((lon + 180.0) / 360.0 * tiles) as u64;
-    let y = ((1.0
-        - (lat.to_radians().tan() + 1.0 / lat.to_radians().cos()).ln() / std::f64::consts::PI)
-        / 2.0
-        * tiles) as u64;
+    let z = 15;
+    let (x, y) = gengbao::render::tiles::tile_at(lon, lat, z);
     let tile = format!("api/tiles/{last}/{z}/{x}/{y}.png");
 
     // name, [chip, evidence file] on 320901 then 320902, the patches it lists.
