@@ -15,6 +15,7 @@ packages=(
   chromium            # tests look at the dispatch report and the portal in a real browser (headless)
   chromium-driver     # WebDriver for Chromium: the portal's browser tests drive the page through it
   openssl curl        # the portal's TLS test makes a certificate and speaks HTTPS to it
+  slurmctld slurmd slurm-client munge  # the shards test submits to a one-node Slurm (scripts/slurm-local.sh)
   libopenblas0-openmp # fast BLAS for libtorch's matrix products (see below)
 )
 

@@ -6,11 +6,17 @@ use crate::error::{Error, Result};
 use crate::geo::grid::Tile;
 use rayon::prelude::*;
 
-/// The number of cores.
+/// The cores this process may use: those the OS lets it run on, and no more than a Slurm
+/// task was given (`SLURM_CPUS_PER_TASK`: without CPU binding, a task sees the whole node).
 fn num_threads() -> usize {
-    std::thread::available_parallelism()
+    let cores = std::thread::available_parallelism()
         .map(|n| n.get())
-        .unwrap_or(1)
+        .unwrap_or(1);
+    let slurm = std::env::var("SLURM_CPUS_PER_TASK")
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .filter(|n| *n > 0);
+    slurm.map_or(cores, |n| n.min(cores))
 }
 
 /// A pool of `threads` workers (0: one per core).

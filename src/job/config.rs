@@ -109,7 +109,7 @@ regrowth_margin = 0.2           # an accepted patch is dispatched again when it 
 
 [output]
 shapefile_encoding = "GBK"      # "GBK" (most Chinese desktop GIS) or "UTF-8"
-threads = 0                     # 0 = all cores
+threads = 0                     # 0 = all cores (under Slurm: the task's CPUs)
 
 [cluster]                       # `gengbao schedule --emit slurm|k8s`: a period as shards
 shards = 4                      # tasks of the tile stage; then one merge
