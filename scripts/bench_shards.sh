@@ -65,7 +65,7 @@ awk -v cores="$(nproc)" '
       for (k = 1; k <= 3; k++) {
         nodes = (k == 1) ? 1 : (k == 2) ? 8 : 64
         t = ta + tb * mpx / nodes; m = ma + mb * mpx
-        printf "| %s (%s px) | %d | %.0f min | %.0f min | %.1f h | %.0f %% |\n", names[a], areas[a], nodes, t / 60, m / 60, (t + m) / 3600, 100 * m / (t + m)
+        printf "| %s (%s px) | %d | %.1f min | %.1f min | %.2f h | %.0f %% |\n", names[a], areas[a], nodes, t / 60, m / 60, (t + m) / 3600, 100 * m / (t + m)
       }
     }
   }' "$work/costs.txt"
