@@ -465,7 +465,10 @@ impl JobConfig {
                 "compare with the commented example written by `gengbao init`",
             )
         })?;
-        cfg.base = path
+        // Absolute, so that the job's files have one identity however the config was named
+        // (a shard on another node, or from another folder, given `job.toml` or its full path).
+        let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+        cfg.base = absolute
             .parent()
             .map(Path::to_path_buf)
             .unwrap_or_else(|| PathBuf::from("."));

@@ -170,7 +170,7 @@ fn read_plan(cfg: &JobConfig, period: Period, run_key: &str) -> Result<ShardPlan
     if plan.run_key != run_key || plan.period != period.to_string() {
         return Err(Error::input(
             &file,
-            "the job's config, model, farmland, counties, archive or gengbao's version changed since the plan (or the config was given by another path)",
+            "the job's config, model, farmland, counties, archive or gengbao's version changed since the plan (or the job's folder is at another path on this machine)",
             plan_again,
         ));
     }

@@ -84,42 +84,118 @@ fn run_shards(config: &Path, period: &str, count: usize) {
     }
 }
 
-#[test]
-fn one_three_and_seven_shards_merge_to_the_bytes_of_one_run() {
-    let tmp = tempfile::tempdir().unwrap();
-    let city = city(&tmp.path().join("city"), 256, 3, 64);
-    let text = config_text(&city);
-    let last = *city.periods.last().unwrap();
-    let whole = run_all(
-        &city,
-        Some(text.replace("output = \"out\"", "output = \"whole\"")),
-    );
-    let expected = period_bytes(&whole, last);
+/// A generated city ready for its last period to be sharded: the periods before it run,
+/// a copy of the output folder as they left it, and the bytes one `run` of the last period
+/// gives (in another output folder) to compare the merge with.
+struct LastPeriod {
+    city: gengbao::SampleCity,
+    cfg: JobConfig,
+    last: gengbao::Period,
+    before: PathBuf,
+    expected: Vec<Vec<u8>>,
+}
 
-    // The periods before the last, run once; each shard count starts from a copy of them.
-    std::fs::write(&city.job_config, &text).unwrap();
-    let cfg = JobConfig::load(&city.job_config).unwrap();
-    for p in &city.periods[..city.periods.len() - 1] {
-        run_period(&cfg, *p, &RunOptions::quiet()).unwrap();
+impl LastPeriod {
+    /// The city of `size` px in tiles of `tile` px under `dir`, its config text as
+    /// `edit` leaves it.
+    fn new(dir: &Path, size: usize, tile: usize, edit: impl Fn(String) -> String) -> Self {
+        let city = city(&dir.join("city"), size, 3, tile);
+        let text = edit(config_text(&city));
+        let last = *city.periods.last().unwrap();
+        let whole = run_all(
+            &city,
+            Some(text.replace("output = \"out\"", "output = \"whole\"")),
+        );
+        let expected = period_bytes(&whole, last);
+        std::fs::remove_dir_all(whole.layout().root()).unwrap();
+        std::fs::write(&city.job_config, &text).unwrap();
+        let cfg = JobConfig::load(&city.job_config).unwrap();
+        for p in &city.periods[..city.periods.len() - 1] {
+            run_period(&cfg, *p, &RunOptions::quiet()).unwrap();
+        }
+        let before = dir.join("before-last");
+        copy_dir(cfg.layout().root(), &before);
+        LastPeriod {
+            city,
+            cfg,
+            last,
+            before,
+            expected,
+        }
     }
-    let out = cfg.layout().root().to_path_buf();
-    let before = tmp.path().join("before-last");
-    copy_dir(&out, &before);
-    let config = city.job_config.to_str().unwrap();
-    let period = last.to_string();
-    for count in [1usize, 3, 7] {
-        std::fs::remove_dir_all(&out).unwrap();
-        copy_dir(&before, &out);
+
+    fn config(&self) -> &str {
+        self.city.job_config.to_str().unwrap()
+    }
+
+    fn out(&self) -> PathBuf {
+        self.cfg.layout().root().to_path_buf()
+    }
+
+    /// The output folder back as the earlier periods left it, and a plan of `count` shards.
+    fn plan(&self, count: usize) {
+        std::fs::remove_dir_all(self.out()).unwrap();
+        copy_dir(&self.before, &self.out());
         let (ok, said) = gengbao(&[
             "plan",
             "--config",
-            config,
+            self.config(),
             "--period",
-            &period,
+            &self.last.to_string(),
             "--shards",
             &count.to_string(),
         ]);
         assert!(ok, "{said}");
+    }
+
+    /// The merge commits the bytes of one run, every tile taken from the shards.
+    fn merge_gives_one_runs_bytes(&self, what: &str) {
+        let (ok, said) = gengbao(&[
+            "merge",
+            "--config",
+            self.config(),
+            "--period",
+            &self.last.to_string(),
+            "--quiet",
+        ]);
+        assert!(ok, "{what}: {said}");
+        self.committed_one_runs_bytes(what);
+    }
+
+    /// The committed period has the bytes of one run, every tile taken from the shards.
+    fn committed_one_runs_bytes(&self, what: &str) {
+        let summary: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(self.cfg.layout().period(self.last).summary()).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            summary["resume"]["tiles_resumed"], summary["tiles"],
+            "{what}: the merge composited tiles itself"
+        );
+        let merged = period_bytes(&self.cfg, self.last);
+        for (k, (m, e)) in merged.iter().zip(&self.expected).enumerate() {
+            assert!(m == e, "{what}: output {k} differs from one run's");
+        }
+        assert!(
+            !self
+                .out()
+                .join(".shards")
+                .join(self.last.to_string())
+                .exists(),
+            "{what}: the shards' folder is left"
+        );
+    }
+}
+
+#[test]
+fn one_three_and_seven_shards_merge_to_the_bytes_of_one_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let fixture = LastPeriod::new(tmp.path(), 256, 64, |text| text);
+    let (cfg, last, out) = (&fixture.cfg, fixture.last, fixture.out());
+    let config = fixture.config();
+    let period = last.to_string();
+    for count in [1usize, 3, 7] {
+        fixture.plan(count);
         if count == 3 {
             // Shard 2 not run yet: the merge names it and commits nothing.
             run_each(config, &period, count, &[0, 1]);
@@ -149,7 +225,21 @@ fn one_three_and_seven_shards_merge_to_the_bytes_of_one_run() {
                 said.contains(&format!("({} from an earlier attempt)", saved.len() - 1)),
                 "{said}"
             );
-            run_each(config, &period, count, &[2]);
+            // Shard 2 given the config by a relative path, from the config's folder: the
+            // same job, not "changed since the plan".
+            let out2 = Command::new(env!("CARGO_BIN_EXE_gengbao"))
+                .args([
+                    "run", "--quiet", "--config", "job.toml", "--period", &period,
+                ])
+                .args(["--shard", "2/3"])
+                .current_dir(fixture.city.job_config.parent().unwrap())
+                .output()
+                .unwrap();
+            assert!(
+                out2.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out2.stderr)
+            );
             // A shard that lost a tile since it ran: named as unfinished.
             let shard1 = out.join(".shards").join(&period).join("1-of-3");
             let tile = std::fs::read_dir(&shard1)
@@ -182,26 +272,7 @@ fn one_three_and_seven_shards_merge_to_the_bytes_of_one_run() {
         } else {
             run_shards(Path::new(config), &period, count);
         }
-        let (ok, said) = gengbao(&["merge", "--config", config, "--period", &period, "--quiet"]);
-        assert!(ok, "{count} shards: {said}");
-        // Every tile came from the shards: the merge composited and classified none.
-        let summary: serde_json::Value = serde_json::from_str(
-            &std::fs::read_to_string(cfg.layout().period(last).summary()).unwrap(),
-        )
-        .unwrap();
-        assert_eq!(
-            summary["resume"]["tiles_resumed"], summary["tiles"],
-            "{count} shards"
-        );
-        assert_eq!(summary["tiles"], 16);
-        let merged = period_bytes(&cfg, last);
-        for (k, (m, e)) in merged.iter().zip(&expected).enumerate() {
-            assert!(m == e, "{count} shards: output {k} differs from one run's");
-        }
-        assert!(
-            !out.join(".shards").join(&period).exists(),
-            "the shards' folder is removed"
-        );
+        fixture.merge_gives_one_runs_bytes(&format!("{count} shards"));
     }
 }
 
@@ -210,39 +281,11 @@ fn one_three_and_seven_shards_merge_to_the_bytes_of_one_run() {
 #[test]
 fn a_2048_px_city_in_shards_one_killed_and_rerun_merges_to_the_bytes_of_one_run() {
     let tmp = tempfile::tempdir().unwrap();
-    let city = city(&tmp.path().join("city"), 2048, 3, 256);
-    let text = config_text(&city);
-    let last = *city.periods.last().unwrap();
-    let whole = run_all(
-        &city,
-        Some(text.replace("output = \"out\"", "output = \"whole\"")),
-    );
-    let expected = period_bytes(&whole, last);
-    std::fs::remove_dir_all(whole.layout().root()).unwrap();
-
-    std::fs::write(&city.job_config, &text).unwrap();
-    let cfg = JobConfig::load(&city.job_config).unwrap();
-    for p in &city.periods[..city.periods.len() - 1] {
-        run_period(&cfg, *p, &RunOptions::quiet()).unwrap();
-    }
-    let out = cfg.layout().root().to_path_buf();
-    let before = tmp.path().join("before-last");
-    copy_dir(&out, &before);
-    let config = city.job_config.to_str().unwrap();
-    let period = last.to_string();
+    let fixture = LastPeriod::new(tmp.path(), 2048, 256, |text| text);
+    let (out, config) = (fixture.out(), fixture.config());
+    let period = fixture.last.to_string();
     for count in [1usize, 3, 7] {
-        std::fs::remove_dir_all(&out).unwrap();
-        copy_dir(&before, &out);
-        let (ok, said) = gengbao(&[
-            "plan",
-            "--config",
-            config,
-            "--period",
-            &period,
-            "--shards",
-            &count.to_string(),
-        ]);
-        assert!(ok, "{said}");
+        fixture.plan(count);
         if count == 3 {
             // Shard 0 killed as soon as it has saved a tile, then run again with the others.
             let folder = out.join(".shards").join(&period).join("0-of-3");
@@ -288,12 +331,7 @@ fn a_2048_px_city_in_shards_one_killed_and_rerun_merges_to_the_bytes_of_one_run(
         } else {
             run_shards(Path::new(config), &period, count);
         }
-        let (ok, said) = gengbao(&["merge", "--config", config, "--period", &period, "--quiet"]);
-        assert!(ok, "{count} shards: {said}");
-        let merged = period_bytes(&cfg, last);
-        for (k, (m, e)) in merged.iter().zip(&expected).enumerate() {
-            assert!(m == e, "{count} shards: output {k} differs from one run's");
-        }
+        fixture.merge_gives_one_runs_bytes(&format!("{count} shards"));
     }
 }
 
@@ -414,28 +452,16 @@ fn the_emitted_slurm_script_runs_on_a_real_slurm_and_merges_to_the_bytes_of_one_
     let Some(slurm) = LocalSlurm::start(&tmp.path().join("slurm")) else {
         return;
     };
-    let city = city(&tmp.path().join("city"), 256, 3, 64);
-    let last = *city.periods.last().unwrap();
-    let text = config_text(&city);
-    let expected = period_bytes(
-        &run_all(
-            &city,
-            Some(text.replace("output = \"out\"", "output = \"whole\"")),
-        ),
-        last,
-    );
-
-    let text = text
-        .replace("cpus_per_shard = 2", "cpus_per_shard = 1")
-        .replace("memory_per_shard = \"8G\"", "memory_per_shard = \"1G\"")
-        .replace("memory_merge = \"16G\"", "memory_merge = \"2G\"");
-    assert!(text.contains("cpus_per_shard = 1") && text.contains("\"2G\""));
-    std::fs::write(&city.job_config, &text).unwrap();
-    let cfg = JobConfig::load(&city.job_config).unwrap();
-    for p in &city.periods[..city.periods.len() - 1] {
-        run_period(&cfg, *p, &RunOptions::quiet()).unwrap();
-    }
-    let config = city.job_config.to_str().unwrap();
+    let fixture = LastPeriod::new(tmp.path(), 256, 64, |text| {
+        let text = text
+            .replace("cpus_per_shard = 2", "cpus_per_shard = 1")
+            .replace("memory_per_shard = \"8G\"", "memory_per_shard = \"1G\"")
+            .replace("memory_merge = \"16G\"", "memory_merge = \"2G\"");
+        assert!(text.contains("cpus_per_shard = 1") && text.contains("\"2G\""));
+        text
+    });
+    let (cfg, last) = (&fixture.cfg, fixture.last);
+    let config = fixture.config();
     let (ok, script) = gengbao(&["schedule", "--config", config, "--emit", "slurm"]);
     assert!(ok && script.contains("--array=0-3"), "{script}");
     let script_file = tmp.path().join("period.sh");
@@ -486,14 +512,6 @@ fn the_emitted_slurm_script_runs_on_a_real_slurm_and_merges_to_the_bytes_of_one_
             "shard task {task}"
         );
     }
-    let summary: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(cfg.layout().period(last).summary()).unwrap(),
-    )
-    .unwrap();
-    assert_eq!(summary["resume"]["tiles_resumed"], summary["tiles"]);
-    let merged = period_bytes(&cfg, last);
-    for (k, (m, e)) in merged.iter().zip(&expected).enumerate() {
-        assert!(m == e, "output {k} of the Slurm run differs from one run's");
-    }
+    fixture.committed_one_runs_bytes("the Slurm run");
     drop(slurm);
 }
