@@ -18,14 +18,35 @@ dir=$(realpath -m "$2")
 
 cannot() { echo "slurm-local: cannot start a cluster here: $*" >&2; exit 2; }
 
+# Whether the pid in file $1 is a live process named $2 (never a stale file's reused pid).
+alive() {
+  [ -e "$1" ] || return 1
+  local pid
+  pid=$(cat "$1")
+  [ -n "$pid" ] && [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = "$2" ]
+}
+
 case "$action" in
 start)
   [ "$(id -u)" -eq 0 ] || cannot "not root (slurmd must start jobs as their user)"
-  for p in munged slurmctld slurmd sbatch scontrol; do
+  for p in munged slurmctld slurmd sbatch scontrol sinfo squeue scancel; do
     command -v "$p" >/dev/null || cannot "$p not found (scripts/setup.sh installs it)"
   done
   ctld_port=${3:-16817}
   slurmd_port=${4:-16818}
+  case "$dir" in *[[:space:],]*)
+    echo "slurm-local: $dir: a folder without spaces or commas, please (slurm.conf lists paths)" >&2
+    exit 64 ;;
+  esac
+  # MUNGE's socket path must fit a Unix socket address.
+  if [ "${#dir}" -gt 90 ]; then
+    echo "slurm-local: $dir: a shorter folder path, please (at most 90 bytes)" >&2
+    exit 64
+  fi
+  if alive "$dir/slurmctld.pid" slurmctld; then
+    echo "slurm-local: a cluster already runs in $dir (stop it first: $0 stop $dir)" >&2
+    exit 1
+  fi
   mkdir -p "$dir/state" "$dir/spool"
   chmod 755 "$dir"
   # MUNGE: a fresh key for this cluster only, its socket in the folder.
@@ -35,7 +56,7 @@ start)
   fi
   munged --force --key-file="$dir/munge.key" --socket="$dir/munge.sock" \
     --pid-file="$dir/munged.pid" --log-file="$dir/munged.log" --seed-file="$dir/munged.seed"
-  cpus=$(nproc)
+  cpus=$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc)
   memory=$(awk '/^MemTotal/ { printf "%d", $2 / 1024 * 0.8 }' /proc/meminfo)
   host=$(hostname -s)
   cat > "$dir/slurm.conf" <<EOF
@@ -61,6 +82,10 @@ SchedulerParameters=sched_interval=2
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core_Memory
 ReturnToService=2
+# A job whose dependency can no longer be met (a shard failed) is cancelled at once, and
+# finished jobs stay listed for an hour so that their state can be read.
+DependencyParameters=kill_invalid_depend
+MinJobAge=3600
 MpiDefault=none
 JobCompType=jobcomp/none
 AccountingStorageType=accounting_storage/none
@@ -84,23 +109,27 @@ EOF
   exit 1
   ;;
 stop)
-  if [ -e "$dir/slurm.conf" ]; then
-    SLURM_CONF="$dir/slurm.conf" scontrol shutdown >/dev/null 2>&1 || true
+  if [ -e "$dir/slurm.conf" ] && alive "$dir/slurmctld.pid" slurmctld; then
+    export SLURM_CONF="$dir/slurm.conf"
+    # Jobs first: their processes would go on writing after the daemons stop.
+    scancel --full --partition=local >/dev/null 2>&1 || true
+    for _ in $(seq 40); do
+      [ -z "$(squeue -h 2>/dev/null)" ] && break
+      sleep 0.25
+    done
+    scontrol shutdown >/dev/null 2>&1 || true
   fi
   # Wait for the daemons to go (the folder may be removed next); kill those that linger.
-  pids=()
-  for daemon in slurmd slurmctld; do
-    f="$dir/$daemon.pid"
-    [ -e "$f" ] && pids+=("$(cat "$f")")
-  done
   for _ in $(seq 40); do
-    alive=0
-    for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
-    [ "$alive" -eq 0 ] && break
+    alive "$dir/slurmd.pid" slurmd || alive "$dir/slurmctld.pid" slurmctld || break
     sleep 0.25
   done
-  for pid in "${pids[@]}"; do kill -9 "$pid" 2>/dev/null || true; done
-  [ -e "$dir/munge.sock" ] && munged --stop --socket="$dir/munge.sock" >/dev/null 2>&1 || true
+  for daemon in slurmd slurmctld; do
+    if alive "$dir/$daemon.pid" "$daemon"; then kill -9 "$(cat "$dir/$daemon.pid")" || true; fi
+  done
+  if alive "$dir/munged.pid" munged; then
+    munged --stop --socket="$dir/munge.sock" >/dev/null 2>&1 || true
+  fi
   exit 0
   ;;
 *) usage ;;

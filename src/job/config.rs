@@ -465,13 +465,13 @@ impl JobConfig {
                 "compare with the commented example written by `gengbao init`",
             )
         })?;
-        // Absolute, so that the job's files have one identity however the config was named
-        // (a shard on another node, or from another folder, given `job.toml` or its full path).
-        let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
-        cfg.base = absolute
+        // From the root, so that the job's files have one identity however the config was
+        // named (a shard given `job.toml` from its folder, `../city/job.toml` or the full path).
+        let folder = path
             .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_else(|| PathBuf::from("."));
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        cfg.base = from_root(folder);
         cfg.source = path.to_path_buf();
         cfg.validate()?;
         Ok(cfg)
@@ -761,6 +761,14 @@ impl JobConfig {
             .copied()
             .unwrap_or(self.rules.min_area_m2)
     }
+}
+
+/// `path` from the root, symlinks and `..` resolved where it exists (cron starts in the
+/// user's home, systemd in `/`, a cluster's task wherever its node likes).
+pub(crate) fn from_root(path: &Path) -> PathBuf {
+    path.canonicalize()
+        .or_else(|_| std::path::absolute(path))
+        .unwrap_or_else(|_| path.to_path_buf())
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@
 
 use crate::domain::period::Period;
 use crate::error::{Error, Result};
-use crate::job::config::JobConfig;
+use crate::job::config::{from_root, JobConfig};
 use crate::job::run::periods_with_imagery;
 use chrono::{Duration, NaiveDate};
 use std::io::Write;
@@ -135,15 +135,8 @@ fn timer(cfg: &JobConfig, month: impl Fn(u32) -> String) -> (u32, String, PathBu
     (
         cfg.schedule.delay_days + 1,
         months.join(","),
-        absolute(&cfg.source),
+        from_root(&cfg.source),
     )
-}
-
-/// `path` from the root: cron starts in the user's home, systemd in `/`.
-fn absolute(path: &Path) -> PathBuf {
-    path.canonicalize()
-        .or_else(|_| std::path::absolute(path))
-        .unwrap_or_else(|_| path.to_path_buf())
 }
 
 /// The job's unit name: the ASCII of its name (runs of anything else become one `-`) and a
@@ -207,9 +200,9 @@ fn double_quoted(s: &str) -> String {
 /// `<output>/slurm/`.
 pub fn slurm_script(cfg: &JobConfig, exe: &Path) -> String {
     let c = &cfg.cluster;
-    let config = absolute(&cfg.source);
+    let config = from_root(&cfg.source);
     let unit = unit_name(cfg, &config);
-    let logs = absolute(cfg.layout().root()).join("slurm");
+    let logs = from_root(cfg.layout().root()).join("slurm");
     let partition = if c.partition.is_empty() {
         String::new()
     } else {
@@ -220,7 +213,7 @@ pub fn slurm_script(cfg: &JobConfig, exe: &Path) -> String {
     let command = |args: &str| {
         double_quoted(&format!(
             "{} {args} --config {} --quiet",
-            quoted(&absolute(exe)),
+            quoted(&from_root(exe)),
             quoted(&config)
         ))
         .replace("@PERIOD@", "$period")
@@ -249,7 +242,7 @@ pub fn slurm_script(cfg: &JobConfig, exe: &Path) -> String {
         n = c.shards,
         last = c.shards.saturating_sub(1),
         logs = double_quoted(&logs.display().to_string()),
-        exe = quoted(&absolute(exe)),
+        exe = quoted(&from_root(exe)),
         config = quoted(&config),
         cpus = c.cpus_per_shard,
         mem = double_quoted(&c.memory_per_shard),
@@ -266,7 +259,7 @@ pub fn slurm_script(cfg: &JobConfig, exe: &Path) -> String {
 /// own path.
 pub fn k8s_script(cfg: &JobConfig) -> String {
     let c = &cfg.cluster;
-    let config = absolute(&cfg.source);
+    let config = from_root(&cfg.source);
     let unit = unit_name(cfg, &config);
     let folder = config.parent().unwrap_or(Path::new("/")).to_path_buf();
     let gi = |m: &str| {
@@ -348,13 +341,13 @@ pub fn k8s_script(cfg: &JobConfig) -> String {
 /// 02:30, appending to the job's log.
 pub fn cron_entry(cfg: &JobConfig, exe: &Path) -> String {
     let (day, months, config) = timer(cfg, |m| m.to_string());
-    let log = absolute(&cfg.layout().log_file());
+    let log = from_root(&cfg.layout().log_file());
     format!(
         "# gengbao job {}: runs every period that is due, {} days after each period ends\n\
          30 2 {day} {months} * {} run --config {} --period due --quiet >> {} 2>&1\n",
         cfg.job.name,
         cfg.schedule.delay_days,
-        quoted(&absolute(exe)),
+        quoted(&from_root(exe)),
         quoted(&config),
         quoted(&log)
     )
@@ -392,7 +385,7 @@ pub fn systemd_units(cfg: &JobConfig, exe: &Path) -> String {
          # then: systemctl daemon-reload && systemctl enable --now {unit}.timer\n",
         name = cfg.job.name,
         wd = workdir.display(),
-        exe = quote(&absolute(exe)),
+        exe = quote(&from_root(exe)),
         cfgp = quote(&config),
         delay = cfg.schedule.delay_days,
     )
@@ -430,7 +423,7 @@ mod tests {
     }
 
     fn unit_of(name: &str, path: &str) -> String {
-        unit_name(&job(name, path), &absolute(Path::new(path)))
+        unit_name(&job(name, path), &from_root(Path::new(path)))
     }
 
     #[test]

@@ -101,6 +101,7 @@ impl LastPeriod {
     fn new(dir: &Path, size: usize, tile: usize, edit: impl Fn(String) -> String) -> Self {
         let city = city(&dir.join("city"), size, 3, tile);
         let text = edit(config_text(&city));
+        assert!(text.contains("output = \"out\""), "{text}");
         let last = *city.periods.last().unwrap();
         let whole = run_all(
             &city,
@@ -288,10 +289,13 @@ fn a_2048_px_city_in_shards_one_killed_and_rerun_merges_to_the_bytes_of_one_run(
         fixture.plan(count);
         if count == 3 {
             // Shard 0 killed as soon as it has saved a tile, then run again with the others.
+            // One worker (as a Slurm task of one CPU), so that tiles are left to do on any
+            // machine when the kill comes.
             let folder = out.join(".shards").join(&period).join("0-of-3");
             let mut child = Command::new(env!("CARGO_BIN_EXE_gengbao"))
                 .args(["run", "--quiet", "--config", config, "--period", &period])
                 .args(["--shard", "0/3"])
+                .env("SLURM_CPUS_PER_TASK", "1")
                 .stdout(std::process::Stdio::null())
                 .stderr(std::process::Stdio::null())
                 .spawn()
@@ -327,6 +331,14 @@ fn a_2048_px_city_in_shards_one_killed_and_rerun_merges_to_the_bytes_of_one_run(
                 said.contains(&format!("({kept} from an earlier attempt)")),
                 "kept {kept}: {said}"
             );
+            // "… shard 0/3: N tiles done (k from …": some tiles were still to do.
+            let tiles: usize = said
+                .split(" tiles done")
+                .next()
+                .and_then(|head| head.rsplit(' ').next())
+                .and_then(|n| n.parse().ok())
+                .unwrap_or_else(|| panic!("no tile count in: {said}"));
+            assert!(kept < tiles, "all {tiles} tiles were saved before the kill");
             run_each(config, &period, count, &[1, 2]);
         } else {
             run_shards(Path::new(config), &period, count);
@@ -356,14 +368,13 @@ impl LocalSlurm {
     /// Starts one in `dir`; None (with the reason) when this machine cannot (not root, Slurm
     /// or MUNGE not installed). A cluster that could start but did not is a failure.
     fn start(dir: &Path) -> Option<LocalSlurm> {
-        let free_port = || {
-            std::net::TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port()
-        };
-        let (ctld, slurmd) = (free_port(), free_port());
+        // Both probes held open together, so that the two ports differ.
+        let probes: Vec<_> = (0..2)
+            .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+            .collect();
+        let port = |k: usize| probes[k].local_addr().unwrap().port();
+        let (ctld, slurmd) = (port(0), port(1));
+        drop(probes);
         let out = Command::new("bash")
             .arg(slurm_local())
             .arg("start")
@@ -378,7 +389,8 @@ impl LocalSlurm {
                 dir: dir.to_path_buf(),
                 conf: PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()),
             }),
-            Some(2) => {
+            // CI sets GENGBAO_REQUIRE_SLURM: there the round trip must run, never skip.
+            Some(2) if std::env::var_os("GENGBAO_REQUIRE_SLURM").is_none() => {
                 eprintln!("SKIPPED: no Slurm round trip: {}", said.trim());
                 None
             }
@@ -411,18 +423,29 @@ impl LocalSlurm {
                 .output()
                 .unwrap();
             let text = String::from_utf8_lossy(&out.stdout).to_string();
-            let state = text
-                .split_whitespace()
-                .find_map(|w| w.strip_prefix("JobState="))
-                .unwrap_or("UNKNOWN")
-                .to_string();
-            if !["PENDING", "RUNNING", "CONFIGURING", "COMPLETING"].contains(&state.as_str()) {
-                return state;
+            // A failed query (the controller busy) is asked again, not read as a state.
+            let state = out
+                .status
+                .success()
+                .then(|| {
+                    text.split_whitespace()
+                        .find_map(|w| w.strip_prefix("JobState="))
+                        .map(str::to_string)
+                })
+                .flatten();
+            match state {
+                Some(s)
+                    if !["PENDING", "RUNNING", "CONFIGURING", "COMPLETING"]
+                        .contains(&s.as_str()) =>
+                {
+                    return s
+                }
+                _ => assert!(
+                    start.elapsed() < limit,
+                    "Slurm job {job} not over after {limit:?}: {text}{}",
+                    String::from_utf8_lossy(&out.stderr)
+                ),
             }
-            assert!(
-                start.elapsed() < limit,
-                "Slurm job {job} still {state} after {limit:?}"
-            );
             std::thread::sleep(std::time::Duration::from_millis(500));
         }
     }
@@ -457,7 +480,12 @@ fn the_emitted_slurm_script_runs_on_a_real_slurm_and_merges_to_the_bytes_of_one_
             .replace("cpus_per_shard = 2", "cpus_per_shard = 1")
             .replace("memory_per_shard = \"8G\"", "memory_per_shard = \"1G\"")
             .replace("memory_merge = \"16G\"", "memory_merge = \"2G\"");
-        assert!(text.contains("cpus_per_shard = 1") && text.contains("\"2G\""));
+        assert!(
+            text.contains("cpus_per_shard = 1")
+                && text.contains("memory_per_shard = \"1G\"")
+                && text.contains("memory_merge = \"2G\""),
+            "{text}"
+        );
         text
     });
     let (cfg, last) = (&fixture.cfg, fixture.last);
@@ -483,10 +511,18 @@ fn the_emitted_slurm_script_runs_on_a_real_slurm_and_merges_to_the_bytes_of_one_
         .lines()
         .find(|l| l.contains(": shards job "))
         .unwrap_or_else(|| panic!("no job numbers in: {said}"));
-    let words: Vec<&str> = line.split_whitespace().collect();
-    let (shards, merge) = (words[3], words[8]);
+    let job_after = |label: &str| -> String {
+        let rest = &line[line.find(label).unwrap_or_else(|| panic!("{line}")) + label.len()..];
+        let number: String = rest.chars().take_while(char::is_ascii_digit).collect();
+        assert!(
+            !number.is_empty(),
+            "no job number after `{label}` in {line}"
+        );
+        number
+    };
+    let (shards, merge) = (job_after("shards job "), job_after("merge job "));
     let logs = cfg.layout().root().join("slurm");
-    let state = slurm.wait_for(merge, std::time::Duration::from_secs(600));
+    let state = slurm.wait_for(&merge, std::time::Duration::from_secs(600));
     let log_text = || {
         std::fs::read_dir(&logs)
             .map(|d| {
