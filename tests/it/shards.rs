@@ -47,16 +47,30 @@ fn period_bytes(cfg: &JobConfig, period: gengbao::Period) -> Vec<Vec<u8>> {
 }
 
 fn gengbao(args: &[&str]) -> (bool, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_gengbao"))
-        .args(args)
-        .output()
-        .unwrap();
+    output_of(Command::new(env!("CARGO_BIN_EXE_gengbao")).args(args))
+}
+
+/// Runs `command`: whether it succeeded, and what it printed (stdout, then stderr).
+fn output_of(command: &mut Command) -> (bool, String) {
+    let out = command.output().unwrap();
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
     (out.status.success(), text)
+}
+
+/// The tile checkpoints saved in a shard's folder (none when it does not exist yet).
+fn saved_tiles(folder: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(folder)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|x| x == "ckpt"))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// Runs the shards of `period` as `count` processes at once.
@@ -149,26 +163,34 @@ impl LastPeriod {
         assert!(ok, "{said}");
     }
 
-    /// The merge commits the bytes of one run, every tile taken from the shards.
-    fn merge_gives_one_runs_bytes(&self, what: &str) {
-        let (ok, said) = gengbao(&[
+    /// `gengbao merge` of the last period: whether it succeeded, and what it said.
+    fn merge(&self) -> (bool, String) {
+        gengbao(&[
             "merge",
             "--config",
             self.config(),
             "--period",
             &self.last.to_string(),
             "--quiet",
-        ]);
+        ])
+    }
+
+    /// The merge commits the bytes of one run, every tile taken from the shards.
+    fn merge_gives_one_runs_bytes(&self, what: &str) {
+        let (ok, said) = self.merge();
         assert!(ok, "{what}: {said}");
         self.committed_one_runs_bytes(what);
     }
 
+    /// The committed last period's summary.
+    fn summary(&self) -> serde_json::Value {
+        let file = self.cfg.layout().period(self.last).summary();
+        serde_json::from_str(&std::fs::read_to_string(file).unwrap()).unwrap()
+    }
+
     /// The committed period has the bytes of one run, every tile taken from the shards.
     fn committed_one_runs_bytes(&self, what: &str) {
-        let summary: serde_json::Value = serde_json::from_str(
-            &std::fs::read_to_string(self.cfg.layout().period(self.last).summary()).unwrap(),
-        )
-        .unwrap();
+        let summary = self.summary();
         assert_eq!(
             summary["resume"]["tiles_resumed"], summary["tiles"],
             "{what}: the merge composited tiles itself"
@@ -200,8 +222,7 @@ fn one_three_and_seven_shards_merge_to_the_bytes_of_one_run() {
         if count == 3 {
             // Shard 2 not run yet: the merge names it and commits nothing.
             run_each(config, &period, count, &[0, 1]);
-            let (ok, said) =
-                gengbao(&["merge", "--config", config, "--period", &period, "--quiet"]);
+            let (ok, said) = fixture.merge();
             assert!(!ok && said.contains("shard 2/3 has not run"), "{said}");
             assert!(
                 !cfg.layout().checkpoints(last).exists(),
@@ -210,12 +231,7 @@ fn one_three_and_seven_shards_merge_to_the_bytes_of_one_run() {
             assert!(!cfg.layout().period(last).summary().exists());
             // Run again after losing a tile: the shard resumes the others.
             let shard0 = out.join(".shards").join(&period).join("0-of-3");
-            let saved: Vec<_> = std::fs::read_dir(&shard0)
-                .unwrap()
-                .flatten()
-                .map(|e| e.path())
-                .filter(|p| p.extension().is_some_and(|e| e == "ckpt"))
-                .collect();
+            let saved = saved_tiles(&shard0);
             assert!(saved.len() >= 2, "shard 0 saved {} tiles", saved.len());
             std::fs::remove_file(&saved[0]).unwrap();
             let (ok, said) = gengbao(&[
@@ -228,31 +244,21 @@ fn one_three_and_seven_shards_merge_to_the_bytes_of_one_run() {
             );
             // Shard 2 given the config by a relative path, from the config's folder: the
             // same job, not "changed since the plan".
-            let out2 = Command::new(env!("CARGO_BIN_EXE_gengbao"))
-                .args([
-                    "run", "--quiet", "--config", "job.toml", "--period", &period,
-                ])
-                .args(["--shard", "2/3"])
-                .current_dir(fixture.city.job_config.parent().unwrap())
-                .output()
-                .unwrap();
-            assert!(
-                out2.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out2.stderr)
+            let (ok, said) = output_of(
+                Command::new(env!("CARGO_BIN_EXE_gengbao"))
+                    .args([
+                        "run", "--quiet", "--config", "job.toml", "--period", &period,
+                    ])
+                    .args(["--shard", "2/3"])
+                    .current_dir(fixture.city.job_config.parent().unwrap()),
             );
+            assert!(ok, "{said}");
             // A shard that lost a tile since it ran: named as unfinished.
             let shard1 = out.join(".shards").join(&period).join("1-of-3");
-            let tile = std::fs::read_dir(&shard1)
-                .unwrap()
-                .flatten()
-                .map(|e| e.path())
-                .find(|p| p.extension().is_some_and(|e| e == "ckpt"))
-                .unwrap();
+            let tile = saved_tiles(&shard1).swap_remove(0);
             let kept = std::fs::read(&tile).unwrap();
             std::fs::remove_file(&tile).unwrap();
-            let (ok, said) =
-                gengbao(&["merge", "--config", config, "--period", &period, "--quiet"]);
+            let (ok, said) = fixture.merge();
             assert!(!ok && said.contains("shard 1/3 has not finished"), "{said}");
             std::fs::write(&tile, kept).unwrap();
             // A shard that ran with other inputs than the plan: named, nothing committed.
@@ -263,8 +269,7 @@ fn one_three_and_seven_shards_merge_to_the_bytes_of_one_run() {
                 .join("run.key");
             let real = std::fs::read(&key).unwrap();
             std::fs::write(&key, "another run").unwrap();
-            let (ok, said) =
-                gengbao(&["merge", "--config", config, "--period", &period, "--quiet"]);
+            let (ok, said) = fixture.merge();
             assert!(
                 !ok && said.contains("shard 1/3 ran with another config"),
                 "{said}"
@@ -274,6 +279,7 @@ fn one_three_and_seven_shards_merge_to_the_bytes_of_one_run() {
             run_shards(Path::new(config), &period, count);
         }
         fixture.merge_gives_one_runs_bytes(&format!("{count} shards"));
+        assert_eq!(fixture.summary()["tiles"], 16);
     }
 }
 
@@ -300,16 +306,7 @@ fn a_2048_px_city_in_shards_one_killed_and_rerun_merges_to_the_bytes_of_one_run(
                 .stderr(std::process::Stdio::null())
                 .spawn()
                 .unwrap();
-            let saved = |folder: &Path| {
-                std::fs::read_dir(folder)
-                    .map(|d| {
-                        d.flatten()
-                            .filter(|e| e.path().extension().is_some_and(|x| x == "ckpt"))
-                            .count()
-                    })
-                    .unwrap_or(0)
-            };
-            while saved(&folder) == 0 {
+            while saved_tiles(&folder).is_empty() {
                 assert!(
                     child.try_wait().unwrap().is_none(),
                     "shard 0/3 ended before it saved a tile"
@@ -318,7 +315,7 @@ fn a_2048_px_city_in_shards_one_killed_and_rerun_merges_to_the_bytes_of_one_run(
             }
             child.kill().unwrap(); // SIGKILL
             let status = child.wait().unwrap();
-            let kept = saved(&folder);
+            let kept = saved_tiles(&folder).len();
             assert!(
                 status.code().is_none(),
                 "shard 0/3 finished before the kill"
@@ -395,12 +392,7 @@ impl LocalSlurm {
                 None
             }
             _ => {
-                Command::new("bash")
-                    .arg(slurm_local())
-                    .arg("stop")
-                    .arg(dir)
-                    .status()
-                    .ok();
+                stop_slurm(dir);
                 panic!("a local Slurm cluster did not start: {said}")
             }
         }
@@ -453,13 +445,18 @@ impl LocalSlurm {
 
 impl Drop for LocalSlurm {
     fn drop(&mut self) {
-        Command::new("bash")
-            .arg(slurm_local())
-            .arg("stop")
-            .arg(&self.dir)
-            .status()
-            .ok();
+        stop_slurm(&self.dir);
     }
+}
+
+/// Stops the cluster of `dir`, its jobs first; whatever is left of it.
+fn stop_slurm(dir: &Path) {
+    Command::new("bash")
+        .arg(slurm_local())
+        .arg("stop")
+        .arg(dir)
+        .status()
+        .ok();
 }
 
 fn slurm_local() -> PathBuf {
@@ -494,18 +491,13 @@ fn the_emitted_slurm_script_runs_on_a_real_slurm_and_merges_to_the_bytes_of_one_
     assert!(ok && script.contains("--array=0-3"), "{script}");
     let script_file = tmp.path().join("period.sh");
     std::fs::write(&script_file, &script).unwrap();
-    let out = slurm
-        .command("bash")
-        .arg(&script_file)
-        .arg(last.to_string())
-        .output()
-        .unwrap();
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    let (ok, said) = output_of(
+        slurm
+            .command("bash")
+            .arg(&script_file)
+            .arg(last.to_string()),
     );
-    assert!(out.status.success(), "{said}");
+    assert!(ok, "{said}");
     // "<period>: shards job A (4 tasks), merge job B after all succeed"
     let line = said
         .lines()
