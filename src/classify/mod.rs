@@ -727,13 +727,36 @@ pub struct TorchClassifier {
     batch: usize,
 }
 
-/// A per-pixel MLP: inputs -> hidden layers with ReLU -> class logits.
+/// libtorch's random generator and intra-op thread count belong to the process. Whoever
+/// seeds, draws weights or loads a model holds this lock, so that a seeded network gets the
+/// same weights while other threads (tests, harnesses training several folds) build theirs.
+static TORCH_GLOBALS: Mutex<()> = Mutex::new(());
+
+/// Takes libtorch's process-wide state and sets it to one intra-op thread: the tile engine
+/// parallelises over tiles, and a network trained here must come out the same on a machine
+/// whose libtorch would default to more threads (their reductions sum in another order).
+fn torch_globals() -> std::sync::MutexGuard<'static, ()> {
+    let guard = TORCH_GLOBALS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    tch::set_num_threads(1);
+    guard
+}
+
+/// A per-pixel MLP: inputs -> hidden layers with ReLU -> class logits. With a seed its initial
+/// weights depend on the seed alone; without, they are drawn from wherever the generator is
+/// (for a network whose weights are loaded next).
 pub fn build_mlp(
     vs: &tch::nn::Path,
     inputs: i64,
     hidden: &[i64],
     outputs: i64,
+    seed: Option<u64>,
 ) -> tch::nn::Sequential {
+    let _globals = torch_globals();
+    if let Some(seed) = seed {
+        tch::manual_seed(seed as i64);
+    }
     let mut seq = tch::nn::seq();
     let mut width = inputs;
     for (i, &h) in hidden.iter().enumerate() {
@@ -899,8 +922,6 @@ impl TorchClassifier {
         profile: &SensorProfile,
     ) -> Result<Self> {
         let layout = card.check_against(profile, &ModelCard::card_path(path))?;
-        // Process-wide; threads that call into libtorch later pick it up on first use.
-        tch::set_num_threads(1);
         let first = load_model(&card, path, &bytes)?;
         Ok(TorchClassifier {
             version: bytes_version(&bytes),
@@ -1028,6 +1049,7 @@ fn damaged(path: &Path, e: &tch::TchError) -> Option<Error> {
 fn load_model(card: &ModelCard, path: &Path, bytes: &[u8]) -> Result<TorchModel> {
     Ok(match card.format {
         ModelFormat::Torchscript => {
+            let _globals = torch_globals();
             let mut m = tch::CModule::load_data(&mut std::io::Cursor::new(bytes)).map_err(|e| {
                 model_error(
                     path,
@@ -1046,6 +1068,7 @@ fn load_model(card: &ModelCard, path: &Path, bytes: &[u8]) -> Result<TorchModel>
                 card.input_bands.len() as i64,
                 &card.hidden,
                 card.classes.len() as i64,
+                None,
             );
             vs.load_from_stream(std::io::Cursor::new(bytes))
                 .map_err(|e| {
@@ -1102,6 +1125,39 @@ impl Classifier for TorchClassifier {
 mod tests {
     use super::*;
     use ndarray::Array3;
+
+    /// The initial weights of a network built with `seed`, flattened.
+    fn seeded_weights(seed: u64) -> Vec<f32> {
+        let vs = tch::nn::VarStore::new(tch::Device::Cpu);
+        build_mlp(&vs.root(), 10, &[16], 6, Some(seed));
+        let mut named = vs.variables().into_iter().collect::<Vec<_>>();
+        named.sort_by(|a, b| a.0.cmp(&b.0));
+        named
+            .iter()
+            .flat_map(|(_, t)| Vec::<f32>::from(t.flatten(0, -1)))
+            .collect()
+    }
+
+    #[test]
+    fn a_seeded_network_starts_the_same_while_other_threads_build_theirs() {
+        let alone = seeded_weights(7);
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|s| {
+            // Loading models draws from the same process-wide generator.
+            for _ in 0..2 {
+                s.spawn(|| {
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        let vs = tch::nn::VarStore::new(tch::Device::Cpu);
+                        build_mlp(&vs.root(), 10, &[16], 6, None);
+                    }
+                });
+            }
+            let same = (0..300).all(|_| seeded_weights(7) == alone);
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            assert!(same, "another thread's draw got in");
+        });
+        assert!(seeded_weights(8) != alone);
+    }
 
     #[test]
     fn a_normalised_difference_is_read_per_pixel_and_needs_both_bands_observed() {

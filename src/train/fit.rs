@@ -182,10 +182,14 @@ pub fn fit(
         ));
     }
     let run = run_id(set, opts, &normalisation);
-    // The seed goes first: it fixes the initial weights that `build_mlp` draws.
-    tch::manual_seed(opts.seed as i64);
     let mut vs = tch::nn::VarStore::new(tch::Device::Cpu);
-    let net = build_mlp(&vs.root(), set.inputs as i64, &opts.hidden, 6);
+    let net = build_mlp(
+        &vs.root(),
+        set.inputs as i64,
+        &opts.hidden,
+        6,
+        Some(opts.seed),
+    );
     let paths = checkpoints.map(EpochCheckpoints::in_folder);
     let resumed = match &paths {
         Some(paths) => paths.resume(&run, &mut vs, quiet)?,

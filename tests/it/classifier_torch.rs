@@ -22,7 +22,7 @@ fn save_mlp(
     hidden: &[i64],
 ) -> (tch::nn::VarStore, tch::nn::Sequential) {
     let vs = tch::nn::VarStore::new(tch::Device::Cpu);
-    let net = build_mlp(&vs.root(), bands.len() as i64, hidden, 6);
+    let net = build_mlp(&vs.root(), bands.len() as i64, hidden, 6, Some(1));
     vs.save(model).unwrap();
     write_card(model, "varstore-mlp", bands, hidden);
     (vs, net)
@@ -227,7 +227,7 @@ fn a_model_that_reads_the_period_before_sees_its_archived_bands_in_a_job() {
     // class 2 below it.
     let model = city.dir.join("red-before.ot");
     let vs = tch::nn::VarStore::new(tch::Device::Cpu);
-    let _net = build_mlp(&vs.root(), 1, &[], 6);
+    let _net = build_mlp(&vs.root(), 1, &[], 6, None);
     tch::no_grad(|| {
         let mut vars = vs.variables();
         let mut w = vec![0f32; 6];

@@ -118,8 +118,13 @@ fn a_saved_model_reloads_and_classifies_like_the_trained_network() {
     let clf = TorchClassifier::load(&report.model, profile).unwrap();
     assert_eq!(clf.version(), card.extra["version"].as_str().unwrap());
     let mut vs = tch::nn::VarStore::new(tch::Device::Cpu);
-    let net =
-        gengbao::classify::build_mlp(&vs.root(), card.input_bands.len() as i64, &card.hidden, 6);
+    let net = gengbao::classify::build_mlp(
+        &vs.root(),
+        card.input_bands.len() as i64,
+        &card.hidden,
+        6,
+        None,
+    );
     vs.load(&report.model).unwrap();
     let layout = FeatureLayout::parse(&card.input_bands, profile).unwrap();
     let mut compared = 0;
