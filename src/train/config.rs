@@ -69,6 +69,10 @@ pub struct ModelSection {
     /// Stop when the validation loss has not improved for this many epochs.
     #[serde(default = "default_patience")]
     pub patience: usize,
+    /// Average the weights of every epoch from this one on (stochastic weight averaging):
+    /// the run goes on to `epochs` and keeps the mean, which holds better on imagery unlike
+    /// the training data than any one epoch's weights. Absent: stop early by `patience`.
+    pub average_from: Option<usize>,
     /// Checkpoints, extracted samples and generated cities; default `<output>.work/`.
     pub work_dir: Option<PathBuf>,
 }

@@ -28,6 +28,11 @@ pub struct FitOptions {
     #[serde(default)]
     pub weight_decay: f64,
     pub patience: usize,
+    /// From this epoch on (1-based), the weights kept are the mean of the weights at the end
+    /// of each epoch (stochastic weight averaging) and the run goes on to `epochs` without
+    /// stopping early. Absent: the last epoch's weights (the best epoch's with checkpoints).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub average_from: Option<usize>,
 }
 
 impl From<&ModelSection> for FitOptions {
@@ -40,6 +45,7 @@ impl From<&ModelSection> for FitOptions {
             learning_rate: m.learning_rate,
             weight_decay: m.weight_decay,
             patience: m.patience,
+            average_from: m.average_from,
         }
     }
 }
@@ -55,6 +61,9 @@ pub struct FitState {
     pub train_loss: Vec<f64>,
     pub validation_loss: Vec<f64>,
     pub stopped_early: bool,
+    /// How many epochs' weights the running mean holds (weight averaging only).
+    #[serde(default)]
+    pub averaged_epochs: usize,
 }
 
 /// A trained per-pixel MLP.
@@ -195,6 +204,12 @@ pub fn fit(
         Some(paths) => paths.resume(&run, &mut vs, quiet)?,
         None => None,
     };
+    let mut average = match (&paths, &resumed) {
+        (Some(paths), Some(state)) if state.averaged_epochs > 0 => {
+            WeightAverage::load(&paths.average, state.averaged_epochs)?
+        }
+        _ => WeightAverage::default(),
+    };
     let mut state = resumed.unwrap_or_else(|| FitState {
         run,
         best_validation_loss: f64::INFINITY,
@@ -225,15 +240,28 @@ pub fn fit(
             let _g = tch::no_grad_guard();
             f64::from(&weighted_loss(&net, &vx, &vy, &vw))
         };
-        let improved = state.record_epoch(train_loss, val_loss, opts.patience);
+        let averaging = opts
+            .average_from
+            .is_some_and(|from| state.epochs_done + 1 >= from);
+        let patience = match opts.average_from {
+            Some(_) => usize::MAX,
+            None => opts.patience,
+        };
+        let improved = state.record_epoch(train_loss, val_loss, patience);
+        if averaging {
+            average.add(&vs);
+            state.averaged_epochs = average.count;
+        }
         if let Some(paths) = &paths {
-            paths.save(&vs, &state, improved)?;
+            paths.save(&vs, &state, improved, averaging.then_some(&average))?;
         }
         pb.set_position(state.epochs_done as u64);
         pb.set_message(format!("loss {train_loss:.3} / validation {val_loss:.3}"));
     }
     pb.finish_and_clear();
-    if let Some(paths) = &paths {
+    if average.count > 0 {
+        average.copy_into(&mut vs);
+    } else if let Some(paths) = &paths {
         if paths.best.exists() {
             vs.load(&paths.best)?;
         }
@@ -308,11 +336,53 @@ impl FitState {
     }
 }
 
-/// The files of a checkpoint folder: the run's state, the last and the best weights.
+/// The running mean of the weights at the end of the epochs averaged so far, by name.
+#[derive(Default)]
+struct WeightAverage {
+    mean: Vec<(String, tch::Tensor)>,
+    count: usize,
+}
+
+impl WeightAverage {
+    /// Takes the network's weights after an epoch into the mean.
+    fn add(&mut self, vs: &tch::nn::VarStore) {
+        let _g = tch::no_grad_guard();
+        let now = variables_by_name(vs);
+        self.count += 1;
+        if self.mean.is_empty() {
+            self.mean = now.into_iter().map(|(n, t)| (n, t.copy())).collect();
+            return;
+        }
+        let k = self.count as f64;
+        for ((_, mean), (_, w)) in self.mean.iter_mut().zip(&now) {
+            *mean += (w - &*mean) / k;
+        }
+    }
+
+    /// Writes the mean into the network's weights.
+    fn copy_into(&self, vs: &mut tch::nn::VarStore) {
+        let _g = tch::no_grad_guard();
+        let mut vars = vs.variables();
+        for (name, mean) in &self.mean {
+            vars.get_mut(name).expect("the same network").copy_(mean);
+        }
+    }
+
+    /// Reads a mean of `count` epochs saved by a checkpoint.
+    fn load(path: &Path, count: usize) -> Result<Self> {
+        let mut mean = tch::Tensor::load_multi(path)?;
+        mean.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(WeightAverage { mean, count })
+    }
+}
+
+/// The files of a checkpoint folder: the run's state, the last and the best weights, and the
+/// running mean of the weights when they are averaged.
 struct EpochCheckpoints {
     state: PathBuf,
     last: PathBuf,
     best: PathBuf,
+    average: PathBuf,
 }
 
 impl EpochCheckpoints {
@@ -322,6 +392,7 @@ impl EpochCheckpoints {
             state: dir.join("state.json"),
             last: dir.join("last.ot"),
             best: dir.join("best.ot"),
+            average: dir.join("average.ot"),
         }
     }
 
@@ -357,13 +428,24 @@ impl EpochCheckpoints {
     }
 
     /// Takes the weights and state after an epoch; writes the last weights, the best when
-    /// they `improved`, then the state, each replacing its file only when complete.
-    fn save(&self, vs: &tch::nn::VarStore, state: &FitState, improved: bool) -> Result<()> {
+    /// they `improved`, the running mean when given, then the state, each replacing its file
+    /// only when complete.
+    fn save(
+        &self,
+        vs: &tch::nn::VarStore,
+        state: &FitState,
+        improved: bool,
+        average: Option<&WeightAverage>,
+    ) -> Result<()> {
         let dir = self.state.parent().expect("a file in a folder");
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-        save_atomic(vs, &self.last)?;
+        let weights = variables_by_name(vs);
+        save_atomic(&weights, &self.last)?;
         if improved {
-            save_atomic(vs, &self.best)?;
+            save_atomic(&weights, &self.best)?;
+        }
+        if let Some(average) = average {
+            save_atomic(&average.mean, &self.average)?;
         }
         let tmp = self.state.with_extension("json.partial");
         std::fs::write(
@@ -375,11 +457,11 @@ impl EpochCheckpoints {
     }
 }
 
-/// Takes weights and a path; writes them beside it first, so that a crash leaves the old
-/// file whole.
-fn save_atomic(vs: &tch::nn::VarStore, path: &Path) -> Result<()> {
+/// Takes named weights and a path; writes them beside it first, so that a crash leaves the
+/// old file whole.
+fn save_atomic(named: &[(String, tch::Tensor)], path: &Path) -> Result<()> {
     let tmp = path.with_extension("partial.ot");
-    save_weights(vs, &tmp)?;
+    tch::Tensor::save_multi(named, &tmp)?;
     std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
 }
 
@@ -387,7 +469,12 @@ fn save_atomic(vs: &tch::nn::VarStore, path: &Path) -> Result<()> {
 /// which changes from process to process, so the same weights gave different files and a
 /// different model version (MXBB) on every run.
 pub(crate) fn save_weights(vs: &tch::nn::VarStore, path: &Path) -> Result<()> {
+    Ok(tch::Tensor::save_multi(&variables_by_name(vs), path)?)
+}
+
+/// The network's weights (shallow handles, not copies) in name order.
+fn variables_by_name(vs: &tch::nn::VarStore) -> Vec<(String, tch::Tensor)> {
     let mut named: Vec<(String, tch::Tensor)> = vs.variables().into_iter().collect();
     named.sort_by(|a, b| a.0.cmp(&b.0));
-    Ok(tch::Tensor::save_multi(&named, path)?)
+    named
 }

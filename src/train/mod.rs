@@ -20,7 +20,9 @@ mod fit;
 mod point_model;
 
 pub use config::TrainConfig;
-pub use data::{extract, unpack_band_stacks, visit_labelled, LabelledTile, SampleSet, Split};
+pub use data::{
+    extract, unpack_band_stacks, visit_labelled, DatasetInfo, LabelledTile, SampleSet, Split,
+};
 pub use evaluate::{evaluate_classifier, Evaluation};
 pub use fit::{fit, FitOptions, Fitted};
 

@@ -54,6 +54,7 @@ impl PointModel<'_> {
             learning_rate: 0.003,
             weight_decay: 0.0,
             patience: 30,
+            average_from: None,
         };
         let fitted = fit(&set, &opts, None, quiet).map_err(|e| match e {
             Error::Usage { problem, .. } => Error::input(

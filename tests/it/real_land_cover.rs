@@ -101,8 +101,10 @@ fn crop_is_told_from_other_land_in_held_out_african_regions() {
         2113 + 1777,
         "every point of both regions is scored"
     );
+    // 0.664 against 0.601 here (2026-11-28); the issue's +0.05 is judged on all eight
+    // regions (`eval-real`), two leave room for another machine's rounding.
     assert!(
-        africa.gengbao.macro_f1 >= africa.random_forest.macro_f1,
+        africa.gengbao.macro_f1 >= africa.random_forest.macro_f1 + 0.03,
         "gengbao {:.3} against the forest's {:.3}",
         africa.gengbao.macro_f1,
         africa.random_forest.macro_f1

@@ -9,7 +9,8 @@ use gengbao::classify::{
 };
 use gengbao::geo::sensor::SensorProfile;
 use gengbao::train::{
-    evaluate_classifier, extract, fit, train, visit_labelled, FitOptions, Split, TrainConfig,
+    evaluate_classifier, extract, fit, train, visit_labelled, DatasetInfo, FitOptions, SampleSet,
+    Split, TrainConfig,
 };
 use std::path::Path;
 use tch::nn::Module;
@@ -44,6 +45,17 @@ periods = ["all"]
     TrainConfig::load(&path).unwrap()
 }
 
+/// The labelled pixels of a tiny config, with the default inputs of three periods.
+fn samples_of(cfg: &TrainConfig) -> (SampleSet, Vec<DatasetInfo>) {
+    let profile = cfg.profile();
+    let layout = FeatureLayout::parse(
+        &FeatureLayout::default_names(profile.bands, 3, &[]),
+        profile,
+    )
+    .unwrap();
+    extract(cfg, &layout).unwrap()
+}
+
 fn options(cfg: &TrainConfig) -> FitOptions {
     FitOptions::from(&cfg.model)
 }
@@ -52,13 +64,7 @@ fn options(cfg: &TrainConfig) -> FitOptions {
 fn training_lowers_the_loss_and_a_rerun_resumes_from_the_checkpoint() {
     let tmp = tempfile::tempdir().unwrap();
     let cfg = tiny_config(tmp.path(), 3);
-    let profile = cfg.profile();
-    let layout = FeatureLayout::parse(
-        &FeatureLayout::default_names(profile.bands, 3, &[]),
-        profile,
-    )
-    .unwrap();
-    let (set, infos) = extract(&cfg, &layout).unwrap();
+    let (set, infos) = samples_of(&cfg);
     assert!(set.len() > 10_000, "{} labelled pixels", set.len());
     assert!(infos[0].pixels.len() >= 5, "classes {:?}", infos[0].pixels);
     // Every split has pixels.
@@ -94,6 +100,58 @@ fn training_lowers_the_loss_and_a_rerun_resumes_from_the_checkpoint() {
         again.predict(&set, &train_idx),
         trained.predict(&set, &train_idx)
     );
+}
+
+/// A fitted network's weights by name, flattened.
+fn weights(fitted: &gengbao::train::Fitted) -> Vec<(String, Vec<f32>)> {
+    let mut named: Vec<(String, Vec<f32>)> = fitted
+        .vs
+        .variables()
+        .into_iter()
+        .map(|(n, t)| (n, Vec::<f32>::from(t.flatten(0, -1))))
+        .collect();
+    named.sort_by(|a, b| a.0.cmp(&b.0));
+    named
+}
+
+#[test]
+fn weight_averaging_keeps_the_mean_of_the_last_epochs_and_a_finished_run_returns_it_again() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = tiny_config(tmp.path(), 4);
+    let (set, _) = samples_of(&cfg);
+    let run = |epochs, average_from, patience, ckpt: Option<&Path>| {
+        let opts = FitOptions {
+            epochs,
+            average_from,
+            patience,
+            ..options(&cfg)
+        };
+        fit(&set, &opts, ckpt, true).unwrap()
+    };
+    // The same seed and shuffles: the first three epochs of a four-epoch run are a
+    // three-epoch run.
+    let third = weights(&run(3, None, 100, None));
+    let fourth = weights(&run(4, None, 100, None));
+    assert!(third != fourth);
+    // Averaging from the third epoch, with a patience that would stop at once otherwise.
+    let ckpt = tmp.path().join("ckpt");
+    let averaged = run(4, Some(3), 1, Some(&ckpt));
+    assert_eq!(averaged.state.epochs_done, 4);
+    assert!(!averaged.state.stopped_early);
+    assert_eq!(averaged.state.averaged_epochs, 2);
+    let mean = weights(&averaged);
+    for ((name, m), ((_, a), (_, b))) in mean.iter().zip(third.iter().zip(&fourth)) {
+        for ((m, a), b) in m.iter().zip(a).zip(b) {
+            assert!(
+                (m - (a + b) / 2.0).abs() < 1e-6,
+                "{name}: {m} against {a} and {b}"
+            );
+        }
+    }
+    // Run again, the finished run gives back the mean from its checkpoint, not the last epoch.
+    let again = run(4, Some(3), 1, Some(&ckpt));
+    assert_eq!(again.state.averaged_epochs, 2);
+    assert!(weights(&again) == mean);
 }
 
 #[test]
