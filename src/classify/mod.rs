@@ -727,9 +727,10 @@ pub struct TorchClassifier {
     batch: usize,
 }
 
-/// libtorch's random generator and intra-op thread count belong to the process. Whoever
-/// seeds, draws weights or loads a model holds this lock, so that a seeded network gets the
-/// same weights while other threads (tests, harnesses training several folds) build theirs.
+/// libtorch's random generator and intra-op thread count belong to the process. Every
+/// network built (which draws initial weights), every seed (only through [`build_mlp`]) and
+/// every TorchScript load holds this lock, so that a seeded network gets the same weights
+/// while other threads (tests, harnesses training several folds) build theirs.
 static TORCH_GLOBALS: Mutex<()> = Mutex::new(());
 
 /// Takes libtorch's process-wide state and sets it to one intra-op thread: the tile engine

@@ -155,13 +155,13 @@ pub(super) fn deafrica(
         .map(|&fold| {
             let region = &regions[fold];
             // The next region is the validation split: whole regions on every side.
-            let stopper = (fold + 1) % regions.len();
+            let validation = (fold + 1) % regions.len();
             let mut set = SampleSet {
                 inputs: layout.len(),
                 ..Default::default()
             };
             for (k, r) in inputs.iter().enumerate().filter(|&(k, _)| k != fold) {
-                let split = if k == stopper {
+                let split = if k == validation {
                     Split::Validation
                 } else {
                     Split::Train
@@ -267,7 +267,7 @@ fn fit_model(
         batch: 512,
         learning_rate: 0.003,
         weight_decay: 0.001,
-        patience: 8,
+        patience: 8, // unused when averaging (kept: it is part of the run's id)
         average_from: Some(61),
     };
     let fitted = fit(set, &opts, None, true)?;

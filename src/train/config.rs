@@ -212,6 +212,9 @@ impl TrainConfig {
             Err(Error::config(&self.source, key, what, fix))
         };
         SensorProfile::by_name(&self.model.sensor)?;
+        if let Some(problem) = super::FitOptions::from(&self.model).averaging_problem() {
+            return bad("model.average_from", problem, super::fit::AVERAGE_FROM_FIX);
+        }
         if !(1..=crate::classify::MAX_PERIODS).contains(&self.model.periods) {
             return bad(
                 "model.periods",

@@ -35,6 +35,23 @@ pub struct FitOptions {
     pub average_from: Option<usize>,
 }
 
+/// What a bad `average_from` should be instead.
+pub(crate) const AVERAGE_FROM_FIX: &str =
+    "give an epoch from 1 to `epochs` (half of `epochs` is the usual choice), or leave it out";
+
+impl FitOptions {
+    /// What is wrong with `average_from`, if anything: it names an epoch the run has.
+    pub(crate) fn averaging_problem(&self) -> Option<String> {
+        let from = self.average_from?;
+        (!(1..=self.epochs).contains(&from)).then(|| {
+            format!(
+                "average_from = {from} is not an epoch of the {} the run has",
+                self.epochs
+            )
+        })
+    }
+}
+
 impl From<&ModelSection> for FitOptions {
     fn from(m: &ModelSection) -> Self {
         FitOptions {
@@ -190,6 +207,9 @@ pub fn fit(
             "add labelled data or smaller split blocks so that every split has pixels",
         ));
     }
+    if let Some(problem) = opts.averaging_problem() {
+        return Err(Error::usage(problem, AVERAGE_FROM_FIX));
+    }
     let run = run_id(set, opts, &normalisation);
     let mut vs = tch::nn::VarStore::new(tch::Device::Cpu);
     let net = build_mlp(
@@ -336,6 +356,9 @@ impl FitState {
     }
 }
 
+/// The name under which a checkpoint's mean keeps its count of epochs.
+const AVERAGED_EPOCHS: &str = "averaged_epochs";
+
 /// The running mean of the weights at the end of the epochs averaged so far, by name.
 #[derive(Default)]
 struct WeightAverage {
@@ -368,9 +391,39 @@ impl WeightAverage {
         }
     }
 
-    /// Reads a mean of `count` epochs saved by a checkpoint.
+    /// The mean with its count, as a checkpoint saves them.
+    fn to_saved(&self) -> Vec<(String, tch::Tensor)> {
+        let mut saved: Vec<(String, tch::Tensor)> = self
+            .mean
+            .iter()
+            .map(|(n, t)| (n.clone(), t.shallow_clone()))
+            .collect();
+        saved.push((
+            AVERAGED_EPOCHS.into(),
+            tch::Tensor::of_slice(&[self.count as i64]),
+        ));
+        saved
+    }
+
+    /// Reads a checkpoint's mean, which must hold the `count` epochs its state says: the
+    /// files are replaced one after the other, and a crash between them would weigh an
+    /// epoch twice.
     fn load(path: &Path, count: usize) -> Result<Self> {
         let mut mean = tch::Tensor::load_multi(path)?;
+        let saved = mean
+            .iter()
+            .position(|(n, _)| n == AVERAGED_EPOCHS)
+            .map(|k| i64::from(&mean.remove(k).1));
+        if saved != Some(count as i64) {
+            return Err(Error::input(
+                path,
+                format!(
+                    "holds the mean of {} epochs where the run's state says {count} (it was stopped while saving)",
+                    saved.map_or("an unknown number of".into(), |n| n.to_string())
+                ),
+                "delete the checkpoint folder and train again",
+            ));
+        }
         mean.sort_by(|a, b| a.0.cmp(&b.0));
         Ok(WeightAverage { mean, count })
     }
@@ -445,7 +498,7 @@ impl EpochCheckpoints {
             save_atomic(&weights, &self.best)?;
         }
         if let Some(average) = average {
-            save_atomic(&average.mean, &self.average)?;
+            save_atomic(&average.to_saved(), &self.average)?;
         }
         let tmp = self.state.with_extension("json.partial");
         std::fs::write(

@@ -107,6 +107,7 @@ pub fn train(cfg: &TrainConfig, quiet: bool) -> Result<TrainReport> {
             "epochs_run": fitted.state.epochs_done,
             "best_epoch": fitted.state.best_epoch,
             "stopped_early": fitted.state.stopped_early,
+            "averaged_epochs": fitted.state.averaged_epochs,
             "learning_rate": cfg.model.learning_rate,
             "batch": cfg.model.batch,
         },

@@ -133,14 +133,16 @@ fn weight_averaging_keeps_the_mean_of_the_last_epochs_and_a_finished_run_returns
     let third = weights(&run(3, None, 100, None));
     let fourth = weights(&run(4, None, 100, None));
     assert!(third != fourth);
-    // Averaging from the third epoch, with a patience that would stop at once otherwise.
+    // Averaging from the third epoch; patience 1 does not apply.
     let ckpt = tmp.path().join("ckpt");
     let averaged = run(4, Some(3), 1, Some(&ckpt));
     assert_eq!(averaged.state.epochs_done, 4);
     assert!(!averaged.state.stopped_early);
     assert_eq!(averaged.state.averaged_epochs, 2);
     let mean = weights(&averaged);
+    assert!(mean.len() == third.len() && mean.len() == fourth.len() && !mean.is_empty());
     for ((name, m), ((_, a), (_, b))) in mean.iter().zip(third.iter().zip(&fourth)) {
+        assert!(m.len() == a.len() && m.len() == b.len(), "{name}");
         for ((m, a), b) in m.iter().zip(a).zip(b) {
             assert!(
                 (m - (a + b) / 2.0).abs() < 1e-6,
@@ -152,6 +154,41 @@ fn weight_averaging_keeps_the_mean_of_the_last_epochs_and_a_finished_run_returns
     let again = run(4, Some(3), 1, Some(&ckpt));
     assert_eq!(again.state.averaged_epochs, 2);
     assert!(weights(&again) == mean);
+
+    // A state that disagrees with the saved mean (a crash between the two files) is named.
+    let state = ckpt.join("state.json");
+    let text = std::fs::read_to_string(&state).unwrap();
+    let edited = text.replace("\"averaged_epochs\": 2", "\"averaged_epochs\": 1");
+    assert!(edited != text, "{text}");
+    std::fs::write(&state, edited).unwrap();
+    let opts = FitOptions {
+        epochs: 4,
+        average_from: Some(3),
+        patience: 1,
+        ..options(&cfg)
+    };
+    let err = fit(&set, &opts, Some(&ckpt), true)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("average.ot") && err.contains("delete the checkpoint folder"),
+        "{err}"
+    );
+    // An epoch the run does not have is refused before training.
+    let err = fit(
+        &set,
+        &FitOptions {
+            average_from: Some(5),
+            ..opts
+        },
+        None,
+        true,
+    )
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(err.contains("average_from = 5"), "{err}");
 }
 
 #[test]
