@@ -53,7 +53,9 @@
 //! # Invariants
 //!
 //! - Same inputs, same bytes: tiles are written in a fixed order and each write completes its
-//!   blocks, models are saved in name order, patches are numbered in a fixed order.
+//!   blocks, models are saved in name order, patches are numbered in a fixed order. A
+//!   trained model depends on its seed alone: libtorch's process-wide generator and thread
+//!   count are only touched under one lock (`classify::build_mlp`), one intra-op thread.
 //! - Nothing half-written: results go to a staging folder beside their target and replace it
 //!   in one rename; the ledger changes in one transaction per command.
 //! - Bounded memory: a tile's inputs are read per tile, at most a batch of tile results is
