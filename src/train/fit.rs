@@ -245,6 +245,11 @@ pub fn fit(
     let pb = crate::progress::progress(opts.epochs as u64, "epochs", quiet);
     pb.set_position(state.epochs_done as u64);
     let finished = |s: &FitState| s.stopped_early || s.epochs_done >= opts.epochs;
+    // An averaged run goes on to `epochs`.
+    let patience = match opts.average_from {
+        Some(_) => usize::MAX,
+        None => opts.patience,
+    };
     while !finished(&state) {
         let mut order = train.clone();
         order.shuffle(&mut ChaCha8Rng::seed_from_u64(
@@ -263,10 +268,6 @@ pub fn fit(
         let averaging = opts
             .average_from
             .is_some_and(|from| state.epochs_done + 1 >= from);
-        let patience = match opts.average_from {
-            Some(_) => usize::MAX,
-            None => opts.patience,
-        };
         let improved = state.record_epoch(train_loss, val_loss, patience);
         if averaging {
             average.add(&vs);
