@@ -54,6 +54,7 @@ fn classify(c: &mut Criterion) {
         composite: &composite,
         history: &history,
         runner_up: false,
+        wanted: None,
     };
     group.bench_function(format!("learned_{threads}_threads"), |b| {
         b.iter(|| pool.install(|| learned.classify(&input).unwrap()))

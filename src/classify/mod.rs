@@ -27,6 +27,10 @@ pub struct ClassifierInput<'a> {
     /// Also give each pixel's runner-up class (detect's spectral decision uses it; it costs
     /// the learned models a tenth of their time).
     pub runner_up: bool,
+    /// Classify only the pixels marked here (one flag per composite pixel); the others are
+    /// left unclassified, as if unobserved. `None`: every pixel. Spares a model the pixels
+    /// whose class the caller would not read (detect's unchanged pixels at the later date).
+    pub wanted: Option<&'a [bool]>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -125,7 +129,7 @@ impl Classifier for IndexBaseline {
         let n = c.len();
         let mut out = Classified::unclassified(n, input.runner_up);
         let recent: Vec<&NdviStats> = input.history.iter().take(2).map(|p| &p.ndvi).collect();
-        for i in 0..n {
+        for i in (0..n).filter(|&i| input.wanted.is_none_or(|w| w[i])) {
             let (b, g, r, nr, s1) = (blue[i], green[i], red[i], nir[i], swir1[i]);
             if [b, g, r, nr, s1].iter().any(|v| !v.is_finite()) {
                 continue;
@@ -990,32 +994,70 @@ impl TorchClassifier {
                 "the card's classes must list one gengbao code per model output",
             ));
         }
-        let probabilities = logits.softmax(-1, tch::Kind::Float);
-        let (prob, idx) = probabilities.max_dim(-1, false);
-        let (second, second_probability) = if input.runner_up {
-            let others = probabilities.scatter_value(-1, &idx.unsqueeze(-1), 0.0);
-            let (p, i) = others.max_dim(-1, false);
-            // The runner-up's probability given that the pixel is not its first class.
-            let given_not_first = p / ((&prob * -1.0) + 1.0).clamp_min(1e-6);
-            (Vec::<i64>::from(&i), Vec::<f32>::from(&given_not_first))
-        } else {
-            (Vec::new(), Vec::new())
-        };
-        Ok(Batch {
-            first: Vec::<i64>::from(&idx),
-            first_probability: Vec::<f32>::from(&prob),
-            second,
-            second_probability,
-        })
+        let logits = Vec::<f32>::from(&logits.to_kind(tch::Kind::Float).flatten(0, -1));
+        Ok(Batch::of_logits(
+            &logits,
+            self.card.classes.len(),
+            input.runner_up,
+        ))
     }
 }
 
 /// Output index and probability of each pixel of a batch, and of its runner-up.
+#[derive(Debug, PartialEq)]
 struct Batch {
     first: Vec<i64>,
     first_probability: Vec<f32>,
     second: Vec<i64>,
     second_probability: Vec<f32>,
+}
+
+impl Batch {
+    /// The softmax's first class and probability of each row of `logits` (`classes` a row),
+    /// and with `runner_up` the next class with its probability given that the pixel is not
+    /// of its first class. Ties go to the lower index. Computed here rather than by
+    /// libtorch: its softmax over a handful of classes cost more than the network itself.
+    fn of_logits(logits: &[f32], classes: usize, runner_up: bool) -> Batch {
+        let rows = logits.len() / classes;
+        let mut batch = Batch {
+            first: Vec::with_capacity(rows),
+            first_probability: Vec::with_capacity(rows),
+            second: Vec::new(),
+            second_probability: Vec::new(),
+        };
+        for row in logits.chunks_exact(classes) {
+            let first = argmax(row, None).expect("a model has at least one class");
+            let top = row[first];
+            let sum: f32 = row.iter().map(|&l| (l - top).exp()).sum();
+            let p_first = 1.0 / sum;
+            batch.first.push(first as i64);
+            batch.first_probability.push(p_first);
+            if runner_up {
+                // A one-class model has no runner-up: its own class, never likely.
+                let (second, p_second) = match argmax(row, Some(first)) {
+                    Some(k) => (k, (row[k] - top).exp() / sum),
+                    None => (first, 0.0),
+                };
+                batch.second.push(second as i64);
+                batch
+                    .second_probability
+                    .push(p_second / (1.0 - p_first).max(1e-6));
+            }
+        }
+        batch
+    }
+}
+
+/// The index of the largest value of `row` (the first of equals), leaving out `skip`; `None`
+/// when nothing is left.
+fn argmax(row: &[f32], skip: Option<usize>) -> Option<usize> {
+    let mut best: Option<usize> = None;
+    for (k, &v) in row.iter().enumerate() {
+        if Some(k) != skip && best.is_none_or(|b| v > row[b]) {
+            best = Some(k);
+        }
+    }
+    best
 }
 
 /// libtorch's message for the user (its first line), the whole text kept for the run log.
@@ -1101,7 +1143,10 @@ impl Classifier for TorchClassifier {
     fn classify(&self, input: &ClassifierInput) -> Result<Classified> {
         let c = input.composite;
         let mut out = Classified::unclassified(c.len(), input.runner_up);
-        let valid = self.layout.observed_pixels(c);
+        let mut valid = self.layout.observed_pixels(c);
+        if let Some(wanted) = input.wanted {
+            valid.retain(|&i| wanted[i]);
+        }
         let tile = self.layout.tile_inputs(c, input.history);
         let batches: Vec<Batch> = valid
             .par_chunks(self.batch)
@@ -1158,6 +1203,21 @@ mod tests {
             assert!(same, "another thread's draw got in");
         });
         assert!(seeded_weights(8) != alone);
+    }
+
+    #[test]
+    fn ties_go_to_the_lower_class_and_a_one_class_model_has_no_likely_runner_up() {
+        let tie = Batch::of_logits(&[2.0, 2.0, 0.0], 3, true);
+        assert_eq!((tie.first[0], tie.second[0]), (0, 1));
+        let e = 2f32.exp();
+        assert!((tie.first_probability[0] - e / (2.0 * e + 1.0)).abs() < 1e-6);
+        // Given that the pixel is not class 0, class 1 holds e of the remaining e + 1.
+        assert!((tie.second_probability[0] - e / (e + 1.0)).abs() < 1e-6);
+        let one = Batch::of_logits(&[0.3, -1.0], 1, true);
+        assert_eq!(one.first, vec![0, 0]);
+        assert_eq!(one.first_probability, vec![1.0, 1.0]);
+        assert_eq!(one.second_probability, vec![0.0, 0.0]);
+        assert!(Batch::of_logits(&[0.3, -1.0], 2, false).second.is_empty());
     }
 
     #[test]

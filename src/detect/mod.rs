@@ -546,14 +546,17 @@ fn scene_change(pair: &Pair) -> Result<SceneChange> {
     })
 }
 
-/// The land cover after, and its confidence, of pixel `i`: the before class where the ground
-/// did not change; where it changed, the after class, or its runner-up when the after class
-/// repeats the before one (the classes name a change, the spectral decision finds it).
-fn after_class(before: &Classified, after: &Classified, changed: bool, i: usize) -> (u8, f32) {
+/// The land cover after, and its confidence, of pixel `i`, given the spectral decision there
+/// (1 changed, 0 not, [`UNOBSERVED`]): the before class where the ground did not change;
+/// where it changed, the after class, or its runner-up when the after class repeats the
+/// before one (the classes name a change, the spectral decision finds it). The after date is
+/// classified only where the decision is not "unchanged" ([`wanted_after`]): a pixel judged
+/// unchanged was seen in every band of both looks.
+fn after_class(before: &Classified, after: &Classified, decision: u8, i: usize) -> (u8, f32) {
     let was = before.classes[i];
-    if was == 0 || after.classes[i] == 0 {
+    if was == 0 || (after.classes[i] == 0 && decision != 0) {
         (0, 0.0)
-    } else if !changed {
+    } else if decision != 1 {
         (was, before.confidence[i])
     } else {
         let second = after.runner_up.get(i).copied().unwrap_or(0);
@@ -563,6 +566,12 @@ fn after_class(before: &Classified, after: &Classified, changed: bool, i: usize)
             (second, after.runner_up_confidence[i])
         }
     }
+}
+
+/// The pixels whose after class [`after_class`] reads: all but those the spectral decision
+/// found unchanged.
+fn wanted_after(spectral: &[u8]) -> Vec<bool> {
+    spectral.iter().map(|&d| d != 0).collect()
 }
 
 /// Classifies one tile at both dates and judges its pixels through the engine's change step.
@@ -575,16 +584,6 @@ fn pair_tile(
 ) -> Result<PairTile> {
     let profile = pair.profile;
     let looks = read_looks(pair, tile)?;
-    let classify = |composite: &Composite, classifier: &dyn Classifier| {
-        classifier.classify(&ClassifierInput {
-            profile,
-            composite,
-            history: &[],
-            runner_up: scene.is_some(),
-        })
-    };
-    let before = classify(&looks.before, classifiers.before.as_ref())?;
-    let after = classify(&looks.after, classifiers.after.as_ref())?;
     let n = tile.core.len();
     let spectral = scene.map(|scene| {
         scene.changed(
@@ -593,10 +592,26 @@ fn pair_tile(
             looks.before.width(),
         )
     });
+    let wanted = spectral.as_deref().map(wanted_after);
+    let before = classifiers.before.classify(&ClassifierInput {
+        profile,
+        composite: &looks.before,
+        history: &[],
+        runner_up: false,
+        wanted: None,
+    })?;
+    let after = classifiers.after.classify(&ClassifierInput {
+        profile,
+        composite: &looks.after,
+        history: &[],
+        runner_up: spectral.is_some(),
+        wanted: wanted.as_deref(),
+    })?;
     let farm = looks.farm;
+    let decision = |i: usize| spectral.as_ref().map(|s| s[i]);
     let (class_after, confidence_after): (Vec<u8>, Vec<f32>) = (0..n)
-        .map(|i| match &spectral {
-            Some(changed) => after_class(&before, &after, changed[i] == 1, i),
+        .map(|i| match decision(i) {
+            Some(d) => after_class(&before, &after, d, i),
             None => (after.classes[i], after.confidence[i]),
         })
         .unzip();
@@ -626,8 +641,15 @@ fn pair_tile(
     let watched = farm
         .as_ref()
         .map_or(n, |f| f.parcel.iter().filter(|&&p| p != 0).count());
-    // Each date's own classes: the after raster keeps a pixel only where both dates saw it.
-    let seen = [&before.classes, &after.classes].map(|c| c.iter().filter(|&&c| c > 0).count());
+    // Each date's own classes (the after date's also where it was left unclassified as
+    // unchanged): the after raster keeps a pixel only where both dates saw it.
+    let seen_after = (0..n)
+        .filter(|&i| after.classes[i] > 0 || decision(i) == Some(0))
+        .count();
+    let seen = [
+        before.classes.iter().filter(|&&c| c > 0).count(),
+        seen_after,
+    ];
     Ok(PairTile {
         class_before: before.classes,
         class_after,

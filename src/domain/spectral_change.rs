@@ -33,7 +33,7 @@
 //! Nothing here is fitted to a scene: the statistics and the threshold are the scene's own.
 
 use super::neighbourhood::window_mean;
-use ndarray::ArrayView2;
+use ndarray::{Array1, ArrayView2, Zip};
 
 /// Running sums of each band of both looks over the pixels observed in every band of both.
 /// Sums of tiles merge; merged in a fixed order they give the same bytes every run.
@@ -138,17 +138,28 @@ impl Standardisation {
     /// either look is unobserved.
     pub fn magnitude(&self, before: ArrayView2<f32>, after: ArrayView2<f32>) -> Vec<f32> {
         assert_eq!(before.dim(), after.dim(), "both looks on one window");
-        let pixels = before.ncols();
-        let mut out = vec![f32::NAN; pixels];
-        for i in (0..pixels).filter(|&i| observed_both(&before, &after, i)) {
-            let mut sum = 0f32;
-            for (b, (zb, za)) in self.before.iter().zip(&self.after).enumerate() {
-                let d = (after[[b, i]] - za.0) * za.1 - (before[[b, i]] - zb.0) * zb.1;
-                sum += d * d;
-            }
-            out[i] = sum.sqrt();
+        // Band after band over the rows of the band × pixel views: a pixel's bands lie a
+        // band's length apart, so the pixel-outer order missed the cache on every band.
+        // An unobserved value (NaN, or infinite) leaves its pixel's sum NaN or infinite.
+        let mut sums = Array1::<f32>::zeros(before.ncols());
+        for (b, (zb, za)) in self.before.iter().zip(&self.after).enumerate() {
+            Zip::from(&mut sums)
+                .and(before.row(b))
+                .and(after.row(b))
+                .for_each(|sum, &x, &y| {
+                    let d = (y - za.0) * za.1 - (x - zb.0) * zb.1;
+                    *sum += d * d;
+                });
         }
-        out
+        sums.iter()
+            .map(|&sum| {
+                if sum.is_finite() {
+                    sum.sqrt()
+                } else {
+                    f32::NAN
+                }
+            })
+            .collect()
     }
 }
 

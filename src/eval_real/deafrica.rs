@@ -182,6 +182,7 @@ pub(super) fn deafrica(
                 composite: &region.second_half,
                 history: &inputs[fold].history,
                 runner_up: false,
+                wanted: None,
             })?;
             // An unclassified point (a band missing) counts as not crop, never as left out.
             let crop = classified

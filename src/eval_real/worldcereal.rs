@@ -62,6 +62,7 @@ pub(super) fn worldcereal(data: &Path, work: &Path) -> Result<Option<LandCoverSe
                 composite: t.composite,
                 history: t.history,
                 runner_up: false,
+                wanted: None,
             })?;
             let (pixels, rows) = labelled_rows(&t);
             let classes = forest_classes(&yardstick, rows)?;

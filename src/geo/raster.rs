@@ -204,27 +204,13 @@ pub fn warp_onto(
             )
         }));
     }
-    let mut out = Vec::new();
-    for b in 1..=bands {
-        let band = dst.rasterband(b)?;
-        let buf = band.read_as::<f32>(
-            (0, 0),
-            (window.width, window.height),
-            (window.width, window.height),
-            None,
-        )?;
-        append_band(&mut out, buf.into_shape_and_vec().1);
+    let mut out = vec![f32::NAN; bands * window.len()];
+    for (b, values) in (1..=bands).zip(out.chunks_exact_mut(window.len())) {
+        let size = (window.width, window.height);
+        dst.rasterband(b)?
+            .read_into_slice((0, 0), size, size, values, None)?;
     }
     Ok(band_stack(bands, window, out))
-}
-
-/// Appends a band's values to a stack; the first band (most files have one) is not copied.
-fn append_band(stack: &mut Vec<f32>, band: Vec<f32>) {
-    if stack.is_empty() {
-        *stack = band;
-    } else {
-        stack.extend_from_slice(&band);
-    }
 }
 
 /// `values`, band after band of `window`'s rows, as bands × rows × columns.
@@ -273,22 +259,20 @@ fn read_aligned(
         ..window
     };
     let bands = file.raster_count();
-    let mut out = Vec::new();
-    for b in 1..=bands {
-        let mut values =
-            read_grid_window::<f32>(file, b, in_file, f32::NAN).map_err(|e| match e {
-                Error::Gdal(e) => damaged_blocks(path, &e.to_string()).unwrap_or_else(|| {
-                    Error::input(path, e.to_string(), "check the file with `gdalinfo`")
-                }),
-                other => other,
-            })?;
+    let mut out = vec![f32::NAN; bands * window.len()];
+    for (b, values) in (1..=bands).zip(out.chunks_exact_mut(window.len())) {
+        read_grid_window_into(file, b, in_file, values).map_err(|e| match e {
+            Error::Gdal(e) => damaged_blocks(path, &e.to_string()).unwrap_or_else(|| {
+                Error::input(path, e.to_string(), "check the file with `gdalinfo`")
+            }),
+            other => other,
+        })?;
         let band = file.rasterband(b)?;
         if let Some(fill) = band.no_data_value().or(nodata).filter(|v| v.is_finite()) {
             for v in values.iter_mut().filter(|v| f64::from(**v) == fill) {
                 *v = f32::NAN;
             }
         }
-        append_band(&mut out, values);
     }
     Ok(band_stack(bands, window, out))
 }
@@ -438,29 +422,41 @@ pub(crate) fn read_grid_window<T: GdalType + Copy>(
     window: Window,
     fill: T,
 ) -> Result<Vec<T>> {
-    let (w, h) = ds.raster_size();
     let mut out = vec![fill; window.len()];
+    read_grid_window_into(ds, band, window, &mut out)?;
+    Ok(out)
+}
+
+/// [`read_grid_window`] into `out` (the window's pixels, row-major), whose values stay where
+/// the window lies outside the raster.
+fn read_grid_window_into<T: GdalType + Copy>(
+    ds: &Dataset,
+    band: usize,
+    window: Window,
+    out: &mut [T],
+) -> Result<()> {
+    let (w, h) = ds.raster_size();
     let x0 = window.x.max(0);
     let y0 = window.y.max(0);
     let x1 = (window.x + window.width as isize).min(w as isize);
     let y1 = (window.y + window.height as isize).min(h as isize);
     if x1 <= x0 || y1 <= y0 {
-        return Ok(out);
+        return Ok(());
     }
     let (iw, ih) = ((x1 - x0) as usize, (y1 - y0) as usize);
     let band = ds.rasterband(band)?;
     // A window inside the raster (every tile but the edge ones) is read in place.
     if iw * ih == window.len() {
-        band.read_into_slice((x0, y0), (iw, ih), (iw, ih), &mut out, None)?;
-        return Ok(out);
+        band.read_into_slice((x0, y0), (iw, ih), (iw, ih), out, None)?;
+        return Ok(());
     }
-    let mut part = vec![fill; iw * ih];
+    let mut part = out[..iw * ih].to_vec();
     band.read_into_slice((x0, y0), (iw, ih), (iw, ih), &mut part, None)?;
     for (r, row) in part.chunks_exact(iw).enumerate() {
         let dst = ((y0 - window.y) as usize + r) * window.width + (x0 - window.x) as usize;
         out[dst..dst + iw].copy_from_slice(row);
     }
-    Ok(out)
+    Ok(())
 }
 
 /// A tiled, compressed GeoTIFF on the job grid, written window by window.

@@ -106,6 +106,7 @@ impl PeriodContext<'_> {
             composite: &comp,
             history: &history,
             runner_up: false,
+            wanted: None,
         })?;
         let class = tile.crop_core(&classified.classes);
         let confidence = tile.crop_core(&classified.confidence);

@@ -71,6 +71,7 @@ pub fn evaluate_classifier(
             composite: t.composite,
             history: t.history,
             runner_up: false,
+            wanted: None,
         })?;
         let pool = usize::from(!cfg.datasets[t.dataset].real);
         for (i, &label) in t.labels.iter().enumerate() {

@@ -74,6 +74,7 @@ fn classify(
         composite: comp,
         history: &[],
         runner_up: false,
+        wanted: None,
     })
     .unwrap()
 }
@@ -101,6 +102,51 @@ fn a_varstore_model_reloads_and_classifies_like_the_trained_network() {
         assert!((out.confidence[i] - p[i]).abs() < 1e-6);
     }
     assert_eq!(clf.version().len(), 12, "version is a short content hash");
+}
+
+#[test]
+fn only_the_wanted_pixels_are_classified_with_the_runner_up_libtorch_would_give() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("mlp.ot");
+    let (_vs, net) = save_mlp(&model, &S2, &[16, 8]);
+    let profile = SensorProfile::by_name("sentinel2-l2a").unwrap();
+    let clf = TorchClassifier::load(&model, profile).unwrap();
+    let comp = composite(profile);
+    let wanted: Vec<bool> = (0..20).map(|i| i % 3 != 0).collect();
+    let out = clf
+        .classify(&ClassifierInput {
+            profile,
+            composite: &comp,
+            history: &[],
+            runner_up: true,
+            wanted: Some(&wanted),
+        })
+        .unwrap();
+
+    let x: Vec<f32> = comp.pixels().t().iter().copied().collect();
+    let p = net
+        .forward(&tch::Tensor::of_slice(&x).view([20, 10]))
+        .softmax(-1, tch::Kind::Float);
+    let p: Vec<Vec<f32>> = (0..20).map(|i| Vec::<f32>::from(&p.get(i))).collect();
+    for i in 0..20 {
+        if !wanted[i] {
+            assert_eq!(out.classes[i], 0, "pixel {i} was not wanted");
+            assert_eq!(out.runner_up[i], 0, "pixel {i} was not wanted");
+            continue;
+        }
+        let mut order: Vec<usize> = (0..6).collect();
+        order.sort_by(|&a, &b| p[i][b].total_cmp(&p[i][a]));
+        let (first, second) = (order[0], order[1]);
+        assert_eq!(out.classes[i] as usize, first + 1, "pixel {i}");
+        assert!((out.confidence[i] - p[i][first]).abs() < 1e-6, "pixel {i}");
+        assert_eq!(out.runner_up[i] as usize, second + 1, "pixel {i}");
+        let given_not_first = p[i][second] / (1.0 - p[i][first]);
+        assert!(
+            (out.runner_up_confidence[i] - given_not_first).abs() < 1e-5,
+            "pixel {i}: {} against {given_not_first}",
+            out.runner_up_confidence[i]
+        );
+    }
 }
 
 #[test]

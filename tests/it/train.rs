@@ -233,6 +233,7 @@ fn a_saved_model_reloads_and_classifies_like_the_trained_network() {
                 composite: t.composite,
                 history: t.history,
                 runner_up: false,
+                wanted: None,
             })
             .unwrap();
         let pixels = layout.observed_pixels(t.composite);
