@@ -554,7 +554,7 @@ fn scene_change(pair: &Pair) -> Result<SceneChange> {
 /// unchanged was seen in every band of both looks.
 fn after_class(before: &Classified, after: &Classified, decision: u8, i: usize) -> (u8, f32) {
     let was = before.classes[i];
-    if was == 0 || (after.classes[i] == 0 && decision != 0) {
+    if was == 0 || !seen_after(after, Some(decision), i) {
         (0, 0.0)
     } else if decision != 1 {
         (was, before.confidence[i])
@@ -572,6 +572,12 @@ fn after_class(before: &Classified, after: &Classified, decision: u8, i: usize) 
 /// found unchanged.
 fn wanted_after(spectral: &[u8]) -> Vec<bool> {
     spectral.iter().map(|&d| d != 0).collect()
+}
+
+/// Whether the after date saw pixel `i` (`decision`: the spectral decision there, if any):
+/// classified, or left unclassified as unchanged ([`wanted_after`]).
+fn seen_after(after: &Classified, decision: Option<u8>, i: usize) -> bool {
+    after.classes[i] > 0 || decision == Some(0)
 }
 
 /// Classifies one tile at both dates and judges its pixels through the engine's change step.
@@ -641,14 +647,12 @@ fn pair_tile(
     let watched = farm
         .as_ref()
         .map_or(n, |f| f.parcel.iter().filter(|&&p| p != 0).count());
-    // Each date's own classes (the after date's also where it was left unclassified as
-    // unchanged): the after raster keeps a pixel only where both dates saw it.
-    let seen_after = (0..n)
-        .filter(|&i| after.classes[i] > 0 || decision(i) == Some(0))
-        .count();
+    // Each date's own classes: the after raster keeps a pixel only where both dates saw it.
     let seen = [
         before.classes.iter().filter(|&&c| c > 0).count(),
-        seen_after,
+        (0..n)
+            .filter(|&i| seen_after(&after, decision(i), i))
+            .count(),
     ];
     Ok(PairTile {
         class_before: before.classes,

@@ -450,6 +450,7 @@ fn read_grid_window_into<T: GdalType + Copy>(
         band.read_into_slice((x0, y0), (iw, ih), (iw, ih), out, None)?;
         return Ok(());
     }
+    // Any values of the right type: the read overwrites them all.
     let mut part = out[..iw * ih].to_vec();
     band.read_into_slice((x0, y0), (iw, ih), (iw, ih), &mut part, None)?;
     for (r, row) in part.chunks_exact(iw).enumerate() {

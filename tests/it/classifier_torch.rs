@@ -79,6 +79,15 @@ fn classify(
     .unwrap()
 }
 
+/// libtorch's softmax of `net` over the pixels of `comp` (pixels × classes), the network the
+/// loaded classifier must agree with.
+fn libtorch_probabilities(net: &tch::nn::Sequential, comp: &Composite) -> tch::Tensor {
+    // One row of 10 band values per pixel: the bands axis last.
+    let x: Vec<f32> = comp.pixels().t().iter().copied().collect();
+    net.forward(&tch::Tensor::of_slice(&x).view([comp.len() as i64, 10]))
+        .softmax(-1, tch::Kind::Float)
+}
+
 #[test]
 fn a_varstore_model_reloads_and_classifies_like_the_trained_network() {
     let tmp = tempfile::tempdir().unwrap();
@@ -90,11 +99,7 @@ fn a_varstore_model_reloads_and_classifies_like_the_trained_network() {
     let comp = composite(profile);
     let out = classify(&clf, profile, &comp);
 
-    // One row of 10 band values per pixel: the bands axis last.
-    let x: Vec<f32> = comp.pixels().t().iter().copied().collect();
-    let expected = net
-        .forward(&tch::Tensor::of_slice(&x).view([20, 10]))
-        .softmax(-1, tch::Kind::Float);
+    let expected = libtorch_probabilities(&net, &comp);
     let (p, idx) = expected.max_dim(-1, false);
     let (p, idx) = (Vec::<f32>::from(&p), Vec::<i64>::from(&idx));
     for i in 0..20 {
@@ -123,10 +128,7 @@ fn only_the_wanted_pixels_are_classified_with_the_runner_up_libtorch_would_give(
         })
         .unwrap();
 
-    let x: Vec<f32> = comp.pixels().t().iter().copied().collect();
-    let p = net
-        .forward(&tch::Tensor::of_slice(&x).view([20, 10]))
-        .softmax(-1, tch::Kind::Float);
+    let p = libtorch_probabilities(&net, &comp);
     let p: Vec<Vec<f32>> = (0..20).map(|i| Vec::<f32>::from(&p.get(i))).collect();
     for i in 0..20 {
         if !wanted[i] {
