@@ -141,7 +141,8 @@ fn timer(cfg: &JobConfig, month: impl Fn(u32) -> String) -> (u32, String, PathBu
 
 /// The job's unit name: the ASCII of its name (runs of anything else become one `-`) and a
 /// hash of its config's path, so that two jobs never share a unit whatever their names
-/// (a Chinese name has no ASCII at all).
+/// (a Chinese name has no ASCII at all). The ASCII part is cut to 24 characters, so that a
+/// Kubernetes Job's name (the unit, the period and the step) keeps to its 63.
 /// `config` is the config's path from the root.
 fn unit_name(cfg: &JobConfig, config: &Path) -> String {
     use sha2::{Digest, Sha256};
@@ -153,6 +154,7 @@ fn unit_name(cfg: &JobConfig, config: &Path) -> String {
             slug.push('-');
         }
     }
+    let slug: String = slug.chars().take(24).collect();
     let slug = slug.trim_matches('-');
     let hash = Sha256::digest(config.to_string_lossy().as_bytes());
     let hash: String = hash[..4].iter().map(|b| format!("{b:02x}")).collect();
@@ -256,7 +258,8 @@ pub fn slurm_script(cfg: &JobConfig, exe: &Path) -> String {
 /// A script (`bash SCRIPT 2026-P3`, with `kubectl` on the PATH) that runs a period on
 /// Kubernetes as the job's `[cluster] shards`: the image `[cluster] image` with gengbao on
 /// its PATH, the job folder from the volume claim `[cluster] volume_claim` mounted at its
-/// own path.
+/// own path. Each Job of an earlier attempt at the period is deleted before its step, so the
+/// script can be run again after a failure; it stops at the first Job that fails.
 pub fn k8s_script(cfg: &JobConfig) -> String {
     let c = &cfg.cluster;
     let config = from_root(&cfg.source);
@@ -273,7 +276,8 @@ pub fn k8s_script(cfg: &JobConfig) -> String {
     // container's shell command.
     let job = |suffix: &str, extra: &str, command: &str, memory: &str| {
         format!(
-            "kubectl apply -f - <<EOF\n\
+            "kubectl delete job \"$name-{suffix}\" --ignore-not-found --cascade=foreground\n\
+             kubectl apply -f - <<EOF\n\
              apiVersion: batch/v1\n\
              kind: Job\n\
              metadata:\n  name: $name-{suffix}\n\
@@ -286,7 +290,7 @@ pub fn k8s_script(cfg: &JobConfig) -> String {
              \x20       volumeMounts: [{{name: job, mountPath: {folder}}}]\n\
              \x20     volumes: [{{name: job, persistentVolumeClaim: {{claimName: {claim}}}}}]\n\
              EOF\n\
-             kubectl wait --for=condition=complete --timeout=-1s job/$name-{suffix}\n",
+             wait_for \"$name-{suffix}\"\n",
             image = c.image,
             cpus = c.cpus_per_shard,
             folder = double_quoted(&folder.display().to_string()),
@@ -306,6 +310,18 @@ pub fn k8s_script(cfg: &JobConfig) -> String {
          set -euo pipefail\n\
          period=\"${{1:?give the period, e.g. 2026-P3}}\"\n\
          name=\"{unit}-$(echo \"$period\" | tr 'A-Z' 'a-z')\"\n\
+         # Returns when the Job completed; stops the script when it failed (`kubectl wait`\n\
+         # for completion would wait for ever on a failed Job).\n\
+         wait_for() {{\n\
+         \x20 while :; do\n\
+         \x20   state=\" $(kubectl get job \"$1\" -o 'jsonpath={{.status.conditions[?(@.status==\"True\")].type}}') \"\n\
+         \x20   case \"$state\" in\n\
+         \x20     *\" Complete \"*) return 0 ;;\n\
+         \x20     *\" Failed \"*) echo \"$1 failed: kubectl describe job/$1; kubectl logs job/$1\" >&2; exit 1 ;;\n\
+         \x20   esac\n\
+         \x20   sleep 10\n\
+         \x20 done\n\
+         }}\n\
          {plan}{shards}{merge}\
          echo \"$period: merged\"\n",
         name = cfg.job.name,
@@ -463,5 +479,13 @@ mod tests {
         }
         assert_ne!(a, b, "two jobs of one name");
         assert!(c.starts_with("gengbao-taizhou-2025-"), "{c}");
+        let long = unit_of(
+            "Taizhou municipal cultivated land supervision, every county",
+            "/srv/taizhou/job.toml",
+        );
+        assert!(
+            long.starts_with("gengbao-taizhou-municipal-cultiv-") && long.len() <= 41,
+            "{long}: with `-2026-P3-shards` over Kubernetes' 63 characters"
+        );
     }
 }

@@ -543,3 +543,160 @@ fn the_emitted_slurm_script_runs_on_a_real_slurm_and_merges_to_the_bytes_of_one_
     fixture.committed_one_runs_bytes("the Slurm run");
     drop(slurm);
 }
+
+/// A stand-in for `kubectl` (no Kubernetes runs here): an applied Job's pods run at once on
+/// this machine, one after the other, the Indexed Job's with `JOB_COMPLETION_INDEX`; the
+/// Job's document is kept as `<name>.yaml`, its state (`Complete` or `Failed`) as
+/// `<name>.status`, every call in `calls`. A Job applied again while it exists is left as it
+/// is, as Kubernetes leaves it. Pod 1 of the Job whose name ends in `KUBE_FAIL` fails.
+const STAND_IN_KUBECTL: &str = r#"#!/bin/bash
+set -u
+state="$KUBE_STATE"
+echo "$*" >> "$state/calls"
+case "$1 $2" in
+  "delete job") rm -f "$state/$3.status" ;;
+  "apply -f")
+    doc=$(cat)
+    name=$(printf '%s\n' "$doc" | sed -n 's/^  name: //p' | head -n 1)
+    if [ -e "$state/$name.status" ]; then echo "job.batch/$name unchanged"; exit 0; fi
+    printf '%s\n' "$doc" > "$state/$name.yaml"
+    command=$(printf '%s\n' "$doc" | sed -n 's/^ *command: \["sh", "-c", "\(.*\)"\]$/\1/p')
+    count=$(printf '%s\n' "$doc" | sed -n 's/^  completions: //p')
+    status=Complete
+    for i in $(seq 0 $(( ${count:-1} - 1 ))); do
+      if [ -n "${KUBE_FAIL:-}" ] && [ "${name%"$KUBE_FAIL"}" != "$name" ] && [ "$i" = 1 ]; then
+        status=Failed; continue
+      fi
+      JOB_COMPLETION_INDEX=$i sh -c "$command" >> "$state/$name.log" 2>&1 || status=Failed
+    done
+    echo "$status" > "$state/$name.status"
+    echo "job.batch/$name created" ;;
+  "get job") cat "$state/$3.status" ;;
+  *) echo "stand-in kubectl: unexpected call: $*" >&2; exit 2 ;;
+esac
+"#;
+
+/// The script `schedule --emit k8s` writes, run against a stand-in `kubectl`: its three
+/// documents are Jobs as Kubernetes reads them (the shards an Indexed Job of `[cluster]
+/// shards` pods with the job folder mounted at its own path); when a shard's pod fails the
+/// script stops there, before the merge, and nothing is committed; run again, it replaces
+/// the earlier attempt's Jobs and the period has the bytes of one `run`.
+#[test]
+fn the_emitted_kubernetes_script_stops_at_a_failed_shard_and_run_again_merges_to_one_runs_bytes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let fixture = LastPeriod::new(tmp.path(), 256, 64, |text| text);
+    let (cfg, last) = (&fixture.cfg, fixture.last.to_string());
+    let (ok, script) = gengbao(&["schedule", "--config", fixture.config(), "--emit", "k8s"]);
+    assert!(ok, "{script}");
+    let script_file = tmp.path().join("period.sh");
+    std::fs::write(&script_file, &script).unwrap();
+    let (bin, state) = (tmp.path().join("bin"), tmp.path().join("kube"));
+    std::fs::create_dir_all(&bin).unwrap();
+    std::fs::create_dir_all(&state).unwrap();
+    let kubectl = bin.join("kubectl");
+    std::fs::write(&kubectl, STAND_IN_KUBECTL).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&kubectl, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let gengbao_dir = Path::new(env!("CARGO_BIN_EXE_gengbao")).parent().unwrap();
+    let path = format!(
+        "{}:{}:{}",
+        bin.display(),
+        gengbao_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let run_script = |fail: &str| {
+        output_of(
+            Command::new("bash")
+                .arg(&script_file)
+                .arg(&last)
+                .env("PATH", &path)
+                .env("KUBE_STATE", &state)
+                .env("KUBE_FAIL", fail),
+        )
+    };
+    let documents = || -> Vec<(String, serde_yaml::Value)> {
+        let mut docs: Vec<_> = std::fs::read_dir(&state)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+            .map(|p| {
+                let text = std::fs::read_to_string(&p).unwrap();
+                let doc = serde_yaml::from_str(&text)
+                    .unwrap_or_else(|e| panic!("{} is not YAML: {e}\n{text}", p.display()));
+                (p.file_stem().unwrap().to_string_lossy().into_owned(), doc)
+            })
+            .collect();
+        docs.sort_by(|a, b| a.0.cmp(&b.0));
+        docs
+    };
+
+    // The shards' Job fails: the script stops there, says which, and nothing is merged.
+    let (ok, said) = run_script("-shards");
+    assert!(!ok, "the script went on after a failed shard: {said}");
+    let names: Vec<String> = documents().into_iter().map(|(n, _)| n).collect();
+    assert!(
+        names.len() == 2 && names.iter().any(|n| n.ends_with("-plan")),
+        "{names:?}"
+    );
+    let shards_job = names
+        .iter()
+        .find(|n| n.ends_with("-shards"))
+        .unwrap()
+        .clone();
+    assert!(said.contains(&format!("{shards_job} failed")), "{said}");
+    assert!(
+        !cfg.layout().period(fixture.last).summary().exists(),
+        "a period was committed after a failed shard"
+    );
+
+    // Run again: the failed attempt's Jobs are replaced (applied over, a failed Job would
+    // stay failed), and the period has one run's bytes.
+    let (ok, said) = run_script("");
+    let calls = std::fs::read_to_string(state.join("calls")).unwrap();
+    assert!(ok, "{said}\nkubectl calls:\n{calls}");
+    fixture.committed_one_runs_bytes("the Kubernetes script");
+
+    // The documents as Kubernetes reads them.
+    let docs = documents();
+    assert_eq!(docs.len(), 3, "{names:?}");
+    let folder = cfg.layout().root().parent().unwrap().to_path_buf();
+    for (name, doc) in &docs {
+        assert_eq!(doc["apiVersion"], "batch/v1", "{name}");
+        assert_eq!(doc["kind"], "Job", "{name}");
+        assert_eq!(doc["metadata"]["name"].as_str(), Some(name.as_str()));
+        assert!(
+            name.len() <= 63
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'),
+            "{name} is not a Kubernetes name"
+        );
+        let pod = &doc["spec"]["template"]["spec"];
+        assert_eq!(pod["restartPolicy"], "Never", "{name}");
+        let container = &pod["containers"][0];
+        assert_eq!(container["image"], "gengbao:latest", "{name}");
+        let mount = &container["volumeMounts"][0];
+        assert_eq!(
+            mount["mountPath"].as_str().map(Path::new),
+            Some(folder.as_path()),
+            "{name}: the job folder is not mounted at its own path"
+        );
+        assert_eq!(
+            pod["volumes"][0]["persistentVolumeClaim"]["claimName"], "gengbao-data",
+            "{name}"
+        );
+        assert_eq!(pod["volumes"][0]["name"], mount["name"], "{name}");
+        let memory = container["resources"]["requests"]["memory"].as_str();
+        let wanted = if name.ends_with("-merge") {
+            "16Gi"
+        } else {
+            "8Gi"
+        };
+        assert_eq!(memory, Some(wanted), "{name}");
+    }
+    let shards = &docs.iter().find(|(n, _)| n == &shards_job).unwrap().1["spec"];
+    assert_eq!(shards["completionMode"], "Indexed");
+    assert_eq!(shards["completions"], 4);
+    assert_eq!(shards["parallelism"], 4);
+}
