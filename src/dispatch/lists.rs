@@ -21,25 +21,39 @@ fn xlsx_error(path: &Path, e: rust_xlsxwriter::XlsxError) -> Error {
     Error::input(path, e.to_string(), "check that the folder is writable")
 }
 
-pub(super) fn write_xlsx(path: &Path, patches: &[Patch]) -> Result<()> {
-    list_workbook(patches)
+/// `created` is the date the workbook's properties carry: the period's last day in a
+/// package, as its zip entries, so that the same package gives the same bytes.
+pub(super) fn write_xlsx(path: &Path, patches: &[Patch], created: chrono::NaiveDate) -> Result<()> {
+    list_workbook(patches, created)
         .and_then(|mut book| book.save(path))
         .map_err(|e| xlsx_error(path, e))
 }
 
 /// The spreadsheet list of `patches` as the bytes of an `.xlsx` file (the portal's download
-/// of a filtered list).
-pub(crate) fn xlsx_bytes(patches: &[Patch]) -> std::result::Result<Vec<u8>, String> {
-    list_workbook(patches)
+/// of a filtered list, `created` the day it is asked for).
+pub(crate) fn xlsx_bytes(
+    patches: &[Patch],
+    created: chrono::NaiveDate,
+) -> std::result::Result<Vec<u8>, String> {
+    list_workbook(patches, created)
         .and_then(|mut book| book.save_to_buffer())
         .map_err(|e| e.to_string())
 }
 
 fn list_workbook(
     patches: &[Patch],
+    created: chrono::NaiveDate,
 ) -> std::result::Result<rust_xlsxwriter::Workbook, rust_xlsxwriter::XlsxError> {
-    use rust_xlsxwriter::{DataValidation, Format, Workbook};
+    use chrono::Datelike;
+    use rust_xlsxwriter::{DataValidation, DocProperties, ExcelDateTime, Format, Workbook};
     let mut book = Workbook::new();
+    // Without it the workbook carries the clock's time, and no two packages are alike.
+    let day = ExcelDateTime::from_ymd(
+        created.year() as u16,
+        created.month() as u8,
+        created.day() as u8,
+    )?;
+    book.set_properties(&DocProperties::new().set_creation_datetime(&day));
     let sheet = book.add_worksheet();
     sheet.set_name("图斑清单")?;
     let header = Format::new().set_bold().set_background_color(0xDDEBF7);

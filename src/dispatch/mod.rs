@@ -222,7 +222,11 @@ fn write_package(
         &cfg.output.shapefile_encoding,
         &RETURN_FIELDS,
     )?;
-    write_xlsx(&dir.join(format!("{stem}.xlsx")), patches)?;
+    write_xlsx(
+        &dir.join(format!("{stem}.xlsx")),
+        patches,
+        period.last_day(),
+    )?;
     write_csv(&dir.join(format!("{stem}.csv")), patches)?;
     let chips = dir.join("chips");
     std::fs::create_dir_all(&chips).map_err(|e| Error::io(&chips, e))?;

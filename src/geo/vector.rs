@@ -4,6 +4,11 @@
 //! (GBK or UTF-8). GeoJSON is written in WGS84 (RFC 7946) for web maps.
 //!
 //! Every vector file gengbao writes goes through [`write_layer`].
+//!
+//! Invariant: the same rows give the same bytes. The formats' "last changed" stamps
+//! (GeoPackage's `gpkg_contents.last_change`, the Shapefile's DBF header date) are written as
+//! [`CONTENT_STAMP`], not the clock, so a re-run or a re-issued package can be compared by
+//! checksum; the file's own modification time still says when it was written.
 
 use crate::error::{Error, GdalContext, Result};
 use gdal::spatial_ref::SpatialRef;
@@ -74,6 +79,26 @@ pub enum Areas {
     MultiPolygons,
 }
 
+/// The "last changed" date written into GeoPackage and Shapefile metadata (see the module's
+/// invariant): the Unix epoch.
+const CONTENT_STAMP: (&str, &str) = ("1970-01-01T00:00:00.000Z", "1970-01-01");
+
+/// Sets GDAL's clock for GeoPackage stamps on this thread while it lives.
+struct StampedClock;
+
+impl StampedClock {
+    fn set() -> Result<Self> {
+        gdal::config::set_thread_local_config_option("OGR_CURRENT_DATE", CONTENT_STAMP.0)?;
+        Ok(StampedClock)
+    }
+}
+
+impl Drop for StampedClock {
+    fn drop(&mut self) {
+        let _ = gdal::config::clear_thread_local_config_option("OGR_CURRENT_DATE");
+    }
+}
+
 /// Writes one layer of areas with attributes into a new file `path`. All vector output of
 /// gengbao goes through here.
 #[allow(clippy::too_many_arguments)]
@@ -87,6 +112,9 @@ pub fn write_layer(
     rows: impl IntoIterator<Item = (Geometry, Vec<FieldValue>)>,
     shapefile_encoding: &str,
 ) -> Result<()> {
+    // Declared before the dataset so that it is dropped after the dataset is closed (GDAL
+    // stamps a GeoPackage again when it closes).
+    let _clock = StampedClock::set()?;
     let driver = DriverManager::get_driver_by_name(format.driver())?;
     let mut ds = driver
         .create_vector_only(path)
@@ -95,8 +123,9 @@ pub fn write_layer(
         "GBK" => "ENCODING=CP936".to_string(),
         _ => "ENCODING=UTF-8".to_string(),
     };
+    let dbf_date = format!("DBF_DATE_LAST_UPDATE={}", CONTENT_STAMP.1);
     let opts: Vec<&str> = match format {
-        Format::Shapefile => vec![encoding.as_str()],
+        Format::Shapefile => vec![encoding.as_str(), dbf_date.as_str()],
         Format::GeoJson => vec!["RFC7946=YES", "WRITE_NAME=NO"],
         Format::GeoPackage => vec![],
     };

@@ -726,7 +726,7 @@ async fn list_xlsx(
         Some(Err(e)) => return server_error(e),
         None => Vec::new(),
     };
-    match crate::dispatch::lists::xlsx_bytes(&records) {
+    match crate::dispatch::lists::xlsx_bytes(&records, chrono::Local::now().date_naive()) {
         Ok(bytes) => (
             [
                 (

@@ -177,7 +177,7 @@ fn models_trained_on_points_find_the_built_block_and_the_abandoned_parcel() {
 }
 
 #[test]
-fn two_runs_on_the_same_pair_train_byte_identical_models() {
+fn two_runs_on_the_same_pair_train_byte_identical_models_and_write_identical_patches() {
     let tmp = tempfile::tempdir().unwrap();
     scene(tmp.path());
     let outs = ["a", "b"].map(|run| {
@@ -185,7 +185,7 @@ fn two_runs_on_the_same_pair_train_byte_identical_models() {
         detect(&options(tmp.path(), &out)).unwrap();
         out
     });
-    for f in ["model_before.ot", "model_after.ot"] {
+    for f in ["model_before.ot", "model_after.ot", "patches.gpkg"] {
         let [a, b] = &outs.clone().map(|out| std::fs::read(out.join(f)).unwrap());
         assert!(a == b, "{f} differs between two runs");
     }

@@ -162,15 +162,19 @@ fn tile_seams_do_not_change_or_split_patches_and_runs_repeat_exactly() {
         let cfg = run_all(&city, Some(t));
         let dir = cfg.layout().period(last).dir().to_path_buf();
         let mut bytes = Vec::new();
+        // Every format a county receives, the GeoPackage's and the Shapefile's "last
+        // changed" stamps included.
         for code in ["320901", "320902"] {
-            bytes.push(
-                fs::read(
-                    dir.join("counties")
-                        .join(code)
-                        .join(format!("TB_{code}_{last}.geojson")),
-                )
-                .unwrap(),
-            );
+            for ext in ["geojson", "gpkg", "shp", "shx", "dbf", "prj", "cpg"] {
+                bytes.push(
+                    fs::read(
+                        dir.join("counties")
+                            .join(code)
+                            .join(format!("TB_{code}_{last}.{ext}")),
+                    )
+                    .unwrap(),
+                );
+            }
         }
         let rasters = ["flags.tif", "class.tif", "composite.tif"].map(|f| dir.join(f));
         // Cloud-Optimized, so that web maps and QGIS read them over HTTP.
