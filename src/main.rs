@@ -818,7 +818,7 @@ fn schedule_command(config: &Path, today: Option<&str>, emit: Option<Emit>) -> R
         Some(Emit::Cron) => say!("{}", schedule::cron_entry(&cfg, &exe).trim_end()),
         Some(Emit::Systemd) => say!("{}", schedule::systemd_units(&cfg, &exe).trim_end()),
         Some(Emit::Slurm) => say!("{}", schedule::slurm_script(&cfg, &exe).trim_end()),
-        Some(Emit::K8s) => say!("{}", schedule::k8s_script(&cfg).trim_end()),
+        Some(Emit::K8s) => say!("{}", schedule::k8s_script(&cfg)?.trim_end()),
         None => {
             let today = parse_today(today)?;
             say!("{}", schedule::plan(&cfg, today)?.human(&cfg));

@@ -116,7 +116,7 @@ shards = 4                      # tasks of the tile stage; then one merge
 cpus_per_shard = 2
 memory_per_shard = "8G"         # Slurm --mem, Kubernetes memory (G becomes Gi)
 memory_merge = "16G"            # the merge assembles and vectorises the whole job
-time_limit = "04:00:00"         # Slurm --time of each task
+time_limit = "04:00:00"         # Slurm --time of each task, Kubernetes activeDeadlineSeconds of each Job
 partition = ""                  # Slurm partition ("" = the cluster's default)
 image = "gengbao:latest"        # Kubernetes: a container image with gengbao on its PATH
 volume_claim = "gengbao-data"   # Kubernetes: the volume holding the job, mounted at the

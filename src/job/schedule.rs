@@ -141,10 +141,10 @@ fn timer(cfg: &JobConfig, month: impl Fn(u32) -> String) -> (u32, String, PathBu
 
 /// The job's unit name: the ASCII of its name (runs of anything else become one `-`) and a
 /// hash of its config's path, so that two jobs never share a unit whatever their names
-/// (a Chinese name has no ASCII at all). The ASCII part is cut to 24 characters, so that a
-/// Kubernetes Job's name (the unit, the period and the step) keeps to its 63.
+/// (a Chinese name has no ASCII at all). `longest_name` cuts the ASCII part where a unit's
+/// name must stay short (a Kubernetes Job's, with the period and the step, keeps to 63).
 /// `config` is the config's path from the root.
-fn unit_name(cfg: &JobConfig, config: &Path) -> String {
+fn unit_name(cfg: &JobConfig, config: &Path, longest_name: Option<usize>) -> String {
     use sha2::{Digest, Sha256};
     let mut slug = String::new();
     for c in cfg.job.name.chars() {
@@ -154,7 +154,10 @@ fn unit_name(cfg: &JobConfig, config: &Path) -> String {
             slug.push('-');
         }
     }
-    let slug: String = slug.chars().take(24).collect();
+    let slug: String = slug
+        .chars()
+        .take(longest_name.unwrap_or(usize::MAX))
+        .collect();
     let slug = slug.trim_matches('-');
     let hash = Sha256::digest(config.to_string_lossy().as_bytes());
     let hash: String = hash[..4].iter().map(|b| format!("{b:02x}")).collect();
@@ -203,7 +206,7 @@ fn double_quoted(s: &str) -> String {
 pub fn slurm_script(cfg: &JobConfig, exe: &Path) -> String {
     let c = &cfg.cluster;
     let config = from_root(&cfg.source);
-    let unit = unit_name(cfg, &config);
+    let unit = unit_name(cfg, &config, None);
     let logs = from_root(cfg.layout().root()).join("slurm");
     let partition = if c.partition.is_empty() {
         String::new()
@@ -258,13 +261,41 @@ pub fn slurm_script(cfg: &JobConfig, exe: &Path) -> String {
 /// A script (`bash SCRIPT 2026-P3`, with `kubectl` on the PATH) that runs a period on
 /// Kubernetes as the job's `[cluster] shards`: the image `[cluster] image` with gengbao on
 /// its PATH, the job folder from the volume claim `[cluster] volume_claim` mounted at its
-/// own path. Each Job of an earlier attempt at the period is deleted before its step, so the
-/// script can be run again after a failure; it stops at the first Job that fails.
-pub fn k8s_script(cfg: &JobConfig) -> String {
+/// own path, each Job given `[cluster] time_limit` (`activeDeadlineSeconds`: a pod that
+/// never starts fails the Job too). Each Job of an earlier attempt at the period is deleted
+/// before its step, so the script can be run again after a failure; it stops at the first
+/// Job that fails, naming it. Refused when the job folder's path holds a character the
+/// script's quoting cannot carry, or the time limit does not read.
+pub fn k8s_script(cfg: &JobConfig) -> Result<String> {
     let c = &cfg.cluster;
     let config = from_root(&cfg.source);
-    let unit = unit_name(cfg, &config);
+    let unit = unit_name(cfg, &config, Some(24));
     let folder = config.parent().unwrap_or(Path::new("/")).to_path_buf();
+    // The path goes into a YAML string, inside a shell's single quotes, inside a heredoc
+    // that expands `$`.
+    if let Some(bad) = config
+        .to_string_lossy()
+        .chars()
+        .find(|c| matches!(c, '\'' | '"' | '\\' | '$' | '`') || c.is_control())
+    {
+        return Err(Error::input(
+            &config,
+            format!("holds {bad:?}, which the Kubernetes script cannot pass to its pods"),
+            "keep the job in a folder whose path has no quotes, backslashes, `$` or backticks",
+        ));
+    }
+    let deadline = match slurm_time_seconds(&c.time_limit) {
+        Some(Some(seconds)) => format!("  activeDeadlineSeconds: {seconds}\n"),
+        Some(None) => String::new(),
+        None => {
+            return Err(Error::config(
+                &cfg.source,
+                "cluster.time_limit",
+                format!("\"{}\" is not a time limit", c.time_limit),
+                "write it as Slurm does: \"04:00:00\", \"1-00:00:00\", \"90\" (minutes) or \"UNLIMITED\"",
+            ))
+        }
+    };
     let gi = |m: &str| {
         let m = m.trim();
         match m.strip_suffix('G').or_else(|| m.strip_suffix('M')) {
@@ -281,7 +312,7 @@ pub fn k8s_script(cfg: &JobConfig) -> String {
              apiVersion: batch/v1\n\
              kind: Job\n\
              metadata:\n  name: $name-{suffix}\n\
-             spec:\n{extra}  backoffLimit: 2\n  template:\n    spec:\n      restartPolicy: Never\n\
+             spec:\n{extra}{deadline}  backoffLimit: 2\n  template:\n    spec:\n      restartPolicy: Never\n\
              \x20     containers:\n\
              \x20     - name: gengbao\n\
              \x20       image: {image}\n\
@@ -297,13 +328,8 @@ pub fn k8s_script(cfg: &JobConfig) -> String {
             claim = double_quoted(&c.volume_claim),
         )
     };
-    let gengbao = |args: &str| {
-        format!(
-            "\"exec gengbao {args} --config '{}'\"",
-            config.display().to_string().replace('\'', "")
-        )
-    };
-    format!(
+    let gengbao = |args: &str| format!("\"exec gengbao {args} --config '{}'\"", config.display());
+    Ok(format!(
         "#!/bin/bash\n\
          # gengbao job {name}: one period as {n} shards on Kubernetes, then the merge.\n\
          # Usage: bash THIS_SCRIPT 2026-P3\n\
@@ -311,14 +337,20 @@ pub fn k8s_script(cfg: &JobConfig) -> String {
          period=\"${{1:?give the period, e.g. 2026-P3}}\"\n\
          name=\"{unit}-$(echo \"$period\" | tr 'A-Z' 'a-z')\"\n\
          # Returns when the Job completed; stops the script when it failed (`kubectl wait`\n\
-         # for completion would wait for ever on a failed Job).\n\
+         # for completion would wait for ever on a failed Job), or when its state could not\n\
+         # be read for five minutes.\n\
          wait_for() {{\n\
+         \x20 local errors=0 state\n\
          \x20 while :; do\n\
-         \x20   state=\" $(kubectl get job \"$1\" -o 'jsonpath={{.status.conditions[?(@.status==\"True\")].type}}') \"\n\
-         \x20   case \"$state\" in\n\
-         \x20     *\" Complete \"*) return 0 ;;\n\
-         \x20     *\" Failed \"*) echo \"$1 failed: kubectl describe job/$1; kubectl logs job/$1\" >&2; exit 1 ;;\n\
-         \x20   esac\n\
+         \x20   if state=\" $(kubectl get job \"$1\" -o 'jsonpath={{.status.conditions[?(@.status==\"True\")].type}}') \"; then\n\
+         \x20     errors=0\n\
+         \x20     case \"$state\" in\n\
+         \x20       *\" Complete \"*) return 0 ;;\n\
+         \x20       *\" Failed \"*) echo \"$1 failed: kubectl describe job/$1; kubectl logs -l job-name=$1 --prefix\" >&2; exit 1 ;;\n\
+         \x20     esac\n\
+         \x20   elif [ $((errors += 1)) -ge 30 ]; then\n\
+         \x20     echo \"$1: its state could not be read 30 times in a row (it may still run): kubectl get job/$1\" >&2; exit 1\n\
+         \x20   fi\n\
          \x20   sleep 10\n\
          \x20 done\n\
          }}\n\
@@ -350,7 +382,35 @@ pub fn k8s_script(cfg: &JobConfig) -> String {
             &gengbao("merge --quiet --period $period"),
             &gi(&c.memory_merge)
         ),
-    )
+    ))
+}
+
+/// A Slurm time limit (`--time`: minutes, minutes:seconds, hours:minutes:seconds,
+/// days-hours, days-hours:minutes, days-hours:minutes:seconds) in seconds; `Some(None)`
+/// for no limit (`UNLIMITED`, `INFINITE`), None when it does not read.
+fn slurm_time_seconds(text: &str) -> Option<Option<u64>> {
+    let text = text.trim();
+    if ["UNLIMITED", "INFINITE"].contains(&text.to_ascii_uppercase().as_str()) {
+        return Some(None);
+    }
+    let number = |s: &str| -> Option<u64> {
+        (!s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())).then(|| s.parse().ok())?
+    };
+    let (days, rest) = match text.split_once('-') {
+        Some((d, rest)) => (Some(number(d)?), rest),
+        None => (None, text),
+    };
+    let parts: Vec<u64> = rest.split(':').map(number).collect::<Option<_>>()?;
+    let seconds = match (days, parts.as_slice()) {
+        (None, [m]) => m * 60,
+        (None, [m, s]) => m * 60 + s,
+        (None, [h, m, s]) => h * 3600 + m * 60 + s,
+        (Some(d), [h]) => d * 86400 + h * 3600,
+        (Some(d), [h, m]) => d * 86400 + h * 3600 + m * 60,
+        (Some(d), [h, m, s]) => d * 86400 + h * 3600 + m * 60 + s,
+        _ => return None,
+    };
+    (seconds > 0).then_some(Some(seconds))
 }
 
 /// A crontab line running the job's due periods on the day its imagery is expected, at
@@ -373,7 +433,7 @@ pub fn cron_entry(cfg: &JobConfig, exe: &Path) -> String {
 /// was off.
 pub fn systemd_units(cfg: &JobConfig, exe: &Path) -> String {
     let (day, months, config) = timer(cfg, |m| format!("{m:02}"));
-    let unit = unit_name(cfg, &config);
+    let unit = unit_name(cfg, &config, None);
     let workdir = config.parent().unwrap_or(Path::new("/"));
     // systemd splits ExecStart at spaces unless the word is quoted.
     let quote = |p: &Path| format!("\"{}\"", p.display().to_string().replace('"', "\\\""));
@@ -439,7 +499,7 @@ mod tests {
     }
 
     fn unit_of(name: &str, path: &str) -> String {
-        unit_name(&job(name, path), &from_root(Path::new(path)))
+        unit_name(&job(name, path), &from_root(Path::new(path)), None)
     }
 
     #[test]
@@ -479,13 +539,61 @@ mod tests {
         }
         assert_ne!(a, b, "two jobs of one name");
         assert!(c.starts_with("gengbao-taizhou-2025-"), "{c}");
-        let long = unit_of(
+        let long = job(
             "Taizhou municipal cultivated land supervision, every county",
             "/srv/taizhou/job.toml",
         );
+        let config = from_root(Path::new("/srv/taizhou/job.toml"));
+        let k8s = unit_name(&long, &config, Some(24));
         assert!(
-            long.starts_with("gengbao-taizhou-municipal-cultiv-") && long.len() <= 41,
-            "{long}: with `-2026-P3-shards` over Kubernetes' 63 characters"
+            k8s.starts_with("gengbao-taizhou-municipal-cultiv-") && k8s.len() <= 41,
+            "{k8s}: with `-2026-P3-shards` over Kubernetes' 63 characters"
+        );
+        // Timers keep the whole name (a unit already installed keeps its name).
+        assert!(unit_name(&long, &config, None).contains("every-county"));
+    }
+
+    #[test]
+    fn slurm_time_limits_read_in_every_form_slurm_takes() {
+        for (text, seconds) in [
+            ("90", Some(Some(5400))),
+            ("90:30", Some(Some(5430))),
+            ("04:00:00", Some(Some(14400))),
+            ("1-12", Some(Some(129600))),
+            ("1-00:30", Some(Some(88200))),
+            ("2-01:02:03", Some(Some(176523))),
+            ("unlimited", Some(None)),
+            ("", None),
+            ("4h", None),
+            ("1-2-3", None),
+            ("1:2:3:4", None),
+            ("00:00:00", None),
+        ] {
+            assert_eq!(slurm_time_seconds(text), seconds, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn the_kubernetes_script_refuses_paths_and_time_limits_it_cannot_carry() {
+        let mut cfg = job("sample-city", "/srv/job$x/job.toml");
+        let e = k8s_script(&cfg).unwrap_err().to_string();
+        assert!(
+            e.contains("/srv/job$x/job.toml") && e.contains("'$'"),
+            "{e}"
+        );
+        cfg = job("sample-city", "/srv/city/job.toml");
+        cfg.cluster.time_limit = "4h".into();
+        let e = k8s_script(&cfg).unwrap_err().to_string();
+        assert!(
+            e.contains("cluster.time_limit") && e.contains("\"4h\""),
+            "{e}"
+        );
+        cfg.cluster.time_limit = "04:00:00".into();
+        let script = k8s_script(&cfg).unwrap();
+        assert_eq!(
+            script.matches("activeDeadlineSeconds: 14400").count(),
+            3,
+            "{script}"
         );
     }
 }

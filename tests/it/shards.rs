@@ -546,15 +546,21 @@ fn the_emitted_slurm_script_runs_on_a_real_slurm_and_merges_to_the_bytes_of_one_
 
 /// A stand-in for `kubectl` (no Kubernetes runs here): an applied Job's pods run at once on
 /// this machine, one after the other, the Indexed Job's with `JOB_COMPLETION_INDEX`; the
-/// Job's document is kept as `<name>.yaml`, its state (`Complete` or `Failed`) as
-/// `<name>.status`, every call in `calls`. A Job applied again while it exists is left as it
-/// is, as Kubernetes leaves it. Pod 1 of the Job whose name ends in `KUBE_FAIL` fails.
+/// Job's document is kept as `<name>.yaml`, its state as `<name>.status`, every call in
+/// `calls`. As a cluster does: a Job applied again while it exists is left as it is,
+/// deleting a Job that does not exist fails without `--ignore-not-found`, a finished Job's
+/// true conditions come two by two (Kubernetes 1.31). Pod 1 of the Job whose name ends in
+/// `KUBE_FAIL` fails; the first read of the merge Job's state fails (the API server away).
 const STAND_IN_KUBECTL: &str = r#"#!/bin/bash
 set -u
 state="$KUBE_STATE"
 echo "$*" >> "$state/calls"
 case "$1 $2" in
-  "delete job") rm -f "$state/$3.status" ;;
+  "delete job")
+    if [ ! -e "$state/$3.status" ] && [ "$4" != --ignore-not-found ]; then
+      echo "Error from server (NotFound): jobs.batch \"$3\" not found" >&2; exit 1
+    fi
+    rm -f "$state/$3.status" ;;
   "apply -f")
     doc=$(cat)
     name=$(printf '%s\n' "$doc" | sed -n 's/^  name: //p' | head -n 1)
@@ -562,16 +568,24 @@ case "$1 $2" in
     printf '%s\n' "$doc" > "$state/$name.yaml"
     command=$(printf '%s\n' "$doc" | sed -n 's/^ *command: \["sh", "-c", "\(.*\)"\]$/\1/p')
     count=$(printf '%s\n' "$doc" | sed -n 's/^  completions: //p')
-    status=Complete
+    status="SuccessCriteriaMet Complete"
     for i in $(seq 0 $(( ${count:-1} - 1 ))); do
       if [ -n "${KUBE_FAIL:-}" ] && [ "${name%"$KUBE_FAIL"}" != "$name" ] && [ "$i" = 1 ]; then
-        status=Failed; continue
+        status="FailureTarget Failed"; continue
       fi
-      JOB_COMPLETION_INDEX=$i sh -c "$command" >> "$state/$name.log" 2>&1 || status=Failed
+      JOB_COMPLETION_INDEX=$i sh -c "$command" >> "$state/$name.log" 2>&1 || status="FailureTarget Failed"
     done
     echo "$status" > "$state/$name.status"
     echo "job.batch/$name created" ;;
-  "get job") cat "$state/$3.status" ;;
+  "get job")
+    if [ "$4 $5" != '-o jsonpath={.status.conditions[?(@.status=="True")].type}' ]; then
+      echo "stand-in kubectl: unexpected output asked: $*" >&2; exit 2
+    fi
+    if [ "${3%-merge}" != "$3" ] && [ ! -e "$state/$3.away" ]; then
+      touch "$state/$3.away"
+      echo "The connection to the server was refused" >&2; exit 1
+    fi
+    cat "$state/$3.status" ;;
   *) echo "stand-in kubectl: unexpected call: $*" >&2; exit 2 ;;
 esac
 "#;
@@ -606,7 +620,10 @@ fn the_emitted_kubernetes_script_stops_at_a_failed_shard_and_run_again_merges_to
     );
     let run_script = |fail: &str| {
         output_of(
-            Command::new("bash")
+            // A script that waits for ever fails the test instead of hanging it.
+            Command::new("timeout")
+                .arg("300")
+                .arg("bash")
                 .arg(&script_file)
                 .arg(&last)
                 .env("PATH", &path)
@@ -664,7 +681,6 @@ fn the_emitted_kubernetes_script_stops_at_a_failed_shard_and_run_again_merges_to
     for (name, doc) in &docs {
         assert_eq!(doc["apiVersion"], "batch/v1", "{name}");
         assert_eq!(doc["kind"], "Job", "{name}");
-        assert_eq!(doc["metadata"]["name"].as_str(), Some(name.as_str()));
         assert!(
             name.len() <= 63
                 && name
@@ -687,6 +703,10 @@ fn the_emitted_kubernetes_script_stops_at_a_failed_shard_and_run_again_merges_to
             "{name}"
         );
         assert_eq!(pod["volumes"][0]["name"], mount["name"], "{name}");
+        assert_eq!(
+            doc["spec"]["activeDeadlineSeconds"], 14400,
+            "{name}: 04:00:00"
+        );
         let memory = container["resources"]["requests"]["memory"].as_str();
         let wanted = if name.ends_with("-merge") {
             "16Gi"
