@@ -53,7 +53,9 @@
 //! # Invariants
 //!
 //! - Same inputs, same bytes: tiles are written in a fixed order and each write completes its
-//!   blocks, models are saved in name order, patches are numbered in a fixed order. A
+//!   blocks, models are saved in name order, patches are numbered in a fixed order, vector
+//!   files and packages carry fixed "last changed" dates (`geo::vector`, the period's last
+//!   day in a package's zip and spreadsheet), never the clock's. A
 //!   trained model depends on its seed alone: libtorch's process-wide generator and thread
 //!   count are only touched under one lock (`classify::build_mlp`), one intra-op thread.
 //! - Nothing half-written: results go to a staging folder beside their target and replace it
