@@ -393,8 +393,10 @@ fn slurm_time_seconds(text: &str) -> Option<Option<u64>> {
     if ["UNLIMITED", "INFINITE"].contains(&text.to_ascii_uppercase().as_str()) {
         return Some(None);
     }
+    // At most u32 each, so that no sum below can overflow.
     let number = |s: &str| -> Option<u64> {
-        (!s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())).then(|| s.parse().ok())?
+        (!s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| s.parse::<u32>().ok().map(u64::from))?
     };
     let (days, rest) = match text.split_once('-') {
         Some((d, rest)) => (Some(number(d)?), rest),
@@ -568,6 +570,8 @@ mod tests {
             ("1-2-3", None),
             ("1:2:3:4", None),
             ("00:00:00", None),
+            ("99999999999-00", None),
+            ("4294967295-23:59:59", Some(Some(371085174374399))),
         ] {
             assert_eq!(slurm_time_seconds(text), seconds, "{text:?}");
         }
