@@ -284,9 +284,9 @@ pub fn k8s_script(cfg: &JobConfig) -> Result<String> {
             "keep the job in a folder whose path has no quotes, backslashes, `$` or backticks",
         ));
     }
-    let deadline = match slurm_time_seconds(&c.time_limit) {
-        Some(Some(seconds)) => format!("  activeDeadlineSeconds: {seconds}\n"),
-        Some(None) => String::new(),
+    let deadline = match TimeLimit::read(&c.time_limit) {
+        Some(TimeLimit::Seconds(seconds)) => format!("  activeDeadlineSeconds: {seconds}\n"),
+        Some(TimeLimit::Unlimited) => String::new(),
         None => {
             return Err(Error::config(
                 &cfg.source,
@@ -385,34 +385,46 @@ pub fn k8s_script(cfg: &JobConfig) -> Result<String> {
     ))
 }
 
-/// A Slurm time limit (`--time`: minutes, minutes:seconds, hours:minutes:seconds,
-/// days-hours, days-hours:minutes, days-hours:minutes:seconds) in seconds; `Some(None)`
-/// for no limit (`UNLIMITED`, `INFINITE`), None when it does not read.
-fn slurm_time_seconds(text: &str) -> Option<Option<u64>> {
-    let text = text.trim();
-    if ["UNLIMITED", "INFINITE"].contains(&text.to_ascii_uppercase().as_str()) {
-        return Some(None);
+/// A Slurm time limit (`--time`).
+#[derive(Debug, PartialEq, Eq)]
+enum TimeLimit {
+    Seconds(u64),
+    /// `UNLIMITED` or `INFINITE`.
+    Unlimited,
+}
+
+impl TimeLimit {
+    /// Reads Slurm's forms: minutes, minutes:seconds, hours:minutes:seconds, days-hours,
+    /// days-hours:minutes, days-hours:minutes:seconds; None when `text` is none of them or
+    /// no time at all.
+    fn read(text: &str) -> Option<TimeLimit> {
+        let text = text.trim();
+        if ["UNLIMITED", "INFINITE"].contains(&text.to_ascii_uppercase().as_str()) {
+            return Some(TimeLimit::Unlimited);
+        }
+        // At most u32 each, so that no sum below can overflow.
+        let number = |s: &str| -> Option<u64> {
+            if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+                return None;
+            }
+            s.parse::<u32>().ok().map(u64::from)
+        };
+        let (days, rest) = match text.split_once('-') {
+            Some((d, rest)) => (Some(number(d)?), rest),
+            None => (None, text),
+        };
+        let parts: Vec<u64> = rest.split(':').map(number).collect::<Option<_>>()?;
+        let seconds = match (days, parts.as_slice()) {
+            (None, [m]) => m * 60,
+            (None, [m, s]) => m * 60 + s,
+            (None, [h, m, s]) => h * 3600 + m * 60 + s,
+            (Some(d), [h]) => d * 86400 + h * 3600,
+            (Some(d), [h, m]) => d * 86400 + h * 3600 + m * 60,
+            (Some(d), [h, m, s]) => d * 86400 + h * 3600 + m * 60 + s,
+            _ => return None,
+        };
+        (seconds > 0).then_some(TimeLimit::Seconds(seconds))
     }
-    // At most u32 each, so that no sum below can overflow.
-    let number = |s: &str| -> Option<u64> {
-        (!s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
-            .then(|| s.parse::<u32>().ok().map(u64::from))?
-    };
-    let (days, rest) = match text.split_once('-') {
-        Some((d, rest)) => (Some(number(d)?), rest),
-        None => (None, text),
-    };
-    let parts: Vec<u64> = rest.split(':').map(number).collect::<Option<_>>()?;
-    let seconds = match (days, parts.as_slice()) {
-        (None, [m]) => m * 60,
-        (None, [m, s]) => m * 60 + s,
-        (None, [h, m, s]) => h * 3600 + m * 60 + s,
-        (Some(d), [h]) => d * 86400 + h * 3600,
-        (Some(d), [h, m]) => d * 86400 + h * 3600 + m * 60,
-        (Some(d), [h, m, s]) => d * 86400 + h * 3600 + m * 60 + s,
-        _ => return None,
-    };
-    (seconds > 0).then_some(Some(seconds))
 }
 
 /// A crontab line running the job's due periods on the day its imagery is expected, at
@@ -558,22 +570,25 @@ mod tests {
     #[test]
     fn slurm_time_limits_read_in_every_form_slurm_takes() {
         for (text, seconds) in [
-            ("90", Some(Some(5400))),
-            ("90:30", Some(Some(5430))),
-            ("04:00:00", Some(Some(14400))),
-            ("1-12", Some(Some(129600))),
-            ("1-00:30", Some(Some(88200))),
-            ("2-01:02:03", Some(Some(176523))),
-            ("unlimited", Some(None)),
+            ("90", Some(TimeLimit::Seconds(5400))),
+            ("90:30", Some(TimeLimit::Seconds(5430))),
+            ("04:00:00", Some(TimeLimit::Seconds(14400))),
+            ("1-12", Some(TimeLimit::Seconds(129600))),
+            ("1-00:30", Some(TimeLimit::Seconds(88200))),
+            ("2-01:02:03", Some(TimeLimit::Seconds(176523))),
+            ("unlimited", Some(TimeLimit::Unlimited)),
             ("", None),
             ("4h", None),
             ("1-2-3", None),
             ("1:2:3:4", None),
             ("00:00:00", None),
             ("99999999999-00", None),
-            ("4294967295-23:59:59", Some(Some(371085174374399))),
+            (
+                "4294967295-23:59:59",
+                Some(TimeLimit::Seconds(371085174374399)),
+            ),
         ] {
-            assert_eq!(slurm_time_seconds(text), seconds, "{text:?}");
+            assert_eq!(TimeLimit::read(text), seconds, "{text:?}");
         }
     }
 
